@@ -1,0 +1,130 @@
+"""DBLM, Dynamic Blur-Level Mapping (DESIGN.md section 3): a blindly degraded face y -> K blurred faces.
+
+    sigma_hat = SDE(y)
+    sigma_k   = max(rho^(k-1) sigma_hat, sigma_min),   k = 1..K
+    y'_1      = TM(y, sigma_1)
+    y'_k      = RM(y, y'_(k-1), sigma_k)               k = 2..K
+
+Each y'_k estimates G_sigma_k * x, the clean face blurred by a known Gaussian; the sampler uses them as
+guidance targets with known kernels, the blurriest first.
+
+Floor (our choice). Blur widths below ``sigma_min`` (``sigma_min_512`` in 512-px units, converted to
+pixels at y's height) cannot be told apart and give guidance the weight of an exact image, so every
+level is clamped to the floor. Once a level reaches it, the following levels repeat it: same sigma, same
+image (copied; RM is not evaluated for those images). ``sigmas`` is therefore non-increasing along k,
+strictly decreasing while above the floor, and sigma_1 = max(sigma_hat, sigma_min); ``sigma_hat`` is
+returned unclamped. Images are clamped to [-1, 1].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import torch
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from torch import nn
+
+from utils.checkpoint import load_checkpoint
+from utils.config import ConfigError, instantiate
+
+
+@dataclass
+class DBLMOutput:
+    sigma_hat: torch.Tensor  # (N,) SDE estimate, pixels at y's resolution, unclamped
+    sigmas: torch.Tensor  # (N, K) blur of each level, non-increasing along K
+    images: List[torch.Tensor] = field(default_factory=list)  # K tensors (N, C, H, W) in [-1, 1]
+
+
+@dataclass
+class _NetNode:
+    target: str = MISSING
+    params: Dict[str, Any] = field(default_factory=dict)
+    ckpt_path: str = MISSING
+
+
+@dataclass
+class DBLMConfig:
+    """Schema of the ``dblm`` section read by :meth:`DBLM.from_config`."""
+
+    num_levels: int = 3
+    rho: float = 0.75
+    sigma_min_512: float = 0.5
+    sde: _NetNode = field(default_factory=_NetNode)
+    tm: _NetNode = field(default_factory=_NetNode)
+    rm: _NetNode = field(default_factory=_NetNode)
+
+
+class DBLM(nn.Module):
+    """SDE + TM + RM (module docstring).
+
+    Args:
+        sde: y -> sigma_hat (N,) (``DiffBIR.sde.SigmaEstimator``).
+        tm: (y, sigma) -> image (``DiffBIR.transform.TransformModel``).
+        rm: (y, y_blur, sigma_target) -> image (``DiffBIR.transform.RefinementModel``).
+        num_levels: K >= 1.
+        rho: ratio of consecutive blur widths, in (0, 1).
+        sigma_min_512: blur floor in 512-px units (pixels at resolution R: sigma_min_512 * R / 512).
+    """
+
+    def __init__(self, sde: nn.Module, tm: nn.Module, rm: nn.Module, num_levels: int = 3, rho: float = 0.75,
+                 sigma_min_512: float = 0.5):
+        super().__init__()
+        if num_levels < 1:
+            raise ValueError(f"DBLM: num_levels must be >= 1, got {num_levels}")
+        if not 0.0 < rho < 1.0:
+            raise ValueError(f"DBLM: rho must be in (0, 1), got {rho}")
+        if sigma_min_512 < 0:
+            raise ValueError(f"DBLM: sigma_min_512 must be >= 0, got {sigma_min_512}")
+        self.sde, self.tm, self.rm = sde, tm, rm
+        self.num_levels = int(num_levels)
+        self.rho = float(rho)
+        self.sigma_min_512 = float(sigma_min_512)
+
+    @classmethod
+    def from_config(cls, node: Any, device: Optional[torch.device] = None) -> "DBLM":
+        """Build the three networks from ``node`` (schema :class:`DBLMConfig`: num_levels, rho,
+        sigma_min_512 and sde/tm/rm = {target, params, ckpt_path}), load their weights (the
+        ``ema_final.pth`` written by train_SDE.py / train_DBLM.py) strictly, and return DBLM in eval mode.
+        Raises ConfigError for a bad node and utils.checkpoint.CheckpointError for a bad checkpoint."""
+        try:
+            cfg = OmegaConf.merge(OmegaConf.structured(DBLMConfig), node)
+        except OmegaConfBaseException as err:
+            key = getattr(err, "full_key", None)
+            raise ConfigError(f"dblm config{f' (key {key!r})' if key else ''}: {str(err).splitlines()[0]}") from None
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            raise ConfigError(f"dblm config: missing required key(s) {missing}")
+        nets = {}
+        for name, script in (("sde", "train_SDE.py"), ("tm", "train_DBLM.py"), ("rm", "train_DBLM.py")):
+            sub: DictConfig = cfg[name]
+            net = instantiate(OmegaConf.create({"target": sub.target, "params": sub.params}))
+            nets[name] = load_checkpoint(net, sub.ckpt_path, strict=True,
+                                         hint=f"'{name}.ckpt_path' should be the ema_final.pth written by {script}")
+        model = cls(nets["sde"], nets["tm"], nets["rm"], cfg.num_levels, cfg.rho, cfg.sigma_min_512)
+        return model.to(device).eval() if device is not None else model.eval()
+
+    def sigma_floor(self, y: torch.Tensor) -> float:
+        """The floor in pixels at y's height."""
+        return self.sigma_min_512 * y.shape[-2] / 512.0
+
+    def level_sigmas(self, sigma_hat: torch.Tensor, floor: float) -> torch.Tensor:
+        """(N, K): max(rho^(k-1) sigma_hat, floor)."""
+        powers = self.rho ** torch.arange(self.num_levels, dtype=sigma_hat.dtype, device=sigma_hat.device)
+        return (sigma_hat[:, None] * powers).clamp(min=floor)
+
+    @torch.no_grad()
+    def forward(self, y: torch.Tensor) -> DBLMOutput:
+        """y: (N, C, H, W) in [-1, 1] -> DBLMOutput (module docstring)."""
+        sigma_hat = self.sde(y).float()
+        sigmas = self.level_sigmas(sigma_hat, self.sigma_floor(y))
+        images = [self.tm(y, sigmas[:, 0]).clamp(-1.0, 1.0)]
+        for k in range(1, self.num_levels):
+            prev = images[-1]
+            active = sigmas[:, k] < sigmas[:, k - 1]
+            level = prev.clone()
+            if active.any():
+                idx = active.nonzero().squeeze(1)
+                level[idx] = self.rm(y[idx], prev[idx], sigmas[idx, k]).clamp(-1.0, 1.0).to(level.dtype)
+            images.append(level)
+        return DBLMOutput(sigma_hat=sigma_hat, sigmas=sigmas, images=images)

@@ -1,0 +1,74 @@
+"""SDE, the standard-deviation estimator of DBLM (DESIGN.md section 3): y -> sigma_hat.
+
+sigma_hat is the width (pixels at the model's resolution) of the Gaussian blur equivalent to the whole
+unknown degradation of y, i.e. a prediction of the training target
+sigma*(x, y) = argmin_sigma || G_sigma * x - U(y) ||^2 (``data.blur.estimate_sigma_star``).
+
+Architecture (our choice; the paper gives none): a small residual CNN regressor. A stride-1 stem keeps
+the finest frequencies (blur is a statement about them), each following stage halves the resolution
+with a strided convolution and applies residual blocks, a global average pool removes the spatial
+dimensions, and a two-layer MLP outputs log sigma. Predicting the logarithm keeps sigma_hat > 0 and
+makes the error relative, which matches the loss |log sigma_hat - log(sigma* + eps)|.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+class ResBlock(nn.Module):
+    """x + conv(act(conv(act(x)))), no normalisation (batch sizes are small)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class SigmaEstimator(nn.Module):
+    """CNN regressor of log sigma.
+
+    Args:
+        in_chans: image channels of y.
+        channels: width of each stage; stage i > 0 starts with a stride-2 convolution.
+        blocks_per_stage: residual blocks per stage.
+        log_sigma_init: bias of the output layer, i.e. the initial prediction of log sigma (set it to
+            the log of a typical sigma* to start training near the data).
+    """
+
+    def __init__(self, in_chans: int = 3, channels: Sequence[int] = (32, 64, 128, 256),
+                 blocks_per_stage: int = 1, log_sigma_init: float = 0.0):
+        super().__init__()
+        channels = list(channels)
+        if not channels:
+            raise ValueError("SigmaEstimator: 'channels' must list at least one stage width")
+        layers = [nn.Conv2d(in_chans, channels[0], 3, padding=1)]
+        prev = channels[0]
+        for i, ch in enumerate(channels):
+            if i > 0:
+                layers.append(nn.Conv2d(prev, ch, 4, stride=2, padding=1))
+            layers.extend(ResBlock(ch) for _ in range(blocks_per_stage))
+            prev = ch
+        layers.extend([nn.LeakyReLU(0.2), nn.AdaptiveAvgPool2d(1), nn.Flatten()])
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Linear(prev, prev), nn.LeakyReLU(0.2), nn.Linear(prev, 1))
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.constant_(self.head[-1].bias, float(log_sigma_init))
+
+    def forward(self, y: torch.Tensor, log: bool = False) -> torch.Tensor:
+        """sigma_hat > 0 (pixels at y's resolution), or log sigma_hat when ``log``; shape (N,).
+
+        y: (N, in_chans, H, W) in [-1, 1]. The log form is what training regresses (it goes through
+        ``forward`` so that distributed wrappers see the call).
+        """
+        log_sigma = self.head(self.features(y)).squeeze(1)
+        return log_sigma if log else log_sigma.exp()

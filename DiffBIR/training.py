@@ -1,0 +1,569 @@
+"""The accelerate training loop shared by train_SDE.py and train_DBLM.py (DESIGN.md sections 3 and 8).
+
+One loop (:func:`train`) trains any of the three DBLM networks; what differs between them -- the
+model, the loss and the validation metric -- lives in a small task class (:class:`SDETask`,
+:class:`TMTask`, :class:`RMTask`) selected by the config's ``task`` key.
+
+Data: ``data.datasets.FaceDataset`` with the blind degradation and the sigma* target
+(``with_sigma_star=True``), drawn through ``utils.distributed.ShardedInfiniteSampler`` (rank-disjoint,
+restarts exactly where a resumed run stopped). Batches are ``batch_size`` per process. The loader
+has its own generator, so that the global RNG (restored on resume) is consumed by the losses only:
+a resumed run repeats the uninterrupted one exactly (tests/test_dblm_training.py).
+
+Per step: forward under ``accelerator.autocast`` (mixed precision from ``train.mixed_precision``;
+always 'no' on a machine without CUDA), AdamW, optional gradient-norm clipping, then the EMA of the
+weights (``utils.ema.EMA``). Every ``train.val_every`` steps the main process evaluates the EMA model
+on the validation list (SDE: mean |sigma_hat - sigma*| in pixels; TM/RM: PSNR of the output against
+the exact blurred target, in the convention of ``utils.metrics.psnr``); every ``train.save_every``
+steps a checkpoint ``<save_dir>/checkpoints/step_XXXXXXX`` is written with ``accelerator.save_state``
+(model, optimiser, RNG states of every process, plus the EMA and the step counter registered for
+checkpointing). It is written under a temporary name and renamed when complete, so ``--resume auto``
+(the default) restarts from the newest complete checkpoint; the last ``train.keep_checkpoints`` are
+kept. Checkpoints store no config: resuming with a different model raises a clear error, other
+changes (e.g. a larger ``train.total_steps``) are taken as given. At the end
+the EMA weights are exported as a plain state_dict, ``<save_dir>/ema_final.pth``, the file that
+``DiffBIR.dblm.DBLM.from_config`` loads. Logging: ``utils.train_log.TrainLogger``.
+
+Training-time sigma (TM, RM), our reading of "trained with sigma drawn around sigma*": the blur of
+the TM target (and of the RM input level) is sigma = max(sigma* exp(u) + v, floor), u ~ U(-m, m),
+v ~ U(0, offset), with m = ``sigma.log_margin``, offset and floor from ``sigma.offset_512`` and
+``sigma.min_512`` (512-px units). The multiplicative jitter covers relative SDE errors, the additive
+one keeps some spread when sigma* = 0 (a clean input), and the floor is DBLM's sigma floor. RM's
+target is sigma' = max(r sigma, floor), r ~ U(rho_range); its input level is G_sigma * hq (``input:
+gt``, the default: exact and free) or the frozen TM's estimate TM(y, sigma) (``input: tm``: trains on
+the errors RM sees at inference, at the cost of one TM forward per step). Validation uses sigma =
+max(sigma*, floor) and sigma' = max(val_rho sigma, floor), no jitter.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from omegaconf import MISSING, OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from data.blur import gaussian_blur
+from data.datasets import FaceDataset
+from data.degradation import load_degradation_config
+from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from utils.config import ConfigError, instantiate, load_config, to_dict
+from utils.distributed import ShardedInfiniteSampler
+from utils.ema import EMA
+from utils.train_log import TrainLogger
+
+EMA_FINAL = "ema_final.pth"
+CHECKPOINT_DIR = "checkpoints"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or resume as configured (message names the file / key)."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Configuration schemas (utils.config.load_config rejects unknown keys and wrong types)
+
+
+class TaskName(Enum):
+    sde = "sde"
+    tm = "tm"
+    rm = "rm"
+
+
+class LossType(Enum):
+    l1 = "l1"
+    l2 = "l2"
+
+
+class MixedPrecision(Enum):
+    no = "no"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+class RMInput(Enum):
+    gt = "gt"
+    tm = "tm"
+
+
+@dataclass
+class ModelNode:
+    """``{target, params}``: built with ``utils.config.instantiate``."""
+
+    target: str = MISSING
+    params: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CheckpointedModelNode(ModelNode):
+    """A model node with the weights to load (an ``ema_final.pth``)."""
+
+    ckpt_path: str = MISSING
+
+
+@dataclass
+class DataConfig:
+    train: str = MISSING  # folder of images or text file list (relative names resolved beside it)
+    val: str = MISSING
+    resolution: int = MISSING
+    flip: bool = True
+    degradation: Any = "configs/degradation/difface_blind.yaml"  # YAML path or an inline mapping
+    train_seed: int = 0
+    val_seed: int = 1234  # fixed degradations of the validation images
+    val_size: Optional[int] = None  # first N validation images; null = all
+    num_workers: int = 2
+
+
+@dataclass
+class TrainConfig:
+    total_steps: int = MISSING
+    batch_size: int = 8  # per process
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
+    grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
+    ema_rate: float = 0.999
+    mixed_precision: MixedPrecision = MixedPrecision.no
+    seed: int = 0
+    save_every: int = 1000
+    keep_checkpoints: int = 2
+    val_every: int = 1000
+    val_batch_size: int = 8
+    print_every: int = 50
+
+
+@dataclass
+class SigmaSampling:
+    log_margin: float = 0.25  # m of sigma* exp(U(-m, m))
+    offset_512: float = 0.5  # additive U(0, offset), 512-px units
+    min_512: float = 0.5  # floor, 512-px units (DBLM's sigma_min_512)
+
+
+@dataclass
+class ExperimentConfig:
+    task: TaskName = MISSING
+    save_dir: str = MISSING
+    model: ModelNode = field(default_factory=ModelNode)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class SDEConfig(ExperimentConfig):
+    loss: LossType = LossType.l1
+    log_eps_512: float = 0.1  # eps of log(sigma* + eps), 512-px units
+
+
+@dataclass
+class TMConfig(ExperimentConfig):
+    loss: LossType = LossType.l1
+    sigma: SigmaSampling = field(default_factory=SigmaSampling)
+
+
+@dataclass
+class RMConfig(TMConfig):
+    rho_range: List[float] = field(default_factory=lambda: [0.6, 0.9])
+    val_rho: float = 0.75
+    input: RMInput = RMInput.gt
+    tm: Optional[CheckpointedModelNode] = None  # required when input is 'tm'
+
+
+SCHEMAS = {TaskName.sde: SDEConfig, TaskName.tm: TMConfig, TaskName.rm: RMConfig}
+
+
+def load_experiment(path: str | Path, tasks: Sequence[str], overrides: Optional[list] = None):
+    """Load and validate a training config whose ``task`` is one of ``tasks``; ConfigError otherwise."""
+    raw = load_config(path, overrides=overrides)
+    task = raw.get("task", None)
+    allowed = [t for t in tasks]
+    if task not in allowed:
+        raise ConfigError(f"{path}: key 'task' must be one of {allowed} for this script, got {task!r}")
+    cfg = load_config(path, SCHEMAS[TaskName(task)], overrides)
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{path}: missing required key(s) {missing}")
+    _check_values(cfg, path)
+    return cfg
+
+
+def _check_values(cfg, path) -> None:
+    def need(ok: bool, key: str, why: str) -> None:
+        if not ok:
+            raise ConfigError(f"{path}: '{key}' {why}")
+
+    t = cfg.train
+    for key in ("total_steps", "batch_size", "save_every", "val_every", "val_batch_size", "print_every",
+                "keep_checkpoints"):
+        need(t[key] >= 1, f"train.{key}", f"must be >= 1, got {t[key]}")
+    need(0.0 <= t.ema_rate < 1.0, "train.ema_rate", f"must be in [0, 1), got {t.ema_rate}")
+    need(len(t.betas) == 2, "train.betas", f"must be [beta1, beta2], got {list(t.betas)}")
+    need(cfg.data.resolution >= 8, "data.resolution", f"must be >= 8, got {cfg.data.resolution}")
+    if "sigma" in cfg:
+        need(cfg.sigma.log_margin >= 0, "sigma.log_margin", "must be >= 0")
+        need(cfg.sigma.offset_512 >= 0, "sigma.offset_512", "must be >= 0")
+        need(cfg.sigma.min_512 >= 0, "sigma.min_512", "must be >= 0")
+    if "rho_range" in cfg:
+        lo_hi = list(cfg.rho_range)
+        need(len(lo_hi) == 2 and 0 < lo_hi[0] <= lo_hi[1] < 1, "rho_range",
+             f"must be [low, high] with 0 < low <= high < 1, got {lo_hi}")
+        need(0 < cfg.val_rho < 1, "val_rho", f"must be in (0, 1), got {cfg.val_rho}")
+        need(cfg.input is RMInput.gt or cfg.tm is not None, "tm",
+             "(target, params, ckpt_path of the trained TM) is required when input is 'tm'")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tasks: model, loss and validation metric of each network
+
+
+def image_loss(kind: LossType, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.l1_loss(out, target) if kind is LossType.l1 else F.mse_loss(out, target)
+
+
+def batch_psnr(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR (dB), (N,), in the convention of ``utils.metrics.psnr`` (checked against it in
+    tests/test_dblm_module.py): 10 log10(255^2 / MSE) over all pixels and channels of the uint8 values
+    the images are saved as, round(clip((x + 1) / 2, 0, 1) * 255). Batched in torch, so that the
+    training processes need not import basicsr."""
+    def uint8_values(x: torch.Tensor) -> torch.Tensor:
+        return ((x.detach().double().clamp(-1.0, 1.0) + 1.0) * 127.5).round()
+
+    mse = (uint8_values(out) - uint8_values(target)).pow(2).mean(dim=(1, 2, 3))
+    return 10.0 * torch.log10(255.0 ** 2 / mse)
+
+
+class Task:
+    """Model construction, training loss and validation metric of one DBLM network."""
+
+    metric: str = ""
+
+    def __init__(self, cfg, device: torch.device):
+        self.cfg = cfg
+        self.device = device
+        self.resolution = cfg.data.resolution
+
+    def px(self, value_512: float) -> float:
+        """A 512-px quantity in pixels at the training resolution."""
+        return value_512 * self.resolution / 512.0
+
+    def build_model(self) -> nn.Module:
+        return instantiate(self.cfg.model)
+
+    def loss(self, model: nn.Module, batch: dict) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        """Per-image validation metric, shape (N,)."""
+        raise NotImplementedError
+
+
+class SDETask(Task):
+    """SDE: loss(log sigma_hat, log(sigma* + eps)); validation: |sigma_hat - sigma*| in pixels."""
+
+    metric = "sigma_mae_px"
+
+    def loss(self, model, batch):
+        log_sigma = model(batch["lq"], log=True)
+        target = torch.log(batch["sigma_star"] + self.px(self.cfg.log_eps_512))
+        err = log_sigma.float() - target
+        loss = err.abs().mean() if self.cfg.loss is LossType.l1 else err.pow(2).mean()
+        return loss, {"loss": loss.detach(), "log_sigma_mae": err.detach().abs().mean()}
+
+    def evaluate(self, model, batch):
+        return (model(batch["lq"]).float() - batch["sigma_star"]).abs()
+
+
+class TMTask(Task):
+    """TM: (y, sigma) -> G_sigma * hq, sigma jittered around sigma* (module docstring)."""
+
+    metric = "psnr"
+
+    def floor(self) -> float:
+        return self.px(self.cfg.sigma.min_512)
+
+    def sample_sigma(self, sigma_star: torch.Tensor) -> torch.Tensor:
+        m = self.cfg.sigma.log_margin
+        u = (torch.rand_like(sigma_star) * 2.0 - 1.0) * m
+        v = torch.rand_like(sigma_star) * self.px(self.cfg.sigma.offset_512)
+        return (sigma_star * u.exp() + v).clamp(min=self.floor())
+
+    def loss(self, model, batch):
+        sigma = self.sample_sigma(batch["sigma_star"])
+        out = model(batch["lq"], sigma)
+        loss = image_loss(self.cfg.loss, out.float(), gaussian_blur(batch["hq"], sigma))
+        return loss, {"loss": loss.detach(), "sigma_px": sigma.mean()}
+
+    def evaluate(self, model, batch):
+        sigma = batch["sigma_star"].clamp(min=self.floor())
+        return batch_psnr(model(batch["lq"], sigma), gaussian_blur(batch["hq"], sigma))
+
+
+class RMTask(TMTask):
+    """RM: (y, blurred level at sigma, sigma') -> G_sigma' * hq, sigma' = r sigma, r ~ U(rho_range)."""
+
+    def __init__(self, cfg, device):
+        super().__init__(cfg, device)
+        self.tm = None
+        if cfg.input is RMInput.tm:
+            self.tm = instantiate(cfg.tm)
+            load_checkpoint(self.tm, cfg.tm.ckpt_path, strict=True, hint="set 'tm.ckpt_path' to the TM's "
+                            f"{EMA_FINAL} (train it first with train_DBLM.py)")
+            self.tm.to(device).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def level_input(self, batch: dict, sigma: torch.Tensor) -> torch.Tensor:
+        """The blurrier level RM starts from: G_sigma * hq, or the frozen TM's estimate of it."""
+        if self.tm is None:
+            return gaussian_blur(batch["hq"], sigma)
+        return self.tm(batch["lq"], sigma).clamp(-1.0, 1.0)
+
+    def target_sigma(self, sigma: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+        return torch.minimum(sigma, (sigma * ratio).clamp(min=self.floor()))
+
+    def loss(self, model, batch):
+        sigma = self.sample_sigma(batch["sigma_star"])
+        lo, hi = self.cfg.rho_range
+        sigma_t = self.target_sigma(sigma, lo + (hi - lo) * torch.rand_like(sigma))
+        out = model(batch["lq"], self.level_input(batch, sigma), sigma_t)
+        loss = image_loss(self.cfg.loss, out.float(), gaussian_blur(batch["hq"], sigma_t))
+        return loss, {"loss": loss.detach(), "sigma_target_px": sigma_t.mean()}
+
+    def evaluate(self, model, batch):
+        sigma = batch["sigma_star"].clamp(min=self.floor())
+        sigma_t = self.target_sigma(sigma, torch.full_like(sigma, self.cfg.val_rho))
+        out = model(batch["lq"], self.level_input(batch, sigma), sigma_t)
+        return batch_psnr(out, gaussian_blur(batch["hq"], sigma_t))
+
+
+TASKS = {TaskName.sde: SDETask, TaskName.tm: TMTask, TaskName.rm: RMTask}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+class TrainState:
+    """The step counter, saved with the accelerate state (``register_for_checkpointing``)."""
+
+    def __init__(self):
+        self.step = 0
+
+    def state_dict(self) -> dict:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+
+
+def checkpoint_steps(save_dir: Path) -> List[int]:
+    """Steps of the complete checkpoints under ``save_dir/checkpoints``, ascending."""
+    root = Path(save_dir) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in root.iterdir() if p.is_dir() and (m := _STEP_DIR.match(p.name)))
+
+
+def checkpoint_path(save_dir: Path, step: int) -> Path:
+    return Path(save_dir) / CHECKPOINT_DIR / f"step_{step:07d}"
+
+
+def resolve_resume(save_dir: Path, resume: str) -> Optional[Path]:
+    """``auto``: newest complete checkpoint or None; ``none``: None; otherwise that directory."""
+    if resume == "none":
+        return None
+    if resume == "auto":
+        steps = checkpoint_steps(save_dir)
+        return checkpoint_path(save_dir, steps[-1]) if steps else None
+    path = Path(resume)
+    if not path.is_dir():
+        raise TrainingError(f"--resume {resume}: not a checkpoint directory")
+    return path
+
+
+def save_training_state(accelerator, save_dir: Path, step: int, keep: int) -> None:
+    """accelerate state -> step_XXXXXXX (written as .partial, renamed when every process is done)."""
+    final = checkpoint_path(save_dir, step)
+    partial = final.with_name(final.name + ".partial")
+    if accelerator.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        partial.rename(final)
+        for old in checkpoint_steps(save_dir)[:-keep]:
+            shutil.rmtree(checkpoint_path(save_dir, old), ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data
+
+
+class EpochTaggedSampler(Sampler):
+    """Yields (epoch, index) from a ShardedInfiniteSampler: the epoch is the pass over the data that the
+    index belongs to, so that ``EpochDataset`` draws fresh degradations in every epoch."""
+
+    def __init__(self, inner: ShardedInfiniteSampler):
+        self.inner = inner
+
+    def __iter__(self) -> Iterator[Tuple[int, int]]:
+        for position, index in enumerate(self.inner, start=self.inner.start):
+            yield position // self.inner.per_rank, index
+
+
+class EpochDataset(Dataset):
+    """``FaceDataset`` indexed by (epoch, index) (its randomness is item_rng(seed, index, epoch))."""
+
+    def __init__(self, dataset: FaceDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: Tuple[int, int]) -> dict:
+        epoch, index = key
+        self.dataset.set_epoch(epoch)  # each DataLoader worker holds its own copy
+        return self.dataset[index]
+
+
+def make_dataset(cfg, split: str) -> FaceDataset:
+    """The training (random flips) or validation (first ``val_size`` images) FaceDataset with sigma*."""
+    d = cfg.data
+    degradation = d.degradation if isinstance(d.degradation, str) else OmegaConf.to_container(d.degradation)
+    try:
+        degradation = load_degradation_config(degradation)
+        if split == "train":
+            return FaceDataset(d.train, d.resolution, flip=d.flip, degradation=degradation, seed=d.train_seed,
+                               with_sigma_star=True)
+        return FaceDataset(d.val, d.resolution, flip=False, degradation=degradation, seed=d.val_seed,
+                           with_sigma_star=True, length=d.val_size)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"data.{split} / data.degradation: {err}") from None
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# The loop
+
+
+@torch.no_grad()
+def validate(task: Task, model: nn.Module, loader: DataLoader, device: torch.device) -> float:
+    """Mean per-image metric of ``model`` over the validation loader."""
+    model.eval()
+    values = [task.evaluate(model, to_device(batch, device)).float().cpu() for batch in loader]
+    return float(torch.cat(values).mean())
+
+
+def train(cfg, resume: str = "auto") -> Path:
+    """Train the network of ``cfg.task``; returns the path of the exported EMA weights."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    use_cuda = torch.cuda.is_available()
+    accelerator = Accelerator(cpu=not use_cuda,
+                              mixed_precision=cfg.train.mixed_precision.value if use_cuda else "no")
+    save_dir = Path(cfg.save_dir)
+    train_set, val_set = make_dataset(cfg, "train"), make_dataset(cfg, "val")  # every rank: same errors
+    set_seed(cfg.train.seed, device_specific=True)
+    task = TASKS[cfg.task](cfg, accelerator.device)
+    model = task.build_model()
+    ema = EMA(model, cfg.train.ema_rate)
+    ema.model.to(accelerator.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas),
+                                  weight_decay=cfg.train.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    state = TrainState()
+    accelerator.register_for_checkpointing(ema, state)
+
+    start = resolve_resume(save_dir, resume)
+    if start is not None:
+        try:
+            accelerator.load_state(str(start))
+        except (RuntimeError, KeyError, FileNotFoundError) as err:
+            raise TrainingError(f"cannot resume from {start} (does the config match the run that wrote "
+                                f"it?): {str(err).splitlines()[0]}") from None
+        ema.model.to(accelerator.device)
+    if accelerator.is_main_process:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(to_dict(cfg)), save_dir / "config.yaml")
+        if start is not None:
+            print(f"resumed from {start} at step {state.step}", flush=True)
+
+    sampler = ShardedInfiniteSampler(len(train_set), accelerator.process_index, accelerator.num_processes,
+                                     seed=cfg.train.seed, start=state.step * cfg.train.batch_size)
+    loader = iter(DataLoader(EpochDataset(train_set), batch_size=cfg.train.batch_size,
+                             sampler=EpochTaggedSampler(sampler), num_workers=cfg.data.num_workers,
+                             generator=torch.Generator().manual_seed(cfg.train.seed)))
+    val_loader = DataLoader(val_set, batch_size=cfg.train.val_batch_size, shuffle=False,
+                            num_workers=cfg.data.num_workers)  # used by the main process only
+    t = cfg.train
+    logger = TrainLogger(save_dir, t.total_steps, state.step, accelerator.is_main_process, t.print_every)
+    model.train()
+    while state.step < t.total_steps:
+        batch = to_device(next(loader), accelerator.device)
+        with accelerator.autocast():
+            loss, scalars = task.loss(model, batch)
+        accelerator.backward(loss)
+        if t.grad_clip > 0:
+            accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.update(model)
+        state.step += 1
+        names = list(scalars)
+        values = accelerator.reduce(torch.stack([scalars[k].float() for k in names]), "mean")
+        if not torch.isfinite(values).all():  # checked after the reduction: every rank stops together
+            bad = dict(zip(names, values.tolist()))
+            raise TrainingError(f"non-finite training scalars at step {state.step}: {bad}")
+        logger.step(state.step, dict(zip(names, values.tolist())))
+        last = state.step == t.total_steps
+        if state.step % t.val_every == 0 or last:
+            if accelerator.is_main_process:
+                logger.scalars(state.step, {task.metric: validate(task, ema.model, val_loader, accelerator.device)})
+                model.train()
+            accelerator.wait_for_everyone()
+        if state.step % t.save_every == 0 or last:
+            save_training_state(accelerator, save_dir, state.step, t.keep_checkpoints)
+    logger.close()
+    out = save_dir / EMA_FINAL
+    if accelerator.is_main_process:
+        save_checkpoint(out, ema.state_dict())
+        print(f"EMA weights of step {state.step}: {out}", flush=True)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Command line
+
+
+def main(argv: Sequence[str], tasks: Sequence[str], prog: str) -> int:
+    """``prog --config X.yaml [--resume auto|none|DIR] [key=value ...]``; exit status 2 on a bad config."""
+    parser = argparse.ArgumentParser(prog=prog, description=f"Train DBLM network(s) {'/'.join(tasks)} "
+                                     "(DESIGN.md section 3) with accelerate.")
+    parser.add_argument("--config", required=True, help="training YAML (configs/train/...)")
+    parser.add_argument("--resume", default="auto",
+                        help="'auto' (newest checkpoint in save_dir, if any), 'none', or a checkpoint directory")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.total_steps=1000")
+    args = parser.parse_args(list(argv))
+    try:
+        cfg = load_experiment(args.config, tasks, args.overrides)
+        train(cfg, args.resume)
+    except (ConfigError, CheckpointError, TrainingError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr, flush=True)
+        return 2
+    return 0

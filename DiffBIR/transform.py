@@ -1,0 +1,104 @@
+"""TM and RM, the two image networks of DBLM (DESIGN.md section 3).
+
+* TM, the transformation model: (y, sigma) -> G_sigma * x, the clean face blurred by a known Gaussian.
+* RM, the refinement model: (y, y_blur, sigma') -> G_sigma' * x, a sharper level (sigma' < sigma) from
+  the LQ input and the blurred image of the previous level.
+
+Both are a SwinIR (``models.swinir.SwinIR``, pixel-unshuffle input as in DifFace) conditioned on the
+target blur through SwinIR's ``cond_channels`` option: one constant map holding
+c = sigma_512 / sigma_scale_512, with sigma_512 = sigma * 512 / H (H = the input height), so that one
+normalisation serves every resolution. The images are stacked on channels (TM: y; RM: y, y_blur).
+
+Residual form (our choice; the paper does not say): with ``residual=True`` the output is
+``base + 2 (f - m)``, where base is y for TM and y_blur for RM, f = SwinIR(stack in [0, 1], c) and m
+is the RGB mean SwinIR adds back to its output (``out_mean``), so the network predicts the change of
+the image, in [-1, 1] units. Both targets are close to their base (sigma* is by definition the blur
+that best explains y; consecutive levels differ by a factor rho of blur), which makes training much
+faster than predicting the image from scratch. ``residual=False`` returns 2 f - 1 (DifFace's SwinIR
+convention, ``SwinIR.restore`` without clamping).
+"""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+from torch import nn
+
+from models.swinir import SwinIR
+
+#: Images are RGB.
+IMAGE_CHANNELS = 3
+#: Arguments of SwinIR that the wrapper sets itself.
+_RESERVED = ("in_chans", "out_chans", "cond_channels")
+
+
+def sigma_vector(sigma: Union[float, torch.Tensor], batch: int, like: torch.Tensor) -> torch.Tensor:
+    """sigma (float, 0-d or (N,) tensor) as an (N,) tensor with the dtype and device of ``like``."""
+    sigma = torch.as_tensor(sigma, dtype=like.dtype, device=like.device).flatten()
+    if sigma.numel() == 1:
+        sigma = sigma.expand(batch)
+    if sigma.shape != (batch,):
+        raise ValueError(f"expected one sigma per image ({batch}), got shape {tuple(sigma.shape)}")
+    return sigma
+
+
+class SigmaConditionedSwinIR(nn.Module):
+    """SwinIR on ``num_inputs`` stacked RGB images, conditioned on one blur width (module docstring).
+
+    Args:
+        num_inputs: number of RGB images stacked on channels.
+        swinir: keyword arguments of ``models.swinir.SwinIR`` except in_chans, out_chans and
+            cond_channels, which follow from num_inputs.
+        sigma_scale_512: normalisation of the conditioning, c = sigma_512 / sigma_scale_512.
+        residual: predict the change of the base image instead of the image.
+    """
+
+    def __init__(self, num_inputs: int, swinir: Optional[dict] = None, sigma_scale_512: float = 16.0,
+                 residual: bool = True):
+        super().__init__()
+        swinir = dict(swinir or {})
+        reserved = sorted(set(swinir) & set(_RESERVED))
+        if reserved:
+            raise ValueError(f"{type(self).__name__}: swinir parameters {reserved} are set by the wrapper; "
+                             "remove them from the config")
+        if sigma_scale_512 <= 0:
+            raise ValueError(f"sigma_scale_512 must be > 0, got {sigma_scale_512}")
+        self.backbone = SwinIR(in_chans=IMAGE_CHANNELS * num_inputs, out_chans=IMAGE_CHANNELS,
+                               cond_channels=1, **swinir)
+        self.num_inputs = num_inputs
+        self.sigma_scale_512 = float(sigma_scale_512)
+        self.residual = residual
+
+    def condition(self, sigma: Union[float, torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+        """(N, 1) conditioning c = (sigma * 512 / H) / sigma_scale_512 for images ``like`` (N, C, H, W)."""
+        sigma = sigma_vector(sigma, like.shape[0], like)
+        return (sigma * (512.0 / like.shape[-2]) / self.sigma_scale_512)[:, None]
+
+    def run(self, images: list, base: torch.Tensor, sigma: Union[float, torch.Tensor]) -> torch.Tensor:
+        """Output image in [-1, 1] (unclamped) from the stacked ``images`` and the target ``sigma``."""
+        stack = torch.cat(images, dim=1)
+        raw = self.backbone((stack + 1.0) * 0.5, self.condition(sigma, stack))
+        if self.residual:
+            return base + 2.0 * (raw - self.backbone.out_mean.to(raw.dtype))
+        return 2.0 * raw - 1.0
+
+
+class TransformModel(SigmaConditionedSwinIR):
+    """TM: ``forward(y, sigma) -> G_sigma * x`` estimate; y (N, 3, H, W) in [-1, 1], sigma in pixels at H."""
+
+    def __init__(self, swinir: Optional[dict] = None, sigma_scale_512: float = 16.0, residual: bool = True):
+        super().__init__(1, swinir, sigma_scale_512, residual)
+
+    def forward(self, y: torch.Tensor, sigma: Union[float, torch.Tensor]) -> torch.Tensor:
+        return self.run([y], y, sigma)
+
+
+class RefinementModel(SigmaConditionedSwinIR):
+    """RM: ``forward(y, y_blur, sigma_target) -> G_sigma_target * x`` estimate, with y_blur the blurred
+    image of a blurrier level (sigma > sigma_target); images (N, 3, H, W) in [-1, 1], sigma in pixels."""
+
+    def __init__(self, swinir: Optional[dict] = None, sigma_scale_512: float = 16.0, residual: bool = True):
+        super().__init__(2, swinir, sigma_scale_512, residual)
+
+    def forward(self, y: torch.Tensor, y_blur: torch.Tensor, sigma_target: Union[float, torch.Tensor]) -> torch.Tensor:
+        return self.run([y, y_blur], y_blur, sigma_target)

@@ -1,0 +1,72 @@
+"""Train a network with a torchrun trainer (DESIGN.md section 8).
+
+    torchrun --nproc_per_node=8 main.py --cfg_path configs/training/uncertainty.yaml --save_dir DIR
+    python main.py --cfg_path configs/training/diffusion_demo64.yaml --save_dir DIR train.iterations=10
+
+The YAML names its trainer class in ``trainer.target`` (e.g. ``trainers.diffusion.TrainerDiffusion``);
+the file is validated against that class's ``config_schema`` and trailing ``key=value`` arguments are
+OmegaConf dot-list overrides. ``--resume auto`` (default) continues from the newest checkpoint in
+``--save_dir``; ``--resume PATH`` from a given checkpoint; ``--resume none`` starts afresh. A bad
+configuration (or a missing/unfit checkpoint) prints one line naming the key (file) and exits with
+status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from utils.checkpoint import CheckpointError
+from utils.config import ConfigError, get_obj_from_str, load_config
+from utils.distributed import cleanup_distributed
+
+EXIT_CONFIG_ERROR = 2
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cfg_path", required=True, help="training YAML (configs/training/*.yaml)")
+    parser.add_argument("--save_dir", required=True, help="folder for checkpoints, logs and tensorboard")
+    parser.add_argument("--resume", default="auto", help="auto (newest checkpoint in save_dir), none, or a path")
+    parser.add_argument("--seed", type=int, default=None, help="overrides train.seed")
+    parser.add_argument("overrides", nargs="*", help="OmegaConf dot-list overrides, e.g. train.iterations=10")
+    return parser.parse_args(argv)
+
+
+def trainer_class(cfg_path: str, overrides: List[str]) -> type:
+    """The class named by ``trainer.target`` (a subclass of trainers.base.TrainerBase)."""
+    from trainers.base import TrainerBase
+
+    try:
+        raw = OmegaConf.merge(OmegaConf.load(cfg_path), OmegaConf.from_dotlist(overrides))
+    except (OSError, OmegaConfBaseException) as err:
+        raise ConfigError(f"{cfg_path}: cannot read configuration: {err}") from None
+    target = OmegaConf.select(raw, "trainer.target")
+    if not isinstance(target, str):
+        raise ConfigError(f"{cfg_path}: missing key 'trainer.target' (dotted trainer class path)")
+    cls = get_obj_from_str(target)
+    if not (isinstance(cls, type) and issubclass(cls, TrainerBase)):
+        raise ConfigError(f"{cfg_path}: trainer.target '{target}' is not a TrainerBase subclass")
+    return cls
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    overrides = list(args.overrides) + ([f"train.seed={args.seed}"] if args.seed is not None else [])
+    try:
+        cls = trainer_class(args.cfg_path, overrides)
+        cfg = load_config(args.cfg_path, cls.config_schema, overrides)
+        cls(cfg, save_dir=args.save_dir, resume=args.resume).train()
+    except (ConfigError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return EXIT_CONFIG_ERROR
+    finally:
+        cleanup_distributed()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

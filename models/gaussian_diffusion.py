@@ -1,0 +1,422 @@
+"""Gaussian diffusion (DDPM, Ho et al. 2020) with the improvements of Nichol & Dhariwal (2021) and DDIM
+sampling (Song et al. 2021); DifFace-compatible (DESIGN.md, component 1).
+
+All schedule arrays are float64 numpy; they are gathered per image and cast to float32 tensors, so a
+batch may hold images at DIFFERENT timesteps ``t`` (a (N,) long tensor).
+
+The x0 hook (used by the closed-form guidance, DESIGN.md components 5-7)
+-----------------------------------------------------------------------
+Every sampling function takes ``x0_modifier``: a callable ``x0_modifier(pred_xstart, x_t, t_orig) ->
+pred_xstart`` where ``pred_xstart`` is the prior's predicted x0 AFTER ``denoised_fn`` and clipping to
+[-1, 1], ``x_t`` the current sample and ``t_orig`` the (N,) long tensor of ORIGINAL timesteps (out of
+the unspaced ``original_num_steps``, e.g. 1000, whatever the respacing). Its return value replaces x0 in
+the update: the posterior mean ``mu~(x_t, x0)`` for ancestral sampling, and for DDIM the noise
+``eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)`` is recomputed from it before :func:`ddim_step`.
+The returned x0 is used as given (the hook is responsible for its range).
+"""
+from __future__ import annotations
+
+import enum
+import math
+from typing import Callable, Iterator, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from models.losses import NATS_PER_BIT, discretized_gaussian_log_likelihood, normal_kl
+from models.nn import mean_flat
+
+X0Modifier = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def get_named_beta_schedule(schedule_name: str, num_diffusion_timesteps: int) -> np.ndarray:
+    """float64 betas of a named schedule.
+
+    ``linear``: Ho et al., linspace(1e-4 s, 0.02 s, T) with s = 1000 / T (so any T matches T=1000).
+    ``cosine``: Nichol & Dhariwal eq. 17, abar(t) = cos^2(((t/T) + 0.008) / 1.008 * pi/2), beta <= 0.999.
+    """
+    if schedule_name == "linear":
+        scale = 1000 / num_diffusion_timesteps
+        return np.linspace(scale * 0.0001, scale * 0.02, num_diffusion_timesteps, dtype=np.float64)
+    if schedule_name == "cosine":
+        return betas_for_alpha_bar(num_diffusion_timesteps,
+                                   lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2)
+    raise ValueError(f"unknown beta schedule: {schedule_name!r} (expected 'linear' or 'cosine')")
+
+
+def betas_for_alpha_bar(num_diffusion_timesteps: int, alpha_bar: Callable[[float], float],
+                        max_beta: float = 0.999) -> np.ndarray:
+    """Betas with prod(1 - beta) = alpha_bar(t/T) at t = 1..T: beta_i = min(1 - abar(i+1)/abar(i), max_beta)."""
+    t = np.arange(num_diffusion_timesteps, dtype=np.float64)
+    T = num_diffusion_timesteps
+    ratio = np.array([alpha_bar((i + 1) / T) / alpha_bar(i / T) for i in t])
+    return np.minimum(1 - ratio, max_beta)
+
+
+class ModelMeanType(enum.Enum):
+    """What the network predicts."""
+    PREVIOUS_X = enum.auto()  # the posterior mean x_{t-1}
+    START_X = enum.auto()  # x_0
+    EPSILON = enum.auto()  # the noise
+
+
+class ModelVarType(enum.Enum):
+    """How the reverse-process variance is chosen (LEARNED_RANGE: Nichol & Dhariwal eq. 15)."""
+    LEARNED = enum.auto()
+    FIXED_SMALL = enum.auto()
+    FIXED_LARGE = enum.auto()
+    LEARNED_RANGE = enum.auto()
+
+
+class LossType(enum.Enum):
+    MSE = enum.auto()  # MSE (+ VB term when the variance is learned)
+    RESCALED_MSE = enum.auto()  # same, VB term scaled by T/1000 (improved-diffusion's rescale_learned_sigmas)
+    KL = enum.auto()  # the variational bound
+    RESCALED_KL = enum.auto()  # the bound times T
+
+    def is_vb(self) -> bool:
+        return self in (LossType.KL, LossType.RESCALED_KL)
+
+
+def extract_into_tensor(arr: np.ndarray, timesteps: torch.Tensor, broadcast_shape: Sequence[int]) -> torch.Tensor:
+    """``arr[timesteps]`` as a float32 tensor on ``timesteps.device`` broadcast to ``broadcast_shape``."""
+    res = torch.from_numpy(arr).to(device=timesteps.device)[timesteps].float()
+    return res.reshape(res.shape + (1,) * (len(broadcast_shape) - res.ndim)).expand(broadcast_shape)
+
+
+def ddim_step(x_t: torch.Tensor, pred_xstart: torch.Tensor, alpha_bar_t: torch.Tensor,
+              alpha_bar_prev: torch.Tensor, eta: Union[float, torch.Tensor],
+              noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """One DDIM update x_t -> x_{t_prev} (Song et al. 2021, eq. 12), a pure function.
+
+    eps   = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)     (recomputed from the given x0)
+    sigma = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev)
+    x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev - sigma^2) eps + sigma noise
+
+    ``alpha_bar_*`` and ``eta`` broadcast against ``x_t`` (floats or tensors, e.g. (N,1,1,1) per image).
+    eta = 0 is deterministic DDIM; eta = 1 gives sigma^2 = the DDPM posterior variance. ``noise`` None
+    means no noise term (only valid when sigma = 0, e.g. eta = 0 or abar_prev = 1 at the last step).
+    """
+    eps = (x_t - torch.sqrt(alpha_bar_t) * pred_xstart) / torch.sqrt(1 - alpha_bar_t)
+    sigma = eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) * torch.sqrt(1 - alpha_bar_t / alpha_bar_prev)
+    x_prev = torch.sqrt(alpha_bar_prev) * pred_xstart + torch.sqrt((1 - alpha_bar_prev - sigma ** 2).clamp(min=0)) * eps
+    if noise is None:
+        return x_prev
+    return x_prev + sigma * noise
+
+
+class GaussianDiffusion:
+    """Forward process, reverse-process parameterisation, samplers and training losses.
+
+    :param betas: float64 1-D array of per-step betas in (0, 1].
+    :param model_mean_type, model_var_type, loss_type: see the enums.
+    :param rescale_timesteps: feed t * 1000 / T to the model (so it always sees the [0, 1000) range).
+    """
+
+    def __init__(self, *, betas, model_mean_type: ModelMeanType, model_var_type: ModelVarType,
+                 loss_type: LossType, rescale_timesteps: bool = False):
+        betas = np.asarray(betas, dtype=np.float64)
+        if betas.ndim != 1 or not ((betas > 0).all() and (betas <= 1).all()):
+            raise ValueError("betas must be a 1-D array with values in (0, 1]")
+        self.model_mean_type = model_mean_type
+        self.model_var_type = model_var_type
+        self.loss_type = loss_type
+        self.rescale_timesteps = rescale_timesteps
+        self.betas = betas
+        self.num_timesteps = int(betas.shape[0])
+        # Original timestep of each step of this schedule (identity here; set by SpacedDiffusion).
+        self.timestep_map = np.arange(self.num_timesteps, dtype=np.int64)
+
+        alphas = 1.0 - betas
+        self.alphas_cumprod = np.cumprod(alphas, axis=0)
+        self.alphas_cumprod_prev = np.append(1.0, self.alphas_cumprod[:-1])
+        self.alphas_cumprod_next = np.append(self.alphas_cumprod[1:], 0.0)
+        self.sqrt_alphas_cumprod = np.sqrt(self.alphas_cumprod)
+        self.sqrt_one_minus_alphas_cumprod = np.sqrt(1.0 - self.alphas_cumprod)
+        self.log_one_minus_alphas_cumprod = np.log(1.0 - self.alphas_cumprod)
+        self.sqrt_recip_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod)
+        self.sqrt_recipm1_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod - 1)
+        # q(x_{t-1} | x_t, x_0) (Ho et al. eq. 6-7)
+        self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+        # the variance is 0 at t = 0: the log is clipped to the value at t = 1
+        self.posterior_log_variance_clipped = np.log(np.append(self.posterior_variance[1], self.posterior_variance[1:]))
+        self.posterior_mean_coef1 = betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+        self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
+
+    # ----------------------------------------------------------------- forward process
+    def q_mean_variance(self, x_start: torch.Tensor, t: torch.Tensor):
+        """Mean, variance and log-variance of q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)."""
+        mean = extract_into_tensor(self.sqrt_alphas_cumprod, t, x_start.shape) * x_start
+        variance = extract_into_tensor(1.0 - self.alphas_cumprod, t, x_start.shape)
+        log_variance = extract_into_tensor(self.log_one_minus_alphas_cumprod, t, x_start.shape)
+        return mean, variance, log_variance
+
+    def q_sample(self, x_start: torch.Tensor, t: torch.Tensor, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Draw x_t ~ q(x_t | x_0): sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise (t: (N,) step indices)."""
+        if noise is None:
+            noise = torch.randn_like(x_start)
+        if noise.shape != x_start.shape:
+            raise ValueError(f"noise shape {tuple(noise.shape)} != x_start shape {tuple(x_start.shape)}")
+        return (extract_into_tensor(self.sqrt_alphas_cumprod, t, x_start.shape) * x_start
+                + extract_into_tensor(self.sqrt_one_minus_alphas_cumprod, t, x_start.shape) * noise)
+
+    def q_posterior_mean_variance(self, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
+        """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0) (Ho et al. eq. 7)."""
+        mean = (extract_into_tensor(self.posterior_mean_coef1, t, x_t.shape) * x_start
+                + extract_into_tensor(self.posterior_mean_coef2, t, x_t.shape) * x_t)
+        variance = extract_into_tensor(self.posterior_variance, t, x_t.shape)
+        log_variance = extract_into_tensor(self.posterior_log_variance_clipped, t, x_t.shape)
+        return mean, variance, log_variance
+
+    # ----------------------------------------------------------------- reverse process
+    def _scale_timesteps(self, t: torch.Tensor) -> torch.Tensor:
+        return t.float() * (1000.0 / self.num_timesteps) if self.rescale_timesteps else t
+
+    def original_timesteps(self, t: torch.Tensor) -> torch.Tensor:
+        """Original (unspaced) timesteps of the step indices ``t`` of this schedule."""
+        return torch.from_numpy(self.timestep_map).to(t.device)[t]
+
+    def p_mean_variance(self, model, x: torch.Tensor, t: torch.Tensor, clip_denoised: bool = True,
+                        denoised_fn: Optional[Callable] = None, model_kwargs: Optional[dict] = None,
+                        x0_modifier: Optional[X0Modifier] = None) -> dict:
+        """Apply the model and return p(x_{t-1} | x_t) as a dict.
+
+        Keys: ``mean``, ``variance``, ``log_variance``, ``pred_xstart`` (after denoised_fn, clipping and
+        ``x0_modifier``), ``pred_xstart_prior`` (before ``x0_modifier``), ``model_output`` (the raw
+        output with the variance channels removed). For LEARNED_RANGE the model's extra channels v give
+        log var = frac max_log + (1 - frac) min_log, frac = (v + 1) / 2, with min_log the clipped
+        posterior log variance and max_log = log beta_t (Nichol & Dhariwal eq. 15).
+        """
+        model_kwargs = model_kwargs or {}
+        B, C = x.shape[:2]
+        model_output = model(x, self._scale_timesteps(t), **model_kwargs)
+
+        if self.model_var_type in (ModelVarType.LEARNED, ModelVarType.LEARNED_RANGE):
+            if model_output.shape[1] != 2 * C:
+                raise ValueError(f"learned variance needs {2 * C} output channels, the model gives {model_output.shape[1]}")
+            model_output, model_var_values = torch.split(model_output, C, dim=1)
+            if self.model_var_type == ModelVarType.LEARNED:
+                model_log_variance = model_var_values
+            else:
+                min_log = extract_into_tensor(self.posterior_log_variance_clipped, t, x.shape)
+                max_log = extract_into_tensor(np.log(self.betas), t, x.shape)
+                frac = (model_var_values + 1) / 2
+                model_log_variance = frac * max_log + (1 - frac) * min_log
+            model_variance = torch.exp(model_log_variance)
+        else:
+            if self.model_var_type == ModelVarType.FIXED_LARGE:
+                # beta_t, with the first entry set to the posterior variance for a better decoder NLL
+                variance = np.append(self.posterior_variance[1], self.betas[1:])
+            else:
+                variance = self.posterior_variance
+            model_variance = extract_into_tensor(variance, t, x.shape)
+            model_log_variance = extract_into_tensor(np.log(variance) if self.model_var_type == ModelVarType.FIXED_LARGE
+                                                     else self.posterior_log_variance_clipped, t, x.shape)
+
+        def process_xstart(x0):
+            if denoised_fn is not None:
+                x0 = denoised_fn(x0)
+            return x0.clamp(-1, 1) if clip_denoised else x0
+
+        if self.model_mean_type == ModelMeanType.PREVIOUS_X:
+            pred_xstart = process_xstart(self._predict_xstart_from_xprev(x, t, model_output))
+        elif self.model_mean_type == ModelMeanType.START_X:
+            pred_xstart = process_xstart(model_output)
+        else:
+            pred_xstart = process_xstart(self._predict_xstart_from_eps(x, t, model_output))
+        prior_xstart = pred_xstart
+        if x0_modifier is not None:
+            pred_xstart = x0_modifier(pred_xstart, x, self.original_timesteps(t))
+        if self.model_mean_type == ModelMeanType.PREVIOUS_X and x0_modifier is None:
+            model_mean = model_output
+        else:
+            model_mean, _, _ = self.q_posterior_mean_variance(pred_xstart, x, t)
+        return {"mean": model_mean, "variance": model_variance, "log_variance": model_log_variance,
+                "pred_xstart": pred_xstart, "pred_xstart_prior": prior_xstart, "model_output": model_output}
+
+    def _predict_xstart_from_eps(self, x_t, t, eps):
+        return (extract_into_tensor(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t
+                - extract_into_tensor(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * eps)
+
+    def _predict_xstart_from_xprev(self, x_t, t, xprev):
+        return (extract_into_tensor(1.0 / self.posterior_mean_coef1, t, x_t.shape) * xprev
+                - extract_into_tensor(self.posterior_mean_coef2 / self.posterior_mean_coef1, t, x_t.shape) * x_t)
+
+    def _predict_eps_from_xstart(self, x_t, t, pred_xstart):
+        return ((extract_into_tensor(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t - pred_xstart)
+                / extract_into_tensor(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape))
+
+    # ----------------------------------------------------------------- ancestral sampling
+    def p_sample(self, model, x: torch.Tensor, t: torch.Tensor, clip_denoised: bool = True,
+                 denoised_fn: Optional[Callable] = None, model_kwargs: Optional[dict] = None,
+                 x0_modifier: Optional[X0Modifier] = None, noise: Optional[torch.Tensor] = None) -> dict:
+        """One ancestral step x_t -> x_{t-1} = mean + exp(log_var / 2) noise (no noise where t == 0).
+
+        Returns ``{"sample", "pred_xstart", "pred_xstart_prior"}``.
+        """
+        out = self.p_mean_variance(model, x, t, clip_denoised, denoised_fn, model_kwargs, x0_modifier)
+        if noise is None:
+            noise = torch.randn_like(x)
+        nonzero_mask = (t != 0).float().reshape(-1, *([1] * (x.ndim - 1)))
+        sample = out["mean"] + nonzero_mask * torch.exp(0.5 * out["log_variance"]) * noise
+        return {"sample": sample, "pred_xstart": out["pred_xstart"], "pred_xstart_prior": out["pred_xstart_prior"]}
+
+    def p_sample_loop(self, model, shape, **kwargs) -> torch.Tensor:
+        """Final sample of :meth:`p_sample_loop_progressive` (same arguments)."""
+        return _last(self.p_sample_loop_progressive(model, shape, **kwargs))["sample"]
+
+    def p_sample_loop_progressive(self, model, shape, noise: Optional[torch.Tensor] = None,
+                                  start_index: Optional[int] = None, x_start_t: Optional[torch.Tensor] = None,
+                                  clip_denoised: bool = True, denoised_fn: Optional[Callable] = None,
+                                  model_kwargs: Optional[dict] = None, device=None, progress: bool = False,
+                                  x0_modifier: Optional[X0Modifier] = None) -> Iterator[dict]:
+        """Yield the output of :meth:`p_sample` at every step (see :meth:`_progressive` for the start)."""
+
+        def step(img, t):
+            return self.p_sample(model, img, t, clip_denoised, denoised_fn, model_kwargs, x0_modifier)
+
+        yield from self._progressive(step, shape, noise, start_index, x_start_t, device, progress)
+
+    # ----------------------------------------------------------------- DDIM sampling
+    def ddim_sample(self, model, x: torch.Tensor, t: torch.Tensor, clip_denoised: bool = True,
+                    denoised_fn: Optional[Callable] = None, model_kwargs: Optional[dict] = None,
+                    eta: Union[float, torch.Tensor] = 0.0, noise: Optional[torch.Tensor] = None,
+                    x0_modifier: Optional[X0Modifier] = None) -> dict:
+        """One DDIM step from step index ``t`` ((N,) long, may differ per image) to ``t - 1``.
+
+        ``eta`` is a float or an (N,) tensor (one eta per image). The prior's x0 goes through
+        ``x0_modifier`` and then :func:`ddim_step`. Returns ``{"sample", "pred_xstart", "pred_xstart_prior"}``.
+        """
+        out = self.p_mean_variance(model, x, t, clip_denoised, denoised_fn, model_kwargs, x0_modifier)
+        if isinstance(eta, torch.Tensor):
+            if eta.numel() != x.shape[0]:
+                raise ValueError(f"eta has {eta.numel()} values for a batch of {x.shape[0]} images")
+            eta = eta.to(device=x.device, dtype=torch.float32).reshape(-1, *([1] * (x.ndim - 1)))
+        if noise is None:
+            noise = torch.randn_like(x)
+        sample = ddim_step(x, out["pred_xstart"], extract_into_tensor(self.alphas_cumprod, t, x.shape),
+                           extract_into_tensor(self.alphas_cumprod_prev, t, x.shape), eta, noise)
+        return {"sample": sample, "pred_xstart": out["pred_xstart"], "pred_xstart_prior": out["pred_xstart_prior"]}
+
+    def ddim_sample_loop(self, model, shape, **kwargs) -> torch.Tensor:
+        """Final sample of :meth:`ddim_sample_loop_progressive` (same arguments)."""
+        return _last(self.ddim_sample_loop_progressive(model, shape, **kwargs))["sample"]
+
+    def ddim_sample_loop_progressive(self, model, shape, noise: Optional[torch.Tensor] = None,
+                                     start_index: Optional[int] = None, x_start_t: Optional[torch.Tensor] = None,
+                                     clip_denoised: bool = True, denoised_fn: Optional[Callable] = None,
+                                     model_kwargs: Optional[dict] = None, device=None, progress: bool = False,
+                                     eta: Union[float, torch.Tensor] = 0.0,
+                                     x0_modifier: Optional[X0Modifier] = None) -> Iterator[dict]:
+        """Yield the output of :meth:`ddim_sample` at every step (see :meth:`_progressive` for the start)."""
+
+        def step(img, t):
+            return self.ddim_sample(model, img, t, clip_denoised, denoised_fn, model_kwargs, eta, None, x0_modifier)
+
+        yield from self._progressive(step, shape, noise, start_index, x_start_t, device, progress)
+
+    def _progressive(self, step, shape, noise, start_index, x_start_t, device, progress) -> Iterator[dict]:
+        """Shared sampling loop over step indices start_index, start_index - 1, ..., 0.
+
+        Without ``start_index`` the loop starts at T - 1 from ``noise`` (or fresh N(0, I) noise of
+        ``shape``). With ``start_index = k`` (an index of THIS, possibly respaced, schedule) it starts
+        from ``x_start_t``, a sample at step k (e.g. ``q_sample(y, k)``), and runs exactly k + 1 model
+        evaluations. Every yielded dict also carries ``t``, the step index it came from.
+        """
+        if start_index is None:
+            if x_start_t is not None:
+                raise ValueError("x_start_t is given without start_index (the step it was drawn at)")
+            start_index = self.num_timesteps - 1
+            img = noise
+        else:
+            if x_start_t is None:
+                raise ValueError("start_index needs x_start_t, the sample at that step")
+            if noise is not None:
+                raise ValueError("give either noise (start at T - 1) or start_index + x_start_t, not both")
+            img = x_start_t
+        if not 0 <= int(start_index) < self.num_timesteps:
+            raise ValueError(f"start_index {start_index} outside [0, {self.num_timesteps - 1}]")
+        if device is None:
+            device = img.device if img is not None else torch.device("cpu")
+        if img is None:
+            img = torch.randn(*shape, device=device)
+        if tuple(img.shape) != tuple(shape):
+            raise ValueError(f"starting sample has shape {tuple(img.shape)}, expected {tuple(shape)}")
+        indices = range(int(start_index), -1, -1)
+        if progress:
+            from tqdm.auto import tqdm
+            indices = tqdm(indices)
+        for i in indices:
+            t = torch.full((shape[0],), i, device=device, dtype=torch.long)
+            with torch.no_grad():
+                out = step(img, t)
+            out["t"] = t
+            yield out
+            img = out["sample"]
+
+    # ----------------------------------------------------------------- training
+    def _vb_terms_bpd(self, model, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                      clip_denoised: bool = True, model_kwargs: Optional[dict] = None) -> dict:
+        """Term of the variational bound at t, in bits per dimension: KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t))
+        for t > 0 and the discretised decoder NLL -log p(x_0|x_1) at t = 0.
+
+        Returns ``{"output": (N,) bpd, "pred_xstart": ...}``.
+        """
+        true_mean, _, true_log_variance = self.q_posterior_mean_variance(x_start, x_t, t)
+        out = self.p_mean_variance(model, x_t, t, clip_denoised=clip_denoised, model_kwargs=model_kwargs)
+        kl = mean_flat(normal_kl(true_mean, true_log_variance, out["mean"], out["log_variance"])) / NATS_PER_BIT
+        decoder_nll = -discretized_gaussian_log_likelihood(x_start, means=out["mean"],
+                                                           log_scales=0.5 * out["log_variance"])
+        decoder_nll = mean_flat(decoder_nll) / NATS_PER_BIT
+        return {"output": torch.where(t == 0, decoder_nll, kl), "pred_xstart": out["pred_xstart"]}
+
+    def training_losses(self, model, x_start: torch.Tensor, t: torch.Tensor, model_kwargs: Optional[dict] = None,
+                        noise: Optional[torch.Tensor] = None) -> dict:
+        """Per-image training losses at step indices ``t`` (Nichol & Dhariwal 2021, L_hybrid).
+
+        MSE losses: ``mse`` = mean_flat((target - output)^2) with target eps / x_0 / posterior mean; with a
+        learned variance ``vb`` is added, computed with the mean branch DETACHED (stop-grad: the VB term only
+        trains the variance), scaled by T/1000 for RESCALED_MSE. KL losses: the bound itself (times T for
+        RESCALED_KL). Returns a dict of (N,) tensors with key ``loss`` (and ``mse``, ``vb`` where defined).
+        """
+        model_kwargs = model_kwargs or {}
+        if noise is None:
+            noise = torch.randn_like(x_start)
+        x_t = self.q_sample(x_start, t, noise=noise)
+        terms = {}
+        if self.loss_type.is_vb():
+            terms["loss"] = self._vb_terms_bpd(model, x_start, x_t, t, clip_denoised=False,
+                                               model_kwargs=model_kwargs)["output"]
+            if self.loss_type == LossType.RESCALED_KL:
+                terms["loss"] = terms["loss"] * self.num_timesteps
+            return terms
+
+        model_output = model(x_t, self._scale_timesteps(t), **model_kwargs)
+        if self.model_var_type in (ModelVarType.LEARNED, ModelVarType.LEARNED_RANGE):
+            C = x_t.shape[1]
+            if model_output.shape[1] != 2 * C:
+                raise ValueError(f"learned variance needs {2 * C} output channels, the model gives {model_output.shape[1]}")
+            model_output, model_var_values = torch.split(model_output, C, dim=1)
+            frozen_out = torch.cat([model_output.detach(), model_var_values], dim=1)
+            terms["vb"] = self._vb_terms_bpd(lambda *args, **kwargs: frozen_out, x_start, x_t, t,
+                                             clip_denoised=False)["output"]
+            if self.loss_type == LossType.RESCALED_MSE:
+                terms["vb"] = terms["vb"] * (self.num_timesteps / 1000.0)
+        if self.model_mean_type == ModelMeanType.PREVIOUS_X:
+            target = self.q_posterior_mean_variance(x_start, x_t, t)[0]
+        elif self.model_mean_type == ModelMeanType.START_X:
+            target = x_start
+        else:
+            target = noise
+        terms["mse"] = mean_flat((target - model_output) ** 2)
+        terms["loss"] = terms["mse"] + terms.get("vb", 0.0)
+        return terms
+
+
+def _last(iterator: Iterator[dict]) -> dict:
+    out = None
+    for out in iterator:
+        pass
+    if out is None:
+        raise RuntimeError("the sampling loop produced no step")
+    return out

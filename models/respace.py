@@ -1,0 +1,101 @@
+"""Timestep respacing (Nichol & Dhariwal 2021, Sec. 4): run a T-step diffusion on a subset of its steps.
+
+The respaced process keeps the original alpha_bar at the kept steps: with kept steps s_0 < s_1 < ...,
+beta'_i = 1 - abar(s_i) / abar(s_{i-1}). The model still sees ORIGINAL timesteps: the wrapper maps a
+respaced index i to ``timestep_map[i] = s_i``.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Set, Union
+
+import numpy as np
+import torch
+
+from models.gaussian_diffusion import GaussianDiffusion
+
+
+def space_timesteps(num_timesteps: int, section_counts: Union[str, Sequence[int]]) -> Set[int]:
+    """The set of original timesteps to keep.
+
+    ``section_counts``: ``"ddimN"`` (DDIM striding: steps 0, s, 2s, ... with the integer stride s that
+    gives exactly N steps), ``"N"`` or ``"N1,N2,..."`` / a list of ints (split [0, T) into equal sections
+    and take Ni evenly spaced steps, first and last included, from section i).
+    """
+    if isinstance(section_counts, str):
+        if section_counts.startswith("ddim"):
+            desired = int(section_counts[len("ddim"):])
+            for stride in range(1, num_timesteps):
+                if len(range(0, num_timesteps, stride)) == desired:
+                    return set(range(0, num_timesteps, stride))
+            raise ValueError(f"cannot create exactly {desired} steps with an integer stride out of {num_timesteps}")
+        try:
+            section_counts = [int(x) for x in section_counts.split(",")]
+        except ValueError:
+            raise ValueError(f"bad timestep_respacing {section_counts!r}: expected 'ddimN', 'N' or 'N1,N2,...'") from None
+    size_per = num_timesteps // len(section_counts)
+    extra = num_timesteps % len(section_counts)
+    start_idx = 0
+    all_steps = []
+    for i, section_count in enumerate(section_counts):
+        size = size_per + (1 if i < extra else 0)
+        if not 1 <= section_count <= size:
+            raise ValueError(f"cannot take {section_count} steps from a section of {size} steps")
+        frac_stride = 1 if section_count <= 1 else (size - 1) / (section_count - 1)
+        cur_idx = 0.0
+        for _ in range(section_count):
+            all_steps.append(start_idx + round(cur_idx))
+            cur_idx += frac_stride
+        start_idx += size
+    return set(all_steps)
+
+
+class SpacedDiffusion(GaussianDiffusion):
+    """A :class:`GaussianDiffusion` restricted to ``use_timesteps`` of a base process given by ``betas``.
+
+    Attributes: ``timestep_map`` (int64 array, original timestep of each respaced index),
+    ``original_num_steps`` (T of the base process), ``num_timesteps`` (number of kept steps).
+    Every method takes RESPACED indices ``t``; the model is wrapped to receive original timesteps.
+    """
+
+    def __init__(self, use_timesteps, **kwargs):
+        use_timesteps = sorted(set(int(t) for t in use_timesteps))
+        base_betas = np.asarray(kwargs["betas"], dtype=np.float64)
+        self.original_num_steps = len(base_betas)
+        if not use_timesteps or use_timesteps[0] < 0 or use_timesteps[-1] >= self.original_num_steps:
+            raise ValueError(f"use_timesteps must be a non-empty subset of [0, {self.original_num_steps - 1}]")
+        base_alphas_cumprod = np.cumprod(1.0 - base_betas)
+        kept = base_alphas_cumprod[use_timesteps]
+        kwargs["betas"] = 1.0 - kept / np.append(1.0, kept[:-1])
+        super().__init__(**kwargs)
+        self.use_timesteps = set(use_timesteps)
+        self.timestep_map = np.asarray(use_timesteps, dtype=np.int64)
+
+    def p_mean_variance(self, model, *args, **kwargs):
+        return super().p_mean_variance(self._wrap_model(model), *args, **kwargs)
+
+    def training_losses(self, model, *args, **kwargs):
+        return super().training_losses(self._wrap_model(model), *args, **kwargs)
+
+    def _wrap_model(self, model):
+        if isinstance(model, _WrappedModel):
+            return model
+        return _WrappedModel(model, self.timestep_map, self.rescale_timesteps, self.original_num_steps)
+
+    def _scale_timesteps(self, t: torch.Tensor) -> torch.Tensor:
+        return t  # scaling happens in the wrapper, after mapping to original timesteps
+
+
+class _WrappedModel:
+    """Calls ``model(x, map[t] (* 1000 / T if rescale), **kwargs)`` for respaced indices t."""
+
+    def __init__(self, model, timestep_map: np.ndarray, rescale_timesteps: bool, original_num_steps: int):
+        self.model = model
+        self.timestep_map = torch.from_numpy(timestep_map)
+        self.rescale_timesteps = rescale_timesteps
+        self.original_num_steps = original_num_steps
+
+    def __call__(self, x: torch.Tensor, ts: torch.Tensor, **kwargs) -> torch.Tensor:
+        new_ts = self.timestep_map.to(ts.device)[ts]
+        if self.rescale_timesteps:
+            new_ts = new_ts.float() * (1000.0 / self.original_num_steps)
+        return self.model(x, new_ts, **kwargs)

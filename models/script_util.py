@@ -1,0 +1,39 @@
+"""Factory of the diffusion process from configuration keys (improved-diffusion / DifFace names)."""
+from __future__ import annotations
+
+from models import gaussian_diffusion as gd
+from models.respace import SpacedDiffusion, space_timesteps
+
+
+def create_gaussian_diffusion(*, steps: int = 1000, learn_sigma: bool = False, sigma_small: bool = False,
+                              noise_schedule: str = "linear", use_kl: bool = False, predict_xstart: bool = False,
+                              rescale_timesteps: bool = False, rescale_learned_sigmas: bool = False,
+                              timestep_respacing="") -> SpacedDiffusion:
+    """Build a :class:`SpacedDiffusion` (config section ``diffusion.params``).
+
+    ``learn_sigma`` -> LEARNED_RANGE variance (else FIXED_SMALL if ``sigma_small`` else FIXED_LARGE);
+    ``predict_xstart`` -> the model predicts x_0 (else epsilon); loss: RESCALED_KL if ``use_kl``, else
+    RESCALED_MSE if ``rescale_learned_sigmas``, else MSE; ``timestep_respacing``: see
+    :func:`models.respace.space_timesteps` ("" keeps all ``steps``).
+    """
+    betas = gd.get_named_beta_schedule(noise_schedule, steps)
+    if use_kl:
+        loss_type = gd.LossType.RESCALED_KL
+    elif rescale_learned_sigmas:
+        loss_type = gd.LossType.RESCALED_MSE
+    else:
+        loss_type = gd.LossType.MSE
+    if not timestep_respacing:
+        timestep_respacing = [steps]
+    if learn_sigma:
+        var_type = gd.ModelVarType.LEARNED_RANGE
+    else:
+        var_type = gd.ModelVarType.FIXED_SMALL if sigma_small else gd.ModelVarType.FIXED_LARGE
+    return SpacedDiffusion(
+        use_timesteps=space_timesteps(steps, timestep_respacing),
+        betas=betas,
+        model_mean_type=gd.ModelMeanType.START_X if predict_xstart else gd.ModelMeanType.EPSILON,
+        model_var_type=var_type,
+        loss_type=loss_type,
+        rescale_timesteps=rescale_timesteps,
+    )

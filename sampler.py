@@ -1,0 +1,331 @@
+"""One sampler for DifFace and DynFaceRestore (DESIGN.md section 7).
+
+DifFace (Yue & Loy, TPAMI 2024)
+    x0 = RM0(y);  x_k = q_sample(x0, k) at a fixed respaced index k (100 of ddim250, t = 400);
+    DDIM from k down to 0 with a fixed eta, no guidance.
+
+DynFaceRestore (Do et al., ICCV 2025)
+    DBLM:   y -> sigma_hat, levels (y'_k, sigma_k), sigma_1 = sigma_hat > sigma_2 > ...
+    DSST:   per image and level, the original step t_k = table(sigma_k); the image starts at the
+            smallest respaced index whose timestep is >= t_1, from x = q_sample(y'_1, start).
+    Step:   x0_hat = prior's clipped prediction; x0_tilde = closed-form guidance toward the sharpest
+            active level (level k is active once t <= t_k; level 1 from the start);
+            x0 = x0_hat + s (x0_tilde - x0_hat), s = 0 (none), a global scalar, or DGSA's per-pixel map;
+            then the DDIM update with x0 (eps recomputed from x0).
+    eta:    per image, "auto" = clamp(sigma_512 / 10, 0, 1) (the paper's "std/10 as eta"), or fixed.
+
+A batch may mix start steps. The loop runs the global index i from the largest start down to 0 and
+evaluates the UNet only on the images whose start is >= i, so an image costs exactly start + 1
+network evaluations. Noise comes from one torch.Generator per image, seeded by the caller, so an
+image's result does not depend on the batch it was placed in.
+
+Every ablation of the paper is a configuration switch of ``sampler`` (see :class:`SamplerConfig`):
+the method, fixed vs DSST start, guidance none/global/DGSA, the number of levels, sharpest vs all.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from models.guidance import blend, closed_form_guidance, closed_form_guidance_multi
+from utils.config import ConfigError, instantiate, load_config
+from utils.model_factory import build_model, resolve_path
+
+METHODS = ("dynfacerestore", "difface")
+START_MODES = ("dsst", "fixed")
+GUIDANCE_MODES = ("none", "global", "dgsa")
+COMBINE_MODES = ("sharpest", "all")
+
+WEIGHT_HINTS = {
+    "model": "the DifFace prior iddpm_ffhq512_ema500000.pth (DifFace release V1.0) belongs at the ckpt_path "
+             "of the config's model section; see weights/README.md",
+    "restorer": "the DifFace restorer swinir_restoration512_L1.pth (DifFace release V1.0) belongs at the "
+                "ckpt_path of the config's restorer section; see weights/README.md",
+    "dgsa": "train DGSA with `torchrun main.py --cfg_path configs/training/uncertainty.yaml` (README, training)",
+}
+
+
+@dataclass
+class GuidanceConfig:
+    mode: str = "dgsa"          # none | global | dgsa  ("off" would parse as a YAML boolean)
+    lam: float = 0.05           # weight of ||x - x0_hat||^2 in the closed form (DESIGN.md section 5)
+    global_scale: float = 1.0   # s when mode == global
+    combine: str = "sharpest"   # sharpest active level, or all active levels (sum of data terms)
+
+
+@dataclass
+class SamplerConfig:
+    method: str = "dynfacerestore"
+    start: str = "dsst"                 # dsst | fixed
+    fixed_start_index: int = 100        # respaced index of the fixed start (DifFace: 100 of ddim250)
+    eta: Any = "auto"                   # "auto" (per image, sigma_512 / eta_sigma_divisor) or a number
+    eta_sigma_divisor: float = 10.0
+    difface_eta: float = 0.5            # eta of the DifFace baseline when eta is "auto"
+    num_levels: Optional[int] = None    # use the first K DBLM levels (None: all)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    clip_denoised: bool = True
+    x0_every: int = 0                   # keep x0 predictions every N steps in the intermediates (0: none)
+
+
+@dataclass
+class ModelNode:
+    target: str = MISSING
+    ckpt_path: Optional[str] = None
+    params: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DiffusionNode:
+    target: str = MISSING
+    params: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DSSTNode:
+    table_path: str = MISSING
+
+
+@dataclass
+class SampleConfig:
+    """Schema of configs/sample/*.yaml."""
+    resolution: int = MISSING
+    diffusion: DiffusionNode = MISSING
+    model: ModelNode = MISSING
+    restorer: Optional[ModelNode] = None
+    dblm: Optional[Dict[str, Any]] = None
+    dsst: Optional[DSSTNode] = None
+    dgsa: Optional[ModelNode] = None
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+
+
+@dataclass
+class SampleOutput:
+    """Restored images (N,C,H,W in [-1,1]) and what each image went through."""
+    images: torch.Tensor
+    start_index: torch.Tensor            # (N,) respaced start index
+    start_t: torch.Tensor                # (N,) original timestep of the start
+    nfe: torch.Tensor                    # (N,) UNet evaluations spent on each image
+    eta: torch.Tensor                    # (N,)
+    sigma_hat: Optional[torch.Tensor] = None     # (N,) DBLM estimate
+    sigmas: Optional[torch.Tensor] = None        # (N,K) level sigmas
+    level_t: Optional[torch.Tensor] = None       # (N,K) DSST step of every level
+    levels: Optional[List[torch.Tensor]] = None  # K tensors (N,C,H,W): blurred images y'_k
+    source: Optional[torch.Tensor] = None        # the image that was diffused (RM0 output or y'_1)
+    guidance_map: Optional[torch.Tensor] = None  # (N,1,H,W) mean scale s over the guided steps
+    x0_history: List[Dict[str, torch.Tensor]] = field(default_factory=list)
+
+
+def load_sample_config(path, overrides: Optional[Sequence[str]] = None) -> DictConfig:
+    """Read and validate a sampling config; :class:`ConfigError` names a bad key or value."""
+    cfg = load_config(path, SampleConfig, overrides)
+    s = cfg.sampler
+    for name, value, allowed in (("sampler.method", s.method, METHODS), ("sampler.start", s.start, START_MODES),
+                                 ("sampler.guidance.mode", s.guidance.mode, GUIDANCE_MODES),
+                                 ("sampler.guidance.combine", s.guidance.combine, COMBINE_MODES)):
+        if value not in allowed:
+            raise ConfigError(f"{path}: {name} = {value!r}; allowed: {', '.join(allowed)}")
+    parse_eta(s.eta)
+    return cfg
+
+
+def parse_eta(value) -> Optional[float]:
+    """``"auto"`` -> None (per image), otherwise a float in [0, 1]."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return None
+    try:
+        eta = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"eta must be 'auto' or a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= eta <= 1.0:
+        raise ConfigError(f"eta must be in [0, 1], got {eta}")
+    return eta
+
+
+def auto_eta(sigma: torch.Tensor, resolution: int, divisor: float) -> torch.Tensor:
+    """The paper's sample-wise eta: clamp(sigma_512 / divisor, 0, 1), sigma_512 = sigma * 512 / resolution."""
+    return (sigma * (512.0 / resolution) / divisor).clamp(0.0, 1.0)
+
+
+class FaceRestoreSampler:
+    """Runs DifFace or DynFaceRestore (and their ablations) with the networks of one sampling config."""
+
+    def __init__(self, cfg: DictConfig, device: torch.device | str = "cpu", use_fp16: bool = False):
+        self.cfg = cfg
+        self.scfg = cfg.sampler
+        self.device = torch.device(device)
+        self.resolution = int(cfg.resolution)
+        self.method = self.scfg.method
+        self.diffusion = instantiate(cfg.diffusion)
+        self.timestep_map = torch.as_tensor(self.diffusion.timestep_map, dtype=torch.long, device=self.device)
+        self.model = build_model(cfg.model, self.device, WEIGHT_HINTS["model"])
+        self.fp16 = bool(use_fp16 and self.device.type == "cuda")
+        if self.fp16:
+            self.model.convert_to_fp16()
+        elif use_fp16:
+            warnings.warn("--use_fp16 ignored: fp16 runs on CUDA only; sampling in float32 on the CPU", stacklevel=2)
+        self.restorer = self.dblm = self.dsst = self.dgsa = None
+        if self.method == "difface":
+            if cfg.restorer is None:
+                raise ConfigError("method difface needs a 'restorer' section (RM0) in the config")
+            self.restorer = build_model(cfg.restorer, self.device, WEIGHT_HINTS["restorer"])
+        else:
+            self._build_dynfacerestore_parts(cfg)
+
+    @classmethod
+    def from_config(cls, path, overrides: Optional[Sequence[str]] = None, device="cpu", use_fp16=False):
+        return cls(load_sample_config(path, overrides), device=device, use_fp16=use_fp16)
+
+    def _build_dynfacerestore_parts(self, cfg: DictConfig) -> None:
+        from DiffBIR.dblm import DBLM
+        from models.dsst import DSSTTable
+
+        if cfg.dblm is None:
+            raise ConfigError("method dynfacerestore needs a 'dblm' section in the config")
+        self.dblm = DBLM.from_config(cfg.dblm).to(self.device).eval()
+        needs_table = self.scfg.start == "dsst"
+        if cfg.dsst is not None:
+            self.dsst = DSSTTable.load(resolve_path(cfg.dsst.table_path))
+        elif needs_table:
+            raise ConfigError("sampler.start = dsst needs a 'dsst.table_path' in the config")
+        if self.scfg.guidance.mode == "dgsa":
+            if cfg.dgsa is None:
+                raise ConfigError("sampler.guidance.mode = dgsa needs a 'dgsa' section in the config")
+            self.dgsa = build_model(cfg.dgsa, self.device, WEIGHT_HINTS["dgsa"])
+
+    # ------------------------------------------------------------------ public API
+    @torch.no_grad()
+    def restore(self, lq: torch.Tensor, seeds: Sequence[int], eta: Any = None) -> SampleOutput:
+        """Restore ``lq`` ((N,3,R,R) in [-1,1] at the config's resolution) with one seed per image.
+
+        ``eta`` overrides the config ("auto" or a number).
+        """
+        if lq.ndim != 4 or lq.shape[1] != 3 or tuple(lq.shape[-2:]) != (self.resolution, self.resolution):
+            raise ValueError(f"expected (N, 3, {self.resolution}, {self.resolution}) input, got {tuple(lq.shape)}")
+        if len(seeds) != lq.shape[0]:
+            raise ValueError(f"need one seed per image: {len(seeds)} seeds for {lq.shape[0]} images")
+        lq = lq.to(self.device, torch.float32)
+        gens = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
+        fixed_eta = parse_eta(self.scfg.eta if eta is None else eta)
+        if self.method == "difface":
+            return self._restore_difface(lq, gens, fixed_eta)
+        return self._restore_dynamic(lq, gens, fixed_eta)
+
+    # ------------------------------------------------------------------ methods
+    def _restore_difface(self, lq, gens, fixed_eta) -> SampleOutput:
+        source = self.restorer.restore(lq).clamp(-1, 1)
+        n = lq.shape[0]
+        start = torch.full((n,), self._check_index(self.scfg.fixed_start_index), dtype=torch.long, device=self.device)
+        eta = torch.full((n,), self.scfg.difface_eta if fixed_eta is None else fixed_eta, device=self.device)
+        out = self._sample(source, start, eta, gens, guide=None)
+        out.source = source
+        return out
+
+    def _restore_dynamic(self, lq, gens, fixed_eta) -> SampleOutput:
+        levels_out = self.dblm(lq)
+        k = levels_out.sigmas.shape[1] if self.scfg.num_levels is None else int(self.scfg.num_levels)
+        if not 1 <= k <= levels_out.sigmas.shape[1]:
+            raise ConfigError(f"sampler.num_levels = {k}, but DBLM gives {levels_out.sigmas.shape[1]} levels")
+        sigmas = levels_out.sigmas[:, :k].float()
+        levels = [img.float() for img in levels_out.images[:k]]
+        level_t = self._level_steps(sigmas)
+        n = lq.shape[0]
+        if self.scfg.start == "dsst":
+            start = self.dsst.respaced_index(level_t[:, 0], self.timestep_map)
+        else:
+            start = torch.full((n,), self._check_index(self.scfg.fixed_start_index), dtype=torch.long,
+                               device=self.device)
+        if fixed_eta is None:
+            eta = auto_eta(levels_out.sigma_hat.float(), self.resolution, self.scfg.eta_sigma_divisor)
+        else:
+            eta = torch.full((n,), fixed_eta, device=self.device)
+        guide = None if self.scfg.guidance.mode == "none" else _Guide(self, levels, sigmas, level_t)
+        out = self._sample(levels[0], start, eta, gens, guide)
+        out.sigma_hat, out.sigmas, out.level_t, out.levels, out.source = (
+            levels_out.sigma_hat, sigmas, level_t, levels, levels[0])
+        if guide is not None:
+            out.guidance_map = guide.mean_map()
+        return out
+
+    # ------------------------------------------------------------------ the shared loop
+    def _sample(self, source, start, eta, gens, guide: Optional["_Guide"]) -> SampleOutput:
+        """DDIM from each image's own ``start`` (respaced index) down to 0; see the module docstring."""
+        n = source.shape[0]
+        x = self.diffusion.q_sample(source, start, noise=self._noise(gens, range(n), source.shape[1:]))
+        nfe = torch.zeros(n, dtype=torch.long, device=self.device)
+        history: List[Dict[str, torch.Tensor]] = []
+        first = int(start.max().item())
+        for i in range(first, -1, -1):
+            idx = torch.nonzero(start >= i).flatten()
+            t = torch.full((idx.numel(),), i, dtype=torch.long, device=self.device)
+            modifier = guide.modifier(idx) if guide is not None else None
+            noise = self._noise(gens, idx.tolist(), x.shape[1:])
+            step = self.diffusion.ddim_sample(self.model, x[idx], t, clip_denoised=self.scfg.clip_denoised,
+                                              eta=eta[idx], noise=noise, x0_modifier=modifier)
+            x[idx] = step["sample"].to(x.dtype)
+            nfe[idx] += 1
+            every = int(self.scfg.x0_every)
+            if every > 0 and (i % every == 0):
+                history.append({"index": i, "images": idx.cpu(), "x0": step["pred_xstart"].float().cpu()})
+        return SampleOutput(images=x.clamp(-1, 1), start_index=start, start_t=self.timestep_map[start], nfe=nfe,
+                            eta=eta, x0_history=history)
+
+    def _noise(self, gens, indices, shape) -> torch.Tensor:
+        return torch.stack([torch.randn(tuple(shape), generator=gens[j], device=self.device) for j in indices])
+
+    def _level_steps(self, sigmas: torch.Tensor) -> torch.Tensor:
+        """(N,K) original DSST step of every level; without a table every level is active from the start."""
+        if self.dsst is None:
+            return torch.full_like(sigmas, self.diffusion.original_num_steps, dtype=torch.long)
+        return self.dsst.start_step(sigmas, resolution=self.resolution)
+
+    def _check_index(self, index: int) -> int:
+        if not 0 <= int(index) < self.timestep_map.numel():
+            raise ConfigError(f"sampler.fixed_start_index = {index} outside [0, {self.timestep_map.numel() - 1}] "
+                              f"for this respacing")
+        return int(index)
+
+
+class _Guide:
+    """State of the closed-form guidance for one batch: the levels, their sigmas and activation steps."""
+
+    def __init__(self, sampler: FaceRestoreSampler, levels, sigmas, level_t):
+        self.sampler = sampler
+        self.gcfg = sampler.scfg.guidance
+        self.levels = torch.stack(levels, dim=1)  # (N,K,C,H,W)
+        self.sigmas, self.level_t = sigmas, level_t
+        n, _, _, h, w = self.levels.shape
+        self.map_sum = torch.zeros(n, 1, h, w, device=sigmas.device)
+        self.map_count = torch.zeros(n, device=sigmas.device)
+
+    def modifier(self, idx: torch.Tensor):
+        def apply(x0_hat: torch.Tensor, x_t: torch.Tensor, t_orig: torch.Tensor) -> torch.Tensor:
+            sig, lt, ys = self.sigmas[idx], self.level_t[idx], self.levels[idx]
+            active = t_orig[:, None] <= lt
+            active[:, 0] = True  # the start level guides from the first step
+            x0 = x0_hat.float()
+            if self.gcfg.combine == "all":
+                weights = [active[:, k].float() for k in range(sig.shape[1])]
+                x0_tilde = closed_form_guidance_multi(x0, [ys[:, k] for k in range(sig.shape[1])],
+                                                      [sig[:, k] for k in range(sig.shape[1])], self.gcfg.lam,
+                                                      weights=weights)
+            sharpest = active.long().cumsum(1).argmax(1)  # last active level
+            rows = torch.arange(idx.numel(), device=idx.device)
+            y_k, sigma_k = ys[rows, sharpest], sig[rows, sharpest]
+            if self.gcfg.combine == "sharpest":
+                x0_tilde = closed_form_guidance(x0, y_k, sigma_k, self.gcfg.lam)
+            if self.gcfg.mode == "global":
+                scale = torch.full((idx.numel(), 1, 1, 1), float(self.gcfg.global_scale), device=x0.device)
+            else:
+                scale = self.sampler.dgsa.guidance_scale(x0, x0_tilde, y_k, t_orig)
+            self.map_sum[idx] += scale.expand(-1, 1, *x0.shape[-2:])
+            self.map_count[idx] += 1
+            return blend(x0, x0_tilde, scale).clamp(-1, 1).to(x0_hat.dtype)
+
+        return apply
+
+    def mean_map(self) -> torch.Tensor:
+        return self.map_sum / self.map_count.clamp(min=1).view(-1, 1, 1, 1)

@@ -1,0 +1,134 @@
+"""train_SDE.py / train_DBLM.py as real `accelerate launch` processes (2 CPU processes, gloo) on real faces.
+
+Tiny configs (configs/train/tiny/, 32 px, 2-4 steps). accelerate launches several CPU processes only
+through its multi-process launcher (``--multi_gpu``; with ``--cpu`` it starts one process); the
+scripts select the CPU themselves when CUDA is absent, so the processes form a MULTI_CPU (gloo) group.
+Exact resumption (a 2 + 2 step run equals a 4 step run bit for bit) is checked in-process, which is
+cheaper than two more launches and exercises the same code.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "train" / "tiny"
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+
+def data_overrides(faces_hq_dir: Path) -> list:
+    return [f"data.train={faces_hq_dir / 'celeba128_train.txt'}", f"data.val={faces_hq_dir / 'celeba128_val.txt'}"]
+
+
+def launch(script: str, config: str, *overrides: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    cmd = LAUNCH + [script, "--config", str(TINY / config), *overrides]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def checkpoints(save_dir: Path) -> list:
+    return sorted(p.name for p in (save_dir / "checkpoints").iterdir())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, faces_hq_dir):
+    """Trains SDE (then resumes it), TM and RM (input: the TM's estimates) with 2 processes each."""
+    root = tmp_path_factory.mktemp("dblm_runs")
+    data = data_overrides(faces_hq_dir)
+    out = {name: root / name for name in ("sde", "tm", "rm")}
+    first = launch("train_SDE.py", "train_SDE_tiny.yaml", f"save_dir={out['sde']}", *data)
+    assert checkpoints(out["sde"]) == ["step_0000002"]
+    ema_2 = torch.load(out["sde"] / "ema_final.pth")
+    second = launch("train_SDE.py", "train_SDE_tiny.yaml", f"save_dir={out['sde']}", "train.total_steps=4", *data)
+    launch("train_DBLM.py", "train_DBLM_TM_tiny.yaml", f"save_dir={out['tm']}", *data)
+    rm = launch("train_DBLM.py", "train_DBLM_RM_tiny.yaml", f"save_dir={out['rm']}",
+                f"tm.ckpt_path={out['tm'] / 'ema_final.pth'}", *data)
+    return {"dirs": out, "sde_first": first, "sde_second": second, "sde_ema_2": ema_2, "rm": rm}
+
+
+def test_sde_two_processes_checkpoint_and_resume(runs):
+    sde = runs["dirs"]["sde"]
+    both = runs["sde_first"].stdout + runs["sde_first"].stderr
+    assert "[val] step 2: sigma_mae_px=" in both
+    assert "resumed from" not in both
+    again = runs["sde_second"].stdout + runs["sde_second"].stderr
+    assert f"resumed from {sde / 'checkpoints' / 'step_0000002'} at step 2" in again
+    assert "[train] step 3" in again and "[train] step 1:" not in again
+    assert checkpoints(sde) == ["step_0000002", "step_0000004"]
+    ckpt = sde / "checkpoints" / "step_0000004"
+    assert {"random_states_0.pkl", "random_states_1.pkl", "optimizer.bin"} <= {p.name for p in ckpt.iterdir()}
+    ema_4 = torch.load(sde / "ema_final.pth")
+    assert ema_4.keys() == runs["sde_ema_2"].keys()
+    assert any(not torch.equal(ema_4[k], runs["sde_ema_2"][k]) for k in ema_4)
+    assert (sde / "tb").is_dir() and (sde / "config.yaml").is_file()
+
+
+def test_tm_rm_two_processes(runs):
+    for name in ("tm", "rm"):
+        d = runs["dirs"][name]
+        assert checkpoints(d) == ["step_0000002"] and (d / "ema_final.pth").is_file()
+    log = runs["rm"].stdout + runs["rm"].stderr
+    assert "[val] step 2: psnr=" in log
+
+
+def test_dblm_from_trained_checkpoints(runs, faces_hq_dir):
+    from omegaconf import OmegaConf
+
+    from DiffBIR.dblm import DBLM
+    from data.datasets import FaceDataset
+
+    node = {"num_levels": 3, "rho": 0.75, "sigma_min_512": 0.5}
+    for name, config in (("sde", "train_SDE_tiny.yaml"), ("tm", "train_DBLM_TM_tiny.yaml"),
+                         ("rm", "train_DBLM_RM_tiny.yaml")):
+        model = OmegaConf.load(TINY / config).model
+        node[name] = {"target": model.target, "params": model.params,
+                      "ckpt_path": str(runs["dirs"][name] / "ema_final.pth")}
+    dblm = DBLM.from_config(OmegaConf.create(node))
+    ds = FaceDataset(faces_hq_dir / "celeba128_val.txt", 32, flip=False,
+                     degradation=REPO / "configs" / "degradation" / "demo64.yaml", seed=5)
+    y = torch.stack([ds[i]["lq"] for i in range(3)])
+    out = dblm(y)
+    assert out.sigma_hat.shape == (3,) and out.sigmas.shape == (3, 3)
+    assert (out.sigmas[:, 1:] <= out.sigmas[:, :-1]).all()
+    above = out.sigmas[:, 1:] > 0.5 * 32 / 512
+    assert (out.sigmas[:, 1:][above] < out.sigmas[:, :-1][above]).all()
+    assert len(out.images) == 3 and all(im.shape == y.shape for im in out.images)
+    assert all(im.abs().max() <= 1 for im in out.images)
+
+
+def test_resume_repeats_uninterrupted_run_exactly(tmp_path, faces_hq_dir):
+    """In-process (one process): TM trained 4 steps == 2 steps + resume to 4 (weights, EMA, optimiser)."""
+    from DiffBIR.training import load_experiment, train
+
+    def run(save_dir, steps):
+        cfg = load_experiment(TINY / "train_DBLM_TM_tiny.yaml", ["tm"], [
+            f"save_dir={save_dir}", f"train.total_steps={steps}", "train.val_every=100",
+            *data_overrides(faces_hq_dir)])
+        return train(cfg)
+
+    straight = torch.load(run(tmp_path / "a", 4))
+    run(tmp_path / "b", 2)
+    resumed = torch.load(run(tmp_path / "b", 4))
+    assert straight.keys() == resumed.keys()
+    for k in straight:
+        torch.testing.assert_close(resumed[k], straight[k], rtol=0, atol=0)
+    from safetensors.torch import load_file
+    a = load_file(tmp_path / "a" / "checkpoints" / "step_0000004" / "model.safetensors")
+    b = load_file(tmp_path / "b" / "checkpoints" / "step_0000004" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bad_config_key_exits_2_with_one_line(capsys):
+    from DiffBIR.training import main
+
+    assert main(["--config", str(TINY / "train_SDE_tiny.yaml"), "train.bach=3"], ["sde"], "train_SDE.py") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "train.bach" in err and err.startswith("train_SDE.py: error:")

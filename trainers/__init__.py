@@ -1,0 +1,10 @@
+"""torchrun trainers run by main.py; a config names one in ``trainer.target``:
+
+* ``trainers.diffusion.TrainerDiffusion``: the face diffusion prior (improved-diffusion losses).
+* ``trainers.restorer.TrainerRestorer``: the RM0 SwinIR restorer (L1 on blindly degraded pairs).
+
+Every trainer subclasses :class:`trainers.base.TrainerBase` (see its docstring for how to add one).
+"""
+from trainers.base import TrainerBase, TrainerConfig, find_latest_checkpoint
+
+__all__ = ["TrainerBase", "TrainerConfig", "find_latest_checkpoint"]

@@ -1,0 +1,59 @@
+"""TrainerRestorer: the RM0 restorer, SwinIR trained with L1 on blindly degraded faces (DifFace; DESIGN.md
+section 2).
+
+Pairs come from :class:`data.datasets.FaceDataset` with the blind degradation named by ``degradation``
+(a YAML of :class:`data.degradation.DegradationConfig`, e.g. configs/degradation/difface_blind.yaml):
+'lq' is the degraded face resized back to the HQ size. The loss is L1 in the network's native [0, 1]
+range (as the public ``swinir_restoration512_L1.pth`` was trained): || SwinIR((y+1)/2) - (x+1)/2 ||_1.
+Validation on ``data.val`` (degraded with the same config at fixed per-image seeds): PSNR (dB, on [0, 1],
+float, no quantisation) of ``SwinIR.restore(y)`` and of the LQ input itself, and the L1 loss.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from omegaconf import MISSING
+from torch import nn
+from torch.utils.data import Dataset
+
+from data.degradation import load_degradation_config
+from trainers.base import TrainerBase, TrainerConfig
+from utils.model_factory import resolve_path
+
+
+@dataclass
+class RestorerTrainerConfig(TrainerConfig):
+    degradation: str = MISSING  # path of a DegradationConfig YAML
+
+
+def psnr_batch(img: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR (dB) of images in [-1, 1]: 10 log10(1 / MSE) on the [0, 1] scale."""
+    mse = ((img.float() - ref.float()) * 0.5).pow(2).flatten(1).mean(1)
+    return -10.0 * torch.log10(mse.clamp_min(1e-10))
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> [0, 1], SwinIR's input range."""
+    return (x + 1.0) * 0.5
+
+
+class TrainerRestorer(TrainerBase):
+    config_schema = RestorerTrainerConfig
+
+    def build_extras(self) -> None:
+        self.degradation = load_degradation_config(resolve_path(self.cfg.degradation))
+
+    def build_dataset(self, split: str) -> Optional[Dataset]:
+        return self.face_dataset(split, degradation=self.degradation)
+
+    def compute_loss(self, model: nn.Module, batch: Dict[str, Any]) -> Tuple[torch.Tensor, Dict[str, float]]:
+        loss = (model(_unit(batch["lq"])) - _unit(batch["hq"])).abs().mean()
+        return loss, {"l1": float(loss.detach())}
+
+    def val_metrics(self, model: nn.Module, batch: Dict[str, Any], batch_idx: int) -> Dict[str, torch.Tensor]:
+        lq, hq = batch["lq"], batch["hq"]
+        out = model.restore(lq)
+        return {"psnr": psnr_batch(out, hq), "psnr_lq": psnr_batch(lq, hq),
+                "l1": (_unit(out) - _unit(hq)).abs().flatten(1).mean(1)}

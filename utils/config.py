@@ -1,0 +1,93 @@
+"""Configuration: YAML files are the single source of every hyper-parameter.
+
+Two mechanisms, both failing with :class:`ConfigError` (a message naming the file and the key) instead
+of a traceback deep in a trainer:
+
+* ``load_config(path, schema)`` merges the YAML into a dataclass schema; a key the schema does not
+  know (a typo such as ``train.bach``) or a value of the wrong type is rejected.
+* ``instantiate(node)`` builds ``node.target`` (a dotted path) with ``node.params`` as keyword
+  arguments, the DifFace convention; an unexpected parameter name is rejected.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+from pathlib import Path
+from typing import Any, Optional, Type
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used as written."""
+
+
+def load_config(path: str | Path, schema: Optional[Type] = None, overrides: Optional[list] = None) -> DictConfig:
+    """Read ``path`` (YAML), apply ``overrides`` (``["a.b=1", ...]``) and validate against ``schema``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        cfg = OmegaConf.load(path)
+        if overrides:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        if schema is not None:
+            cfg = OmegaConf.merge(OmegaConf.structured(schema), cfg)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        where = f" (key '{key}')" if key else ""
+        raise ConfigError(f"{path}: invalid configuration{where}: {_first_line(err)}") from None
+    return cfg
+
+
+def get_obj_from_str(dotted: str) -> Any:
+    """Import ``package.module.Name`` and return ``Name``."""
+    module_name, _, attr = dotted.rpartition(".")
+    if not module_name:
+        raise ConfigError(f"target '{dotted}' is not a dotted path 'module.Name'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"target '{dotted}': cannot import module '{module_name}' ({err})") from None
+    if not hasattr(module, attr):
+        raise ConfigError(f"target '{dotted}': module '{module_name}' has no attribute '{attr}'")
+    return getattr(module, attr)
+
+
+def instantiate(node: Any, **extra: Any) -> Any:
+    """Build ``node.target(**node.params, **extra)``; reject parameter names the target does not take."""
+    if node is None or "target" not in node:
+        raise ConfigError("a model/object section needs a 'target' key (dotted class path)")
+    factory = get_obj_from_str(node["target"])
+    params = dict(node.get("params", None) or {})
+    if isinstance(node, DictConfig):
+        params = OmegaConf.to_container(node.get("params", None) or OmegaConf.create({}), resolve=True)
+    params.update(extra)
+    _check_params(factory, params, node["target"])
+    return factory(**params)
+
+
+def _check_params(factory: Any, params: dict, target: str) -> None:
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+        return
+    unknown = sorted(set(params) - set(sig.parameters))
+    if unknown:
+        allowed = ", ".join(n for n in sig.parameters if n != "self")
+        raise ConfigError(f"{target}: unknown parameter(s) {unknown}; it accepts: {allowed}")
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain-python copy of a config (for checkpoints and logs)."""
+    if dataclasses.is_dataclass(cfg):
+        return dataclasses.asdict(cfg)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -1,0 +1,131 @@
+"""Image I/O shared by every script: robust reading, atomic writing, tensor conversion.
+
+Convention: on disk any common format; in numpy ``float32`` HxWx3 RGB in [0, 1]; inside models
+``float32`` NCHW RGB in [-1, 1] (see DESIGN.md, "Components and their contracts"). Conversion happens
+here and nowhere else.
+
+Reading normalises what real folders contain: 8- and 16-bit (and float) images, grayscale (replicated
+to 3 channels), RGBA / LA (alpha dropped: faces are treated as opaque), palette PNGs (expanded by
+OpenCV). Anything unreadable raises :class:`ImageReadError` with the file and the reason, so callers
+can skip the file with a clear message instead of crashing a batch.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, List
+
+import cv2
+import numpy as np
+import torch
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class ImageReadError(ValueError):
+    """A file that cannot be used as an image; the message names the file and the reason."""
+
+
+def list_images(path: str | os.PathLike, recursive: bool = False) -> List[Path]:
+    """Sorted image files under ``path`` (a folder), or ``[path]`` for a single file."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"no such file or folder: {path}")
+    pattern = "**/*" if recursive else "*"
+    return sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read ``path`` as float32 HxWx3 RGB in [0, 1]; raise :class:`ImageReadError` if impossible."""
+    path = Path(path)
+    try:
+        raw = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as err:
+        raise ImageReadError(f"{path}: cannot read file ({err.strerror})") from err
+    if raw.size == 0:
+        raise ImageReadError(f"{path}: empty file")
+    img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ImageReadError(f"{path}: not a decodable image (corrupt or unsupported format)")
+    return _to_float_rgb(img, path)
+
+
+def _to_float_rgb(img: np.ndarray, path: Path) -> np.ndarray:
+    if img.dtype == np.uint8:
+        out = img.astype(np.float32) / 255.0
+    elif img.dtype == np.uint16:
+        out = img.astype(np.float32) / 65535.0
+    elif img.dtype in (np.float32, np.float64):
+        out = np.clip(img.astype(np.float32), 0.0, 1.0)
+    else:
+        raise ImageReadError(f"{path}: unsupported pixel type {img.dtype}")
+    if out.ndim == 2:
+        out = out[:, :, None]
+    channels = out.shape[2]
+    if channels == 1:
+        out = np.repeat(out, 3, axis=2)
+    elif channels == 2:  # gray + alpha
+        out = np.repeat(out[:, :, :1], 3, axis=2)
+    elif channels == 3:
+        out = out[:, :, ::-1]
+    elif channels == 4:
+        out = out[:, :, 2::-1]
+    else:
+        raise ImageReadError(f"{path}: unsupported channel count {channels}")
+    return np.ascontiguousarray(out)
+
+
+def write_image(path: str | os.PathLike, img: np.ndarray) -> Path:
+    """Write float RGB [0, 1] (HxWx3 or HxW) or uint8 RGB atomically: temp file in the same folder, then rename.
+
+    A reader never sees a half-written file, and an interrupted run leaves no partial output behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if img.dtype != np.uint8:
+        img = (np.clip(img, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    if img.ndim == 3:
+        img = img[:, :, ::-1]
+    try:
+        ok, buf = cv2.imencode(path.suffix or ".png", np.ascontiguousarray(img))
+    except cv2.error:  # OpenCV raises (instead of returning False) for an unknown extension
+        ok = False
+    if not ok:
+        raise ValueError(f"{path}: cannot encode image as {path.suffix!r} (use one of {IMAGE_EXTENSIONS})")
+    write_bytes_atomic(path, buf.tobytes())
+    return path
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace`` (atomic on POSIX)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def img2tensor(imgs: np.ndarray | Iterable[np.ndarray]) -> torch.Tensor:
+    """HxWx3 [0, 1] array (or a list of equally sized ones) -> float32 NCHW tensor in [-1, 1]."""
+    if isinstance(imgs, np.ndarray) and imgs.ndim == 3:
+        imgs = [imgs]
+    batch = np.stack([np.asarray(im, dtype=np.float32) for im in imgs], axis=0)
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous() * 2.0 - 1.0
+
+
+def tensor2img(x: torch.Tensor) -> np.ndarray:
+    """NCHW (or CHW) tensor in [-1, 1] -> float32 NxHxWx3 (or HxWx3) array in [0, 1]."""
+    x = x.detach().float().cpu().clamp(-1.0, 1.0) * 0.5 + 0.5
+    if x.ndim == 3:
+        return x.permute(1, 2, 0).numpy()
+    return x.permute(0, 2, 3, 1).numpy()
