@@ -1,5 +1,8 @@
 """One sampler for DifFace and DynFaceRestore (DESIGN.md section 7).
 
+RM0 (the evaluation's first row)
+    the restorer's output alone, no diffusion.
+
 DifFace (Yue & Loy, TPAMI 2024)
     x0 = RM0(y);  x_k = q_sample(x0, k) at a fixed respaced index k (100 of ddim250, t = 400);
     DDIM from k down to 0 with a fixed eta, no guidance.
@@ -35,7 +38,7 @@ from models.guidance import blend, closed_form_guidance, closed_form_guidance_mu
 from utils.config import ConfigError, instantiate, load_config
 from utils.model_factory import build_model, resolve_path
 
-METHODS = ("dynfacerestore", "difface")
+METHODS = ("dynfacerestore", "difface", "rm0")
 START_MODES = ("dsst", "fixed")
 GUIDANCE_MODES = ("none", "global", "dgsa")
 COMBINE_MODES = ("sharpest", "all")
@@ -168,9 +171,9 @@ class FaceRestoreSampler:
         elif use_fp16:
             warnings.warn("--use_fp16 ignored: fp16 runs on CUDA only; sampling in float32 on the CPU", stacklevel=2)
         self.restorer = self.dblm = self.dsst = self.dgsa = None
-        if self.method == "difface":
+        if self.method in ("difface", "rm0"):
             if cfg.restorer is None:
-                raise ConfigError("method difface needs a 'restorer' section (RM0) in the config")
+                raise ConfigError(f"method {self.method} needs a 'restorer' section (RM0) in the config")
             self.restorer = build_model(cfg.restorer, self.device, WEIGHT_HINTS["restorer"])
         else:
             self._build_dynfacerestore_parts(cfg)
@@ -210,11 +213,20 @@ class FaceRestoreSampler:
         lq = lq.to(self.device, torch.float32)
         gens = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
         fixed_eta = parse_eta(self.scfg.eta if eta is None else eta)
+        if self.method == "rm0":
+            return self._restore_rm0(lq)
         if self.method == "difface":
             return self._restore_difface(lq, gens, fixed_eta)
         return self._restore_dynamic(lq, gens, fixed_eta)
 
     # ------------------------------------------------------------------ methods
+    def _restore_rm0(self, lq) -> SampleOutput:
+        restored = self.restorer.restore(lq).clamp(-1, 1)
+        n = lq.shape[0]
+        none = torch.full((n,), -1, dtype=torch.long, device=self.device)
+        return SampleOutput(images=restored, start_index=none, start_t=none, nfe=torch.zeros_like(none),
+                            eta=torch.zeros(n, device=self.device), source=restored)
+
     def _restore_difface(self, lq, gens, fixed_eta) -> SampleOutput:
         source = self.restorer.restore(lq).clamp(-1, 1)
         n = lq.shape[0]

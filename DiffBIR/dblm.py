@@ -27,6 +27,7 @@ from torch import nn
 
 from utils.checkpoint import load_checkpoint
 from utils.config import ConfigError, instantiate
+from utils.model_factory import resolve_path
 
 
 @dataclass
@@ -86,6 +87,8 @@ class DBLM(nn.Module):
         """Build the three networks from ``node`` (schema :class:`DBLMConfig`: num_levels, rho,
         sigma_min_512 and sde/tm/rm = {target, params, ckpt_path}), load their weights (the
         ``ema_final.pth`` written by train_SDE.py / train_DBLM.py) strictly, and return DBLM in eval mode.
+        A relative ``ckpt_path`` is resolved with :func:`utils.model_factory.resolve_path` (the current
+        directory first, then the repository root), so callers pass config nodes unchanged.
         Raises ConfigError for a bad node and utils.checkpoint.CheckpointError for a bad checkpoint."""
         try:
             cfg = OmegaConf.merge(OmegaConf.structured(DBLMConfig), node)
@@ -99,7 +102,7 @@ class DBLM(nn.Module):
         for name, script in (("sde", "train_SDE.py"), ("tm", "train_DBLM.py"), ("rm", "train_DBLM.py")):
             sub: DictConfig = cfg[name]
             net = instantiate(OmegaConf.create({"target": sub.target, "params": sub.params}))
-            nets[name] = load_checkpoint(net, sub.ckpt_path, strict=True,
+            nets[name] = load_checkpoint(net, resolve_path(sub.ckpt_path), strict=True,
                                          hint=f"'{name}.ckpt_path' should be the ema_final.pth written by {script}")
         model = cls(nets["sde"], nets["tm"], nets["rm"], cfg.num_levels, cfg.rho, cfg.sigma_min_512)
         return model.to(device).eval() if device is not None else model.eval()

@@ -6,8 +6,8 @@ model, the loss and the validation metric -- lives in a small task class (:class
 
 Data: ``data.datasets.FaceDataset`` with the blind degradation and the sigma* target
 (``with_sigma_star=True``), drawn through ``utils.distributed.ShardedInfiniteSampler`` (rank-disjoint,
-restarts exactly where a resumed run stopped). Batches are ``batch_size`` per process. The loader
-has its own generator, so that the global RNG (restored on resume) is consumed by the losses only:
+restarts exactly where a resumed run stopped). Batches are ``batch_size`` per process. The loaders
+have their own generators, so that the global RNG (restored on resume) is consumed by the losses only:
 a resumed run repeats the uninterrupted one exactly (tests/test_dblm_training.py).
 
 Per step: forward under ``accelerator.autocast`` (mixed precision from ``train.mixed_precision``;
@@ -507,8 +507,8 @@ def train(cfg, resume: str = "auto") -> Path:
     loader = iter(DataLoader(EpochDataset(train_set), batch_size=cfg.train.batch_size,
                              sampler=EpochTaggedSampler(sampler), num_workers=cfg.data.num_workers,
                              generator=torch.Generator().manual_seed(cfg.train.seed)))
-    val_loader = DataLoader(val_set, batch_size=cfg.train.val_batch_size, shuffle=False,
-                            num_workers=cfg.data.num_workers)  # used by the main process only
+    val_loader = DataLoader(val_set, batch_size=cfg.train.val_batch_size, shuffle=False,  # main process only
+                            num_workers=cfg.data.num_workers, generator=torch.Generator())
     t = cfg.train
     logger = TrainLogger(save_dir, t.total_steps, state.step, accelerator.is_main_process, t.print_every)
     model.train()

@@ -28,7 +28,8 @@ which holds for blur-like degradations (the loss is smooth in sigma).
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from functools import lru_cache
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +47,9 @@ FINE_STEP = 0.01
 COARSE_INTERVALS = 32
 #: Step reduction per refinement level of ``estimate_sigma_star``.
 REFINE_FACTOR = 4
+
+#: Kernel spectra kept by :func:`kernel_spectrum1d` (LRU).
+SPECTRUM_CACHE_SIZE = 256
 
 SigmaLike = Union[float, int, torch.Tensor]
 
@@ -138,7 +142,38 @@ def default_sigma_max(resolution: int) -> float:
     return SIGMA_MAX_512 * resolution / 512.0
 
 
+@lru_cache(maxsize=SPECTRUM_CACHE_SIZE)
+def kernel_spectrum1d(sigma: float, length: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """DFT (real) of ``gaussian_kernel1d(sigma)`` wrapped circularly onto ``length`` samples, centre at 0.
+
+    A kernel longer than ``length`` wraps around (aliases), which is exactly circular convolution.
+    Cached (LRU) per (sigma, length, device, dtype); the returned tensor must not be modified.
+    """
+    kernel = gaussian_kernel1d(sigma, dtype=dtype, device=device)
+    radius = (kernel.numel() - 1) // 2
+    offsets = torch.arange(-radius, radius + 1, device=device) % length
+    wrapped = torch.zeros(length, device=device, dtype=dtype).index_add_(0, offsets, kernel)
+    return torch.fft.fft(wrapped).real.contiguous()
+
+
+def gaussian_transfer(sigmas: Sequence[float], hp: int, wp: int, device: torch.device,
+                      dtype: torch.dtype) -> torch.Tensor:
+    """Real transfer functions (N, 1, hp, wp // 2 + 1) of the separable kernels, for ``rfft2`` spectra.
+
+    Multiplying the rfft2 of an image padded by ``mirror_indices`` with pad >= kernel_radius(sigma)
+    and cropping the pad back gives exactly ``gaussian_blur`` (no wrap-around reaches the interior);
+    models/guidance.py solves its closed form with these spectra.
+    """
+    rows = []
+    for s in sigmas:
+        g_h = kernel_spectrum1d(float(s), hp, device, dtype)
+        g_w = kernel_spectrum1d(float(s), wp, device, dtype)[: wp // 2 + 1]
+        rows.append(g_h[:, None] * g_w[None, :])
+    return torch.stack(rows)[:, None]
+
+
 def _blur_loss(hq: torch.Tensor, lq: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """||G_sigma * hq - lq||^2 per image (spatial: faster than FFTs for the small images sigma* sees)."""
     diff = gaussian_blur(hq, sigma) - lq
     return diff.double().pow(2).sum(dim=(1, 2, 3))
 

@@ -33,16 +33,14 @@ reading the N sigma values, which the padded shape and the kernel cache need.
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Optional, Sequence, Union
 
 import torch
 
-from data.blur import gaussian_kernel1d, kernel_radius, mirror_indices
+from data.blur import gaussian_transfer, kernel_radius, mirror_indices
 
 Scale = Union[float, torch.Tensor]
 
-_SPECTRUM_CACHE_SIZE = 64
 
 
 def closed_form_guidance(
@@ -115,7 +113,7 @@ def closed_form_guidance_multi(
     numer = lam_t * torch.fft.rfft2(x0p)
     denom = lam_t.expand(n, 1, 1, 1).clone()
     for y, sig, wk in zip(ys, sigma_lists, weights):
-        gain = _transfer(sig, hp, wp, device, cdtype)  # (N, 1, hp, wp // 2 + 1), real
+        gain = gaussian_transfer(sig, hp, wp, device, cdtype)  # (N, 1, hp, wp // 2 + 1), real
         w_t = _per_image(wk, n, device, cdtype, "weight")
         numer = numer + (w_t * gain) * torch.fft.rfft2(padded(y))
         denom = denom + w_t * gain * gain
@@ -156,27 +154,3 @@ def _per_image(value: Scale, n: int, device: torch.device, dtype: torch.dtype, n
     if name == "lam" and not float(value) > 0:
         raise ValueError(f"lam must be > 0, got {value}")
     return torch.full((n, 1, 1, 1), float(value), device=device, dtype=dtype)
-
-
-def _transfer(sigmas: list, hp: int, wp: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Real transfer functions (N, 1, hp, wp // 2 + 1) of the centred kernels, for rfft2 spectra."""
-    rows = []
-    for s in sigmas:
-        g_h = _spectrum1d(s, hp, device, dtype)
-        g_w = _spectrum1d(s, wp, device, dtype)[: wp // 2 + 1]
-        rows.append(g_h[:, None] * g_w[None, :])
-    return torch.stack(rows)[:, None]
-
-
-@lru_cache(maxsize=_SPECTRUM_CACHE_SIZE)
-def _spectrum1d(sigma: float, length: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """DFT (real) of ``gaussian_kernel1d(sigma)`` wrapped circularly onto ``length`` samples, centre at 0.
-
-    A kernel longer than ``length`` wraps around (aliases), which is exactly circular convolution.
-    Cached (LRU) per (sigma, length, device, dtype); the returned tensor must not be modified.
-    """
-    kernel = gaussian_kernel1d(sigma, dtype=dtype, device=device)
-    radius = (kernel.numel() - 1) // 2
-    offsets = torch.arange(-radius, radius + 1, device=device) % length
-    wrapped = torch.zeros(length, device=device, dtype=dtype).index_add_(0, offsets, kernel)
-    return torch.fft.fft(wrapped).real.contiguous()

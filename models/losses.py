@@ -6,6 +6,8 @@ import math
 import numpy as np
 import torch
 
+NATS_PER_BIT = np.log(2.0)  # divide nats by this to get bits
+
 
 def normal_kl(mean1, logvar1, mean2, logvar2):
     """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)) elementwise, in nats (broadcasting tensors/floats)."""
@@ -40,5 +42,3 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, *, means: torch.Tensor,
     return torch.where(x < -0.999, log_cdf_plus,
                        torch.where(x > 0.999, log_one_minus_cdf_min, torch.log(cdf_delta.clamp(min=1e-12))))
 
-
-NATS_PER_BIT = np.log(2.0)

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from data.blur import gaussian_blur
-from models.guidance import _spectrum1d, blend, closed_form_guidance, closed_form_guidance_multi
+from data.blur import kernel_spectrum1d
+from models.guidance import blend, closed_form_guidance, closed_form_guidance_multi
 from utils.image_io import img2tensor, read_image
 
 
@@ -173,9 +174,9 @@ def test_float32_inputs_compute_in_float32_and_match_float64():
 def test_spectrum_cache_is_reused():
     x0, y = rand((1, 1, 9, 9), 18), rand((1, 1, 9, 9), 19)
     closed_form_guidance(x0, y, torch.tensor([1.3]), 0.1, periodic=True)
-    hits = _spectrum1d.cache_info().hits
+    hits = kernel_spectrum1d.cache_info().hits
     closed_form_guidance(x0, y, torch.tensor([1.3]), 0.1, periodic=True)
-    assert _spectrum1d.cache_info().hits >= hits + 2
+    assert kernel_spectrum1d.cache_info().hits >= hits + 2
 
 
 def test_bad_inputs_raise_clear_errors():

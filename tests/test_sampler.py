@@ -101,6 +101,7 @@ def test_result_does_not_depend_on_the_batch(tiny_config, real_lq):
 
 
 ABLATIONS = [
+    ["sampler.method=rm0"],
     ["sampler.method=difface"],
     ["sampler.guidance.mode=none"],
     ["sampler.guidance.mode=none", "sampler.start=fixed"],
@@ -117,6 +118,8 @@ def test_every_ablation_runs_on_real_faces(tiny_config, real_lq, overrides):
     out = sampler.restore(real_lq, [0, 1, 2, 3])
     assert out.images.shape == real_lq.shape
     assert torch.isfinite(out.images).all() and out.images.abs().max() <= 1.0
+    if sampler.method == "rm0":
+        assert out.nfe.sum() == 0
     if sampler.method == "dynfacerestore":
         assert (out.sigmas[:, 1:] <= out.sigmas[:, :-1]).all()
         if "sampler.guidance.mode=none" not in overrides:

@@ -34,7 +34,7 @@ SDE = {"target": "DiffBIR.sde.SigmaEstimator", "params": {"channels": [8, 16], "
 TM = {"target": "DiffBIR.transform.TransformModel", "params": {"swinir": SWINIR_SMALL}}
 RM = {"target": "DiffBIR.transform.RefinementModel", "params": {"swinir": SWINIR_SMALL}}
 DGSA = {"target": "models.dgsa.DGSA",
-        "params": {"model_channels": 8, "channel_mult": [1, 2], "s_max": 1.0, "b_ref": 0.05}}
+        "params": {"model_channels": 32, "channel_mult": [1, 2], "s_max": 1.0, "b_ref": 0.05}}
 
 
 def _save(node: dict, path: Path, seed: int, tweak=None) -> dict:

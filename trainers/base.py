@@ -35,7 +35,10 @@ everything that is not specific to a network:
 Adding a trainer: subclass :class:`TrainerBase`, set ``config_schema`` to a dataclass extending
 :class:`TrainerConfig` with the sections it needs, and implement ``build_dataset``, ``compute_loss``
 and ``val_metrics``; override ``build_extras`` for frozen networks / diffusion objects and
-``build_model`` when the trained module is not simply ``instantiate(cfg.model)``.
+``build_model`` when the trained module is not simply ``instantiate(cfg.model)``. AdamW optimises the
+parameters of ``build_model``'s module that require gradients (freeze sub-modules with
+``requires_grad_(False)``); ``compute_loss`` receives the DDP-wrapped module (call it, don't reach into
+``.module``, so gradients synchronise), ``val_metrics`` the plain module or its EMA copy.
 """
 from __future__ import annotations
 
@@ -284,7 +287,10 @@ class TrainerBase:
         model = self.build_model().to(self.device)
         train_set = self.build_dataset("train")
         val_set = self.build_dataset("val")
-        optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas),
+        if val_set is not None and len(val_set) < self.dist.world_size:
+            raise ConfigError(f"data.val: {len(val_set)} images for {self.dist.world_size} ranks")
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=tc.lr, betas=tuple(tc.betas),
                                       weight_decay=tc.weight_decay)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         ema = EMA(model, rate=tc.ema_rate)
@@ -293,8 +299,8 @@ class TrainerBase:
             self._load(ckpt, model, ema, optimizer, scaler)
         else:
             _seed_all(rank_seed(tc.seed, self.dist.rank, 0))
+        self.save_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
-            self.save_dir.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(self.cfg, self.save_dir / "config.yaml")
         ddp = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None) \
             if self.dist.is_distributed else model
@@ -340,6 +346,8 @@ class TrainerBase:
 
     def _train_loader(self, dataset: Dataset) -> DataLoader:
         with_epoch = hasattr(dataset, "set_epoch")
+        if len(dataset) < self.batch_per_rank * self.dist.world_size:
+            raise ConfigError(f"data.train: {len(dataset)} images, fewer than one batch (train.batch[0])")
         sampler = ShardedInfiniteSampler(len(dataset), self.dist.rank, self.dist.world_size, seed=self.cfg.train.seed,
                                          start=self.step * self.batch_per_rank, with_epoch=with_epoch)
         dataset = EpochIndexed(dataset) if with_epoch else dataset
@@ -370,7 +378,8 @@ class TrainerBase:
                 totals[k] = totals.get(k, 0.0) + float(v) / len(chunks)
         if tc.grad_clip > 0:
             scaler.unscale_(optimizer)
-            totals["grad_norm"] = float(nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip))
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            totals["grad_norm"] = float(nn.utils.clip_grad_norm_(params, tc.grad_clip))
         scaler.step(optimizer)
         scaler.update()
         totals["lr"] = optimizer.param_groups[0]["lr"]

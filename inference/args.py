@@ -1,0 +1,79 @@
+"""Command line of ``inference_difface.py`` (DESIGN.md section 8).
+
+The paper's command works as written::
+
+    torchrun --nproc_per_node=8 inference_difface.py -i [folder/image] -i_hq [folder/image] --bs [N] \
+        -o [result folder] --task restoration --eta 0.5 --aligned --use_fp16
+"""
+from __future__ import annotations
+
+import argparse
+from typing import List, Optional
+
+DEFAULT_CONFIG = "configs/sample/dynfacerestore_ffhq512.yaml"
+TASKS = ("restoration",)
+METHODS = ("dynfacerestore", "difface")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="inference_difface.py",
+                                description="Blind face restoration with DynFaceRestore or DifFace over image "
+                                            "folders (torchrun: one share of the files per process).")
+    p.add_argument("-i", "--input", required=True, help="LQ image or folder")
+    p.add_argument("-i_hq", "--input_hq", default=None,
+                   help="HQ reference image or folder, matched by file stem; enables PSNR/SSIM/LPIPS")
+    p.add_argument("-o", "--output", required=True, help="result folder")
+    p.add_argument("--bs", type=int, default=4, help="images per batch and process (default 4)")
+    p.add_argument("--task", default="restoration", help="only 'restoration' is implemented")
+    p.add_argument("--eta", default=None,
+                   help="DDIM eta: a number in [0, 1] or 'auto' (sigma_512/10 per image); default: the config's")
+    p.add_argument("--aligned", action="store_true",
+                   help="inputs are aligned faces; otherwise faces are detected, aligned and pasted back")
+    p.add_argument("--use_fp16", action="store_true", help="fp16 prior on CUDA (warned and ignored on CPU)")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"sampling config (default {DEFAULT_CONFIG})")
+    p.add_argument("--method", choices=METHODS, default=None, help="overrides sampler.method of the config")
+    p.add_argument("--seed", type=int, default=0, help="base seed; each image uses hash(seed, name)")
+    p.add_argument("--recursive", action="store_true", help="also take images in sub-folders of -i")
+    p.add_argument("--save_intermediates", action="store_true",
+                   help="per image: intermediates/<name>.png strip (LQ | levels | guidance map | result) + JSON")
+    p.add_argument("--skip_existing", action=argparse.BooleanOptionalAction, default=True,
+                   help="skip images whose output and record exist (default on)")
+    p.add_argument("--detection_weights", default="weights/facexlib/detection_Resnet50_Final.pth",
+                   help="RetinaFace-ResNet50 weights for unaligned images")
+    p.add_argument("--upscale", type=float, default=1.0, help="background upscale factor for unaligned images")
+    p.add_argument("--lpips_weights", default=None,
+                   help="folder with the offline LPIPS arrays (else $DYNFACE_LPIPS_WEIGHTS; without either, "
+                        "LPIPS is not computed)")
+    p.add_argument("--lpips_net", choices=("alex", "vgg"), default="alex", help="LPIPS backbone (default alex)")
+    p.add_argument("--min_side", type=int, default=16, help="skip images with a shorter side below this (px)")
+    p.add_argument("--max_side", type=int, default=4096,
+                   help="downscale images whose longer side exceeds this (px), with a note")
+    p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides (OmegaConf dot-list), e.g. sampler.guidance.mode=none")
+    return p
+
+
+class UsageError(ValueError):
+    """A command line that cannot run; the message is printed as one line (exit status 2)."""
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    if args.task not in TASKS:
+        raise UsageError(f"--task {args.task!r} is not supported: this implementation performs "
+                         f"{', '.join(TASKS)} only")
+    if args.bs < 1:
+        raise UsageError(f"--bs must be at least 1, got {args.bs}")
+    if args.upscale <= 0:
+        raise UsageError(f"--upscale must be positive, got {args.upscale}")
+    if not 1 <= args.min_side <= args.max_side:
+        raise UsageError(f"need 1 <= --min_side <= --max_side, got {args.min_side} and {args.max_side}")
+    bad = [o for o in args.opts if "=" not in o]
+    if bad:
+        raise UsageError(f"--opts entries must be key=value, got {bad}")
+    return args
+
+
+def config_overrides(args: argparse.Namespace) -> List[str]:
+    """Dot-list overrides for the sampling config: --opts, then --method (which wins)."""
+    return list(args.opts) + ([f"sampler.method={args.method}"] if args.method else [])

@@ -1,0 +1,199 @@
+"""Input files of an inference run: listing, sharding, per-image seeds, reading and normalising.
+
+Choices (DESIGN.md section 8 leaves them open):
+
+* Every rank lists the files identically (sorted) and takes ``files[rank::world]``; uneven counts are fine.
+* An image is identified by its *key*: its path relative to the ``-i`` folder without the suffix
+  (``sub/a`` with --recursive; the file stem otherwise). Outputs and records are named after the key;
+  a second file with the same key (``a.png`` and ``a.jpg``) is skipped with a message.
+* HQ references (``-i_hq``) are matched by file stem (the name without folder and suffix); when ``-i_hq``
+  is a single file and there is one input, the two are paired whatever their names.
+* The seed of an image is a hash of (``--seed``, key), so a result does not depend on the rank, the
+  batch or the number of processes.
+* Reading goes through ``utils.image_io.read_image`` (8/16-bit, grayscale, RGBA/LA, palette all become
+  float RGB); each conversion is reported as a one-line note found from the file header (Pillow, no
+  pixel decoding). Corrupt, empty or undecodable files raise :class:`InputSkip`.
+* Size policy: a side shorter than ``min_side`` (16 px) is skipped; a side longer than ``max_side``
+  (4096 px) is downscaled (area) so the longer side is ``max_side``, with a note. Aligned faces that
+  are not square are centre-cropped to a square (note), then resized to the model's resolution
+  (area when shrinking, bicubic when enlarging, clipped to [0, 1]).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from utils.image_io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image
+
+SEED_BITS = 63  # torch.Generator.manual_seed takes any non-negative 64-bit value
+
+
+class InputSkip(Exception):
+    """A file that is skipped; the message is the one-line reason (the file is named by the caller)."""
+
+
+@dataclass
+class InputItem:
+    path: Path
+    key: str
+    hq: Optional[Path] = None
+
+
+@dataclass
+class LoadedImage:
+    """Float32 HxWx3 RGB [0, 1] pixels plus the notes on what was converted."""
+    image: np.ndarray
+    notes: List[str] = field(default_factory=list)
+    original_size: Tuple[int, int] = (0, 0)  # (height, width) as stored in the file
+
+
+def list_inputs(path: str | os.PathLike, recursive: bool = False) -> Tuple[List[InputItem], List[str]]:
+    """Sorted inputs under ``path`` (folder or single file) and messages about what was left out.
+
+    Files without an image extension are counted in one message; duplicate keys are reported per file.
+    """
+    path = Path(path)
+    files = list_images(path, recursive=recursive)
+    messages = []
+    if path.is_dir():
+        pattern = "**/*" if recursive else "*"
+        others = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() not in IMAGE_EXTENSIONS
+                        and not p.name.startswith("."))
+        if others:
+            shown = ", ".join(p.name for p in others[:3]) + (" ..." if len(others) > 3 else "")
+            messages.append(f"{path}: ignoring {len(others)} file(s) without an image extension "
+                            f"{list(IMAGE_EXTENSIONS)}: {shown}")
+    items: List[InputItem] = []
+    seen: Dict[str, Path] = {}
+    for f in files:
+        key = f.stem if f == path else f.relative_to(path).with_suffix("").as_posix()
+        if key in seen:
+            messages.append(f"{f}: skipped: same name as {seen[key]} (outputs would collide)")
+            continue
+        seen[key] = f
+        items.append(InputItem(f, key))
+    return items, messages
+
+
+def match_hq(items: Sequence[InputItem], hq_path: Optional[str | os.PathLike], recursive: bool = False) -> List[str]:
+    """Set ``item.hq`` by file stem; returns messages (duplicate HQ stems; the first sorted one is used)."""
+    if hq_path is None:
+        return []
+    hq_path = Path(hq_path)
+    hq_files = list_images(hq_path, recursive=recursive)
+    if hq_path.is_file() and len(items) == 1 and items[0].path.is_file():
+        items[0].hq = hq_path
+        return []
+    by_stem: Dict[str, Path] = {}
+    messages = []
+    for f in hq_files:
+        if f.stem in by_stem:
+            messages.append(f"{f}: HQ reference ignored: stem '{f.stem}' already matched by {by_stem[f.stem]}")
+            continue
+        by_stem[f.stem] = f
+    for item in items:
+        item.hq = by_stem.get(item.path.stem)
+    return messages
+
+
+def shard(items: Sequence, rank: int, world_size: int) -> list:
+    """This rank's share: ``items[rank::world_size]`` (disjoint, covering, sizes differ by at most 1)."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside [0, {world_size})")
+    return list(items)[rank::world_size]
+
+
+def image_seed(seed: int, key: str, index: int = 0) -> int:
+    """Seed of one image (``index``: face number in a whole image): SHA-256 of (seed, key, index)."""
+    digest = hashlib.sha256(f"{int(seed)}\0{key}\0{int(index)}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << SEED_BITS) - 1)
+
+
+def header_notes(path: Path) -> List[str]:
+    """Conversions ``read_image`` will make, read from the file header (empty when Pillow cannot tell)."""
+    try:
+        from PIL import Image
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                mode = im.mode
+                rawmodes = " ".join(str(getattr(t, "args", "")) for t in (im.tile or []))
+                has_transparency = "transparency" in im.info
+    except Exception:  # noqa: BLE001 - the header is only for notes; read_image reports real problems
+        return []
+    notes = []
+    if mode.startswith("I;16") or mode in ("I", "F") or ";16" in rawmodes:
+        notes.append("16-bit (or high bit depth) image, scaled to [0, 1]")
+    if mode in ("1", "L", "LA", "I", "F") or mode.startswith("I;16"):
+        notes.append("grayscale image, replicated to RGB")
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and has_transparency):
+        notes.append("alpha channel dropped")
+    if mode in ("P", "PA"):
+        notes.append("palette image, expanded to RGB")
+    if mode == "CMYK":
+        notes.append("CMYK image, converted to RGB by the decoder")
+    return notes
+
+
+def load_image(path: Path, min_side: int, max_side: int) -> LoadedImage:
+    """Read ``path`` with notes; enforce the size policy of the module docstring; raise :class:`InputSkip`."""
+    try:
+        img = read_image(path)
+    except ImageReadError as err:
+        raise InputSkip(str(err).removeprefix(f"{path}: ")) from None
+    h, w = img.shape[:2]
+    if min(h, w) < min_side:
+        raise InputSkip(f"too small ({w}x{h} px, the shorter side must be at least {min_side} px)")
+    notes = header_notes(path)
+    if max(h, w) > max_side:
+        scale = max_side / max(h, w)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+        notes.append(f"very large ({w}x{h} px), downscaled to {size[0]}x{size[1]} (--max_side {max_side})")
+    return LoadedImage(np.ascontiguousarray(img, dtype=np.float32), notes, (h, w))
+
+
+def center_square(img: np.ndarray) -> Tuple[np.ndarray, Optional[str]]:
+    """Centre crop to a square; the note says so when the image was not square."""
+    h, w = img.shape[:2]
+    if h == w:
+        return img, None
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    return img[top:top + s, left:left + s], f"not square ({w}x{h} px), centre-cropped to {s}x{s}"
+
+
+def resize_to(img: np.ndarray, size: int) -> np.ndarray:
+    """Square ``img`` -> ``size`` x ``size``: INTER_AREA when shrinking, bicubic when enlarging, clipped."""
+    if img.shape[0] == size and img.shape[1] == size:
+        return img
+    interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_CUBIC
+    return np.clip(cv2.resize(img, (size, size), interpolation=interp), 0.0, 1.0).astype(np.float32)
+
+
+def prepare_aligned(loaded: LoadedImage, resolution: int) -> LoadedImage:
+    """An aligned face at the model's resolution (centre crop if not square, then resize)."""
+    img, note = center_square(loaded.image)
+    notes = loaded.notes + ([note] if note else [])
+    return LoadedImage(resize_to(img, resolution), notes, loaded.original_size)
+
+
+def fit_reference(ref: np.ndarray, shape: Tuple[int, int]) -> Tuple[np.ndarray, Optional[str]]:
+    """HQ reference brought to the restored image's (height, width) for full-reference metrics."""
+    if ref.shape[:2] == tuple(shape):
+        return ref, None
+    h, w = shape
+    note = f"HQ reference {ref.shape[1]}x{ref.shape[0]} resized to {w}x{h} for the metrics"
+    if h == w:
+        ref, crop = center_square(ref)
+        return resize_to(ref, h), note + (f" ({crop})" if crop else "")
+    interp = cv2.INTER_AREA if ref.shape[0] * ref.shape[1] > h * w else cv2.INTER_CUBIC
+    return np.clip(cv2.resize(ref, (w, h), interpolation=interp), 0.0, 1.0).astype(np.float32), note

@@ -1,0 +1,311 @@
+"""The inference loop of ``inference_difface.py`` (DESIGN.md sections 7 and 8).
+
+One process per rank (torchrun; a plain ``python`` run is world size 1). Start-up builds the sampler
+(and the face detector for unaligned images, LPIPS when -i_hq is given); a missing checkpoint, a
+config/checkpoint mismatch, a bad config key or missing detection weights print one line naming the
+file and exit with status 2, before any image is read. Then every rank lists the inputs identically,
+takes ``files[rank::world]`` (:func:`inference.inputs.shard`), drops those already done (output and
+record exist, unless ``--no-skip_existing``), and restores the rest in batches of ``--bs``:
+
+* aligned (``--aligned``): each face is brought to the config's resolution
+  (:func:`inference.inputs.prepare_aligned`) and written to ``<out>/restored/<key>.png``;
+* unaligned: ``utils.face_align.restore_whole_image`` (detect, align to the config's resolution,
+  restore the faces in batches of ``--bs``, paste back) writes the whole image to
+  ``<out>/restored/<key>.png`` and each face to ``<out>/restored_faces/<key>_<k>.png``.
+
+Every result is written (atomically) as soon as its batch finishes, followed by its record
+``<out>/records/<key>.json`` (see :mod:`inference.report`). ``seconds`` in a record is the batch's
+sampling time shared among its images in proportion to their network evaluations (NFE), plus nothing
+else (reading, metrics and writing are excluded). A file that cannot be used gets one line (skipped,
+or converted with a note) and the run goes on. At the end all ranks meet, rank 0 writes metrics.csv
+and summary.json from every record on disk and prints the table. Exit status: 2 for a start-up
+error; 1 when images were attempted but none was restored, neither now nor by an earlier run into
+the same folder (so a rerun of a finished folder that still holds a corrupt file exits 0); else 0.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from inference.args import UsageError, config_overrides, parse_args
+from inference.inputs import (InputItem, InputSkip, LoadedImage, fit_reference, image_seed, list_inputs,
+                              load_image, match_hq, prepare_aligned, shard)
+from inference.report import record_path, write_json, write_report
+from inference.strip import make_strip, strip_tiles
+from sampler import FaceRestoreSampler, SampleOutput, parse_eta
+from utils.checkpoint import CheckpointError
+from utils.config import ConfigError
+from utils.distributed import DistInfo, all_gather_object, barrier, cleanup_distributed, init_distributed
+from utils.image_io import img2tensor, read_image, tensor2img, write_image
+from utils.metrics import LPIPS_WEIGHTS_ENV, LPIPSMetric, compute_metrics
+from utils.model_factory import resolve_path
+
+EXIT_OK, EXIT_NOTHING_RESTORED, EXIT_STARTUP = 0, 1, 2
+STARTUP_ERRORS = (UsageError, ConfigError, CheckpointError, FileNotFoundError, ValueError)
+
+
+@dataclass
+class Context:
+    args: object
+    info: DistInfo
+    sampler: FaceRestoreSampler
+    out_dir: Path
+    detector: Optional[object] = None
+    lpips: Optional[LPIPSMetric] = None
+
+    def log(self, msg: str) -> None:
+        prefix = f"[rank {self.info.rank}] " if self.info.is_distributed else ""
+        tqdm.write(prefix + msg, file=sys.stdout)
+        sys.stdout.flush()
+
+    def log_main(self, msg: str) -> None:
+        if self.info.is_main:
+            self.log(msg)
+
+
+def _is_rank0_env() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def start(args, detector=None) -> Context:
+    """Build everything that can fail before any image is read (raises one of STARTUP_ERRORS)."""
+    if args.eta is not None:
+        parse_eta(args.eta)
+    for flag, path in (("-i", args.input), ("-i_hq", args.input_hq)):
+        if path is not None and not Path(path).exists():
+            raise UsageError(f"{flag}: no such file or folder: {path}")
+    info = init_distributed()
+    sampler = FaceRestoreSampler.from_config(resolve_path(args.config), config_overrides(args), device=info.device,
+                                             use_fp16=args.use_fp16)
+    ctx = Context(args, info, sampler, Path(args.output))
+    if not args.aligned:
+        if detector is None:
+            from utils.face_align import FaceDetector
+
+            detector = FaceDetector(resolve_path(args.detection_weights), device=info.device)
+        ctx.detector = detector
+    if args.input_hq is not None:
+        weights = args.lpips_weights or os.environ.get(LPIPS_WEIGHTS_ENV)
+        if weights:
+            ctx.lpips = LPIPSMetric(args.lpips_net, weights, device=info.device)
+        else:
+            ctx.log_main(f"note: LPIPS not computed (give --lpips_weights or ${LPIPS_WEIGHTS_ENV})")
+    return ctx
+
+
+def main(argv: Optional[Sequence[str]] = None, detector=None) -> int:
+    """Entry point; ``detector`` replaces the RetinaFace detector (tests)."""
+    # OpenCV's own multi-line decoder complaints about broken files: our one-line message replaces them
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        args = parse_args(None if argv is None else list(argv))
+        ctx = start(args, detector)
+    except STARTUP_ERRORS as err:
+        if _is_rank0_env():
+            print(f"error: {_first_line(err)}", file=sys.stderr, flush=True)
+        cleanup_distributed()
+        return EXIT_STARTUP
+    try:
+        return run(ctx)
+    finally:
+        cleanup_distributed()
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+def run(ctx: Context) -> int:
+    args, info = ctx.args, ctx.info
+    items, messages = list_inputs(args.input, args.recursive)
+    messages += match_hq(items, args.input_hq, args.recursive)
+    for msg in messages:
+        ctx.log_main(msg)
+    if not items:
+        ctx.log_main(f"no image files found in {args.input}")
+    mine = shard(items, info.rank, info.world_size)
+    todo = [it for it in mine if not (args.skip_existing and _done(ctx, it))]
+    skipped = len(mine) - len(todo)
+    if skipped:
+        ctx.log(f"skipped {skipped} of {len(mine)} file(s) already restored (output and record exist; "
+                f"--no-skip_existing to redo them)")
+    restored = _restore_aligned(ctx, todo) if args.aligned else _restore_whole(ctx, todo)
+    stats = all_gather_object({"attempted": len(todo), "restored": restored, "skipped": skipped})
+    barrier()
+    total = {k: sum(s[k] for s in stats) for k in stats[0]}
+    if info.is_main:
+        table = write_report(ctx.out_dir)
+        ctx.log(f"restored {total['restored']} of {total['attempted']} attempted image(s), skipped "
+                f"{total['skipped']} already done; results in {ctx.out_dir}")
+        ctx.log(table)
+    nothing = total["attempted"] > 0 and total["restored"] == 0 and total["skipped"] == 0
+    return EXIT_NOTHING_RESTORED if nothing else EXIT_OK
+
+
+def _done(ctx: Context, item: InputItem) -> bool:
+    return _output_path(ctx, item.key).is_file() and record_path(ctx.out_dir, item.key).is_file()
+
+
+def _output_path(ctx: Context, key: str) -> Path:
+    return ctx.out_dir / "restored" / f"{key}.png"
+
+
+def _load(ctx: Context, item: InputItem) -> Optional[LoadedImage]:
+    try:
+        loaded = load_image(item.path, ctx.args.min_side, ctx.args.max_side)
+    except InputSkip as err:
+        ctx.log(f"{item.path}: skipped: {err}")
+        return None
+    if ctx.args.aligned:
+        loaded = prepare_aligned(loaded, ctx.sampler.resolution)
+    if loaded.notes:
+        ctx.log(f"{item.path}: converted: " + "; ".join(loaded.notes))
+    return loaded
+
+
+def _progress(ctx: Context, total: int):
+    return tqdm(total=total, disable=not ctx.info.is_main, desc="restoring", unit="img", dynamic_ncols=True)
+
+
+def _restore_aligned(ctx: Context, todo: List[InputItem]) -> int:
+    restored = 0
+    batch: List[tuple] = []
+    with _progress(ctx, len(todo)) as bar:
+        for n, item in enumerate(todo):
+            loaded = _load(ctx, item)
+            if loaded is None:
+                bar.update(1)
+            else:
+                batch.append((item, loaded))
+            if batch and (len(batch) == ctx.args.bs or n == len(todo) - 1):
+                restored += _run_aligned_batch(ctx, batch)
+                bar.update(len(batch))
+                batch = []
+    return restored
+
+
+def _timed_restore(ctx: Context, images: List[np.ndarray], seeds: List[int]):
+    start = time.perf_counter()
+    out = ctx.sampler.restore(img2tensor(images), seeds, eta=ctx.args.eta)
+    elapsed = time.perf_counter() - start
+    nfe = out.nfe.double()
+    share = (nfe / nfe.sum()) if float(nfe.sum()) > 0 else torch.full_like(nfe, 1.0 / len(images))
+    return out, tensor2img(out.images), (share * elapsed).tolist()
+
+
+def _run_aligned_batch(ctx: Context, batch: List[tuple]) -> int:
+    seeds = [image_seed(ctx.args.seed, item.key) for item, _ in batch]
+    out, results, seconds = _timed_restore(ctx, [loaded.image for _, loaded in batch], seeds)
+    for j, (item, loaded) in enumerate(batch):
+        write_image(_output_path(ctx, item.key), results[j])
+        info = sample_info(out, j)
+        if ctx.args.save_intermediates:
+            save_intermediates(ctx, item.key, out, j, loaded.image, results[j], seeds[j])
+        metrics, notes = _metrics(ctx, item, results[j])
+        _write_record(ctx, item, dict(info, seed=seeds[j], seconds=seconds[j]), metrics, loaded.notes + notes)
+    return len(batch)
+
+
+def _restore_whole(ctx: Context, todo: List[InputItem]) -> int:
+    from utils.face_align import restore_whole_image
+
+    restored = 0
+    with _progress(ctx, len(todo)) as bar:
+        for item in todo:
+            loaded = _load(ctx, item)
+            if loaded is not None:
+                faces: List[dict] = []
+                result = restore_whole_image(loaded.image, ctx.detector, _face_restorer(ctx, item, faces),
+                                             face_size=ctx.sampler.resolution, upscale=ctx.args.upscale)
+                write_image(_output_path(ctx, item.key), result.image)
+                for k, face in enumerate(result.restored_faces):
+                    write_image(ctx.out_dir / "restored_faces" / f"{item.key}_{k:02d}.png", face)
+                notes = list(loaded.notes) + ([] if faces else ["no face detected: the upsampled image is written"])
+                metrics, more = _metrics(ctx, item, result.image)
+                summary = {"num_faces": len(faces), "faces": faces, "nfe": sum(f["nfe"] for f in faces),
+                           "seconds": sum(f["seconds"] for f in faces), "sigma_hat": None, "start_index": None,
+                           "start_t": None, "eta": None}
+                _write_record(ctx, item, summary, metrics, notes + more)
+                restored += 1
+            bar.update(1)
+    return restored
+
+
+def _face_restorer(ctx: Context, item: InputItem, faces: List[dict]) -> Callable:
+    """``restore_fn`` for restore_whole_image: faces in chunks of --bs, face k seeded by (seed, key, k)."""
+
+    def restore_fn(crops: List[np.ndarray]) -> List[np.ndarray]:
+        results: List[np.ndarray] = []
+        for s in range(0, len(crops), ctx.args.bs):
+            chunk = crops[s:s + ctx.args.bs]
+            seeds = [image_seed(ctx.args.seed, item.key, s + j) for j in range(len(chunk))]
+            out, imgs, seconds = _timed_restore(ctx, chunk, seeds)
+            for j in range(len(chunk)):
+                faces.append(dict(sample_info(out, j), seed=seeds[j], seconds=seconds[j]))
+                if ctx.args.save_intermediates:
+                    save_intermediates(ctx, f"{item.key}_{s + j:02d}", out, j, chunk[j], imgs[j], seeds[j])
+            results.extend(imgs)
+        return results
+
+    return restore_fn
+
+
+# ---------------------------------------------------------------------------------------------- outputs
+def sample_info(out: SampleOutput, j: int) -> dict:
+    """JSON-ready facts of image ``j`` of a sampler output."""
+    info = {"start_index": int(out.start_index[j]), "start_t": int(out.start_t[j]), "nfe": int(out.nfe[j]),
+            "eta": float(out.eta[j]),
+            "sigma_hat": None if out.sigma_hat is None else float(out.sigma_hat[j])}
+    if out.sigmas is not None:
+        info["sigmas"] = [float(v) for v in out.sigmas[j]]
+    if out.level_t is not None:
+        info["level_t"] = [int(v) for v in out.level_t[j]]
+    return info
+
+
+def save_intermediates(ctx: Context, name: str, out: SampleOutput, j: int, lq: np.ndarray, result: np.ndarray,
+                       seed: int) -> None:
+    """``<out>/intermediates/<name>.png`` (strip, :mod:`inference.strip`) and ``<name>.json``."""
+    levels = None if out.levels is None else [tensor2img(level[j]) for level in out.levels]
+    sigmas = None if out.sigmas is None else [float(v) for v in out.sigmas[j]]
+    gmap = None if out.guidance_map is None else out.guidance_map[j, 0].float().cpu().numpy()
+    source = None if out.source is None or levels is not None else tensor2img(out.source[j])
+    tiles = strip_tiles(lq, result, levels=levels, sigmas=sigmas, guidance_map=gmap, source=source)
+    folder = ctx.out_dir / "intermediates"
+    write_image(folder / f"{name}.png", make_strip(tiles))
+    write_json(folder / f"{name}.json", dict(sample_info(out, j), key=name, method=ctx.sampler.method, seed=seed,
+                                              tiles=[label for label, _ in tiles]))
+
+
+def _metrics(ctx: Context, item: InputItem, result: np.ndarray):
+    """Full-reference metrics against the HQ reference (None without one) and notes about it."""
+    if item.hq is None:
+        return None, []
+    try:
+        ref = read_image(item.hq)
+    except ValueError as err:
+        ctx.log(f"{item.path}: note: HQ reference unusable ({err}); no metrics")
+        return None, [f"HQ reference unusable: {err}"]
+    ref, note = fit_reference(ref, result.shape[:2])
+    return compute_metrics(result, ref, ctx.lpips), ([note] if note else [])
+
+
+def _write_record(ctx: Context, item: InputItem, info: dict, metrics: Optional[dict], notes: List[str]) -> None:
+    args = ctx.args
+    record = dict(info, key=item.key, file=str(item.path), hq=None if item.hq is None else str(item.hq),
+                  output=str(_output_path(ctx, item.key).relative_to(ctx.out_dir)), method=ctx.sampler.method,
+                  metrics=metrics, notes=notes, aligned=bool(args.aligned), config=str(args.config),
+                  overrides=config_overrides(args), eta_arg=args.eta, rank=ctx.info.rank,
+                  world_size=ctx.info.world_size)
+    write_json(record_path(ctx.out_dir, item.key), record)

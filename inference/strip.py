@@ -1,0 +1,73 @@
+"""The --save_intermediates strip: LQ | blurred levels (labelled with sigma) | guidance map | result.
+
+Each tile is one square image, enlarged (nearest neighbour) to at least :data:`MIN_TILE` px so that the
+labels written with ``cv2.putText`` in a band above it stay legible for small models; tiles are
+separated by :data:`GAP` px of white. The guidance map (values in [0, 1]) is shown in gray.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+MIN_TILE = 128          # px: smallest displayed tile side (labels need room)
+LABEL_BAND = 0.16       # label band height as a fraction of the tile side
+GAP = 4                 # px between tiles
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _tile(img: np.ndarray, side: int) -> np.ndarray:
+    img = np.asarray(img, dtype=np.float32)
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    img = np.clip(img, 0.0, 1.0)
+    if img.shape[:2] != (side, side):
+        interp = cv2.INTER_NEAREST if img.shape[0] < side else cv2.INTER_AREA
+        img = cv2.resize(img, (side, side), interpolation=interp)
+    return np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _label(text: str, side: int) -> np.ndarray:
+    band = np.full((max(12, int(round(side * LABEL_BAND))), side, 3), 255, np.uint8)
+    scale = band.shape[0] / 40.0
+    thickness = max(1, int(round(scale * 1.5)))
+    (tw, th), _ = cv2.getTextSize(text, FONT, scale, thickness)
+    if tw > side - 4:  # shrink long labels to fit the tile width
+        scale *= (side - 4) / tw
+        (tw, th), _ = cv2.getTextSize(text, FONT, scale, thickness)
+    org = (max(2, (side - tw) // 2), (band.shape[0] + th) // 2)
+    cv2.putText(band, text, org, FONT, scale, (0, 0, 0), thickness, cv2.LINE_AA)  # OpenCV 5: uint8 only
+    return band
+
+
+def make_strip(tiles: Sequence[Tuple[str, np.ndarray]], min_tile: int = MIN_TILE) -> np.ndarray:
+    """Labelled tiles side by side -> uint8 HxWx3 RGB. ``tiles``: (label, HxW[x1|3] [0, 1]) pairs."""
+    if not tiles:
+        raise ValueError("make_strip needs at least one tile")
+    side = max(min_tile, max(int(img.shape[0]) for _, img in tiles))
+    columns: List[np.ndarray] = []
+    for label, img in tiles:
+        column = np.concatenate([_label(label, side), _tile(img, side)], axis=0)
+        if columns:
+            columns.append(np.full((column.shape[0], GAP, 3), 255, np.uint8))
+        columns.append(column)
+    return np.concatenate(columns, axis=1)
+
+
+def strip_tiles(lq: np.ndarray, result: np.ndarray, levels: Optional[Sequence[np.ndarray]] = None,
+                sigmas: Optional[Sequence[float]] = None, guidance_map: Optional[np.ndarray] = None,
+                source: Optional[np.ndarray] = None, source_label: str = "RM0(y)") -> List[Tuple[str, np.ndarray]]:
+    """The tiles of one image: LQ | levels "y'_k s=<sigma>" (or the diffused source) | guidance s | result."""
+    tiles = [("LQ", lq)]
+    if levels is not None:
+        for k, (img, sigma) in enumerate(zip(levels, sigmas)):
+            tiles.append((f"y'{k + 1} s={sigma:.2f}", img))
+    elif source is not None:
+        tiles.append((source_label, source))
+    if guidance_map is not None:
+        tiles.append(("guidance s", guidance_map))
+    tiles.append(("result", result))
+    return tiles

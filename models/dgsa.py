@@ -1,0 +1,179 @@
+"""DGSA, the dynamic guidance-scaling adjuster (DESIGN.md section 6).
+
+A small time-conditioned UNet looks at the prior's clipped prediction ``x0_hat``, the closed-form
+guided image ``x0_tilde`` (models/guidance.py), the blurred level ``y_k`` that guided it and the
+ORIGINAL timestep t, and predicts per pixel the scale b of a Laplace model of the residual
+
+    x - x0_tilde ~ Laplace(0, b),   b = b_min + softplus(f(x0_hat, x0_tilde, y_k, t))   (N, 1, H, W),
+
+with x the clean face. Trained by minimising the Laplace negative log-likelihood (:func:`laplace_nll`).
+b is small where x0_tilde is trustworthy (contours, the low frequencies the blurred level carries) and
+large where detail must be generated (hair, skin texture). The sampler turns it into the guidance map
+
+    s = s_max / (1 + b / b_ref)   in (0, s_max],  s_max <= 1,
+
+(s = s_max / 2 at b = b_ref, decreasing in b) and uses x0 = x0_hat + s (x0_tilde - x0_hat).
+
+Architecture: the improved-diffusion building blocks of models/unet.py and models/nn.py (ResBlock with
+FiLM timestep conditioning, Downsample/Upsample, the sinusoidal ``timestep_embedding``), arranged as a
+UNet without attention (full-resolution attention would dominate the cost at 512 px); input
+concat(x0_hat, x0_tilde, y_k) = 3 ``in_channels``. Widths ``model_channels * channel_mult[i]`` must be
+multiples of 32 (GroupNorm with 32 groups, ``models.nn.normalization``). The output convolution starts
+at zero weights with a bias giving b = ``b_init`` everywhere, so training starts from a constant scale.
+softplus (rather than exp) keeps large b linear: no overflow, a bounded gradient.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.nn import conv_nd, normalization, timestep_embedding, zero_module
+from models.unet import Downsample, ResBlock, TimestepEmbedSequential, Upsample
+
+NUM_INPUTS = 3  # x0_hat, x0_tilde, y_k
+GROUPS = 32     # GroupNorm groups of models.nn.normalization
+REDUCTIONS = ("mean", "per_image", "none")
+
+
+def laplace_nll(residual: torch.Tensor, b: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Laplace negative log-likelihood of ``residual`` = x - x0_tilde with scale ``b``.
+
+    Per pixel p and channel c (b shared by the channels of a pixel, broadcast from (N, 1, H, W)):
+
+        nll[n, c, p] = |r[n, c, p]| / b[n, p] + log b[n, p]
+
+    (the constant log 2 of the Laplace density is dropped). Summed over c this is
+    C (mean_c |r| / b + log b), so for fixed residuals the minimiser is b* = mean over channels of |r|
+    at that pixel, where the gradient in b vanishes. ``reduction``: ``mean`` (a scalar: the mean over
+    every element), ``per_image`` ((N,): mean over C, H, W) or ``none`` (the (N, C, H, W) map).
+    Computed in float32 (float64 for float64 inputs).
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"laplace_nll: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if residual.ndim != 4 or b.ndim != 4 or b.shape[1] != 1 or b.shape[0] != residual.shape[0] \
+            or b.shape[-2:] != residual.shape[-2:]:
+        raise ValueError(f"laplace_nll: expected residual (N, C, H, W) and b (N, 1, H, W), got "
+                         f"{tuple(residual.shape)} and {tuple(b.shape)}")
+    dtype = torch.float64 if residual.dtype == torch.float64 else torch.float32
+    b = b.to(dtype)
+    nll = residual.to(dtype).abs() / b + torch.log(b)
+    if reduction == "none":
+        return nll
+    if reduction == "per_image":
+        return nll.flatten(1).mean(1)
+    return nll.mean()
+
+
+def scale_from_b(b: Union[torch.Tensor, float], s_max: float, b_ref: float) -> Union[torch.Tensor, float]:
+    """The guidance map s = s_max / (1 + b / b_ref) (module docstring)."""
+    return s_max / (1.0 + b / b_ref)
+
+
+class DGSA(nn.Module):
+    """Per-pixel Laplace scale b of x - x0_tilde (module docstring).
+
+    Args:
+        in_channels: channels of each input image (RGB: 3); the network sees 3 * in_channels.
+        model_channels: base width (a multiple of 32).
+        channel_mult: width multiplier per level; the input size must be divisible by
+            2^(len(channel_mult) - 1).
+        num_res_blocks: residual blocks per level (decoder: one more, as in improved-diffusion).
+        dropout: dropout in the residual blocks.
+        use_scale_shift_norm: FiLM timestep conditioning (else additive).
+        s_max: the largest guidance scale, in (0, 1].
+        b_ref: the b at which s = s_max / 2, > 0, in [-1, 1] image units.
+        b_min: floor of b (> 0): keeps 1 / b finite.
+        b_init: initial b everywhere (> b_min).
+        use_checkpoint: gradient checkpointing in the residual blocks.
+    """
+
+    def __init__(self, in_channels: int = 3, model_channels: int = 32, channel_mult: Sequence[int] = (1, 2, 2),
+                 num_res_blocks: int = 1, dropout: float = 0.0, use_scale_shift_norm: bool = True,
+                 s_max: float = 1.0, b_ref: float = 0.05, b_min: float = 1e-3, b_init: float = 0.1,
+                 use_checkpoint: bool = False):
+        super().__init__()
+        channel_mult = tuple(int(m) for m in channel_mult)
+        widths = [model_channels * m for m in channel_mult]
+        if not channel_mult or min(channel_mult) < 1 or any(w % GROUPS for w in widths):
+            raise ValueError(f"DGSA: model_channels * channel_mult = {widths} must all be positive multiples of "
+                             f"{GROUPS} (GroupNorm groups); got model_channels={model_channels}, "
+                             f"channel_mult={list(channel_mult)}")
+        if num_res_blocks < 1:
+            raise ValueError(f"DGSA: num_res_blocks must be >= 1, got {num_res_blocks}")
+        if not 0.0 < s_max <= 1.0:
+            raise ValueError(f"DGSA: s_max must be in (0, 1], got {s_max}")
+        if not (b_ref > 0 and b_min > 0 and b_init > b_min):
+            raise ValueError(f"DGSA: need b_ref > 0 and b_init > b_min > 0, got b_ref={b_ref}, b_min={b_min}, "
+                             f"b_init={b_init}")
+        self.in_channels = in_channels
+        self.model_channels = model_channels
+        self.s_max, self.b_ref, self.b_min = float(s_max), float(b_ref), float(b_min)
+        self.down_factor = 2 ** (len(channel_mult) - 1)
+        emb_dim = 4 * model_channels
+        self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+
+        def res(ch_in: int, ch_out: int) -> ResBlock:
+            return ResBlock(ch_in, emb_dim, dropout, out_channels=ch_out, use_scale_shift_norm=use_scale_shift_norm,
+                            use_checkpoint=use_checkpoint)
+
+        ch = widths[0]
+        self.input_blocks = nn.ModuleList([TimestepEmbedSequential(conv_nd(2, NUM_INPUTS * in_channels, ch, 3,
+                                                                           padding=1))])
+        skips = [ch]
+        for level, width in enumerate(widths):
+            for _ in range(num_res_blocks):
+                self.input_blocks.append(TimestepEmbedSequential(res(ch, width)))
+                ch = width
+                skips.append(ch)
+            if level != len(widths) - 1:
+                self.input_blocks.append(TimestepEmbedSequential(Downsample(ch, True, 2)))
+                skips.append(ch)
+        self.middle_block = TimestepEmbedSequential(res(ch, ch), res(ch, ch))
+        self.output_blocks = nn.ModuleList()
+        for level, width in reversed(list(enumerate(widths))):
+            for i in range(num_res_blocks + 1):
+                layers = [res(ch + skips.pop(), width)]
+                ch = width
+                if level and i == num_res_blocks:
+                    layers.append(Upsample(ch, True, 2))
+                self.output_blocks.append(TimestepEmbedSequential(*layers))
+        head = zero_module(conv_nd(2, ch, 1, 3, padding=1))
+        with torch.no_grad():
+            head.bias.fill_(math.log(math.expm1(b_init - b_min)))  # softplus^-1(b_init - b_min)
+        self.out = nn.Sequential(normalization(ch), nn.SiLU(), head)
+
+    def forward(self, x0_hat: torch.Tensor, x0_tilde: torch.Tensor, y_k: torch.Tensor,
+                t: torch.Tensor) -> torch.Tensor:
+        """b (N, 1, H, W) >= b_min for images (N, in_channels, H, W) in [-1, 1] and original timesteps t (N,)."""
+        if not (x0_hat.shape == x0_tilde.shape == y_k.shape) or x0_hat.ndim != 4 \
+                or x0_hat.shape[1] != self.in_channels:
+            raise ValueError(f"DGSA: expected three (N, {self.in_channels}, H, W) images, got "
+                             f"{tuple(x0_hat.shape)}, {tuple(x0_tilde.shape)}, {tuple(y_k.shape)}")
+        h_img, w_img = x0_hat.shape[-2:]
+        if h_img % self.down_factor or w_img % self.down_factor:
+            raise ValueError(f"DGSA: image size {h_img}x{w_img} must be divisible by {self.down_factor} "
+                             f"(2^(levels - 1))")
+        t = torch.as_tensor(t, device=x0_hat.device).reshape(-1)
+        if t.numel() == 1:
+            t = t.expand(x0_hat.shape[0])
+        if t.shape[0] != x0_hat.shape[0]:
+            raise ValueError(f"DGSA: need one timestep per image ({x0_hat.shape[0]}), got {t.shape[0]}")
+        emb = self.time_embed(timestep_embedding(t, self.model_channels))
+        h = torch.cat([x0_hat, x0_tilde, y_k], dim=1).float()
+        skips = []
+        for block in self.input_blocks:
+            h = block(h, emb)
+            skips.append(h)
+        h = self.middle_block(h, emb)
+        for block in self.output_blocks:
+            h = block(torch.cat([h, skips.pop()], dim=1), emb)
+        return self.b_min + F.softplus(self.out(h).float())
+
+    def guidance_scale(self, x0_hat: torch.Tensor, x0_tilde: torch.Tensor, y_k: torch.Tensor,
+                       t: torch.Tensor) -> torch.Tensor:
+        """The guidance map s = s_max / (1 + b / b_ref), (N, 1, H, W) in (0, s_max]."""
+        return scale_from_b(self(x0_hat, x0_tilde, y_k, t), self.s_max, self.b_ref)

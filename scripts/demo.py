@@ -1,0 +1,123 @@
+"""The README demo: restore faces with the shipped 64 px models and write a comparison grid.
+
+    python scripts/demo.py [--input FOLDER] [--out results/demo]
+
+Inputs. A public-domain photograph that scikit-image ships (``skimage.data.astronaut``: NASA portrait
+of Eileen Collins) is aligned with five fixed landmarks to the FFHQ template (utils.face_align),
+cropped to the tighter CelebA framing the demo models were trained on, and degraded at three
+severities (mild / medium / severe thirds of configs/degradation/demo64.yaml, fixed seed) with the
+project's own blind degradation; ``--input`` adds any folder of aligned faces.
+
+Restoration runs the real command line (``inference_difface.py``) twice, DynFaceRestore with
+intermediates and the DifFace baseline, and ``<out>/grid.png`` shows per row: the DynFaceRestore
+strip (LQ | blurred levels with sigma | guidance map | result), the DifFace result and the HQ face
+when there is one.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from data.degradation import degrade, load_degradation_config, severity_config  # noqa: E402
+from inference.runner import main as run_inference  # noqa: E402
+from inference.strip import make_strip  # noqa: E402
+from utils.face_align import align_face  # noqa: E402
+from utils.image_io import list_images, read_image, write_image  # noqa: E402
+
+CONFIG = "configs/sample/dynfacerestore_demo.yaml"
+DEGRADATION = "configs/degradation/demo64.yaml"
+RESOLUTION = 64
+HQ_SIZE = 128
+SEED = 2025
+SEVERITIES = ("mild", "medium", "severe")
+#: Five landmarks (left eye, right eye, nose tip, left and right mouth corners) of skimage's astronaut
+#: image, read off the 512x512 photo once; they align it to the FFHQ 512 template.
+ASTRONAUT_LANDMARKS = np.array([[202.5, 101.5], [246.0, 103.5], [225.0, 125.0], [207.0, 145.0], [242.0, 145.0]])
+#: CelebA-like crop of the FFHQ-aligned 512 face (x0, y0, side): CelebA crops are tighter than FFHQ.
+CELEBA_CROP = (64, 80, 384)
+
+
+def astronaut_face() -> np.ndarray:
+    """The aligned astronaut face, HQ_SIZE x HQ_SIZE RGB float in [0, 1]."""
+    from skimage import data
+
+    photo = data.astronaut().astype(np.float32) / 255.0
+    face, _ = align_face(photo, ASTRONAUT_LANDMARKS, face_size=512)
+    x0, y0, side = CELEBA_CROP
+    return cv2.resize(face[y0:y0 + side, x0:x0 + side], (HQ_SIZE, HQ_SIZE), interpolation=cv2.INTER_AREA)
+
+
+def make_inputs(out: Path) -> Path:
+    """Write the degraded astronaut faces to ``out/inputs`` and their HQ to ``out/hq``; return the inputs folder."""
+    hq = cv2.resize(astronaut_face(), (RESOLUTION, RESOLUTION), interpolation=cv2.INTER_AREA)
+    base = load_degradation_config(ROOT / DEGRADATION)
+    for level, name in enumerate(SEVERITIES):
+        cfg = severity_config(base, RESOLUTION, level)
+        lq, _ = degrade(hq, np.random.default_rng([SEED, level]), cfg)
+        write_image(out / "inputs" / f"astronaut_{name}.png", lq)
+        write_image(out / "hq" / f"astronaut_{name}.png", hq)
+    return out / "inputs"
+
+
+def restore(inputs: Path, hq: Path, out: Path, method: str, extra: list) -> None:
+    argv = ["-i", str(inputs), "-o", str(out), "--config", str(ROOT / CONFIG), "--aligned", "--bs", "4",
+            "--task", "restoration", "--method", method, *extra]
+    if hq.is_dir():
+        argv += ["-i_hq", str(hq)]
+    code = run_inference(argv)
+    if code != 0:
+        raise SystemExit(f"demo: inference_difface.py ({method}) failed with exit code {code}")
+
+
+def grid(inputs: Path, hq: Path, dyn: Path, base: Path, out_file: Path) -> Path:
+    rows = []
+    for path in list_images(inputs):
+        strip_path = dyn / "intermediates" / f"{path.stem}.png"
+        difface_path = base / "restored" / f"{path.stem}.png"
+        if not strip_path.is_file() or not difface_path.is_file():
+            continue
+        strip = read_image(strip_path)
+        tiles = [("DifFace", read_image(difface_path))]
+        if (hq / path.name).is_file():
+            tiles.append(("HQ", read_image(hq / path.name)))
+        extra = make_strip(tiles).astype(np.float32) / 255.0  # same tile size as the strip (both MIN_TILE)
+        if extra.shape[0] != strip.shape[0]:
+            extra = cv2.resize(extra, (round(extra.shape[1] * strip.shape[0] / extra.shape[0]), strip.shape[0]))
+        rows.append(np.concatenate([strip, np.ones((strip.shape[0], 8, 3), np.float32), extra], axis=1))
+    if not rows:
+        raise SystemExit("demo: nothing was restored, no grid written")
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 6), (0, width - r.shape[1]), (0, 0)), constant_values=1.0) for r in rows]
+    return write_image(out_file, np.concatenate(rows, axis=0))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input", type=Path, help="an extra folder of aligned face images to restore")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "demo")
+    args = parser.parse_args(argv)
+    out = args.out
+    folders = [(make_inputs(out), out / "hq", "astronaut")]
+    if args.input is not None:
+        folders.append((args.input, out / "no_hq", "user"))
+    grids = []
+    for inputs, hq, tag in folders:
+        dyn, base = out / tag / "dynfacerestore", out / tag / "difface"
+        restore(inputs, hq, dyn, "dynfacerestore", ["--save_intermediates"])
+        restore(inputs, hq, base, "difface", [])
+        grids.append(grid(inputs, hq, dyn, base, out / f"grid_{tag}.png"))
+    for path in grids:
+        print(f"demo: comparison grid written to {path}")
+    print(f"demo: restored images under {out}/*/dynfacerestore/restored and {out}/*/difface/restored")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

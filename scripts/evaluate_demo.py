@@ -1,0 +1,155 @@
+"""Small-scale evaluation: every method and ablation on a CelebA-Test-style set, one table and one plot.
+
+    python scripts/evaluate_demo.py [--out results/eval] [--nproc 2] [--limit N]
+
+1. ``data.make_testset`` degrades the 100 held-out faces of celeba128_val.txt at 64 px (seed 0) in
+   mild / medium / severe thirds (configs/degradation/demo64.yaml).
+2. Each row runs ``inference_difface.py`` under torchrun on the LQ folder with the demo config, only
+   the ``--method`` / ``--opts`` switches differ:
+   RM0 only | DifFace (fixed start 100/250) | + DSST start | + closed-form guidance, global s | + DGSA.
+3. Per-image records (PSNR / SSIM from basicsr on RGB uint8, LPIPS-alex with the offline backbone,
+   start step, network evaluations, seconds) are joined with the test set's severity and averaged
+   overall and per third: ``<out>/table.md``, ``<out>/table.csv`` and ``<out>/psnr_lpips.png`` (PSNR
+   against LPIPS, as the paper's Figure 1).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from data.make_testset import make_testset  # noqa: E402
+from inference.report import read_records  # noqa: E402
+from utils.image_io import write_bytes_atomic  # noqa: E402
+
+CONFIG = "configs/sample/dynfacerestore_demo.yaml"
+SOURCE = "../shared/data/faces_hq/celeba128_val.txt"
+DEGRADATION = "configs/degradation/demo64.yaml"
+LPIPS_WEIGHTS = "../shared/weights/lpips"
+ROWS = [  # (name, --method, --opts)
+    ("RM0 only", "rm0", []),
+    ("DifFace (start 100/250)", "difface", []),
+    ("+ DSST start", "dynfacerestore", ["sampler.guidance.mode=none"]),
+    ("+ closed-form guidance, global s", "dynfacerestore", ["sampler.guidance.mode=global"]),
+    ("+ DGSA (DynFaceRestore)", "dynfacerestore", ["sampler.guidance.mode=dgsa"]),
+]
+COLUMNS = (("psnr", "PSNR", 2), ("ssim", "SSIM", 4), ("lpips_alex", "LPIPS", 4), ("start_t", "start t", 0),
+           ("nfe", "NFE", 1), ("seconds", "s/img", 3))
+METRIC_KEYS = ("psnr", "ssim", "lpips_alex")
+GROUPS = ("all", "mild", "medium", "severe")
+
+
+def run_row(index: int, method: str, opts: list, lq: Path, hq: Path, out: Path, nproc: int) -> Path:
+    row_dir = out / f"row{index}_{method}"
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
+           str(ROOT / "inference_difface.py"), "-i", str(lq), "-i_hq", str(hq), "-o", str(row_dir),
+           "--config", str(ROOT / CONFIG), "--aligned", "--bs", "10", "--task", "restoration",
+           "--method", method, "--lpips_weights", str(ROOT / LPIPS_WEIGHTS), "--seed", "0"]
+    if opts:
+        cmd += ["--opts", *opts]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    print("+", " ".join(cmd[2:]), flush=True)
+    subprocess.run(cmd, check=True, env=env, cwd=ROOT)
+    return row_dir
+
+
+def summarise(records: list, severity: dict) -> dict:
+    """Means of every column over all images and per severity third."""
+    out = {}
+    for group in GROUPS:
+        chosen = [r for r in records if group == "all" or severity.get(r["key"]) == group]
+        out[group] = {"n": len(chosen)}
+        for key, _, _ in COLUMNS:
+            values = [float(v) for v in (_value(r, key) for r in chosen) if v is not None]
+            out[group][key] = sum(values) / len(values) if values else float("nan")
+    return out
+
+
+def _value(record: dict, key: str):
+    """A column of a per-image record: a metric (``record["metrics"]``) or a sampling field."""
+    return (record.get("metrics") or {}).get(key) if key in METRIC_KEYS else record.get(key)
+
+
+def markdown(results: list) -> str:
+    lines = []
+    for group in GROUPS:
+        n = results[0][1][group]["n"]
+        lines += [f"**{group}** ({n} faces)", "",
+                  "| method | " + " | ".join(label for _, label, _ in COLUMNS) + " |",
+                  "|---|" + "---:|" * len(COLUMNS)]
+        for name, summary in results:
+            cells = [f"{summary[group][key]:.{digits}f}" for key, _, digits in COLUMNS]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def csv_text(results: list) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["method", "severity", "n"] + [key for key, _, _ in COLUMNS])
+    for name, summary in results:
+        for group in GROUPS:
+            writer.writerow([name, group, summary[group]["n"]] + [f"{summary[group][k]:.6g}" for k, _, _ in COLUMNS])
+    return buf.getvalue()
+
+
+def plot(results: list, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, summary in results:
+        ax.scatter(summary["all"]["lpips_alex"], summary["all"]["psnr"], s=60)
+        ax.annotate(name, (summary["all"]["lpips_alex"], summary["all"]["psnr"]), textcoords="offset points",
+                    xytext=(6, 4), fontsize=8)
+    ax.set_xlabel("LPIPS (alex), lower is better")
+    ax.set_ylabel("PSNR (dB), higher is better")
+    ax.set_title("64 px demo models, 100 CelebA val faces")
+    ax.invert_xaxis()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "eval")
+    parser.add_argument("--nproc", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N validation faces")
+    args = parser.parse_args(argv)
+    testset = args.out / "testset"
+    manifest = make_testset(ROOT / SOURCE, testset, resolution=64, seed=0, config=ROOT / DEGRADATION,
+                            severity_thirds=True, limit=args.limit)
+    severity = {img["name"]: img["severity"] for img in manifest["images"]}
+    results = []
+    for index, (name, method, opts) in enumerate(ROWS):
+        row_dir = run_row(index, method, opts, testset / "lq", testset / "hq", args.out, args.nproc)
+        results.append((name, summarise(read_records(row_dir), severity)))
+    header = (f"Command: `python scripts/evaluate_demo.py --nproc {args.nproc}"
+              f"{f' --limit {args.limit}' if args.limit else ''}`; machine: {platform.machine()}, "
+              f"{os.cpu_count()} CPU cores, {platform.system()}; {date.today().isoformat()}.\n\n")
+    write_bytes_atomic(args.out / "table.md", (header + markdown(results)).encode())
+    write_bytes_atomic(args.out / "table.csv", csv_text(results).encode())
+    write_bytes_atomic(args.out / "summary.json", (json.dumps(dict(results), indent=1) + "\n").encode())
+    plot(results, args.out / "psnr_lpips.png")
+    print(header + markdown(results))
+    print(f"evaluate_demo: wrote {args.out}/table.md, table.csv, psnr_lpips.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

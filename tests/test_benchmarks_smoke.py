@@ -1,0 +1,73 @@
+"""Smoke test of the benchmark scripts (benchmarks/): each runs once at its smallest setting and prints the
+markdown rows it promises. Not a timing test: no number is checked, only that the rows are there.
+
+The scripts are run at 64 px with a tiny layout monkeypatched in (the real 64 px layouts would take
+minutes on a shared CPU), one repeat, ddim10 (5 UNet evaluations per DifFace image).
+"""
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import bench_dblm, bench_sampler, bench_step_breakdown, common
+from tests import tiny_setup
+
+
+@pytest.fixture
+def tiny_layouts(monkeypatch, faces_hq_dir):
+    """64 px with the tiny test layouts of tests/tiny_setup.py (image sizes adjusted to 64 px)."""
+    swin = dict(tiny_setup.SWINIR_SMALL, img_size=32)
+    nodes = {"unet": {"target": tiny_setup.UNET["target"], "params": dict(tiny_setup.UNET["params"], image_size=64)},
+             "restorer": {"target": "models.swinir.SwinIR", "params": dict(swin, in_chans=3)},
+             "sde": tiny_setup.SDE,
+             "tm": {"target": tiny_setup.TM["target"], "params": {"swinir": swin}},
+             "rm": {"target": tiny_setup.RM["target"], "params": {"swinir": swin}},
+             "dgsa": {"target": "models.dgsa.DGSA", "params": {"model_channels": 32, "channel_mult": [1, 1]}}}
+    monkeypatch.setattr(common, "architectures", lambda resolution: nodes)
+    monkeypatch.setattr(common, "NUM_DSST_FACES", 2)
+
+
+def _rows(text: str, first_cells) -> None:
+    for cells in first_cells:
+        assert any(line.startswith("| " + " | ".join(cells) + " |") for line in text.splitlines()), (cells, text)
+
+
+def test_step_breakdown_smoke(tiny_layouts, tmp_path, capsys):
+    out = tmp_path / "bench.md"
+    assert bench_step_breakdown.main(["--resolution", "64", "--repeats", "1", "--respacing", "ddim10",
+                                      "--workdir", str(tmp_path / "wd"), "--unet-variants", "channels_last",
+                                      "--guidance-batches", "2", "--guidance-repeats", "1", "--write",
+                                      "--out", str(out), "--device", "cpu"]) == 0
+    text = out.read_text()
+    assert text.strip() in capsys.readouterr().out
+    assert "## Step breakdown, 64 px" in text and "- command: `python -m benchmarks.bench_step_breakdown" in text
+    _rows(text, [("1", "UNet"), ("1", "DGSA"), ("1", "guidance (spectrum cache hit)"),
+                 ("1", "step w/o UNet, guided (DynFaceRestore)"), ("1", "fp32 (baseline)"), ("1", "channels_last"),
+                 ("2", "vectorised transfer (no cache)"), ("2", "level spectrum cached per batch (per step)")])
+    assert "claim 'guidance + DGSA + step overhead < 15 % of the UNet'" in text
+
+
+def test_vectorised_transfer_matches_guidance():
+    import torch
+
+    from data.blur import gaussian_transfer
+
+    sig = [0.0, 0.7, 3.2, 12.0]
+    ref = gaussian_transfer(sig, 40, 36, torch.device("cpu"), torch.float64)
+    new = bench_step_breakdown.transfer_vectorised(sig, 40, 36, torch.device("cpu"), torch.float64)
+    assert torch.allclose(new, ref, atol=1e-12)
+
+
+def test_dblm_and_sampler_smoke(tiny_layouts, tmp_path):
+    out = tmp_path / "bench.md"
+    wd = str(tmp_path / "wd")
+    assert bench_dblm.main(["--resolution", "64", "--repeats", "1", "--workdir", wd, "--write", "--out", str(out),
+                            "--device", "cpu"]) == 0
+    assert bench_sampler.main(["--resolution", "64", "--respacing", "ddim10", "--workdir", wd, "--batches", "2",
+                               "--mem-batches", "1", "--project", "1", "0.1", "2", "1", "--write", "--out", str(out),
+                               "--device", "cpu"]) == 0
+    text = out.read_text()
+    _rows(text, [("1", "SDE"), ("1", "TM"), ("1", "RM"), ("1", "DBLM forward (K = 3)"), ("1", "RM0 restorer (DifFace)"),
+                 ("mild", "2.67", "DifFace", "4", "400", "5"), ("severe", "13.33", "DynFaceRestore"),
+                 ("DifFace", ), ("DynFaceRestore", ), ("2", "DifFace"), ("2", "DynFaceRestore"),
+                 ("ddim250", "mild", "2.67", "DifFace", "101"), ("1", "step")])
+    assert "claim 'DynFaceRestore mean time per face <= DifFace'" in text
