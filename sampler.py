@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig
 
 from models.guidance import blend, closed_form_guidance, closed_form_guidance_multi
 from utils.config import ConfigError, instantiate, load_config

@@ -167,7 +167,7 @@ def _unet_variants(sampler, args):
     levels, sigmas, t, x_t, noise, eta = _inputs(sampler, args.batches[0], args.sigma512, dev)
     t_orig = sampler.timestep_map[t]
     base = sampler.model
-    rows, variants, models = [], {"fp32 (baseline)": lambda: base(x_t, t_orig)}, {}
+    rows, variants = [], {"fp32 (baseline)": lambda: base(x_t, t_orig)}
     if "channels_last" in args.unet_variants:
         cl = copy.deepcopy(base).to(memory_format=torch.channels_last)
         x_cl = x_t.contiguous(memory_format=torch.channels_last)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional
 
+from sampler import METHODS
+
 DEFAULT_CONFIG = "configs/sample/dynfacerestore_ffhq512.yaml"
 TASKS = ("restoration",)
-METHODS = ("dynfacerestore", "difface")
 
 
 def build_parser() -> argparse.ArgumentParser:

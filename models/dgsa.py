@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.nn import conv_nd, normalization, timestep_embedding, zero_module
-from models.unet import Downsample, ResBlock, TimestepEmbedSequential, Upsample
+from models.unet import Downsample, ResBlock, TimestepEmbedSequential, Upsample, run_trunk
 
 NUM_INPUTS = 3  # x0_hat, x0_tilde, y_k
 GROUPS = 32     # GroupNorm groups of models.nn.normalization
@@ -163,14 +163,7 @@ class DGSA(nn.Module):
         if t.shape[0] != x0_hat.shape[0]:
             raise ValueError(f"DGSA: need one timestep per image ({x0_hat.shape[0]}), got {t.shape[0]}")
         emb = self.time_embed(timestep_embedding(t, self.model_channels))
-        h = torch.cat([x0_hat, x0_tilde, y_k], dim=1).float()
-        skips = []
-        for block in self.input_blocks:
-            h = block(h, emb)
-            skips.append(h)
-        h = self.middle_block(h, emb)
-        for block in self.output_blocks:
-            h = block(torch.cat([h, skips.pop()], dim=1), emb)
+        h = run_trunk(self, torch.cat([x0_hat, x0_tilde, y_k], dim=1).float(), emb)
         return self.b_min + F.softplus(self.out(h).float())
 
     def guidance_scale(self, x0_hat: torch.Tensor, x0_tilde: torch.Tensor, y_k: torch.Tensor,

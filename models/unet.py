@@ -202,6 +202,19 @@ class AttentionBlock(nn.Module):
         return (flat + h).reshape(x.shape)
 
 
+def run_trunk(net: nn.Module, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    """The U-Net pass shared by UNetModel and DGSA: ``net.input_blocks`` (keeping every output as a
+    skip), ``net.middle_block``, then ``net.output_blocks`` on the concatenation with the skips in reverse."""
+    skips = []
+    for block in net.input_blocks:
+        h = block(h, emb)
+        skips.append(h)
+    h = net.middle_block(h, emb)
+    for block in net.output_blocks:
+        h = block(torch.cat([h, skips.pop()], dim=1), emb)
+    return h
+
+
 class UNetModel(nn.Module):
     """The improved-diffusion UNet with timestep embedding and attention.
 
@@ -314,12 +327,5 @@ class UNetModel(nn.Module):
         emb = self.time_embed(timestep_embedding(timesteps, self.model_channels))
         if y is not None:
             emb = emb + self.label_emb(y)
-        h = x.type(self.dtype)
-        skips = []
-        for block in self.input_blocks:
-            h = block(h, emb)
-            skips.append(h)
-        h = self.middle_block(h, emb)
-        for block in self.output_blocks:
-            h = block(torch.cat([h, skips.pop()], dim=1), emb)
+        h = run_trunk(self, x.type(self.dtype), emb)
         return self.out(h.type(x.dtype))

@@ -14,33 +14,30 @@ mkdir -p "$RUNS" "$OUT"
 STAGES=("$@")
 [ ${#STAGES[@]} -gt 0 ] || STAGES=(prior restorer sde tm rm dsst dgsa)
 
-export_ema() {  # export_ema RUN_DIR OUT_FILE CONFIG COMMAND
-  python -m utils.export_weights --run_dir "$1" --out "$2" --config "$3" --command "$4"
+# train_and_export RUN_DIR OUT_FILE CONFIG COMMAND...: run the training command, then export its EMA weights
+train_and_export() {
+  local run_dir=$1 out=$2 config=$3
+  shift 3
+  "$@"
+  python -m utils.export_weights --run_dir "$run_dir" --out "$out" --config "$config" --command "$*"
 }
 
 for stage in "${STAGES[@]}"; do
   case "$stage" in
-    prior)
-      cmd="python main.py --cfg_path configs/training/diffusion_demo64.yaml --save_dir $RUNS/diffusion"
-      $cmd && export_ema "$RUNS/diffusion" "$OUT/unet_demo64.pth" configs/training/diffusion_demo64.yaml "$cmd" ;;
-    restorer)
-      cmd="python main.py --cfg_path configs/training/swinir_demo64.yaml --save_dir $RUNS/restorer"
-      $cmd && export_ema "$RUNS/restorer" "$OUT/restorer_demo64.pth" configs/training/swinir_demo64.yaml "$cmd" ;;
-    sde)
-      cmd="accelerate launch --num_processes 1 --cpu train_SDE.py --config configs/train/train_SDE_demo64.yaml"
-      $cmd && export_ema "$RUNS/sde" "$OUT/sde_demo64.pth" configs/train/train_SDE_demo64.yaml "$cmd" ;;
-    tm)
-      cmd="accelerate launch --num_processes 1 --cpu train_DBLM.py --config configs/train/train_DBLM_TM_demo64.yaml"
-      $cmd && export_ema "$RUNS/tm" "$OUT/tm_demo64.pth" configs/train/train_DBLM_TM_demo64.yaml "$cmd" ;;
-    rm)
-      cmd="accelerate launch --num_processes 1 --cpu train_DBLM.py --config configs/train/train_DBLM_RM_demo64.yaml"
-      $cmd && export_ema "$RUNS/rm" "$OUT/rm_demo64.pth" configs/train/train_DBLM_RM_demo64.yaml "$cmd" ;;
-    dsst)
-      python -m models.dsst --images ../shared/data/faces_hq/celeba128_train.txt --resolution 64 \
-        --config configs/dsst/demo64.yaml --out "$OUT/dsst_demo64.json" ;;
-    dgsa)
-      cmd="python main.py --cfg_path configs/training/uncertainty_demo64.yaml --save_dir $RUNS/dgsa"
-      $cmd && export_ema "$RUNS/dgsa" "$OUT/dgsa_demo64.pth" configs/training/uncertainty_demo64.yaml "$cmd" ;;
+    prior)    train_and_export "$RUNS/diffusion" "$OUT/unet_demo64.pth" configs/training/diffusion_demo64.yaml \
+                python main.py --cfg_path configs/training/diffusion_demo64.yaml --save_dir "$RUNS/diffusion" ;;
+    restorer) train_and_export "$RUNS/restorer" "$OUT/restorer_demo64.pth" configs/training/swinir_demo64.yaml \
+                python main.py --cfg_path configs/training/swinir_demo64.yaml --save_dir "$RUNS/restorer" ;;
+    sde)      train_and_export "$RUNS/sde" "$OUT/sde_demo64.pth" configs/train/train_SDE_demo64.yaml \
+                accelerate launch --num_processes 1 --cpu train_SDE.py --config configs/train/train_SDE_demo64.yaml ;;
+    tm)       train_and_export "$RUNS/tm" "$OUT/tm_demo64.pth" configs/train/train_DBLM_TM_demo64.yaml \
+                accelerate launch --num_processes 1 --cpu train_DBLM.py --config configs/train/train_DBLM_TM_demo64.yaml ;;
+    rm)       train_and_export "$RUNS/rm" "$OUT/rm_demo64.pth" configs/train/train_DBLM_RM_demo64.yaml \
+                accelerate launch --num_processes 1 --cpu train_DBLM.py --config configs/train/train_DBLM_RM_demo64.yaml ;;
+    dsst)     python -m models.dsst --images ../shared/data/faces_hq/celeba128_train.txt --resolution 64 \
+                --config configs/dsst/demo64.yaml --out "$OUT/dsst_demo64.json" ;;
+    dgsa)     train_and_export "$RUNS/dgsa" "$OUT/dgsa_demo64.pth" configs/training/uncertainty_demo64.yaml \
+                python main.py --cfg_path configs/training/uncertainty_demo64.yaml --save_dir "$RUNS/dgsa" ;;
     *) echo "unknown stage '$stage' (prior restorer sde tm rm dsst dgsa)" >&2; exit 2 ;;
   esac
 done

@@ -16,6 +16,10 @@ REAL_LQ = SHARED_DATA / "real_lq"
 LPIPS_WEIGHTS = SHARED / "weights" / "lpips"
 CHECKPOINT_SPECS = SHARED / "checkpoint_specs"
 
+# One intra-op thread: many tests start 2-process torchrun/accelerate jobs beside the test process, and
+# 2 threads per process on a 2-core machine oversubscribe it (measured several times slower).
+torch.set_num_threads(1)
+
 
 
 def _require(path: Path) -> Path:

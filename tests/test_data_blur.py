@@ -15,14 +15,6 @@ from data.degradation import DegradationConfig, degrade
 from data.datasets import load_face
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Depthwise convolutions with 2 threads on a loaded 2-core machine run ~10x slower than with 1."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def faces64(celeba_faces):

@@ -14,13 +14,6 @@ from data.degradation import load_degradation_config
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "degradation" / "difface_blind.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def small_list(tmp_path_factory, celeba_faces):

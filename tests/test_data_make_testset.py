@@ -21,13 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "degradation" / "difface_blind.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def test_make_testset_thirds(faces_hq_dir, tmp_path):
     source = faces_hq_dir / "celeba128_val.txt"

@@ -14,7 +14,6 @@ from tiny_setup import DGSA as TINY_DGSA_NODE
 from trainers.dgsa import spearman
 from utils.config import instantiate
 
-torch.set_num_threads(1)
 
 
 def _tiny(**kw) -> DGSA:

@@ -9,9 +9,6 @@ at 32 px, DSST table from real faces), with real faces of ../shared/data:
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +21,7 @@ from data.degradation import load_degradation_config
 from models.dgsa import laplace_nll
 from models.guidance import closed_form_guidance
 from sampler import load_sample_config
+from proc_helpers import paths_by_step, torchrun_main
 from tiny_setup import make_tiny_setup
 from trainers.dgsa import DGSATrainerConfig, GuidedPairSampler, TrainerDGSA, evaluate_rank_correlation
 from utils.config import instantiate, load_config
@@ -76,40 +74,21 @@ def test_only_dgsa_parameters_change(tiny_config, tmp_path, monkeypatch):
     assert set(second["model"]) == set(instantiate(cfg.model).state_dict())
 
 
-def _torchrun(cfg: Path, save_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "main.py",
-           "--cfg_path", str(cfg), "--save_dir", str(save_dir), *overrides]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
-
-
-def _paths_by_step(save_dir: Path, rank: int) -> dict[int, list[str]]:
-    out: dict[int, list[str]] = {}
-    for line in (save_dir / f"sample_paths_rank{rank}.txt").read_text().splitlines():
-        step, path = line.split("\t")
-        out.setdefault(int(step), []).append(path)
-    return out
-
-
 def test_torchrun_checkpoints_resume_and_disjoint_ranks(tiny_config, tmp_path):
     save = tmp_path / "dgsa"
-    first = _torchrun(tiny_config, save, "train.iterations=2", "data.val.length=2", "train.batch=[4,1]")
+    first = torchrun_main(tiny_config, save, "train.iterations=2", "data.val.length=2", "train.batch=[4,1]")
     assert "resuming" not in first.stdout and "[val] step 2:" in first.stdout and "spearman=" in first.stdout
     assert sorted(p.name for p in save.glob("ckpt_*.pth")) == ["ckpt_0000002.pth"]
     ckpt = _ckpt(save, 2)
     assert ckpt["step"] == 2 and len(ckpt["rng"]) == 2
     assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])  # ranks drew different noise
 
-    second = _torchrun(tiny_config, save, "train.iterations=3", "data.val.length=2", "train.batch=[4,1]")
+    second = torchrun_main(tiny_config, save, "train.iterations=3", "data.val.length=2", "train.batch=[4,1]")
     assert f"resuming from {save / 'ckpt_0000002.pth'} at step 2" in second.stdout
     assert "training finished at step 3" in second.stdout and _ckpt(save, 3)["step"] == 3
     seen = []
     for rank in range(2):
-        by_step = _paths_by_step(save, rank)
+        by_step = paths_by_step(save, rank)
         assert sorted(by_step) == [1, 2, 3]  # the step counter continued at 3
         assert all(len(paths) == PER_RANK for paths in by_step.values())
         seen.append({p for paths in by_step.values() for p in paths})

@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from models import gaussian_diffusion as gd
 from models.losses import discretized_gaussian_log_likelihood, normal_kl
-from models.respace import SpacedDiffusion, space_timesteps
+from models.respace import space_timesteps
 from models.script_util import create_gaussian_diffusion
 
 

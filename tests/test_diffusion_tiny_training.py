@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import pytest
 import torch
 
 from models.script_util import create_gaussian_diffusion
@@ -12,14 +11,6 @@ from utils.image_io import img2tensor, read_image
 
 RES, N_FACES, BATCH, STEPS, WINDOW = 16, 32, 8, 160, 50
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Single-threaded: on the shared 2-core machine two intra-op threads contend and run several times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_tiny_unet_training_lowers_loss(celeba_faces):

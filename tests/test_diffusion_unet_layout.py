@@ -14,14 +14,6 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE_CFG = REPO / "configs" / "sample" / "dynfacerestore_ffhq512.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Single-threaded: on the shared 2-core machine two intra-op threads contend and run several times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def unet512():

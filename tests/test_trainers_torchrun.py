@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import main
+from proc_helpers import paths_by_step, run_checked, torchrun_main
 from utils.distributed import ShardedInfiniteSampler
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -28,26 +29,8 @@ def _data_overrides(faces_hq_dir: Path) -> list[str]:
     return [f"data.train.source={val_list}", f"data.val.source={val_list}"]
 
 
-def _run(cmd: list[str], timeout: int = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
-
-
-def _torchrun(cfg: str, save_dir: Path, overrides: list[str]) -> subprocess.CompletedProcess:
-    return _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                 "main.py", "--cfg_path", cfg, "--save_dir", str(save_dir), *overrides])
-
-
-def _paths_by_step(save_dir: Path, rank: int) -> dict[int, list[str]]:
-    out: dict[int, list[str]] = {}
-    for line in (save_dir / f"sample_paths_rank{rank}.txt").read_text().splitlines():
-        step, path = line.split("\t")
-        out.setdefault(int(step), []).append(path)
-    return out
+def _torchrun(cfg: str, save_dir: Path, overrides: list[str]):
+    return torchrun_main(cfg, save_dir, *overrides)
 
 
 def _ckpt(save_dir: Path, step: int) -> dict:
@@ -56,9 +39,9 @@ def _ckpt(save_dir: Path, step: int) -> dict:
 
 def _assert_first_epoch_disjoint(save_dir: Path, world: int, steps: range) -> None:
     """Within one epoch the ranks' samples are disjoint and together cover each face at most once."""
-    seen = [p for r in range(world) for s in steps for p in _paths_by_step(save_dir, r)[s]]
-    per_rank = [set(p for s in steps for p in _paths_by_step(save_dir, r)[s]) for r in range(world)]
-    assert all(len(_paths_by_step(save_dir, r)[s]) == PER_RANK for r in range(world) for s in steps)
+    seen = [p for r in range(world) for s in steps for p in paths_by_step(save_dir, r)[s]]
+    per_rank = [set(p for s in steps for p in paths_by_step(save_dir, r)[s]) for r in range(world)]
+    assert all(len(paths_by_step(save_dir, r)[s]) == PER_RANK for r in range(world) for s in steps)
     assert len(seen) == len(set(seen)), "a face was drawn twice within the first epoch"
     assert not per_rank[0] & per_rank[1], "ranks saw the same faces"
 
@@ -80,11 +63,11 @@ def test_diffusion_torchrun_checkpoints_resume_and_disjoint_ranks(tmp_path, face
     assert "training finished at step 4" in second.stdout
     assert _ckpt(save, 4)["step"] == 4
     for rank in range(2):
-        assert sorted(_paths_by_step(save, rank)) == [1, 2, 3, 4]  # step counter continued at 4
+        assert sorted(paths_by_step(save, rank)) == [1, 2, 3, 4]  # step counter continued at 4
     # 16 faces / 2 ranks / 2 per step = 4 steps per epoch: the resumed step 4 completes the epoch
     # exactly where the interrupted data stream stopped, so steps 1-4 cover all 16 faces once
     _assert_first_epoch_disjoint(save, 2, range(1, 5))
-    seen = {p for r in range(2) for s in range(1, 5) for p in _paths_by_step(save, r)[s]}
+    seen = {p for r in range(2) for s in range(1, 5) for p in paths_by_step(save, r)[s]}
     assert len(seen) == N_FACES
 
 
@@ -96,8 +79,8 @@ def test_restorer_torchrun_then_resume_on_one_process(tmp_path, faces_hq_dir):
     assert _ckpt(save, 2)["step"] == 2
     _assert_first_epoch_disjoint(save, 2, range(1, 3))
     # resume with another world size (plain python, 1 process): same step counter, reseeded RNG
-    second = _run([sys.executable, "main.py", "--cfg_path", SWINIR_TINY, "--save_dir", str(save), *data,
-                   "train.iterations=3"])
+    second = run_checked([sys.executable, "main.py", "--cfg_path", SWINIR_TINY, "--save_dir", str(save), *data,
+                          "train.iterations=3"])
     assert "at step 2" in second.stdout and "training finished at step 3" in second.stdout
     assert _ckpt(save, 3)["step"] == 3
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import platform
 import re
 import sys
@@ -98,7 +99,8 @@ def export(run_dir: Path, out: Path, config: Path, command: str, fp16_tolerance:
              "step": step, "dtype": "float16" if next(iter(state.values())).dtype == torch.float16 else "float32",
              "fp16_max_rel_error": round(worst, 7), "data_list_sha256": data_list_hash(config),
              "size_mb": round(out.stat().st_size / 2 ** 20, 2),
-             "machine": f"{platform.machine()} CPU x{torch.get_num_threads()} threads, {platform.system()}",
+             "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores"
+                        + (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"),
              "torch": torch.__version__, "date": date.today().isoformat(), "note": note}
     entry.update(tensorboard_summary(run_dir))
     if entry["step"] is None:

@@ -1,0 +1,35 @@
+"""Real subprocesses for tests: torchrun / main.py runs with a clean, single-threaded environment."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def run_checked(cmd: list, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in the repository with OMP_NUM_THREADS=1 and no inherited torch.distributed variables;
+    fail the test with the command's output tails when it exits non-zero."""
+    env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def torchrun_main(cfg, save_dir: Path, *overrides: str, nproc: int = 2, timeout: int = 300):
+    """``torchrun --nproc_per_node=nproc main.py --cfg_path cfg --save_dir save_dir overrides...``."""
+    return run_checked([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                        "main.py", "--cfg_path", str(cfg), "--save_dir", str(save_dir), *overrides], timeout)
+
+
+def paths_by_step(save_dir: Path, rank: int) -> dict:
+    """The sample paths one rank logged per step (``train.log_sample_paths``)."""
+    out: dict = {}
+    for line in (Path(save_dir) / f"sample_paths_rank{rank}.txt").read_text().splitlines():
+        step, path = line.split("\t")
+        out.setdefault(int(step), []).append(path)
+    return out
