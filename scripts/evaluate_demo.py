@@ -4,7 +4,7 @@
 
 1. ``data.make_testset`` degrades the 100 held-out faces of celeba128_val.txt at 64 px (seed 0) in
    mild / medium / severe thirds (configs/degradation/demo64.yaml).
-2. Each row runs ``inference_difface.py`` under torchrun on the LQ folder with the demo config, only
+2. Each row (``--rows``: a subset) runs ``inference_difface.py`` under torchrun on the LQ folder with the demo config, only
    the ``--method`` / ``--opts`` switches differ:
    RM0 only | DifFace (fixed start 100/250) | + DSST start | + closed-form guidance, global s | + DGSA.
 3. Per-image records (PSNR / SSIM from basicsr on RGB uint8, LPIPS-alex with the offline backbone,
@@ -49,10 +49,15 @@ METRIC_KEYS = ("psnr", "ssim", "lpips_alex")
 GROUPS = ("all", "mild", "medium", "severe")
 
 
-def run_row(index: int, method: str, opts: list, lq: Path, hq: Path, out: Path, nproc: int) -> Path:
-    row_dir = out / f"row{index}_{method}"
+def row_dir(out: Path, index: int, method: str) -> Path:
+    return out / f"row{index}_{method}"
+
+
+def run_row(index: int, method: str, opts: list, lq: Path, hq: Path, out: Path, nproc: int) -> None:
+    """One row through the real command line; images already restored in its folder are skipped."""
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
-           str(ROOT / "inference_difface.py"), "-i", str(lq), "-i_hq", str(hq), "-o", str(row_dir),
+           str(ROOT / "inference_difface.py"), "-i", str(lq), "-i_hq", str(hq),
+           "-o", str(row_dir(out, index, method)),
            "--config", str(ROOT / CONFIG), "--aligned", "--bs", "10", "--task", "restoration",
            "--method", method, "--lpips_weights", str(ROOT / LPIPS_WEIGHTS), "--seed", "0"]
     if opts:
@@ -60,7 +65,6 @@ def run_row(index: int, method: str, opts: list, lq: Path, hq: Path, out: Path, 
     env = dict(os.environ, OMP_NUM_THREADS="1")
     print("+", " ".join(cmd[2:]), flush=True)
     subprocess.run(cmd, check=True, env=env, cwd=ROOT)
-    return row_dir
 
 
 def summarise(records: list, severity: dict) -> dict:
@@ -130,15 +134,21 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "eval")
     parser.add_argument("--nproc", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N validation faces")
+    parser.add_argument("--rows", type=int, nargs="+", default=list(range(len(ROWS))),
+                        help="rows to run (default all); the table holds every row restored so far")
     args = parser.parse_args(argv)
     testset = args.out / "testset"
     manifest = make_testset(ROOT / SOURCE, testset, resolution=64, seed=0, config=ROOT / DEGRADATION,
                             severity_thirds=True, limit=args.limit)
     severity = {img["name"]: img["severity"] for img in manifest["images"]}
+    for index in args.rows:
+        name, method, opts = ROWS[index]
+        run_row(index, method, opts, testset / "lq", testset / "hq", args.out, args.nproc)
     results = []
-    for index, (name, method, opts) in enumerate(ROWS):
-        row_dir = run_row(index, method, opts, testset / "lq", testset / "hq", args.out, args.nproc)
-        results.append((name, summarise(read_records(row_dir), severity)))
+    for i, (name, method, _) in enumerate(ROWS):
+        records = read_records(row_dir(args.out, i, method))
+        if records:
+            results.append((name, summarise(records, severity)))
     header = (f"Command: `python scripts/evaluate_demo.py --nproc {args.nproc}"
               f"{f' --limit {args.limit}' if args.limit else ''}`; machine: {platform.machine()}, "
               f"{os.cpu_count()} CPU cores, {platform.system()}; {date.today().isoformat()}.\n\n")

@@ -156,3 +156,12 @@ def test_real_face(faces_hq_dir):
     assert img.shape[:2] == (128, 128) and img.std() > 0.05
     want = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
     np.testing.assert_array_equal(img, want)  # same pixels and channel order as an independent decoder
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    import stat
+
+    from utils.image_io import _UMASK, write_bytes_atomic
+
+    path = write_bytes_atomic(tmp_path / "f.bin", b"x")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~_UMASK

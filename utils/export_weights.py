@@ -30,14 +30,17 @@ from utils.config import load_config
 from utils.image_io import write_bytes_atomic
 
 CKPT_RE = re.compile(r"^ckpt_(\d{7})\.pth$")
+STEP_RE = re.compile(r"^step_(\d{7})$")
 TRAIN_TAIL = 50  # final train scalars are the mean of the last TRAIN_TAIL logged values
 
 
 def find_ema(run_dir: Path) -> Tuple[Dict[str, torch.Tensor], Optional[int]]:
     """EMA state dict of a run and its step (None when the file does not record it)."""
     final = run_dir / "ema_final.pth"
-    if final.is_file():
-        return extract_state_dict(torch.load(final, map_location="cpu", weights_only=True), name=str(final)), None
+    if final.is_file():  # accelerate trainers: the step is that of their newest checkpoints/step_XXXXXXX
+        steps = [int(m.group(1)) for p in (run_dir / "checkpoints").glob("step_*") if (m := STEP_RE.match(p.name))]
+        state = extract_state_dict(torch.load(final, map_location="cpu", weights_only=True), name=str(final))
+        return state, max(steps) if steps else None
     ckpts = sorted(p for p in run_dir.glob("ckpt_*.pth") if CKPT_RE.match(p.name))
     if not ckpts:
         raise FileNotFoundError(f"{run_dir}: neither ema_final.pth nor ckpt_*.pth found")
@@ -57,8 +60,8 @@ def to_half_if_lossless(state: Dict[str, torch.Tensor], tolerance: float) -> Tup
     return state, worst
 
 
-def tensorboard_summary(run_dir: Path) -> Dict[str, object]:
-    """Final scalars and wall time from ``run_dir/tb`` (empty when there is no log)."""
+def tensorboard_summary(run_dir: Path, max_step: Optional[int] = None) -> Dict[str, object]:
+    """Final scalars and wall time from ``run_dir/tb`` up to ``max_step`` (empty when there is no log)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tb = run_dir / "tb"
@@ -69,7 +72,9 @@ def tensorboard_summary(run_dir: Path) -> Dict[str, object]:
     scalars: Dict[str, float] = {}
     first, last, last_step = None, None, 0
     for tag in acc.Tags()["scalars"]:
-        events = acc.Scalars(tag)
+        events = [e for e in acc.Scalars(tag) if max_step is None or e.step <= max_step]
+        if not events:
+            continue
         tail = events[-TRAIN_TAIL:] if tag.startswith("train/") else events[-1:]
         scalars[tag] = round(sum(e.value for e in tail) / len(tail), 6)
         first = min(first, events[0].wall_time) if first is not None else events[0].wall_time
@@ -102,7 +107,7 @@ def export(run_dir: Path, out: Path, config: Path, command: str, fp16_tolerance:
              "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores"
                         + (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"),
              "torch": torch.__version__, "date": date.today().isoformat(), "note": note}
-    entry.update(tensorboard_summary(run_dir))
+    entry.update(tensorboard_summary(run_dir, step))
     if entry["step"] is None:
         entry["step"] = entry.get("logged_steps")
     record_manifest(out.parent, entry)
