@@ -9,7 +9,7 @@
    RM0 only | DifFace (fixed start 100/250) | + DSST start | + closed-form guidance, global s | + DGSA.
 3. Per-image records (PSNR / SSIM from basicsr on RGB uint8, LPIPS-alex with the offline backbone,
    start step, network evaluations, seconds) are joined with the test set's severity and averaged
-   overall and per third: ``<out>/table.md``, ``<out>/table.csv`` and ``<out>/psnr_lpips.png`` (PSNR
+   overall and per third, over the faces restored by every row (all of them after a complete run): ``<out>/table.md``, ``<out>/table.csv`` and ``<out>/psnr_lpips.png`` (PSNR
    against LPIPS, as the paper's Figure 1).
 """
 from __future__ import annotations
@@ -144,11 +144,10 @@ def main(argv=None) -> int:
     for index in args.rows:
         name, method, opts = ROWS[index]
         run_row(index, method, opts, testset / "lq", testset / "hq", args.out, args.nproc)
-    results = []
-    for i, (name, method, _) in enumerate(ROWS):
-        records = read_records(row_dir(args.out, i, method))
-        if records:
-            results.append((name, summarise(records, severity)))
+    rows = [(name, read_records(row_dir(args.out, i, method))) for i, (name, method, _) in enumerate(ROWS)]
+    rows = [(name, records) for name, records in rows if records]
+    common = set.intersection(*(set(r["key"] for r in records) for _, records in rows))  # same faces in every row
+    results = [(name, summarise([r for r in records if r["key"] in common], severity)) for name, records in rows]
     header = (f"Command: `python scripts/evaluate_demo.py --nproc {args.nproc}"
               f"{f' --limit {args.limit}' if args.limit else ''}`; machine: {platform.machine()}, "
               f"{os.cpu_count()} CPU cores, {platform.system()}; {date.today().isoformat()}.\n\n")
