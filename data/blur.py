@@ -92,7 +92,12 @@ def mirror_indices(n: int, radius: int, device=None) -> torch.Tensor:
     return torch.where(i >= n, period - i, i)
 
 
-def _sigma_list(sigma: SigmaLike, n: int) -> list:
+def sigma_values(sigma: SigmaLike, n: int, caller: str = "gaussian_blur") -> list:
+    """One validated float sigma per image: a float, a 1-element or an (n,) tensor -> list of n floats.
+
+    Shared by ``gaussian_blur`` and the closed-form guidance (models/guidance.py); raises ValueError for a
+    wrong count or a negative / non-finite sigma.
+    """
     if isinstance(sigma, torch.Tensor):
         values = sigma.detach().flatten().double().cpu().tolist()
         if len(values) == 1:
@@ -100,7 +105,7 @@ def _sigma_list(sigma: SigmaLike, n: int) -> list:
     else:
         values = [float(sigma)] * n
     if len(values) != n:
-        raise ValueError(f"gaussian_blur: got {len(values)} sigmas for a batch of {n} images")
+        raise ValueError(f"{caller}: sigma must have one value per image ({n}), got {len(values)}")
     for s in values:
         kernel_radius(s)  # validates
     return values
@@ -123,7 +128,7 @@ def gaussian_blur(x: torch.Tensor, sigma: SigmaLike) -> torch.Tensor:
     if x.ndim != 4:
         raise ValueError(f"gaussian_blur expects an (N, C, H, W) tensor, got shape {tuple(x.shape)}")
     n, c, h, w = x.shape
-    sigmas = _sigma_list(sigma, n)
+    sigmas = sigma_values(sigma, n)
     radius = max(kernel_radius(s) for s in sigmas)
     if radius == 0:
         return x

@@ -37,7 +37,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from data.blur import gaussian_transfer, kernel_radius, mirror_indices
+from data.blur import gaussian_transfer, kernel_radius, mirror_indices, sigma_values
 
 Scale = Union[float, torch.Tensor]
 
@@ -94,7 +94,7 @@ def closed_form_guidance_multi(
     n, _, h, w = x0_hat.shape
     device = x0_hat.device
     cdtype = torch.float64 if x0_hat.dtype == torch.float64 else torch.float32
-    sigma_lists = [_sigma_list(s, n) for s in sigmas]
+    sigma_lists = [sigma_values(s, n, "closed_form_guidance") for s in sigmas]
     if periodic:
         pad = 0
     elif pad is None:
@@ -129,20 +129,6 @@ def blend(x0_hat: torch.Tensor, x0_tilde: torch.Tensor, s: Scale) -> torch.Tenso
     if isinstance(s, torch.Tensor):
         s = s.to(device=x0_hat.device, dtype=x0_hat.dtype)
     return x0_hat + s * (x0_tilde - x0_hat)
-
-
-def _sigma_list(sigma: Scale, n: int) -> list:
-    if isinstance(sigma, torch.Tensor):
-        values = sigma.detach().reshape(-1).tolist()
-        if len(values) == 1:
-            values = values * n
-    else:
-        values = [float(sigma)] * n
-    if len(values) != n:
-        raise ValueError(f"sigma must have one value per image ({n}), got {len(values)}")
-    if any(not v >= 0 for v in values):  # also rejects NaN
-        raise ValueError(f"sigma must be >= 0, got {values}")
-    return [float(v) for v in values]
 
 
 def _per_image(value: Scale, n: int, device: torch.device, dtype: torch.dtype, name: str) -> torch.Tensor:
