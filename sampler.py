@@ -13,7 +13,8 @@ DynFaceRestore (Do et al., ICCV 2025)
             smallest respaced index whose timestep is >= t_1, from x = q_sample(y'_1, start).
     Step:   x0_hat = prior's clipped prediction; x0_tilde = closed-form guidance toward the sharpest
             active level (level k is active once t <= t_k; level 1 from the start);
-            x0 = x0_hat + s (x0_tilde - x0_hat), s = 0 (none), a global scalar, or DGSA's per-pixel map;
+            x0 = x0_hat + s (x0_tilde - x0_hat), s = 0 (none), a global scalar, or DGSA's per-pixel map
+            (computed on the image's first step and every ``dgsa_every`` steps, reused in between);
             then the DDIM update with x0 (eps recomputed from x0).
     eta:    per image, "auto" = clamp(sigma_512 / 10, 0, 1) (the paper's "std/10 as eta"), or fixed.
 
@@ -34,7 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from omegaconf import MISSING, DictConfig
 
-from models.guidance import blend, closed_form_guidance, closed_form_guidance_multi
+from models.guidance import LevelSpectra, batch_pad, blend
 from utils.config import ConfigError, instantiate, load_config
 from utils.model_factory import build_model, resolve_path
 
@@ -58,6 +59,8 @@ class GuidanceConfig:
     lam: float = 0.05           # weight of ||x - x0_hat||^2 in the closed form (DESIGN.md section 5)
     global_scale: float = 1.0   # s when mode == global
     combine: str = "sharpest"   # sharpest active level, or all active levels (sum of data terms)
+    dgsa_every: int = 1         # evaluate DGSA every N steps of an image, reuse its map in between
+    pad_sigma_512: float = 32.0  # reflect padding = kernel radius of this sigma (512-px units) or more
 
 
 @dataclass
@@ -71,6 +74,7 @@ class SamplerConfig:
     num_levels: Optional[int] = None    # use the first K DBLM levels (None: all)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     clip_denoised: bool = True
+    channels_last: bool = False         # UNet weights in channels_last memory format (docs/benchmarks.md)
     x0_every: int = 0                   # keep x0 predictions every N steps in the intermediates (0: none)
 
 
@@ -131,6 +135,10 @@ def load_sample_config(path, overrides: Optional[Sequence[str]] = None) -> DictC
                                  ("sampler.guidance.combine", s.guidance.combine, COMBINE_MODES)):
         if value not in allowed:
             raise ConfigError(f"{path}: {name} = {value!r}; allowed: {', '.join(allowed)}")
+    if int(s.guidance.dgsa_every) < 1:
+        raise ConfigError(f"{path}: sampler.guidance.dgsa_every = {s.guidance.dgsa_every}; must be >= 1")
+    if not float(s.guidance.pad_sigma_512) >= 0:
+        raise ConfigError(f"{path}: sampler.guidance.pad_sigma_512 = {s.guidance.pad_sigma_512}; must be >= 0")
     parse_eta(s.eta)
     return cfg
 
@@ -177,6 +185,8 @@ class FaceRestoreSampler:
             self.restorer = build_model(cfg.restorer, self.device, WEIGHT_HINTS["restorer"])
         else:
             self._build_dynfacerestore_parts(cfg)
+        if self.scfg.channels_last:  # the UNet's convolutions then run NHWC (same values up to float rounding)
+            self.model.to(memory_format=torch.channels_last)
 
     @classmethod
     def from_config(cls, path, overrides: Optional[Sequence[str]] = None, device="cpu", use_fp16=False):
@@ -264,22 +274,30 @@ class FaceRestoreSampler:
 
     # ------------------------------------------------------------------ the shared loop
     def _sample(self, source, start, eta, gens, guide: Optional["_Guide"]) -> SampleOutput:
-        """DDIM from each image's own ``start`` (respaced index) down to 0; see the module docstring."""
+        """DDIM from each image's own ``start`` (respaced index) down to 0; see the module docstring.
+
+        The start indices are read to the host once; which images run at a step is decided there, so
+        the loop adds no device synchronisation of its own.
+        """
         n = source.shape[0]
         x = self.diffusion.q_sample(source, start, noise=self._noise(gens, range(n), source.shape[1:]))
         nfe = torch.zeros(n, dtype=torch.long, device=self.device)
         history: List[Dict[str, torch.Tensor]] = []
-        first = int(start.max().item())
-        for i in range(first, -1, -1):
-            idx = torch.nonzero(start >= i).flatten()
-            t = torch.full((idx.numel(),), i, dtype=torch.long, device=self.device)
-            modifier = guide.modifier(idx) if guide is not None else None
-            noise = self._noise(gens, idx.tolist(), x.shape[1:])
+        starts = start.tolist()
+        index = _IndexCache(self.device)
+        every = int(self.scfg.x0_every)
+        for i in range(max(starts), -1, -1):
+            running = [j for j in range(n) if starts[j] >= i]
+            idx = index(running)
+            t = torch.full((len(running),), i, dtype=torch.long, device=self.device)
+            modifier = None
+            if guide is not None:
+                modifier = guide.modifier(idx, fresh=[p for p, j in enumerate(running) if guide.due(starts[j] - i)])
             step = self.diffusion.ddim_sample(self.model, x[idx], t, clip_denoised=self.scfg.clip_denoised,
-                                              eta=eta[idx], noise=noise, x0_modifier=modifier)
+                                              eta=eta[idx], noise=self._noise(gens, running, x.shape[1:]),
+                                              x0_modifier=modifier)
             x[idx] = step["sample"].to(x.dtype)
             nfe[idx] += 1
-            every = int(self.scfg.x0_every)
             if every > 0 and (i % every == 0):
                 history.append({"index": i, "images": idx.cpu(), "x0": step["pred_xstart"].float().cpu()})
         return SampleOutput(images=x.clamp(-1, 1), start_index=start, start_t=self.timestep_map[start], nfe=nfe,
@@ -301,43 +319,75 @@ class FaceRestoreSampler:
         return int(index)
 
 
+class _IndexCache:
+    """Device index tensors of host index lists, made once per distinct list (no copy per step)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.made = device, {}
+
+    def __call__(self, positions: Sequence[int]) -> torch.Tensor:
+        key = tuple(positions)
+        if key not in self.made:
+            self.made[key] = torch.tensor(key, dtype=torch.long, device=self.device)
+        return self.made[key]
+
+
 class _Guide:
-    """State of the closed-form guidance for one batch: the levels, their sigmas and activation steps."""
+    """Closed-form guidance of one batch: the levels' spectra (computed once), activation steps, DGSA maps.
+
+    DGSA runs on an image's first step and then every ``guidance.dgsa_every`` steps of that image; in
+    between the image reuses its last map s (DGSA costs about a third of the 512 px UNet per call,
+    docs/benchmarks.md).
+    """
 
     def __init__(self, sampler: FaceRestoreSampler, levels, sigmas, level_t):
         self.sampler = sampler
         self.gcfg = sampler.scfg.guidance
         self.levels = torch.stack(levels, dim=1)  # (N,K,C,H,W)
         self.sigmas, self.level_t = sigmas, level_t
-        n, _, _, h, w = self.levels.shape
+        pad = batch_pad(sigmas, sampler.resolution, float(self.gcfg.pad_sigma_512))
+        self.spectra = LevelSpectra(self.levels.float(), sigmas, pad=pad)
+        self.every = int(self.gcfg.dgsa_every)
+        self.index = _IndexCache(sigmas.device)
+        n, num_levels, _, h, w = self.levels.shape
+        self.one_hot = torch.eye(num_levels, device=sigmas.device)
+        self.scale = torch.ones(n, 1, h, w, device=sigmas.device)  # the last DGSA map of every image
         self.map_sum = torch.zeros(n, 1, h, w, device=sigmas.device)
         self.map_count = torch.zeros(n, device=sigmas.device)
 
-    def modifier(self, idx: torch.Tensor):
+    def due(self, steps_done: int) -> bool:
+        """Whether DGSA runs at an image's step ``steps_done`` (0 = its first step)."""
+        return steps_done % self.every == 0
+
+    def modifier(self, idx: torch.Tensor, fresh: Sequence[int]):
+        """x0 modifier for the images ``idx``; ``fresh``: positions in ``idx`` that get a new DGSA map."""
+
         def apply(x0_hat: torch.Tensor, x_t: torch.Tensor, t_orig: torch.Tensor) -> torch.Tensor:
-            sig, lt, ys = self.sigmas[idx], self.level_t[idx], self.levels[idx]
+            lt = self.level_t[idx]
             active = t_orig[:, None] <= lt
             active[:, 0] = True  # the start level guides from the first step
             x0 = x0_hat.float()
-            if self.gcfg.combine == "all":
-                weights = [active[:, k].float() for k in range(sig.shape[1])]
-                x0_tilde = closed_form_guidance_multi(x0, [ys[:, k] for k in range(sig.shape[1])],
-                                                      [sig[:, k] for k in range(sig.shape[1])], self.gcfg.lam,
-                                                      weights=weights)
             sharpest = active.long().cumsum(1).argmax(1)  # last active level
-            rows = torch.arange(idx.numel(), device=idx.device)
-            y_k, sigma_k = ys[rows, sharpest], sig[rows, sharpest]
-            if self.gcfg.combine == "sharpest":
-                x0_tilde = closed_form_guidance(x0, y_k, sigma_k, self.gcfg.lam)
+            weights = active.float() if self.gcfg.combine == "all" else self.one_hot[sharpest]
+            x0_tilde = self.spectra.solve(x0, weights, float(self.gcfg.lam), idx)
+            y_k = self.levels[idx, sharpest]
             if self.gcfg.mode == "global":
                 scale = torch.full((idx.numel(), 1, 1, 1), float(self.gcfg.global_scale), device=x0.device)
             else:
-                scale = self.sampler.dgsa.guidance_scale(x0, x0_tilde, y_k, t_orig)
+                scale = self._dgsa_scale(idx, fresh, x0, x0_tilde, y_k, t_orig)
             self.map_sum[idx] += scale.expand(-1, 1, *x0.shape[-2:])
             self.map_count[idx] += 1
             return blend(x0, x0_tilde, scale).clamp(-1, 1).to(x0_hat.dtype)
 
         return apply
+
+    def _dgsa_scale(self, idx, fresh, x0, x0_tilde, y_k, t_orig) -> torch.Tensor:
+        if len(fresh) == idx.numel():
+            self.scale[idx] = self.sampler.dgsa.guidance_scale(x0, x0_tilde, y_k, t_orig)
+        elif fresh:
+            sub = self.index(fresh)
+            self.scale[idx[sub]] = self.sampler.dgsa.guidance_scale(x0[sub], x0_tilde[sub], y_k[sub], t_orig[sub])
+        return self.scale[idx]
 
     def mean_map(self) -> torch.Tensor:
         return self.map_sum / self.map_count.clamp(min=1).view(-1, 1, 1, 1)

@@ -3,15 +3,22 @@ peak memory per batch size.
 
     OMP_NUM_THREADS=1 python -m benchmarks.bench_sampler --resolution 512 --respacing ddim10 --repeats 1
 
-Mixed set: one real face per severity third, blurred at sigma_512 = ``--sigmas512`` (default: the
-mid-points 2.67, 8, 13.33 of the thirds of [0, 16]); DynFaceRestore's SDE is set to return exactly that
-sigma (benchmarks/common.py), so its DSST start follows the severity, while DifFace starts at t = 400
-for every face. Both restore the same inputs, alternately, in one process (the UNet weights shared).
+Mixed set: the evaluation set's construction (``data.make_testset --severity-thirds``: mild / medium /
+severe thirds of the blind degradation, seed 0) on ``--faces`` real faces at the benchmark resolution
+(512: celebref512, 64: the celeba validation faces), made once in the work folder. DynFaceRestore's SDE
+is set to return each face's measured sigma* (benchmarks/common.py), so its DSST start follows the
+severity as a trained SDE's would; DifFace starts every face at t = 400.
 
-Step counts. ``--respacing ddim10`` keeps the timesteps 0, 100, ..., 900: DifFace's t = 400 is index 4
-(5 UNet evaluations instead of the 101 of ddim250) and a DSST start t_1 becomes the first index with
-timestep >= t_1, i.e. the ddim250 counts divided by about 25 (rounded up to the 100-step grid). The
-table also lists the exact counts at ddim250 (from the same DSST table), which a GPU run would spend.
+* end to end (``--e2e-per-third`` faces of each third, batch 1): both methods restore the same faces,
+  alternately, in one process (the UNet weights shared), at ``--respacing``. ``ddim10`` keeps the
+  timesteps 0, 100, ..., 900: DifFace's t = 400 is index 4 (5 UNet evaluations instead of 101) and a DSST
+  start rounds up to the next multiple of 100, which penalises DynFaceRestore.
+* composed at ddim250 (every face of the set): per face, DifFace = RM0 + NFE x (UNet + unguided step
+  rest), DynFaceRestore = DBLM + NFE x UNet + n_fresh x guided step rest with a fresh DGSA map +
+  (NFE - n_fresh) x guided step rest reusing it (n_fresh = ceil(NFE / dgsa_every)); "step rest" is a
+  DDIM step with a stub returning the UNet's output (everything but the network), NFE comes from the DSST
+  table at ddim250, and every component is timed in this run (round-robin, batch 1, one medium face).
+  Both methods share the one UNet time, so its noise cancels in the comparison.
 
 Memory (``--mem-batches``): one child process per batch size, which builds the sampler and runs one
 guided DynFaceRestore step (UNet + guidance + DGSA; ``--mem-mode restore`` runs the whole restore);
@@ -30,8 +37,8 @@ import torch
 
 from benchmarks import common
 
-DEFAULT_SIGMAS_512 = (8.0 / 3.0, 8.0, 40.0 / 3.0)
 SEVERITY = ("mild", "medium", "severe")
+DIFFACE_T = 400
 
 
 def _samplers(wd: Path, args):
@@ -46,75 +53,116 @@ def _samplers(wd: Path, args):
     return dfr, dif, faces
 
 
-def _nfe(table, sigma_512: float, respacing: str, sigma_min_512: float = 0.5) -> int:
-    """UNet evaluations of a DynFaceRestore image whose level 1 has this sigma: DSST start index + 1."""
+def _nfe(dfr, sigma_512: float, respacing: str) -> int:
+    """UNet evaluations of a DynFaceRestore face whose level 1 has this sigma: DSST start index + 1."""
     from models.respace import space_timesteps
 
     steps = sorted(space_timesteps(1000, respacing))
-    t1 = int(table.start_step(max(sigma_512, sigma_min_512), resolution=512))
-    return int(table.respaced_index(t1, steps)) + 1
+    t1 = int(dfr.dsst.start_step(max(sigma_512, dfr.dblm.sigma_min_512), resolution=512))
+    return int(dfr.dsst.respaced_index(t1, steps)) + 1
 
 
-def _ddim250_nfe(dfr, sigma_px: float) -> int:
-    return _nfe(dfr.dsst, sigma_px * 512.0 / dfr.resolution, "ddim250", dfr.dblm.sigma_min_512)
+def _mixed_set(wd: Path, args):
+    """(LQ path, sigma*_512, severity) of every face of the thirds set (module docstring)."""
+    set_dir = common.thirds_testset(wd, args.resolution, args.faces)
+    records = json.loads((set_dir / "degradations.json").read_text())["images"]
+    return [(set_dir / "lq" / f"{r['name']}.png", float(r["sigma_star_512"]), r["severity"]) for r in records]
 
 
-def _projection(wd: Path, args):
-    """Time per face composed from measured components (``--project UNET GUIDE DBLM RM0`` seconds):
-    DifFace = RM0 + NFE x UNet, DynFaceRestore = DBLM + NFE x (UNet + guidance/DGSA/step overhead)."""
-    from models.dsst import DSSTTable
+def _end_to_end(dfr, dif, mixed, args):
+    """Both methods on the first ``--e2e-per-third`` faces of each third, batch 1, round-robin."""
+    from models.dsst import load_faces
 
-    unet, guide, dblm, rm0 = args.project
-    table = DSSTTable.load(common.dsst_table(wd, args.resolution, common.default_faces(common.NUM_DSST_FACES)))
-    rows, mean = [], {}
-    for respacing in (args.respacing, "ddim250"):
-        dif_nfe = common.difface_start(respacing) + 1
-        for method in ("DifFace", "DynFaceRestore"):
-            times = []
-            for i, s512 in enumerate(args.sigmas512):
-                nfe = dif_nfe if method == "DifFace" else _nfe(table, s512, respacing)
-                sec = rm0 + nfe * unet if method == "DifFace" else dblm + nfe * (unet + guide)
-                times.append(sec)
-                rows.append([respacing, SEVERITY[i] if len(args.sigmas512) == 3 else i, f"{s512:.2f}", method, nfe,
-                             sec])
-            mean[(respacing, method)] = sum(times) / len(times)
-    summary = [[r, m, v, f"{v / mean[(r, 'DifFace')]:.3f}"] for (r, m), v in mean.items()]
-    return rows, summary
-
-
-def _mixed(dfr, dif, faces, args):
-    rows, per_method = [], {"DifFace": [], "DynFaceRestore": []}
-    lqs = [common.degraded_faces([faces[i % len(faces)]], args.resolution, [s]).to(args.device)
-           for i, s in enumerate(args.sigmas512)]
+    chosen = [m for sev in SEVERITY for m in [x for x in mixed if x[2] == sev][:args.e2e_per_third]]
     variants, info = {}, {}
-    for i, (s512, lq) in enumerate(zip(args.sigmas512, lqs)):
-        sig_px = s512 * args.resolution / 512.0
+    for i, (path, s512, sev) in enumerate(chosen):
+        lq = load_faces([path], args.resolution).to(args.device)
 
         def run_dif(lq=lq, key=("DifFace", i)):
             info[key] = dif.restore(lq, seeds=[i])
 
-        def run_dfr(lq=lq, key=("DynFaceRestore", i), sig_px=sig_px):
+        def run_dfr(lq=lq, key=("DynFaceRestore", i), sig_px=s512 * args.resolution / 512.0):
             common.set_sde_sigma(dfr, sig_px)
             info[key] = dfr.restore(lq, seeds=[i])
 
-        variants[("DifFace", i)] = run_dif
-        variants[("DynFaceRestore", i)] = run_dfr
+        variants[("DifFace", i)], variants[("DynFaceRestore", i)] = run_dif, run_dfr
     times = common.interleaved(variants, args.repeats, device=args.device)
+    rows, per_method = [], {"DifFace": [], "DynFaceRestore": []}
     for (method, i), ts in times.items():
         out, m = info[(method, i)], common.median(ts)
         per_method[method].append(m)
-        s512 = args.sigmas512[i]
-        nfe250 = 101 if method == "DifFace" else _ddim250_nfe(dfr, s512 * args.resolution / 512.0)
-        rows.append([SEVERITY[i % 3] if len(args.sigmas512) == 3 else i, f"{s512:.2f}", method,
-                     int(out.start_index[0]), int(out.start_t[0]), int(out.nfe[0]), nfe250, m, common.spread(ts)])
+        rows.append([chosen[i][2], f"{chosen[i][1]:.2f}", method, int(out.start_index[0]), int(out.start_t[0]),
+                     int(out.nfe[0]), m, common.spread(ts)])
     mean = {k: sum(v) / len(v) for k, v in per_method.items()}
-    summary = [[k, v, f"{v / mean['DifFace']:.3f}"] for k, v in mean.items()]
-    return rows, summary, mean
+    return rows, mean
+
+
+def _components(dfr, dif, mixed, args):
+    """Seconds of RM0, DBLM, the UNet and a step without the UNet (unguided, guided with a fresh or a reused
+    DGSA map; a stub returns the UNet output, as in bench_step_breakdown), batch 1, on a medium face."""
+    from benchmarks.bench_step_breakdown import _CachedOutput
+    from models.dsst import load_faces
+    from sampler import _Guide
+
+    dev = torch.device(args.device)
+    path, s512, _ = sorted(mixed, key=lambda m: m[1])[len(mixed) // 2]
+    lq = load_faces([path], args.resolution).to(dev)
+    common.set_sde_sigma(dfr, s512 * args.resolution / 512.0)
+    with torch.no_grad():
+        levels = dfr.dblm(lq)
+        sig = levels.sigmas.float()
+        guide = _Guide(dfr, [img.float() for img in levels.images], sig, dfr._level_steps(sig))
+        t = torch.full((1,), common.difface_start(args.respacing), dtype=torch.long, device=dev)
+        x_t = dfr.diffusion.q_sample(levels.images[0].float(), t)
+        t_orig = dfr.timestep_map[t]
+        stub = _CachedOutput(dfr.model(x_t, t_orig))
+        idx = torch.arange(1, device=dev)
+
+        def step(modifier):
+            return dfr.diffusion.ddim_sample(stub, x_t, t, eta=0.5, x0_modifier=modifier)
+
+        times = common.interleaved({
+            "RM0 (DifFace)": lambda: dif.restorer.restore(lq),
+            "DBLM (DynFaceRestore)": lambda: dfr.dblm(lq),
+            "UNet": lambda: dfr.model(x_t, t_orig),
+            "step w/o UNet, unguided (DifFace)": lambda: step(None),
+            "step w/o UNet, guided, fresh DGSA map": lambda: step(guide.modifier(idx, [0])),
+            "step w/o UNet, guided, reused DGSA map": lambda: step(guide.modifier(idx, [])),
+        }, args.component_repeats, device=dev)
+    return {name: common.median(ts) for name, ts in times.items()}
+
+
+def _composed(dfr, mixed, comp, args):
+    """Time per face at ddim250 from the measured components (module docstring), for the config's
+    dgsa_every and for 1, 4, 8; returns the rows and the mean seconds per face of each method label."""
+    configured = int(dfr.scfg.guidance.dgsa_every)
+    dif_nfe = common.difface_start("ddim250") + 1
+    unet = comp["UNet"]
+    dif_s = comp["RM0 (DifFace)"] + dif_nfe * (unet + comp["step w/o UNet, unguided (DifFace)"])
+    counts = {sev: sum(1 for m in mixed if m[2] == sev) for sev in SEVERITY}
+    counts["all"] = len(mixed)
+    rows, mean = [[sev, counts[sev], "DifFace", dif_nfe, dif_s] for sev in counts], {"DifFace": dif_s}
+    for every in sorted({1, 4, 8, configured}):
+        label = f"DynFaceRestore, dgsa_every = {every}" + (" (config)" if every == configured else "")
+        per = {sev: [] for sev in SEVERITY}
+        for _, s512, sev in mixed:
+            nfe = _nfe(dfr, s512, "ddim250")
+            fresh = -(-nfe // every)
+            seconds = comp["DBLM (DynFaceRestore)"] + nfe * unet + \
+                fresh * comp["step w/o UNet, guided, fresh DGSA map"] + \
+                (nfe - fresh) * comp["step w/o UNet, guided, reused DGSA map"]
+            per[sev].append((nfe, seconds))
+        per["all"] = [v for sev in SEVERITY for v in per[sev]]
+        for sev, vals in per.items():
+            count = len(vals)
+            rows.append([sev, count, label, sum(v[0] for v in vals) / count, sum(v[1] for v in vals) / count])
+        mean[label] = rows[-1][-1]
+    return rows, mean, f"DynFaceRestore, dgsa_every = {configured} (config)"
 
 
 def _throughput(dfr, dif, faces, args):
     rows = []
-    mid = args.sigmas512[len(args.sigmas512) // 2]
+    mid = args.sigma512
     common.set_sde_sigma(dfr, mid * args.resolution / 512.0)
     for b in args.batches:
         lq = common.degraded_faces([faces[j % len(faces)] for j in range(b)], args.resolution, [mid] * b)
@@ -137,7 +185,7 @@ def _memory_child(args) -> int:
     with common.workdir(args) as wd:
         dfr, dif, faces = _samplers(Path(wd), args)
         b = args.mem_child
-        mid = args.sigmas512[len(args.sigmas512) // 2]
+        mid = args.sigma512
         sig_px = mid * args.resolution / 512.0
         common.set_sde_sigma(dfr, sig_px)
         lq = common.degraded_faces([faces[j % len(faces)] for j in range(b)], args.resolution, [mid] * b).to(dev)
@@ -154,7 +202,8 @@ def _memory_child(args) -> int:
                 t = torch.full((b,), common.difface_start(args.respacing), dtype=torch.long, device=dev)
                 guide = _Guide(dfr, levels, sig, dfr._level_steps(sig))
                 x_t = dfr.diffusion.q_sample(lq, t)
-                dfr.diffusion.ddim_sample(dfr.model, x_t, t, eta=0.5, x0_modifier=guide.modifier(torch.arange(b)))
+                modifier = guide.modifier(torch.arange(b, device=dev), list(range(b)))
+                dfr.diffusion.ddim_sample(dfr.model, x_t, t, eta=0.5, x0_modifier=modifier)
         common.sync(dev)
         out = {"batch": b, "seconds": time.perf_counter() - t0, "rss_after_load_mb": base,
                "peak_rss_mb": common.peak_rss_mb()}
@@ -169,7 +218,7 @@ def _memory(args, wd: str):
     for b in args.mem_batches:
         child = ["--resolution", str(args.resolution), "--respacing", args.respacing, "--device", args.device,
                  "--workdir", wd, "--mem-mode", args.mem_mode, "--mem-child", str(b),
-                 "--sigmas512", *[str(s) for s in args.sigmas512]]
+                 "--sigma512", str(args.sigma512)]
         res = common.run_child("benchmarks.bench_sampler", child)
         rows.append([b, args.mem_mode, res["rss_after_load_mb"], res["peak_rss_mb"],
                      res["peak_rss_mb"] - res["rss_after_load_mb"], res.get("cuda_max_allocated_mb", "n/a (CPU)"),
@@ -181,13 +230,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common.common_args(parser, repeats=1)
     parser.add_argument("--respacing", default="ddim10")
-    parser.add_argument("--sigmas512", type=float, nargs="+", default=list(DEFAULT_SIGMAS_512))
+    parser.add_argument("--faces", type=int, default=30, help="faces of the mixed set (thirds)")
+    parser.add_argument("--e2e-per-third", type=int, default=1, help="faces per third run end to end (0: none)")
+    parser.add_argument("--component-repeats", type=int, default=5, help="repeats of the component timings")
+    parser.add_argument("--skip-mixed", action="store_true")
+    parser.add_argument("--sigma512", type=float, default=16.0, help="blur of the throughput / memory inputs")
     parser.add_argument("--batches", type=int, nargs="*", default=[], help="throughput batch sizes")
     parser.add_argument("--mem-batches", type=int, nargs="*", default=[])
     parser.add_argument("--mem-mode", choices=("step", "restore"), default="step")
-    parser.add_argument("--skip-mixed", action="store_true")
-    parser.add_argument("--project", type=float, nargs=4, default=None, metavar=("UNET", "GUIDE", "DBLM", "RM0"),
-                        help="also compose the mixed set's time per face from measured seconds (no sampling)")
     parser.add_argument("--mem-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.mem_child is not None:
@@ -195,30 +245,38 @@ def main(argv=None) -> int:
 
     tables, notes = [], [f"resolution {args.resolution}, respacing {args.respacing} (DifFace start index "
                          f"{common.difface_start(args.respacing)}, t = 400), {args.repeats} repeats (round-robin), "
-                         f"random weights; constant SDE (sigma_hat = the input's sigma)"]
+                         f"random weights; constant SDE (sigma_hat = the face's sigma*)"]
     with common.workdir(args) as wd:
         if not args.skip_mixed or args.batches:
             dfr, dif, faces = _samplers(Path(wd), args)
+            notes.append(f"dgsa_every = {dfr.scfg.guidance.dgsa_every}, DSST tau = {dfr.dsst.tau:.3g} "
+                         f"(table from {common.NUM_DSST_FACES} celebref512 faces, the config's calibration)")
             if not args.skip_mixed:
-                rows, summary, mean = _mixed(dfr, dif, faces, args)
-                tables.append("Mixed-severity set, one face per row (batch 1):\n\n" + common.markdown_table(
-                    ["severity", "sigma_512", "method", "start index", "start t", "NFE", "NFE at ddim250",
-                     "median s", "min-max s"], rows))
-                tables.append("Mean time per face over the set:\n\n" + common.markdown_table(
-                    ["method", "mean s / face", "x DifFace"], summary))
-                verdict = "holds" if mean["DynFaceRestore"] <= mean["DifFace"] else "does NOT hold"
-                notes.append(f"claim 'DynFaceRestore mean time per face <= DifFace' on this set: {verdict}")
+                mixed = _mixed_set(Path(wd), args)
+                if args.e2e_per_third:
+                    rows, mean = _end_to_end(dfr, dif, mixed, args)
+                    tables.append(f"End to end at {args.respacing}, batch 1:\n\n" + common.markdown_table(
+                        ["severity", "sigma*_512", "method", "start index", "start t", "NFE", "median s",
+                         "min-max s"], rows) + "\n\n" + common.markdown_table(
+                        ["method", "mean s / face", "x DifFace"],
+                        [[k, v, f"{v / mean['DifFace']:.3f}"] for k, v in mean.items()]))
+                comp = _components(dfr, dif, mixed, args)
+                title = f"Components (median s of {args.component_repeats}, batch 1, this run)"
+                tables.append(f"{title}:\n\n" + common.markdown_table(
+                    ["component", "s"], [[k, v] for k, v in comp.items()]))
+                rows, mean, ours = _composed(dfr, mixed, comp, args)
+                tables.append(f"Mixed set ({len(mixed)} faces), composed at ddim250 from the components:\n\n"
+                              + common.markdown_table(["severity", "faces", "method", "mean NFE", "mean s / face"],
+                                                      rows))
+                verdict = "holds" if mean[ours] <= mean["DifFace"] else "does NOT hold"
+                notes.append(f"claim 'DynFaceRestore mean time per face <= DifFace' (composed, ddim250, the config's "
+                             f"dgsa_every): {mean[ours]:.4g} s vs {mean['DifFace']:.4g} s "
+                             f"(x {mean[ours] / mean['DifFace']:.3f}) -> {verdict}")
             if args.batches:
-                tables.append("Throughput (all faces at the middle severity):\n\n" + common.markdown_table(
+                tables.append("Throughput (all faces at --sigma512):\n\n" + common.markdown_table(
                     ["batch", "method", "median s / batch", "min-max s", "s / image", "images / s"],
                     _throughput(dfr, dif, faces, args)))
             del dfr, dif
-        if args.project:
-            rows, summary = _projection(Path(wd), args)
-            tables.append("Mixed set, composed from measured component times (--project), not run end to end:"
-                          "\n\n" + common.markdown_table(["respacing", "severity", "sigma_512", "method", "NFE",
-                                                         "composed s"], rows))
-            tables.append(common.markdown_table(["respacing", "method", "mean s / face", "x DifFace"], summary))
         if args.mem_batches:
             tables.append("Peak memory, one child process per row:\n\n" + common.markdown_table(
                 ["batch", "mode", "RSS after load MiB", "peak RSS MiB", "increase MiB", "CUDA max allocated MiB",

@@ -4,16 +4,15 @@ Setups. :func:`make_setup` writes random-weight checkpoints of every network of 
 sampling config that points at them, so the samplers run the real code at the real sizes without the
 public or trained weights (timings do not depend on the weight values):
 
-* 512 px: the UNet prior and RM0 SwinIR of configs/sample/dynfacerestore_ffhq512.yaml, the SDE/TM/RM of
-  configs/train/train_SDE.yaml, train_DBLM_TM.yaml, train_DBLM_RM.yaml, the DGSA of
-  configs/training/uncertainty.yaml when it exists (else ``models.dgsa.DGSA``'s defaults).
-* 64 px (demo scale): configs/sample/dynfacerestore_demo*.yaml when it exists; otherwise the SDE/TM/RM of
-  configs/train/*_demo64.yaml, the TM's SwinIR layout as RM0, and :data:`DEMO_UNET` as the prior.
+every layout, the diffusion, the DBLM settings and the sampler section come from the scale's real
+sampling config (512 px: configs/sample/dynfacerestore_ffhq512.yaml, whose layouts
+tests/test_config_consistency.py ties to the training configs; 64 px: configs/sample/dynfacerestore_demo.yaml);
+only the respacing and the method / guidance mode are set by the benchmark.
 
 The SDE is made constant: zero output weights and bias log(sigma), so sigma_hat = sigma exactly and a
 benchmark chooses the severity of every face (:func:`set_sde_sigma`). The DSST table is built with
-``models.dsst.build_table`` from a few real faces of ../shared/data/faces_hq/celebref512 (tau, schedule
-and step count of configs/dsst/ffhq512.yaml, a coarser sigma grid: :data:`DSST_GRID_512`).
+``models.dsst.build_from_config`` and the scale's configs/dsst/*.yaml from a few real faces of
+../shared/data/faces_hq/celebref512.
 
 Timing: :func:`interleaved` runs the variants round-robin (baseline and variants alternate, so load
 changes on a shared machine hit all of them alike) and the scripts report medians. Memory: on CPU the
@@ -22,7 +21,6 @@ peak resident set (``ru_maxrss``) of a child process per configuration; on CUDA
 """
 from __future__ import annotations
 
-import copy
 import datetime
 import hashlib
 import json
@@ -37,7 +35,6 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-import numpy as np
 import torch
 import yaml
 
@@ -45,16 +42,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 FACES_512 = Path("../shared/data/faces_hq/celebref512")
 DOCS = REPO_ROOT / "docs" / "benchmarks.md"
 SAMPLE_512 = REPO_ROOT / "configs/sample/dynfacerestore_ffhq512.yaml"
-DSST_512 = REPO_ROOT / "configs/dsst/ffhq512.yaml"
-DSST_GRID_512 = np.linspace(0.0, 32.0, 33)  # sigma_512 grid of the benchmark table (step 1.0)
+DSST_CONFIGS = {512: REPO_ROOT / "configs/dsst/ffhq512.yaml", 64: REPO_ROOT / "configs/dsst/demo64.yaml"}
 NUM_DSST_FACES = 4
 
-# Demo-scale prior used only while no configs/sample/dynfacerestore_demo*.yaml exists.
-DEMO_UNET = {"target": "models.unet.UNetModel",
-             "params": {"image_size": 64, "in_channels": 3, "model_channels": 64, "out_channels": 6,
-                        "num_res_blocks": 2, "attention_resolutions": [4, 8], "channel_mult": [1, 2, 2, 4],
-                        "num_head_channels": 32, "use_scale_shift_norm": True}}
-DEFAULT_DGSA = {"target": "models.dgsa.DGSA", "params": {}}
+SAMPLE_64 = REPO_ROOT / "configs/sample/dynfacerestore_demo.yaml"
 
 
 # ------------------------------------------------------------------------------------------ setups
@@ -66,51 +57,23 @@ def _node(cfg: dict) -> dict:
     return {"target": cfg["target"], "params": dict(cfg.get("params") or {})}
 
 
-def _find_target(tree, target: str) -> Optional[dict]:
-    """First ``{target: ..., params: ...}`` node with this target anywhere in a YAML tree."""
-    if isinstance(tree, dict):
-        if tree.get("target") == target:
-            return _node(tree)
-        for value in tree.values():
-            found = _find_target(value, target)
-            if found is not None:
-                return found
-    return None
+SAMPLE_CONFIGS = {512: SAMPLE_512, 64: SAMPLE_64}
 
 
-def _demo_sample_config() -> Optional[Path]:
-    found = sorted((REPO_ROOT / "configs/sample").glob("dynfacerestore_demo*.yaml"))
-    return found[0] if found else None
+def sample_config(resolution: int) -> dict:
+    """The real sampling config of a scale (512: configs/sample/dynfacerestore_ffhq512.yaml, 64: the demo's)."""
+    if resolution not in SAMPLE_CONFIGS:
+        raise ValueError(f"benchmarks support resolution 512 or 64, got {resolution}")
+    return _yaml(SAMPLE_CONFIGS[resolution])
 
 
 def architectures(resolution: int) -> Dict[str, dict]:
-    """``{name: {target, params}}`` for unet, restorer, sde, tm, rm, dgsa at 512 or 64 px (module docstring)."""
-    if resolution == 512:
-        sample = _yaml(SAMPLE_512)
-        nodes = {"unet": _node(sample["model"]), "restorer": _node(sample["restorer"])}
-        for name, file in (("sde", "train_SDE"), ("tm", "train_DBLM_TM"), ("rm", "train_DBLM_RM")):
-            nodes[name] = _node(_yaml(REPO_ROOT / f"configs/train/{file}.yaml")["model"])
-        uncertainty = REPO_ROOT / "configs/training/uncertainty.yaml"
-        dgsa = _find_target(_yaml(uncertainty), "models.dgsa.DGSA") if uncertainty.is_file() else None
-        nodes["dgsa"] = dgsa or copy.deepcopy(DEFAULT_DGSA)
-        return nodes
-    if resolution == 64:
-        demo = _demo_sample_config()
-        if demo is not None:
-            sample = _yaml(demo)
-            nodes = {name: _node(sample[key]) for name, key in (("unet", "model"), ("restorer", "restorer"))}
-            for name in ("sde", "tm", "rm"):
-                nodes[name] = _node(sample["dblm"][name])
-            nodes["dgsa"] = _node(sample["dgsa"]) if sample.get("dgsa") else copy.deepcopy(DEFAULT_DGSA)
-            return nodes
-        nodes = {"unet": copy.deepcopy(DEMO_UNET)}
-        for name, file in (("sde", "train_SDE_demo64"), ("tm", "train_DBLM_TM_demo64"), ("rm", "train_DBLM_RM_demo64")):
-            nodes[name] = _node(_yaml(REPO_ROOT / f"configs/train/{file}.yaml")["model"])
-        nodes["restorer"] = {"target": "models.swinir.SwinIR",
-                             "params": dict(nodes["tm"]["params"]["swinir"], in_chans=3)}
-        nodes["dgsa"] = copy.deepcopy(DEFAULT_DGSA)
-        return nodes
-    raise ValueError(f"benchmarks support resolution 512 or 64, got {resolution}")
+    """``{name: {target, params}}`` for unet, restorer, sde, tm, rm, dgsa of the scale's sampling config."""
+    sample = sample_config(resolution)
+    nodes = {name: _node(sample[key]) for name, key in (("unet", "model"), ("restorer", "restorer"), ("dgsa", "dgsa"))}
+    for name in ("sde", "tm", "rm"):
+        nodes[name] = _node(sample["dblm"][name])
+    return nodes
 
 
 def default_faces(count: int) -> List[Path]:
@@ -124,6 +87,47 @@ def default_faces(count: int) -> List[Path]:
     if len(faces) < count:
         raise FileNotFoundError(f"{root}: need {count} faces, found {len(faces)}")
     return faces
+
+
+VAL_64 = Path("../shared/data/faces_hq/celeba128_val.txt")
+DEGRADATION = REPO_ROOT / "configs/degradation/difface_blind.yaml"
+DEGRADATION_64 = REPO_ROOT / "configs/degradation/demo64.yaml"
+
+
+def _shared(path: Path) -> Path:
+    return path if path.exists() else REPO_ROOT / path
+
+
+def thirds_testset(out_dir: Path, resolution: int, count: int) -> Path:
+    """The evaluation set's construction (``data.make_testset --severity-thirds``, seed 0) on ``count`` real
+    faces, made once under ``out_dir``: at 512 px celebref512 faces taken round-robin over the identities
+    (linked under unique names, the folder repeats file names), at 64 px the celeba validation faces with
+    the demo degradation (scripts/evaluate_demo.py's set)."""
+    from data.make_testset import make_testset
+    from utils.image_io import list_images
+
+    out = Path(out_dir) / f"thirds_{resolution}_{count}"
+    if (out / "degradations.json").is_file():
+        return out
+    if resolution == 64:
+        make_testset(_shared(VAL_64), out, 64, 0, DEGRADATION_64, severity_thirds=True, limit=count)
+        return out
+    root = _shared(FACES_512)
+    natural = lambda path: (len(path.stem), path.stem)  # noqa: E731  0, 1, ..., 9, 10, ...
+    identities = [sorted(list_images(d), key=natural) for d in sorted(p for p in root.iterdir() if p.is_dir())]
+    links = Path(out_dir) / f"faces_{resolution}_{count}"
+    links.mkdir(parents=True, exist_ok=True)
+    chosen = []
+    for rank in range(max(len(files) for files in identities)):
+        for files in identities:
+            if rank < len(files) and len(chosen) < count:
+                link = links / f"{files[rank].parent.name}_{files[rank].name}"
+                if not link.exists():
+                    link.symlink_to(files[rank].resolve())
+                chosen.append(link.name)
+    (links / "list.txt").write_text("\n".join(chosen) + "\n")
+    make_testset(links / "list.txt", out, resolution, 0, DEGRADATION, severity_thirds=True)
+    return out
 
 
 def _digest(node: dict) -> str:
@@ -149,16 +153,15 @@ def _save_random(node: dict, path: Path, seed: int) -> dict:
 
 
 def dsst_table(out_dir: Path, resolution: int, faces: Sequence[Path]) -> Path:
-    """Build (once) the benchmark DSST table at ``resolution`` from ``faces``; returns its path."""
-    from models.dsst import build_table, convert_sigma
+    """Build (once) the benchmark DSST table at ``resolution`` from ``faces`` with the scale's DSST config
+    (configs/dsst/ffhq512.yaml or demo64.yaml: grid, schedule, tau calibration); returns its path."""
+    from models.dsst import build_from_config
 
     path = Path(out_dir) / f"dsst_{resolution}.json"
     if not path.is_file():
-        cfg = _yaml(DSST_512)
-        table = build_table(list(faces), convert_sigma(DSST_GRID_512, 512, resolution), resolution=resolution,
-                            noise_schedule=cfg["noise_schedule"], num_steps=cfg["num_steps"], tau=cfg["tau"],
-                            batch_size=len(faces))
-        table.save(path)
+        listing = Path(out_dir) / f"dsst_faces_{resolution}.txt"
+        listing.write_text("\n".join(str(Path(f).resolve()) for f in faces) + "\n")
+        build_from_config(listing, DSST_CONFIGS[resolution], resolution).save(path)
     return path
 
 
@@ -176,19 +179,20 @@ def make_setup(out_dir: Path, resolution: int, faces: Sequence[Path], respacing:
           for seed, (name, node) in enumerate(arch.items())}
     sde = ck["sde"]
     sde["params"] = dict(sde["params"], log_sigma_init=0.0)  # sigma_hat set per face: set_sde_sigma
-    diffusion = _yaml(SAMPLE_512)["diffusion"]
+    real = sample_config(resolution)
+    diffusion = real["diffusion"]
     diffusion["params"]["timestep_respacing"] = respacing
+    sampler_section = dict(real["sampler"], method=method, fixed_start_index=difface_start(respacing))
+    sampler_section["guidance"] = dict(real["sampler"]["guidance"], mode=guidance)
     cfg = {
         "resolution": resolution,
         "diffusion": diffusion,
         "model": ck["unet"],
         "restorer": ck["restorer"],
-        "dblm": {"num_levels": 3, "rho": 0.75, "sigma_min_512": 0.5, "sde": sde, "tm": ck["tm"], "rm": ck["rm"]},
+        "dblm": dict(real["dblm"], sde=sde, tm=ck["tm"], rm=ck["rm"]),
         "dsst": {"table_path": str(dsst_table(out_dir, resolution, faces))},
         "dgsa": ck["dgsa"],
-        "sampler": dict({"method": method, "start": "dsst", "fixed_start_index": difface_start(respacing),
-                         "eta": "auto", "guidance": {"mode": guidance, "lam": 0.05, "combine": "sharpest"}},
-                        **(sampler or {})),
+        "sampler": dict(sampler_section, **(sampler or {})),
     }
     path = out_dir / f"sample_{resolution}_{method}_{guidance}_{respacing}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))

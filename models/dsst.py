@@ -11,13 +11,14 @@ t; the start step of sigma is the smallest t (0-based original timestep) with KL
 first step at which noise hides the blur. With r(sigma) the mean of ||x - G_sigma x||^2 / N, that is
 the smallest t with a_t / (1 - a_t) < 2 tau / r(sigma).
 
-Choice of tau (the paper gives no value; configs/dsst/*.yaml hold the value used). With the linear
-1000-step schedule, a_t / (1 - a_t) at t = 400 is 0.24. Measured r(sigma) on 512 px faces (12 of the
-celebref512 faces) is 0.0017, 0.0040, 0.0081, 0.0172, 0.0354 at sigma_512 = 1, 2, 4, 8, 16, which
-with tau = 1e-3 gives t = 245, 326, 397, 471, 536: a moderate blur (sigma_512 = 4) starts at t ~ 400,
-DifFace's fixed start, a mild one far earlier and a heavy one later. On the 64 px celeba demo faces
-blur below one pixel (sigma_512 < ~3) is invisible (r ~ 0, t = 0) and the same tau gives t = 201, 399,
-498 at sigma_512 = 4, 8, 16. Larger tau starts every level earlier (more fidelity, less prior).
+Choice of tau (the paper gives no value). A config gives ``tau`` or ``calibrate: {sigma_512, start_t}``:
+the tau that starts the blur sigma_512 at exactly start_t (:func:`tau_for_start` of the faces' residual
+at that blur). configs/dsst/*.yaml calibrate the *median* sigma* of the blind degradation to t = 400,
+DifFace's fixed start: a typical face starts where DifFace starts every face, milder faces earlier
+(fewer steps, more fidelity), harsher ones later. With the linear 1000-step schedule a_t / (1 - a_t) at
+t = 400 is 0.24; the residual r(sigma) on 512 px faces (12 of the celebref512 faces) is 0.0017, 0.0040,
+0.0081, 0.0172, 0.0354 at sigma_512 = 1, 2, 4, 8, 16. On the 64 px celeba demo faces blur below one
+pixel (sigma_512 < ~3) is invisible (r ~ 0, t = 0). Larger tau starts every level earlier.
 
 Lookup (:meth:`DSSTTable.start_step`) is monotone and conservative: a sigma between two grid points
 takes the t of the next larger grid sigma, a sigma above the grid the last t, and the t values are
@@ -42,7 +43,7 @@ import torch
 
 from data.blur import gaussian_blur
 from models.gaussian_diffusion import get_named_beta_schedule
-from utils.config import load_config
+from utils.config import ConfigError, load_config
 from utils.image_io import img2tensor, list_images, read_image, write_bytes_atomic
 
 SigmaLike = Union[float, int, np.ndarray, torch.Tensor, Sequence[float]]
@@ -66,13 +67,22 @@ class GridConfig:
 
 
 @dataclass
+class CalibrationConfig:
+    """Choose tau so that the blur ``sigma_512`` (512-px units) starts at the original step ``start_t``."""
+
+    sigma_512: float = 16.0
+    start_t: int = 400
+
+
+@dataclass
 class DSSTBuildConfig:
-    """configs/dsst/*.yaml."""
+    """configs/dsst/*.yaml: exactly one of ``tau`` and ``calibrate``."""
 
     resolution: int = 64
     noise_schedule: str = "linear"
     num_steps: int = 1000
-    tau: float = 1e-3
+    tau: Optional[float] = None
+    calibrate: Optional[CalibrationConfig] = None
     batch_size: int = 64
     grid: GridConfig = field(default_factory=GridConfig)
 
@@ -158,6 +168,20 @@ def start_steps_from_residual(residual: SigmaLike, alphas_cumprod: SigmaLike, ta
     kl = kl_per_pixel(residual, alphas_cumprod)
     steps = (kl >= tau).sum(axis=-1)
     return np.minimum(steps, kl.shape[-1] - 1).astype(np.int64)
+
+
+def tau_for_start(residual: float, alphas_cumprod: SigmaLike, start_t: int) -> float:
+    """The tau for which a blur of mean residual ``residual`` starts at exactly ``start_t``.
+
+    KL_t decreases in t, so any tau in (KL_{start_t}, KL_{start_t - 1}] makes start_t the smallest step
+    with KL_t < tau; this returns their geometric mean (robust to rounding either way).
+    """
+    kl = kl_per_pixel(float(residual), alphas_cumprod)
+    if not 1 <= int(start_t) < kl.shape[-1]:
+        raise ValueError(f"start_t must be in [1, {kl.shape[-1] - 1}], got {start_t}")
+    if not residual > 0:
+        raise ValueError(f"the reference blur must change the faces (residual > 0), got {residual}")
+    return float(np.sqrt(kl[int(start_t) - 1] * kl[int(start_t)]))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -391,12 +415,23 @@ def resolve_images(images: Union[str, Path], max_images: Optional[int] = None):
 
 
 def build_from_config(images, config, resolution=None, max_images=None, device="cpu") -> DSSTTable:
-    """Load ``config`` (configs/dsst/*.yaml), resolve ``images`` and build the table."""
+    """Load ``config`` (configs/dsst/*.yaml), resolve ``images`` and build the table.
+
+    With ``calibrate`` the threshold is :func:`tau_for_start` of the faces' residual at the reference blur.
+    """
     cfg = load_config(config, DSSTBuildConfig)
+    if (cfg.tau is None) == (cfg.calibrate is None):
+        raise ConfigError(f"{config}: give exactly one of 'tau' and 'calibrate'")
     resolution = int(resolution or cfg.resolution)
     paths, root = resolve_images(images, max_images)
+    tau = cfg.tau
+    if cfg.calibrate is not None:
+        sigma_ref = convert_sigma(float(cfg.calibrate.sigma_512), 512, resolution)
+        residual = mean_blur_residual(paths, [sigma_ref], resolution, batch_size=cfg.batch_size, device=device)
+        tau = tau_for_start(float(residual[0]), alphas_cumprod(cfg.noise_schedule, cfg.num_steps),
+                            int(cfg.calibrate.start_t))
     return build_table(paths, sigma_grid(cfg.grid, resolution), resolution=resolution,
-                       noise_schedule=cfg.noise_schedule, num_steps=cfg.num_steps, tau=cfg.tau,
+                       noise_schedule=cfg.noise_schedule, num_steps=cfg.num_steps, tau=tau,
                        batch_size=cfg.batch_size, root=root, device=device)
 
 

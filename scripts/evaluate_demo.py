@@ -6,7 +6,8 @@
    mild / medium / severe thirds (configs/degradation/demo64.yaml).
 2. Each row (``--rows``: a subset) runs ``inference_difface.py`` under torchrun on the LQ folder with the demo config, only
    the ``--method`` / ``--opts`` switches differ:
-   RM0 only | DifFace (fixed start 100/250) | + DSST start | + closed-form guidance, global s | + DGSA.
+   RM0 only | DifFace (fixed start 100/250) | + DSST start | + closed-form guidance, global s | + DGSA
+   (every step, and every 4 or 8 steps with the maps reused in between: sampler.guidance.dgsa_every).
 3. Per-image records (PSNR / SSIM from basicsr on RGB uint8, LPIPS-alex with the offline backbone,
    start step, network evaluations, seconds) are joined with the test set's severity and averaged
    overall and per third, over the faces restored by every row (all of them after a complete run): ``<out>/table.md``, ``<out>/table.csv`` and ``<out>/psnr_lpips.png`` (PSNR
@@ -41,7 +42,9 @@ ROWS = [  # (name, --method, --opts)
     ("DifFace (start 100/250)", "difface", []),
     ("+ DSST start", "dynfacerestore", ["sampler.guidance.mode=none"]),
     ("+ closed-form guidance, global s", "dynfacerestore", ["sampler.guidance.mode=global"]),
-    ("+ DGSA (DynFaceRestore)", "dynfacerestore", ["sampler.guidance.mode=dgsa"]),
+    ("+ DGSA every step", "dynfacerestore", ["sampler.guidance.mode=dgsa", "sampler.guidance.dgsa_every=1"]),
+    ("+ DGSA every 4 steps", "dynfacerestore", ["sampler.guidance.mode=dgsa", "sampler.guidance.dgsa_every=4"]),
+    ("+ DGSA every 8 steps", "dynfacerestore", ["sampler.guidance.mode=dgsa", "sampler.guidance.dgsa_every=8"]),
 ]
 COLUMNS = (("psnr", "PSNR", 2), ("ssim", "SSIM", 4), ("lpips_alex", "LPIPS", 4), ("start_t", "start t", 0),
            ("nfe", "NFE", 1), ("seconds", "s/img", 3))

@@ -40,21 +40,12 @@ def test_step_breakdown_smoke(tiny_layouts, tmp_path, capsys):
     text = out.read_text()
     assert text.strip() in capsys.readouterr().out
     assert "## Step breakdown, 64 px" in text and "- command: `python -m benchmarks.bench_step_breakdown" in text
-    _rows(text, [("1", "UNet"), ("1", "DGSA"), ("1", "guidance (spectrum cache hit)"),
-                 ("1", "step w/o UNet, guided (DynFaceRestore)"), ("1", "fp32 (baseline)"), ("1", "channels_last"),
-                 ("2", "vectorised transfer (no cache)"), ("2", "level spectrum cached per batch (per step)")])
+    _rows(text, [("1", "UNet"), ("1", "DGSA"), ("1", "guidance, before (closed_form_guidance per step)"),
+                 ("1", "guidance, after (LevelSpectra.solve per step)"), ("1", "step w/o UNet, guided, fresh DGSA map"),
+                 ("1", "step w/o UNet, guided, reused DGSA map"), ("1", "mean step w/o UNet, dgsa_every = 4"),
+                 ("1", "fp32 (baseline)"), ("1", "channels_last"),
+                 ("2", "after: LevelSpectra.solve per step (pad 16)")])
     assert "claim 'guidance + DGSA + step overhead < 15 % of the UNet'" in text
-
-
-def test_vectorised_transfer_matches_guidance():
-    import torch
-
-    from data.blur import gaussian_transfer
-
-    sig = [0.0, 0.7, 3.2, 12.0]
-    ref = gaussian_transfer(sig, 40, 36, torch.device("cpu"), torch.float64)
-    new = bench_step_breakdown.transfer_vectorised(sig, 40, 36, torch.device("cpu"), torch.float64)
-    assert torch.allclose(new, ref, atol=1e-12)
 
 
 def test_dblm_and_sampler_smoke(tiny_layouts, tmp_path):
@@ -62,12 +53,13 @@ def test_dblm_and_sampler_smoke(tiny_layouts, tmp_path):
     wd = str(tmp_path / "wd")
     assert bench_dblm.main(["--resolution", "64", "--repeats", "1", "--workdir", wd, "--write", "--out", str(out),
                             "--device", "cpu"]) == 0
-    assert bench_sampler.main(["--resolution", "64", "--respacing", "ddim10", "--workdir", wd, "--batches", "2",
-                               "--mem-batches", "1", "--project", "1", "0.1", "2", "1", "--write", "--out", str(out),
+    assert bench_sampler.main(["--resolution", "64", "--respacing", "ddim10", "--workdir", wd, "--faces", "3",
+                               "--batches", "2", "--mem-batches", "1", "--write", "--out", str(out),
                                "--device", "cpu"]) == 0
     text = out.read_text()
     _rows(text, [("1", "SDE"), ("1", "TM"), ("1", "RM"), ("1", "DBLM forward (K = 3)"), ("1", "RM0 restorer (DifFace)"),
-                 ("mild", "2.67", "DifFace", "4", "400", "5"), ("severe", "13.33", "DynFaceRestore"),
-                 ("DifFace", ), ("DynFaceRestore", ), ("2", "DifFace"), ("2", "DynFaceRestore"),
-                 ("ddim250", "mild", "2.67", "DifFace", "101"), ("1", "step")])
+                 ("mild",), ("severe",), ("DifFace", ), ("DynFaceRestore", ), ("2", "DifFace"), ("2", "DynFaceRestore"),
+                 ("step w/o UNet, guided, fresh DGSA map",), ("all", "3", "DifFace", "101"),
+                 ("all", "3", "DynFaceRestore, dgsa_every = 8"), ("1", "step")])
+    assert "DifFace | 4 | 400 | 5 |" in text
     assert "claim 'DynFaceRestore mean time per face <= DifFace'" in text

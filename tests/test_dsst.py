@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from scipy.ndimage import correlate1d
 
 from models.dsst import (DSSTTable, DSSTTableError, build_table, file_list_hash, kl_per_pixel, main,
-                         start_steps_from_residual)
+                         start_steps_from_residual, tau_for_start)
 from utils.image_io import read_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,6 +168,34 @@ def test_file_list_hash_ignores_order(celeba_faces):
     paths = celeba_faces[:5]
     assert file_list_hash(paths) == file_list_hash(paths[::-1])
     assert file_list_hash(paths) != file_list_hash(paths[:4])
+
+
+@settings(max_examples=30, deadline=None)
+@given(residual=st.floats(1e-4, 0.1), start_t=st.integers(1, 998))
+def test_tau_for_start_puts_the_reference_blur_at_that_step(residual, start_t):
+    abar = linear_alphas_cumprod()
+    tau = tau_for_start(residual, abar, start_t)
+    assert next(t for t in range(1000) if abar[t] * residual / (2 * (1 - abar[t])) < tau) == start_t
+
+
+def test_cli_calibrated_tau_starts_the_reference_blur_at_the_given_step(faces_hq_dir, tmp_path):
+    config = tmp_path / "dsst.yaml"
+    config.write_text("resolution: 64\ncalibrate: {sigma_512: 16.0, start_t: 400}\nbatch_size: 8\n"
+                      "grid:\n  sigma_512_max: 32.0\n  num: 9\n")  # 16 is a grid point
+    out = tmp_path / "table.json"
+    assert main(["--images", str(faces_hq_dir / "celeba128_train.txt"), "--config", str(config), "--out", str(out),
+                 "--max-images", "8"]) == 0
+    table = DSSTTable.load(out)
+    assert table.start_step(16.0 * 64 / 512) == 400
+    paths = [faces_hq_dir / n for n in (faces_hq_dir / "celeba128_train.txt").read_text().split()[:8]]
+    abar = linear_alphas_cumprod()
+    r16 = reference_residual(paths, 2.0)  # sigma_512 = 16 at 64 px
+    assert table.tau == pytest.approx(math.sqrt(abar[399] * abar[400] / ((1 - abar[399]) * (1 - abar[400]))) * r16 / 2,
+                                      rel=1e-4)
+    both = tmp_path / "both.yaml"
+    both.write_text("tau: 1.0e-3\ncalibrate: {sigma_512: 16.0, start_t: 400}\n")
+    assert main(["--images", str(faces_hq_dir / "celeba128_train.txt"), "--config", str(both), "--out", str(out),
+                 "--max-images", "2"]) == 1
 
 
 def test_cli_builds_and_prints_table(faces_hq_dir, tmp_path, capsys):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from data.blur import gaussian_blur
 from data.blur import kernel_spectrum1d
-from models.guidance import blend, closed_form_guidance, closed_form_guidance_multi
+from models.guidance import LevelSpectra, batch_pad, blend, closed_form_guidance, closed_form_guidance_multi
 from utils.image_io import img2tensor, read_image
 
 
@@ -202,3 +202,48 @@ def test_blend_shapes_and_endpoints():
     torch.testing.assert_close(blend(a, b, smap), a * (1 - smap) + b * smap)
     sfull = torch.rand(2, 3, 4, 4, dtype=torch.float64)
     torch.testing.assert_close(blend(a, b, sfull), a * (1 - sfull) + b * sfull)
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(1, 3), k=st.integers(1, 3), h=st.integers(5, 8), w=st.integers(5, 8),
+       pad=st.integers(0, 4), lam=st.floats(0.01, 2.0), seed=st.integers(0, 10 ** 6), data=st.data())
+def test_level_spectra_subset_matches_dense_solve_of_the_padded_problem(n, k, h, w, pad, lam, seed, data):
+    """Precomputed spectra, any level weights and any subset of images = the dense float64 solve on the
+    mirror-padded images, cropped (the padding written with numpy, independently of data/blur.py)."""
+    gen = np.random.default_rng(seed)
+    levels = torch.from_numpy(gen.uniform(-1, 1, (n, k, 2, h, w)))
+    sigmas = torch.from_numpy(gen.uniform(0, 1.5, (n, k)))
+    spectra = LevelSpectra(levels, sigmas, pad=pad)
+    subset = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=n, unique=True))
+    idx = torch.tensor(subset)
+    x0 = torch.from_numpy(gen.uniform(-1, 1, (len(subset), 2, h, w)))
+    weights = torch.from_numpy(gen.uniform(0, 2, (len(subset), k)))
+    got = spectra.solve(x0, weights, lam, idx)
+
+    def padded(t):
+        return torch.from_numpy(np.pad(t.numpy(), ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="reflect"))
+
+    want = dense_solve(padded(x0), [padded(levels[idx, j]) for j in range(k)], [sigmas[idx, j] for j in range(k)],
+                       lam, [weights[:, j].numpy() for j in range(k)])[..., pad:pad + h, pad:pad + w]
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-8)
+
+
+def test_level_spectra_one_hot_weights_equal_guiding_toward_that_level():
+    levels, sigmas = rand((3, 3, 3, 12, 12), 21), torch.tensor([[2.0, 1.5, 1.0], [1.0, 0.5, 0.2], [3.0, 2.0, 0.0]],
+                                                                 dtype=torch.float64)
+    x0 = rand((2, 3, 12, 12), 22)
+    idx, chosen = torch.tensor([2, 0]), torch.tensor([1, 2])
+    got = LevelSpectra(levels, sigmas, pad=9).solve(x0, torch.eye(3, dtype=torch.float64)[chosen], 0.05, idx)
+    want = closed_form_guidance(x0, levels[idx, chosen], sigmas[idx, chosen], 0.05, pad=9)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_batch_pad_is_fixed_unless_a_sigma_needs_more():
+    assert batch_pad(torch.tensor([[1.0, 0.5]]), 512, 32.0) == 128  # kernel radius ceil(4 * 32)
+    assert batch_pad(torch.tensor([[1.0], [3.0]]), 64, 32.0) == 16   # 32 at 512 px = 4 px at 64 px
+    assert batch_pad(torch.tensor([[6.0]]), 64, 32.0) == 24          # a larger sigma gets its own radius
+    assert batch_pad(torch.tensor([[0.3]]), 64, 0.0) == 2
+    with pytest.raises(ValueError, match="pad_sigma_512"):
+        batch_pad(torch.tensor([[1.0]]), 64, -1.0)
+    with pytest.raises(ValueError, match="finite"):
+        LevelSpectra(rand((1, 1, 3, 8, 8), 1), torch.tensor([[float("nan")]]))

@@ -1,6 +1,8 @@
 """The sampler against an independent DDIM loop, its cost accounting and every ablation switch."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -66,14 +68,19 @@ def test_difface_mode_matches_an_independent_ddim_loop(tiny_config, real_lq):
     assert out.nfe.tolist() == [start + 1, start + 1]
 
 
-def test_mixed_start_steps_cost_exactly_their_own_steps(tiny_config, real_lq):
-    sampler = FaceRestoreSampler.from_config(tiny_config)
+def restore_counting_rows(sampler, network, lq, seeds):
+    """``sampler.restore`` and the batch size of every forward call of ``network`` during it."""
     rows = []
-    handle = sampler.model.register_forward_hook(lambda m, inp, out: rows.append(inp[0].shape[0]))
+    handle = network.register_forward_hook(lambda m, inp, out: rows.append(inp[0].shape[0]))
     try:
-        out = sampler.restore(real_lq, [0, 1, 2, 3])
+        return sampler.restore(lq, seeds), rows
     finally:
         handle.remove()
+
+
+def test_mixed_start_steps_cost_exactly_their_own_steps(tiny_config, real_lq):
+    sampler = FaceRestoreSampler.from_config(tiny_config)
+    out, rows = restore_counting_rows(sampler, sampler.model, real_lq, [0, 1, 2, 3])
     starts = out.start_index.tolist()
     assert len(set(starts)) > 1, f"the tiny SDE should give mixed start steps, got {starts}"
     assert sum(rows) == sum(s + 1 for s in starts)
@@ -147,3 +154,39 @@ def test_bad_sampler_settings_are_config_errors(tiny_config):
         load_sample_config(tiny_config, ["sampler.eta=2"])
     with pytest.raises(ConfigError, match="guidnce"):
         load_sample_config(tiny_config, ["sampler.guidnce.mode=off"])
+    with pytest.raises(ConfigError, match="dgsa_every"):
+        load_sample_config(tiny_config, ["sampler.guidance.dgsa_every=0"])
+    with pytest.raises(ConfigError, match="pad_sigma_512"):
+        load_sample_config(tiny_config, ["sampler.guidance.pad_sigma_512=-1"])
+
+
+@pytest.fixture(scope="module")
+def dgsa_config(tmp_path_factory, celeba_faces):
+    return make_tiny_setup(tmp_path_factory.mktemp("tiny_dgsa"), celeba_faces[:8], with_dgsa=True)
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_dgsa_runs_on_each_images_first_step_and_then_every_nth(dgsa_config, real_lq, every):
+    sampler = FaceRestoreSampler.from_config(dgsa_config, [f"sampler.guidance.dgsa_every={every}"])
+    out, rows = restore_counting_rows(sampler, sampler.dgsa, real_lq, [0, 1, 2, 3])
+    nfe = out.nfe.tolist()
+    assert len(set(nfe)) > 1, f"the tiny SDE should give mixed start steps, got {nfe}"
+    # steps 0, every, 2 every, ... of each image's own nfe steps
+    assert sum(rows) == sum(math.ceil(s / every) for s in nfe)
+
+
+def test_dgsa_every_n_result_does_not_depend_on_the_batch(dgsa_config, real_lq):
+    sampler = FaceRestoreSampler.from_config(dgsa_config, ["sampler.guidance.dgsa_every=2"])
+    together = sampler.restore(real_lq, [5, 6, 7, 8])
+    alone = sampler.restore(real_lq[1:2], [6])
+    assert torch.allclose(together.images[1:2], alone.images, atol=1e-5)
+    every_step = FaceRestoreSampler.from_config(dgsa_config).restore(real_lq, [5, 6, 7, 8])
+    assert not torch.allclose(every_step.images, together.images, atol=1e-6), "reusing maps changed nothing"
+
+
+def test_channels_last_gives_the_same_restoration(dgsa_config, real_lq):
+    plain = FaceRestoreSampler.from_config(dgsa_config).restore(real_lq, [1, 2, 3, 4])
+    nhwc = FaceRestoreSampler.from_config(dgsa_config, ["sampler.channels_last=true"])
+    assert nhwc.model.input_blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(nhwc.restore(real_lq, [1, 2, 3, 4]).images, plain.images, rtol=0, atol=1e-4)
+

@@ -47,6 +47,12 @@ def _save(node: dict, path: Path, seed: int, tweak=None) -> dict:
     return dict(node, ckpt_path=str(path))
 
 
+def _random_dgsa_head(model) -> None:
+    """Random output weights: the zero-initialised head would give the same map everywhere."""
+    with torch.no_grad():
+        model.out[-1].weight.normal_(0.0, 0.05)
+
+
 def _spread_sde(faces: torch.Tensor):
     """Random output weights so sigma_hat differs between faces (the zero init makes it constant),
     calibrated on ``faces`` to log sigma_hat ~ N(0.3, 0.6^2): sigma around 1.3 px at 32 px."""
@@ -84,7 +90,7 @@ def make_tiny_setup(out_dir: Path, faces: Sequence[Path], with_dgsa: bool = Fals
                                  "combine": "sharpest"}},
     }
     if with_dgsa:
-        cfg["dgsa"] = _save(DGSA, out_dir / "dgsa.pth", 5)
+        cfg["dgsa"] = _save(DGSA, out_dir / "dgsa.pth", 5, _random_dgsa_head)
     cfg["sampler"].update(sampler)
     path = out_dir / "tiny_sample.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -6,7 +6,8 @@ Frozen parts come from ONE sampling config, ``sample_config`` (a configs/sample/
 :func:`sampler.load_sample_config`), so DGSA is trained with exactly what the sampler uses: the
 respaced diffusion (``diffusion``), the prior (``model``), DBLM (``dblm``,
 :meth:`DiffBIR.dblm.DBLM.from_config`), the DSST table (``dsst.table_path``), the guidance weight
-lam (``sampler.guidance.lam``) and ``sampler.clip_denoised``. Only DGSA's parameters are optimised.
+lam and reflect padding (``sampler.guidance.lam``, ``pad_sigma_512``) and ``sampler.clip_denoised``.
+Only DGSA's parameters are optimised.
 A training pair for one HQ face x (:class:`GuidedPairSampler`):
 
 1. y = blind degradation of x (``degradation``, data.datasets.FaceDataset); DBLM(y) -> levels
@@ -19,8 +20,8 @@ A training pair for one HQ face x (:class:`GuidedPairSampler`):
 3. x_t = q_sample(x, i), or, with probability ``pairs.p_from_blur``, q_sample(y'_1, i) (the sampler's
    start x_start = q_sample(y'_1, t_1) is of that kind).
 4. x0_hat = the prior's prediction (``diffusion.p_mean_variance(...)["pred_xstart"]``, clipped when the
-   sampler clips); x0_tilde = closed_form_guidance(x0_hat, y'_k, sigma_k, lam) (the sharpest active
-   level: the sample config must use ``sampler.guidance.combine: sharpest``).
+   sampler clips); x0_tilde = closed_form_guidance(x0_hat, y'_k, sigma_k, lam) with the sampler's padding
+   (the sharpest active level: the sample config must use ``sampler.guidance.combine: sharpest``).
 5. b = DGSA(x0_hat, x0_tilde, y'_k, t = timestep_map[i]); loss = laplace_nll(x - x0_tilde, b).
 
 The faces are drawn at the sample config's ``resolution`` (``data.train.resolution`` must equal it).
@@ -48,7 +49,7 @@ from data.datasets import FaceDataset
 from DiffBIR.dblm import DBLM
 from models.dgsa import laplace_nll, scale_from_b
 from models.dsst import DSSTTable, DSSTTableError
-from models.guidance import blend, closed_form_guidance
+from models.guidance import batch_pad, blend, closed_form_guidance
 from sampler import load_sample_config
 from trainers.base import TrainerBase, TrainerConfig
 from trainers.restorer import psnr_batch
@@ -97,14 +98,14 @@ class GuidedPairSampler:
     """The frozen prior, DBLM and DSST table, and the draw of training pairs (module docstring)."""
 
     def __init__(self, diffusion, prior: nn.Module, dblm: nn.Module, dsst, resolution: int, lam: float,
-                 p_from_blur: float, clip_denoised: bool = True):
+                 p_from_blur: float, clip_denoised: bool = True, pad_sigma_512: float = 32.0):
         if not 0.0 <= p_from_blur <= 1.0:
             raise ConfigError(f"pairs.p_from_blur must be in [0, 1], got {p_from_blur}")
         if not lam > 0:
             raise ConfigError(f"the guidance weight lam (sampler.guidance.lam) must be > 0, got {lam}")
         self.diffusion, self.prior, self.dblm, self.dsst = diffusion, prior, dblm, dsst
         self.resolution, self.lam, self.p_from_blur = int(resolution), float(lam), float(p_from_blur)
-        self.clip_denoised = clip_denoised
+        self.clip_denoised, self.pad_sigma_512 = clip_denoised, float(pad_sigma_512)
         device = next(prior.parameters()).device
         self.timestep_map = torch.as_tensor(diffusion.timestep_map, dtype=torch.long, device=device)
 
@@ -138,7 +139,7 @@ class GuidedPairSampler:
         except DSSTTableError as err:
             raise ConfigError(f"{path}: dsst.table_path: {err}") from None
         return cls(diffusion, prior, dblm, table, sample.resolution, sample.sampler.guidance.lam,
-                   cfg.pairs.p_from_blur, sample.sampler.clip_denoised)
+                   cfg.pairs.p_from_blur, sample.sampler.clip_denoised, sample.sampler.guidance.pad_sigma_512)
 
     def max_index(self, t_level: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         """(N,) largest respaced index at which the sampler guides with ``level`` (0-based) of DSST step t_level."""
@@ -166,7 +167,8 @@ class GuidedPairSampler:
         x_t = self.diffusion.q_sample(source, index, noise=noise)
         x0_hat = self.diffusion.p_mean_variance(self.prior, x_t, index, clip_denoised=self.clip_denoised)[
             "pred_xstart"].float()
-        x0_tilde = closed_form_guidance(x0_hat, y_k, sigma_k, self.lam)
+        x0_tilde = closed_form_guidance(x0_hat, y_k, sigma_k, self.lam,
+                                        pad=batch_pad(sigma_k, self.resolution, self.pad_sigma_512))
         return GuidedPair(x=x.float(), x0_hat=x0_hat, x0_tilde=x0_tilde, y_k=y_k, sigma_k=sigma_k, level=level,
                           index=index, t=self.timestep_map[index], from_blur=from_blur)
 
