@@ -344,7 +344,7 @@ class _Guide:
         self.sampler = sampler
         self.gcfg = sampler.scfg.guidance
         self.levels = torch.stack(levels, dim=1)  # (N,K,C,H,W)
-        self.sigmas, self.level_t = sigmas, level_t
+        self.level_t = level_t
         pad = batch_pad(sigmas, sampler.resolution, float(self.gcfg.pad_sigma_512))
         self.spectra = LevelSpectra(self.levels.float(), sigmas, pad=pad)
         self.every = int(self.gcfg.dgsa_every)

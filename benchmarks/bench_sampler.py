@@ -38,7 +38,6 @@ import torch
 from benchmarks import common
 
 SEVERITY = ("mild", "medium", "severe")
-DIFFACE_T = 400
 
 
 def _samplers(wd: Path, args):
@@ -142,11 +141,11 @@ def _composed(dfr, mixed, comp, args):
     counts = {sev: sum(1 for m in mixed if m[2] == sev) for sev in SEVERITY}
     counts["all"] = len(mixed)
     rows, mean = [[sev, counts[sev], "DifFace", dif_nfe, dif_s] for sev in counts], {"DifFace": dif_s}
+    nfes = [(_nfe(dfr, s512, "ddim250"), sev) for _, s512, sev in mixed]
     for every in sorted({1, 4, 8, configured}):
         label = f"DynFaceRestore, dgsa_every = {every}" + (" (config)" if every == configured else "")
         per = {sev: [] for sev in SEVERITY}
-        for _, s512, sev in mixed:
-            nfe = _nfe(dfr, s512, "ddim250")
+        for nfe, sev in nfes:
             fresh = -(-nfe // every)
             seconds = comp["DBLM (DynFaceRestore)"] + nfe * unet + \
                 fresh * comp["step w/o UNet, guided, fresh DGSA map"] + \

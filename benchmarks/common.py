@@ -76,11 +76,16 @@ def architectures(resolution: int) -> Dict[str, dict]:
     return nodes
 
 
+def _shared(path: Path) -> Path:
+    """A ../shared path as given (run from the repository root) or relative to the repository."""
+    return path if path.exists() else REPO_ROOT / path
+
+
 def default_faces(count: int) -> List[Path]:
     """The first ``count`` faces (sorted) of ../shared/data/faces_hq/celebref512; a clear error if absent."""
     from utils.image_io import list_images
 
-    root = FACES_512 if FACES_512.exists() else REPO_ROOT / FACES_512
+    root = _shared(FACES_512)
     if not root.is_dir():
         raise FileNotFoundError(f"benchmark faces not found: {FACES_512} (the shared data folder beside the repo)")
     faces = list_images(root, recursive=True)[:count]
@@ -92,10 +97,6 @@ def default_faces(count: int) -> List[Path]:
 VAL_64 = Path("../shared/data/faces_hq/celeba128_val.txt")
 DEGRADATION = REPO_ROOT / "configs/degradation/difface_blind.yaml"
 DEGRADATION_64 = REPO_ROOT / "configs/degradation/demo64.yaml"
-
-
-def _shared(path: Path) -> Path:
-    return path if path.exists() else REPO_ROOT / path
 
 
 def thirds_testset(out_dir: Path, resolution: int, count: int) -> Path:

@@ -359,20 +359,29 @@ def build_table(
     resolution: int,
     noise_schedule: str,
     num_steps: int,
-    tau: float,
+    tau: Optional[float] = None,
+    calibrate: Optional[Sequence[float]] = None,
     batch_size: int = 64,
     root: Optional[Union[str, Path]] = None,
     device: Union[str, torch.device] = "cpu",
 ) -> DSSTTable:
     """Build the table of section 4 from HQ faces: r(sigma) -> smallest t with KL < tau.
 
-    The t values are made non-decreasing with a cumulative maximum (conservative; a no-op when the
+    Exactly one of ``tau`` and ``calibrate = (sigma_px, start_t)``: the latter sets tau with
+    :func:`tau_for_start` from the residual at ``sigma_px`` (measured in the same pass over the images
+    as the grid). The t values are made non-decreasing with a cumulative maximum (conservative; a no-op when the
     measured residual is increasing in sigma, as it is for real faces). ``root`` is the folder the
     hashed names are relative to (default: the files' common folder).
     """
+    if (tau is None) == (calibrate is None):
+        raise ValueError("build_table: give exactly one of tau and calibrate")
     sigmas = np.asarray(sigmas, dtype=np.float64).reshape(-1)
-    residual = mean_blur_residual(image_paths, sigmas, resolution, batch_size=batch_size, device=device)
-    steps = start_steps_from_residual(residual, alphas_cumprod(noise_schedule, num_steps), tau)
+    measured = sigmas if calibrate is None else np.append(sigmas, float(calibrate[0]))
+    residual = mean_blur_residual(image_paths, measured, resolution, batch_size=batch_size, device=device)
+    abar = alphas_cumprod(noise_schedule, num_steps)
+    if calibrate is not None:
+        tau, residual = tau_for_start(float(residual[-1]), abar, int(calibrate[1])), residual[:-1]
+    steps = start_steps_from_residual(residual, abar, tau)
     steps = np.maximum.accumulate(steps)
     table = DSSTTable(
         sigmas=[float(s) for s in sigmas],
@@ -424,14 +433,11 @@ def build_from_config(images, config, resolution=None, max_images=None, device="
         raise ConfigError(f"{config}: give exactly one of 'tau' and 'calibrate'")
     resolution = int(resolution or cfg.resolution)
     paths, root = resolve_images(images, max_images)
-    tau = cfg.tau
+    calibrate = None
     if cfg.calibrate is not None:
-        sigma_ref = convert_sigma(float(cfg.calibrate.sigma_512), 512, resolution)
-        residual = mean_blur_residual(paths, [sigma_ref], resolution, batch_size=cfg.batch_size, device=device)
-        tau = tau_for_start(float(residual[0]), alphas_cumprod(cfg.noise_schedule, cfg.num_steps),
-                            int(cfg.calibrate.start_t))
+        calibrate = (convert_sigma(float(cfg.calibrate.sigma_512), 512, resolution), int(cfg.calibrate.start_t))
     return build_table(paths, sigma_grid(cfg.grid, resolution), resolution=resolution,
-                       noise_schedule=cfg.noise_schedule, num_steps=cfg.num_steps, tau=tau,
+                       noise_schedule=cfg.noise_schedule, num_steps=cfg.num_steps, tau=cfg.tau, calibrate=calibrate,
                        batch_size=cfg.batch_size, root=root, device=device)
 
 
