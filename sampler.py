@@ -43,6 +43,7 @@ METHODS = ("dynfacerestore", "difface", "rm0")
 START_MODES = ("dsst", "fixed")
 GUIDANCE_MODES = ("none", "global", "dgsa")
 COMBINE_MODES = ("sharpest", "all")
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}  # of the UNet trunk
 
 WEIGHT_HINTS = {
     "model": "the DifFace prior iddpm_ffhq512_ema500000.pth (DifFace release V1.0) belongs at the ckpt_path "
@@ -164,7 +165,12 @@ def auto_eta(sigma: torch.Tensor, resolution: int, divisor: float) -> torch.Tens
 class FaceRestoreSampler:
     """Runs DifFace or DynFaceRestore (and their ablations) with the networks of one sampling config."""
 
-    def __init__(self, cfg: DictConfig, device: torch.device | str = "cpu", use_fp16: bool = False):
+    def __init__(self, cfg: DictConfig, device: torch.device | str = "cpu", precision: str = "fp32"):
+        """``precision``: the UNet trunk's dtype (:data:`PRECISIONS`; models.unet.UNetModel.convert_to).
+        fp16 and bf16 run on CUDA only (warned and sampled in float32 on the CPU); DBLM, DGSA and the
+        guidance stay float32."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         self.cfg = cfg
         self.scfg = cfg.sampler
         self.device = torch.device(device)
@@ -173,11 +179,13 @@ class FaceRestoreSampler:
         self.diffusion = instantiate(cfg.diffusion)
         self.timestep_map = torch.as_tensor(self.diffusion.timestep_map, dtype=torch.long, device=self.device)
         self.model = build_model(cfg.model, self.device, WEIGHT_HINTS["model"])
-        self.fp16 = bool(use_fp16 and self.device.type == "cuda")
-        if self.fp16:
-            self.model.convert_to_fp16()
-        elif use_fp16:
-            warnings.warn("--use_fp16 ignored: fp16 runs on CUDA only; sampling in float32 on the CPU", stacklevel=2)
+        if precision != "fp32" and self.device.type != "cuda":
+            warnings.warn(f"precision {precision} ignored: half precision runs on CUDA only; sampling in float32 "
+                          f"on the {self.device.type}", stacklevel=2)
+            precision = "fp32"
+        self.precision = precision
+        if precision != "fp32":
+            self.model.convert_to(PRECISIONS[precision])
         self.restorer = self.dblm = self.dsst = self.dgsa = None
         if self.method in ("difface", "rm0"):
             if cfg.restorer is None:
@@ -189,8 +197,8 @@ class FaceRestoreSampler:
             self.model.to(memory_format=torch.channels_last)
 
     @classmethod
-    def from_config(cls, path, overrides: Optional[Sequence[str]] = None, device="cpu", use_fp16=False):
-        return cls(load_sample_config(path, overrides), device=device, use_fp16=use_fp16)
+    def from_config(cls, path, overrides: Optional[Sequence[str]] = None, device="cpu", precision="fp32"):
+        return cls(load_sample_config(path, overrides), device=device, precision=precision)
 
     def _build_dynfacerestore_parts(self, cfg: DictConfig) -> None:
         from DiffBIR.dblm import DBLM

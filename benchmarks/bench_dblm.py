@@ -22,7 +22,6 @@ def main(argv=None) -> int:
     common.common_args(parser, repeats=2)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--sigma512", type=float, default=8.0)
-    parser.add_argument("--warmup", type=int, default=0)
     args = parser.parse_args(argv)
 
     from sampler import FaceRestoreSampler, load_sample_config

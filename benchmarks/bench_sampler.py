@@ -45,9 +45,10 @@ def _samplers(wd: Path, args):
 
     faces = common.default_faces(common.NUM_DSST_FACES)
     dfr = FaceRestoreSampler(load_sample_config(common.make_setup(wd, args.resolution, faces, args.respacing)),
-                             device=args.device)
+                             device=args.device, precision=args.precision)
     dif = FaceRestoreSampler(load_sample_config(common.make_setup(wd, args.resolution, faces, args.respacing,
-                                                                  method="difface")), device=args.device)
+                                                                  method="difface")), device=args.device,
+                             precision=args.precision)
     dif.model = dfr.model  # one copy of the prior
     return dfr, dif, faces
 
@@ -85,7 +86,7 @@ def _end_to_end(dfr, dif, mixed, args):
             info[key] = dfr.restore(lq, seeds=[i])
 
         variants[("DifFace", i)], variants[("DynFaceRestore", i)] = run_dif, run_dfr
-    times = common.interleaved(variants, args.repeats, device=args.device)
+    times = common.interleaved(variants, args.repeats, warmup=args.warmup, device=args.device)
     rows, per_method = [], {"DifFace": [], "DynFaceRestore": []}
     for (method, i), ts in times.items():
         out, m = info[(method, i)], common.median(ts)
@@ -127,7 +128,7 @@ def _components(dfr, dif, mixed, args):
             "step w/o UNet, unguided (DifFace)": lambda: step(None),
             "step w/o UNet, guided, fresh DGSA map": lambda: step(guide.modifier(idx, [0])),
             "step w/o UNet, guided, reused DGSA map": lambda: step(guide.modifier(idx, [])),
-        }, args.component_repeats, device=dev)
+        }, args.component_repeats, warmup=args.warmup, device=dev)
     return {name: common.median(ts) for name, ts in times.items()}
 
 
@@ -169,7 +170,7 @@ def _throughput(dfr, dif, faces, args):
         seeds = list(range(b))
         times = common.interleaved({"DifFace": lambda: dif.restore(lq, seeds),
                                     "DynFaceRestore": lambda: dfr.restore(lq, seeds)}, args.repeats,
-                                   device=args.device)
+                                   warmup=args.warmup, device=args.device)
         for name, ts in times.items():
             m = common.median(ts)
             rows.append([b, name, m, common.spread(ts), m / b, b / m])
@@ -216,6 +217,7 @@ def _memory(args, wd: str):
     rows = []
     for b in args.mem_batches:
         child = ["--resolution", str(args.resolution), "--respacing", args.respacing, "--device", args.device,
+                 "--precision", args.precision,
                  "--workdir", wd, "--mem-mode", args.mem_mode, "--mem-child", str(b),
                  "--sigma512", str(args.sigma512)]
         res = common.run_child("benchmarks.bench_sampler", child)
@@ -243,8 +245,9 @@ def main(argv=None) -> int:
         return _memory_child(args)
 
     tables, notes = [], [f"resolution {args.resolution}, respacing {args.respacing} (DifFace start index "
-                         f"{common.difface_start(args.respacing)}, t = 400), {args.repeats} repeats (round-robin), "
-                         f"random weights; constant SDE (sigma_hat = the face's sigma*)"]
+                         f"{common.difface_start(args.respacing)}, t = 400), {args.repeats} repeats (round-robin) "
+                         f"after {args.warmup} warm-up rounds, random weights; constant SDE (sigma_hat = the face's "
+                         f"sigma*); UNet precision {args.precision} (both methods)"]
     with common.workdir(args) as wd:
         if not args.skip_mixed or args.batches:
             dfr, dif, faces = _samplers(Path(wd), args)

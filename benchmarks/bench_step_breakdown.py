@@ -13,7 +13,8 @@ is the one of the real sampling config (benchmarks/common.py). Components, timed
   every step until the level spectra were kept (two rfft2 and the transfer function per step);
 * ``guidance, after``: :meth:`models.guidance.LevelSpectra.solve` (one rfft2 + one irfft2 per step), and
   the one-off ``LevelSpectra`` build per batch;
-* ``DGSA``: ``dgsa.guidance_scale``;
+* ``DGSA``: ``dgsa.guidance_scale`` (and, for a config whose DGSA runs on a lower-resolution map, the same
+  network at full resolution: the cost before that change);
 * ``x0 modifier``: the sampler's whole per-step guidance (guidance + DGSA or the image's last map +
   blend + map bookkeeping);
 * ``step w/o UNet``: ``ddim_sample`` with a stub model that returns the UNet's output computed once,
@@ -23,8 +24,9 @@ is the one of the real sampling config (benchmarks/common.py). Components, timed
 
 The mean overhead per step with ``dgsa_every = N`` is (fresh + (N - 1) reused) / N, of the UNet's time.
 
-UNet rows (``--unet-variants``): channels_last, bf16 autocast (CPU) / fp16 (CUDA), torch.compile
-(compile time reported separately).
+UNet rows (``--unet-variants``): channels_last, bf16 autocast (CPU) / fp16 (CUDA), the sampler's fp16 and
+bf16 trunk (``--precision``), torch.compile (compile time reported separately). ``--precision`` sets the
+UNet precision of the sampler whose step components are timed.
 """
 from __future__ import annotations
 
@@ -68,6 +70,17 @@ def _inputs(sampler, batch: int, sigma512: float, device):
     return levels, sigmas, t, x_t, noise, eta
 
 
+def _full_resolution_dgsa(sampler, resolution: int):
+    """The config's DGSA with its weights, run at the image size (map_downsample 1): the cost before the
+    lower-resolution map (models/dgsa.py)."""
+    from utils.config import instantiate
+
+    node = common.architectures(resolution)["dgsa"]
+    full = instantiate(dict(node, params=dict(node["params"], map_downsample=1)))
+    full.load_state_dict(sampler.dgsa.state_dict())
+    return full.to(sampler.device).eval()
+
+
 def _step_components(sampler, batch, args):
     """Timings of one step's components at ``batch`` (module docstring); returns rows and the medians."""
     from models import guidance
@@ -108,6 +121,10 @@ def _step_components(sampler, batch, args):
         }
         if sampler.dgsa is not None:
             variants["DGSA"] = lambda: sampler.dgsa.guidance_scale(x0_hat, x0_tilde, y_k, t_orig)
+            if sampler.dgsa.map_downsample > 1:
+                full = _full_resolution_dgsa(sampler, args.resolution)
+                variants["DGSA, before: the same network at full resolution (map_downsample 1)"] = \
+                    lambda: full.guidance_scale(x0_hat, x0_tilde, y_k, t_orig)
         if args.full_step:
             variants["full guided step (UNet + all), fresh DGSA map"] = \
                 lambda: ddim(sampler.model, guide.modifier(idx, everyone))
@@ -123,7 +140,10 @@ def _step_components(sampler, batch, args):
 
 
 def _unet_variants(sampler, args):
-    """UNet fp32 vs channels_last / bf16 autocast (CPU) or fp16 autocast (CUDA) / torch.compile, same inputs."""
+    """UNet fp32 vs channels_last / bf16 autocast (CPU) or fp16 autocast (CUDA) / fp16 or bf16 trunk /
+    torch.compile, same inputs."""
+    from sampler import PRECISIONS
+
     dev = sampler.device
     levels, sigmas, t, x_t, noise, eta = _inputs(sampler, args.batches[0], args.sigma512, dev)
     t_orig = sampler.timestep_map[t]
@@ -141,6 +161,11 @@ def _unet_variants(sampler, args):
                 return base(x_t, t_orig)
 
         variants[f"{str(dtype).split('.')[-1]} autocast"] = autocast
+    for name in ("fp16", "bf16"):  # the sampler's half precision: the trunk's convolutions cast (UNetModel.convert_to)
+        if name in args.unet_variants:
+            half = copy.deepcopy(base)
+            half.convert_to(PRECISIONS[name])
+            variants[f"{name} trunk (precision {name})"] = lambda half=half: half(x_t, t_orig)
     compile_s = None
     if "compile" in args.unet_variants:
         compiled = torch.compile(copy.deepcopy(base))
@@ -205,10 +230,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batches", type=int, nargs="+", default=[1])
     parser.add_argument("--respacing", default="ddim250")
     parser.add_argument("--sigma512", type=float, default=8.0, help="blur of level 1 in 512-px units")
-    parser.add_argument("--warmup", type=int, default=0)
     parser.add_argument("--full-step", action="store_true")
     parser.add_argument("--unet-variants", nargs="*", default=["channels_last", "autocast"],
-                        choices=["channels_last", "autocast", "compile"])
+                        choices=["channels_last", "autocast", "fp16", "bf16", "compile"])
     parser.add_argument("--guidance-batches", type=int, nargs="*", default=[1, 8])
     parser.add_argument("--guidance-repeats", type=int, default=5)
     args = parser.parse_args(argv)
@@ -218,7 +242,7 @@ def main(argv=None) -> int:
     with common.workdir(args) as wd:
         cfg_path = common.make_setup(Path(wd), args.resolution, common.default_faces(common.NUM_DSST_FACES),
                                      args.respacing)
-        sampler = FaceRestoreSampler(load_sample_config(cfg_path), device=args.device)
+        sampler = FaceRestoreSampler(load_sample_config(cfg_path), device=args.device, precision=args.precision)
         step_rows, key = [], None
         for b in args.batches:
             rows, med = _step_components(sampler, b, args)
@@ -239,7 +263,8 @@ def main(argv=None) -> int:
     verdict = "holds" if overhead < 0.15 else "does NOT hold"
     notes = [f"resolution {args.resolution}, respacing {args.respacing}, step index "
              f"{common.difface_start(args.respacing)} (t = 400), level-1 sigma_512 {args.sigma512}, "
-             f"{args.repeats} repeats, {args.warmup} warm-up rounds, random weights",
+             f"{args.repeats} repeats, {args.warmup} warm-up rounds, random weights, UNet precision "
+             f"{sampler.precision}",
              f"claim 'guidance + DGSA + step overhead < 15 % of the UNet' at batch {args.batches[0]} with the "
              f"config's dgsa_every = {every} (mean over its steps): {100 * overhead:.2f} % -> {verdict}"]
     notes += list(args.note)

@@ -324,6 +324,9 @@ def common_args(parser, resolution: int = 512, repeats: int = 3) -> None:
     """Arguments every script takes."""
     parser.add_argument("--resolution", type=int, default=resolution, choices=(512, 64))
     parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--warmup", type=int, default=0, help="untimed rounds before the timed ones")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
+                        help="the samplers' UNet trunk dtype (sampler.PRECISIONS; half precision on CUDA only)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--workdir", default=None, help="checkpoint cache (default: a temp dir per run)")
     parser.add_argument("--note", action="append", default=[], help="line added to the report (repeatable)")

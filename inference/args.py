@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional
 
-from sampler import METHODS
+from sampler import METHODS, PRECISIONS
 
 DEFAULT_CONFIG = "configs/sample/dynfacerestore_ffhq512.yaml"
 TASKS = ("restoration",)
@@ -30,7 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DDIM eta: a number in [0, 1] or 'auto' (sigma_512/10 per image); default: the config's")
     p.add_argument("--aligned", action="store_true",
                    help="inputs are aligned faces; otherwise faces are detected, aligned and pasted back")
-    p.add_argument("--use_fp16", action="store_true", help="fp16 prior on CUDA (warned and ignored on CPU)")
+    p.add_argument("--use_fp16", action="store_true", help="fp16 prior on CUDA (warned and ignored on CPU); "
+                                                            "the same as --precision fp16")
+    p.add_argument("--precision", choices=sorted(PRECISIONS), default=None,
+                   help="dtype of the prior's UNet trunk: fp32 (default), fp16 or bf16 (CUDA only)")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"sampling config (default {DEFAULT_CONFIG})")
     p.add_argument("--method", choices=METHODS, default=None, help="overrides sampler.method of the config")
     p.add_argument("--seed", type=int, default=0, help="base seed; each image uses hash(seed, name)")
@@ -69,6 +72,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         raise UsageError(f"--upscale must be positive, got {args.upscale}")
     if not 1 <= args.min_side <= args.max_side:
         raise UsageError(f"need 1 <= --min_side <= --max_side, got {args.min_side} and {args.max_side}")
+    if args.use_fp16 and args.precision not in (None, "fp16"):
+        raise UsageError(f"--use_fp16 contradicts --precision {args.precision}")
+    args.precision = args.precision or ("fp16" if args.use_fp16 else "fp32")
     bad = [o for o in args.opts if "=" not in o]
     if bad:
         raise UsageError(f"--opts entries must be key=value, got {bad}")

@@ -90,7 +90,7 @@ def start(args, detector=None) -> Context:
             raise UsageError(f"{flag}: no such file or folder: {path}")
     info = init_distributed()
     sampler = FaceRestoreSampler.from_config(resolve_path(args.config), config_overrides(args), device=info.device,
-                                             use_fp16=args.use_fp16)
+                                             precision=args.precision)
     ctx = Context(args, info, sampler, Path(args.output))
     if not args.aligned:
         if detector is None:

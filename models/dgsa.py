@@ -21,6 +21,14 @@ concat(x0_hat, x0_tilde, y_k) = 3 ``in_channels``. Widths ``model_channels * cha
 multiples of 32 (GroupNorm with 32 groups, ``models.nn.normalization``). The output convolution starts
 at zero weights with a bias giving b = ``b_init`` everywhere, so training starts from a constant scale.
 softplus (rather than exp) keeps large b linear: no overflow, a bounded gradient.
+
+Map resolution: with ``map_downsample`` = f > 1 the network runs on the inputs average-pooled by f and
+its logits are upsampled bilinearly to the image size before the softplus,
+
+    b = b_min + softplus(up_f(f_theta(pool_f(x0_hat, x0_tilde, y_k), t))),
+
+so a step costs about 1 / f^2 of the full-resolution network and b varies smoothly on the scale of f
+pixels (the demo config uses it so that DGSA stays small next to the demo UNet; docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -89,12 +97,14 @@ class DGSA(nn.Module):
         b_min: floor of b (> 0): keeps 1 / b finite.
         b_init: initial b everywhere (> b_min).
         use_checkpoint: gradient checkpointing in the residual blocks.
+        map_downsample: f >= 1, the network runs at 1 / f of the image size (module docstring); the
+            image size must then be divisible by f * 2^(len(channel_mult) - 1).
     """
 
     def __init__(self, in_channels: int = 3, model_channels: int = 32, channel_mult: Sequence[int] = (1, 2, 2),
                  num_res_blocks: int = 1, dropout: float = 0.0, use_scale_shift_norm: bool = True,
                  s_max: float = 1.0, b_ref: float = 0.05, b_min: float = 1e-3, b_init: float = 0.1,
-                 use_checkpoint: bool = False):
+                 use_checkpoint: bool = False, map_downsample: int = 1):
         super().__init__()
         channel_mult = tuple(int(m) for m in channel_mult)
         widths = [model_channels * m for m in channel_mult]
@@ -109,10 +119,13 @@ class DGSA(nn.Module):
         if not (b_ref > 0 and b_min > 0 and b_init > b_min):
             raise ValueError(f"DGSA: need b_ref > 0 and b_init > b_min > 0, got b_ref={b_ref}, b_min={b_min}, "
                              f"b_init={b_init}")
+        if int(map_downsample) != map_downsample or map_downsample < 1:
+            raise ValueError(f"DGSA: map_downsample must be a positive integer, got {map_downsample}")
         self.in_channels = in_channels
         self.model_channels = model_channels
         self.s_max, self.b_ref, self.b_min = float(s_max), float(b_ref), float(b_min)
-        self.down_factor = 2 ** (len(channel_mult) - 1)
+        self.map_downsample = int(map_downsample)
+        self.down_factor = 2 ** (len(channel_mult) - 1) * self.map_downsample  # the input size must divide by it
         emb_dim = 4 * model_channels
         self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
 
@@ -156,15 +169,20 @@ class DGSA(nn.Module):
         h_img, w_img = x0_hat.shape[-2:]
         if h_img % self.down_factor or w_img % self.down_factor:
             raise ValueError(f"DGSA: image size {h_img}x{w_img} must be divisible by {self.down_factor} "
-                             f"(2^(levels - 1))")
+                             f"(map_downsample * 2^(levels - 1))")
         t = torch.as_tensor(t, device=x0_hat.device).reshape(-1)
         if t.numel() == 1:
             t = t.expand(x0_hat.shape[0])
         if t.shape[0] != x0_hat.shape[0]:
             raise ValueError(f"DGSA: need one timestep per image ({x0_hat.shape[0]}), got {t.shape[0]}")
         emb = self.time_embed(timestep_embedding(t, self.model_channels))
-        h = run_trunk(self, torch.cat([x0_hat, x0_tilde, y_k], dim=1).float(), emb)
-        return self.b_min + F.softplus(self.out(h).float())
+        inputs = torch.cat([x0_hat, x0_tilde, y_k], dim=1).float()
+        if self.map_downsample > 1:
+            inputs = F.avg_pool2d(inputs, self.map_downsample)
+        logits = self.out(run_trunk(self, inputs, emb)).float()
+        if self.map_downsample > 1:
+            logits = F.interpolate(logits, size=(h_img, w_img), mode="bilinear", align_corners=False)
+        return self.b_min + F.softplus(logits)
 
     def guidance_scale(self, x0_hat: torch.Tensor, x0_tilde: torch.Tensor, y_k: torch.Tensor,
                        t: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Half-precision conversion of the UNet trunk, as in improved-diffusion.
+"""Half-precision conversion of the UNet trunk, as in improved-diffusion (float16, or bfloat16).
 
 Only convolutions (including the attention's 1x1 Conv1d qkv / proj_out) are cast; normalisation layers
 compute in float32 (``GroupNorm32``) and the timestep-embedding MLPs stay float32, so the embedding is
@@ -10,19 +10,11 @@ import torch
 import torch.nn as nn
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
-def convert_module_to_f16(layer: nn.Module) -> None:
-    """Cast a convolution's weight and bias to float16 (other layers are left unchanged)."""
-    _cast_conv(layer, torch.float16)
-
-
-def convert_module_to_f32(layer: nn.Module) -> None:
-    """Undo :func:`convert_module_to_f16`."""
-    _cast_conv(layer, torch.float32)
-
-
-def _cast_conv(layer: nn.Module, dtype: torch.dtype) -> None:
+def cast_convolutions(layer: nn.Module, dtype: torch.dtype) -> None:
+    """Cast a convolution's weight and bias to ``dtype`` (other layers are left unchanged)."""
     if isinstance(layer, _CONVS):
         layer.weight.data = layer.weight.data.to(dtype)
         if layer.bias is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import math
-from typing import Callable, Iterator, Optional, Sequence, Union
+from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -78,9 +78,10 @@ class LossType(enum.Enum):
         return self in (LossType.KL, LossType.RESCALED_KL)
 
 
-def extract_into_tensor(arr: np.ndarray, timesteps: torch.Tensor, broadcast_shape: Sequence[int]) -> torch.Tensor:
-    """``arr[timesteps]`` as a float32 tensor on ``timesteps.device`` broadcast to ``broadcast_shape``."""
-    res = torch.from_numpy(arr).to(device=timesteps.device)[timesteps].float()
+def extract_into_tensor(arr: torch.Tensor, timesteps: torch.Tensor, broadcast_shape: Sequence[int]) -> torch.Tensor:
+    """``arr[timesteps]`` as float32 broadcast to ``broadcast_shape``; ``arr`` is a schedule on the device
+    of ``timesteps`` (:meth:`GaussianDiffusion.on_device`)."""
+    res = arr[timesteps].float()
     return res.reshape(res.shape + (1,) * (len(broadcast_shape) - res.ndim)).expand(broadcast_shape)
 
 
@@ -142,13 +143,34 @@ class GaussianDiffusion:
         self.posterior_log_variance_clipped = np.log(np.append(self.posterior_variance[1], self.posterior_variance[1:]))
         self.posterior_mean_coef1 = betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
+        # further per-step tables the methods index (kept, so that each is copied to a device once)
+        self.one_minus_alphas_cumprod = 1.0 - self.alphas_cumprod
+        self.log_betas = np.log(betas)
+        self.fixed_large_variance = np.append(self.posterior_variance[1], betas[1:])
+        self.fixed_large_log_variance = np.log(self.fixed_large_variance)
+        self.recip_posterior_mean_coef1 = 1.0 / self.posterior_mean_coef1
+        self.posterior_mean_coef2_over_coef1 = self.posterior_mean_coef2 / self.posterior_mean_coef1
+        self._device_tables: Dict[Tuple[str, torch.device], torch.Tensor] = {}
+
+    def on_device(self, name: str, device: torch.device) -> torch.Tensor:
+        """The schedule array ``self.<name>`` as a tensor on ``device``, copied once per device and cached:
+        indexing it with timesteps on a GPU then needs no host-to-device copy (each such copy of a pageable
+        numpy array makes the host wait for the queued GPU work)."""
+        key = (name, torch.device(device))
+        if key not in self._device_tables:
+            self._device_tables[key] = torch.from_numpy(np.ascontiguousarray(getattr(self, name))).to(key[1])
+        return self._device_tables[key]
+
+    def _extract(self, name: str, t: torch.Tensor, broadcast_shape: Sequence[int]) -> torch.Tensor:
+        """:func:`extract_into_tensor` of the schedule ``self.<name>`` through the device cache."""
+        return extract_into_tensor(self.on_device(name, t.device), t, broadcast_shape)
 
     # ----------------------------------------------------------------- forward process
     def q_mean_variance(self, x_start: torch.Tensor, t: torch.Tensor):
         """Mean, variance and log-variance of q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)."""
-        mean = extract_into_tensor(self.sqrt_alphas_cumprod, t, x_start.shape) * x_start
-        variance = extract_into_tensor(1.0 - self.alphas_cumprod, t, x_start.shape)
-        log_variance = extract_into_tensor(self.log_one_minus_alphas_cumprod, t, x_start.shape)
+        mean = self._extract("sqrt_alphas_cumprod", t, x_start.shape) * x_start
+        variance = self._extract("one_minus_alphas_cumprod", t, x_start.shape)
+        log_variance = self._extract("log_one_minus_alphas_cumprod", t, x_start.shape)
         return mean, variance, log_variance
 
     def q_sample(self, x_start: torch.Tensor, t: torch.Tensor, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -157,15 +179,15 @@ class GaussianDiffusion:
             noise = torch.randn_like(x_start)
         if noise.shape != x_start.shape:
             raise ValueError(f"noise shape {tuple(noise.shape)} != x_start shape {tuple(x_start.shape)}")
-        return (extract_into_tensor(self.sqrt_alphas_cumprod, t, x_start.shape) * x_start
-                + extract_into_tensor(self.sqrt_one_minus_alphas_cumprod, t, x_start.shape) * noise)
+        return (self._extract("sqrt_alphas_cumprod", t, x_start.shape) * x_start
+                + self._extract("sqrt_one_minus_alphas_cumprod", t, x_start.shape) * noise)
 
     def q_posterior_mean_variance(self, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
         """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0) (Ho et al. eq. 7)."""
-        mean = (extract_into_tensor(self.posterior_mean_coef1, t, x_t.shape) * x_start
-                + extract_into_tensor(self.posterior_mean_coef2, t, x_t.shape) * x_t)
-        variance = extract_into_tensor(self.posterior_variance, t, x_t.shape)
-        log_variance = extract_into_tensor(self.posterior_log_variance_clipped, t, x_t.shape)
+        mean = (self._extract("posterior_mean_coef1", t, x_t.shape) * x_start
+                + self._extract("posterior_mean_coef2", t, x_t.shape) * x_t)
+        variance = self._extract("posterior_variance", t, x_t.shape)
+        log_variance = self._extract("posterior_log_variance_clipped", t, x_t.shape)
         return mean, variance, log_variance
 
     # ----------------------------------------------------------------- reverse process
@@ -174,7 +196,7 @@ class GaussianDiffusion:
 
     def original_timesteps(self, t: torch.Tensor) -> torch.Tensor:
         """Original (unspaced) timesteps of the step indices ``t`` of this schedule."""
-        return torch.from_numpy(self.timestep_map).to(t.device)[t]
+        return self.on_device("timestep_map", t.device)[t]
 
     def p_mean_variance(self, model, x: torch.Tensor, t: torch.Tensor, clip_denoised: bool = True,
                         denoised_fn: Optional[Callable] = None, model_kwargs: Optional[dict] = None,
@@ -198,20 +220,19 @@ class GaussianDiffusion:
             if self.model_var_type == ModelVarType.LEARNED:
                 model_log_variance = model_var_values
             else:
-                min_log = extract_into_tensor(self.posterior_log_variance_clipped, t, x.shape)
-                max_log = extract_into_tensor(np.log(self.betas), t, x.shape)
+                min_log = self._extract("posterior_log_variance_clipped", t, x.shape)
+                max_log = self._extract("log_betas", t, x.shape)
                 frac = (model_var_values + 1) / 2
                 model_log_variance = frac * max_log + (1 - frac) * min_log
             model_variance = torch.exp(model_log_variance)
         else:
             if self.model_var_type == ModelVarType.FIXED_LARGE:
                 # beta_t, with the first entry set to the posterior variance for a better decoder NLL
-                variance = np.append(self.posterior_variance[1], self.betas[1:])
+                model_variance = self._extract("fixed_large_variance", t, x.shape)
+                model_log_variance = self._extract("fixed_large_log_variance", t, x.shape)
             else:
-                variance = self.posterior_variance
-            model_variance = extract_into_tensor(variance, t, x.shape)
-            model_log_variance = extract_into_tensor(np.log(variance) if self.model_var_type == ModelVarType.FIXED_LARGE
-                                                     else self.posterior_log_variance_clipped, t, x.shape)
+                model_variance = self._extract("posterior_variance", t, x.shape)
+                model_log_variance = self._extract("posterior_log_variance_clipped", t, x.shape)
 
         def process_xstart(x0):
             if denoised_fn is not None:
@@ -235,16 +256,16 @@ class GaussianDiffusion:
                 "pred_xstart": pred_xstart, "pred_xstart_prior": prior_xstart, "model_output": model_output}
 
     def _predict_xstart_from_eps(self, x_t, t, eps):
-        return (extract_into_tensor(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t
-                - extract_into_tensor(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * eps)
+        return (self._extract("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t
+                - self._extract("sqrt_recipm1_alphas_cumprod", t, x_t.shape) * eps)
 
     def _predict_xstart_from_xprev(self, x_t, t, xprev):
-        return (extract_into_tensor(1.0 / self.posterior_mean_coef1, t, x_t.shape) * xprev
-                - extract_into_tensor(self.posterior_mean_coef2 / self.posterior_mean_coef1, t, x_t.shape) * x_t)
+        return (self._extract("recip_posterior_mean_coef1", t, x_t.shape) * xprev
+                - self._extract("posterior_mean_coef2_over_coef1", t, x_t.shape) * x_t)
 
     def _predict_eps_from_xstart(self, x_t, t, pred_xstart):
-        return ((extract_into_tensor(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t - pred_xstart)
-                / extract_into_tensor(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape))
+        return ((self._extract("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t - pred_xstart)
+                / self._extract("sqrt_recipm1_alphas_cumprod", t, x_t.shape))
 
     # ----------------------------------------------------------------- ancestral sampling
     def p_sample(self, model, x: torch.Tensor, t: torch.Tensor, clip_denoised: bool = True,
@@ -294,8 +315,8 @@ class GaussianDiffusion:
             eta = eta.to(device=x.device, dtype=torch.float32).reshape(-1, *([1] * (x.ndim - 1)))
         if noise is None:
             noise = torch.randn_like(x)
-        sample = ddim_step(x, out["pred_xstart"], extract_into_tensor(self.alphas_cumprod, t, x.shape),
-                           extract_into_tensor(self.alphas_cumprod_prev, t, x.shape), eta, noise)
+        sample = ddim_step(x, out["pred_xstart"], self._extract("alphas_cumprod", t, x.shape),
+                           self._extract("alphas_cumprod_prev", t, x.shape), eta, noise)
         return {"sample": sample, "pred_xstart": out["pred_xstart"], "pred_xstart_prior": out["pred_xstart_prior"]}
 
     def ddim_sample_loop(self, model, shape, **kwargs) -> torch.Tensor:

@@ -6,7 +6,8 @@ respaced index i to ``timestep_map[i] = s_i``.
 """
 from __future__ import annotations
 
-from typing import Sequence, Set, Union
+from functools import partial
+from typing import Callable, Sequence, Set, Union
 
 import numpy as np
 import torch
@@ -79,7 +80,8 @@ class SpacedDiffusion(GaussianDiffusion):
     def _wrap_model(self, model):
         if isinstance(model, _WrappedModel):
             return model
-        return _WrappedModel(model, self.timestep_map, self.rescale_timesteps, self.original_num_steps)
+        return _WrappedModel(model, partial(self.on_device, "timestep_map"), self.rescale_timesteps,
+                             self.original_num_steps)
 
     def _scale_timesteps(self, t: torch.Tensor) -> torch.Tensor:
         return t  # scaling happens in the wrapper, after mapping to original timesteps
@@ -88,14 +90,16 @@ class SpacedDiffusion(GaussianDiffusion):
 class _WrappedModel:
     """Calls ``model(x, map[t] (* 1000 / T if rescale), **kwargs)`` for respaced indices t."""
 
-    def __init__(self, model, timestep_map: np.ndarray, rescale_timesteps: bool, original_num_steps: int):
+    def __init__(self, model, timestep_map: Callable[[torch.device], torch.Tensor], rescale_timesteps: bool,
+                 original_num_steps: int):
+        """``timestep_map(device)``: the original timestep of every respaced index, on that device."""
         self.model = model
-        self.timestep_map = torch.from_numpy(timestep_map)
+        self.timestep_map = timestep_map
         self.rescale_timesteps = rescale_timesteps
         self.original_num_steps = original_num_steps
 
     def __call__(self, x: torch.Tensor, ts: torch.Tensor, **kwargs) -> torch.Tensor:
-        new_ts = self.timestep_map.to(ts.device)[ts]
+        new_ts = self.timestep_map(ts.device)[ts]
         if self.rescale_timesteps:
             new_ts = new_ts.float() * (1000.0 / self.original_num_steps)
         return self.model(x, new_ts, **kwargs)

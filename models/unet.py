@@ -9,20 +9,22 @@ lists FEATURE-MAP RESOLUTIONS (in pixels): attention blocks are inserted where `
 in the list, ``ds`` being the current downsampling factor. With the 512 config ``[32, 16, 8]`` this
 puts attention at ds = 16, 32, 64 (32x32, 16x16, 8x8 maps), which is what the public checkpoint holds.
 
-Precision: the model is built in float32; :meth:`UNetModel.convert_to_fp16` casts the trunk's
-convolutions to float16 for CUDA inference (``use_fp16`` in the config says the caller should do so
-after loading weights); the input/output stay in the caller's dtype.
+Precision: the model is built in float32; :meth:`UNetModel.convert_to` (improved-diffusion's
+``convert_to_fp16``, for float16 or bfloat16) casts the trunk's convolutions for CUDA inference
+(``use_fp16`` in the config says the caller should do so after loading weights); the input/output stay in
+the caller's dtype.
 """
 from __future__ import annotations
 
 from abc import abstractmethod
+from functools import partial
 from typing import Iterable, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.fp16_util import convert_module_to_f16, convert_module_to_f32
+from models.fp16_util import HALF_DTYPES, cast_convolutions
 from models.nn import avg_pool_nd, checkpoint, conv_nd, normalization, timestep_embedding, zero_module
 
 
@@ -226,7 +228,7 @@ class UNetModel(nn.Module):
     :param dropout, conv_resample, dims, num_classes, use_checkpoint, num_heads, num_head_channels,
         num_heads_upsample, use_scale_shift_norm, resblock_updown, use_new_attention_order: as in
         improved-diffusion / guided-diffusion.
-    :param use_fp16: recorded as ``self.use_fp16``; call :meth:`convert_to_fp16` after loading weights.
+    :param use_fp16: recorded as ``self.use_fp16``; call :meth:`convert_to` after loading weights.
     """
 
     def __init__(self, image_size: int, in_channels: int, model_channels: int, out_channels: int,
@@ -308,17 +310,14 @@ class UNetModel(nn.Module):
     def _trunk(self) -> Iterable[nn.Module]:
         return (self.input_blocks, self.middle_block, self.output_blocks)
 
-    def convert_to_fp16(self) -> None:
-        """Cast the trunk's convolutions to float16 (improved-diffusion mixed precision)."""
+    def convert_to(self, dtype: torch.dtype) -> None:
+        """Cast the trunk's convolutions to ``dtype`` (float16 or bfloat16: improved-diffusion mixed
+        precision; float32 undoes it). The activations of the trunk then run in ``dtype``."""
+        if dtype not in HALF_DTYPES + (torch.float32,):
+            raise ValueError(f"UNetModel.convert_to: dtype must be float16, bfloat16 or float32, got {dtype}")
         for part in self._trunk():
-            part.apply(convert_module_to_f16)
-        self.dtype = torch.float16
-
-    def convert_to_fp32(self) -> None:
-        """Cast the trunk back to float32."""
-        for part in self._trunk():
-            part.apply(convert_module_to_f32)
-        self.dtype = torch.float32
+            part.apply(partial(cast_convolutions, dtype=dtype))
+        self.dtype = dtype
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Predict the diffusion output for ``x`` (N, C, H, W) at ``timesteps`` (N,); ``y``: class labels."""

@@ -7,7 +7,9 @@
 2. Each row (``--rows``: a subset) runs ``inference_difface.py`` under torchrun on the LQ folder with the demo config, only
    the ``--method`` / ``--opts`` switches differ:
    RM0 only | DifFace (fixed start 100/250) | + DSST start | + closed-form guidance, global s | + DGSA
-   (every step, and every 4 or 8 steps with the maps reused in between: sampler.guidance.dgsa_every).
+   every step | + DGSA every 8 steps, the maps reused in between (sampler.guidance.dgsa_every; the config)
+   | + the same DGSA network trained and run at full resolution (map_downsample 1; the config's runs on
+   16 x 16 block means), every 8 steps.
 3. Per-image records (PSNR / SSIM from basicsr on RGB uint8, LPIPS-alex with the offline backbone,
    start step, network evaluations, seconds) are joined with the test set's severity and averaged
    overall and per third, over the faces restored by every row (all of them after a complete run): ``<out>/table.md``, ``<out>/table.csv`` and ``<out>/psnr_lpips.png`` (PSNR
@@ -37,14 +39,18 @@ CONFIG = "configs/sample/dynfacerestore_demo.yaml"
 SOURCE = "../shared/data/faces_hq/celeba128_val.txt"
 DEGRADATION = "configs/degradation/demo64.yaml"
 LPIPS_WEIGHTS = "../shared/weights/lpips"
+FULL_RESOLUTION_DGSA = "weights/demo/dgsa_full_demo64.pth"  # the config's DGSA trained with map_downsample 1
 ROWS = [  # (name, --method, --opts)
     ("RM0 only", "rm0", []),
     ("DifFace (start 100/250)", "difface", []),
     ("+ DSST start", "dynfacerestore", ["sampler.guidance.mode=none"]),
     ("+ closed-form guidance, global s", "dynfacerestore", ["sampler.guidance.mode=global"]),
     ("+ DGSA every step", "dynfacerestore", ["sampler.guidance.mode=dgsa", "sampler.guidance.dgsa_every=1"]),
-    ("+ DGSA every 4 steps", "dynfacerestore", ["sampler.guidance.mode=dgsa", "sampler.guidance.dgsa_every=4"]),
-    ("+ DGSA every 8 steps", "dynfacerestore", ["sampler.guidance.mode=dgsa", "sampler.guidance.dgsa_every=8"]),
+    ("+ DGSA every 8 steps (the config)", "dynfacerestore",
+     ["sampler.guidance.mode=dgsa", "sampler.guidance.dgsa_every=8"]),
+    ("+ DGSA at full resolution, every 8 steps", "dynfacerestore",
+     ["sampler.guidance.mode=dgsa", "sampler.guidance.dgsa_every=8", f"dgsa.ckpt_path={FULL_RESOLUTION_DGSA}",
+      "dgsa.params.map_downsample=1"]),
 ]
 COLUMNS = (("psnr", "PSNR", 2), ("ssim", "SSIM", 4), ("lpips_alex", "LPIPS", 4), ("start_t", "start t", 0),
            ("nfe", "NFE", 1), ("seconds", "s/img", 3))

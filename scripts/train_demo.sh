@@ -2,7 +2,7 @@
 # Train every 64 px demo network with the project's own scripts and configs, in the paper's order, and
 # export the EMA weights to weights/demo/ with their provenance (weights/demo/MANIFEST.md).
 #   bash scripts/train_demo.sh            # all stages
-#   bash scripts/train_demo.sh dsst dgsa  # selected stages (prior restorer sde tm rm dsst dgsa)
+#   bash scripts/train_demo.sh dsst dgsa  # selected stages (prior restorer sde tm rm dsst dgsa dgsa_full)
 # Every run resumes from its newest checkpoint in experiments/demo64/<stage>, so an interrupted script
 # can simply be started again. Step counts and batch sizes are in the configs named below.
 set -euo pipefail
@@ -12,7 +12,7 @@ RUNS=experiments/demo64
 OUT=weights/demo
 mkdir -p "$RUNS" "$OUT"
 STAGES=("$@")
-[ ${#STAGES[@]} -gt 0 ] || STAGES=(prior restorer sde tm rm dsst dgsa)
+[ ${#STAGES[@]} -gt 0 ] || STAGES=(prior restorer sde tm rm dsst dgsa dgsa_full)
 
 # train_and_export RUN_DIR OUT_FILE CONFIG COMMAND...: run the training command, then export its EMA weights
 train_and_export() {
@@ -38,6 +38,9 @@ for stage in "${STAGES[@]}"; do
                 --config configs/dsst/demo64.yaml --out "$OUT/dsst_demo64.json" ;;
     dgsa)     train_and_export "$RUNS/dgsa" "$OUT/dgsa_demo64.pth" configs/training/uncertainty_demo64.yaml \
                 python main.py --cfg_path configs/training/uncertainty_demo64.yaml --save_dir "$RUNS/dgsa" ;;
-    *) echo "unknown stage '$stage' (prior restorer sde tm rm dsst dgsa)" >&2; exit 2 ;;
+    dgsa_full) train_and_export "$RUNS/dgsa_full" "$OUT/dgsa_full_demo64.pth" configs/training/uncertainty_demo64.yaml \
+                python main.py --cfg_path configs/training/uncertainty_demo64.yaml --save_dir "$RUNS/dgsa_full" \
+                model.params.map_downsample=1 ;;  # evaluation row 6: the same DGSA at full resolution
+    *) echo "unknown stage '$stage' (prior restorer sde tm rm dsst dgsa dgsa_full)" >&2; exit 2 ;;
   esac
 done

@@ -23,7 +23,8 @@ def tiny_layouts(monkeypatch, faces_hq_dir):
              "sde": tiny_setup.SDE,
              "tm": {"target": tiny_setup.TM["target"], "params": {"swinir": swin}},
              "rm": {"target": tiny_setup.RM["target"], "params": {"swinir": swin}},
-             "dgsa": {"target": "models.dgsa.DGSA", "params": {"model_channels": 32, "channel_mult": [1, 1]}}}
+             "dgsa": {"target": "models.dgsa.DGSA", "params": {"model_channels": 32, "channel_mult": [1, 1],
+                                                               "map_downsample": 2}}}
     monkeypatch.setattr(common, "architectures", lambda resolution: nodes)
     monkeypatch.setattr(common, "NUM_DSST_FACES", 2)
 
@@ -36,16 +37,18 @@ def _rows(text: str, first_cells) -> None:
 def test_step_breakdown_smoke(tiny_layouts, tmp_path, capsys):
     out = tmp_path / "bench.md"
     assert bench_step_breakdown.main(["--resolution", "64", "--repeats", "1", "--respacing", "ddim10",
-                                      "--workdir", str(tmp_path / "wd"), "--unet-variants", "channels_last",
+                                      "--workdir", str(tmp_path / "wd"), "--unet-variants", "channels_last", "bf16",
                                       "--guidance-batches", "2", "--guidance-repeats", "1", "--write",
                                       "--out", str(out), "--device", "cpu"]) == 0
     text = out.read_text()
     assert text.strip() in capsys.readouterr().out
     assert "## Step breakdown, 64 px" in text and "- command: `python -m benchmarks.bench_step_breakdown" in text
-    _rows(text, [("1", "UNet"), ("1", "DGSA"), ("1", "guidance, before (closed_form_guidance per step)"),
+    _rows(text, [("1", "UNet"), ("1", "DGSA"),
+                 ("1", "DGSA, before: the same network at full resolution (map_downsample 1)"),
+                 ("1", "guidance, before (closed_form_guidance per step)"),
                  ("1", "guidance, after (LevelSpectra.solve per step)"), ("1", "step w/o UNet, guided, fresh DGSA map"),
                  ("1", "step w/o UNet, guided, reused DGSA map"), ("1", "mean step w/o UNet, dgsa_every = 4"),
-                 ("1", "fp32 (baseline)"), ("1", "channels_last"),
+                 ("1", "fp32 (baseline)"), ("1", "channels_last"), ("1", "bf16 trunk (precision bf16)"),
                  ("2", "after: LevelSpectra.solve per step (pad 16)")])
     assert "claim 'guidance + DGSA + step overhead < 15 % of the UNet'" in text
 

@@ -97,6 +97,41 @@ def test_dgsa_shapes_init_and_guidance_scale():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
+def _bilinear_up(img: np.ndarray, f: int) -> np.ndarray:
+    """Half-pixel bilinear upsampling of (H, W) by f with clamped edges (the align_corners=False rule)."""
+    def axis(n):
+        src = np.clip((np.arange(n * f) + 0.5) / f - 0.5, 0, n - 1)
+        lo = np.floor(src).astype(int)
+        hi = np.minimum(lo + 1, n - 1)
+        return lo, hi, src - lo
+    (r0, r1, wr), (c0, c1, wc) = axis(img.shape[0]), axis(img.shape[1])
+    rows = img[r0] * (1 - wr)[:, None] + img[r1] * wr[:, None]
+    return rows[:, c0] * (1 - wc) + rows[:, c1] * wc
+
+
+@pytest.mark.parametrize("f", [2, 4])
+def test_dgsa_map_downsample_is_the_pooled_network_upsampled(f):
+    """b = b_min + softplus(up_f(logits of the same network on the f x f block means)); reference in numpy."""
+    low = _tiny(b_init=0.2)
+    _perturb(low)
+    model = _tiny(b_init=0.2, map_downsample=f)
+    model.load_state_dict(low.state_dict())  # same parameters: map_downsample changes no layout
+    gen = torch.Generator().manual_seed(f)
+    x0_hat, x0_tilde, y_k = (torch.rand(2, 3, 8 * f, 8 * f, generator=gen) * 2 - 1
+                             for _ in range(3))
+    t = torch.tensor([30, 700])
+    pool = lambda x: x.reshape(2, 3, 8, f, 8, f).mean(dim=(3, 5))  # noqa: E731  block means
+    with torch.no_grad():
+        b_low = low(pool(x0_hat), pool(x0_tilde), pool(y_k), t)  # (2, 1, 8, 8)
+        b = model(x0_hat, x0_tilde, y_k, t)
+    logits = np.log(np.expm1((b_low.double() - low.b_min).numpy()))  # softplus^-1
+    expected = np.stack([low.b_min + np.logaddexp(0.0, _bilinear_up(logits[i, 0], f)) for i in range(2)])[:, None]
+    assert b.shape == (2, 1, 8 * f, 8 * f)
+    np.testing.assert_allclose(b.numpy(), expected, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match=f"divisible by {2 * f}"):
+        model(x0_hat[..., :-2, :-2], x0_tilde[..., :-2, :-2], y_k[..., :-2, :-2], t)
+
+
 def test_tiny_setup_dgsa_node_instantiates():
     model = instantiate(TINY_DGSA_NODE)
     assert isinstance(model, DGSA)
@@ -106,7 +141,9 @@ def test_tiny_setup_dgsa_node_instantiates():
 
 @pytest.mark.parametrize("kwargs, match", [({"model_channels": 8}, "multiples of 32"),
                                            ({"s_max": 1.5}, "s_max"), ({"b_min": 0.2, "b_init": 0.1}, "b_init"),
-                                           ({"num_res_blocks": 0}, "num_res_blocks")])
+                                           ({"num_res_blocks": 0}, "num_res_blocks"),
+                                           ({"map_downsample": 0}, "map_downsample"),
+                                           ({"map_downsample": 1.5}, "map_downsample")])
 def test_dgsa_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DGSA(**kwargs)

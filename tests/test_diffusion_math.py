@@ -128,6 +128,17 @@ def test_respacing(base, ddim250):
     assert model.calls[-1].tolist() == [400]  # the model sees original timesteps
 
 
+def test_schedules_are_copied_to_a_device_once(ddim250):
+    """on_device: the numpy schedule as a tensor, one cached copy per (name, device), values unchanged."""
+    first = ddim250.on_device("alphas_cumprod", torch.device("cpu"))
+    assert first is ddim250.on_device("alphas_cumprod", "cpu")
+    np.testing.assert_array_equal(first.numpy(), ddim250.alphas_cumprod)
+    t = torch.tensor([0, 100, 249])
+    np.testing.assert_array_equal(ddim250._extract("log_betas", t, (3, 1)).numpy()[:, 0],
+                                  np.log(ddim250.betas[[0, 100, 249]]).astype(np.float32))
+    assert ddim250.on_device("timestep_map", "cpu")[t].tolist() == [0, 400, 996]
+
+
 @pytest.mark.parametrize("v", [-1.0, -0.3, 0.5, 1.0])
 def test_learned_range_interpolation(ddim250, v):
     k = torch.tensor([3, 100])

@@ -53,7 +53,8 @@ def test_forward_shapes_and_bad_config():
         tiny(num_res_blocks=[1, 2, 3])
 
 
-def test_fp16_roundtrip():
+@pytest.mark.parametrize("dtype, atol", [(torch.float16, 2e-2), (torch.bfloat16, 8e-2)])
+def test_half_precision_roundtrip(dtype, atol):
     model = tiny().eval()
     with torch.no_grad():
         for p in model.parameters():  # zero-initialised output convs would hide differences
@@ -62,23 +63,25 @@ def test_fp16_roundtrip():
     ref_sd = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         ref = model(x, t)
-        model.convert_to_fp16()
-        assert model.dtype == torch.float16
-        assert model.input_blocks[0][0].weight.dtype == torch.float16
-        assert model.middle_block[1].qkv.weight.dtype == torch.float16
+        model.convert_to(dtype)
+        assert model.dtype == dtype
+        assert model.input_blocks[0][0].weight.dtype == dtype
+        assert model.middle_block[1].qkv.weight.dtype == dtype
         assert model.time_embed[0].weight.dtype == torch.float32 and model.out[2].weight.dtype == torch.float32
         assert model.input_blocks[1][0].emb_layers[1].weight.dtype == torch.float32
         half = model(x, t)
         assert half.dtype == torch.float32
-        torch.testing.assert_close(half, ref, rtol=0, atol=2e-2)
-        model.convert_to_fp32()
+        torch.testing.assert_close(half, ref, rtol=0, atol=atol)
+        model.convert_to(torch.float32)
         assert model.dtype == torch.float32 and all(v.dtype == torch.float32 for v in model.state_dict().values())
         convs = {n + "." + p for n, m in model.named_modules() if isinstance(m, torch.nn.Conv1d | torch.nn.Conv2d)
                  and n.split(".")[0] != "out" for p in ("weight", "bias")}
-        for k, v in model.state_dict().items():  # convs went through float16 once, the rest is untouched
-            expected = ref_sd[k].half().float() if k in convs else ref_sd[k]
+        for k, v in model.state_dict().items():  # convs went through the half dtype once, the rest is untouched
+            expected = ref_sd[k].to(dtype).float() if k in convs else ref_sd[k]
             torch.testing.assert_close(v, expected, rtol=0, atol=0)
-        torch.testing.assert_close(model(x, t), ref, rtol=0, atol=2e-2)
+        torch.testing.assert_close(model(x, t), ref, rtol=0, atol=atol)
+    with pytest.raises(ValueError, match="float16, bfloat16 or float32"):
+        model.convert_to(torch.float64)
 
 
 def test_checkpointing_gives_same_gradients():

@@ -137,7 +137,7 @@ def test_paper_command_as_written(tiny_config, inputs, lpips_weights_dir, tmp_pa
         ENV.pop("DYNFACE_LPIPS_WEIGHTS") if env_backup is None else ENV.update(DYNFACE_LPIPS_WEIGHTS=env_backup)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log
-    assert "--use_fp16 ignored" in log
+    assert "precision fp16 ignored" in log
     records = _records(out)
     assert sorted(records) == sorted(stems[:2])
     assert all(r["eta"] == 0.5 and r["metrics"]["lpips_alex"] >= 0 for r in records.values())
@@ -176,6 +176,7 @@ def test_missing_checkpoint_stops_at_startup_naming_the_file(tiny_config, inputs
     (["--opts", "sampler.guidance.mode=sometimes"], "sampler.guidance.mode"),
     (["--opts", "sampler.no_such_key=1"], "no_such_key"),
     (["--eta", "2"], "eta must be in [0, 1]"),
+    (["--use_fp16", "--precision", "bf16"], "--use_fp16 contradicts --precision bf16"),
     ([], "detection_Resnet50_Final.pth"),  # unaligned without detection weights
 ])
 def test_startup_errors_exit_2_with_one_line(tiny_config, inputs, tmp_path, capsys, extra, expected):

@@ -160,6 +160,14 @@ def test_bad_sampler_settings_are_config_errors(tiny_config):
         load_sample_config(tiny_config, ["sampler.guidance.pad_sigma_512=-1"])
 
 
+def test_half_precision_falls_back_to_float32_on_the_cpu_with_a_warning(tiny_config):
+    with pytest.warns(UserWarning, match="precision bf16 ignored"):
+        sampler = FaceRestoreSampler.from_config(tiny_config, precision="bf16")
+    assert sampler.precision == "fp32" and sampler.model.dtype == torch.float32
+    with pytest.raises(ValueError, match="precision must be one of"):
+        FaceRestoreSampler.from_config(tiny_config, precision="fp8")
+
+
 @pytest.fixture(scope="module")
 def dgsa_config(tmp_path_factory, celeba_faces):
     return make_tiny_setup(tmp_path_factory.mktemp("tiny_dgsa"), celeba_faces[:8], with_dgsa=True)
