@@ -70,6 +70,13 @@ def _inputs(sampler, batch: int, sigma512: float, device):
     return levels, sigmas, t, x_t, noise, eta
 
 
+def _first_level_weights(batch: int, num_levels: int, device) -> torch.Tensor:
+    """(batch, num_levels) one-hot guidance weights selecting level 1 (the sharpest active one at t = 400)."""
+    weights = torch.zeros(batch, num_levels, device=device)
+    weights[:, 0] = 1.0
+    return weights
+
+
 def _full_resolution_dgsa(sampler, resolution: int):
     """The config's DGSA with its weights, run at the image size (map_downsample 1): the cost before the
     lower-resolution map (models/dgsa.py)."""
@@ -100,8 +107,7 @@ def _step_components(sampler, batch, args):
         x0_hat = sampler.diffusion.p_mean_variance(stub, x_t, t)["pred_xstart_prior"]
         y_k, sigma_k = levels[0], sigmas[:, 0]  # the start level (the sharpest active one at t = 400 here)
         x0_tilde = guidance.closed_form_guidance(x0_hat, y_k, sigma_k, lam)
-        first_level = torch.zeros(batch, sigmas.shape[1], device=dev)
-        first_level[:, 0] = 1.0
+        first_level = _first_level_weights(batch, sigmas.shape[1], dev)
 
         def ddim(model, modifier):
             return sampler.diffusion.ddim_sample(model, x_t, t, eta=eta, noise=noise, x0_modifier=modifier)
@@ -200,8 +206,7 @@ def _guidance_variants(sampler, args, batch):
     y, x0_hat = levels[0], (x_t / 2).clamp(-1, 1)
     lam = float(sampler.scfg.guidance.lam)
     pad = guidance.batch_pad(spread_sig, sampler.resolution, float(sampler.scfg.guidance.pad_sigma_512))
-    first_level = torch.zeros(batch, 3, device=dev)
-    first_level[:, 0] = 1.0
+    first_level = _first_level_weights(batch, sigmas.shape[1], dev)
     spectra = guidance.LevelSpectra(stacked, spread_sig, pad=pad)
     variants = {
         "before: closed_form_guidance (pad of the step's sigma)":
