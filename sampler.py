@@ -177,7 +177,7 @@ class FaceRestoreSampler:
         self.resolution = int(cfg.resolution)
         self.method = self.scfg.method
         self.diffusion = instantiate(cfg.diffusion)
-        self.timestep_map = torch.as_tensor(self.diffusion.timestep_map, dtype=torch.long, device=self.device)
+        self.timestep_map = self.diffusion.on_device("timestep_map", self.device)
         self.model = build_model(cfg.model, self.device, WEIGHT_HINTS["model"])
         if precision != "fp32" and self.device.type != "cuda":
             warnings.warn(f"precision {precision} ignored: half precision runs on CUDA only; sampling in float32 "

@@ -38,6 +38,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 import yaml
 
+from sampler import PRECISIONS
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FACES_512 = Path("../shared/data/faces_hq/celebref512")
 DOCS = REPO_ROOT / "docs" / "benchmarks.md"
@@ -325,8 +327,8 @@ def common_args(parser, resolution: int = 512, repeats: int = 3) -> None:
     parser.add_argument("--resolution", type=int, default=resolution, choices=(512, 64))
     parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--warmup", type=int, default=0, help="untimed rounds before the timed ones")
-    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
-                        help="the samplers' UNet trunk dtype (sampler.PRECISIONS; half precision on CUDA only)")
+    parser.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
+                        help="the samplers' UNet trunk dtype (half precision on CUDA only)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--workdir", default=None, help="checkpoint cache (default: a temp dir per run)")
     parser.add_argument("--note", action="append", default=[], help="line added to the report (repeatable)")

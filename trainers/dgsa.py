@@ -107,7 +107,7 @@ class GuidedPairSampler:
         self.resolution, self.lam, self.p_from_blur = int(resolution), float(lam), float(p_from_blur)
         self.clip_denoised, self.pad_sigma_512 = clip_denoised, float(pad_sigma_512)
         device = next(prior.parameters()).device
-        self.timestep_map = torch.as_tensor(diffusion.timestep_map, dtype=torch.long, device=device)
+        self.timestep_map = diffusion.on_device("timestep_map", device)
 
     @classmethod
     def from_config(cls, cfg: DictConfig, device: torch.device | str = "cpu") -> "GuidedPairSampler":
