@@ -65,6 +65,16 @@ class GuidanceConfig:
 
 
 @dataclass
+class CompileConfig:
+    """``torch.compile`` of the UNet (docs/benchmarks.md). Shapes are static: the first call at a batch size
+    compiles, and a mixed-start batch of ``--bs`` images meets at most ``--bs`` sizes (torch recompiles
+    up to ``torch._dynamo.config.recompile_limit`` times, then runs that call uncompiled)."""
+    enabled: bool = False
+    backend: str = "inductor"
+    mode: Optional[str] = None   # inductor: default | reduce-overhead (CUDA graphs) | max-autotune | ...
+
+
+@dataclass
 class SamplerConfig:
     method: str = "dynfacerestore"
     start: str = "dsst"                 # dsst | fixed
@@ -77,6 +87,7 @@ class SamplerConfig:
     clip_denoised: bool = True
     channels_last: bool = False         # UNet weights in channels_last memory format (docs/benchmarks.md)
     x0_every: int = 0                   # keep x0 predictions every N steps in the intermediates (0: none)
+    compile: CompileConfig = field(default_factory=CompileConfig)
 
 
 @dataclass
@@ -141,6 +152,12 @@ def load_sample_config(path, overrides: Optional[Sequence[str]] = None) -> DictC
     if not float(s.guidance.pad_sigma_512) >= 0:
         raise ConfigError(f"{path}: sampler.guidance.pad_sigma_512 = {s.guidance.pad_sigma_512}; must be >= 0")
     parse_eta(s.eta)
+    if s.compile.enabled:
+        from torch._dynamo import list_backends
+
+        backends = list_backends(exclude_tags=())
+        if s.compile.backend not in backends:
+            raise ConfigError(f"{path}: sampler.compile.backend = {s.compile.backend!r}; allowed: {', '.join(backends)}")
     return cfg
 
 
@@ -195,6 +212,10 @@ class FaceRestoreSampler:
             self._build_dynfacerestore_parts(cfg)
         if self.scfg.channels_last:  # the UNet's convolutions then run NHWC (same values up to float rounding)
             self.model.to(memory_format=torch.channels_last)
+        compile_cfg = self.scfg.compile
+        # what sampling calls: the UNet, or its compiled form (compiled lazily, on the first call per batch size)
+        self.denoiser = torch.compile(self.model, backend=compile_cfg.backend, mode=compile_cfg.mode,
+                                      dynamic=False) if compile_cfg.enabled else self.model
 
     @classmethod
     def from_config(cls, path, overrides: Optional[Sequence[str]] = None, device="cpu", precision="fp32"):
@@ -300,8 +321,8 @@ class FaceRestoreSampler:
             t = torch.full((len(running),), i, dtype=torch.long, device=self.device)
             modifier = None
             if guide is not None:
-                modifier = guide.modifier(idx, fresh=[p for p, j in enumerate(running) if guide.due(starts[j] - i)])
-            step = self.diffusion.ddim_sample(self.model, x[idx], t, clip_denoised=self.scfg.clip_denoised,
+                modifier = guide.modifier(idx, [p for p, j in enumerate(running) if guide.due(starts[j] - i)], i)
+            step = self.diffusion.ddim_sample(self.denoiser, x[idx], t, clip_denoised=self.scfg.clip_denoised,
                                               eta=eta[idx], noise=self._noise(gens, running, x.shape[1:]),
                                               x0_modifier=modifier)
             x[idx] = step["sample"].to(x.dtype)
@@ -341,61 +362,70 @@ class _IndexCache:
 
 
 class _Guide:
-    """Closed-form guidance of one batch: the levels' spectra (computed once), activation steps, DGSA maps.
+    """Closed-form guidance of one batch: the levels' spectra (computed once), which level guides each image
+    at each step (a table made once), DGSA maps.
 
     DGSA runs on an image's first step and then every ``guidance.dgsa_every`` steps of that image; in
     between the image reuses its last map s (DGSA costs about a third of the 512 px UNet per call,
-    docs/benchmarks.md).
+    docs/benchmarks.md). A step that reuses the map runs only the solve, one gather of the map and the
+    blend: on a GPU, where such steps are bound by kernel launches, every per-step operation counts.
     """
 
     def __init__(self, sampler: FaceRestoreSampler, levels, sigmas, level_t):
         self.sampler = sampler
         self.gcfg = sampler.scfg.guidance
+        self.lam = float(self.gcfg.lam)
         self.levels = torch.stack(levels, dim=1)  # (N,K,C,H,W)
-        self.level_t = level_t
         pad = batch_pad(sigmas, sampler.resolution, float(self.gcfg.pad_sigma_512))
         self.spectra = LevelSpectra(self.levels.float(), sigmas, pad=pad)
         self.every = int(self.gcfg.dgsa_every)
         self.index = _IndexCache(sigmas.device)
-        n, num_levels, _, h, w = self.levels.shape
-        self.one_hot = torch.eye(num_levels, device=sigmas.device)
-        self.scale = torch.ones(n, 1, h, w, device=sigmas.device)  # the last DGSA map of every image
-        self.map_sum = torch.zeros(n, 1, h, w, device=sigmas.device)
-        self.map_count = torch.zeros(n, device=sigmas.device)
+        # (I, N, K): level k of image n guides at respaced index i once t_i <= its DSST step; level 1 always
+        self.active = sampler.timestep_map.view(-1, 1, 1) <= level_t.unsqueeze(0)
+        self.active[..., 0] = True
+        self.sharpest = self.active.long().cumsum(-1).argmax(-1)  # (I, N): the last active level
+        n, _, _, h, w = self.levels.shape
+        self.scale = torch.ones(n, 1, h, w, device=sigmas.device)    # the last DGSA map of every image
+        self.map_sum = torch.zeros(n, 1, h, w, device=sigmas.device)  # sum over the steps each map serves
+        self.map_steps = torch.zeros(n, device=sigmas.device)
 
     def due(self, steps_done: int) -> bool:
         """Whether DGSA runs at an image's step ``steps_done`` (0 = its first step)."""
         return steps_done % self.every == 0
 
-    def modifier(self, idx: torch.Tensor, fresh: Sequence[int]):
-        """x0 modifier for the images ``idx``; ``fresh``: positions in ``idx`` that get a new DGSA map."""
+    def modifier(self, idx: torch.Tensor, fresh: Sequence[int], index: int):
+        """x0 modifier for the images ``idx`` at respaced index ``index``; ``fresh``: positions in ``idx``
+        that get a new DGSA map (see :meth:`due`)."""
 
         def apply(x0_hat: torch.Tensor, x_t: torch.Tensor, t_orig: torch.Tensor) -> torch.Tensor:
-            lt = self.level_t[idx]
-            active = t_orig[:, None] <= lt
-            active[:, 0] = True  # the start level guides from the first step
             x0 = x0_hat.float()
-            sharpest = active.long().cumsum(1).argmax(1)  # last active level
-            weights = active.float() if self.gcfg.combine == "all" else self.one_hot[sharpest]
-            x0_tilde = self.spectra.solve(x0, weights, float(self.gcfg.lam), idx)
-            y_k = self.levels[idx, sharpest]
-            if self.gcfg.mode == "global":
-                scale = torch.full((idx.numel(), 1, 1, 1), float(self.gcfg.global_scale), device=x0.device)
+            level = self.sharpest[index, idx]
+            if self.gcfg.combine == "all":
+                x0_tilde = self.spectra.solve(x0, self.active[index, idx].float(), self.lam, idx)
             else:
-                scale = self._dgsa_scale(idx, fresh, x0, x0_tilde, y_k, t_orig)
-            self.map_sum[idx] += scale.expand(-1, 1, *x0.shape[-2:])
-            self.map_count[idx] += 1
+                x0_tilde = self.spectra.solve_level(x0, level, self.lam, idx)
+            if self.gcfg.mode == "global":
+                scale = float(self.gcfg.global_scale)
+            else:
+                if fresh:
+                    self._refresh(idx, fresh, x0, x0_tilde, level, t_orig, serves=min(self.every, index + 1))
+                scale = self.scale[idx]
             return blend(x0, x0_tilde, scale).clamp(-1, 1).to(x0_hat.dtype)
 
         return apply
 
-    def _dgsa_scale(self, idx, fresh, x0, x0_tilde, y_k, t_orig) -> torch.Tensor:
-        if len(fresh) == idx.numel():
-            self.scale[idx] = self.sampler.dgsa.guidance_scale(x0, x0_tilde, y_k, t_orig)
-        elif fresh:
-            sub = self.index(fresh)
-            self.scale[idx[sub]] = self.sampler.dgsa.guidance_scale(x0[sub], x0_tilde[sub], y_k[sub], t_orig[sub])
-        return self.scale[idx]
+    def _refresh(self, idx, fresh, x0, x0_tilde, level, t_orig, serves: int) -> None:
+        """New DGSA maps for the positions ``fresh`` of ``idx``, each to be used for its next ``serves`` steps."""
+        if len(fresh) < idx.numel():
+            pick = self.index(fresh)
+            idx, x0, x0_tilde, level, t_orig = idx[pick], x0[pick], x0_tilde[pick], level[pick], t_orig[pick]
+        new = self.sampler.dgsa.guidance_scale(x0, x0_tilde, self.levels[idx, level], t_orig)
+        self.scale[idx] = new
+        self.map_sum[idx] += serves * new
+        self.map_steps[idx] += serves
 
     def mean_map(self) -> torch.Tensor:
-        return self.map_sum / self.map_count.clamp(min=1).view(-1, 1, 1, 1)
+        """(N,1,H,W) each image's guidance scale s averaged over its steps."""
+        if self.gcfg.mode == "global":
+            return torch.full_like(self.map_sum, float(self.gcfg.global_scale))
+        return self.map_sum / self.map_steps.clamp(min=1).view(-1, 1, 1, 1)

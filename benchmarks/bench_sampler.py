@@ -12,7 +12,9 @@ severity as a trained SDE's would; DifFace starts every face at t = 400.
 * end to end (``--e2e-per-third`` faces of each third, batch 1): both methods restore the same faces,
   alternately, in one process (the UNet weights shared), at ``--respacing``. ``ddim10`` keeps the
   timesteps 0, 100, ..., 900: DifFace's t = 400 is index 4 (5 UNet evaluations instead of 101) and a DSST
-  start rounds up to the next multiple of 100, which penalises DynFaceRestore.
+  start rounds up to the next multiple of 100, which penalises DynFaceRestore. ``--compile BACKEND`` adds
+  both methods with ``sampler.compile`` on (torch.compile of the UNet) to the same round-robin, and reports
+  each one's first restore, which compiles, apart.
 * composed at ddim250 (every face of the set): per face, DifFace = RM0 + NFE x (UNet + unguided step
   rest), DynFaceRestore = DBLM + NFE x UNet + n_fresh x guided step rest with a fresh DGSA map +
   (NFE - n_fresh) x guided step rest reusing it (n_fresh = ceil(NFE / dgsa_every)); "step rest" is a
@@ -32,6 +34,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -40,17 +43,36 @@ from benchmarks import common
 SEVERITY = ("mild", "medium", "severe")
 
 
-def _samplers(wd: Path, args):
+def _samplers(wd: Path, args, sampler: Optional[dict] = None):
+    """DynFaceRestore and DifFace samplers of the benchmark setup sharing one UNet; ``sampler`` overrides
+    entries of the config's sampler section (e.g. ``compile``)."""
     from sampler import FaceRestoreSampler, load_sample_config
 
     faces = common.default_faces(common.NUM_DSST_FACES)
-    dfr = FaceRestoreSampler(load_sample_config(common.make_setup(wd, args.resolution, faces, args.respacing)),
-                             device=args.device, precision=args.precision)
-    dif = FaceRestoreSampler(load_sample_config(common.make_setup(wd, args.resolution, faces, args.respacing,
-                                                                  method="difface")), device=args.device,
-                             precision=args.precision)
-    dif.model = dfr.model  # one copy of the prior
+    dfr, dif = (FaceRestoreSampler(load_sample_config(common.make_setup(wd, args.resolution, faces, args.respacing,
+                                                                        method=method, sampler=sampler)),
+                                   device=args.device, precision=args.precision)
+                for method in ("dynfacerestore", "difface"))
+    dif.model, dif.denoiser = dfr.model, dfr.denoiser  # one copy of the prior (and of its compiled form)
     return dfr, dif, faces
+
+
+def _compiled_samplers(wd: Path, args, chosen):
+    """The samplers with ``sampler.compile`` on (``--compile BACKEND``) and the seconds of each one's first
+    restore of the first chosen face, which compiles the UNet at batch 1."""
+    from models.dsst import load_faces
+
+    dfr, dif, _ = _samplers(wd, args, {"compile": {"enabled": True, "backend": args.compile, "mode": args.compile_mode}})
+    lq = load_faces([chosen[0][0]], args.resolution).to(args.device)
+    common.set_sde_sigma(dfr, chosen[0][1] * args.resolution / 512.0)
+    first = {}
+    for name, smp in (("DifFace, compiled", dif), ("DynFaceRestore, compiled", dfr)):
+        common.sync(args.device)
+        t0 = time.perf_counter()
+        smp.restore(lq, seeds=[0])
+        common.sync(args.device)
+        first[name] = time.perf_counter() - t0
+    return dfr, dif, first
 
 
 def _nfe(dfr, sigma_512: float, respacing: str) -> int:
@@ -69,25 +91,28 @@ def _mixed_set(wd: Path, args):
     return [(set_dir / "lq" / f"{r['name']}.png", float(r["sigma_star_512"]), r["severity"]) for r in records]
 
 
-def _end_to_end(dfr, dif, mixed, args):
-    """Both methods on the first ``--e2e-per-third`` faces of each third, batch 1, round-robin."""
+def _end_to_end_faces(mixed, args):
+    """The first ``--e2e-per-third`` faces of each third of the mixed set."""
+    return [m for sev in SEVERITY for m in [x for x in mixed if x[2] == sev][:args.e2e_per_third]]
+
+
+def _end_to_end(samplers, mixed, args):
+    """Every (label, sampler) of ``samplers`` on :func:`_end_to_end_faces`, batch 1, round-robin."""
     from models.dsst import load_faces
 
-    chosen = [m for sev in SEVERITY for m in [x for x in mixed if x[2] == sev][:args.e2e_per_third]]
+    chosen = _end_to_end_faces(mixed, args)
     variants, info = {}, {}
     for i, (path, s512, sev) in enumerate(chosen):
         lq = load_faces([path], args.resolution).to(args.device)
+        for label, smp in samplers.items():
+            def run(smp=smp, lq=lq, key=(label, i), sig_px=s512 * args.resolution / 512.0):
+                if smp.dblm is not None:
+                    common.set_sde_sigma(smp, sig_px)
+                info[key] = smp.restore(lq, seeds=[i])
 
-        def run_dif(lq=lq, key=("DifFace", i)):
-            info[key] = dif.restore(lq, seeds=[i])
-
-        def run_dfr(lq=lq, key=("DynFaceRestore", i), sig_px=s512 * args.resolution / 512.0):
-            common.set_sde_sigma(dfr, sig_px)
-            info[key] = dfr.restore(lq, seeds=[i])
-
-        variants[("DifFace", i)], variants[("DynFaceRestore", i)] = run_dif, run_dfr
+            variants[(label, i)] = run
     times = common.interleaved(variants, args.repeats, warmup=args.warmup, device=args.device)
-    rows, per_method = [], {"DifFace": [], "DynFaceRestore": []}
+    rows, per_method = [], {label: [] for label in samplers}
     for (method, i), ts in times.items():
         out, m = info[(method, i)], common.median(ts)
         per_method[method].append(m)
@@ -112,7 +137,8 @@ def _components(dfr, dif, mixed, args):
         levels = dfr.dblm(lq)
         sig = levels.sigmas.float()
         guide = _Guide(dfr, [img.float() for img in levels.images], sig, dfr._level_steps(sig))
-        t = torch.full((1,), common.difface_start(args.respacing), dtype=torch.long, device=dev)
+        start = common.difface_start(args.respacing)
+        t = torch.full((1,), start, dtype=torch.long, device=dev)
         x_t = dfr.diffusion.q_sample(levels.images[0].float(), t)
         t_orig = dfr.timestep_map[t]
         stub = _CachedOutput(dfr.model(x_t, t_orig))
@@ -126,15 +152,15 @@ def _components(dfr, dif, mixed, args):
             "DBLM (DynFaceRestore)": lambda: dfr.dblm(lq),
             "UNet": lambda: dfr.model(x_t, t_orig),
             "step w/o UNet, unguided (DifFace)": lambda: step(None),
-            "step w/o UNet, guided, fresh DGSA map": lambda: step(guide.modifier(idx, [0])),
-            "step w/o UNet, guided, reused DGSA map": lambda: step(guide.modifier(idx, [])),
+            "step w/o UNet, guided, fresh DGSA map": lambda: step(guide.modifier(idx, [0], start)),
+            "step w/o UNet, guided, reused DGSA map": lambda: step(guide.modifier(idx, [], start)),
         }, args.component_repeats, warmup=args.warmup, device=dev)
     return {name: common.median(ts) for name, ts in times.items()}
 
 
 def _composed(dfr, mixed, comp, args):
     """Time per face at ddim250 from the measured components (module docstring), for the config's
-    dgsa_every and for 1, 4, 8; returns the rows and the mean seconds per face of each method label."""
+    dgsa_every and for 1, 8, 16; returns the rows and the mean seconds per face of each method label."""
     configured = int(dfr.scfg.guidance.dgsa_every)
     dif_nfe = common.difface_start("ddim250") + 1
     unet = comp["UNet"]
@@ -143,7 +169,7 @@ def _composed(dfr, mixed, comp, args):
     counts["all"] = len(mixed)
     rows, mean = [[sev, counts[sev], "DifFace", dif_nfe, dif_s] for sev in counts], {"DifFace": dif_s}
     nfes = [(_nfe(dfr, s512, "ddim250"), sev) for _, s512, sev in mixed]
-    for every in sorted({1, 4, 8, configured}):
+    for every in sorted({1, 8, 16, configured}):
         label = f"DynFaceRestore, dgsa_every = {every}" + (" (config)" if every == configured else "")
         per = {sev: [] for sev in SEVERITY}
         for nfe, sev in nfes:
@@ -199,10 +225,11 @@ def _memory_child(args) -> int:
             else:
                 sig = torch.full((b, 3), sig_px, device=dev) * torch.tensor([1.0, 0.75, 0.5625], device=dev)
                 levels = [lq] * 3
-                t = torch.full((b,), common.difface_start(args.respacing), dtype=torch.long, device=dev)
+                start = common.difface_start(args.respacing)
+                t = torch.full((b,), start, dtype=torch.long, device=dev)
                 guide = _Guide(dfr, levels, sig, dfr._level_steps(sig))
                 x_t = dfr.diffusion.q_sample(lq, t)
-                modifier = guide.modifier(torch.arange(b, device=dev), list(range(b)))
+                modifier = guide.modifier(torch.arange(b, device=dev), list(range(b)), start)
                 dfr.diffusion.ddim_sample(dfr.model, x_t, t, eta=0.5, x0_modifier=modifier)
         common.sync(dev)
         out = {"batch": b, "seconds": time.perf_counter() - t0, "rss_after_load_mb": base,
@@ -235,6 +262,9 @@ def main(argv=None) -> int:
     parser.add_argument("--e2e-per-third", type=int, default=1, help="faces per third run end to end (0: none)")
     parser.add_argument("--component-repeats", type=int, default=5, help="repeats of the component timings")
     parser.add_argument("--skip-mixed", action="store_true")
+    parser.add_argument("--compile", default=None, metavar="BACKEND",
+                        help="also run the end-to-end faces with sampler.compile on (this torch.compile backend)")
+    parser.add_argument("--compile-mode", default=None, help="sampler.compile.mode, e.g. reduce-overhead")
     parser.add_argument("--sigma512", type=float, default=16.0, help="blur of the throughput / memory inputs")
     parser.add_argument("--batches", type=int, nargs="*", default=[], help="throughput batch sizes")
     parser.add_argument("--mem-batches", type=int, nargs="*", default=[])
@@ -256,12 +286,16 @@ def main(argv=None) -> int:
             if not args.skip_mixed:
                 mixed = _mixed_set(Path(wd), args)
                 if args.e2e_per_third:
-                    rows, mean = _end_to_end(dfr, dif, mixed, args)
+                    samplers, first = {"DifFace": dif, "DynFaceRestore": dfr}, {}
+                    if args.compile:
+                        dfr_c, dif_c, first = _compiled_samplers(Path(wd), args, _end_to_end_faces(mixed, args))
+                        samplers.update({"DifFace, compiled": dif_c, "DynFaceRestore, compiled": dfr_c})
+                    rows, mean = _end_to_end(samplers, mixed, args)
                     tables.append(f"End to end at {args.respacing}, batch 1:\n\n" + common.markdown_table(
                         ["severity", "sigma*_512", "method", "start index", "start t", "NFE", "median s",
                          "min-max s"], rows) + "\n\n" + common.markdown_table(
-                        ["method", "mean s / face", "x DifFace"],
-                        [[k, v, f"{v / mean['DifFace']:.3f}"] for k, v in mean.items()]))
+                        ["method", "mean s / face", "x DifFace", "first restore s (compiles)"],
+                        [[k, v, f"{v / mean['DifFace']:.3f}", first.get(k, "-")] for k, v in mean.items()]))
                 comp = _components(dfr, dif, mixed, args)
                 title = f"Components (median s of {args.component_repeats}, batch 1, this run)"
                 tables.append(f"{title}:\n\n" + common.markdown_table(

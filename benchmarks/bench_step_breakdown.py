@@ -12,17 +12,22 @@ is the one of the real sampling config (benchmarks/common.py). Components, timed
 * ``guidance, before``: ``closed_form_guidance`` toward the sharpest level, as the sampler called it
   every step until the level spectra were kept (two rfft2 and the transfer function per step);
 * ``guidance, after``: :meth:`models.guidance.LevelSpectra.solve` (one rfft2 + one irfft2 per step), and
-  the one-off ``LevelSpectra`` build per batch;
+  the one-off ``LevelSpectra`` build per batch; ``guidance, one level``: ``LevelSpectra.solve_level``, the
+  sampler's solve toward its sharpest active level (the level's terms gathered, not weighted and summed);
 * ``DGSA``: ``dgsa.guidance_scale`` (and, for a config whose DGSA runs on a lower-resolution map, the same
   network at full resolution: the cost before that change);
 * ``x0 modifier``: the sampler's whole per-step guidance (guidance + DGSA or the image's last map +
-  blend + map bookkeeping);
+  blend; the mean-map bookkeeping only on fresh steps); ``..., before``: the same as the sampler did it
+  before its per-step work was trimmed (:func:`_modifier_before`);
 * ``step w/o UNet``: ``ddim_sample`` with a stub model that returns the UNet's output computed once,
   i.e. everything a step costs besides the network: guided with a fresh DGSA map, guided reusing the
-  last map, unguided (DifFace);
+  last map, unguided (DifFace); ``..., before``: the DDIM step as it was before it skipped the model
+  variance and posterior mean (all of ``p_mean_variance``), ``before (both)`` with the old modifier too;
 * ``full guided step`` (``--full-step``): the real ``ddim_sample`` with the UNet.
 
 The mean overhead per step with ``dgsa_every = N`` is (fresh + (N - 1) reused) / N, of the UNet's time.
+The ``ATen ops`` column counts the non-view operations one call dispatches (``common.dispatched_ops``): on
+a GPU each is at least one kernel launch, which is what the small per-step work is bound by there.
 
 UNet rows (``--unet-variants``): channels_last, bf16 autocast (CPU) / fp16 (CUDA), the sampler's fp16 and
 bf16 trunk (``--precision``), torch.compile (compile time reported separately). ``--precision`` sets the
@@ -67,7 +72,7 @@ def _inputs(sampler, batch: int, sigma512: float, device):
     x_t = sampler.diffusion.q_sample(levels[0], t, noise=torch.randn(levels[0].shape, generator=gen, device=device))
     noise = torch.randn(x_t.shape, generator=gen, device=device)
     eta = torch.full((batch,), 0.5, device=device)
-    return levels, sigmas, t, x_t, noise, eta
+    return levels, sigmas, index, t, x_t, noise, eta
 
 
 def _first_level_weights(batch: int, num_levels: int, device) -> torch.Tensor:
@@ -75,6 +80,29 @@ def _first_level_weights(batch: int, num_levels: int, device) -> torch.Tensor:
     weights = torch.zeros(batch, num_levels, device=device)
     weights[:, 0] = 1.0
     return weights
+
+
+def _modifier_before(guide, level_t: torch.Tensor, idx: torch.Tensor, fresh: bool):
+    """The sampler's x0 modifier (sharpest level, DGSA) as it was before its per-step work was trimmed: the
+    level chosen at every step (compare, cumsum, argmax, a one-hot row into the K-level solve), the level
+    image gathered every step, the running map sum updated every step, the blend as three operations."""
+    one_hot = torch.eye(level_t.shape[1], device=level_t.device)
+
+    def apply(x0_hat, x_t, t_orig):
+        active = t_orig[:, None] <= level_t[idx]
+        active[:, 0] = True
+        x0 = x0_hat.float()
+        sharpest = active.long().cumsum(1).argmax(1)
+        x0_tilde = guide.spectra.solve(x0, one_hot[sharpest], guide.lam, idx)
+        y_k = guide.levels[idx, sharpest]
+        if fresh:
+            guide.scale[idx] = guide.sampler.dgsa.guidance_scale(x0, x0_tilde, y_k, t_orig)
+        scale = guide.scale[idx]
+        guide.map_sum[idx] += scale.expand(-1, 1, *x0.shape[-2:])
+        guide.map_steps[idx] += 1
+        return (x0 + scale * (x0_tilde - x0)).clamp(-1, 1).to(x0_hat.dtype)
+
+    return apply
 
 
 def _full_resolution_dgsa(sampler, resolution: int):
@@ -91,10 +119,11 @@ def _full_resolution_dgsa(sampler, resolution: int):
 def _step_components(sampler, batch, args):
     """Timings of one step's components at ``batch`` (module docstring); returns rows and the medians."""
     from models import guidance
+    from models.gaussian_diffusion import ddim_step
     from sampler import _Guide
 
     dev = sampler.device
-    levels, sigmas, t, x_t, noise, eta = _inputs(sampler, batch, args.sigma512, dev)
+    levels, sigmas, index, t, x_t, noise, eta = _inputs(sampler, batch, args.sigma512, dev)
     t_orig = sampler.timestep_map[t]
     level_t = sampler._level_steps(sigmas)
     idx = torch.arange(batch, device=dev)
@@ -108,23 +137,41 @@ def _step_components(sampler, batch, args):
         y_k, sigma_k = levels[0], sigmas[:, 0]  # the start level (the sharpest active one at t = 400 here)
         x0_tilde = guidance.closed_form_guidance(x0_hat, y_k, sigma_k, lam)
         first_level = _first_level_weights(batch, sigmas.shape[1], dev)
+        level_1 = first_level.argmax(1)
 
         def ddim(model, modifier):
             return sampler.diffusion.ddim_sample(model, x_t, t, eta=eta, noise=noise, x0_modifier=modifier)
+
+        def ddim_before(model, modifier):
+            """The DDIM step as it was before it skipped the model variance: all of p_mean_variance, then the update."""
+            diffusion = sampler.diffusion
+            x0 = diffusion.p_mean_variance(model, x_t, t, x0_modifier=modifier)["pred_xstart"]
+            return ddim_step(x_t, x0, diffusion._extract("alphas_cumprod", t, x_t.shape),
+                             diffusion._extract("alphas_cumprod_prev", t, x_t.shape), eta.view(-1, 1, 1, 1), noise)
 
         variants = {
             "UNet": lambda: sampler.model(x_t, t_orig),
             "guidance, before (closed_form_guidance per step)":
                 lambda: guidance.closed_form_guidance(x0_hat, y_k, sigma_k, lam, pad=guide.spectra.pad),
             "guidance, after (LevelSpectra.solve per step)": lambda: guide.spectra.solve(x0_hat, first_level, lam),
+            "guidance, one level (LevelSpectra.solve_level per step, the sampler's)":
+                lambda: guide.spectra.solve_level(x0_hat, level_1, lam),
             "LevelSpectra build (once per batch)":
                 lambda: guidance.LevelSpectra(guide.levels, sigmas, pad=guide.spectra.pad),
-            "x0 modifier, fresh DGSA map": lambda: guide.modifier(idx, everyone)(x0_hat, x_t, t_orig),
-            "x0 modifier, reused DGSA map": lambda: guide.modifier(idx, [])(x0_hat, x_t, t_orig),
-            "step w/o UNet, guided, fresh DGSA map": lambda: ddim(stub, guide.modifier(idx, everyone)),
-            "step w/o UNet, guided, reused DGSA map": lambda: ddim(stub, guide.modifier(idx, [])),
+            "x0 modifier, fresh DGSA map": lambda: guide.modifier(idx, everyone, index)(x0_hat, x_t, t_orig),
+            "x0 modifier, reused DGSA map": lambda: guide.modifier(idx, [], index)(x0_hat, x_t, t_orig),
+            "step w/o UNet, guided, fresh DGSA map": lambda: ddim(stub, guide.modifier(idx, everyone, index)),
+            "step w/o UNet, guided, reused DGSA map": lambda: ddim(stub, guide.modifier(idx, [], index)),
             "step w/o UNet, unguided (DifFace)": lambda: ddim(stub, None),
+            "step w/o UNet, unguided (DifFace), before (DDIM through p_mean_variance)": lambda: ddim_before(stub, None),
         }
+        if sampler.dgsa is not None and sampler.scfg.guidance.combine == "sharpest":
+            variants["x0 modifier, reused DGSA map, before (level chosen and map summed every step)"] = \
+                lambda: _modifier_before(guide, level_t, idx, False)(x0_hat, x_t, t_orig)
+            variants["step w/o UNet, guided, reused DGSA map, before (both)"] = \
+                lambda: ddim_before(stub, _modifier_before(guide, level_t, idx, False))
+            variants["step w/o UNet, guided, fresh DGSA map, before (both)"] = \
+                lambda: ddim_before(stub, _modifier_before(guide, level_t, idx, True))
         if sampler.dgsa is not None:
             variants["DGSA"] = lambda: sampler.dgsa.guidance_scale(x0_hat, x0_tilde, y_k, t_orig)
             if sampler.dgsa.map_downsample > 1:
@@ -133,15 +180,16 @@ def _step_components(sampler, batch, args):
                     lambda: full.guidance_scale(x0_hat, x0_tilde, y_k, t_orig)
         if args.full_step:
             variants["full guided step (UNet + all), fresh DGSA map"] = \
-                lambda: ddim(sampler.model, guide.modifier(idx, everyone))
+                lambda: ddim(sampler.model, guide.modifier(idx, everyone, index))
         times = common.interleaved(variants, args.repeats, warmup=args.warmup, device=dev)
+        ops = {name: common.dispatched_ops(fn) for name, fn in variants.items()}
     med = {k: common.median(v) for k, v in times.items()}
     unet = med["UNet"]
     fresh, reused = med["step w/o UNet, guided, fresh DGSA map"], med["step w/o UNet, guided, reused DGSA map"]
-    for every in sorted({1, 2, 3, 4, int(sampler.scfg.guidance.dgsa_every)}):
+    for every in sorted({1, 4, 8, 16, int(sampler.scfg.guidance.dgsa_every)}):
         med[f"mean step w/o UNet, dgsa_every = {every}"] = (fresh + (every - 1) * reused) / every
     rows = [[batch, name, 1e3 * m, common.spread([1e3 * v for v in times[name]]) if name in times else "derived",
-             f"{100 * m / unet:.2f} %", f"{1e3 * m / batch:.4g}"] for name, m in med.items()]
+             f"{100 * m / unet:.2f} %", f"{1e3 * m / batch:.4g}", ops.get(name, "-")] for name, m in med.items()]
     return rows, med
 
 
@@ -151,7 +199,7 @@ def _unet_variants(sampler, args):
     from sampler import PRECISIONS
 
     dev = sampler.device
-    levels, sigmas, t, x_t, noise, eta = _inputs(sampler, args.batches[0], args.sigma512, dev)
+    levels, sigmas, index, t, x_t, noise, eta = _inputs(sampler, args.batches[0], args.sigma512, dev)
     t_orig = sampler.timestep_map[t]
     base = copy.deepcopy(sampler.model).to(memory_format=torch.contiguous_format)  # the config may say channels_last
     rows, variants = [], {"fp32 (baseline)": lambda: base(x_t, t_orig)}
@@ -200,7 +248,7 @@ def _guidance_variants(sampler, args, batch):
     from models import guidance
 
     dev = sampler.device
-    levels, sigmas, t, x_t, noise, eta = _inputs(sampler, batch, args.sigma512, dev)
+    levels, sigmas, index, t, x_t, noise, eta = _inputs(sampler, batch, args.sigma512, dev)
     spread_sig = sigmas * torch.linspace(0.5, 1.5, batch, device=dev)[:, None]  # different sigmas per image
     stacked = torch.stack(levels, dim=1)
     y, x0_hat = levels[0], (x_t / 2).clamp(-1, 1)
@@ -214,13 +262,15 @@ def _guidance_variants(sampler, args, batch):
         f"before: closed_form_guidance (pad {pad})": lambda: guidance.closed_form_guidance(x0_hat, y, spread_sig[:, 0],
                                                                                            lam, pad=pad),
         f"after: LevelSpectra.solve per step (pad {pad})": lambda: spectra.solve(x0_hat, first_level, lam),
+        f"after: LevelSpectra.solve_level per step (pad {pad}), the sampler's":
+            lambda: spectra.solve_level(x0_hat, first_level.argmax(1), lam),
         "after: LevelSpectra build, once per batch": lambda: guidance.LevelSpectra(stacked, spread_sig, pad=pad),
     }
     with torch.no_grad():
         ref_default = guidance.closed_form_guidance(x0_hat.double(), y.double(), spread_sig[:, 0], lam)
         ref_pad = guidance.closed_form_guidance(x0_hat.double(), y.double(), spread_sig[:, 0], lam, pad=pad)
         names = list(variants)
-        refs = {names[0]: ref_default, names[1]: ref_pad, names[2]: ref_pad}
+        refs = {names[0]: ref_default, names[1]: ref_pad, names[2]: ref_pad, names[3]: ref_pad}
         errors = {name: float((variants[name]().double() - ref).abs().max()) for name, ref in refs.items()}
         times = common.interleaved(variants, args.guidance_repeats, warmup=1, device=dev)
     base_s = common.median(times[names[0]])
@@ -258,7 +308,7 @@ def main(argv=None) -> int:
     every = int(sampler.scfg.guidance.dgsa_every)
     overhead = key[f"mean step w/o UNet, dgsa_every = {every}"] / key["UNet"]
     tables = ["Step components (median of repeats, round-robin):\n\n" + common.markdown_table(
-        ["batch", "component", "median ms", "min-max ms", "% of UNet", "ms / image"], step_rows)]
+        ["batch", "component", "median ms", "min-max ms", "% of UNet", "ms / image", "ATen ops"], step_rows)]
     if unet_rows:
         tables.append("UNet variants (same input; error = max |out - fp32 out|):\n\n" + common.markdown_table(
             ["batch", "variant", "median ms", "min-max ms", "speed-up", "max abs error"], unet_rows))

@@ -37,6 +37,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import yaml
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from sampler import PRECISIONS
 
@@ -247,6 +248,24 @@ def interleaved(variants: Dict[str, Callable[[], object]], repeats: int, warmup:
             if r >= warmup:
                 times[name].append(time.perf_counter() - t0)
     return times
+
+
+class _OpCounter(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += not func.is_view
+        return func(*args, **(kwargs or {}))
+
+
+def dispatched_ops(fn: Callable[[], object]) -> int:
+    """How many ATen operations other than views one call of ``fn`` dispatches. On a GPU each launches at
+    least one kernel; where a step is launch-bound (small images, batch 1) its time follows this count."""
+    with _OpCounter() as counter:
+        fn()
+    return counter.count
 
 
 def median(values: Sequence[float]) -> float:

@@ -209,51 +209,57 @@ class GaussianDiffusion:
         log var = frac max_log + (1 - frac) min_log, frac = (v + 1) / 2, with min_log the clipped
         posterior log variance and max_log = log beta_t (Nichol & Dhariwal eq. 15).
         """
-        model_kwargs = model_kwargs or {}
-        B, C = x.shape[:2]
-        model_output = model(x, self._scale_timesteps(t), **model_kwargs)
-
-        if self.model_var_type in (ModelVarType.LEARNED, ModelVarType.LEARNED_RANGE):
-            if model_output.shape[1] != 2 * C:
-                raise ValueError(f"learned variance needs {2 * C} output channels, the model gives {model_output.shape[1]}")
-            model_output, model_var_values = torch.split(model_output, C, dim=1)
-            if self.model_var_type == ModelVarType.LEARNED:
-                model_log_variance = model_var_values
-            else:
-                min_log = self._extract("posterior_log_variance_clipped", t, x.shape)
-                max_log = self._extract("log_betas", t, x.shape)
-                frac = (model_var_values + 1) / 2
-                model_log_variance = frac * max_log + (1 - frac) * min_log
+        model_output, model_var_values, prior_xstart, pred_xstart = self._model_xstart(
+            model, x, t, clip_denoised, denoised_fn, model_kwargs, x0_modifier)
+        if self.model_var_type == ModelVarType.LEARNED:
+            model_log_variance = model_var_values
             model_variance = torch.exp(model_log_variance)
+        elif self.model_var_type == ModelVarType.LEARNED_RANGE:
+            min_log = self._extract("posterior_log_variance_clipped", t, x.shape)
+            max_log = self._extract("log_betas", t, x.shape)
+            frac = (model_var_values + 1) / 2
+            model_log_variance = frac * max_log + (1 - frac) * min_log
+            model_variance = torch.exp(model_log_variance)
+        elif self.model_var_type == ModelVarType.FIXED_LARGE:
+            # beta_t, with the first entry set to the posterior variance for a better decoder NLL
+            model_variance = self._extract("fixed_large_variance", t, x.shape)
+            model_log_variance = self._extract("fixed_large_log_variance", t, x.shape)
         else:
-            if self.model_var_type == ModelVarType.FIXED_LARGE:
-                # beta_t, with the first entry set to the posterior variance for a better decoder NLL
-                model_variance = self._extract("fixed_large_variance", t, x.shape)
-                model_log_variance = self._extract("fixed_large_log_variance", t, x.shape)
-            else:
-                model_variance = self._extract("posterior_variance", t, x.shape)
-                model_log_variance = self._extract("posterior_log_variance_clipped", t, x.shape)
+            model_variance = self._extract("posterior_variance", t, x.shape)
+            model_log_variance = self._extract("posterior_log_variance_clipped", t, x.shape)
 
-        def process_xstart(x0):
-            if denoised_fn is not None:
-                x0 = denoised_fn(x0)
-            return x0.clamp(-1, 1) if clip_denoised else x0
-
-        if self.model_mean_type == ModelMeanType.PREVIOUS_X:
-            pred_xstart = process_xstart(self._predict_xstart_from_xprev(x, t, model_output))
-        elif self.model_mean_type == ModelMeanType.START_X:
-            pred_xstart = process_xstart(model_output)
-        else:
-            pred_xstart = process_xstart(self._predict_xstart_from_eps(x, t, model_output))
-        prior_xstart = pred_xstart
-        if x0_modifier is not None:
-            pred_xstart = x0_modifier(pred_xstart, x, self.original_timesteps(t))
         if self.model_mean_type == ModelMeanType.PREVIOUS_X and x0_modifier is None:
             model_mean = model_output
         else:
             model_mean, _, _ = self.q_posterior_mean_variance(pred_xstart, x, t)
         return {"mean": model_mean, "variance": model_variance, "log_variance": model_log_variance,
                 "pred_xstart": pred_xstart, "pred_xstart_prior": prior_xstart, "model_output": model_output}
+
+    def _model_xstart(self, model, x, t, clip_denoised, denoised_fn, model_kwargs, x0_modifier):
+        """The network at (x, t) and its x0 prediction: ``(model_output, variance channels or None,
+        pred_xstart before x0_modifier, pred_xstart after it)``. What a DDIM step needs, without the
+        model variance and posterior mean that :meth:`p_mean_variance` adds for ancestral sampling."""
+        model_output = model(x, self._scale_timesteps(t), **(model_kwargs or {}))
+        model_var_values = None
+        if self.model_var_type in (ModelVarType.LEARNED, ModelVarType.LEARNED_RANGE):
+            channels = x.shape[1]
+            if model_output.shape[1] != 2 * channels:
+                raise ValueError(f"learned variance needs {2 * channels} output channels, the model gives "
+                                 f"{model_output.shape[1]}")
+            model_output, model_var_values = torch.split(model_output, channels, dim=1)
+
+        if self.model_mean_type == ModelMeanType.PREVIOUS_X:
+            prior_xstart = self._predict_xstart_from_xprev(x, t, model_output)
+        elif self.model_mean_type == ModelMeanType.START_X:
+            prior_xstart = model_output
+        else:
+            prior_xstart = self._predict_xstart_from_eps(x, t, model_output)
+        if denoised_fn is not None:
+            prior_xstart = denoised_fn(prior_xstart)
+        if clip_denoised:
+            prior_xstart = prior_xstart.clamp(-1, 1)
+        pred_xstart = prior_xstart if x0_modifier is None else x0_modifier(prior_xstart, x, self.original_timesteps(t))
+        return model_output, model_var_values, prior_xstart, pred_xstart
 
     def _predict_xstart_from_eps(self, x_t, t, eps):
         return (self._extract("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t
@@ -308,16 +314,17 @@ class GaussianDiffusion:
         ``eta`` is a float or an (N,) tensor (one eta per image). The prior's x0 goes through
         ``x0_modifier`` and then :func:`ddim_step`. Returns ``{"sample", "pred_xstart", "pred_xstart_prior"}``.
         """
-        out = self.p_mean_variance(model, x, t, clip_denoised, denoised_fn, model_kwargs, x0_modifier)
+        _, _, prior_xstart, pred_xstart = self._model_xstart(model, x, t, clip_denoised, denoised_fn, model_kwargs,
+                                                             x0_modifier)
         if isinstance(eta, torch.Tensor):
             if eta.numel() != x.shape[0]:
                 raise ValueError(f"eta has {eta.numel()} values for a batch of {x.shape[0]} images")
             eta = eta.to(device=x.device, dtype=torch.float32).reshape(-1, *([1] * (x.ndim - 1)))
         if noise is None:
             noise = torch.randn_like(x)
-        sample = ddim_step(x, out["pred_xstart"], self._extract("alphas_cumprod", t, x.shape),
+        sample = ddim_step(x, pred_xstart, self._extract("alphas_cumprod", t, x.shape),
                            self._extract("alphas_cumprod_prev", t, x.shape), eta, noise)
-        return {"sample": sample, "pred_xstart": out["pred_xstart"], "pred_xstart_prior": out["pred_xstart_prior"]}
+        return {"sample": sample, "pred_xstart": pred_xstart, "pred_xstart_prior": prior_xstart}
 
     def ddim_sample_loop(self, model, shape, **kwargs) -> torch.Tensor:
         """Final sample of :meth:`ddim_sample_loop_progressive` (same arguments)."""

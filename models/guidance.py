@@ -140,6 +140,7 @@ class LevelSpectra:
         spectra = torch.fft.rfft2(self._padded(levels.flatten(0, 1))).view(n, k, levels.shape[2], self.hp, -1)
         self.gain_y = gain * spectra  # (N, K, C, hp, wp // 2 + 1)
         self.gain_sq = gain * gain    # (N, K, 1, hp, wp // 2 + 1)
+        self.images = torch.arange(n, device=device)
 
     def _padded(self, t: torch.Tensor) -> torch.Tensor:
         t = t.to(self.dtype)
@@ -150,18 +151,40 @@ class LevelSpectra:
         """x0_tilde for the images ``idx`` (default all) of the batch, in ``x0_hat``'s dtype.
 
         ``x0_hat``: (n, C, H, W) for those images; ``weights``: (n, K) level weights (a one-hot row guides
-        toward one level); ``lam``: float or (n,) tensor > 0.
+        toward one level, which :meth:`solve_level` does with less work); ``lam``: float or (n,) tensor > 0.
         """
         gain_y, gain_sq = (self.gain_y, self.gain_sq) if idx is None else (self.gain_y[idx], self.gain_sq[idx])
         n = x0_hat.shape[0]
-        num_levels = gain_y.shape[1]
-        if x0_hat.shape[-2:] != (self.h, self.w) or gain_y.shape[0] != n or tuple(weights.shape) != (n, num_levels):
+        if gain_y.shape[0] != n or tuple(weights.shape) != (n, gain_y.shape[1]):
             raise ValueError(f"solve: x0_hat {tuple(x0_hat.shape)} and weights {tuple(weights.shape)} do not match "
-                             f"{gain_y.shape[0]} images of {gain_y.shape[1]} levels at {self.h}x{self.w}")
-        lam_t = _per_image(lam, n, x0_hat.device, self.dtype, "lam")
+                             f"{gain_y.shape[0]} images of {gain_y.shape[1]} levels")
         w = weights.to(self.dtype).view(n, -1, 1, 1, 1)
-        numer = lam_t * torch.fft.rfft2(self._padded(x0_hat)) + (w * gain_y).sum(1)
-        denom = lam_t + (w * gain_sq).sum(1)
+        return self._solve(x0_hat, (w * gain_y).sum(1), (w * gain_sq).sum(1), lam)
+
+    def solve_level(self, x0_hat: torch.Tensor, level: torch.Tensor, lam: Scale,
+                    idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """:meth:`solve` with one level per image, ``level``: (n,) long (the sampler's sharpest active level):
+        the level's two terms are gathered instead of weighted and summed over all K levels."""
+        images = self.images if idx is None else idx
+        if images.shape != level.shape:
+            raise ValueError(f"solve_level: {level.numel()} levels for {images.numel()} images")
+        return self._solve(x0_hat, self.gain_y[images, level], self.gain_sq[images, level], lam)
+
+    def _solve(self, x0_hat: torch.Tensor, gain_y: torch.Tensor, gain_sq: torch.Tensor, lam: Scale) -> torch.Tensor:
+        """X = (G Y + lam X0_hat) / (G^2 + lam) with the data terms ``gain_y`` (n, C, ...) and ``gain_sq``
+        (n, 1, ...) already chosen; cropped back to the image, in ``x0_hat``'s dtype."""
+        n = x0_hat.shape[0]
+        if x0_hat.shape[-2:] != (self.h, self.w) or gain_y.shape[0] != n:
+            raise ValueError(f"solve: x0_hat {tuple(x0_hat.shape)} does not match {gain_y.shape[0]} images at "
+                             f"{self.h}x{self.w}")
+        spectrum = torch.fft.rfft2(self._padded(x0_hat))
+        if isinstance(lam, torch.Tensor):
+            lam_t = _per_image(lam, n, x0_hat.device, self.dtype, "lam")
+            numer, denom = lam_t * spectrum + gain_y, lam_t + gain_sq
+        else:  # a number: no per-step tensor for it
+            if not float(lam) > 0:
+                raise ValueError(f"lam must be > 0, got {lam}")
+            numer, denom = torch.add(gain_y, spectrum, alpha=float(lam)), gain_sq + float(lam)
         x = torch.fft.irfft2(numer / denom, s=(self.hp, self.wp))
         return x[..., self.pad:self.pad + self.h, self.pad:self.pad + self.w].to(x0_hat.dtype)
 
@@ -179,12 +202,12 @@ def batch_pad(sigmas: torch.Tensor, resolution: int, pad_sigma_512: float) -> in
 
 
 def blend(x0_hat: torch.Tensor, x0_tilde: torch.Tensor, s: Scale) -> torch.Tensor:
-    """``x0_hat + s (x0_tilde - x0_hat)`` (DESIGN.md section 6); ``s`` scalar, (N,), (N,1,H,W) or (N,C,H,W)."""
-    if isinstance(s, torch.Tensor) and s.ndim == 1:
-        s = s.view(-1, 1, 1, 1)
-    if isinstance(s, torch.Tensor):
-        s = s.to(device=x0_hat.device, dtype=x0_hat.dtype)
-    return x0_hat + s * (x0_tilde - x0_hat)
+    """``x0_hat + s (x0_tilde - x0_hat)`` (DESIGN.md section 6) as one ``torch.lerp``; ``s`` scalar, (N,),
+    (N,1,H,W) or (N,C,H,W)."""
+    if not isinstance(s, torch.Tensor):
+        return torch.lerp(x0_hat, x0_tilde, float(s))
+    s = s.to(device=x0_hat.device, dtype=x0_hat.dtype)
+    return torch.lerp(x0_hat, x0_tilde, s.view(-1, 1, 1, 1) if s.ndim == 1 else s)
 
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:

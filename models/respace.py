@@ -71,8 +71,8 @@ class SpacedDiffusion(GaussianDiffusion):
         self.use_timesteps = set(use_timesteps)
         self.timestep_map = np.asarray(use_timesteps, dtype=np.int64)
 
-    def p_mean_variance(self, model, *args, **kwargs):
-        return super().p_mean_variance(self._wrap_model(model), *args, **kwargs)
+    def _model_xstart(self, model, *args, **kwargs):  # every sampling step evaluates the model through here
+        return super()._model_xstart(self._wrap_model(model), *args, **kwargs)
 
     def training_losses(self, model, *args, **kwargs):
         return super().training_losses(self._wrap_model(model), *args, **kwargs)

@@ -48,9 +48,15 @@ def test_step_breakdown_smoke(tiny_layouts, tmp_path, capsys):
                  ("1", "guidance, before (closed_form_guidance per step)"),
                  ("1", "guidance, after (LevelSpectra.solve per step)"), ("1", "step w/o UNet, guided, fresh DGSA map"),
                  ("1", "step w/o UNet, guided, reused DGSA map"), ("1", "mean step w/o UNet, dgsa_every = 4"),
+                 ("1", "guidance, one level (LevelSpectra.solve_level per step, the sampler's)"),
+                 ("1", "step w/o UNet, unguided (DifFace), before (DDIM through p_mean_variance)"),
+                 ("1", "x0 modifier, reused DGSA map, before (level chosen and map summed every step)"),
+                 ("1", "step w/o UNet, guided, reused DGSA map, before (both)"),
                  ("1", "fp32 (baseline)"), ("1", "channels_last"), ("1", "bf16 trunk (precision bf16)"),
                  ("2", "after: LevelSpectra.solve per step (pad 16)")])
     assert "claim 'guidance + DGSA + step overhead < 15 % of the UNet'" in text
+    assert "| % of UNet | ms / image | ATen ops |" in text
+    assert re.search(r"^\| 1 \| UNet \|.* \| [1-9]\d* \|$", text, re.M), "the UNet row counts its operations"
 
 
 def test_dblm_and_sampler_smoke(tiny_layouts, tmp_path):
@@ -59,13 +65,14 @@ def test_dblm_and_sampler_smoke(tiny_layouts, tmp_path):
     assert bench_dblm.main(["--resolution", "64", "--repeats", "1", "--workdir", wd, "--write", "--out", str(out),
                             "--device", "cpu"]) == 0
     assert bench_sampler.main(["--resolution", "64", "--respacing", "ddim10", "--workdir", wd, "--faces", "3",
-                               "--batches", "2", "--mem-batches", "1", "--write", "--out", str(out),
-                               "--device", "cpu"]) == 0
+                               "--batches", "2", "--mem-batches", "1", "--compile", "eager", "--write", "--out",
+                               str(out), "--device", "cpu"]) == 0
     text = out.read_text()
     _rows(text, [("1", "SDE"), ("1", "TM"), ("1", "RM"), ("1", "DBLM forward (K = 3)"), ("1", "RM0 restorer (DifFace)"),
                  ("mild",), ("severe",), ("DifFace", ), ("DynFaceRestore", ), ("2", "DifFace"), ("2", "DynFaceRestore"),
                  ("step w/o UNet, guided, fresh DGSA map",), ("all", "3", "DifFace", "101"),
-                 ("all", "3", "DynFaceRestore, dgsa_every = 1"), ("1", "step")])
+                 ("all", "3", "DynFaceRestore, dgsa_every = 1"), ("1", "step"), ("DifFace, compiled",),
+                 ("DynFaceRestore, compiled",)])
     assert re.search(r"^\| all \| 3 \| DynFaceRestore, dgsa_every = \d+ \(config\) \|", text, re.M)
     assert "DifFace | 4 | 400 | 5 |" in text
     assert "claim 'DynFaceRestore mean time per face <= DifFace'" in text

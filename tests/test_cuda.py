@@ -50,13 +50,14 @@ class _GuidedStep:
         sig = self.levels.sigmas.float()
         self.guide = _Guide(sampler, [img.float() for img in self.levels.images], sig, sampler._level_steps(sig))
         self.n = lq.shape[0]
-        self.t = torch.full((self.n,), 10, dtype=torch.long, device=dev)
+        self.index = 10
+        self.t = torch.full((self.n,), self.index, dtype=torch.long, device=dev)
         self.eta = torch.full((self.n,), 0.5, device=dev)
         self.idx = torch.arange(self.n, device=dev)
         self.x_t = sampler.diffusion.q_sample(self.levels.images[0].float(), self.t, noise=x_noise.to(dev))
 
     def run(self, fresh: bool = True) -> dict:
-        modifier = self.guide.modifier(self.idx, list(range(self.n)) if fresh else [])
+        modifier = self.guide.modifier(self.idx, list(range(self.n)) if fresh else [], self.index)
         return self.sampler.diffusion.ddim_sample(self.sampler.model, self.x_t, self.t, eta=self.eta,
                                                   noise=self.step_noise, x0_modifier=modifier)
 

@@ -228,6 +228,39 @@ def test_level_spectra_subset_matches_dense_solve_of_the_padded_problem(n, k, h,
     torch.testing.assert_close(got, want, rtol=0, atol=1e-8)
 
 
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(1, 3), k=st.integers(1, 3), h=st.integers(5, 8), w=st.integers(5, 8),
+       pad=st.integers(0, 4), lam=st.floats(0.01, 2.0), seed=st.integers(0, 10 ** 6), data=st.data())
+def test_solve_level_matches_dense_solve_toward_each_images_level(n, k, h, w, pad, lam, seed, data):
+    """``solve_level`` (one level per image, all images or a subset, lam a number or one per image) = the
+    dense float64 solve toward that level on the mirror-padded images (numpy padding), cropped."""
+    gen = np.random.default_rng(seed)
+    levels = torch.from_numpy(gen.uniform(-1, 1, (n, k, 2, h, w)))
+    sigmas = torch.from_numpy(gen.uniform(0, 1.5, (n, k)))
+    spectra = LevelSpectra(levels, sigmas, pad=pad)
+    subset = data.draw(st.one_of(st.none(), st.lists(st.integers(0, n - 1), min_size=1, max_size=n, unique=True)))
+    images = torch.arange(n) if subset is None else torch.tensor(subset)
+    level = torch.tensor(data.draw(st.lists(st.integers(0, k - 1), min_size=len(images), max_size=len(images))))
+    lams = gen.uniform(0.01, 2.0, len(images)) if data.draw(st.booleans()) else lam
+    x0 = torch.from_numpy(gen.uniform(-1, 1, (len(images), 2, h, w)))
+    got = spectra.solve_level(x0, level, torch.from_numpy(np.asarray(lams)) if np.ndim(lams) else lams,
+                              None if subset is None else images)
+
+    def padded(t):
+        return torch.from_numpy(np.pad(t.numpy(), ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="reflect"))
+
+    want = dense_solve(padded(x0), [padded(levels[images, level])], [sigmas[images, level]], lams)
+    torch.testing.assert_close(got, want[..., pad:pad + h, pad:pad + w], rtol=0, atol=1e-8)
+
+
+def test_solve_level_refuses_a_level_count_that_does_not_match_the_images():
+    spectra = LevelSpectra(rand((2, 3, 1, 6, 6), 3), torch.ones(2, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="3 levels for 2 images"):
+        spectra.solve_level(rand((2, 1, 6, 6), 4), torch.tensor([0, 1, 2]), 0.1)
+    with pytest.raises(ValueError, match="lam"):
+        spectra.solve_level(rand((2, 1, 6, 6), 4), torch.tensor([0, 1]), 0.0)
+
+
 def test_level_spectra_one_hot_weights_equal_guiding_toward_that_level():
     levels, sigmas = rand((3, 3, 3, 12, 12), 21), torch.tensor([[2.0, 1.5, 1.0], [1.0, 0.5, 0.2], [3.0, 2.0, 0.0]],
                                                                  dtype=torch.float64)

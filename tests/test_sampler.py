@@ -198,3 +198,89 @@ def test_channels_last_gives_the_same_restoration(dgsa_config, real_lq):
     assert nhwc.model.input_blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(nhwc.restore(real_lq, [1, 2, 3, 4]).images, plain.images, rtol=0, atol=1e-4)
 
+
+
+def _guided_reference(sampler, lq, seeds, every, combine):
+    """The DynFaceRestore loop of DESIGN.md sections 5-7 written out per image in float64 (the networks in
+    float32): DDIM from the image's own start, guidance toward the sharpest active level (or all active
+    levels) by the one-off closed form, DGSA on the image's steps 0, every, 2 every, ... and its last map
+    in between. Returns the images, each image's mean guidance map and the set of levels that were the
+    sharpest active one at some step. The DBLM levels, start steps and etas are the sampler's (tested on
+    their own above)."""
+    from models.guidance import batch_pad, closed_form_guidance_multi
+
+    out = sampler.restore(lq, seeds)
+    alpha_bar = _linear_alpha_bar(1000)
+    tmap = np.asarray(sampler.diffusion.timestep_map)
+    lam = float(sampler.scfg.guidance.lam)
+    pad = batch_pad(out.sigmas, RESOLUTION, float(sampler.scfg.guidance.pad_sigma_512))
+    images, maps, sharpest_seen = [], [], set()
+    for j, seed in enumerate(seeds):
+        gen = torch.Generator().manual_seed(seed)
+
+        def noise():
+            return torch.randn(1, 3, RESOLUTION, RESOLUTION, generator=gen).double()
+
+        levels = [level[j:j + 1].double() for level in out.levels]
+        sigmas = out.sigmas[j].tolist()
+        start, eta = int(out.start_index[j]), float(out.eta[j])
+        ab = alpha_bar[tmap[start]]
+        x = np.sqrt(ab) * levels[0] + np.sqrt(1 - ab) * noise()
+        scale, map_sum = None, torch.zeros(1, 1, RESOLUTION, RESOLUTION, dtype=torch.float64)
+        for i in range(start, -1, -1):
+            t = int(tmap[i])
+            ab = alpha_bar[t]
+            ab_prev = alpha_bar[tmap[i - 1]] if i > 0 else 1.0
+            t_model = torch.tensor([t])
+            eps = sampler.model(x.float(), t_model)[:, :3].double()
+            pred = ((x - np.sqrt(1 - ab) * eps) / np.sqrt(ab)).clamp(-1, 1)
+            active = [k == 0 or t <= int(out.level_t[j, k]) for k in range(len(levels))]
+            sharpest = max(k for k, on in enumerate(active) if on)
+            sharpest_seen.add(sharpest)
+            chosen = [k for k, on in enumerate(active) if on] if combine == "all" else [sharpest]
+            tilde = closed_form_guidance_multi(pred, [levels[k] for k in chosen], [sigmas[k] for k in chosen],
+                                               lam, pad=pad)
+            if (start - i) % every == 0:
+                scale = sampler.dgsa.guidance_scale(pred.float(), tilde.float(), levels[sharpest].float(),
+                                                    t_model).double()
+            map_sum += scale
+            pred = (pred + scale * (tilde - pred)).clamp(-1, 1)
+            eps = (x - np.sqrt(ab) * pred) / np.sqrt(1 - ab)
+            sig = eta * np.sqrt((1 - ab_prev) / (1 - ab)) * np.sqrt(1 - ab / ab_prev)
+            x = np.sqrt(ab_prev) * pred + np.sqrt(max(1 - ab_prev - sig ** 2, 0.0)) * eps + sig * noise()
+            x = x.float().double()  # float32 network vs float64 reference: same trajectory step by step
+        images.append(x.clamp(-1, 1))
+        maps.append(map_sum / (start + 1))
+    return out, torch.cat(images), torch.cat(maps), sharpest_seen
+
+
+@pytest.mark.parametrize("every,combine", [(3, "sharpest"), (2, "all")])
+def test_dynfacerestore_matches_an_independent_guided_loop(dgsa_config, real_lq, every, combine):
+    sampler = FaceRestoreSampler.from_config(dgsa_config, [f"sampler.guidance.dgsa_every={every}",
+                                                           f"sampler.guidance.combine={combine}"])
+    out, images, maps, sharpest_seen = _guided_reference(sampler, real_lq, [3, 4, 5, 6], every, combine)
+    assert len(set(out.nfe.tolist())) > 1, "the tiny SDE should give mixed start steps"
+    assert max(sharpest_seen) > 0, "a sharper level should take over during sampling"
+    torch.testing.assert_close(out.images.double(), images, rtol=0, atol=2e-4)
+    torch.testing.assert_close(out.guidance_map.double(), maps, rtol=0, atol=1e-5)
+
+
+def test_compiled_unet_gives_the_same_restoration(dgsa_config, real_lq):
+    """``sampler.compile`` traces the UNet with torch.compile (here its "eager" backend: the graph capture
+    without code generation, seconds on a CPU) for every batch size a mixed-start batch meets."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    plain = FaceRestoreSampler.from_config(dgsa_config).restore(real_lq, [1, 2, 3, 4])
+    compiled = FaceRestoreSampler.from_config(dgsa_config, ["sampler.compile.enabled=true",
+                                                            "sampler.compile.backend=eager"])
+    out = compiled.restore(real_lq, [1, 2, 3, 4])
+    assert len(set(out.nfe.tolist())) > 1, "mixed start steps: the UNet meets several batch sizes"
+    assert counters["stats"]["unique_graphs"] >= 2, dict(counters["stats"])
+    torch.testing.assert_close(out.images, plain.images, rtol=0, atol=1e-5)
+
+
+def test_unknown_compile_backend_is_a_config_error(tiny_config):
+    with pytest.raises(ConfigError, match="sampler.compile.backend"):
+        load_sample_config(tiny_config, ["sampler.compile.enabled=true", "sampler.compile.backend=nonesuch"])
