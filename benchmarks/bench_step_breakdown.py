@@ -119,7 +119,7 @@ def _full_resolution_dgsa(sampler, resolution: int):
 def _step_components(sampler, batch, args):
     """Timings of one step's components at ``batch`` (module docstring); returns rows and the medians."""
     from models import guidance
-    from models.gaussian_diffusion import ddim_step
+    from models.gaussian_diffusion import ddim_step, extract_into_tensor
     from sampler import _Guide
 
     dev = sampler.device
@@ -146,8 +146,9 @@ def _step_components(sampler, batch, args):
             """The DDIM step as it was before it skipped the model variance: all of p_mean_variance, then the update."""
             diffusion = sampler.diffusion
             x0 = diffusion.p_mean_variance(model, x_t, t, x0_modifier=modifier)["pred_xstart"]
-            return ddim_step(x_t, x0, diffusion._extract("alphas_cumprod", t, x_t.shape),
-                             diffusion._extract("alphas_cumprod_prev", t, x_t.shape), eta.view(-1, 1, 1, 1), noise)
+            alpha_bar, alpha_bar_prev = (extract_into_tensor(diffusion.on_device(name, dev), t, x_t.shape)
+                                         for name in ("alphas_cumprod", "alphas_cumprod_prev"))
+            return ddim_step(x_t, x0, alpha_bar, alpha_bar_prev, eta.view(-1, 1, 1, 1), noise)
 
         variants = {
             "UNet": lambda: sampler.model(x_t, t_orig),
