@@ -298,7 +298,7 @@ class FaceRestoreSampler:
         out.sigma_hat, out.sigmas, out.level_t, out.levels, out.source = (
             levels_out.sigma_hat, sigmas, level_t, levels, levels[0])
         if guide is not None:
-            out.guidance_map = guide.mean_map()
+            out.guidance_map = guide.mean_map(out.nfe)
         return out
 
     # ------------------------------------------------------------------ the shared loop
@@ -387,7 +387,6 @@ class _Guide:
         n, _, _, h, w = self.levels.shape
         self.scale = torch.ones(n, 1, h, w, device=sigmas.device)    # the last DGSA map of every image
         self.map_sum = torch.zeros(n, 1, h, w, device=sigmas.device)  # sum over the steps each map serves
-        self.map_steps = torch.zeros(n, device=sigmas.device)
 
     def due(self, steps_done: int) -> bool:
         """Whether DGSA runs at an image's step ``steps_done`` (0 = its first step)."""
@@ -422,10 +421,10 @@ class _Guide:
         new = self.sampler.dgsa.guidance_scale(x0, x0_tilde, self.levels[idx, level], t_orig)
         self.scale[idx] = new
         self.map_sum[idx] += serves * new
-        self.map_steps[idx] += serves
 
-    def mean_map(self) -> torch.Tensor:
-        """(N,1,H,W) each image's guidance scale s averaged over its steps."""
+    def mean_map(self, steps: torch.Tensor) -> torch.Tensor:
+        """(N,1,H,W) each image's guidance scale s averaged over its ``steps`` (N,) guided steps (its NFE:
+        the maps made for an image serve every one of its steps exactly once)."""
         if self.gcfg.mode == "global":
             return torch.full_like(self.map_sum, float(self.gcfg.global_scale))
-        return self.map_sum / self.map_steps.clamp(min=1).view(-1, 1, 1, 1)
+        return self.map_sum / steps.clamp(min=1).view(-1, 1, 1, 1).to(self.map_sum.dtype)

@@ -18,7 +18,7 @@ is the one of the real sampling config (benchmarks/common.py). Components, timed
   network at full resolution: the cost before that change);
 * ``x0 modifier``: the sampler's whole per-step guidance (guidance + DGSA or the image's last map +
   blend; the mean-map bookkeeping only on fresh steps); ``..., before``: the same as the sampler did it
-  before its per-step work was trimmed (:func:`_modifier_before`);
+  before its per-step work was trimmed (:class:`_ModifierBefore`);
 * ``step w/o UNet``: ``ddim_sample`` with a stub model that returns the UNet's output computed once,
   i.e. everything a step costs besides the network: guided with a fresh DGSA map, guided reusing the
   last map, unguided (DifFace); ``..., before``: the DDIM step as it was before it skipped the model
@@ -82,27 +82,35 @@ def _first_level_weights(batch: int, num_levels: int, device) -> torch.Tensor:
     return weights
 
 
-def _modifier_before(guide, level_t: torch.Tensor, idx: torch.Tensor, fresh: bool):
+class _ModifierBefore:
     """The sampler's x0 modifier (sharpest level, DGSA) as it was before its per-step work was trimmed: the
     level chosen at every step (compare, cumsum, argmax, a one-hot row into the K-level solve), the level
-    image gathered every step, the running map sum updated every step, the blend as three operations."""
-    one_hot = torch.eye(level_t.shape[1], device=level_t.device)
+    image gathered every step, the running map sum and step count updated every step, the blend as three
+    operations. Its one-off tensors are made here, once, as the old sampler made them per batch."""
 
-    def apply(x0_hat, x_t, t_orig):
-        active = t_orig[:, None] <= level_t[idx]
-        active[:, 0] = True
-        x0 = x0_hat.float()
-        sharpest = active.long().cumsum(1).argmax(1)
-        x0_tilde = guide.spectra.solve(x0, one_hot[sharpest], guide.lam, idx)
-        y_k = guide.levels[idx, sharpest]
-        if fresh:
-            guide.scale[idx] = guide.sampler.dgsa.guidance_scale(x0, x0_tilde, y_k, t_orig)
-        scale = guide.scale[idx]
-        guide.map_sum[idx] += scale.expand(-1, 1, *x0.shape[-2:])
-        guide.map_steps[idx] += 1
-        return (x0 + scale * (x0_tilde - x0)).clamp(-1, 1).to(x0_hat.dtype)
+    def __init__(self, guide, level_t: torch.Tensor):
+        self.guide, self.level_t = guide, level_t
+        self.one_hot = torch.eye(level_t.shape[1], device=level_t.device)
+        self.map_count = torch.zeros(level_t.shape[0], device=level_t.device)
 
-    return apply
+    def __call__(self, idx: torch.Tensor, fresh: bool):
+        guide = self.guide
+
+        def apply(x0_hat, x_t, t_orig):
+            active = t_orig[:, None] <= self.level_t[idx]
+            active[:, 0] = True
+            x0 = x0_hat.float()
+            sharpest = active.long().cumsum(1).argmax(1)
+            x0_tilde = guide.spectra.solve(x0, self.one_hot[sharpest], guide.lam, idx)
+            y_k = guide.levels[idx, sharpest]
+            if fresh:
+                guide.scale[idx] = guide.sampler.dgsa.guidance_scale(x0, x0_tilde, y_k, t_orig)
+            scale = guide.scale[idx]
+            guide.map_sum[idx] += scale.expand(-1, 1, *x0.shape[-2:])
+            self.map_count[idx] += 1
+            return (x0 + scale * (x0_tilde - x0)).clamp(-1, 1).to(x0_hat.dtype)
+
+        return apply
 
 
 def _full_resolution_dgsa(sampler, resolution: int):
@@ -119,7 +127,7 @@ def _full_resolution_dgsa(sampler, resolution: int):
 def _step_components(sampler, batch, args):
     """Timings of one step's components at ``batch`` (module docstring); returns rows and the medians."""
     from models import guidance
-    from models.gaussian_diffusion import ddim_step, extract_into_tensor
+    from models.gaussian_diffusion import ddim_step
     from sampler import _Guide
 
     dev = sampler.device
@@ -146,9 +154,8 @@ def _step_components(sampler, batch, args):
             """The DDIM step as it was before it skipped the model variance: all of p_mean_variance, then the update."""
             diffusion = sampler.diffusion
             x0 = diffusion.p_mean_variance(model, x_t, t, x0_modifier=modifier)["pred_xstart"]
-            alpha_bar, alpha_bar_prev = (extract_into_tensor(diffusion.on_device(name, dev), t, x_t.shape)
-                                         for name in ("alphas_cumprod", "alphas_cumprod_prev"))
-            return ddim_step(x_t, x0, alpha_bar, alpha_bar_prev, eta.view(-1, 1, 1, 1), noise)
+            return ddim_step(x_t, x0, diffusion.extract("alphas_cumprod", t, x_t.shape),
+                             diffusion.extract("alphas_cumprod_prev", t, x_t.shape), eta.view(-1, 1, 1, 1), noise)
 
         variants = {
             "UNet": lambda: sampler.model(x_t, t_orig),
@@ -167,12 +174,13 @@ def _step_components(sampler, batch, args):
             "step w/o UNet, unguided (DifFace), before (DDIM through p_mean_variance)": lambda: ddim_before(stub, None),
         }
         if sampler.dgsa is not None and sampler.scfg.guidance.combine == "sharpest":
+            before = _ModifierBefore(guide, level_t)
             variants["x0 modifier, reused DGSA map, before (level chosen and map summed every step)"] = \
-                lambda: _modifier_before(guide, level_t, idx, False)(x0_hat, x_t, t_orig)
+                lambda: before(idx, False)(x0_hat, x_t, t_orig)
             variants["step w/o UNet, guided, reused DGSA map, before (both)"] = \
-                lambda: ddim_before(stub, _modifier_before(guide, level_t, idx, False))
+                lambda: ddim_before(stub, before(idx, False))
             variants["step w/o UNet, guided, fresh DGSA map, before (both)"] = \
-                lambda: ddim_before(stub, _modifier_before(guide, level_t, idx, True))
+                lambda: ddim_before(stub, before(idx, True))
         if sampler.dgsa is not None:
             variants["DGSA"] = lambda: sampler.dgsa.guidance_scale(x0_hat, x0_tilde, y_k, t_orig)
             if sampler.dgsa.map_downsample > 1:

@@ -161,16 +161,16 @@ class GaussianDiffusion:
             self._device_tables[key] = torch.from_numpy(np.ascontiguousarray(getattr(self, name))).to(key[1])
         return self._device_tables[key]
 
-    def _extract(self, name: str, t: torch.Tensor, broadcast_shape: Sequence[int]) -> torch.Tensor:
+    def extract(self, name: str, t: torch.Tensor, broadcast_shape: Sequence[int]) -> torch.Tensor:
         """:func:`extract_into_tensor` of the schedule ``self.<name>`` through the device cache."""
         return extract_into_tensor(self.on_device(name, t.device), t, broadcast_shape)
 
     # ----------------------------------------------------------------- forward process
     def q_mean_variance(self, x_start: torch.Tensor, t: torch.Tensor):
         """Mean, variance and log-variance of q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)."""
-        mean = self._extract("sqrt_alphas_cumprod", t, x_start.shape) * x_start
-        variance = self._extract("one_minus_alphas_cumprod", t, x_start.shape)
-        log_variance = self._extract("log_one_minus_alphas_cumprod", t, x_start.shape)
+        mean = self.extract("sqrt_alphas_cumprod", t, x_start.shape) * x_start
+        variance = self.extract("one_minus_alphas_cumprod", t, x_start.shape)
+        log_variance = self.extract("log_one_minus_alphas_cumprod", t, x_start.shape)
         return mean, variance, log_variance
 
     def q_sample(self, x_start: torch.Tensor, t: torch.Tensor, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -179,15 +179,15 @@ class GaussianDiffusion:
             noise = torch.randn_like(x_start)
         if noise.shape != x_start.shape:
             raise ValueError(f"noise shape {tuple(noise.shape)} != x_start shape {tuple(x_start.shape)}")
-        return (self._extract("sqrt_alphas_cumprod", t, x_start.shape) * x_start
-                + self._extract("sqrt_one_minus_alphas_cumprod", t, x_start.shape) * noise)
+        return (self.extract("sqrt_alphas_cumprod", t, x_start.shape) * x_start
+                + self.extract("sqrt_one_minus_alphas_cumprod", t, x_start.shape) * noise)
 
     def q_posterior_mean_variance(self, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
         """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0) (Ho et al. eq. 7)."""
-        mean = (self._extract("posterior_mean_coef1", t, x_t.shape) * x_start
-                + self._extract("posterior_mean_coef2", t, x_t.shape) * x_t)
-        variance = self._extract("posterior_variance", t, x_t.shape)
-        log_variance = self._extract("posterior_log_variance_clipped", t, x_t.shape)
+        mean = (self.extract("posterior_mean_coef1", t, x_t.shape) * x_start
+                + self.extract("posterior_mean_coef2", t, x_t.shape) * x_t)
+        variance = self.extract("posterior_variance", t, x_t.shape)
+        log_variance = self.extract("posterior_log_variance_clipped", t, x_t.shape)
         return mean, variance, log_variance
 
     # ----------------------------------------------------------------- reverse process
@@ -215,18 +215,18 @@ class GaussianDiffusion:
             model_log_variance = model_var_values
             model_variance = torch.exp(model_log_variance)
         elif self.model_var_type == ModelVarType.LEARNED_RANGE:
-            min_log = self._extract("posterior_log_variance_clipped", t, x.shape)
-            max_log = self._extract("log_betas", t, x.shape)
+            min_log = self.extract("posterior_log_variance_clipped", t, x.shape)
+            max_log = self.extract("log_betas", t, x.shape)
             frac = (model_var_values + 1) / 2
             model_log_variance = frac * max_log + (1 - frac) * min_log
             model_variance = torch.exp(model_log_variance)
         elif self.model_var_type == ModelVarType.FIXED_LARGE:
             # beta_t, with the first entry set to the posterior variance for a better decoder NLL
-            model_variance = self._extract("fixed_large_variance", t, x.shape)
-            model_log_variance = self._extract("fixed_large_log_variance", t, x.shape)
+            model_variance = self.extract("fixed_large_variance", t, x.shape)
+            model_log_variance = self.extract("fixed_large_log_variance", t, x.shape)
         else:
-            model_variance = self._extract("posterior_variance", t, x.shape)
-            model_log_variance = self._extract("posterior_log_variance_clipped", t, x.shape)
+            model_variance = self.extract("posterior_variance", t, x.shape)
+            model_log_variance = self.extract("posterior_log_variance_clipped", t, x.shape)
 
         if self.model_mean_type == ModelMeanType.PREVIOUS_X and x0_modifier is None:
             model_mean = model_output
@@ -262,16 +262,16 @@ class GaussianDiffusion:
         return model_output, model_var_values, prior_xstart, pred_xstart
 
     def _predict_xstart_from_eps(self, x_t, t, eps):
-        return (self._extract("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t
-                - self._extract("sqrt_recipm1_alphas_cumprod", t, x_t.shape) * eps)
+        return (self.extract("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t
+                - self.extract("sqrt_recipm1_alphas_cumprod", t, x_t.shape) * eps)
 
     def _predict_xstart_from_xprev(self, x_t, t, xprev):
-        return (self._extract("recip_posterior_mean_coef1", t, x_t.shape) * xprev
-                - self._extract("posterior_mean_coef2_over_coef1", t, x_t.shape) * x_t)
+        return (self.extract("recip_posterior_mean_coef1", t, x_t.shape) * xprev
+                - self.extract("posterior_mean_coef2_over_coef1", t, x_t.shape) * x_t)
 
     def _predict_eps_from_xstart(self, x_t, t, pred_xstart):
-        return ((self._extract("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t - pred_xstart)
-                / self._extract("sqrt_recipm1_alphas_cumprod", t, x_t.shape))
+        return ((self.extract("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t - pred_xstart)
+                / self.extract("sqrt_recipm1_alphas_cumprod", t, x_t.shape))
 
     # ----------------------------------------------------------------- ancestral sampling
     def p_sample(self, model, x: torch.Tensor, t: torch.Tensor, clip_denoised: bool = True,
@@ -322,8 +322,8 @@ class GaussianDiffusion:
             eta = eta.to(device=x.device, dtype=torch.float32).reshape(-1, *([1] * (x.ndim - 1)))
         if noise is None:
             noise = torch.randn_like(x)
-        sample = ddim_step(x, pred_xstart, self._extract("alphas_cumprod", t, x.shape),
-                           self._extract("alphas_cumprod_prev", t, x.shape), eta, noise)
+        sample = ddim_step(x, pred_xstart, self.extract("alphas_cumprod", t, x.shape),
+                           self.extract("alphas_cumprod_prev", t, x.shape), eta, noise)
         return {"sample": sample, "pred_xstart": pred_xstart, "pred_xstart_prior": prior_xstart}
 
     def ddim_sample_loop(self, model, shape, **kwargs) -> torch.Tensor:

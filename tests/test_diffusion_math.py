@@ -134,7 +134,7 @@ def test_schedules_are_copied_to_a_device_once(ddim250):
     assert first is ddim250.on_device("alphas_cumprod", "cpu")
     np.testing.assert_array_equal(first.numpy(), ddim250.alphas_cumprod)
     t = torch.tensor([0, 100, 249])
-    np.testing.assert_array_equal(ddim250._extract("log_betas", t, (3, 1)).numpy()[:, 0],
+    np.testing.assert_array_equal(ddim250.extract("log_betas", t, (3, 1)).numpy()[:, 0],
                                   np.log(ddim250.betas[[0, 100, 249]]).astype(np.float32))
     assert ddim250.on_device("timestep_map", "cpu")[t].tolist() == [0, 400, 996]
 
