@@ -15,11 +15,13 @@ always 'no' on a machine without CUDA), AdamW, optional gradient-norm clipping, 
 weights (``utils.ema.EMA``). Every ``train.val_every`` steps the main process evaluates the EMA model
 on the validation list (SDE: mean |sigma_hat - sigma*| in pixels; TM/RM: PSNR of the output against
 the exact blurred target, in the convention of ``utils.metrics.psnr``); every ``train.save_every``
-steps a checkpoint ``<save_dir>/checkpoints/step_XXXXXXX`` is written with ``accelerator.save_state``
-(model, optimiser, RNG states of every process, plus the EMA and the step counter registered for
-checkpointing). It is written under a temporary name and renamed when complete, so ``--resume auto``
-(the default) restarts from the newest complete checkpoint; the last ``train.keep_checkpoints`` are
-kept. Checkpoints store no config: resuming with a different model raises a clear error, other
+steps a checkpoint directory ``<save_dir>/checkpoints/step_XXXXXXX`` is written with
+``accelerator.save_state`` (model, optimiser, RNG states of every process, plus the EMA and the step
+counter registered for checkpointing). Naming, the atomic write (every process fills
+``step_XXXXXXX.partial``, the main process renames it when all are done), rotation (the last
+``train.keep_checkpoints`` are kept) and ``--resume auto|none|DIR`` (``auto``, the default: the newest
+complete checkpoint, if any) follow ``utils.run_checkpoints``, shared with the torchrun trainers.
+Checkpoints store no config: resuming with a different model raises a clear error, other
 changes (e.g. a larger ``train.total_steps``) are taken as given. At the end
 the EMA weights are exported as a plain state_dict, ``<save_dir>/ema_final.pth``, the file that
 ``DiffBIR.dblm.DBLM.from_config`` loads. Logging: ``utils.train_log.TrainLogger``.
@@ -37,8 +39,6 @@ max(sigma*, floor) and sigma' = max(val_rho sigma, floor), no jitter.
 from __future__ import annotations
 
 import argparse
-import re
-import shutil
 import sys
 from dataclasses import dataclass, field
 from enum import Enum
@@ -58,11 +58,10 @@ from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from utils.config import ConfigError, instantiate, load_config, to_dict
 from utils.distributed import ShardedInfiniteSampler
 from utils.ema import EMA
+from utils.run_checkpoints import CheckpointSeries, ResumeError, accelerate_checkpoints
 from utils.train_log import TrainLogger
 
 EMA_FINAL = "ema_final.pth"
-CHECKPOINT_DIR = "checkpoints"
-_STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
 class TrainingError(RuntimeError):
@@ -363,45 +362,25 @@ class TrainState:
         self.step = int(state["step"])
 
 
-def checkpoint_steps(save_dir: Path) -> List[int]:
-    """Steps of the complete checkpoints under ``save_dir/checkpoints``, ascending."""
-    root = Path(save_dir) / CHECKPOINT_DIR
-    if not root.is_dir():
-        return []
-    return sorted(int(m.group(1)) for p in root.iterdir() if p.is_dir() and (m := _STEP_DIR.match(p.name)))
-
-
-def checkpoint_path(save_dir: Path, step: int) -> Path:
-    return Path(save_dir) / CHECKPOINT_DIR / f"step_{step:07d}"
-
-
-def resolve_resume(save_dir: Path, resume: str) -> Optional[Path]:
+def resolve_resume(checkpoints: CheckpointSeries, resume: str) -> Optional[Path]:
     """``auto``: newest complete checkpoint or None; ``none``: None; otherwise that directory."""
-    if resume == "none":
-        return None
-    if resume == "auto":
-        steps = checkpoint_steps(save_dir)
-        return checkpoint_path(save_dir, steps[-1]) if steps else None
-    path = Path(resume)
-    if not path.is_dir():
-        raise TrainingError(f"--resume {resume}: not a checkpoint directory")
-    return path
+    try:
+        return checkpoints.resolve_resume(resume)
+    except ResumeError:
+        raise TrainingError(f"--resume {resume}: not a checkpoint directory") from None
 
 
-def save_training_state(accelerator, save_dir: Path, step: int, keep: int) -> None:
-    """accelerate state -> step_XXXXXXX (written as .partial, renamed when every process is done)."""
-    final = checkpoint_path(save_dir, step)
-    partial = final.with_name(final.name + ".partial")
+def save_training_state(accelerator, checkpoints: CheckpointSeries, step: int, keep: int) -> None:
+    """accelerate state -> step_XXXXXXX: every process writes into the temporary directory, the main
+    process renames it when all are done and drops all but the newest ``keep`` checkpoints."""
     if accelerator.is_main_process:
-        shutil.rmtree(partial, ignore_errors=True)
+        checkpoints.prepare(step)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))
+    accelerator.save_state(str(checkpoints.temporary_path(step)))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
-        partial.rename(final)
-        for old in checkpoint_steps(save_dir)[:-keep]:
-            shutil.rmtree(checkpoint_path(save_dir, old), ignore_errors=True)
+        checkpoints.commit(step)
+        checkpoints.rotate(keep)
     accelerator.wait_for_everyone()
 
 
@@ -488,7 +467,8 @@ def train(cfg, resume: str = "auto") -> Path:
     state = TrainState()
     accelerator.register_for_checkpointing(ema, state)
 
-    start = resolve_resume(save_dir, resume)
+    checkpoints = accelerate_checkpoints(save_dir)
+    start = resolve_resume(checkpoints, resume)
     if start is not None:
         try:
             accelerator.load_state(str(start))
@@ -536,7 +516,7 @@ def train(cfg, resume: str = "auto") -> Path:
                 model.train()
             accelerator.wait_for_everyone()
         if state.step % t.save_every == 0 or last:
-            save_training_state(accelerator, save_dir, state.step, t.keep_checkpoints)
+            save_training_state(accelerator, checkpoints, state.step, t.keep_checkpoints)
     logger.close()
     out = save_dir / EMA_FINAL
     if accelerator.is_main_process:

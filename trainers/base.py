@@ -20,12 +20,14 @@ everything that is not specific to a network:
   or cosine decay to ``train.min_lr`` at ``train.iterations``; optional gradient clipping; mixed
   precision on CUDA (``train.amp: bf16 | fp16 | none``; fp16 uses a GradScaler; ignored on CPU);
   EMA of the weights (:class:`utils.ema.EMA`, rate ``train.ema_rate``) updated after every step.
-* checkpoints ``DIR/ckpt_{step:07d}.pth`` every ``train.save_freq`` steps and at the end, written
-  atomically by rank 0. They hold ``model``, ``ema``, ``optimizer``, ``scaler``, ``step``, ``config`` and
-  ``rng`` (the torch/numpy/python/CUDA RNG states of every rank, gathered). ``--resume auto`` (the
-  default) continues from the newest checkpoint in DIR, ``--resume PATH`` from a file, ``--resume
-  none`` starts afresh. On resume the step counter continues; each rank restores its own RNG state
-  when the world size is unchanged, else reseeds from (seed, rank, step).
+* checkpoints ``DIR/ckpt_{step:07d}.pth`` every ``train.save_freq`` steps and at the end, written by
+  rank 0. They hold ``model``, ``ema``, ``optimizer``, ``scaler``, ``step``, ``config`` and ``rng`` (the
+  torch/numpy/python/CUDA RNG states of every rank, gathered). Naming, the atomic write (temporary
+  ``.partial`` file, renamed when complete), rotation (``train.keep_checkpoints`` newest, 0 = all) and
+  ``--resume`` follow ``utils.run_checkpoints``, shared with the accelerate loop of DiffBIR/training.py:
+  ``--resume auto`` (the default) continues from the newest complete checkpoint in DIR, ``--resume
+  PATH`` from a file, ``--resume none`` starts afresh. On resume the step counter continues; each rank
+  restores its own RNG state when the world size is unchanged, else reseeds from (seed, rank, step).
 * validation every ``train.val_freq`` steps and at the end, of the online and the EMA model, on the
   ``data.val`` split sharded over ranks; per-sample metrics are averaged over the whole split.
 * logging through :class:`utils.train_log.TrainLogger` (tensorboard in ``DIR/tb``, console, tqdm).
@@ -45,7 +47,6 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Dict, Iterator, List, Optional, Tuple
@@ -58,15 +59,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from data.datasets import FaceDataset
-from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from utils.checkpoint import CheckpointError, load_checkpoint
 from utils.config import ConfigError, instantiate, to_dict
 from utils.distributed import (DistInfo, EpochIndexed, ShardedInfiniteSampler, all_gather_object,
                                all_reduce_mean, all_reduce_sum, barrier, init_distributed, rank_seed)
 from utils.model_factory import resolve_path
 from utils.ema import EMA
+from utils.run_checkpoints import ResumeError, torchrun_checkpoints
 from utils.train_log import TrainLogger
 
-CKPT_PATTERN = re.compile(r"^ckpt_(\d{7})\.pth$")
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -137,12 +138,8 @@ class TrainerConfig:
 
 # ----------------------------------------------------------------------------------------- helpers
 def find_latest_checkpoint(save_dir: str | Path) -> Optional[Path]:
-    """Newest ``ckpt_{step:07d}.pth`` in ``save_dir`` (by step), or None."""
-    save_dir = Path(save_dir)
-    if not save_dir.is_dir():
-        return None
-    found = sorted((int(m.group(1)), p) for p in save_dir.iterdir() if (m := CKPT_PATTERN.match(p.name)))
-    return found[-1][1] if found else None
+    """Newest complete ``ckpt_{step:07d}.pth`` in ``save_dir`` (by step), or None."""
+    return torchrun_checkpoints(save_dir).latest()
 
 
 def lr_at(step: int, cfg: Any) -> float:
@@ -206,6 +203,7 @@ class TrainerBase:
                  dist_info: Optional[DistInfo] = None):
         self.cfg = cfg
         self.save_dir = Path(save_dir)
+        self.checkpoints = torchrun_checkpoints(self.save_dir)
         self.resume = resume
         self.dist = dist_info or init_distributed()
         self.device = self.dist.device
@@ -406,13 +404,12 @@ class TrainerBase:
         return {k: float(packed[i] / packed[-1]) for i, k in enumerate(keys)}
 
     def _resume_checkpoint(self) -> Optional[Dict[str, Any]]:
-        if self.resume == "none":
-            return None
-        path = find_latest_checkpoint(self.save_dir) if self.resume == "auto" else Path(self.resume)
+        try:
+            path = self.checkpoints.resolve_resume(self.resume)
+        except ResumeError as err:
+            raise CheckpointError(f"--resume: checkpoint not found: {Path(err.resume)}") from None
         if path is None:
             return None
-        if not path.is_file():
-            raise CheckpointError(f"--resume: checkpoint not found: {path}")
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - any unpickling failure is reported with the file name
@@ -442,14 +439,6 @@ class TrainerBase:
             state = {"step": self.step, "model": model.state_dict(), "ema": ema.state_dict(),
                      "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
                      "config": to_dict(self.cfg)}
-            save_checkpoint(self.save_dir / f"ckpt_{self.step:07d}.pth", state)
-            self._prune_checkpoints()
+            self.checkpoints.write(self.step, lambda path: torch.save(state, path))
+            self.checkpoints.rotate(self.cfg.train.keep_checkpoints)
         barrier()
-
-    def _prune_checkpoints(self) -> None:
-        keep = self.cfg.train.keep_checkpoints
-        if keep <= 0:
-            return
-        found = sorted(p for p in self.save_dir.iterdir() if CKPT_PATTERN.match(p.name))
-        for old in found[:-keep]:
-            old.unlink()
