@@ -11,6 +11,7 @@ import argparse
 from typing import List, Optional
 
 from sampler import METHODS, PRECISIONS
+from utils.face_detection import DEFAULT_MIN_FACE_SIZE, DETECTORS, OFFLINE_DEFAULT, RETINAFACE_WEIGHTS_HINT
 
 DEFAULT_CONFIG = "configs/sample/dynfacerestore_ffhq512.yaml"
 TASKS = ("restoration",)
@@ -42,8 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per image: intermediates/<name>.png strip (LQ | levels | guidance map | result) + JSON")
     p.add_argument("--skip_existing", action=argparse.BooleanOptionalAction, default=True,
                    help="skip images whose output and record exist (default on)")
-    p.add_argument("--detection_weights", default="weights/facexlib/detection_Resnet50_Final.pth",
-                   help="RetinaFace-ResNet50 weights for unaligned images")
+    p.add_argument("--detector", choices=DETECTORS, default="auto",
+                   help="face detector for unaligned images: auto (RetinaFace when --detection_weights exists, "
+                        f"else the offline {OFFLINE_DEFAULT}), retinaface, mtcnn_dlib, mtcnn, dlib "
+                        "(docs/face_detection.md)")
+    p.add_argument("--detection_weights", default=RETINAFACE_WEIGHTS_HINT,
+                   help="RetinaFace-ResNet50 weights (a download; the offline detectors need none)")
+    p.add_argument("--min_face_size", type=int, default=DEFAULT_MIN_FACE_SIZE,
+                   help=f"ignore detected faces whose box is shorter than this (px, default {DEFAULT_MIN_FACE_SIZE})")
     p.add_argument("--upscale", type=float, default=1.0, help="background upscale factor for unaligned images")
     p.add_argument("--lpips_weights", default=None,
                    help="folder with the offline LPIPS arrays (else $DYNFACE_LPIPS_WEIGHTS; without either, "
@@ -68,6 +75,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                          f"{', '.join(TASKS)} only")
     if args.bs < 1:
         raise UsageError(f"--bs must be at least 1, got {args.bs}")
+    if args.min_face_size < 1:
+        raise UsageError(f"--min_face_size must be at least 1, got {args.min_face_size}")
     if args.upscale <= 0:
         raise UsageError(f"--upscale must be positive, got {args.upscale}")
     if not 1 <= args.min_side <= args.max_side:

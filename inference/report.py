@@ -27,7 +27,7 @@ from utils.metrics import METRIC_CONVENTIONS, csv_header
 RECORD_COLUMNS = ("key", "file", "method", "sigma_hat", "start_index", "start_t", "nfe", "eta", "seconds")
 MEAN_FIELDS = ("nfe", "seconds")
 TABLE_COLUMNS = (("psnr", "PSNR"), ("ssim", "SSIM"), ("lpips_alex", "LPIPS"), ("lpips_vgg", "LPIPS-vgg"),
-                 ("nfe", "NFE"), ("seconds", "sec/img"))
+                 ("id_dist", "ID dist"), ("id_same", "same ID"), ("nfe", "NFE"), ("seconds", "sec/img"))
 
 
 def records_dir(out_dir: Path) -> Path:

@@ -9,9 +9,13 @@ record exist, unless ``--no-skip_existing``), and restores the rest in batches o
 
 * aligned (``--aligned``): each face is brought to the config's resolution
   (:func:`inference.inputs.prepare_aligned`) and written to ``<out>/restored/<key>.png``;
-* unaligned: ``utils.face_align.restore_whole_image`` (detect, align to the config's resolution,
-  restore the faces in batches of ``--bs``, paste back) writes the whole image to
-  ``<out>/restored/<key>.png`` and each face to ``<out>/restored_faces/<key>_<k>.png``.
+* unaligned: every face of each image is found by ``--detector`` (``utils.face_detection``; an offline
+  one by default) and aligned to the config's resolution (``utils.face_align.detect_and_align``); the
+  faces are restored in batches of ``--bs`` across images (one image's faces may span batches) and, once
+  all faces of an image are back, pasted onto the upsampled image (``paste_faces``) and written to
+  ``<out>/restored/<key>.png``, each face to ``<out>/restored_faces/<key>_<k>.png``. An image without a
+  face is written upsampled, with a note in its record and the log. ``--save_intermediates`` also writes
+  ``<out>/intermediates/<key>_detections.png`` (boxes and landmarks on the input).
 
 Every result is written (atomically) as soon as its batch finishes, followed by its record
 ``<out>/records/<key>.json`` (see :mod:`inference.report`). ``seconds`` in a record is the batch's
@@ -29,7 +33,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -40,11 +44,14 @@ from inference.args import UsageError, config_overrides, parse_args
 from inference.inputs import (InputItem, InputSkip, LoadedImage, fit_reference, image_seed, list_inputs,
                               load_image, match_hq, prepare_aligned, shard)
 from inference.report import record_path, write_json, write_report
-from inference.strip import make_strip, strip_tiles
+from inference.strip import draw_detections, make_strip, strip_tiles
 from sampler import FaceRestoreSampler, SampleOutput, parse_eta
 from utils.checkpoint import CheckpointError
 from utils.config import ConfigError
 from utils.distributed import DistInfo, all_gather_object, barrier, cleanup_distributed, init_distributed
+from utils.face_align import AlignedFaces, detect_and_align, paste_faces
+from utils.face_detection import build_detector
+from utils.identity import FaceIdentity
 from utils.image_io import img2tensor, read_image, tensor2img, write_image
 from utils.metrics import LPIPS_WEIGHTS_ENV, LPIPSMetric, compute_metrics
 from utils.model_factory import resolve_path
@@ -61,6 +68,7 @@ class Context:
     out_dir: Path
     detector: Optional[object] = None
     lpips: Optional[LPIPSMetric] = None
+    identity: Optional[FaceIdentity] = None
 
     def log(self, msg: str) -> None:
         prefix = f"[rank {self.info.rank}] " if self.info.is_distributed else ""
@@ -93,12 +101,11 @@ def start(args, detector=None) -> Context:
                                              precision=args.precision)
     ctx = Context(args, info, sampler, Path(args.output))
     if not args.aligned:
-        if detector is None:
-            from utils.face_align import FaceDetector
-
-            detector = FaceDetector(resolve_path(args.detection_weights), device=info.device)
-        ctx.detector = detector
+        ctx.detector = detector or build_detector(args.detector, resolve_path(args.detection_weights),
+                                                  device=info.device, min_face_size=args.min_face_size)
+        ctx.log_main(f"face detector: {ctx.detector.name}")
     if args.input_hq is not None:
+        ctx.identity = FaceIdentity()
         weights = args.lpips_weights or os.environ.get(LPIPS_WEIGHTS_ENV)
         if weights:
             ctx.lpips = LPIPSMetric(args.lpips_net, weights, device=info.device)
@@ -108,7 +115,7 @@ def start(args, detector=None) -> Context:
 
 
 def main(argv: Optional[Sequence[str]] = None, detector=None) -> int:
-    """Entry point; ``detector`` replaces the RetinaFace detector (tests)."""
+    """Entry point; ``detector`` replaces the one --detector names (tests)."""
     # OpenCV's own multi-line decoder complaints about broken files: our one-line message replaces them
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
@@ -217,48 +224,86 @@ def _run_aligned_batch(ctx: Context, batch: List[tuple]) -> int:
     return len(batch)
 
 
-def _restore_whole(ctx: Context, todo: List[InputItem]) -> int:
-    from utils.face_align import restore_whole_image
+@dataclass
+class _WholeImage:
+    """An unaligned image in flight: its faces wait in the queue; it is written when the last one returns."""
 
+    item: InputItem
+    loaded: LoadedImage
+    faces: AlignedFaces
+    restored: List[Optional[np.ndarray]]
+    info: List[Optional[dict]]
+
+    @property
+    def complete(self) -> bool:
+        return all(r is not None for r in self.restored)
+
+
+def _restore_whole(ctx: Context, todo: List[InputItem]) -> int:
+    """Detect and align the faces of each image, restore them in batches of --bs across images (the
+    faces of one image may span several batches), and write each image as soon as all its faces are back."""
     restored = 0
+    queue: List[tuple] = []  # (image in flight, face index)
     with _progress(ctx, len(todo)) as bar:
-        for item in todo:
+        for n, item in enumerate(todo):
             loaded = _load(ctx, item)
-            if loaded is not None:
-                faces: List[dict] = []
-                result = restore_whole_image(loaded.image, ctx.detector, _face_restorer(ctx, item, faces),
-                                             face_size=ctx.sampler.resolution, upscale=ctx.args.upscale)
-                write_image(_output_path(ctx, item.key), result.image)
-                for k, face in enumerate(result.restored_faces):
-                    write_image(ctx.out_dir / "restored_faces" / f"{item.key}_{k:02d}.png", face)
-                notes = list(loaded.notes) + ([] if faces else ["no face detected: the upsampled image is written"])
-                metrics, more = _metrics(ctx, item, result.image)
-                summary = {"num_faces": len(faces), "faces": faces, "nfe": sum(f["nfe"] for f in faces),
-                           "seconds": sum(f["seconds"] for f in faces), "sigma_hat": None, "start_index": None,
-                           "start_t": None, "eta": None}
-                _write_record(ctx, item, summary, metrics, notes + more)
-                restored += 1
-            bar.update(1)
+            if loaded is None:
+                bar.update(1)
+            else:
+                faces = detect_and_align(loaded.image, ctx.detector, ctx.sampler.resolution)
+                image = _WholeImage(item, loaded, faces, [None] * len(faces.crops), [None] * len(faces.crops))
+                if ctx.args.save_intermediates:
+                    write_image(ctx.out_dir / "intermediates" / f"{item.key}_detections.png",
+                                draw_detections(loaded.image, faces.boxes, faces.landmarks))
+                queue.extend((image, k) for k in range(len(faces.crops)))
+                if not faces.crops:
+                    restored += _finish_whole(ctx, image)
+                    bar.update(1)
+            while len(queue) >= ctx.args.bs or (queue and n == len(todo) - 1):
+                batch, queue = queue[:ctx.args.bs], queue[ctx.args.bs:]
+                finished = _run_face_batch(ctx, batch)
+                restored += sum(_finish_whole(ctx, image) for image in finished)
+                bar.update(len(finished))
     return restored
 
 
-def _face_restorer(ctx: Context, item: InputItem, faces: List[dict]) -> Callable:
-    """``restore_fn`` for restore_whole_image: faces in chunks of --bs, face k seeded by (seed, key, k)."""
+def _run_face_batch(ctx: Context, batch: List[tuple]) -> List[_WholeImage]:
+    """Restore one batch of aligned faces (face k of image ``key`` seeded by (seed, key, k)); returns the
+    images whose last face was in it."""
+    seeds = [image_seed(ctx.args.seed, image.item.key, k) for image, k in batch]
+    out, results, seconds = _timed_restore(ctx, [image.faces.crops[k] for image, k in batch], seeds)
+    finished = []
+    for j, (image, k) in enumerate(batch):
+        image.restored[k] = results[j]
+        image.info[k] = dict(sample_info(out, j), seed=seeds[j], seconds=seconds[j])
+        if ctx.args.save_intermediates:
+            save_intermediates(ctx, f"{image.item.key}_{k:02d}", out, j, image.faces.crops[k], results[j], seeds[j])
+        if image.complete:
+            finished.append(image)
+    return finished
 
-    def restore_fn(crops: List[np.ndarray]) -> List[np.ndarray]:
-        results: List[np.ndarray] = []
-        for s in range(0, len(crops), ctx.args.bs):
-            chunk = crops[s:s + ctx.args.bs]
-            seeds = [image_seed(ctx.args.seed, item.key, s + j) for j in range(len(chunk))]
-            out, imgs, seconds = _timed_restore(ctx, chunk, seeds)
-            for j in range(len(chunk)):
-                faces.append(dict(sample_info(out, j), seed=seeds[j], seconds=seconds[j]))
-                if ctx.args.save_intermediates:
-                    save_intermediates(ctx, f"{item.key}_{s + j:02d}", out, j, chunk[j], imgs[j], seeds[j])
-            results.extend(imgs)
-        return results
 
-    return restore_fn
+def _finish_whole(ctx: Context, image: _WholeImage) -> int:
+    """Paste the restored faces back, write the image, its faces and its record."""
+    item, faces = image.item, image.faces
+    result = paste_faces(image.loaded.image, image.restored, faces.affines, ctx.sampler.resolution,
+                         ctx.args.upscale)
+    write_image(_output_path(ctx, item.key), result)
+    for k, face in enumerate(image.restored):
+        write_image(ctx.out_dir / "restored_faces" / f"{item.key}_{k:02d}.png", face)
+    notes = list(image.loaded.notes)
+    if not faces.crops:
+        notes.append(f"no face detected ({ctx.detector.name}, "
+                     f"min face size {ctx.args.min_face_size} px): nothing restored, the upsampled image is written")
+        ctx.log(f"{item.path}: {notes[-1]}")
+    for k, info in enumerate(image.info):
+        info.update(box=[float(v) for v in faces.boxes[k]], landmarks=faces.landmarks[k].tolist())
+    metrics, more = _metrics(ctx, item, result)
+    summary = {"num_faces": len(faces.crops), "faces": image.info, "nfe": sum(f["nfe"] for f in image.info),
+               "seconds": sum(f["seconds"] for f in image.info), "sigma_hat": None, "start_index": None,
+               "start_t": None, "eta": None}
+    _write_record(ctx, item, summary, metrics, notes + more)
+    return 1
 
 
 # ---------------------------------------------------------------------------------------------- outputs
@@ -298,7 +343,7 @@ def _metrics(ctx: Context, item: InputItem, result: np.ndarray):
         ctx.log(f"{item.path}: note: HQ reference unusable ({err}); no metrics")
         return None, [f"HQ reference unusable: {err}"]
     ref, note = fit_reference(ref, result.shape[:2])
-    return compute_metrics(result, ref, ctx.lpips), ([note] if note else [])
+    return compute_metrics(result, ref, ctx.lpips, identity=ctx.identity), ([note] if note else [])
 
 
 def _write_record(ctx: Context, item: InputItem, info: dict, metrics: Optional[dict], notes: List[str]) -> None:

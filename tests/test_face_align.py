@@ -4,12 +4,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from utils.face_align import (DETECTION_WEIGHTS_NAME, DETECTION_WEIGHTS_URL, FaceDetector, align_face,
-                              bicubic_upsample, estimate_similarity, face_template, face_to_upsampled,
+from utils.face_align import (align_face, bicubic_upsample, estimate_similarity, face_template, face_to_upsampled,
                               paste_back, restore_whole_image, soft_face_mask)
 from utils.image_io import read_image
 
@@ -131,7 +129,7 @@ def test_restore_whole_image(scene):
 
     res = restore_whole_image(composite, _KnownLandmarks(landmarks), identity, face_size=FACE, upscale=2)
     bg_up = bicubic_upsample(composite, 2)
-    assert res.image.shape == (768, 896, 3) and calls == [1] and len(res.affines) == 1
+    assert res.image.shape == (768, 896, 3) and calls == [1] and len(res.faces.affines) == 1
     centre = _face_region(t, bg_up.shape[:2], 2, 72, FACE - 72)
     assert _psnr(res.image[centre], bg_up[centre]) > 40.0
     gray = restore_whole_image(composite, _KnownLandmarks(landmarks), lambda f: [np.full_like(x, 0.5) for x in f],
@@ -139,31 +137,3 @@ def test_restore_whole_image(scene):
     assert np.allclose(gray.image[centre], 0.5, atol=1e-6)
     with pytest.raises(ValueError, match="expected"):
         restore_whole_image(composite, _KnownLandmarks(landmarks), lambda f: [x[:10] for x in f], FACE, 1)
-
-
-def test_detector_requires_weights(tmp_path):
-    for path in (None, tmp_path / DETECTION_WEIGHTS_NAME):
-        with pytest.raises(FileNotFoundError) as err:
-            FaceDetector(path)
-        assert DETECTION_WEIGHTS_NAME in str(err.value) and DETECTION_WEIGHTS_URL in str(err.value)
-        assert "weights/facexlib/" in str(err.value)
-    bad = tmp_path / "bad.pth"
-    torch.save({"conv.weight": torch.zeros(1)}, bad)
-    with pytest.raises(ValueError, match="not a RetinaFace-ResNet50 state dict"):
-        FaceDetector(bad)
-
-
-@pytest.mark.filterwarnings("ignore:.*(pretrained|weight enum).*:UserWarning")
-def test_detector_loads_module_prefixed_state_dict(tmp_path):
-    """A DataParallel-style file (keys 'module.*', as released) loads; detect returns consistent arrays."""
-    from facexlib.detection.retinaface import RetinaFace
-
-    torch.manual_seed(0)
-    net = RetinaFace(network_name="resnet50", half=False, device="cpu")
-    path = tmp_path / DETECTION_WEIGHTS_NAME
-    torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, path)
-    det = FaceDetector(path, conf_threshold=0.0)
-    assert all(torch.equal(a, b) for a, b in zip(det.model.state_dict().values(), net.state_dict().values()))
-    boxes, lms = det.detect(np.random.default_rng(0).uniform(0, 1, (64, 64, 3)).astype(np.float32))
-    assert boxes.shape[1] == 5 and lms.shape == (len(boxes), 5, 2) and len(boxes) > 0
-    assert np.all(np.diff(boxes[:, 4]) <= 0)

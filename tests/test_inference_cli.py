@@ -177,11 +177,12 @@ def test_missing_checkpoint_stops_at_startup_naming_the_file(tiny_config, inputs
     (["--opts", "sampler.no_such_key=1"], "no_such_key"),
     (["--eta", "2"], "eta must be in [0, 1]"),
     (["--use_fp16", "--precision", "bf16"], "--use_fp16 contradicts --precision bf16"),
-    ([], "detection_Resnet50_Final.pth"),  # unaligned without detection weights
+    (["--detector", "retinaface"], "detection_Resnet50_Final.pth"),  # RetinaFace asked for without its weights
+    (["--min_face_size", "0"], "--min_face_size must be at least 1"),
 ])
 def test_startup_errors_exit_2_with_one_line(tiny_config, inputs, tmp_path, capsys, extra, expected):
     lq, _, _ = inputs
-    aligned = ["--aligned"] if extra else ["--detection_weights", str(tmp_path / "none.pth")]
+    aligned = ["--detection_weights", str(tmp_path / "none.pth")] if "--detector" in extra else ["--aligned"]
     code = main(["-i", str(lq), "-o", str(tmp_path / "o"), "--config", str(tiny_config), *aligned, *extra])
     err = capsys.readouterr().err.strip()
     assert code == 2 and expected in err and len(err.splitlines()) == 1
@@ -189,6 +190,8 @@ def test_startup_errors_exit_2_with_one_line(tiny_config, inputs, tmp_path, caps
 
 class _TemplateDetector:
     """Stub detector: one face whose landmarks are the FFHQ template of a 48 px face placed at (8, 4)."""
+
+    name = "template stub"
 
     def detect(self, img):
         lm = face_template(48) + np.array([8.0, 4.0])

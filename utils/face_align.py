@@ -3,8 +3,9 @@
 The pipeline of DifFace / GFPGAN for unaligned inputs ("--aligned" not given), written here from its
 description:
 
-1. RetinaFace (facexlib's ResNet-50 model, weights file ``detection_Resnet50_Final.pth``) gives a box and
-   5 landmarks per face (left eye, right eye, nose, left and right mouth corner, as seen in the image).
+1. A detector of ``utils.face_detection`` (offline MTCNN / dlib, or facexlib's RetinaFace when its weights
+   are given) gives a box and 5 landmarks per face (left eye, right eye, nose, left and right mouth
+   corner, as seen in the image).
 2. A similarity transform (rotation, uniform scale, translation) maps the 5 landmarks onto the FFHQ
    template, fitted in closed form by least squares (Umeyama, IEEE TPAMI 1991); the face is warped to
    ``face_size`` x ``face_size``.
@@ -18,15 +19,11 @@ upsampled by ``s`` with half-pixel-centred resizing (cv2.resize) maps index ``x`
 """
 from __future__ import annotations
 
-import os
-import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
-import torch
 
 # FFHQ 5-point template at 512x512 (left eye, right eye, nose tip, left mouth corner, right mouth corner),
 # the one facexlib / GFPGAN / DifFace align with; it scales linearly with the face size.
@@ -35,10 +32,6 @@ FFHQ_TEMPLATE_512 = np.array([[192.98138, 239.94708], [318.90277, 240.19360], [2
 TEMPLATE_SIZE = 512
 PAD_VALUE = (135 / 255.0, 133 / 255.0, 132 / 255.0)  # facexlib's gray outside the image when aligning
 MASK_EDGE_FRACTION = 1.0 / 20.0  # soft-mask edge width relative to sqrt(face footprint area), as facexlib
-
-DETECTION_WEIGHTS_NAME = "detection_Resnet50_Final.pth"
-DETECTION_WEIGHTS_URL = "https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_Resnet50_Final.pth"
-DETECTION_WEIGHTS_HINT = f"weights/facexlib/{DETECTION_WEIGHTS_NAME}"
 
 
 def face_template(face_size: int = TEMPLATE_SIZE) -> np.ndarray:
@@ -138,82 +131,63 @@ def bicubic_upsample(img: np.ndarray, upscale: float) -> np.ndarray:
     return np.clip(cv2.resize(img, size, interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
 
 
-class FaceDetector:
-    """RetinaFace-ResNet50 from facexlib, loaded from a local weights file (no download).
-
-    ``detect(img)`` takes HxWx3 RGB [0, 1] and returns ``(boxes, landmarks)``: boxes (N, 5) x1, y1, x2,
-    y2, score and landmarks (N, 5, 2), best score first.
-    """
-
-    def __init__(self, weights_path: Optional[Union[str, os.PathLike]], device: Union[str, torch.device] = "cpu",
-                 conf_threshold: float = 0.8, nms_threshold: float = 0.4):
-        if weights_path is None or not Path(weights_path).is_file():
-            where = "no path given" if weights_path is None else f"not found: {weights_path}"
-            raise FileNotFoundError(
-                f"face detection weights {DETECTION_WEIGHTS_NAME} missing ({where}). Download it from "
-                f"{DETECTION_WEIGHTS_URL}, put it at e.g. {DETECTION_WEIGHTS_HINT} and pass "
-                f"--detection_weights {DETECTION_WEIGHTS_HINT} (or use --aligned for aligned faces).")
-        from facexlib.detection.retinaface import RetinaFace
-
-        self.device = torch.device(device)
-        self.conf_threshold, self.nms_threshold = conf_threshold, nms_threshold
-        with warnings.catch_warnings():  # facexlib passes torchvision's deprecated ``pretrained=False``
-            warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
-            model = RetinaFace(network_name="resnet50", half=False, device=self.device)
-        try:
-            state = torch.load(weights_path, map_location="cpu", weights_only=True)
-            state = {k.removeprefix("module."): v for k, v in state.items()}
-            model.load_state_dict(state, strict=True)
-        except Exception as err:  # noqa: BLE001 - any failure means "not the RetinaFace-ResNet50 file"
-            raise ValueError(f"{weights_path} is not a RetinaFace-ResNet50 state dict "
-                             f"({DETECTION_WEIGHTS_NAME}): {err}") from err
-        self.model = model.to(self.device).eval()
-
-    @torch.no_grad()
-    def detect(self, img: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        bgr255 = np.ascontiguousarray(np.asarray(img, dtype=np.float32)[:, :, ::-1] * 255.0)
-        dets = self.model.detect_faces(bgr255, conf_threshold=self.conf_threshold,
-                                       nms_threshold=self.nms_threshold, use_origin_size=True)
-        dets = np.asarray(dets, dtype=np.float64).reshape(-1, 15)
-        return dets[:, :5], dets[:, 5:].reshape(-1, 5, 2)
-
-
 @dataclass
-class WholeImageResult:
-    """Output of :func:`restore_whole_image`: the pasted image and, per face, crop, restoration, affine."""
+class AlignedFaces:
+    """The faces of one image: detector boxes (N, 5), landmarks (N, 5, 2), aligned crops, 2x3 affines."""
 
-    image: np.ndarray
-    cropped_faces: List[np.ndarray] = field(default_factory=list)
-    restored_faces: List[np.ndarray] = field(default_factory=list)
+    boxes: np.ndarray
+    landmarks: np.ndarray
+    crops: List[np.ndarray] = field(default_factory=list)
     affines: List[np.ndarray] = field(default_factory=list)
 
 
-def restore_whole_image(img: np.ndarray, detector, restore_fn: Callable[[List[np.ndarray]], Sequence[np.ndarray]],
-                        face_size: int, upscale: float,
-                        bg_upsampler: Optional[Callable[[np.ndarray, float], np.ndarray]] = None
-                        ) -> WholeImageResult:
-    """Detect -> align -> restore all faces in one call -> paste each back on the upsampled background.
+def detect_and_align(img: np.ndarray, detector, face_size: int) -> AlignedFaces:
+    """Every face ``detector.detect(img) -> (boxes, landmarks (N, 5, 2))`` finds, aligned to ``face_size``."""
+    boxes, landmarks = detector.detect(img)
+    faces = AlignedFaces(np.asarray(boxes).reshape(-1, 5), np.asarray(landmarks).reshape(-1, 5, 2))
+    for lm in faces.landmarks:
+        crop, affine = align_face(img, lm, face_size)
+        faces.crops.append(crop)
+        faces.affines.append(affine)
+    return faces
 
-    ``detector.detect(img) -> (boxes, landmarks (N, 5, 2))`` (e.g. :class:`FaceDetector`);
-    ``restore_fn(list of aligned HxWx3 [0, 1] faces) -> same-size restored faces`` (batched);
-    ``bg_upsampler(img, upscale)`` defaults to :func:`bicubic_upsample`. With no face the result is the
-    upsampled background.
-    """
-    _, landmarks = detector.detect(img)
-    crops, affines = [], []
-    for lm in landmarks:
-        face, affine = align_face(img, lm, face_size)
-        crops.append(face)
-        affines.append(affine)
-    restored = list(restore_fn(crops)) if crops else []
-    if len(restored) != len(crops):
-        raise ValueError(f"restore_fn returned {len(restored)} faces for {len(crops)} inputs")
+
+def paste_faces(img: np.ndarray, restored: Sequence[np.ndarray], affines: Sequence[np.ndarray], face_size: int,
+                upscale: float, bg_upsampler: Optional[Callable[[np.ndarray, float], np.ndarray]] = None
+                ) -> np.ndarray:
+    """The upsampled ``img`` (``bg_upsampler``, default :func:`bicubic_upsample`) with each restored face
+    pasted back (:func:`paste_back`), clipped to [0, 1]. With no face it is the upsampled background."""
+    if len(restored) != len(affines):
+        raise ValueError(f"{len(restored)} restored faces for {len(affines)} aligned ones")
     out = (bg_upsampler or bicubic_upsample)(img, upscale)
     expected_hw = (int(round(img.shape[0] * upscale)), int(round(img.shape[1] * upscale)))
     if out.shape[:2] != expected_hw:
         raise ValueError(f"bg_upsampler returned {out.shape[:2]}, expected {expected_hw} for upscale {upscale}")
     for face, affine in zip(restored, affines):
         if face.shape != (face_size, face_size, 3):
-            raise ValueError(f"restore_fn returned a face of shape {face.shape}, expected {(face_size, face_size, 3)}")
+            raise ValueError(f"a restored face has shape {face.shape}, expected {(face_size, face_size, 3)}")
         out = paste_back(out, face, affine, upscale)
-    return WholeImageResult(np.clip(out, 0.0, 1.0), crops, restored, affines)
+    return np.clip(out, 0.0, 1.0)
+
+
+@dataclass
+class WholeImageResult:
+    """Output of :func:`restore_whole_image`: the pasted image, the detected and aligned faces, the restorations."""
+
+    image: np.ndarray
+    faces: AlignedFaces
+    restored_faces: List[np.ndarray]
+
+
+def restore_whole_image(img: np.ndarray, detector, restore_fn: Callable[[List[np.ndarray]], Sequence[np.ndarray]],
+                        face_size: int, upscale: float,
+                        bg_upsampler: Optional[Callable[[np.ndarray, float], np.ndarray]] = None
+                        ) -> WholeImageResult:
+    """Detect -> align -> restore all faces in one call -> paste back.
+
+    ``restore_fn(list of aligned HxWx3 [0, 1] faces) -> same-size restored faces``. (The command line
+    batches faces across images instead, with the same steps :func:`detect_and_align` and :func:`paste_faces`.)
+    """
+    faces = detect_and_align(img, detector, face_size)
+    restored = list(restore_fn(faces.crops)) if faces.crops else []
+    return WholeImageResult(paste_faces(img, restored, faces.affines, face_size, upscale, bg_upsampler), faces, restored)

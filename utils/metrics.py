@@ -13,8 +13,10 @@ Conventions (also written into every CSV header through :data:`METRIC_CONVENTION
 - NIQE (Mittal et al., 2013) on the MATLAB Y channel with basicsr's pristine model and 96x96 blocks; it
   needs at least two whole blocks (the covariance of one block is undefined), so images smaller than
   that get NaN and a warning that says why. NIQE is slow (~1 s per 512x512 image): opt in with a flag.
-- Identity distance (ArcFace cosine distance between restored and HQ faces), reported by some papers
-  "where available", is NOT computed: it needs ArcFace weights that cannot be obtained offline.
+- Identity distance: dlib's 128-d face embedding (offline, ``utils.identity``), Euclidean distance of the
+  restored face to the HQ face (``id_dist``, lower is better) and dlib's "same person" decision at 0.6
+  (``id_same``; its mean is the rate). Papers that report identity mostly use ArcFace's cosine distance,
+  whose weights cannot be obtained offline: the numbers are not comparable with theirs.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ with warnings.catch_warnings():  # basicsr 1.4.2 imports scipy.ndimage.filters (
     from basicsr.metrics.niqe import calculate_niqe
 from basicsr.metrics.psnr_ssim import calculate_psnr, calculate_ssim
 
+from utils.identity import IDENTITY_CONVENTIONS, FaceIdentity
 from utils.image_io import img2tensor
 
 CROP_BORDER = 0
@@ -48,6 +51,7 @@ METRIC_CONVENTIONS: Dict[str, str] = {
     "lpips_alex": "lpips_alex[v0.1,[-1,1]]",
     "lpips_vgg": "lpips_vgg[v0.1,[-1,1]]",
     "niqe": f"niqe_y[basicsr,uint8,crop{CROP_BORDER},block{NIQE_BLOCK}]",
+    **IDENTITY_CONVENTIONS,
 }
 
 
@@ -176,11 +180,13 @@ class LPIPSMetric:
 
 
 def compute_metrics(img: np.ndarray, ref: Optional[np.ndarray] = None,
-                    lpips_metric: Optional[LPIPSMetric] = None, with_niqe: bool = False) -> Dict[str, float]:
+                    lpips_metric: Optional[LPIPSMetric] = None, with_niqe: bool = False,
+                    identity: Optional[FaceIdentity] = None) -> Dict[str, float]:
     """Metrics of one restored image, keyed by the names of :data:`METRIC_CONVENTIONS`.
 
-    Full-reference metrics (psnr, ssim, and lpips_<net> when ``lpips_metric`` is given) need ``ref``;
-    ``with_niqe`` adds the no-reference NIQE.
+    Full-reference metrics (psnr, ssim, lpips_<net> when ``lpips_metric`` is given, id_dist and id_same
+    when ``identity`` is given and the reference shows a face) need ``ref``; ``with_niqe`` adds the
+    no-reference NIQE.
     """
     out: Dict[str, float] = {}
     if ref is not None:
@@ -188,6 +194,9 @@ def compute_metrics(img: np.ndarray, ref: Optional[np.ndarray] = None,
         out["ssim"] = ssim(img, ref)
         if lpips_metric is not None:
             out[lpips_metric.name] = lpips_metric(img, ref)
+        if identity is not None:
+            _check_pair(img, ref)
+            out.update(identity.metrics(img, ref))
     if with_niqe:
         out["niqe"] = niqe(img)
     return out
