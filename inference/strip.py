@@ -1,4 +1,5 @@
-"""The --save_intermediates strip: LQ | blurred levels (labelled with sigma) | guidance map | result.
+"""The --save_intermediates pictures: the strip LQ | blurred levels (labelled with sigma) | guidance map |
+result, and for whole photos the detected faces drawn on the input (:func:`draw_detections`).
 
 Each tile is one square image, enlarged (nearest neighbour) to at least :data:`MIN_TILE` px so that the
 labels written with ``cv2.putText`` in a band above it stay legible for small models; tiles are
@@ -71,3 +72,43 @@ def strip_tiles(lq: np.ndarray, result: np.ndarray, levels: Optional[Sequence[np
         tiles.append(("guidance s", guidance_map))
     tiles.append(("result", result))
     return tiles
+
+
+LANDMARK_COLOURS = ((255, 0, 0), (0, 160, 255), (0, 200, 0), (255, 0, 255), (255, 160, 0))  # template order
+
+
+def draw_detections(img: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """uint8 RGB copy of ``img`` (HxWx3 [0, 1]) with each face's box (green, its index and score above
+    it) and its 5 landmarks (left eye red, right eye blue, nose green, mouth corners magenta / orange)."""
+    out = np.ascontiguousarray(np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8))
+    thickness = max(1, round(max(out.shape[:2]) / 400))
+    for k, (box, lms) in enumerate(zip(np.asarray(boxes).reshape(-1, 5), np.asarray(landmarks).reshape(-1, 5, 2))):
+        x1, y1, x2, y2 = (int(round(v)) for v in box[:4])
+        cv2.rectangle(out, (x1, y1), (x2, y2), (0, 255, 0), thickness, cv2.LINE_AA)
+        cv2.putText(out, f"{k} {box[4]:.2f}", (x1, max(12, y1 - 4)), FONT, 0.4 * thickness, (0, 255, 0), thickness,
+                    cv2.LINE_AA)
+        for (x, y), colour in zip(lms, LANDMARK_COLOURS):
+            cv2.circle(out, (int(round(x)), int(round(y))), 2 * thickness, colour, -1, cv2.LINE_AA)
+    return out
+
+
+def title_band(text: str, width: int, height: int = 24) -> np.ndarray:
+    """A white uint8 RGB band ``height`` x ``width`` with ``text`` written at its left (a row title)."""
+    band = np.full((height, width, 3), 255, np.uint8)
+    scale = height / 40.0
+    (_, th), _ = cv2.getTextSize(text, FONT, scale, 1)
+    cv2.putText(band, text, (4, (height + th) // 2), FONT, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return band
+
+
+def stack_rows(images: Sequence[np.ndarray], gap: int = 8) -> Optional[np.ndarray]:
+    """uint8 RGB images one below the other, left-aligned on white, ``gap`` px apart (None for none)."""
+    if not images:
+        return None
+    width = max(img.shape[1] for img in images)
+    rows = []
+    for img in images:
+        if rows:
+            rows.append(np.full((gap, width, 3), 255, np.uint8))
+        rows.append(np.pad(img, ((0, 0), (0, width - img.shape[1]), (0, 0)), constant_values=255))
+    return np.concatenate(rows, axis=0)

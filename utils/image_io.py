@@ -81,6 +81,11 @@ def _to_float_rgb(img: np.ndarray, path: Path) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """float RGB [0, 1] -> contiguous uint8 (rounded, clipped): what :func:`write_image` stores."""
+    return np.ascontiguousarray(np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8))
+
+
 def write_image(path: str | os.PathLike, img: np.ndarray) -> Path:
     """Write float RGB [0, 1] (HxWx3 or HxW) or uint8 RGB atomically: temp file in the same folder, then rename.
 
@@ -89,7 +94,7 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if img.dtype != np.uint8:
-        img = (np.clip(img, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+        img = to_uint8(img)
     if img.ndim == 3:
         img = img[:, :, ::-1]
     try:

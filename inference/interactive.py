@@ -1,0 +1,246 @@
+"""Restoring uploaded photos one at a time, in-process: the library behind the web page ``app.py``.
+
+It runs the same steps as the command line (:mod:`inference.runner`) on one file at a time and returns
+everything in memory instead of writing a results folder:
+
+* reading and refusing files: :func:`inference.inputs.load_image` with the command line's ``--min_side`` /
+  ``--max_side`` defaults; a refused file raises :class:`inference.inputs.InputSkip`, and
+  :func:`skip_message` words it exactly as the command line's log line (``<file>: skipped: <reason>``);
+* aligned faces: :func:`inference.inputs.prepare_aligned` to the config's resolution, seed
+  ``image_seed(seed, key)``; whole photos: ``utils.face_align.restore_whole_image`` with the detector of
+  ``utils.face_detection`` (built once, on first use), face ``k`` seeded by ``image_seed(seed, key, k)``.
+  The key is the file's stem, so a photo restored here equals the command line's result for the same
+  file, config, method, eta and seed;
+* per face: :func:`inference.runner.sample_info` (start step, sigmas, NFE, eta), the seconds the sampler
+  took for that face alone (faces are restored one by one), the blurred levels with their sigma, the
+  guidance map and the intermediates strip of :mod:`inference.strip`.
+
+Samplers are built once per (config, method, overrides) and reused (:class:`Restorer`). Long restores
+report progress through a callback called once per UNet evaluation (:func:`count_steps`).
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from inference.args import build_parser
+from inference.inputs import InputSkip, LoadedImage, image_seed, load_image, prepare_aligned
+from inference.runner import sample_info
+from inference.strip import make_strip, strip_tiles
+from sampler import FaceRestoreSampler, SampleOutput, parse_eta
+from utils.face_align import bicubic_upsample, restore_whole_image
+from utils.face_detection import build_detector
+from utils.image_io import img2tensor, tensor2img, write_image
+from utils.model_factory import resolve_path
+
+_CLI = build_parser()  # one source of truth for the defaults shared with inference_difface.py
+DEFAULT_CONFIG = "configs/sample/dynfacerestore_demo.yaml"
+MIN_SIDE: int = _CLI.get_default("min_side")
+MAX_SIDE: int = _CLI.get_default("max_side")
+MIN_FACE_SIZE: int = _CLI.get_default("min_face_size")
+DETECTION_WEIGHTS: str = _CLI.get_default("detection_weights")
+DETECTOR: str = _CLI.get_default("detector")
+
+StepCallback = Callable[[int, int, int], None]  # (face index, number of faces, UNet evaluations so far)
+
+
+def skip_message(name: str, err: InputSkip) -> str:
+    """The command line's line for a refused file: ``<file>: skipped: <reason>``."""
+    return f"{name}: skipped: {err}"
+
+
+@dataclass
+class FaceReport:
+    """One restored face: the aligned input at the model's resolution, the result, the sampler's facts
+    (``info``: :func:`inference.runner.sample_info` plus seed and seconds) and the intermediates."""
+
+    index: int
+    lq: np.ndarray
+    result: np.ndarray
+    info: dict
+    levels: List[Tuple[float, np.ndarray]] = field(default_factory=list)  # (sigma, blurred level y'_k)
+    guidance_map: Optional[np.ndarray] = None  # HxW in [0, 1]: mean guidance scale s over the guided steps
+    strip: Optional[np.ndarray] = None         # uint8 LQ | levels | guidance map | result (inference.strip)
+
+
+@dataclass
+class PhotoReport:
+    """One uploaded photo: what was read, the restored image, its faces and notes."""
+
+    name: str                  # the uploaded file's name
+    key: str                   # its stem: seeds and download names
+    input: np.ndarray          # as read (float RGB [0, 1]; downscaled when above MAX_SIDE)
+    before: np.ndarray         # the input at the result's size (the "before" of a before/after view)
+    result: np.ndarray
+    faces: List[FaceReport]
+    aligned: bool
+    method: str
+    notes: List[str] = field(default_factory=list)
+    detector: Optional[str] = None
+
+    def write(self, folder: os.PathLike | str) -> List[Path]:
+        """Write the result (``<key>_restored.png``), for whole photos each restored face
+        (``<key>_face<k>.png``), and every face's strip (``<key>[_face<k>]_strip.png``)."""
+        folder = Path(folder)
+        paths = [write_image(folder / f"{self.key}_restored.png", self.result)]
+        for face in self.faces:
+            stem = self.key if self.aligned else f"{self.key}_face{face.index:02d}"
+            if not self.aligned:
+                paths.append(write_image(folder / f"{stem}.png", face.result))
+            if face.strip is not None:
+                paths.append(write_image(folder / f"{stem}_strip.png", face.strip))
+        return paths
+
+
+def intermediates(out: SampleOutput, j: int) -> Tuple[List[Tuple[float, np.ndarray]], Optional[np.ndarray],
+                                                       Optional[np.ndarray]]:
+    """Image ``j``'s blurred levels as (sigma, image), its guidance map, and the diffused source when
+    there are no levels (DifFace, RM0), from a sampler output (numpy, [0, 1])."""
+    levels = [] if out.levels is None else [(float(out.sigmas[j, k]), tensor2img(level[j]))
+                                            for k, level in enumerate(out.levels)]
+    gmap = None if out.guidance_map is None else out.guidance_map[j, 0].float().cpu().numpy()
+    source = None if out.source is None or levels else tensor2img(out.source[j])
+    return levels, gmap, source
+
+
+@contextmanager
+def count_steps(sampler: FaceRestoreSampler, callback: Optional[Callable[[], None]]) -> Iterator[None]:
+    """Call ``callback()`` after every UNet evaluation of ``sampler`` inside the block (wraps
+    ``sampler.denoiser``, the callable the sampling loop evaluates; restored on exit)."""
+    if callback is None:
+        yield
+        return
+    inner = sampler.denoiser
+
+    def counted(*args, **kwargs):
+        out = inner(*args, **kwargs)
+        callback()
+        return out
+
+    sampler.denoiser = counted
+    try:
+        yield
+    finally:
+        sampler.denoiser = inner
+
+
+def parse_overrides(text: str | Sequence[str] | None) -> Tuple[str, ...]:
+    """``"a.b=1 c=2"`` (or a list) -> ``("a.b=1", "c=2")``; raises ValueError for an entry without '='."""
+    items = re.split(r"[\s,]+", text.strip()) if isinstance(text, str) else list(text or [])
+    items = [o for o in items if o]
+    bad = [o for o in items if "=" not in o]
+    if bad:
+        raise ValueError(f"config overrides must be key=value, got {bad}")
+    return tuple(items)
+
+
+class Restorer:
+    """Samplers built once per (config, method, overrides), a face detector built on first use, and the
+    restoration of one uploaded photo (:meth:`restore_file`). Not thread-safe: one restore at a time."""
+
+    def __init__(self, device: str = "cpu", detector: Optional[object] = None, detector_name: str = DETECTOR,
+                 detection_weights: Optional[str] = DETECTION_WEIGHTS, min_face_size: int = MIN_FACE_SIZE,
+                 overrides: Sequence[str] = ()):
+        self.device = device
+        self._detector = detector
+        self._detector_args = (detector_name, detection_weights, min_face_size)
+        self.overrides = tuple(overrides)
+        self._samplers: Dict[tuple, FaceRestoreSampler] = {}
+
+    # ------------------------------------------------------------------ cached parts
+    def sampler(self, config: str, method: str) -> FaceRestoreSampler:
+        """The sampler of ``config`` with ``sampler.method=method`` (built on first request, then reused)."""
+        path = resolve_path(config)
+        key = (str(Path(path).resolve()), method, self.overrides)
+        if key not in self._samplers:
+            self._samplers[key] = FaceRestoreSampler.from_config(
+                path, list(self.overrides) + [f"sampler.method={method}"], device=self.device)
+        return self._samplers[key]
+
+    @property
+    def cached(self) -> List[tuple]:
+        """The (config, method, overrides) of the samplers built so far."""
+        return list(self._samplers)
+
+    def detector(self):
+        """The whole-photo face detector (``utils.face_detection.build_detector``, built on first use)."""
+        if self._detector is None:
+            name, weights, min_face_size = self._detector_args
+            self._detector = build_detector(name, None if weights is None else resolve_path(weights),
+                                            device=self.device, min_face_size=min_face_size)
+        return self._detector
+
+    # ------------------------------------------------------------------ restoring
+    def restore_file(self, path: os.PathLike | str, *, config: str = DEFAULT_CONFIG, method: str = "dynfacerestore",
+                     eta: str | float | None = None, seed: int = 0, aligned: bool = True, upscale: float = 1.0,
+                     name: Optional[str] = None, on_step: Optional[StepCallback] = None) -> PhotoReport:
+        """Restore one file. Raises :class:`InputSkip` for a file the command line would skip (use
+        :func:`skip_message`), ``ConfigError``/``CheckpointError``/``ValueError`` for bad settings.
+
+        ``eta``: None (the config's), ``"auto"`` or a number in [0, 1]. ``on_step(face, faces, nfe)`` is
+        called after every UNet evaluation and once before each face."""
+        if eta is not None:
+            parse_eta(eta)
+        if upscale <= 0:
+            raise ValueError(f"upscale must be positive, got {upscale}")
+        sampler = self.sampler(config, method)
+        path = Path(path)
+        name = name or path.name
+        key = Path(name).stem
+        loaded = load_image(path, MIN_SIDE, MAX_SIDE)
+        if aligned:
+            return self._restore_aligned(sampler, loaded, name, key, eta, seed, on_step)
+        return self._restore_whole(sampler, loaded, name, key, eta, seed, upscale, on_step)
+
+    def _restore_aligned(self, sampler, loaded: LoadedImage, name, key, eta, seed, on_step) -> PhotoReport:
+        prepared = prepare_aligned(loaded, sampler.resolution)
+        face = self._restore_face(sampler, prepared.image, 0, 1, image_seed(seed, key), eta, on_step)
+        return PhotoReport(name, key, loaded.image, prepared.image, face.result, [face], True, sampler.method,
+                           list(prepared.notes))
+
+    def _restore_whole(self, sampler, loaded: LoadedImage, name, key, eta, seed, upscale, on_step) -> PhotoReport:
+        detector = self.detector()
+        faces: List[FaceReport] = []
+
+        def restore_fn(crops: List[np.ndarray]) -> List[np.ndarray]:
+            for k, crop in enumerate(crops):
+                faces.append(self._restore_face(sampler, crop, k, len(crops), image_seed(seed, key, k), eta, on_step))
+            return [f.result for f in faces]
+
+        whole = restore_whole_image(loaded.image, detector, restore_fn, sampler.resolution, upscale)
+        for face, box, lms in zip(faces, whole.faces.boxes, whole.faces.landmarks):
+            face.info.update(box=[float(v) for v in box], landmarks=np.asarray(lms).tolist())
+        notes = list(loaded.notes)
+        if not faces:
+            notes.append(f"no face detected ({detector.name}, min face size {self._detector_args[2]} px): "
+                         f"nothing restored, the upsampled image is returned")
+        return PhotoReport(name, key, loaded.image, bicubic_upsample(loaded.image, upscale), whole.image, faces,
+                           False, sampler.method, notes, detector.name)
+
+    def _restore_face(self, sampler: FaceRestoreSampler, lq: np.ndarray, index: int, total: int, seed: int, eta,
+                      on_step: Optional[StepCallback]) -> FaceReport:
+        nfe = [0]
+
+        def step() -> None:
+            nfe[0] += 1
+            on_step(index, total, nfe[0])
+
+        if on_step is not None:
+            on_step(index, total, 0)
+        with count_steps(sampler, step if on_step is not None else None):
+            start = time.perf_counter()
+            out = sampler.restore(img2tensor(lq), [seed], eta=eta)
+            seconds = time.perf_counter() - start
+        result = tensor2img(out.images[0])
+        levels, gmap, source = intermediates(out, 0)
+        tiles = strip_tiles(lq, result, levels=[img for _, img in levels] or None,
+                            sigmas=[s for s, _ in levels] or None, guidance_map=gmap, source=source)
+        info = dict(sample_info(out, 0), seed=seed, seconds=seconds)
+        return FaceReport(index, lq, result, info, levels, gmap, make_strip(tiles))
