@@ -27,9 +27,10 @@ sys.path.insert(0, str(ROOT))
 
 from data.degradation import degrade, load_degradation_config, severity_config  # noqa: E402
 from inference.runner import main as run_inference  # noqa: E402
-from inference.strip import make_strip  # noqa: E402
+from inference.report import read_records  # noqa: E402
+from inference.strip import make_strip, stack_rows, title_band  # noqa: E402
 from utils.face_align import align_face  # noqa: E402
-from utils.image_io import list_images, read_image, write_image  # noqa: E402
+from utils.image_io import list_images, read_image, to_uint8, write_image  # noqa: E402
 
 CONFIG = "configs/sample/dynfacerestore_demo.yaml"
 DEGRADATION = "configs/degradation/demo64.yaml"
@@ -77,25 +78,31 @@ def restore(inputs: Path, hq: Path, out: Path, method: str, extra: list) -> None
 
 
 def grid(inputs: Path, hq: Path, dyn: Path, base: Path, out_file: Path) -> Path:
+    """One row per restored input, titled with its name (severity) and DynFaceRestore's sigma_hat: the
+    DynFaceRestore strip (LQ | levels | guidance map | result), then the DifFace result and the HQ face."""
+    sigma_hat = {r["key"]: r["sigma_hat"] for r in read_records(dyn)}
     rows = []
     for path in list_images(inputs):
         strip_path = dyn / "intermediates" / f"{path.stem}.png"
         difface_path = base / "restored" / f"{path.stem}.png"
         if not strip_path.is_file() or not difface_path.is_file():
             continue
-        strip = read_image(strip_path)
+        strip = to_uint8(read_image(strip_path))
         tiles = [("DifFace", read_image(difface_path))]
         if (hq / path.name).is_file():
             tiles.append(("HQ", read_image(hq / path.name)))
-        extra = make_strip(tiles).astype(np.float32) / 255.0  # same tile size as the strip (both MIN_TILE)
+        extra = make_strip(tiles)  # same tile size as the strip (both MIN_TILE)
         if extra.shape[0] != strip.shape[0]:
             extra = cv2.resize(extra, (round(extra.shape[1] * strip.shape[0] / extra.shape[0]), strip.shape[0]))
-        rows.append(np.concatenate([strip, np.ones((strip.shape[0], 8, 3), np.float32), extra], axis=1))
+        row = np.concatenate([strip, np.full((strip.shape[0], 8, 3), 255, np.uint8), extra], axis=1)
+        severity = next((s for s in SEVERITIES if path.stem.endswith(f"_{s}")), None)
+        sig = sigma_hat.get(path.stem)
+        title = f"{path.stem}" + (f"   severity: {severity}" if severity else "") + \
+            ("" if sig is None else f"   sigma_hat = {sig:.2f}")
+        rows.append(stack_rows([title_band(title, row.shape[1]), row], gap=0))
     if not rows:
         raise SystemExit("demo: nothing was restored, no grid written")
-    width = max(r.shape[1] for r in rows)
-    rows = [np.pad(r, ((0, 6), (0, width - r.shape[1]), (0, 0)), constant_values=1.0) for r in rows]
-    return write_image(out_file, np.concatenate(rows, axis=0))
+    return write_image(out_file, stack_rows(rows, gap=6))
 
 
 def main(argv=None) -> int:

@@ -1,19 +1,23 @@
-"""Small-scale evaluation: every method and ablation on a CelebA-Test-style set, one table and one plot.
+"""Small-scale evaluation: every method and ablation on CelebA-Test-style sets, tables and one plot.
 
-    python scripts/evaluate_demo.py [--out results/eval] [--nproc 2] [--limit N]
+    python scripts/evaluate_demo.py [--out results/eval] [--nproc 2] [--limit N] [--rows ...] [--chains ...]
 
 1. ``data.make_testset`` degrades the 100 held-out faces of celeba128_val.txt at 64 px (seed 0) in
-   mild / medium / severe thirds (configs/degradation/demo64.yaml).
-2. Each row (``--rows``: a subset) runs ``inference_difface.py`` under torchrun on the LQ folder with the demo config, only
-   the ``--method`` / ``--opts`` switches differ:
+   mild / medium / severe thirds (configs/degradation/demo64.yaml): the "blind" set. ``--chains`` adds sets
+   degraded by chains this project's degradation code did not write (``data.foreign_chains``: opencv,
+   pillow), on which the rows of :data:`CHAIN_ROWS` run.
+2. Row 0, "LQ (input)", scores the degraded inputs themselves (what doing nothing gives). Every other row
+   (``--rows``: a subset) runs ``inference_difface.py`` under torchrun on the LQ folder with the demo
+   config, only the ``--method`` / ``--opts`` switches differ:
    RM0 only | DifFace (fixed start 100/250) | + DSST start | + closed-form guidance, global s | + DGSA
    every step | + DGSA every 8 steps, the maps reused in between (sampler.guidance.dgsa_every)
    | + the same DGSA network trained and run at full resolution (map_downsample 1; the config's runs on
    16 x 16 block means), every 8 steps | + DGSA every 16 steps (the config) | + DGSA every 32 steps.
-3. Per-image records (PSNR / SSIM from basicsr on RGB uint8, LPIPS-alex with the offline backbone,
-   start step, network evaluations, seconds) are joined with the test set's severity and averaged
-   overall and per third, over the faces restored by every row (all of them after a complete run): ``<out>/table.md``, ``<out>/table.csv`` and ``<out>/psnr_lpips.png`` (PSNR
-   against LPIPS, as the paper's Figure 1).
+3. Per-image records (PSNR / SSIM from basicsr on RGB uint8, LPIPS-alex with the offline backbone, dlib
+   identity distance and same-person rate (utils.identity), start step, network evaluations, seconds)
+   are joined with the test set's severity and averaged overall and per third, over the faces restored
+   by every row (all of them after a complete run): ``<out>/table.md``, ``<out>/table.csv`` and
+   ``<out>/psnr_lpips.png`` (PSNR against LPIPS, as the paper's Figure 1, blind set).
 """
 from __future__ import annotations
 
@@ -32,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from data.make_testset import make_testset  # noqa: E402
-from inference.report import read_records  # noqa: E402
+from data.foreign_chains import CHAINS, make_chain_testset  # noqa: E402
+from inference.report import read_records, record_path, write_json  # noqa: E402
 from utils.image_io import write_bytes_atomic  # noqa: E402
 
 CONFIG = "configs/sample/dynfacerestore_demo.yaml"
@@ -40,7 +45,9 @@ SOURCE = "../shared/data/faces_hq/celeba128_val.txt"
 DEGRADATION = "configs/degradation/demo64.yaml"
 LPIPS_WEIGHTS = "../shared/weights/lpips"
 FULL_RESOLUTION_DGSA = "weights/demo/dgsa_full_demo64.pth"  # the config's DGSA trained with map_downsample 1
+LQ_METHOD = "lq"  # row 0: the inputs scored as they are, no command run
 ROWS = [  # (name, --method, --opts)
+    ("LQ (input)", LQ_METHOD, []),
     ("RM0 only", "rm0", []),
     ("DifFace (start 100/250)", "difface", []),
     ("+ DSST start", "dynfacerestore", ["sampler.guidance.mode=none"]),
@@ -55,9 +62,10 @@ ROWS = [  # (name, --method, --opts)
      ["sampler.guidance.mode=dgsa", "sampler.guidance.dgsa_every=16"]),
     ("+ DGSA every 32 steps", "dynfacerestore", ["sampler.guidance.mode=dgsa", "sampler.guidance.dgsa_every=32"]),
 ]
-COLUMNS = (("psnr", "PSNR", 2), ("ssim", "SSIM", 4), ("lpips_alex", "LPIPS", 4), ("start_t", "start t", 0),
-           ("nfe", "NFE", 1), ("seconds", "s/img", 3))
-METRIC_KEYS = ("psnr", "ssim", "lpips_alex")
+CHAIN_ROWS = (0, 1, 2, 8)  # LQ, RM0, DifFace, DynFaceRestore (the config) on the foreign-chain sets
+COLUMNS = (("psnr", "PSNR", 2), ("ssim", "SSIM", 4), ("lpips_alex", "LPIPS", 4), ("id_dist", "ID dist", 3),
+           ("id_same", "same ID", 2), ("start_t", "start t", 0), ("nfe", "NFE", 1), ("seconds", "s/img", 3))
+METRIC_KEYS = ("psnr", "ssim", "lpips_alex", "id_dist", "id_same")
 GROUPS = ("all", "mild", "medium", "severe")
 
 
@@ -65,8 +73,25 @@ def row_dir(out: Path, index: int, method: str) -> Path:
     return out / f"row{index}_{method}"
 
 
+def score_inputs(lq: Path, hq: Path, out: Path) -> None:
+    """Row 0: a record per LQ image with its metrics against the HQ face (no restoration, NFE 0)."""
+    from utils.identity import FaceIdentity
+    from utils.image_io import list_images, read_image
+    from utils.metrics import LPIPSMetric, compute_metrics
+
+    lpips, identity = LPIPSMetric("alex", ROOT / LPIPS_WEIGHTS), FaceIdentity()
+    for path in list_images(lq):
+        record = record_path(out, path.stem)
+        if not record.is_file():
+            metrics = compute_metrics(read_image(path), read_image(hq / path.name), lpips, identity=identity)
+            write_json(record, {"key": path.stem, "file": str(path), "method": LQ_METHOD, "metrics": metrics,
+                                "nfe": 0, "seconds": 0.0, "start_t": None})
+
+
 def run_row(index: int, method: str, opts: list, lq: Path, hq: Path, out: Path, nproc: int) -> None:
     """One row through the real command line; images already restored in its folder are skipped."""
+    if method == LQ_METHOD:
+        return score_inputs(lq, hq, row_dir(out, index, method))
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
            str(ROOT / "inference_difface.py"), "-i", str(lq), "-i_hq", str(hq),
            "-o", str(row_dir(out, index, method)),
@@ -100,6 +125,8 @@ def markdown(results: list) -> str:
     lines = []
     for group in GROUPS:
         n = results[0][1][group]["n"]
+        if n == 0:  # a set without severity thirds
+            continue
         lines += [f"**{group}** ({n} faces)", "",
                   "| method | " + " | ".join(label for _, label, _ in COLUMNS) + " |",
                   "|---|" + "---:|" * len(COLUMNS)]
@@ -110,13 +137,17 @@ def markdown(results: list) -> str:
     return "\n".join(lines)
 
 
-def csv_text(results: list) -> str:
+def csv_text(sections: list) -> str:
+    """One row per (test set, method, severity group) with at least one face."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["method", "severity", "n"] + [key for key, _, _ in COLUMNS])
-    for name, summary in results:
-        for group in GROUPS:
-            writer.writerow([name, group, summary[group]["n"]] + [f"{summary[group][k]:.6g}" for k, _, _ in COLUMNS])
+    writer.writerow(["testset", "method", "severity", "n"] + [key for key, _, _ in COLUMNS])
+    for testset, _, results in sections:
+        for name, summary in results:
+            for group in GROUPS:
+                if summary[group]["n"]:
+                    writer.writerow([testset, name, group, summary[group]["n"]]
+                                    + [f"{summary[group][k]:.6g}" for k, _, _ in COLUMNS])
     return buf.getvalue()
 
 
@@ -149,33 +180,48 @@ def plot(results: list, path: Path) -> None:
     plt.close(fig)
 
 
+def evaluate(testset: Path, out: Path, rows: list, severity: dict, nproc: int) -> list:
+    """Run ``rows`` on ``testset`` into ``out``; the summaries of every row restored there so far."""
+    for index in rows:
+        name, method, opts = ROWS[index]
+        run_row(index, method, opts, testset / "lq", testset / "hq", out, nproc)
+    done = [(name, read_records(row_dir(out, i, method))) for i, (name, method, _) in enumerate(ROWS)]
+    done = [(name, records) for name, records in done if records]
+    common = set.intersection(*(set(r["key"] for r in records) for _, records in done))  # same faces in every row
+    return [(name, summarise([r for r in records if r["key"] in common], severity)) for name, records in done]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "eval")
     parser.add_argument("--nproc", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N validation faces")
-    parser.add_argument("--rows", type=int, nargs="+", default=list(range(len(ROWS))),
-                        help="rows to run (default all); the table holds every row restored so far")
+    parser.add_argument("--rows", type=int, nargs="*", default=list(range(len(ROWS))),
+                        help="rows to run on the blind set (default all); the table holds every row restored so far")
+    parser.add_argument("--chains", nargs="*", default=sorted(CHAINS), choices=sorted(CHAINS),
+                        help=f"foreign degradation chains to evaluate rows {list(CHAIN_ROWS)} on (default all)")
     args = parser.parse_args(argv)
     testset = args.out / "testset"
     manifest = make_testset(ROOT / SOURCE, testset, resolution=64, seed=0, config=ROOT / DEGRADATION,
                             severity_thirds=True, limit=args.limit)
     severity = {img["name"]: img["severity"] for img in manifest["images"]}
-    for index in args.rows:
-        name, method, opts = ROWS[index]
-        run_row(index, method, opts, testset / "lq", testset / "hq", args.out, args.nproc)
-    rows = [(name, read_records(row_dir(args.out, i, method))) for i, (name, method, _) in enumerate(ROWS)]
-    rows = [(name, records) for name, records in rows if records]
-    common = set.intersection(*(set(r["key"] for r in records) for _, records in rows))  # same faces in every row
-    results = [(name, summarise([r for r in records if r["key"] in common], severity)) for name, records in rows]
+    sections = [("blind degradation (configs/degradation/demo64.yaml, thirds)", args.out,
+                 evaluate(testset, args.out, args.rows, severity, args.nproc))]
+    for chain in args.chains:
+        chain_out = args.out / f"chain_{chain}"
+        make_chain_testset(ROOT / SOURCE, chain_out / "testset", chain, resolution=64, seed=0, limit=args.limit)
+        sections.append((f"chain '{chain}' (data/foreign_chains.py)", chain_out,
+                         evaluate(chain_out / "testset", chain_out, list(CHAIN_ROWS), {}, args.nproc)))
     header = (f"Command: `python scripts/evaluate_demo.py --nproc {args.nproc}"
               f"{f' --limit {args.limit}' if args.limit else ''}`; machine: {platform.machine()}, "
               f"{os.cpu_count()} CPU cores, {platform.system()}; {date.today().isoformat()}.\n\n")
-    write_bytes_atomic(args.out / "table.md", (header + markdown(results)).encode())
-    write_bytes_atomic(args.out / "table.csv", csv_text(results).encode())
-    write_bytes_atomic(args.out / "summary.json", (json.dumps(dict(results), indent=1) + "\n").encode())
-    plot(results, args.out / "psnr_lpips.png")
-    print(header + markdown(results))
+    text = header + "\n".join(f"### Test set: {title}\n\n{markdown(results)}" for title, _, results in sections)
+    write_bytes_atomic(args.out / "table.md", text.encode())
+    write_bytes_atomic(args.out / "table.csv", csv_text(sections).encode())
+    write_bytes_atomic(args.out / "summary.json",
+                       (json.dumps({title: dict(results) for title, _, results in sections}, indent=1) + "\n").encode())
+    plot(sections[0][2], args.out / "psnr_lpips.png")
+    print(text)
     print(f"evaluate_demo: wrote {args.out}/table.md, table.csv, psnr_lpips.png")
     return 0
 

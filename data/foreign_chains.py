@@ -1,0 +1,92 @@
+"""Degradation chains written independently of ``data.degradation``, for evaluation only (issue 16).
+
+The demo models are trained on this project's own blind degradation (DifFace / GFPGAN's chain), so a
+test set degraded by the same code flatters them. These chains use other libraries' operators and other
+kernels, each with its parameters drawn per image from ``numpy.random.default_rng([seed, index])``:
+
+* ``opencv``: OpenCV Gaussian blur (sigma 1-3 px at 64 px), INTER_AREA downsampling to 16 px and
+  INTER_CUBIC back, additive Gaussian noise of std 4/255, OpenCV JPEG at quality 60;
+* ``pillow``: a linear motion blur (length 3-7 px, any angle, ``cv2.filter2D`` with a line kernel),
+  Pillow BOX downsampling by 3 and BILINEAR back, Pillow JPEG at quality 35-55.
+
+Sizes scale with the resolution (the numbers above are for 64 px). ``make_chain_testset`` writes
+``<out>/hq/<name>.png``, ``<out>/lq/<name>.png`` and ``<out>/chain.json`` (chain, seed, per-image
+parameters).
+"""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Callable, Dict, Tuple
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from data.datasets import load_face, read_file_list
+from utils.image_io import write_bytes_atomic, write_image
+
+
+def _u8(img: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def opencv_chain(hq: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, dict]:
+    """Gaussian blur -> area down to size/4 -> cubic up -> noise 4/255 -> JPEG 60 (OpenCV throughout)."""
+    size = hq.shape[0]
+    sigma = float(rng.uniform(1.0, 3.0)) * size / 64
+    img = cv2.GaussianBlur(hq, (0, 0), sigma)
+    small = cv2.resize(img, (size // 4, size // 4), interpolation=cv2.INTER_AREA)
+    img = cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
+    img = img + rng.normal(0.0, 4.0 / 255.0, img.shape).astype(np.float32)
+    ok, buf = cv2.imencode(".jpg", _u8(img)[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 60])
+    out = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1].astype(np.float32) / 255.0
+    return out, {"blur_sigma": sigma, "down_to": size // 4, "noise_std": 4.0 / 255.0, "jpeg": 60}
+
+
+def motion_kernel(length: float, angle_deg: float) -> np.ndarray:
+    """A normalised line kernel of ``length`` pixels at ``angle_deg`` (anti-aliased)."""
+    k = int(np.ceil(length)) | 1
+    kernel = np.zeros((k, k), np.float32)
+    c = (k - 1) / 2.0
+    dx, dy = np.cos(np.deg2rad(angle_deg)) * (length - 1) / 2, np.sin(np.deg2rad(angle_deg)) * (length - 1) / 2
+    cv2.line(kernel, (round(16 * (c - dx)), round(16 * (c - dy))), (round(16 * (c + dx)), round(16 * (c + dy))),
+             1.0, 1, cv2.LINE_AA, shift=4)
+    return kernel / kernel.sum()
+
+
+def pillow_chain(hq: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, dict]:
+    """Motion blur -> Pillow BOX down by 3 -> BILINEAR up -> Pillow JPEG 35-55."""
+    size = hq.shape[0]
+    length, angle = float(rng.uniform(3.0, 7.0)) * size / 64, float(rng.uniform(0.0, 180.0))
+    quality = int(rng.integers(35, 56))
+    img = cv2.filter2D(hq, -1, motion_kernel(length, angle), borderType=cv2.BORDER_REFLECT)
+    pil = Image.fromarray(_u8(img)).resize((size // 3, size // 3), Image.Resampling.BOX)
+    pil = pil.resize((size, size), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    pil.save(buf, format="JPEG", quality=quality)
+    out = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), dtype=np.float32) / 255.0
+    return out, {"motion_length": length, "motion_angle": angle, "down_by": 3, "jpeg": quality}
+
+
+CHAINS: Dict[str, Callable[[np.ndarray, np.random.Generator], Tuple[np.ndarray, dict]]] = {
+    "opencv": opencv_chain, "pillow": pillow_chain}
+
+
+def make_chain_testset(source, out, chain: str, resolution: int, seed: int = 0, limit: int | None = None) -> dict:
+    """Degrade the faces of ``source`` (a list file or folder) with ``chain``; returns the manifest."""
+    if chain not in CHAINS:
+        raise ValueError(f"unknown chain '{chain}': {sorted(CHAINS)}")
+    out = Path(out)
+    paths = read_file_list(source)[:limit]
+    manifest = {"chain": chain, "seed": seed, "resolution": resolution, "source": str(source), "images": []}
+    for i, path in enumerate(paths):
+        hq = load_face(path, resolution)
+        lq, params = CHAINS[chain](hq, np.random.default_rng([seed, i]))
+        name = Path(path).stem
+        write_image(out / "hq" / f"{name}.png", hq)
+        write_image(out / "lq" / f"{name}.png", lq)
+        manifest["images"].append({"name": name, **params})
+    write_bytes_atomic(out / "chain.json", (json.dumps(manifest, indent=1) + "\n").encode())
+    return manifest
