@@ -77,12 +77,22 @@ def restore(inputs: Path, hq: Path, out: Path, method: str, extra: list) -> None
         raise SystemExit(f"demo: inference_difface.py ({method}) failed with exit code {code}")
 
 
+def _severity(path: Path):
+    """The severity a demo input's name ends with (``astronaut_mild``), or None."""
+    return next((s for s in SEVERITIES if path.stem.endswith(f"_{s}")), None)
+
+
+def _severity_rank(path: Path) -> tuple:
+    severity = _severity(path)
+    return (SEVERITIES.index(severity) if severity else len(SEVERITIES), path.name)
+
+
 def grid(inputs: Path, hq: Path, dyn: Path, base: Path, out_file: Path) -> Path:
     """One row per restored input, titled with its name (severity) and DynFaceRestore's sigma_hat: the
     DynFaceRestore strip (LQ | levels | guidance map | result), then the DifFace result and the HQ face."""
     sigma_hat = {r["key"]: r["sigma_hat"] for r in read_records(dyn)}
     rows = []
-    for path in list_images(inputs):
+    for path in sorted(list_images(inputs), key=_severity_rank):  # mild, medium, severe, then other images
         strip_path = dyn / "intermediates" / f"{path.stem}.png"
         difface_path = base / "restored" / f"{path.stem}.png"
         if not strip_path.is_file() or not difface_path.is_file():
@@ -95,7 +105,7 @@ def grid(inputs: Path, hq: Path, dyn: Path, base: Path, out_file: Path) -> Path:
         if extra.shape[0] != strip.shape[0]:
             extra = cv2.resize(extra, (round(extra.shape[1] * strip.shape[0] / extra.shape[0]), strip.shape[0]))
         row = np.concatenate([strip, np.full((strip.shape[0], 8, 3), 255, np.uint8), extra], axis=1)
-        severity = next((s for s in SEVERITIES if path.stem.endswith(f"_{s}")), None)
+        severity = _severity(path)
         sig = sigma_hat.get(path.stem)
         title = f"{path.stem}" + (f"   severity: {severity}" if severity else "") + \
             ("" if sig is None else f"   sigma_hat = {sig:.2f}")

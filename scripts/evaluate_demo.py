@@ -25,6 +25,7 @@ import argparse
 import csv
 import io
 import json
+import math
 import os
 import platform
 import subprocess
@@ -131,10 +132,15 @@ def markdown(results: list) -> str:
                   "| method | " + " | ".join(label for _, label, _ in COLUMNS) + " |",
                   "|---|" + "---:|" * len(COLUMNS)]
         for name, summary in results:
-            cells = [f"{summary[group][key]:.{digits}f}" for key, _, digits in COLUMNS]
+            cells = [_cell(summary[group][key], key, digits) for key, _, digits in COLUMNS]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _cell(value: float, key: str, digits: int) -> str:
+    """A table cell; "-" where a row has no such value (no start step for LQ and RM0, no face embedding)."""
+    return "-" if math.isnan(value) or (key == "start_t" and value < 0) else f"{value:.{digits}f}"
 
 
 def csv_text(sections: list) -> str:
@@ -158,18 +164,18 @@ def plot(results: list, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    groups: list = []  # rows that land on about the same spot share one label, left of the point
-    for name, summary in results:
+    groups: list = []  # rows that land on about the same spot share one label: their row numbers
+    for index, (name, summary) in enumerate(results):
         point = (summary["all"]["lpips_alex"], summary["all"]["psnr"])
-        ax.scatter(*point, s=60)
+        ax.scatter(*point, s=60, label=f"{index}: {name}")
         near = [g for g in groups if abs(g[0][0] - point[0]) < 0.002 and abs(g[0][1] - point[1]) < 0.05]
         if near:
-            near[0][1].append(name)
+            near[0][1].append(str(index))
         else:
-            groups.append((point, [name]))
-    for point, names in groups:
-        ax.annotate("\n".join(names), point, textcoords="offset points", fontsize=8,
-                    **({"xytext": (6, 4)} if len(names) == 1 else {"xytext": (-8, -6), "ha": "right", "va": "top"}))
+            groups.append((point, [str(index)]))
+    for point, indices in groups:
+        ax.annotate(",".join(indices), point, textcoords="offset points", xytext=(6, 4), fontsize=9)
+    ax.legend(fontsize=7, loc="lower left")
     ax.set_xlabel("LPIPS (alex), lower is better")
     ax.set_ylabel("PSNR (dB), higher is better")
     ax.set_title("64 px demo models, 100 CelebA val faces")

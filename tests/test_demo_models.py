@@ -58,6 +58,9 @@ def test_readme_demo_writes_restorations_and_grid(tmp_path):
     for method in ("dynfacerestore", "difface"):
         restored = sorted((tmp_path / "astronaut" / method / "restored").glob("*.png"))
         assert [p.stem for p in restored] == ["astronaut_medium", "astronaut_mild", "astronaut_severe"]
+    rows = sorted(restored, key=demo._severity_rank)  # the grid's row order: by severity, then other images
+    assert [p.stem for p in rows] == ["astronaut_mild", "astronaut_medium", "astronaut_severe"]
+    assert demo._severity_rank(Path("user_face.png")) > demo._severity_rank(Path("astronaut_severe.png"))
 
 
 def test_prior_sample_grid_from_pure_noise(tmp_path):

@@ -137,6 +137,8 @@ def render_markdown(entries: list) -> str:
                   f"- wall time: {e.get('wall_time_min', '?')} min on {e['machine']}; torch {e['torch']}; {e['date']}"]
         if e.get("note"):
             lines.append(f"- note: {e['note']}")
+        if e.get("against_previous"):  # written by hand after an evaluation; a new export drops it
+            lines.append(f"- against the previous export: {e['against_previous']}")
         for tag, value in sorted(e.get("final_scalars", {}).items()):
             lines.append(f"- {tag}: {value:.6g}")
         lines.append("")
