@@ -6,8 +6,9 @@ kernels, each with its parameters drawn per image from ``numpy.random.default_rn
 
 * ``opencv``: OpenCV Gaussian blur (sigma 1-3 px at 64 px), INTER_AREA downsampling to 16 px and
   INTER_CUBIC back, additive Gaussian noise of std 4/255, OpenCV JPEG at quality 60;
-* ``pillow``: a linear motion blur (length 3-7 px, any angle, ``cv2.filter2D`` with a line kernel),
-  Pillow BOX downsampling by 3 and BILINEAR back, Pillow JPEG at quality 35-55.
+* ``pillow``: a linear motion blur (length 3-7 px, any angle, ``cv2.filter2D`` with a line kernel whose
+  anti-aliased line is centred only to within 0.71 px, so it also shifts the face slightly), Pillow BOX
+  downsampling by 3 and BILINEAR back, Pillow JPEG at quality 35-55.
 
 Sizes scale with the resolution (the numbers above are for 64 px). ``make_chain_testset`` writes
 ``<out>/hq/<name>.png``, ``<out>/lq/<name>.png`` and ``<out>/chain.json`` (chain, seed, per-image
@@ -25,11 +26,7 @@ import numpy as np
 from PIL import Image
 
 from data.datasets import load_face, read_file_list
-from utils.image_io import write_bytes_atomic, write_image
-
-
-def _u8(img: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
+from utils.image_io import to_uint8, write_bytes_atomic, write_image
 
 
 def opencv_chain(hq: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, dict]:
@@ -40,7 +37,7 @@ def opencv_chain(hq: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, 
     small = cv2.resize(img, (size // 4, size // 4), interpolation=cv2.INTER_AREA)
     img = cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
     img = img + rng.normal(0.0, 4.0 / 255.0, img.shape).astype(np.float32)
-    ok, buf = cv2.imencode(".jpg", _u8(img)[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 60])
+    ok, buf = cv2.imencode(".jpg", to_uint8(img)[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 60])
     out = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1].astype(np.float32) / 255.0
     return out, {"blur_sigma": sigma, "down_to": size // 4, "noise_std": 4.0 / 255.0, "jpeg": 60}
 
@@ -62,7 +59,7 @@ def pillow_chain(hq: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, 
     length, angle = float(rng.uniform(3.0, 7.0)) * size / 64, float(rng.uniform(0.0, 180.0))
     quality = int(rng.integers(35, 56))
     img = cv2.filter2D(hq, -1, motion_kernel(length, angle), borderType=cv2.BORDER_REFLECT)
-    pil = Image.fromarray(_u8(img)).resize((size // 3, size // 3), Image.Resampling.BOX)
+    pil = Image.fromarray(to_uint8(img)).resize((size // 3, size // 3), Image.Resampling.BOX)
     pil = pil.resize((size, size), Image.Resampling.BILINEAR)
     buf = io.BytesIO()
     pil.save(buf, format="JPEG", quality=quality)

@@ -32,9 +32,9 @@ import numpy as np
 
 from inference.args import build_parser
 from inference.inputs import InputSkip, LoadedImage, image_seed, load_image, prepare_aligned
-from inference.runner import sample_info
-from inference.strip import make_strip, strip_tiles
-from sampler import FaceRestoreSampler, SampleOutput, parse_eta
+from inference.runner import intermediate_tiles, intermediates, no_face_note, sample_info
+from inference.strip import make_strip
+from sampler import FaceRestoreSampler, parse_eta
 from utils.face_align import bicubic_upsample, restore_whole_image
 from utils.face_detection import build_detector
 from utils.image_io import img2tensor, tensor2img, write_image
@@ -97,17 +97,6 @@ class PhotoReport:
             if face.strip is not None:
                 paths.append(write_image(folder / f"{stem}_strip.png", face.strip))
         return paths
-
-
-def intermediates(out: SampleOutput, j: int) -> Tuple[List[Tuple[float, np.ndarray]], Optional[np.ndarray],
-                                                       Optional[np.ndarray]]:
-    """Image ``j``'s blurred levels as (sigma, image), its guidance map, and the diffused source when
-    there are no levels (DifFace, RM0), from a sampler output (numpy, [0, 1])."""
-    levels = [] if out.levels is None else [(float(out.sigmas[j, k]), tensor2img(level[j]))
-                                            for k, level in enumerate(out.levels)]
-    gmap = None if out.guidance_map is None else out.guidance_map[j, 0].float().cpu().numpy()
-    source = None if out.source is None or levels else tensor2img(out.source[j])
-    return levels, gmap, source
 
 
 @contextmanager
@@ -219,8 +208,7 @@ class Restorer:
             face.info.update(box=[float(v) for v in box], landmarks=np.asarray(lms).tolist())
         notes = list(loaded.notes)
         if not faces:
-            notes.append(f"no face detected ({detector.name}, min face size {self._detector_args[2]} px): "
-                         f"nothing restored, the upsampled image is returned")
+            notes.append(no_face_note(detector.name, self._detector_args[2]))
         return PhotoReport(name, key, loaded.image, bicubic_upsample(loaded.image, upscale), whole.image, faces,
                            False, sampler.method, notes, detector.name)
 
@@ -240,7 +228,6 @@ class Restorer:
             seconds = time.perf_counter() - start
         result = tensor2img(out.images[0])
         levels, gmap, source = intermediates(out, 0)
-        tiles = strip_tiles(lq, result, levels=[img for _, img in levels] or None,
-                            sigmas=[s for s, _ in levels] or None, guidance_map=gmap, source=source)
+        tiles = intermediate_tiles(lq, result, levels, gmap, source)
         info = dict(sample_info(out, 0), seed=seed, seconds=seconds)
         return FaceReport(index, lq, result, info, levels, gmap, make_strip(tiles))

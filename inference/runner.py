@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -293,8 +293,7 @@ def _finish_whole(ctx: Context, image: _WholeImage) -> int:
         write_image(ctx.out_dir / "restored_faces" / f"{item.key}_{k:02d}.png", face)
     notes = list(image.loaded.notes)
     if not faces.crops:
-        notes.append(f"no face detected ({ctx.detector.name}, "
-                     f"min face size {ctx.args.min_face_size} px): nothing restored, the upsampled image is written")
+        notes.append(no_face_note(ctx.detector.name, ctx.args.min_face_size))
         ctx.log(f"{item.path}: {notes[-1]}")
     for k, info in enumerate(image.info):
         info.update(box=[float(v) for v in faces.boxes[k]], landmarks=faces.landmarks[k].tolist())
@@ -319,18 +318,38 @@ def sample_info(out: SampleOutput, j: int) -> dict:
     return info
 
 
+def intermediates(out: SampleOutput, j: int) -> Tuple[List[Tuple[float, np.ndarray]], Optional[np.ndarray],
+                                                       Optional[np.ndarray]]:
+    """Image ``j``'s blurred levels as (sigma, image), its guidance map, and the diffused source when
+    there are no levels (DifFace, RM0), from a sampler output (numpy, [0, 1])."""
+    levels = [] if out.levels is None else [(float(out.sigmas[j, k]), tensor2img(level[j]))
+                                            for k, level in enumerate(out.levels)]
+    gmap = None if out.guidance_map is None else out.guidance_map[j, 0].float().cpu().numpy()
+    source = None if out.source is None or levels else tensor2img(out.source[j])
+    return levels, gmap, source
+
+
+def intermediate_tiles(lq: np.ndarray, result: np.ndarray, levels: List[Tuple[float, np.ndarray]],
+                       gmap: Optional[np.ndarray], source: Optional[np.ndarray]) -> list:
+    """The strip's tiles (:func:`inference.strip.strip_tiles`) from :func:`intermediates`' parts."""
+    return strip_tiles(lq, result, levels=[img for _, img in levels] or None,
+                       sigmas=[sigma for sigma, _ in levels] or None, guidance_map=gmap, source=source)
+
+
 def save_intermediates(ctx: Context, name: str, out: SampleOutput, j: int, lq: np.ndarray, result: np.ndarray,
                        seed: int) -> None:
     """``<out>/intermediates/<name>.png`` (strip, :mod:`inference.strip`) and ``<name>.json``."""
-    levels = None if out.levels is None else [tensor2img(level[j]) for level in out.levels]
-    sigmas = None if out.sigmas is None else [float(v) for v in out.sigmas[j]]
-    gmap = None if out.guidance_map is None else out.guidance_map[j, 0].float().cpu().numpy()
-    source = None if out.source is None or levels is not None else tensor2img(out.source[j])
-    tiles = strip_tiles(lq, result, levels=levels, sigmas=sigmas, guidance_map=gmap, source=source)
+    tiles = intermediate_tiles(lq, result, *intermediates(out, j))
     folder = ctx.out_dir / "intermediates"
     write_image(folder / f"{name}.png", make_strip(tiles))
     write_json(folder / f"{name}.json", dict(sample_info(out, j), key=name, method=ctx.sampler.method, seed=seed,
                                               tiles=[label for label, _ in tiles]))
+
+
+def no_face_note(detector_name: str, min_face_size: int) -> str:
+    """The note of a whole photo in which no face was found (its record, the log, the web page)."""
+    return (f"no face detected ({detector_name}, min face size {min_face_size} px): "
+            "nothing restored, the upsampled image is the result")
 
 
 def _metrics(ctx: Context, item: InputItem, result: np.ndarray):

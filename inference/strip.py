@@ -12,6 +12,8 @@ from typing import List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from utils.image_io import to_uint8
+
 MIN_TILE = 128          # px: smallest displayed tile side (labels need room)
 LABEL_BAND = 0.16       # label band height as a fraction of the tile side
 GAP = 4                 # px between tiles
@@ -28,7 +30,7 @@ def _tile(img: np.ndarray, side: int) -> np.ndarray:
     if img.shape[:2] != (side, side):
         interp = cv2.INTER_NEAREST if img.shape[0] < side else cv2.INTER_AREA
         img = cv2.resize(img, (side, side), interpolation=interp)
-    return np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return to_uint8(img)
 
 
 def _label(text: str, side: int) -> np.ndarray:
@@ -80,7 +82,7 @@ LANDMARK_COLOURS = ((255, 0, 0), (0, 160, 255), (0, 200, 0), (255, 0, 255), (255
 def draw_detections(img: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """uint8 RGB copy of ``img`` (HxWx3 [0, 1]) with each face's box (green, its index and score above
     it) and its 5 landmarks (left eye red, right eye blue, nose green, mouth corners magenta / orange)."""
-    out = np.ascontiguousarray(np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8))
+    out = to_uint8(img)
     thickness = max(1, round(max(out.shape[:2]) / 400))
     for k, (box, lms) in enumerate(zip(np.asarray(boxes).reshape(-1, 5), np.asarray(landmarks).reshape(-1, 5, 2))):
         x1, y1, x2, y2 = (int(round(v)) for v in box[:4])

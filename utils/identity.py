@@ -23,7 +23,8 @@ from typing import Dict, Optional
 import cv2
 import numpy as np
 
-from utils.face_detection import dlib_model, to_uint8
+from utils.face_detection import dlib_model
+from utils.image_io import to_uint8
 
 SAME_PERSON_THRESHOLD = 0.6
 MIN_SIDE = 256
@@ -48,7 +49,6 @@ class FaceIdentity:
     def __init__(self):
         import dlib
 
-        self._dlib = dlib
         self.detector = dlib.get_frontal_face_detector()
         self.predictor = dlib.shape_predictor(dlib_model("shape_predictor_5_face_landmarks.dat"))
         self.encoder = dlib.face_recognition_model_v1(dlib_model("dlib_face_recognition_resnet_model_v1.dat"))
