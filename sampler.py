@@ -36,7 +36,7 @@ import torch
 from omegaconf import MISSING, DictConfig
 
 from models.guidance import LevelSpectra, batch_pad, blend
-from utils.config import ConfigError, instantiate, load_config
+from utils.config import ConfigError, ObjectNode, WeightsNode, instantiate, load_config
 from utils.model_factory import build_model, resolve_path
 
 METHODS = ("dynfacerestore", "difface", "rm0")
@@ -91,19 +91,6 @@ class SamplerConfig:
 
 
 @dataclass
-class ModelNode:
-    target: str = MISSING
-    ckpt_path: Optional[str] = None
-    params: Dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class DiffusionNode:
-    target: str = MISSING
-    params: Dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class DSSTNode:
     table_path: str = MISSING
 
@@ -112,12 +99,12 @@ class DSSTNode:
 class SampleConfig:
     """Schema of configs/sample/*.yaml."""
     resolution: int = MISSING
-    diffusion: DiffusionNode = MISSING
-    model: ModelNode = MISSING
-    restorer: Optional[ModelNode] = None
+    diffusion: ObjectNode = MISSING
+    model: WeightsNode = MISSING
+    restorer: Optional[WeightsNode] = None
     dblm: Optional[Dict[str, Any]] = None
     dsst: Optional[DSSTNode] = None
-    dgsa: Optional[ModelNode] = None
+    dgsa: Optional[WeightsNode] = None
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
 
 

@@ -18,15 +18,15 @@ returned unclamped. Images are clamped to [-1, 1].
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 import torch
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from utils.checkpoint import load_checkpoint
-from utils.config import ConfigError, instantiate
+from utils.config import ConfigError, RequiredWeightsNode, instantiate
 from utils.model_factory import resolve_path
 
 
@@ -38,22 +38,15 @@ class DBLMOutput:
 
 
 @dataclass
-class _NetNode:
-    target: str = MISSING
-    params: Dict[str, Any] = field(default_factory=dict)
-    ckpt_path: str = MISSING
-
-
-@dataclass
 class DBLMConfig:
     """Schema of the ``dblm`` section read by :meth:`DBLM.from_config`."""
 
     num_levels: int = 3
     rho: float = 0.75
     sigma_min_512: float = 0.5
-    sde: _NetNode = field(default_factory=_NetNode)
-    tm: _NetNode = field(default_factory=_NetNode)
-    rm: _NetNode = field(default_factory=_NetNode)
+    sde: RequiredWeightsNode = field(default_factory=RequiredWeightsNode)
+    tm: RequiredWeightsNode = field(default_factory=RequiredWeightsNode)
+    rm: RequiredWeightsNode = field(default_factory=RequiredWeightsNode)
 
 
 class DBLM(nn.Module):

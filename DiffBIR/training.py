@@ -55,7 +55,7 @@ from data.blur import gaussian_blur
 from data.datasets import FaceDataset
 from data.degradation import load_degradation_config
 from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from utils.config import ConfigError, instantiate, load_config, to_dict
+from utils.config import ConfigError, ObjectNode, RequiredWeightsNode, instantiate, load_config, to_dict
 from utils.distributed import ShardedInfiniteSampler
 from utils.ema import EMA
 from utils.run_checkpoints import CheckpointSeries, ResumeError, accelerate_checkpoints
@@ -92,21 +92,6 @@ class MixedPrecision(Enum):
 class RMInput(Enum):
     gt = "gt"
     tm = "tm"
-
-
-@dataclass
-class ModelNode:
-    """``{target, params}``: built with ``utils.config.instantiate``."""
-
-    target: str = MISSING
-    params: Dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class CheckpointedModelNode(ModelNode):
-    """A model node with the weights to load (an ``ema_final.pth``)."""
-
-    ckpt_path: str = MISSING
 
 
 @dataclass
@@ -151,7 +136,7 @@ class SigmaSampling:
 class ExperimentConfig:
     task: TaskName = MISSING
     save_dir: str = MISSING
-    model: ModelNode = field(default_factory=ModelNode)
+    model: ObjectNode = field(default_factory=ObjectNode)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -173,7 +158,7 @@ class RMConfig(TMConfig):
     rho_range: List[float] = field(default_factory=lambda: [0.6, 0.9])
     val_rho: float = 0.75
     input: RMInput = RMInput.gt
-    tm: Optional[CheckpointedModelNode] = None  # required when input is 'tm'
+    tm: Optional[RequiredWeightsNode] = None  # the TM's ema_final.pth; required when input is 'tm'
 
 
 SCHEMAS = {TaskName.sde: SDEConfig, TaskName.tm: TMConfig, TaskName.rm: RMConfig}

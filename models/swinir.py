@@ -26,6 +26,13 @@ Conditioning (an extension of ours for the DBLM TM/RM networks, default off): wi
 sigma), broadcasts each entry to a constant map at the resolution of the (unshuffled) input and
 concatenates the C maps to it before the first convolution. ``out_chans`` (default ``in_chans``)
 lets such a network take several images stacked on channels and return one.
+
+Global residual (an extension of ours for the 64 px demo RM0, default off): with
+``global_residual=True`` and an output at the input's size (``unshuffle`` with ``sf ==
+unshuffle_scale``), the reconstruction is added to the input, y = x + Upsampler(FD), as SwinIR's own
+``upsampler=''`` branch does, and ``conv_last`` starts at zero, so the untrained network is the identity
+and training learns only the correction. A mildly degraded face then stays as sharp as it came in; without
+it a small network has to rebuild every pixel through the 16x16 token grid and blurs mild faces.
 """
 from __future__ import annotations
 
@@ -266,7 +273,7 @@ class SwinIR(nn.Module):
                  patch_norm: bool = True, use_checkpoint: bool = False, sf: int = 4,
                  img_range: float = 1.0, upsampler: str = "", resi_connection: str = "1conv",
                  unshuffle: bool = False, unshuffle_scale: Optional[int] = None,
-                 cond_channels: int = 0, out_chans: Optional[int] = None):
+                 cond_channels: int = 0, out_chans: Optional[int] = None, global_residual: bool = False):
         super().__init__()
         out_chans = in_chans if out_chans is None else out_chans
         if patch_size != 1:
@@ -279,6 +286,12 @@ class SwinIR(nn.Module):
         if upsampler == "" and (sf != 1 or out_chans != in_chans):
             raise ValueError("SwinIR: upsampler '' (restoration at input size, global residual) needs "
                              f"sf=1 and out_chans == in_chans, got sf={sf}, out_chans={out_chans}")
+        if global_residual and (upsampler == "" or not unshuffle or sf != unshuffle_scale or out_chans != in_chans):
+            raise ValueError("SwinIR: global_residual needs unshuffle with sf == unshuffle_scale (output at input "
+                             "size), an upsampler and out_chans == in_chans (upsampler '' is always residual), got "
+                             f"unshuffle={unshuffle}, sf={sf}, unshuffle_scale={unshuffle_scale}, "
+                             f"upsampler={upsampler!r}, out_chans={out_chans}, in_chans={in_chans}")
+        self.global_residual = global_residual
         self.img_range = img_range
         self.upsampler = upsampler
         self.window_size = window_size
@@ -309,6 +322,10 @@ class SwinIR(nn.Module):
         self.conv_after_body = _resi_conv(embed_dim, resi_connection)
         self._build_reconstruction(embed_dim, out_chans, sf)
         self.apply(self._init_weights)
+        if global_residual:  # start at the identity: the last convolution outputs zero
+            last = self.upsample[0] if upsampler == "pixelshuffledirect" else self.conv_last
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     @staticmethod
     def _channel_mean(channels: int) -> torch.Tensor:
@@ -379,16 +396,20 @@ class SwinIR(nn.Module):
         return conv(x)
 
     def _reconstruct(self, feat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Output in the normalised range; x (the normalised input) is added for ``upsampler ''`` and
+        ``global_residual``."""
+        if self.upsampler == "":
+            return x + self.conv_last(feat)
         if self.upsampler == "pixelshuffle":
-            return self.conv_last(self.upsample(self.conv_before_upsample(feat)))
-        if self.upsampler == "pixelshuffledirect":
-            return self.upsample(feat)
-        if self.upsampler == "nearest+conv":
+            y = self.conv_last(self.upsample(self.conv_before_upsample(feat)))
+        elif self.upsampler == "pixelshuffledirect":
+            y = self.upsample(feat)
+        else:  # nearest+conv
             y = self.conv_before_upsample(feat)
             for i in range(1, self.up_steps + 1):
                 y = self.lrelu(getattr(self, f"conv_up{i}")(F.interpolate(y, scale_factor=2, mode="nearest")))
-            return self.conv_last(self.lrelu(self.conv_hr(y)))
-        return x + self.conv_last(feat)
+            y = self.conv_last(self.lrelu(self.conv_hr(y)))
+        return x + y if self.global_residual else y
 
     def forward(self, x: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(N, in_chans, H, W) in [0, 1] (+ cond (N, cond_channels)) -> (N, out_chans, rH, rW) ~[0, 1]."""

@@ -100,6 +100,19 @@ def test_sample_architecture_equals_training_model(sample, section, train):
     assert node.get("ckpt_path"), f"{sample} {section}: no ckpt_path"
 
 
+RM_ON_TM = [("configs/train/train_DBLM_RM_demo64.yaml", "configs/train/train_DBLM_TM_demo64.yaml",
+             "configs/sample/dynfacerestore_demo.yaml")]
+
+
+@pytest.mark.parametrize("rm, tm, sample", RM_ON_TM)
+def test_rm_trains_on_the_tm_that_is_shipped(rm, tm, sample):
+    """The demo RM is trained on TM estimates (input: tm) of the TM its TM config trains and the sampler loads."""
+    cfg = _yaml(rm)
+    assert cfg.input == "tm"
+    assert _normalise(_architecture(cfg.tm)) == _normalise(_architecture(_yaml(tm).model))
+    assert cfg.tm.ckpt_path == _yaml(sample).dblm.tm.ckpt_path
+
+
 def test_architecture_comparison_can_fail():
     """A drifted parameter and a default left out are told apart from an explicit default."""
     base = OmegaConf.create({"target": "models.dgsa.DGSA", "params": {"channel_mult": [1, 2, 2]}})

@@ -179,3 +179,30 @@ def test_training_step_reaches_every_parameter():
     out = model.restore(torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 1), clamp=False)
     out.square().mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("upsampler", ["nearest+conv", "pixelshuffle", "pixelshuffledirect"])
+def test_global_residual_is_the_identity_at_init_and_input_plus_the_plain_output(upsampler):
+    """y = x + (plain SwinIR(x) - RGB mean) with the same weights; the zero last layer makes it y = x."""
+    resid = small(upsampler=upsampler, global_residual=True, img_range=2.0)
+    x = torch.rand(2, 3, 50, 70)  # padded inside
+    with torch.no_grad():
+        torch.testing.assert_close(resid(x), x, rtol=0, atol=1e-6)
+        for p in resid.parameters():  # leave the identity: every weight random, the last layer too
+            p.add_(torch.randn_like(p) * 0.05)
+        plain = small(upsampler=upsampler, img_range=2.0)
+        plain.load_state_dict(resid.state_dict())  # same layout, so the same checkpoints load
+        want = x.double() + plain(x).double() - plain.out_mean.double()
+        torch.testing.assert_close(resid(x).double(), want, rtol=0, atol=1e-5)
+        assert (resid(x) - x).abs().max() > 1e-3
+
+
+def test_global_residual_invalid_settings():
+    with pytest.raises(ValueError, match="global_residual"):
+        SwinIR(img_size=8, embed_dim=8, depths=[2], num_heads=[2], window_size=4, sf=1, upsampler="",
+               global_residual=True)
+    with pytest.raises(ValueError, match="global_residual"):
+        SwinIR(img_size=8, embed_dim=8, depths=[2], num_heads=[2], window_size=4, sf=2,
+               upsampler="pixelshuffle", global_residual=True)
+    with pytest.raises(ValueError, match="global_residual"):
+        small(in_chans=6, out_chans=3, global_residual=True)

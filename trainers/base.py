@@ -60,7 +60,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from data.datasets import FaceDataset
 from utils.checkpoint import CheckpointError, load_checkpoint
-from utils.config import ConfigError, instantiate, to_dict
+from utils.config import ConfigError, WeightsNode, instantiate, to_dict
 from utils.distributed import (DistInfo, EpochIndexed, ShardedInfiniteSampler, all_gather_object,
                                all_reduce_mean, all_reduce_sum, barrier, init_distributed, rank_seed)
 from utils.model_factory import resolve_path
@@ -76,19 +76,6 @@ LR_SCHEDULES = ("constant", "cosine")
 @dataclass
 class TrainerSection:
     target: str = MISSING  # dotted path of the TrainerBase subclass, e.g. trainers.diffusion.TrainerDiffusion
-
-
-@dataclass
-class ObjectSection:
-    """``{target, params}`` built by :func:`utils.config.instantiate` (params checked against the target)."""
-
-    target: str = MISSING
-    params: Dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ModelSection(ObjectSection):
-    ckpt_path: Optional[str] = None  # initial weights (fine-tuning); resuming uses --resume instead
 
 
 @dataclass
@@ -131,7 +118,7 @@ class TrainSection:
 @dataclass
 class TrainerConfig:
     trainer: TrainerSection = MISSING
-    model: ModelSection = MISSING
+    model: WeightsNode = MISSING  # ckpt_path: initial weights (fine-tuning); resuming uses --resume instead
     data: DataSection = MISSING
     train: TrainSection = MISSING
 

@@ -20,8 +20,8 @@ from omegaconf import MISSING
 from torch import nn
 from torch.utils.data import Dataset
 
-from trainers.base import ObjectSection, TrainerBase, TrainerConfig
-from utils.config import ConfigError
+from trainers.base import TrainerBase, TrainerConfig
+from utils.config import ConfigError, ObjectNode
 
 
 @dataclass
@@ -31,7 +31,7 @@ class DiffusionValidation:
 
 @dataclass
 class DiffusionTrainerConfig(TrainerConfig):
-    diffusion: ObjectSection = MISSING  # models.script_util.create_gaussian_diffusion, no respacing
+    diffusion: ObjectNode = MISSING  # models.script_util.create_gaussian_diffusion, no respacing
     validation: DiffusionValidation = field(default_factory=DiffusionValidation)
 
 

@@ -7,6 +7,9 @@ of a traceback deep in a trainer:
   know (a typo such as ``train.bach``) or a value of the wrong type is rejected.
 * ``instantiate(node)`` builds ``node.target`` (a dotted path) with ``node.params`` as keyword
   arguments, the DifFace convention; an unexpected parameter name is rejected.
+
+Every schema describes such a node with the dataclasses here: :class:`ObjectNode` ``{target, params}``,
+:class:`WeightsNode` (+ an optional ``ckpt_path``) and :class:`RequiredWeightsNode` (``ckpt_path`` required).
 """
 from __future__ import annotations
 
@@ -14,10 +17,33 @@ import dataclasses
 import importlib
 import inspect
 from pathlib import Path
-from typing import Any, Optional, Type
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Type
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+
+@dataclass
+class ObjectNode:
+    """``{target, params}``: built by :func:`instantiate` (params checked against the target's signature)."""
+
+    target: str = MISSING
+    params: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class WeightsNode(ObjectNode):
+    """An object node with the weights to load, if any (None: the caller's initialisation)."""
+
+    ckpt_path: Optional[str] = None
+
+
+@dataclass
+class RequiredWeightsNode(ObjectNode):
+    """An object node whose weights must be given (a trained network loaded as a frozen part)."""
+
+    ckpt_path: str = MISSING
 
 
 class ConfigError(ValueError):
