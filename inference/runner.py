@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -185,20 +185,30 @@ def _progress(ctx: Context, total: int):
     return tqdm(total=total, disable=not ctx.info.is_main, desc="restoring", unit="img", dynamic_ncols=True)
 
 
+def _loaded_inputs(ctx: Context, todo: List[InputItem], bar) -> Iterator[Tuple[InputItem, LoadedImage]]:
+    """(item, loaded image) for each readable item of ``todo``; an unreadable one is logged by ``_load``
+    and counted as done on the progress bar."""
+    for item in todo:
+        loaded = _load(ctx, item)
+        if loaded is None:
+            bar.update(1)
+        else:
+            yield item, loaded
+
+
 def _restore_aligned(ctx: Context, todo: List[InputItem]) -> int:
     restored = 0
     batch: List[tuple] = []
     with _progress(ctx, len(todo)) as bar:
-        for n, item in enumerate(todo):
-            loaded = _load(ctx, item)
-            if loaded is None:
-                bar.update(1)
-            else:
-                batch.append((item, loaded))
-            if batch and (len(batch) == ctx.args.bs or n == len(todo) - 1):
+        for item, loaded in _loaded_inputs(ctx, todo, bar):
+            batch.append((item, loaded))
+            if len(batch) == ctx.args.bs:
                 restored += _run_aligned_batch(ctx, batch)
                 bar.update(len(batch))
                 batch = []
+        if batch:
+            restored += _run_aligned_batch(ctx, batch)
+            bar.update(len(batch))
     return restored
 
 
@@ -245,26 +255,32 @@ def _restore_whole(ctx: Context, todo: List[InputItem]) -> int:
     restored = 0
     queue: List[tuple] = []  # (image in flight, face index)
     with _progress(ctx, len(todo)) as bar:
-        for n, item in enumerate(todo):
-            loaded = _load(ctx, item)
-            if loaded is None:
+        for item, loaded in _loaded_inputs(ctx, todo, bar):
+            faces = detect_and_align(loaded.image, ctx.detector, ctx.sampler.resolution)
+            image = _WholeImage(item, loaded, faces, [None] * len(faces.crops), [None] * len(faces.crops))
+            if ctx.args.save_intermediates:
+                write_image(ctx.out_dir / "intermediates" / f"{item.key}_detections.png",
+                            draw_detections(loaded.image, faces.boxes, faces.landmarks))
+            queue.extend((image, k) for k in range(len(faces.crops)))
+            if not faces.crops:
+                restored += _finish_whole(ctx, image)
                 bar.update(1)
-            else:
-                faces = detect_and_align(loaded.image, ctx.detector, ctx.sampler.resolution)
-                image = _WholeImage(item, loaded, faces, [None] * len(faces.crops), [None] * len(faces.crops))
-                if ctx.args.save_intermediates:
-                    write_image(ctx.out_dir / "intermediates" / f"{item.key}_detections.png",
-                                draw_detections(loaded.image, faces.boxes, faces.landmarks))
-                queue.extend((image, k) for k in range(len(faces.crops)))
-                if not faces.crops:
-                    restored += _finish_whole(ctx, image)
-                    bar.update(1)
-            while len(queue) >= ctx.args.bs or (queue and n == len(todo) - 1):
-                batch, queue = queue[:ctx.args.bs], queue[ctx.args.bs:]
-                finished = _run_face_batch(ctx, batch)
-                restored += sum(_finish_whole(ctx, image) for image in finished)
-                bar.update(len(finished))
+            restored += _drain_faces(ctx, queue, bar, min_size=ctx.args.bs)  # every full batch at once
+        restored += _drain_faces(ctx, queue, bar, min_size=1)  # the rest
     return restored
+
+
+def _drain_faces(ctx: Context, queue: List[tuple], bar, min_size: int) -> int:
+    """Restore batches of --bs faces from the front of ``queue`` (removed in place) while it holds at least
+    ``min_size``; returns the number of images completed and written."""
+    written = 0
+    while queue and len(queue) >= min_size:
+        batch = queue[:ctx.args.bs]
+        del queue[:ctx.args.bs]
+        finished = _run_face_batch(ctx, batch)
+        written += sum(_finish_whole(ctx, image) for image in finished)
+        bar.update(len(finished))
+    return written
 
 
 def _run_face_batch(ctx: Context, batch: List[tuple]) -> List[_WholeImage]:
