@@ -9,7 +9,8 @@ severities (mild / medium / severe thirds of configs/degradation/demo64.yaml, fi
 project's own blind degradation; ``--input`` adds any folder of aligned faces.
 
 Restoration runs the real command line (``inference_difface.py``) twice, DynFaceRestore with
-intermediates and the DifFace baseline, and ``<out>/grid.png`` shows per row: the DynFaceRestore
+intermediates and the DifFace baseline, always anew (``--no-skip_existing``: the grid shows the models on
+disk now, not the results of an earlier run in the same folder), and ``<out>/grid.png`` shows per row: the DynFaceRestore
 strip (LQ | blurred levels with sigma | guidance map | result), the DifFace result and the HQ face
 when there is one.
 """
@@ -69,7 +70,7 @@ def make_inputs(out: Path) -> Path:
 
 def restore(inputs: Path, hq: Path, out: Path, method: str, extra: list) -> None:
     argv = ["-i", str(inputs), "-o", str(out), "--config", str(ROOT / CONFIG), "--aligned", "--bs", "4",
-            "--task", "restoration", "--method", method, *extra]
+            "--task", "restoration", "--method", method, "--no-skip_existing", *extra]
     if hq.is_dir():
         argv += ["-i_hq", str(hq)]
     code = run_inference(argv)

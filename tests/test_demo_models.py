@@ -15,7 +15,8 @@ import torch
 from data.datasets import load_face
 from data.degradation import degrade, load_degradation_config, severity_config
 from sampler import FaceRestoreSampler
-from utils.image_io import img2tensor, read_image, tensor2img
+from inference.report import record_path, write_json
+from utils.image_io import img2tensor, read_image, tensor2img, write_image
 from utils.metrics import psnr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +53,11 @@ def test_readme_demo_writes_restorations_and_grid(tmp_path):
         import demo
     finally:
         sys.path.pop(0)
+    stale = tmp_path / "astronaut" / "difface"  # an earlier run's result in the same folder: restored again
+    write_image(stale / "restored" / "astronaut_mild.png", np.zeros((64, 64, 3), np.uint8))
+    write_json(record_path(stale, "astronaut_mild"), {"key": "astronaut_mild", "metrics": {}})
     assert demo.main(["--out", str(tmp_path)]) == 0
+    assert read_image(stale / "restored" / "astronaut_mild.png").mean() > 0.1
     grid = read_image(tmp_path / "grid_astronaut.png")
     assert grid.shape[0] >= 3 * 128  # three severities, one row each
     for method in ("dynfacerestore", "difface"):
