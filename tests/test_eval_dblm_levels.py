@@ -3,10 +3,13 @@ computations (basicsr's PSNR on the image files, the DBLM forward, the exact blu
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+import torch
 
 from data.make_testset import make_testset
 from utils.image_io import read_image
@@ -16,6 +19,12 @@ REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("eval_dblm_levels", REPO / "scripts" / "eval_dblm_levels.py")
 levels = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(levels)
+
+
+def opencv_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Independent reference for G_sigma: OpenCV's Gaussian, radius ceil(4 sigma), reflect-101 border, float64."""
+    radius = int(np.ceil(4 * sigma))
+    return cv2.GaussianBlur(img, (2 * radius + 1, 2 * radius + 1), sigma, borderType=cv2.BORDER_REFLECT_101)
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +53,40 @@ def test_level_table_matches_direct_computation(testset, lpips_weights_dir, caps
     out = DBLM.from_config(load_config(REPO / "configs/sample/dynfacerestore_demo.yaml").dblm)(lq)
     assert rows["level 1: sigma (px)"][0] == pytest.approx(out.sigma_hat.clamp(min=0.0625).mean().item(), abs=0.01)
     assert rows["level 3: sigma (px)"][0] == pytest.approx(out.sigmas[:, 2].mean().item(), abs=0.01)
-    # the exact target G_sigma * x, blurred here with OpenCV (reflect-101 border, float64), against the HQ face
-    import cv2
+    # the exact target G_sigma * x, blurred here with OpenCV, against the HQ face
     targets = []
     for i, s in enumerate(out.sigmas[:, 0].tolist()):
-        img = ((hq[i].permute(1, 2, 0).double().numpy() + 1) / 2)
-        radius = int(np.ceil(4 * s))
-        blurred = cv2.GaussianBlur(img, (2 * radius + 1, 2 * radius + 1), s, borderType=cv2.BORDER_REFLECT_101)
-        targets.append(-10 * np.log10(np.mean((blurred - img) ** 2)))
+        img = (hq[i].permute(1, 2, 0).double().numpy() + 1) / 2
+        targets.append(-10 * np.log10(np.mean((opencv_blur(img, s) - img) ** 2)))
     assert rows["level 1: G x vs x, PSNR"][0] == pytest.approx(np.mean(targets), abs=0.05)
     level3 = levels.psnr(out.images[2], hq).mean().item()
     assert rows["level 3: y' vs x, PSNR"][0] == pytest.approx(level3, abs=0.01)
+
+
+
+def test_exact_levels_keep_the_sigmas_and_blur_the_hq_faces(testset, capsys):
+    """scripts/sample_exact_levels.py: the wrapped DBLM keeps SDE's sigmas and returns G_sigma_k * x; the
+    script runs both samplers on real faces and prints one row each."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import sample_exact_levels as exact
+    finally:
+        sys.path.pop(0)
+    from DiffBIR.dblm import DBLM
+    from utils.config import load_config
+    lq, hq, _ = levels.load_testset(testset)
+    real = DBLM.from_config(load_config(REPO / "configs/sample/dynfacerestore_demo.yaml").dblm)
+    wrapped = exact.ExactLevels(real)
+    wrapped.hq = hq
+    got, want = wrapped(lq), real(lq)
+    torch.testing.assert_close(got.sigmas, want.sigmas)
+    for k, level in enumerate(got.images):
+        for i in range(len(hq)):
+            img = (hq[i].permute(1, 2, 0).double().numpy() + 1) / 2
+            ref = opencv_blur(img, float(got.sigmas[i, k])) * 2 - 1
+            np.testing.assert_allclose(level[i].permute(1, 2, 0).double().numpy(), ref, atol=1e-5)
+
+    assert exact.main(["--testset", str(testset), "--limit", "2", "--bs", "2"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    names = [line.split(" | ")[0].lstrip("| ") for line in lines[1:]]
+    assert names == ["LQ (input)", "DynFaceRestore", "DynFaceRestore, exact levels"]
