@@ -25,7 +25,6 @@ import sys
 from pathlib import Path
 from typing import Dict, List
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from data.blur import gaussian_blur  # noqa: E402
 from DiffBIR.dblm import DBLM  # noqa: E402
 from utils.config import load_config  # noqa: E402
-from utils.image_io import read_image  # noqa: E402
+from utils.image_io import img2tensor, read_image  # noqa: E402
 from utils.metrics import LPIPSMetric  # noqa: E402
 
 LPIPS_WEIGHTS = ROOT.parent / "shared" / "weights" / "lpips"
@@ -49,12 +48,8 @@ def load_testset(testset: Path):
     if not manifest.exists():
         raise SystemExit(f"{testset}: no degradations.json or chain.json (make it with scripts/evaluate_demo.py)")
     images = json.loads(manifest.read_text())["images"]
-
-    def tensor(path: Path) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(read_image(path))).permute(2, 0, 1) * 2.0 - 1.0
-
-    lq = torch.stack([tensor(testset / "lq" / f"{im['name']}.png") for im in images])
-    hq = torch.stack([tensor(testset / "hq" / f"{im['name']}.png") for im in images])
+    lq = img2tensor([read_image(testset / "lq" / f"{im['name']}.png") for im in images])
+    hq = img2tensor([read_image(testset / "hq" / f"{im['name']}.png") for im in images])
     return lq, hq, [im.get("severity", "all") for im in images]
 
 
@@ -62,11 +57,6 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR (dB) of two [-1, 1] batches, peak 1 on the [0, 1] scale (float, no quantisation)."""
     mse = ((a.double() - b.double()) / 2.0).pow(2).flatten(1).mean(1)
     return -10.0 * torch.log10(mse)
-
-
-def blur_each(x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
-    """G_sigma_i * x_i for every image i."""
-    return torch.cat([gaussian_blur(x[i:i + 1], float(s)) for i, s in enumerate(sigmas)])
 
 
 @torch.no_grad()
@@ -78,7 +68,7 @@ def level_rows(dblm: DBLM, lq: torch.Tensor, hq: torch.Tensor, lpips: LPIPSMetri
             "sigma_hat (px)": torch.cat([o.sigma_hat for o in outs]).double()}
     for k in range(sigmas.shape[1]):
         level = torch.cat([o.images[k] for o in outs]).float()
-        target = blur_each(hq, sigmas[:, k])
+        target = gaussian_blur(hq, sigmas[:, k])  # one sigma per image
         rows[f"level {k + 1}: sigma (px)"] = sigmas[:, k].double()
         rows[f"level {k + 1}: y' vs G x, PSNR"] = psnr(level, target)
         rows[f"level {k + 1}: y' vs x, PSNR"] = psnr(level, hq)

@@ -40,8 +40,7 @@ class ExactLevels(nn.Module):
     def forward(self, y: torch.Tensor):
         out = self.dblm(y)
         hq = self.hq.to(y.device, y.dtype)
-        out.images = [torch.cat([gaussian_blur(hq[i:i + 1], float(out.sigmas[i, k])) for i in range(len(y))])
-                      for k in range(out.sigmas.shape[1])]
+        out.images = [gaussian_blur(hq, out.sigmas[:, k]) for k in range(out.sigmas.shape[1])]  # one sigma per image
         return out
 
 
