@@ -167,8 +167,9 @@ def build_demo(restorer: Restorer, default_config: str = DEFAULT_CONFIG) -> gr.B
                                             elem_id="result-image")
                     slider = gr.ImageSlider(label="before / after", format="png", interactive=False, max_height=320,
                                             elem_id="before-after")
-                strips = gr.Image(label="per face, top to bottom: LQ | blurred levels (sigma) | guidance map | result",
-                                  format="png", interactive=False, elem_id="strips")
+                # the caption sits above the image, not in its label, which would cover the strip's column titles
+                gr.Markdown("**per face**, top to bottom: LQ | blurred levels (sigma) | guidance map | result")
+                strips = gr.Image(show_label=False, format="png", interactive=False, elem_id="strips")
                 facts = gr.Markdown(label="start step, sigmas, timings", elem_id="facts")
         table = gr.Dataframe(headers=TABLE_HEADERS, label="per face: sampler facts and timings", interactive=False,
                              elem_id="timings")

@@ -16,11 +16,9 @@ import argparse
 import sys
 from typing import List, Optional
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
+from trainers.base import trainer_class
 from utils.checkpoint import CheckpointError
-from utils.config import ConfigError, get_obj_from_str, load_config
+from utils.config import ConfigError, load_config
 from utils.distributed import cleanup_distributed
 
 EXIT_CONFIG_ERROR = 2
@@ -34,23 +32,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None, help="overrides train.seed")
     parser.add_argument("overrides", nargs="*", help="OmegaConf dot-list overrides, e.g. train.iterations=10")
     return parser.parse_args(argv)
-
-
-def trainer_class(cfg_path: str, overrides: List[str]) -> type:
-    """The class named by ``trainer.target`` (a subclass of trainers.base.TrainerBase)."""
-    from trainers.base import TrainerBase
-
-    try:
-        raw = OmegaConf.merge(OmegaConf.load(cfg_path), OmegaConf.from_dotlist(overrides))
-    except (OSError, OmegaConfBaseException) as err:
-        raise ConfigError(f"{cfg_path}: cannot read configuration: {err}") from None
-    target = OmegaConf.select(raw, "trainer.target")
-    if not isinstance(target, str):
-        raise ConfigError(f"{cfg_path}: missing key 'trainer.target' (dotted trainer class path)")
-    cls = get_obj_from_str(target)
-    if not (isinstance(cls, type) and issubclass(cls, TrainerBase)):
-        raise ConfigError(f"{cfg_path}: trainer.target '{target}' is not a TrainerBase subclass")
-    return cls
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -49,18 +49,19 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Dict, Iterator, List, Optional, Tuple
+from typing import Any, ClassVar, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from data.datasets import FaceDataset
 from utils.checkpoint import CheckpointError, load_checkpoint
-from utils.config import ConfigError, WeightsNode, instantiate, to_dict
+from utils.config import ConfigError, WeightsNode, get_obj_from_str, instantiate, to_dict
 from utils.distributed import (DistInfo, EpochIndexed, ShardedInfiniteSampler, all_gather_object,
                                all_reduce_mean, all_reduce_sum, barrier, init_distributed, rank_seed)
 from utils.model_factory import resolve_path
@@ -316,6 +317,27 @@ class TrainerBase:
             print(f"training finished at step {self.step}; checkpoints in {self.save_dir}", flush=True)
         return self.step
 
+    @torch.no_grad()
+    def evaluate(self, weights: Sequence[str]) -> List[Dict[str, float]]:
+        """The validation metrics of each weights file on ``data.val``, one dict per file.
+
+        A file is a training checkpoint (its EMA weights, as :func:`utils.checkpoint.load_checkpoint`
+        unwraps it) or an exported state dict. Every file sees the same faces and the same validation
+        noise (:meth:`val_generator`), so the numbers are those a run logs as ``val_ema/*`` and compare
+        across runs; ``data.val.length`` chooses how many faces.
+        """
+        _seed_all(self.cfg.train.seed)
+        self.build_extras()
+        model = self.build_model().to(self.device)
+        val_set = self.build_dataset("val")
+        if val_set is None:
+            raise ConfigError("data.val is not configured: nothing to evaluate on")
+        results = []
+        for path in weights:
+            load_checkpoint(model, resolve_path(path))
+            results.append(self._validate(model, val_set))
+        return results
+
     # ------------------------------------------------------------------ internals
     def _check_batch(self, tc: Any) -> Tuple[int, int]:
         if len(tc.batch) != 2 or min(tc.batch) < 1:
@@ -429,3 +451,18 @@ class TrainerBase:
             self.checkpoints.write(self.step, lambda path: torch.save(state, path))
             self.checkpoints.rotate(self.cfg.train.keep_checkpoints)
         barrier()
+
+
+def trainer_class(cfg_path: str, overrides: List[str]) -> type:
+    """The class named by the config's ``trainer.target`` (a :class:`TrainerBase` subclass)."""
+    try:
+        raw = OmegaConf.merge(OmegaConf.load(cfg_path), OmegaConf.from_dotlist(overrides))
+    except (OSError, OmegaConfBaseException) as err:
+        raise ConfigError(f"{cfg_path}: cannot read configuration: {err}") from None
+    target = OmegaConf.select(raw, "trainer.target")
+    if not isinstance(target, str):
+        raise ConfigError(f"{cfg_path}: missing key 'trainer.target' (dotted trainer class path)")
+    cls = get_obj_from_str(target)
+    if not (isinstance(cls, type) and issubclass(cls, TrainerBase)):
+        raise ConfigError(f"{cfg_path}: trainer.target '{target}' is not a TrainerBase subclass")
+    return cls
