@@ -15,13 +15,16 @@ import torch
 from models.gaussian_diffusion import GaussianDiffusion
 
 
-def space_timesteps(num_timesteps: int, section_counts: Union[str, Sequence[int]]) -> Set[int]:
+def space_timesteps(num_timesteps: int, section_counts: Union[str, int, Sequence[int]]) -> Set[int]:
     """The set of original timesteps to keep.
 
     ``section_counts``: ``"ddimN"`` (DDIM striding: steps 0, s, 2s, ... with the integer stride s that
-    gives exactly N steps), ``"N"`` or ``"N1,N2,..."`` / a list of ints (split [0, T) into equal sections
-    and take Ni evenly spaced steps, first and last included, from section i).
+    gives exactly N steps), ``"N"`` / ``N`` or ``"N1,N2,..."`` / a list of ints (split [0, T) into equal
+    sections and take Ni evenly spaced steps, first and last included, from section i). A plain number is
+    what a config or a ``timestep_respacing=250`` override gives.
     """
+    if isinstance(section_counts, int) and not isinstance(section_counts, bool):
+        section_counts = [section_counts]
     if isinstance(section_counts, str):
         if section_counts.startswith("ddim"):
             desired = int(section_counts[len("ddim"):])

@@ -85,3 +85,15 @@ def test_prior_sample_grid_from_pure_noise(tmp_path):
     assert grid.std() > 0.05  # samples, not a blank page
     half = (grid.shape[0] - 12) // 2  # two equal blocks 12 px apart: same weights and noise -> same samples
     np.testing.assert_array_equal(grid[32:half], grid[half + 12 + 32:])  # below the 32 px titles "a", "b"
+
+
+def test_prior_samples_with_a_plain_step_count(tmp_path):
+    """``--respacing 4`` becomes the YAML int 4 in the override, which the respacing must accept."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import sample_prior
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "grid.png"
+    assert sample_prior.main(["--num", "1", "--respacing", "4", "--out", str(out)]) == 0
+    assert read_image(out).std() > 0.05

@@ -116,6 +116,7 @@ def test_respacing(base, ddim250):
     for k in (0, 1, 100, 249):
         assert ddim250.alphas_cumprod[k] == pytest.approx(ref_alpha_bar(betas, 4 * k), rel=1e-10)
     assert space_timesteps(1000, "25") == set(int(round(i * 999 / 24)) for i in range(25))
+    assert space_timesteps(1000, 25) == space_timesteps(1000, [25]) == space_timesteps(1000, "25")  # a YAML int
     steps = sorted(space_timesteps(100, "10,5"))
     assert len(steps) == 15 and steps[0] == 0 and steps[-1] == 99 and max(steps[:10]) == 49
     assert len(space_timesteps(1000, "ddim50")) == 50

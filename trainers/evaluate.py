@@ -1,0 +1,68 @@
+"""Validation metrics of trained weights, side by side: one column per weights file, one row per metric.
+
+    python -m trainers.evaluate --cfg_path configs/training/diffusion_demo64.yaml \\
+        --ckpt experiments/demo64/previous/unet_demo64_s5.pth previous \\
+        --ckpt weights/demo/unet_demo64.pth current  data.val.length=100
+
+Any main.py training config (its ``trainer.target`` picks the trainer); each ``--ckpt PATH LABEL`` is a
+training checkpoint (its EMA weights) or an exported state dict. Every file is scored by
+:meth:`trainers.base.TrainerBase.evaluate` on the same ``data.val`` faces with the same validation noise,
+i.e. the quantities a run logs as ``val_ema/*`` (for the prior: the denoising losses per t bucket).
+Trailing ``key=value`` arguments are OmegaConf overrides (``data.val.length=100``: the first 100 faces).
+Prints a Markdown table; a bad config or checkpoint prints one line and exits with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from typing import Dict, List, Optional, Sequence
+
+from trainers.base import trainer_class
+from utils.checkpoint import CheckpointError
+from utils.config import ConfigError, load_config
+from utils.distributed import cleanup_distributed, init_distributed
+
+EXIT_CONFIG_ERROR = 2
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cfg_path", required=True, help="training YAML (configs/training/*.yaml)")
+    parser.add_argument("--ckpt", nargs=2, action="append", required=True, metavar=("PATH", "LABEL"),
+                        help="weights to score and their column label (repeatable)")
+    parser.add_argument("overrides", nargs="*", help="OmegaConf dot-list overrides, e.g. data.val.length=100")
+    return parser.parse_args(argv)
+
+
+def format_table(labels: Sequence[str], results: Sequence[Dict[str, float]]) -> str:
+    """A Markdown table: one row per metric (the union of the results' keys, sorted), one column per label."""
+    keys = sorted(set().union(*results))
+    lines = ["| metric | " + " | ".join(labels) + " |", "|---" + "|---:" * len(labels) + "|"]
+    for key in keys:
+        cells = [f"{r[key]:.6g}" if key in r else "" for r in results]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    paths, labels = [c[0] for c in args.ckpt], [c[1] for c in args.ckpt]
+    try:
+        cls = trainer_class(args.cfg_path, list(args.overrides))
+        cfg = load_config(args.cfg_path, cls.config_schema, list(args.overrides))
+        dist_info = init_distributed()
+        with tempfile.TemporaryDirectory() as unused_save_dir:  # evaluation writes no checkpoints
+            results = cls(cfg, save_dir=unused_save_dir, dist_info=dist_info).evaluate(paths)
+    except (ConfigError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return EXIT_CONFIG_ERROR
+    finally:
+        cleanup_distributed()
+    if dist_info.is_main:
+        print(format_table(labels, results), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
