@@ -5,6 +5,7 @@ DSST table); real held-out faces degraded with the project's own degradation are
 """
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -47,12 +48,17 @@ def test_shipped_models_restore_real_faces(severe_pairs, method):
         assert out.guidance_map.min() >= 0.0 and out.guidance_map.max() <= 1.0
 
 
-def test_readme_demo_writes_restorations_and_grid(tmp_path):
+def _script(name: str):
+    """scripts/<name>.py as a module (scripts/ is not a package)."""
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
-        import demo
+        return importlib.import_module(name)
     finally:
         sys.path.pop(0)
+
+
+def test_readme_demo_writes_restorations_and_grid(tmp_path):
+    demo = _script("demo")
     stale = tmp_path / "astronaut" / "difface"  # an earlier run's result in the same folder: restored again
     write_image(stale / "restored" / "astronaut_mild.png", np.zeros((64, 64, 3), np.uint8))
     write_json(record_path(stale, "astronaut_mild"), {"key": "astronaut_mild", "metrics": {}})
@@ -70,11 +76,7 @@ def test_readme_demo_writes_restorations_and_grid(tmp_path):
 
 def test_prior_sample_grid_from_pure_noise(tmp_path):
     """scripts/sample_prior.py: one titled block per checkpoint, same noise for each, deterministic."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import sample_prior
-    finally:
-        sys.path.pop(0)
+    sample_prior = _script("sample_prior")
     weights = str(ROOT / "weights/demo/unet_demo64.pth")
     args = ["--num", "3", "--respacing", "ddim8", "--ckpt", weights, "a", weights, "b"]
     assert sample_prior.main([*args, "--out", str(tmp_path / "one.png")]) == 0
@@ -89,11 +91,7 @@ def test_prior_sample_grid_from_pure_noise(tmp_path):
 
 def test_prior_samples_with_a_plain_step_count(tmp_path):
     """``--respacing 4`` becomes the YAML int 4 in the override, which the respacing must accept."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import sample_prior
-    finally:
-        sys.path.pop(0)
+    sample_prior = _script("sample_prior")
     out = tmp_path / "grid.png"
     assert sample_prior.main(["--num", "1", "--respacing", "4", "--out", str(out)]) == 0
     assert read_image(out).std() > 0.05

@@ -12,7 +12,10 @@ import pytest
 import torch
 
 import main
+from models.unet import UNetModel
 from trainers import evaluate
+from trainers.diffusion import DiffusionTrainerConfig
+from utils.config import load_config
 
 DIFFUSION_TINY = "configs/training/tiny/diffusion_tiny.yaml"
 SWINIR_TINY = "configs/training/tiny/swinir_tiny.yaml"
@@ -64,9 +67,6 @@ def test_evaluate_reproduces_the_logged_validation(cfg, tmp_path, faces_hq_dir, 
 def test_evaluate_length_override_changes_the_faces(tmp_path, faces_hq_dir, capsys, single_process):
     val_list = faces_hq_dir / "celeba128_val.txt"
     model = tmp_path / "ema.pth"
-    from models.unet import UNetModel
-    from utils.config import load_config
-    from trainers.diffusion import DiffusionTrainerConfig
     cfg = load_config(DIFFUSION_TINY, DiffusionTrainerConfig, [])
     torch.manual_seed(0)
     torch.save(UNetModel(**cfg.model.params).state_dict(), model)

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence
 from trainers.base import trainer_class
 from utils.checkpoint import CheckpointError
 from utils.config import ConfigError, load_config
-from utils.distributed import cleanup_distributed, init_distributed
+from utils.distributed import cleanup_distributed
 
 EXIT_CONFIG_ERROR = 2
 
@@ -51,15 +51,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         cls = trainer_class(args.cfg_path, list(args.overrides))
         cfg = load_config(args.cfg_path, cls.config_schema, list(args.overrides))
-        dist_info = init_distributed()
         with tempfile.TemporaryDirectory() as unused_save_dir:  # evaluation writes no checkpoints
-            results = cls(cfg, save_dir=unused_save_dir, dist_info=dist_info).evaluate(paths)
+            trainer = cls(cfg, save_dir=unused_save_dir)
+            results = trainer.evaluate(paths)
     except (ConfigError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return EXIT_CONFIG_ERROR
     finally:
         cleanup_distributed()
-    if dist_info.is_main:
+    if trainer.dist.is_main:
         print(format_table(labels, results), flush=True)
     return 0
 
