@@ -34,7 +34,7 @@ from data.blur import gaussian_blur  # noqa: E402
 from DiffBIR.dblm import DBLM  # noqa: E402
 from utils.config import load_config  # noqa: E402
 from utils.image_io import img2tensor, read_image  # noqa: E402
-from utils.metrics import LPIPSMetric  # noqa: E402
+from utils.metrics import LPIPSMetric, psnr_tensor  # noqa: E402
 
 LPIPS_WEIGHTS = ROOT.parent / "shared" / "weights" / "lpips"
 GROUPS = ("all", "mild", "medium", "severe")
@@ -53,28 +53,22 @@ def load_testset(testset: Path):
     return lq, hq, [im.get("severity", "all") for im in images]
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR (dB) of two [-1, 1] batches, peak 1 on the [0, 1] scale (float, no quantisation)."""
-    mse = ((a.double() - b.double()) / 2.0).pow(2).flatten(1).mean(1)
-    return -10.0 * torch.log10(mse)
-
-
 @torch.no_grad()
 def level_rows(dblm: DBLM, lq: torch.Tensor, hq: torch.Tensor, lpips: LPIPSMetric, batch: int = 50) -> Dict[str, torch.Tensor]:
     """Per-image values (name -> (N,) tensor) of the module docstring's quantities."""
     outs = [dblm(lq[i:i + batch]) for i in range(0, len(lq), batch)]
     sigmas = torch.cat([o.sigmas for o in outs])
-    rows = {"LQ vs x: PSNR": psnr(lq, hq), "LQ vs x: LPIPS": torch.tensor(lpips(lq, hq)),
+    rows = {"LQ vs x: PSNR": psnr_tensor(lq, hq), "LQ vs x: LPIPS": torch.tensor(lpips(lq, hq)),
             "sigma_hat (px)": torch.cat([o.sigma_hat for o in outs]).double()}
     for k in range(sigmas.shape[1]):
         level = torch.cat([o.images[k] for o in outs]).float()
         target = gaussian_blur(hq, sigmas[:, k])  # one sigma per image
         rows[f"level {k + 1}: sigma (px)"] = sigmas[:, k].double()
-        rows[f"level {k + 1}: y' vs G x, PSNR"] = psnr(level, target)
-        rows[f"level {k + 1}: y' vs x, PSNR"] = psnr(level, hq)
+        rows[f"level {k + 1}: y' vs G x, PSNR"] = psnr_tensor(level, target)
+        rows[f"level {k + 1}: y' vs x, PSNR"] = psnr_tensor(level, hq)
         rows[f"level {k + 1}: y' vs x, LPIPS"] = torch.tensor(lpips(level, hq))
-        rows[f"level {k + 1}: y' vs LQ, PSNR"] = psnr(level, lq)
-        rows[f"level {k + 1}: G x vs x, PSNR"] = psnr(target, hq)
+        rows[f"level {k + 1}: y' vs LQ, PSNR"] = psnr_tensor(level, lq)
+        rows[f"level {k + 1}: G x vs x, PSNR"] = psnr_tensor(target, hq)
     return rows
 
 

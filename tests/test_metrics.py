@@ -9,10 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from utils.image_io import read_image
 from utils.metrics import (LPIPS_WEIGHTS_ENV, METRIC_CONVENTIONS, LPIPSMetric, compute_metrics, csv_header,
-                           niqe, psnr, ssim)
+                           niqe, psnr, psnr_tensor, ssim)
 
 SIZE = 128
 # relu outputs that LPIPS v0.1 compares, as indices into torchvision ``features``
@@ -115,6 +117,20 @@ def test_psnr_matches_formula(pair):
     assert psnr(a, a) == math.inf
     with pytest.raises(ValueError, match="sizes differ"):
         psnr(a, a[:-1])
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2 ** 31 - 1), size=st.integers(1, 9))
+def test_psnr_tensor_equals_basicsr_on_the_uint8_grid(seed, size):
+    """Per image of a batch, the float PSNR of [-1, 1] tensors is basicsr's uint8 PSNR when the images
+    are already uint8 values (so quantising changes nothing)."""
+    rng = np.random.default_rng(seed)
+    a, b = (rng.integers(0, 256, (3, size, size, 3)) / 255.0 for _ in range(2))
+    b[0] = a[0]
+    b[0, 0, 0, 0] = 1.0 - a[0, 0, 0, 0]  # a pair that differs in one value only
+    got = psnr_tensor(*(torch.from_numpy(x).permute(0, 3, 1, 2) * 2 - 1 for x in (a, b)))
+    assert got.dtype == torch.float64 and got.shape == (3,)
+    np.testing.assert_allclose(got.numpy(), [psnr(x, y) for x, y in zip(a, b)], rtol=1e-9)
 
 
 def test_ssim_bounds(pair, rng):

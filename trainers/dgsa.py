@@ -52,8 +52,8 @@ from models.dsst import DSSTTable, DSSTTableError
 from models.guidance import batch_pad, blend, closed_form_guidance
 from sampler import load_sample_config
 from trainers.base import TrainerBase, TrainerConfig
-from trainers.restorer import psnr_batch
 from utils.config import ConfigError, instantiate
+from utils.metrics import psnr_tensor
 from utils.model_factory import build_model, resolve_path
 
 PRIOR_HINT = "'model.ckpt_path' of the sample config must be the diffusion prior the sampler uses (weights/README.md)"
@@ -203,8 +203,8 @@ def pair_metrics(dgsa: nn.Module, pair: GuidedPair) -> Tuple[Dict[str, torch.Ten
     scale = scale_from_b(b, dgsa.s_max, dgsa.b_ref)
     err = pair.residual.abs().mean(1, keepdim=True)
     metrics = {"nll": laplace_nll(pair.residual, b, reduction="per_image"),
-               "psnr_blend": psnr_batch(blend(pair.x0_hat, pair.x0_tilde, scale), pair.x),
-               "psnr_hat": psnr_batch(pair.x0_hat, pair.x), "psnr_tilde": psnr_batch(pair.x0_tilde, pair.x),
+               "psnr_blend": psnr_tensor(blend(pair.x0_hat, pair.x0_tilde, scale), pair.x),
+               "psnr_hat": psnr_tensor(pair.x0_hat, pair.x), "psnr_tilde": psnr_tensor(pair.x0_tilde, pair.x),
                "scale": scale.flatten(1).mean(1), "spearman": spearman(b.flatten(1), err.flatten(1)).float()}
     return metrics, b
 

@@ -20,18 +20,13 @@ from torch.utils.data import Dataset
 
 from data.degradation import load_degradation_config
 from trainers.base import TrainerBase, TrainerConfig
+from utils.metrics import psnr_tensor
 from utils.model_factory import resolve_path
 
 
 @dataclass
 class RestorerTrainerConfig(TrainerConfig):
     degradation: str = MISSING  # path of a DegradationConfig YAML
-
-
-def psnr_batch(img: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR (dB) of images in [-1, 1]: 10 log10(1 / MSE) on the [0, 1] scale."""
-    mse = ((img.float() - ref.float()) * 0.5).pow(2).flatten(1).mean(1)
-    return -10.0 * torch.log10(mse.clamp_min(1e-10))
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -55,5 +50,5 @@ class TrainerRestorer(TrainerBase):
     def val_metrics(self, model: nn.Module, batch: Dict[str, Any], batch_idx: int) -> Dict[str, torch.Tensor]:
         lq, hq = batch["lq"], batch["hq"]
         out = model.restore(lq)
-        return {"psnr": psnr_batch(out, hq), "psnr_lq": psnr_batch(lq, hq),
+        return {"psnr": psnr_tensor(out, hq), "psnr_lq": psnr_tensor(lq, hq),
                 "l1": (_unit(out) - _unit(hq)).abs().flatten(1).mean(1)}
