@@ -34,7 +34,8 @@ from data.blur import gaussian_blur  # noqa: E402
 from DiffBIR.dblm import DBLM  # noqa: E402
 from utils.config import load_config  # noqa: E402
 from utils.image_io import img2tensor, read_image  # noqa: E402
-from utils.metrics import LPIPSMetric, psnr_tensor  # noqa: E402
+from utils.metrics import LPIPSMetric  # noqa: E402
+from utils.tensor_psnr import psnr_tensor  # noqa: E402
 
 LPIPS_WEIGHTS = ROOT.parent / "shared" / "weights" / "lpips"
 GROUPS = ("all", "mild", "medium", "severe")

@@ -5,8 +5,6 @@ DSST table); real held-out faces degraded with the project's own degradation are
 """
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ import torch
 from data.datasets import load_face
 from data.degradation import degrade, load_degradation_config, severity_config
 from sampler import FaceRestoreSampler
+from script_modules import load_script
 from inference.report import record_path, write_json
 from utils.image_io import img2tensor, read_image, tensor2img, write_image
 from utils.metrics import psnr
@@ -48,17 +47,8 @@ def test_shipped_models_restore_real_faces(severe_pairs, method):
         assert out.guidance_map.min() >= 0.0 and out.guidance_map.max() <= 1.0
 
 
-def _script(name: str):
-    """scripts/<name>.py as a module (scripts/ is not a package)."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.pop(0)
-
-
 def test_readme_demo_writes_restorations_and_grid(tmp_path):
-    demo = _script("demo")
+    demo = load_script("demo")
     stale = tmp_path / "astronaut" / "difface"  # an earlier run's result in the same folder: restored again
     write_image(stale / "restored" / "astronaut_mild.png", np.zeros((64, 64, 3), np.uint8))
     write_json(record_path(stale, "astronaut_mild"), {"key": "astronaut_mild", "metrics": {}})
@@ -76,7 +66,7 @@ def test_readme_demo_writes_restorations_and_grid(tmp_path):
 
 def test_prior_sample_grid_from_pure_noise(tmp_path):
     """scripts/sample_prior.py: one titled block per checkpoint, same noise for each, deterministic."""
-    sample_prior = _script("sample_prior")
+    sample_prior = load_script("sample_prior")
     weights = str(ROOT / "weights/demo/unet_demo64.pth")
     args = ["--num", "3", "--respacing", "ddim8", "--ckpt", weights, "a", weights, "b"]
     assert sample_prior.main([*args, "--out", str(tmp_path / "one.png")]) == 0
@@ -91,7 +81,7 @@ def test_prior_sample_grid_from_pure_noise(tmp_path):
 
 def test_prior_samples_with_a_plain_step_count(tmp_path):
     """``--respacing 4`` becomes the YAML int 4 in the override, which the respacing must accept."""
-    sample_prior = _script("sample_prior")
+    sample_prior = load_script("sample_prior")
     out = tmp_path / "grid.png"
     assert sample_prior.main(["--num", "1", "--respacing", "4", "--out", str(out)]) == 0
     assert read_image(out).std() > 0.05

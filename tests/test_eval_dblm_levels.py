@@ -2,8 +2,6 @@
 computations (basicsr's PSNR on the image files, the DBLM forward, the exact blur of the HQ faces)."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import cv2
@@ -12,13 +10,13 @@ import pytest
 import torch
 
 from data.make_testset import make_testset
+from script_modules import load_script
 from utils.image_io import read_image
-from utils.metrics import psnr as basicsr_psnr, psnr_tensor
+from utils.metrics import psnr as basicsr_psnr
+from utils.tensor_psnr import psnr_tensor
 
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("eval_dblm_levels", REPO / "scripts" / "eval_dblm_levels.py")
-levels = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(levels)
+levels = load_script("eval_dblm_levels")
 
 
 def opencv_blur(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -67,11 +65,7 @@ def test_level_table_matches_direct_computation(testset, lpips_weights_dir, caps
 def test_exact_levels_keep_the_sigmas_and_blur_the_hq_faces(testset, capsys):
     """scripts/sample_exact_levels.py: the wrapped DBLM keeps SDE's sigmas and returns G_sigma_k * x; the
     script runs both samplers on real faces and prints one row each."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import sample_exact_levels as exact
-    finally:
-        sys.path.pop(0)
+    exact = load_script("sample_exact_levels")
     from DiffBIR.dblm import DBLM
     from utils.config import load_config
     lq, hq, _ = levels.load_testset(testset)

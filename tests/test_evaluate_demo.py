@@ -1,14 +1,11 @@
 """scripts/evaluate_demo.py's tables: means per severity third over the given records, "-" where a row has none."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-_spec = importlib.util.spec_from_file_location("evaluate_demo", Path(__file__).parents[1] / "scripts" / "evaluate_demo.py")
-evaluate_demo = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(evaluate_demo)
+from script_modules import load_script
+
+evaluate_demo = load_script("evaluate_demo")
 
 
 def _record(key, psnr, start_t=None, id_dist=None):

@@ -1,4 +1,5 @@
-"""utils.metrics against independent references: a hand-written LPIPS forward, the PSNR formula, SSIM bounds."""
+"""utils.metrics and utils.tensor_psnr against independent references: a hand-written LPIPS forward, the PSNR
+formula, basicsr's PSNR, SSIM bounds."""
 from __future__ import annotations
 
 import math
@@ -14,7 +15,8 @@ from hypothesis import strategies as st
 
 from utils.image_io import read_image
 from utils.metrics import (LPIPS_WEIGHTS_ENV, METRIC_CONVENTIONS, LPIPSMetric, compute_metrics, csv_header,
-                           niqe, psnr, psnr_tensor, ssim)
+                           niqe, psnr, ssim)
+from utils.tensor_psnr import psnr_tensor
 
 SIZE = 128
 # relu outputs that LPIPS v0.1 compares, as indices into torchvision ``features``

@@ -53,7 +53,7 @@ from models.guidance import batch_pad, blend, closed_form_guidance
 from sampler import load_sample_config
 from trainers.base import TrainerBase, TrainerConfig
 from utils.config import ConfigError, instantiate
-from utils.metrics import psnr_tensor
+from utils.tensor_psnr import psnr_tensor
 from utils.model_factory import build_model, resolve_path
 
 PRIOR_HINT = "'model.ckpt_path' of the sample config must be the diffusion prior the sampler uses (weights/README.md)"

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from data.degradation import load_degradation_config
 from trainers.base import TrainerBase, TrainerConfig
-from utils.metrics import psnr_tensor
+from utils.tensor_psnr import psnr_tensor
 from utils.model_factory import resolve_path
 
 

@@ -75,15 +75,6 @@ def psnr(img: np.ndarray, ref: np.ndarray) -> float:
                                 input_order="HWC", test_y_channel=False))
 
 
-def psnr_tensor(img: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR (dB) of two (N, C, H, W) batches in [-1, 1]: 10 log10(1 / MSE) on the [0, 1] scale,
-    in float64 without quantisation. The convention of training validation and of network outputs that
-    are never saved; on images already on the uint8 grid it equals :func:`psnr` (identical images give
-    200 dB here, ``inf`` there)."""
-    mse = ((img.double() - ref.double()) * 0.5).pow(2).flatten(1).mean(1)
-    return -10.0 * torch.log10(mse.clamp_min(1e-20))
-
-
 def ssim(img: np.ndarray, ref: np.ndarray) -> float:
     """SSIM, convention ``METRIC_CONVENTIONS['ssim']`` (1 for identical images)."""
     _check_pair(img, ref)
