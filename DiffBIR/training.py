@@ -10,8 +10,10 @@ restarts exactly where a resumed run stopped). Batches are ``batch_size`` per pr
 have their own generators, so that the global RNG (restored on resume) is consumed by the losses only:
 a resumed run repeats the uninterrupted one exactly (tests/test_dblm_training.py).
 
-Per step: forward under ``accelerator.autocast`` (mixed precision from ``train.mixed_precision``;
-always 'no' on a machine without CUDA), AdamW, optional gradient-norm clipping, then the EMA of the
+Per step: the learning rate of ``utils.lr_schedule.lr_at`` (``train.lr``, ``warmup_steps``, ``lr_schedule``
+constant | cosine, ``min_lr``; a function of the step, so a resumed run continues it), forward under
+``accelerator.autocast`` (mixed precision from ``train.mixed_precision``: fp16 on CUDA only, bf16 on
+CUDA and CPU), AdamW, optional gradient-norm clipping, then the EMA of the
 weights (``utils.ema.EMA``). Every ``train.val_every`` steps the main process evaluates the EMA model
 on the validation list (SDE: mean |sigma_hat - sigma*| in pixels; TM/RM: PSNR of the output against
 the exact blurred target, in the convention of ``utils.metrics.psnr``); every ``train.save_every``
@@ -21,6 +23,8 @@ counter registered for checkpointing). Naming, the atomic write (every process f
 ``step_XXXXXXX.partial``, the main process renames it when all are done), rotation (the last
 ``train.keep_checkpoints`` are kept) and ``--resume auto|none|DIR`` (``auto``, the default: the newest
 complete checkpoint, if any) follow ``utils.run_checkpoints``, shared with the torchrun trainers.
+``init`` (TM and RM) starts the backbone from a trained one-image restorer (RM0), see
+``DiffBIR.transform.SigmaConditionedSwinIR.warm_start``; a resumed run takes its weights from the checkpoint.
 Checkpoints store no config: resuming with a different model raises a clear error, other
 changes (e.g. a larger ``train.total_steps``) are taken as given. At the end
 the EMA weights are exported as a plain state_dict, ``<save_dir>/ema_final.pth``, the file that
@@ -54,10 +58,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from data.blur import gaussian_blur
 from data.datasets import FaceDataset
 from data.degradation import load_degradation_config
-from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from utils.checkpoint import CheckpointError, load_checkpoint, read_state_dict, save_checkpoint
 from utils.config import ConfigError, ObjectNode, RequiredWeightsNode, instantiate, load_config, to_dict
 from utils.distributed import ShardedInfiniteSampler
 from utils.ema import EMA
+from utils.lr_schedule import LR_SCHEDULES, lr_at
 from utils.run_checkpoints import CheckpointSeries, ResumeError, accelerate_checkpoints
 from utils.train_log import TrainLogger
 
@@ -115,8 +120,11 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
     grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"  # constant | cosine (to min_lr at total_steps), utils.lr_schedule
+    min_lr: float = 0.0
     ema_rate: float = 0.999
-    mixed_precision: MixedPrecision = MixedPrecision.no
+    mixed_precision: MixedPrecision = MixedPrecision.no  # fp16: CUDA only; bf16 also on CPU
     seed: int = 0
     save_every: int = 1000
     keep_checkpoints: int = 2
@@ -148,9 +156,16 @@ class SDEConfig(ExperimentConfig):
 
 
 @dataclass
+class WarmStart:
+    ckpt_path: str = MISSING  # a global-residual SwinIR's state_dict, e.g. weights/demo/restorer_demo64.pth
+    image: int = 0  # the stacked input image its first convolution reads (TM: 0 = y; RM: 1 = y_blur)
+
+
+@dataclass
 class TMConfig(ExperimentConfig):
     loss: LossType = LossType.l1
     sigma: SigmaSampling = field(default_factory=SigmaSampling)
+    init: Optional[WarmStart] = None  # start the backbone from a trained restorer (DiffBIR.transform)
 
 
 @dataclass
@@ -190,6 +205,8 @@ def _check_values(cfg, path) -> None:
         need(t[key] >= 1, f"train.{key}", f"must be >= 1, got {t[key]}")
     need(0.0 <= t.ema_rate < 1.0, "train.ema_rate", f"must be in [0, 1), got {t.ema_rate}")
     need(len(t.betas) == 2, "train.betas", f"must be [beta1, beta2], got {list(t.betas)}")
+    need(t.warmup_steps >= 0, "train.warmup_steps", f"must be >= 0, got {t.warmup_steps}")
+    need(t.lr_schedule in LR_SCHEDULES, "train.lr_schedule", f"must be one of {list(LR_SCHEDULES)}, got {t.lr_schedule!r}")
     need(cfg.data.resolution >= 8, "data.resolution", f"must be >= 8, got {cfg.data.resolution}")
     if "sigma" in cfg:
         need(cfg.sigma.log_margin >= 0, "sigma.log_margin", "must be >= 0")
@@ -239,7 +256,16 @@ class Task:
         return value_512 * self.resolution / 512.0
 
     def build_model(self) -> nn.Module:
-        return instantiate(self.cfg.model)
+        model = instantiate(self.cfg.model)
+        init = self.cfg.get("init", None)
+        if init is not None:
+            source = read_state_dict(init.ckpt_path, hint="'init.ckpt_path' must be a trained restorer's "
+                                     "state_dict (e.g. weights/demo/restorer_demo64.pth)")
+            try:
+                model.warm_start(source, init.image)
+            except ValueError as err:
+                raise TrainingError(f"init: {init.ckpt_path}: {err}") from None
+        return model
 
     def loss(self, model: nn.Module, batch: dict) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         raise NotImplementedError
@@ -431,6 +457,12 @@ def validate(task: Task, model: nn.Module, loader: DataLoader, device: torch.dev
     return float(torch.cat(values).mean())
 
 
+def accelerate_precision(precision: MixedPrecision, use_cuda: bool) -> str:
+    """accelerate's ``mixed_precision``: as configured on CUDA; on the CPU bf16 autocast (fast where the
+    CPU has AMX / AVX512-BF16) or 'no' for fp16, which needs CUDA."""
+    return precision.value if use_cuda or precision is MixedPrecision.bf16 else "no"
+
+
 def train(cfg, resume: str = "auto") -> Path:
     """Train the network of ``cfg.task``; returns the path of the exported EMA weights."""
     from accelerate import Accelerator
@@ -438,7 +470,7 @@ def train(cfg, resume: str = "auto") -> Path:
 
     use_cuda = torch.cuda.is_available()
     accelerator = Accelerator(cpu=not use_cuda,
-                              mixed_precision=cfg.train.mixed_precision.value if use_cuda else "no")
+                              mixed_precision=accelerate_precision(cfg.train.mixed_precision, use_cuda))
     save_dir = Path(cfg.save_dir)
     train_set, val_set = make_dataset(cfg, "train"), make_dataset(cfg, "val")  # every rank: same errors
     set_seed(cfg.train.seed, device_specific=True)
@@ -479,6 +511,9 @@ def train(cfg, resume: str = "auto") -> Path:
     model.train()
     while state.step < t.total_steps:
         batch = to_device(next(loader), accelerator.device)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(state.step + 1, lr=t.lr, total=t.total_steps, warmup=t.warmup_steps,
+                                schedule=t.lr_schedule, min_lr=t.min_lr)
         with accelerator.autocast():
             loss, scalars = task.loss(model, batch)
         accelerator.backward(loss)

@@ -16,15 +16,25 @@ the image, in [-1, 1] units. Both targets are close to their base (sigma* is by 
 that best explains y; consecutive levels differ by a factor rho of blur), which makes training much
 faster than predicting the image from scratch. ``residual=False`` returns 2 f - 1 (DifFace's SwinIR
 convention, ``SwinIR.restore`` without clamping).
+
+Warm start (our choice, for CPU-scale training; :meth:`SigmaConditionedSwinIR.warm_start`): the backbone
+can start from a trained restorer of the same shape, a global-residual SwinIR on one RGB image (RM0,
+configs/training/swinir_demo64.yaml), whose output is y + 2 g(y) in [-1, 1] units. Every tensor is
+copied; the first convolution, which here reads ``num_inputs`` images and the sigma map, gets the
+restorer's weights on the channels of one chosen image and zeros elsewhere, and its bias absorbs the
+difference of input means (SwinIR subtracts the RGB mean from 3-channel inputs only). With residual=True
+and the restorer's image as base the start is the restorer itself: a warm-started TM(y, sigma) equals
+RM0(y) for every sigma (tests/test_dblm_module.py), and training then only has to learn the blur.
 """
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Mapping, Optional, Union
 
 import torch
 from torch import nn
 
 from models.swinir import SwinIR
+from utils.checkpoint import load_checkpoint
 
 #: Images are RGB.
 IMAGE_CHANNELS = 3
@@ -73,6 +83,36 @@ class SigmaConditionedSwinIR(nn.Module):
         """(N, 1) conditioning c = (sigma * 512 / H) / sigma_scale_512 for images ``like`` (N, C, H, W)."""
         sigma = sigma_vector(sigma, like.shape[0], like)
         return (sigma * (512.0 / like.shape[-2]) / self.sigma_scale_512)[:, None]
+
+    @torch.no_grad()
+    def warm_start(self, restorer: Mapping[str, torch.Tensor], image: int) -> None:
+        """Load a global-residual one-image SwinIR's state_dict into the backbone (module docstring):
+        its first convolution reads stacked image ``image``. ValueError for an image index out of range
+        or a restorer whose first convolution does not read one RGB image; CheckpointError when the
+        other tensors do not fit."""
+        if not 0 <= image < self.num_inputs:
+            raise ValueError(f"warm start image must be in [0, {self.num_inputs}), got {image}")
+        unshuffled = isinstance(self.backbone.conv_first, nn.Sequential)  # (PixelUnshuffle, Conv2d)
+        conv = self.backbone.conv_first[1] if unshuffled else self.backbone.conv_first
+        prefix = "conv_first.1." if unshuffled else "conv_first."
+        weight, bias = restorer.get(prefix + "weight"), restorer.get(prefix + "bias")
+        per_image = (conv.in_channels - self.backbone.cond_channels) // self.num_inputs
+        if weight is None or bias is None or weight.shape != (conv.out_channels, per_image, *conv.kernel_size):
+            got = None if weight is None else tuple(weight.shape)
+            raise ValueError(f"the restorer's {prefix}weight must have shape "
+                             f"{(conv.out_channels, per_image, *conv.kernel_size)} (a SwinIR on one RGB image "
+                             f"of this backbone's size), got {got}")
+        scale = self.backbone.unshuffle_scale ** 2
+        # Unshuffled channel j of an RGB image comes from colour j // scale.
+        own_mean = self.backbone.mean.flatten()[image * IMAGE_CHANNELS:(image + 1) * IMAGE_CHANNELS]
+        rgb_mean = SwinIR._channel_mean(IMAGE_CHANNELS).flatten()
+        shift = ((rgb_mean - own_mean) * self.backbone.img_range).repeat_interleave(scale)
+        new_weight = torch.zeros_like(conv.weight)
+        new_weight[:, image * per_image:(image + 1) * per_image] = weight
+        state = dict(restorer)
+        state[prefix + "weight"] = new_weight
+        state[prefix + "bias"] = (bias.double() - torch.einsum("oikl,i->o", weight.double(), shift.double())).float()
+        load_checkpoint(self.backbone, state, strict=True)
 
     def run(self, images: list, base: torch.Tensor, sigma: Union[float, torch.Tensor]) -> torch.Tensor:
         """Output image in [-1, 1] (unclamped) from the stacked ``images`` and the target ``sigma``."""

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from benchmarks import bench_dblm, bench_sampler, bench_step_breakdown, common
+from benchmarks import bench_dblm, bench_sampler, bench_step_breakdown, bench_train_precision, common
 from tests import tiny_setup
 
 
@@ -76,3 +76,14 @@ def test_dblm_and_sampler_smoke(tiny_layouts, tmp_path):
     assert re.search(r"^\| all \| 3 \| DynFaceRestore, dgsa_every = \d+ \(config\) \|", text, re.M)
     assert "DifFace | 4 | 400 | 5 |" in text
     assert "claim 'DynFaceRestore mean time per face <= DifFace'" in text
+
+
+def test_train_precision_smoke(tiny_layouts, tmp_path):
+    out = tmp_path / "bench.md"
+    assert bench_train_precision.main(["--resolution", "64", "--repeats", "1", "--batch", "2", "--write",
+                                       "--out", str(out), "--device", "cpu"]) == 0
+    text = out.read_text()
+    assert "## Training step, fp32 vs bf16 autocast, 64 px" in text
+    for name in ("unet", "restorer", "sde", "tm", "rm"):
+        _rows(text, [(name,)])
+        assert re.search(rf"^\| {name} \| [\d.]+ \| bf16 autocast \| ", text, re.M), name

@@ -113,6 +113,25 @@ def test_rm_trains_on_the_tm_that_is_shipped(rm, tm, sample):
     assert cfg.tm.ckpt_path == _yaml(sample).dblm.tm.ckpt_path
 
 
+WARM_STARTED = [("configs/train/train_DBLM_TM_demo64.yaml", "configs/training/swinir_demo64.yaml",
+                 "configs/sample/dynfacerestore_demo.yaml"),
+                ("configs/train/train_DBLM_RM_demo64.yaml", "configs/training/swinir_demo64.yaml",
+                 "configs/sample/dynfacerestore_demo.yaml")]
+
+
+@pytest.mark.parametrize("dblm, restorer, sample", WARM_STARTED, ids=[Path(d).stem for d, _, _ in WARM_STARTED])
+def test_warm_start_reads_the_shipped_restorer_of_the_same_backbone(dblm, restorer, sample):
+    """TM / RM ``init`` is the RM0 the sampler ships, and their SwinIR is RM0's but for what the wrapper sets."""
+    cfg = _yaml(dblm)
+    assert cfg.init.ckpt_path == _yaml(sample).restorer.ckpt_path
+    _, rm0 = _architecture(_yaml(restorer).model)
+    _, backbone = _architecture(OmegaConf.create({"target": "models.swinir.SwinIR", "params": cfg.model.params.swinir}))
+    wrapper_set = {"in_chans", "out_chans", "cond_channels", "global_residual"}
+    differ = {k for k in set(rm0) | set(backbone) if k not in wrapper_set and
+              _normalise(rm0.get(k)) != _normalise(backbone.get(k))}
+    assert not differ, f"{dblm} backbone vs {restorer} model: differing params {sorted(differ)}"
+
+
 def test_architecture_comparison_can_fail():
     """A drifted parameter and a default left out are told apart from an explicit default."""
     base = OmegaConf.create({"target": "models.dgsa.DGSA", "params": {"channel_mult": [1, 2, 2]}})

@@ -15,6 +15,7 @@ from DiffBIR.dblm import DBLM
 from DiffBIR.sde import SigmaEstimator
 from DiffBIR.training import (EpochTaggedSampler, RMTask, TMTask, batch_psnr, load_experiment)
 from DiffBIR.transform import RefinementModel, TransformModel
+from models.swinir import SwinIR
 from utils.checkpoint import CheckpointError
 from utils.config import ConfigError
 from utils.distributed import ShardedInfiniteSampler
@@ -83,6 +84,54 @@ def test_tm_rm_shapes_and_sigma_conditioning():
         tm(y, torch.ones(3))
     with pytest.raises(ValueError, match="set by the wrapper"):
         TransformModel(swinir=dict(SWIN, in_chans=4))
+
+
+def tiny_restorer(seed: int = 1):
+    """A one-image global-residual SwinIR of SWIN's size (the shape of RM0), with a non-zero last conv."""
+    torch.manual_seed(seed)
+    net = SwinIR(in_chans=3, global_residual=True, **SWIN)
+    torch.nn.init.normal_(net.conv_last.weight, std=0.05)
+    torch.nn.init.normal_(net.conv_last.bias, std=0.05)
+    return net.eval()
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), sigma=st.floats(0.0, 4.0))
+def test_warm_started_tm_is_the_restorer(seed, sigma):
+    """TM(y, sigma) = RM0(y) (SwinIR.restore without clamping) for every sigma after warm_start."""
+    restorer = tiny_restorer(seed)
+    tm = tiny_tm().eval()
+    tm.warm_start(restorer.state_dict(), image=0)
+    y = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(tm(y, sigma), restorer.restore(y, clamp=False), rtol=0, atol=1e-5)
+
+
+def test_warm_started_rm_reads_the_chosen_image_with_the_mean_folded_into_the_bias():
+    """RM's first convolution equals the restorer's on image 1 (y_blur): the same features, away from the
+    zero-padded border, although RM (6 channels) does not subtract SwinIR's RGB mean and RM0 does."""
+    restorer = tiny_restorer()
+    rm = RefinementModel(swinir=SWIN)
+    rm.warm_start(restorer.state_dict(), image=1)
+    y, y_blur = torch.rand(2, 3, 16, 16) * 2 - 1, torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        source = restorer._shallow((y_blur + 1) / 2 - restorer.mean, None)
+        ours = rm.backbone._shallow((torch.cat([y, y_blur], 1) + 1) / 2 - rm.backbone.mean, rm.condition(0.7, y))
+    torch.testing.assert_close(ours[..., 1:-1, 1:-1], source[..., 1:-1, 1:-1], rtol=0, atol=1e-5)
+    own, src = rm.backbone.state_dict(), restorer.state_dict()
+    assert all(torch.equal(own[k], src[k]) for k in src if not k.startswith("conv_first"))
+
+
+def test_warm_start_errors_name_the_problem():
+    restorer = tiny_restorer()
+    with pytest.raises(ValueError, match="image must be in"):
+        tiny_tm().warm_start(restorer.state_dict(), image=1)
+    wider = SwinIR(in_chans=3, global_residual=True, **dict(SWIN, embed_dim=16)).state_dict()
+    with pytest.raises(ValueError, match="conv_first.1.weight must have shape"):
+        tiny_tm().warm_start(wider, image=0)
+    deeper = SwinIR(in_chans=3, global_residual=True, **dict(SWIN, depths=[2], num_heads=[2])).state_dict()
+    with pytest.raises(CheckpointError, match="unexpected key"):
+        tiny_tm().warm_start(deeper, image=0)
 
 
 # ---------------------------------------------------------------------------------------------- DBLM

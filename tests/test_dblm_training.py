@@ -104,19 +104,51 @@ def test_dblm_from_trained_checkpoints(runs, faces_hq_dir):
     assert all(im.abs().max() <= 1 for im in out.images)
 
 
-def test_resume_repeats_uninterrupted_run_exactly(tmp_path, faces_hq_dir):
-    """In-process (one process): TM trained 4 steps == 2 steps + resume to 4 (weights, EMA, optimiser)."""
+def tiny_restorer_weights(path: Path) -> Path:
+    """A one-image global-residual SwinIR (RM0's form) of the tiny TM's backbone size, saved to ``path``."""
+    from omegaconf import OmegaConf
+
+    from models.swinir import SwinIR
+
+    params = OmegaConf.to_container(OmegaConf.load(TINY / "train_DBLM_TM_tiny.yaml").model.params.swinir)
+    torch.manual_seed(3)
+    net = SwinIR(in_chans=3, global_residual=True, **params)
+    torch.nn.init.normal_(net.conv_last.weight, std=0.05)
+    torch.save(net.state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state whose mixed precision cannot change once set; in-process
+    runs with another precision need it cleared before and after (what accelerate's own tests do)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.mark.parametrize("variant", ["constant", "cosine_bf16_warm_start"])
+def test_resume_repeats_uninterrupted_run_exactly(tmp_path, faces_hq_dir, variant, fresh_accelerate_state):
+    """In-process (one process): TM trained 4 steps == resumed at step 2 and trained to 4 (weights, EMA);
+    also with the cosine schedule (a function of the step), bf16 autocast on the CPU and a warm start."""
     from DiffBIR.training import load_experiment, train
 
-    def run(save_dir, steps):
-        cfg = load_experiment(TINY / "train_DBLM_TM_tiny.yaml", ["tm"], [
-            f"save_dir={save_dir}", f"train.total_steps={steps}", "train.val_every=100",
-            *data_overrides(faces_hq_dir)])
-        return train(cfg)
+    extra = []
+    if variant != "constant":
+        extra = ["train.lr_schedule=cosine", "train.warmup_steps=1", "train.min_lr=1e-5",
+                 "train.mixed_precision=bf16", f"init.ckpt_path={tiny_restorer_weights(tmp_path / 'rm0.pth')}"]
 
-    straight = torch.load(run(tmp_path / "a", 4))
-    run(tmp_path / "b", 2)
-    resumed = torch.load(run(tmp_path / "b", 4))
+    def run(save_dir, resume="auto"):
+        cfg = load_experiment(TINY / "train_DBLM_TM_tiny.yaml", ["tm"], [
+            f"save_dir={save_dir}", "train.total_steps=4", "train.val_every=100",
+            *data_overrides(faces_hq_dir), *extra])
+        return train(cfg, resume)
+
+    straight = torch.load(run(tmp_path / "a"))  # checkpoints at steps 2 and 4
+    # resumed from the straight run's step 2 (same total_steps: the cosine schedule depends on it)
+    resumed = torch.load(run(tmp_path / "b", str(tmp_path / "a" / "checkpoints" / "step_0000002")))
     assert straight.keys() == resumed.keys()
     for k in straight:
         torch.testing.assert_close(resumed[k], straight[k], rtol=0, atol=0)
@@ -124,6 +156,41 @@ def test_resume_repeats_uninterrupted_run_exactly(tmp_path, faces_hq_dir):
     a = load_file(tmp_path / "a" / "checkpoints" / "step_0000004" / "model.safetensors")
     b = load_file(tmp_path / "b" / "checkpoints" / "step_0000004" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_warm_started_task_model_is_the_restorer(tmp_path, faces_hq_dir):
+    """The model train() starts from (TMTask.build_model with ``init``) computes RM0's output."""
+    from DiffBIR.training import TMTask, load_experiment
+    from models.swinir import SwinIR
+
+    weights = tiny_restorer_weights(tmp_path / "rm0.pth")
+    cfg = load_experiment(TINY / "train_DBLM_TM_tiny.yaml", ["tm"], [f"init.ckpt_path={weights}",
+                                                                      *data_overrides(faces_hq_dir)])
+    tm = TMTask(cfg, torch.device("cpu")).build_model().eval()
+    restorer = SwinIR(in_chans=3, global_residual=True, **cfg.model.params.swinir).eval()
+    restorer.load_state_dict(torch.load(weights))
+    y = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(tm(y, 1.3), restorer.restore(y, clamp=False), rtol=0, atol=1e-5)
+
+
+def test_accelerate_precision_bf16_runs_on_cpu_fp16_needs_cuda():
+    from DiffBIR.training import MixedPrecision, accelerate_precision
+
+    assert accelerate_precision(MixedPrecision.bf16, use_cuda=False) == "bf16"
+    assert accelerate_precision(MixedPrecision.fp16, use_cuda=False) == "no"
+    assert accelerate_precision(MixedPrecision.fp16, use_cuda=True) == "fp16"
+    assert accelerate_precision(MixedPrecision.no, use_cuda=True) == "no"
+
+
+def test_missing_warm_start_weights_exit_2_with_one_line(tmp_path, capsys):
+    from DiffBIR.training import main
+
+    args = ["--config", str(TINY / "train_DBLM_TM_tiny.yaml"), f"save_dir={tmp_path}",
+            f"init.ckpt_path={tmp_path / 'absent.pth'}"]
+    assert main(args, ["tm"], "train_DBLM.py") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "checkpoint not found" in err and "init.ckpt_path" in err
 
 
 def test_bad_config_key_exits_2_with_one_line(capsys):

@@ -18,7 +18,8 @@ everything that is not specific to a network:
   (DDP synchronises only on the last chunk); ``0`` means no splitting.
 * optimisation: AdamW, learning rate with linear warm-up over ``train.warmup_iterations`` then constant
   or cosine decay to ``train.min_lr`` at ``train.iterations``; optional gradient clipping; mixed
-  precision on CUDA (``train.amp: bf16 | fp16 | none``; fp16 uses a GradScaler; ignored on CPU);
+  precision (``train.amp: bf16 | fp16 | none``; fp16 on CUDA only, with a GradScaler; bf16 on CUDA and
+  CPU, 1.3-1.6x faster per step on a CPU with AMX, docs/benchmarks.md);
   EMA of the weights (:class:`utils.ema.EMA`, rate ``train.ema_rate``) updated after every step.
 * checkpoints ``DIR/ckpt_{step:07d}.pth`` every ``train.save_freq`` steps and at the end, written by
   rank 0. They hold ``model``, ``ema``, ``optimizer``, ``scaler``, ``step``, ``config`` and ``rng`` (the
@@ -45,7 +46,6 @@ parameters of ``build_model``'s module that require gradients (freeze sub-module
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,11 +66,11 @@ from utils.distributed import (DistInfo, EpochIndexed, ShardedInfiniteSampler, a
                                all_reduce_mean, all_reduce_sum, barrier, init_distributed, rank_seed)
 from utils.model_factory import resolve_path
 from utils.ema import EMA
+from utils.lr_schedule import LR_SCHEDULES, lr_at
 from utils.run_checkpoints import ResumeError, torchrun_checkpoints
 from utils.train_log import TrainLogger
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-LR_SCHEDULES = ("constant", "cosine")
 
 
 # ----------------------------------------------------------------------------------------- schema
@@ -107,7 +107,7 @@ class TrainSection:
     min_lr: float = 0.0
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     ema_rate: float = 0.999
-    amp: str = "none"  # none | bf16 | fp16 (CUDA only)
+    amp: str = "none"  # none | bf16 | fp16 (fp16: CUDA only)
     seed: int = 0
     save_freq: int = 1000
     val_freq: int = 1000
@@ -128,17 +128,6 @@ class TrainerConfig:
 def find_latest_checkpoint(save_dir: str | Path) -> Optional[Path]:
     """Newest complete ``ckpt_{step:07d}.pth`` in ``save_dir`` (by step), or None."""
     return torchrun_checkpoints(save_dir).latest()
-
-
-def lr_at(step: int, cfg: Any) -> float:
-    """Learning rate of optimiser step ``step`` (1-based): linear warm-up, then constant or cosine."""
-    if cfg.warmup_iterations > 0 and step <= cfg.warmup_iterations:
-        return cfg.lr * step / cfg.warmup_iterations
-    if cfg.lr_schedule == "constant":
-        return cfg.lr
-    span = max(1, cfg.iterations - cfg.warmup_iterations)
-    progress = min(1.0, (step - cfg.warmup_iterations) / span)
-    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _rng_state() -> Dict[str, Any]:
@@ -201,7 +190,7 @@ class TrainerBase:
             raise ConfigError(f"train.amp: '{tc.amp}' is not one of {sorted(AMP_DTYPES)}")
         if tc.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"train.lr_schedule: '{tc.lr_schedule}' is not one of {list(LR_SCHEDULES)}")
-        self.amp_dtype = AMP_DTYPES[tc.amp] if self.device.type == "cuda" else None
+        self.amp_dtype = AMP_DTYPES[tc.amp] if self.device.type == "cuda" or tc.amp == "bf16" else None
         self.step = 0
 
     # ------------------------------------------------------------------ hooks for subclasses
@@ -371,7 +360,8 @@ class TrainerBase:
     def _optimise(self, ddp: nn.Module, model: nn.Module, batch: Dict[str, Any], optimizer, scaler) -> Dict[str, float]:
         tc = self.cfg.train
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(self.step, tc)
+            group["lr"] = lr_at(self.step, lr=tc.lr, total=tc.iterations, warmup=tc.warmup_iterations,
+                                schedule=tc.lr_schedule, min_lr=tc.min_lr)
         optimizer.zero_grad(set_to_none=True)
         chunks = list(_split(self._to_device(batch), self.microbatch))
         totals: Dict[str, float] = {}

@@ -99,6 +99,13 @@ def non_persistent_buffers(model: nn.Module) -> set:
             for mod_name, mod in model.named_modules() for b in mod._non_persistent_buffers_set}
 
 
+def read_state_dict(path: Union[str, os.PathLike], *, key: Optional[str] = None,
+                    hint: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """The state dict stored in the file ``path`` (CPU tensors), with the errors of :func:`load_checkpoint`."""
+    path = Path(path)
+    return extract_state_dict(_load_file(path, "cpu", hint), key, str(path))
+
+
 def load_checkpoint(model: nn.Module, source: Source, *, strict: bool = True, key: Optional[str] = None,
                     map_location="cpu", hint: Optional[str] = None) -> nn.Module:
     """Load ``source`` (a file path or an already loaded dict) into ``model`` and return ``model``.
