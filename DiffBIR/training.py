@@ -63,6 +63,7 @@ from utils.config import ConfigError, ObjectNode, RequiredWeightsNode, instantia
 from utils.distributed import ShardedInfiniteSampler
 from utils.ema import EMA
 from utils.lr_schedule import LR_SCHEDULES, lr_at
+from utils.precision import autocast_runs
 from utils.run_checkpoints import CheckpointSeries, ResumeError, accelerate_checkpoints
 from utils.train_log import TrainLogger
 
@@ -458,9 +459,8 @@ def validate(task: Task, model: nn.Module, loader: DataLoader, device: torch.dev
 
 
 def accelerate_precision(precision: MixedPrecision, use_cuda: bool) -> str:
-    """accelerate's ``mixed_precision``: as configured on CUDA; on the CPU bf16 autocast (fast where the
-    CPU has AMX / AVX512-BF16) or 'no' for fp16, which needs CUDA."""
-    return precision.value if use_cuda or precision is MixedPrecision.bf16 else "no"
+    """accelerate's ``mixed_precision``: the configured one where it runs (``utils.precision``), else 'no'."""
+    return precision.value if autocast_runs(precision.value, use_cuda) else "no"
 
 
 def train(cfg, resume: str = "auto") -> Path:

@@ -19,7 +19,7 @@ everything that is not specific to a network:
 * optimisation: AdamW, learning rate with linear warm-up over ``train.warmup_iterations`` then constant
   or cosine decay to ``train.min_lr`` at ``train.iterations``; optional gradient clipping; mixed
   precision (``train.amp: bf16 | fp16 | none``; fp16 on CUDA only, with a GradScaler; bf16 on CUDA and
-  CPU, 1.3-1.6x faster per step on a CPU with AMX, docs/benchmarks.md);
+  CPU, ``utils.precision``);
   EMA of the weights (:class:`utils.ema.EMA`, rate ``train.ema_rate``) updated after every step.
 * checkpoints ``DIR/ckpt_{step:07d}.pth`` every ``train.save_freq`` steps and at the end, written by
   rank 0. They hold ``model``, ``ema``, ``optimizer``, ``scaler``, ``step``, ``config`` and ``rng`` (the
@@ -67,6 +67,7 @@ from utils.distributed import (DistInfo, EpochIndexed, ShardedInfiniteSampler, a
 from utils.model_factory import resolve_path
 from utils.ema import EMA
 from utils.lr_schedule import LR_SCHEDULES, lr_at
+from utils.precision import autocast_runs
 from utils.run_checkpoints import ResumeError, torchrun_checkpoints
 from utils.train_log import TrainLogger
 
@@ -190,7 +191,7 @@ class TrainerBase:
             raise ConfigError(f"train.amp: '{tc.amp}' is not one of {sorted(AMP_DTYPES)}")
         if tc.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"train.lr_schedule: '{tc.lr_schedule}' is not one of {list(LR_SCHEDULES)}")
-        self.amp_dtype = AMP_DTYPES[tc.amp] if self.device.type == "cuda" or tc.amp == "bf16" else None
+        self.amp_dtype = AMP_DTYPES[tc.amp] if autocast_runs(tc.amp, self.device.type == "cuda") else None
         self.step = 0
 
     # ------------------------------------------------------------------ hooks for subclasses
