@@ -24,6 +24,7 @@ log=$(mktemp)
 if $SUDO apt-get update -qq >"$log" 2>&1 \
    && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >>"$log" 2>&1; then
   echo "browser: installed $(chromium --version 2>/dev/null | head -n1)"
+  $SUDO apt-get clean >/dev/null 2>&1 || true  # the downloaded .deb files: disk for the Python environment
 else
   echo "browser: apt-get failed (the browser test will skip); last lines:"
   tail -n 5 "$log"
