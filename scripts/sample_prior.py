@@ -1,7 +1,8 @@
 """Samples of a diffusion prior from pure noise, as an image grid: what the prior alone has learned.
 
     python scripts/sample_prior.py [--config configs/sample/dynfacerestore_demo.yaml] [--num 16] [--seed 0] \
-        [--ckpt weights/demo/unet_demo64.pth LABEL ...] [--out docs/prior_samples_demo64.png]
+        [--ckpt weights/demo/unet_demo64.pth LABEL ...] [--out docs/prior_samples_demo64.png] \
+        [--detect [--real ../shared/data/faces_hq/celeba128_val.txt]] [--show N]
 
 The diffusion and UNet come from a sampling config (its ``diffusion`` and ``model`` sections); ancestral
 DDPM sampling (``GaussianDiffusion.p_sample_loop``, learned variances) runs over the config's respaced
@@ -9,6 +10,11 @@ steps (``--respacing`` overrides ``diffusion.params.timestep_respacing``), from 
 seed. Several ``--ckpt PATH LABEL`` pairs give one row block each, from the same noise, so that two
 trainings of the prior can be compared face by face. Each sample is enlarged (nearest neighbour) to
 :data:`inference.strip.MIN_TILE` px and labelled.
+
+``--detect`` also prints, as a markdown table, how often three offline face detectors find a face in each
+checkpoint's samples (``utils.face_presence``), with two reference rows on the same footing: the first
+``--num`` real faces of ``--real`` at the config's resolution, and the starting noise x_T itself. ``--show N``
+puts only the first N samples of each checkpoint into the grid (rates over many samples, a grid to look at).
 """
 from __future__ import annotations
 
@@ -23,13 +29,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from data.datasets import load_face, read_file_list  # noqa: E402
 from inference.strip import make_strip, stack_rows, title_band  # noqa: E402
 from sampler import load_sample_config  # noqa: E402
 from utils.config import instantiate  # noqa: E402
+from utils.face_presence import DETECTOR_NAMES, FacePresence  # noqa: E402
 from utils.image_io import write_image  # noqa: E402
 from utils.model_factory import build_model  # noqa: E402
 
 DEFAULT_CONFIG = "configs/sample/dynfacerestore_demo.yaml"
+DEFAULT_REAL = "../shared/data/faces_hq/celeba128_val.txt"
 PER_ROW = 8
 
 
@@ -54,6 +63,23 @@ def sample_grid(samples: torch.Tensor, label: str) -> np.ndarray:
     return stack_rows([title_band(label, body.shape[1], height=32), body], gap=0)
 
 
+def presence_table(rows: Sequence[Tuple[str, torch.Tensor]]) -> str:
+    """Markdown table of face presence rates (``utils.face_presence``), one row per (label, images in [0, 1])."""
+    presence = FacePresence()
+    lines = [f"| images | n | {' | '.join(DETECTOR_NAMES)} | all three |", "|---|---:|" + "---:|" * 4]
+    for label, images in rows:
+        rates = presence.rates(list(images.permute(0, 2, 3, 1).cpu().numpy()))
+        cells = " | ".join(f"{rates[k]:.2f}" for k in (*DETECTOR_NAMES, "all"))
+        lines.append(f"| {label} | {len(images)} | {cells} |")
+    return "\n".join(lines)
+
+
+def real_faces(source: str, num: int, size: int) -> torch.Tensor:
+    """The first ``num`` faces of a list file or folder, (N, 3, size, size) in [0, 1]."""
+    paths = read_file_list(source)[:num]
+    return torch.from_numpy(np.stack([load_face(p, size) for p in paths])).permute(0, 3, 1, 2)
+
+
 def parse_ckpts(pairs: Sequence[str]) -> List[Tuple[str, str]]:
     if len(pairs) % 2:
         raise SystemExit("--ckpt takes PATH LABEL pairs")
@@ -69,16 +95,25 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--respacing", default=None, help="e.g. ddim250, 1000 (default: the config's)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "prior_samples_demo64.png")
+    parser.add_argument("--detect", action="store_true", help="print face presence rates (utils.face_presence)")
+    parser.add_argument("--real", default=DEFAULT_REAL, help="real faces of the --detect reference row")
+    parser.add_argument("--show", type=int, default=None, help="samples per checkpoint in the grid (default: all)")
     args = parser.parse_args(argv)
+    if args.detect and not Path(args.real).exists():
+        parser.error(f"--real: file list or image folder not found: {args.real}")
     overrides = [] if args.respacing is None else [f"diffusion.params.timestep_respacing={args.respacing}"]
     cfg = load_sample_config(ROOT / args.config if not Path(args.config).is_file() else args.config, overrides)
     ckpts = parse_ckpts(args.ckpt) if args.ckpt else [(cfg.model.ckpt_path, str(cfg.model.ckpt_path))]
     size = int(cfg.resolution)
     noise = torch.randn(args.num, 3, size, size, generator=torch.Generator().manual_seed(args.seed))
-    blocks = [sample_grid(sample_prior(cfg, path, noise, args.seed), label) for path, label in ckpts]
-    out = write_image(args.out, stack_rows(blocks, gap=12))
+    samples = [(label, sample_prior(cfg, path, noise, args.seed)) for path, label in ckpts]
+    out = write_image(args.out, stack_rows([sample_grid(x[:args.show], label) for label, x in samples], gap=12))
     print(f"prior samples ({args.num} per checkpoint, seed {args.seed}, "
           f"{cfg.diffusion.params.timestep_respacing} steps) written to {out}")
+    if args.detect:
+        references = [(f"real faces ({Path(args.real).name}, {size} px)", real_faces(args.real, args.num, size)),
+                      ("the noise x_T", ((noise + 1.0) / 2.0).clamp(0.0, 1.0))]
+        print(presence_table(references + samples))
     return 0
 
 

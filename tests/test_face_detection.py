@@ -84,6 +84,15 @@ def test_min_face_size_drops_small_faces(composites):
     assert det.detect(composites[0].image)[0].shape == (0, 5)
 
 
+@pytest.mark.parametrize("name", ["mtcnn", "mtcnn_dlib", "dlib"])
+def test_image_smaller_than_the_smallest_face_has_no_face(name):
+    """MTCNN has no pyramid scale for an image below its minimum face size (facenet-pytorch then fails
+    inside torch.cat): every detector answers "no face" instead."""
+    det = build_detector(name, min_face_size=20)
+    boxes, lms = det.detect(np.full((16, 24, 3), 0.5, np.float32))
+    assert boxes.shape == (0, 5) and lms.shape == (0, 5, 2)
+
+
 def test_no_face_in_a_photo_without_people(default_detector):
     from data.face_composites import background
 

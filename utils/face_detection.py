@@ -123,6 +123,8 @@ class MTCNNDetector(Detector):
 
     @torch.no_grad()
     def find(self, img_uint8: np.ndarray) -> Detections:
+        if min(img_uint8.shape[:2]) < self.model.min_face_size:  # no pyramid scale: facenet's torch.cat([]) fails
+            return _empty()
         boxes, probs, points = self.model.detect(img_uint8, landmarks=True)
         if boxes is None:
             return _empty()
