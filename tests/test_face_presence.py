@@ -8,7 +8,9 @@ import pytest
 from data.datasets import load_face
 from script_modules import load_script
 from utils.image_io import read_image
+from utils.face_detection import DlibDetector
 from utils.face_presence import DETECTOR_NAMES, FacePresence
+from utils.identity import MIN_SIDE, upscale_to
 
 N = 8
 
@@ -30,6 +32,17 @@ def test_real_faces_are_found_and_noise_is_not(presence, celeba_val_faces):
     # a face smaller than min_face_size (after the upscaling to 256 px) is not counted
     small = FacePresence(min_face_size=300)
     assert small.rates(faces[:2])["all"] == 0.0
+
+
+def test_mmod_vote_matches_the_full_dlib_detector(presence, celeba_val_faces):
+    """The MMOD vote reads boxes only; utils.face_detection.DlibDetector (boxes + 68-point landmarks, its own
+    size filter) is the reference it must agree with, on faces and on noise."""
+    reference = DlibDetector(min_face_size=presence.min_face_size)
+    rng = np.random.default_rng(1)
+    images = [load_face(p, 64) for p in celeba_val_faces[:3]] + [rng.uniform(0.0, 1.0, (64, 64, 3))]
+    for img in images:
+        big = upscale_to(img, MIN_SIDE).astype(np.float32) / 255.0
+        assert presence.found(img)["mmod"] == (len(reference.detect(big)[0]) > 0)
 
 
 def test_empty_image_set_is_a_clear_error(presence):
