@@ -99,9 +99,26 @@ class Detector:
 
     def detect(self, img: np.ndarray) -> Detections:
         boxes, lms = self.find(to_uint8(img))
-        side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-        keep = side >= self.min_face_size
+        keep = box_sides(boxes) >= self.min_face_size
         return merge_duplicates(boxes[keep], lms[keep])
+
+
+def box_sides(boxes: np.ndarray) -> np.ndarray:
+    """The shorter side of each (x1, y1, x2, y2, ...) box: what ``min_face_size`` is compared with."""
+    return np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+
+
+def mmod_face_detector():
+    """dlib's MMOD CNN face detector (model file of face-recognition-models)."""
+    import dlib
+
+    return dlib.cnn_face_detection_model_v1(dlib_model("mmod_human_face_detector.dat"))
+
+
+def mmod_boxes(detector, img_uint8: np.ndarray) -> np.ndarray:
+    """(N, 5) boxes (x1, y1, x2, y2, confidence) of an MMOD detector, no pyramid upsampling."""
+    return np.array([[d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom(), d.confidence]
+                     for d in detector(img_uint8, 0)], dtype=np.float64).reshape(-1, 5)
 
 
 def _empty() -> Detections:
@@ -164,15 +181,11 @@ class DlibDetector(Detector):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        import dlib
-
-        self.detector = dlib.cnn_face_detection_model_v1(dlib_model("mmod_human_face_detector.dat"))
+        self.detector = mmod_face_detector()
         self.landmarks = Landmarks68()
 
     def find(self, img_uint8: np.ndarray) -> Detections:
-        found = self.detector(img_uint8, 0)
-        boxes = np.array([[d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom(), d.confidence]
-                          for d in found], dtype=np.float64).reshape(-1, 5)
+        boxes = mmod_boxes(self.detector, img_uint8)
         return boxes, self.landmarks(img_uint8, boxes)
 
 

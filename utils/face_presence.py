@@ -6,8 +6,8 @@ Three offline detectors of different design vote per image:
 * ``hog``: dlib's frontal face detector (HOG features, linear SVM), one pyramid upsampling, as in the
   identity metric (``utils.identity``);
 * ``mtcnn``: facenet-pytorch's MTCNN (cascaded CNNs, ``utils.face_detection.MTCNNDetector``);
-* ``mmod``: dlib's MMOD CNN detector (the model file of ``utils.face_detection.DlibDetector``, its boxes
-  only: no landmarks are predicted).
+* ``mmod``: dlib's MMOD CNN detector (``utils.face_detection.mmod_boxes``, as in ``DlibDetector`` but its
+  boxes only: no landmarks are predicted).
 
 Each image is first upscaled (bicubic) so its shorter side is :data:`utils.identity.MIN_SIDE` px, the
 footing of the identity metric: a 64 px face is below every detector's smallest face. A face counts when
@@ -23,7 +23,7 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from utils.face_detection import DEFAULT_MIN_FACE_SIZE, MTCNNDetector, dlib_model
+from utils.face_detection import DEFAULT_MIN_FACE_SIZE, MTCNNDetector, box_sides, mmod_boxes, mmod_face_detector
 from utils.identity import MIN_SIDE, upscale_to
 
 DETECTOR_NAMES = ("hog", "mtcnn", "mmod")
@@ -38,19 +38,18 @@ class FacePresence:
         self.min_face_size = int(min_face_size)
         self.hog = dlib.get_frontal_face_detector()
         self.mtcnn = MTCNNDetector(min_face_size=min_face_size)
-        self.mmod = dlib.cnn_face_detection_model_v1(dlib_model("mmod_human_face_detector.dat"))
+        self.mmod = mmod_face_detector()
 
-    def _any_big_enough(self, rects) -> bool:
-        """Whether any dlib rectangle has a shorter side of at least ``min_face_size`` px."""
-        return any(min(r.width(), r.height()) >= self.min_face_size for r in rects)
+    def _hog_found(self, img_uint8: np.ndarray) -> bool:
+        return any(min(r.width(), r.height()) >= self.min_face_size for r in self.hog(img_uint8, 1))
 
     def found(self, img: np.ndarray) -> Dict[str, bool]:
         """Whether each detector finds a face in one HxWx3 float RGB [0, 1] image."""
         big = upscale_to(img, MIN_SIDE)  # uint8, for dlib
         big_float = big.astype(np.float32) / 255.0  # what Detector.detect takes (it rounds back exactly)
-        return {"hog": self._any_big_enough(self.hog(big, 1)),
+        return {"hog": self._hog_found(big),
                 "mtcnn": len(self.mtcnn.detect(big_float)[0]) > 0,
-                "mmod": self._any_big_enough([d.rect for d in self.mmod(big, 0)])}
+                "mmod": bool((box_sides(mmod_boxes(self.mmod, big)) >= self.min_face_size).any())}
 
     def rates(self, images: Sequence[np.ndarray]) -> Dict[str, float]:
         """Fraction of ``images`` with a face, per detector and for all three together (``all``)."""
