@@ -2,12 +2,13 @@
 
     python scripts/sample_prior.py [--config configs/sample/dynfacerestore_demo.yaml] [--num 16] [--seed 0] \
         [--ckpt weights/demo/unet_demo64.pth LABEL ...] [--out docs/prior_samples_demo64.png] \
-        [--detect [--real ../shared/data/faces_hq/celeba128_val.txt]] [--show N]
+        [--detect [--real ../shared/data/faces_hq/celeba128_val.txt]] [--show N] [--eta ETA]
 
 The diffusion and UNet come from a sampling config (its ``diffusion`` and ``model`` sections); ancestral
 DDPM sampling (``GaussianDiffusion.p_sample_loop``, learned variances) runs over the config's respaced
 steps (``--respacing`` overrides ``diffusion.params.timestep_respacing``), from x_T ~ N(0, I) with a fixed
-seed. Several ``--ckpt PATH LABEL`` pairs give one row block each, from the same noise, so that two
+seed; ``--eta`` runs DDIM with that eta instead (``GaussianDiffusion.ddim_sample_loop``, the update of the
+restoration sampler; 0 is deterministic). Several ``--ckpt PATH LABEL`` pairs give one row block each, from the same noise, so that two
 trainings of the prior can be compared face by face. Each sample is enlarged (nearest neighbour) to
 :data:`inference.strip.MIN_TILE` px and labelled.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -43,14 +44,18 @@ PER_ROW = 8
 
 
 @torch.no_grad()
-def sample_prior(cfg, ckpt: str, noise: torch.Tensor, seed: int) -> torch.Tensor:
-    """Samples in [0, 1] (N, 3, H, W) of the prior ``cfg.model`` with weights ``ckpt`` from ``noise``."""
+def sample_prior(cfg, ckpt: str, noise: torch.Tensor, seed: int, eta: Optional[float] = None) -> torch.Tensor:
+    """Samples in [0, 1] (N, 3, H, W) of the prior ``cfg.model`` with weights ``ckpt`` from ``noise``:
+    ancestral sampling, or DDIM with ``eta`` when given."""
     node = cfg.model.copy()
     node.ckpt_path = ckpt
     model = build_model(node, hint="a prior UNet state dict")
     diffusion = instantiate(cfg.diffusion)
-    torch.manual_seed(seed)  # the per-step noise of the ancestral sampler
-    x0 = diffusion.p_sample_loop(model, tuple(noise.shape), noise=noise.clone(), clip_denoised=True)
+    torch.manual_seed(seed)  # the per-step noise of the ancestral sampler (and of DDIM with eta > 0)
+    if eta is None:
+        x0 = diffusion.p_sample_loop(model, tuple(noise.shape), noise=noise.clone(), clip_denoised=True)
+    else:
+        x0 = diffusion.ddim_sample_loop(model, tuple(noise.shape), noise=noise.clone(), clip_denoised=True, eta=eta)
     return ((x0 + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
@@ -98,6 +103,7 @@ def main(argv=None) -> int:
     parser.add_argument("--detect", action="store_true", help="print face presence rates (utils.face_presence)")
     parser.add_argument("--real", default=DEFAULT_REAL, help="real faces of the --detect reference row")
     parser.add_argument("--show", type=int, default=None, help="samples per checkpoint in the grid (default: all)")
+    parser.add_argument("--eta", type=float, default=None, help="DDIM with this eta instead of ancestral sampling")
     args = parser.parse_args(argv)
     if args.detect and not Path(args.real).exists():
         parser.error(f"--real: file list or image folder not found: {args.real}")
@@ -106,10 +112,11 @@ def main(argv=None) -> int:
     ckpts = parse_ckpts(args.ckpt) if args.ckpt else [(cfg.model.ckpt_path, str(cfg.model.ckpt_path))]
     size = int(cfg.resolution)
     noise = torch.randn(args.num, 3, size, size, generator=torch.Generator().manual_seed(args.seed))
-    samples = [(label, sample_prior(cfg, path, noise, args.seed)) for path, label in ckpts]
+    samples = [(label, sample_prior(cfg, path, noise, args.seed, args.eta)) for path, label in ckpts]
     out = write_image(args.out, stack_rows([sample_grid(x[:args.show], label) for label, x in samples], gap=12))
     print(f"prior samples ({args.num} per checkpoint, seed {args.seed}, "
-          f"{cfg.diffusion.params.timestep_respacing} steps) written to {out}")
+          f"{cfg.diffusion.params.timestep_respacing} steps, "
+          f"{'ancestral' if args.eta is None else f'DDIM eta {args.eta:g}'}) written to {out}")
     if args.detect:
         references = [(f"real faces ({Path(args.real).name}, {size} px)", real_faces(args.real, args.num, size)),
                       ("the noise x_T", ((noise + 1.0) / 2.0).clamp(0.0, 1.0))]

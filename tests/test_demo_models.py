@@ -85,3 +85,15 @@ def test_prior_samples_with_a_plain_step_count(tmp_path):
     out = tmp_path / "grid.png"
     assert sample_prior.main(["--num", "1", "--respacing", "4", "--out", str(out)]) == 0
     assert read_image(out).std() > 0.05
+
+
+def test_prior_samples_with_ddim(tmp_path):
+    """``--eta``: DDIM from the same noise; eta 0 is deterministic and differs from ancestral sampling."""
+    sample_prior = load_script("sample_prior")
+    args = ["--num", "2", "--respacing", "ddim8"]
+    grids = {}
+    for name, extra in (("ancestral", []), ("ddim0", ["--eta", "0"]), ("ddim0_again", ["--eta", "0"])):
+        assert sample_prior.main([*args, *extra, "--out", str(tmp_path / f"{name}.png")]) == 0
+        grids[name] = read_image(tmp_path / f"{name}.png")
+    np.testing.assert_array_equal(grids["ddim0"], grids["ddim0_again"])
+    assert np.abs(grids["ddim0"] - grids["ancestral"]).mean() > 0.05  # images in [0, 1]

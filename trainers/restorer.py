@@ -1,10 +1,12 @@
-"""TrainerRestorer: the RM0 restorer, SwinIR trained with L1 on blindly degraded faces (DifFace; DESIGN.md
-section 2).
+"""TrainerRestorer: the RM0 restorer, SwinIR trained with L1 (or L2) on blindly degraded faces (DifFace;
+DESIGN.md section 2).
 
 Pairs come from :class:`data.datasets.FaceDataset` with the blind degradation named by ``degradation``
 (a YAML of :class:`data.degradation.DegradationConfig`, e.g. configs/degradation/difface_blind.yaml):
 'lq' is the degraded face resized back to the HQ size. The loss is L1 in the network's native [0, 1]
-range (as the public ``swinir_restoration512_L1.pth`` was trained): || SwinIR((y+1)/2) - (x+1)/2 ||_1.
+range (as the public ``swinir_restoration512_L1.pth`` was trained): || SwinIR((y+1)/2) - (x+1)/2 ||_1, or
+with ``loss: l2`` the mean squared error, whose minimiser is the posterior mean E[x | y] and so the
+PSNR-optimal restorer (L1's is the per-pixel posterior median).
 Validation on ``data.val`` (degraded with the same config at fixed per-image seeds): PSNR (dB, on [0, 1],
 float, no quantisation) of ``SwinIR.restore(y)`` and of the LQ input itself, and the L1 loss.
 """
@@ -20,6 +22,7 @@ from torch.utils.data import Dataset
 
 from data.degradation import load_degradation_config
 from trainers.base import TrainerBase, TrainerConfig
+from utils.config import ConfigError
 from utils.tensor_psnr import psnr_tensor
 from utils.model_factory import resolve_path
 
@@ -27,6 +30,10 @@ from utils.model_factory import resolve_path
 @dataclass
 class RestorerTrainerConfig(TrainerConfig):
     degradation: str = MISSING  # path of a DegradationConfig YAML
+    loss: str = "l1"  # l1 | l2 (mean absolute / squared error on [0, 1], module docstring)
+
+
+LOSSES = {"l1": lambda d: d.abs().mean(), "l2": lambda d: d.square().mean()}
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -38,14 +45,16 @@ class TrainerRestorer(TrainerBase):
     config_schema = RestorerTrainerConfig
 
     def build_extras(self) -> None:
+        if self.cfg.loss not in LOSSES:
+            raise ConfigError(f"loss must be one of {sorted(LOSSES)}, got {self.cfg.loss!r}")
         self.degradation = load_degradation_config(resolve_path(self.cfg.degradation))
 
     def build_dataset(self, split: str) -> Optional[Dataset]:
         return self.face_dataset(split, degradation=self.degradation)
 
     def compute_loss(self, model: nn.Module, batch: Dict[str, Any]) -> Tuple[torch.Tensor, Dict[str, float]]:
-        loss = (model(_unit(batch["lq"])) - _unit(batch["hq"])).abs().mean()
-        return loss, {"l1": float(loss.detach())}
+        loss = LOSSES[self.cfg.loss](model(_unit(batch["lq"])) - _unit(batch["hq"]))
+        return loss, {self.cfg.loss: float(loss.detach())}
 
     def val_metrics(self, model: nn.Module, batch: Dict[str, Any], batch_idx: int) -> Dict[str, torch.Tensor]:
         lq, hq = batch["lq"], batch["hq"]
