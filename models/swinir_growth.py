@@ -35,8 +35,8 @@ def grow_depth(model: SwinIR, state: Dict[str, torch.Tensor]) -> List[int]:
     """Load the smaller network's ``state`` into ``model`` and make its added groups the identity.
 
     Raises :class:`CheckpointError` when a tensor of ``state`` has no place in ``model`` (another name or
-    shape: only whole groups may be added, at the end) or when ``model`` adds no group. Returns the
-    indices of the added groups.
+    shape: only whole groups may be added, at the end), when ``model`` adds no group, or when ``state`` lacks
+    a tensor outside the added groups. Returns the indices of the added groups.
     """
     expected = model.state_dict()
     new = added_groups(model, state)
@@ -47,6 +47,11 @@ def grow_depth(model: SwinIR, state: Dict[str, torch.Tensor]) -> List[int]:
     if not new or new != list(range(len(model.layers) - len(new), len(model.layers))):
         raise CheckpointError(f"growth adds whole residual groups after the trained ones; the model has "
                               f"{len(model.layers)} groups and the state lacks {new or 'none'}")
+    kept = [k for k in expected if not any(k.startswith(f"layers.{g}.") for g in new)]
+    missing = [k for k in kept if k not in state]
+    if missing:
+        raise CheckpointError(f"the trained state lacks {len(missing)} tensor(s) outside the added groups, "
+                              f"e.g. {missing[:3]}")
     model.load_state_dict(state, strict=False)
     for k in new:
         closing = [m for m in model.layers[k].conv.modules() if isinstance(m, nn.Conv2d)][-1]

@@ -66,6 +66,9 @@ def test_states_that_do_not_fit_are_refused():
     no_first_group = {k: v for k, v in trained([1, 1]).state_dict().items() if not k.startswith("layers.0.")}
     with pytest.raises(CheckpointError, match="adds whole residual groups"):
         grow_depth(grown, no_first_group)
+    no_tail = {k: v for k, v in trained([1]).state_dict().items() if not k.startswith("conv_after_body.")}
+    with pytest.raises(CheckpointError, match=r"lacks 2 tensor\(s\) outside the added groups"):
+        grow_depth(grown, no_tail)
 
 
 def test_cli_writes_a_checkpoint_the_grown_config_loads(tmp_path):
