@@ -8,9 +8,9 @@ The diffusion and UNet come from a sampling config (its ``diffusion`` and ``mode
 DDPM sampling (``GaussianDiffusion.p_sample_loop``, learned variances) runs over the config's respaced
 steps (``--respacing`` overrides ``diffusion.params.timestep_respacing``), from x_T ~ N(0, I) with a fixed
 seed; ``--eta`` runs DDIM with that eta instead (``GaussianDiffusion.ddim_sample_loop``, the update of the
-restoration sampler; 0 is deterministic). Several ``--ckpt PATH LABEL`` pairs give one row block each, from the same noise, so that two
-trainings of the prior can be compared face by face. Each sample is enlarged (nearest neighbour) to
-:data:`inference.strip.MIN_TILE` px and labelled.
+restoration sampler; 0 is deterministic). Several ``--ckpt PATH LABEL`` pairs give one row block each, from
+the same noise, so that two trainings of the prior can be compared face by face. Each sample is enlarged
+(nearest neighbour) to :data:`inference.strip.MIN_TILE` px and labelled.
 
 ``--detect`` also prints, as a markdown table, how often three offline face detectors find a face in each
 checkpoint's samples (``utils.face_presence``), with two reference rows on the same footing: the first
