@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from omegaconf import MISSING, DictConfig
 
+from faces.paste import PasteConfig, check_paste_config
 from models.guidance import LevelSpectra, batch_pad, blend
 from utils.config import ConfigError, ObjectNode, WeightsNode, instantiate, load_config
 from utils.model_factory import build_model, resolve_path
@@ -106,6 +107,7 @@ class SampleConfig:
     dsst: Optional[DSSTNode] = None
     dgsa: Optional[WeightsNode] = None
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    paste: PasteConfig = field(default_factory=PasteConfig)   # whole photos (faces.paste)
 
 
 @dataclass
@@ -139,6 +141,10 @@ def load_sample_config(path, overrides: Optional[Sequence[str]] = None) -> DictC
     if not float(s.guidance.pad_sigma_512) >= 0:
         raise ConfigError(f"{path}: sampler.guidance.pad_sigma_512 = {s.guidance.pad_sigma_512}; must be >= 0")
     parse_eta(s.eta)
+    try:
+        check_paste_config(cfg.paste)
+    except ValueError as err:
+        raise ConfigError(f"{path}: {err}") from None
     if s.compile.enabled:
         from torch._dynamo import list_backends
 

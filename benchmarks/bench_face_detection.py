@@ -22,8 +22,8 @@ import numpy as np
 
 from benchmarks.common import REPO_ROOT, _shared, markdown_table, report
 from data.face_composites import reference_crop, score_detections, standard_composites
-from utils.face_align import TEMPLATE_SIZE, align_face, face_template
-from utils.face_detection import DETECTORS, build_detector
+from faces.align import TEMPLATE_SIZE, align_face, face_template
+from faces.detection import DETECTORS, build_detector
 from utils.metrics import psnr
 
 FFHQ = Path("../shared/data/faces_hq/ffhq1024")

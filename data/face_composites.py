@@ -1,7 +1,7 @@
 """Whole photos with known faces: aligned real faces pasted into real backgrounds (issue 14's benchmark).
 
 An FFHQ-aligned face of size S (FFHQ, CelebRef-HQ) has its 5 landmarks at the FFHQ template scaled to S
-(``utils.face_align.face_template(S)``), up to the face's own deviation from the mean template. Pasting it
+(``faces.align.face_template(S)``), up to the face's own deviation from the mean template. Pasting it
 with a known similarity transform ``T`` (scale, rotation about the face centre, offset) therefore gives a
 composite whose true landmarks are ``T(template)``, and whose true aligned crop is the source face itself.
 A detector + aligner is then scored by
@@ -23,7 +23,7 @@ from typing import List, Sequence, Tuple
 import cv2
 import numpy as np
 
-from utils.face_align import TEMPLATE_SIZE, face_template
+from faces.align import TEMPLATE_SIZE, face_template
 from utils.image_io import read_image
 
 BACKGROUNDS = ("coffee", "rocket", "chelsea", "hubble_deep_field")
@@ -181,7 +181,7 @@ def reference_crop(face: PlacedFace, crop_size: int) -> np.ndarray:
 
 def score_detections(composite: Composite, landmarks: np.ndarray, crop_size: int = 128) -> CompositeScore:
     """Match ``landmarks`` (N, 5, 2) to the placed faces and score each match (see the module docstring)."""
-    from utils.face_align import align_face
+    from faces.align import align_face
     from utils.metrics import psnr
 
     match = match_detections(composite, landmarks)

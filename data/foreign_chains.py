@@ -1,4 +1,4 @@
-"""Degradation chains written independently of ``data.degradation``, for evaluation only (issue 16).
+"""Degradation chains written independently of ``data.degradation``, for evaluation only.
 
 The demo models are trained on this project's own blind degradation (DifFace / GFPGAN's chain), so a
 test set degraded by the same code flatters them. These chains use other libraries' operators and other
@@ -10,7 +10,8 @@ kernels, each with its parameters drawn per image from ``numpy.random.default_rn
   anti-aliased line is centred only to within 0.71 px, so it also shifts the face slightly), Pillow BOX
   downsampling by 3 and BILINEAR back, Pillow JPEG at quality 35-55.
 
-Sizes scale with the resolution (the numbers above are for 64 px). ``make_chain_testset`` writes
+Sizes scale with the resolution (the numbers above are for 64 px). ``opencv_ops`` and ``pillow_ops`` are
+the same operators with every parameter given, for images of any size (``data.photo_degradation``). ``make_chain_testset`` writes
 ``<out>/hq/<name>.png``, ``<out>/lq/<name>.png`` and ``<out>/chain.json`` (chain, seed, per-image
 parameters).
 """
@@ -29,16 +30,30 @@ from data.datasets import load_face, read_file_list
 from utils.image_io import to_uint8, write_bytes_atomic, write_image
 
 
+def _reduced(img: np.ndarray, factor: float) -> Tuple[int, int]:
+    """(width, height) of ``img`` downsampled by ``factor`` (floor, at least 1 pixel)."""
+    h, w = img.shape[:2]
+    return max(1, int(w // factor)), max(1, int(h // factor))
+
+
+def opencv_ops(img: np.ndarray, blur_sigma: float, down_by: float, noise_std: float, quality: int,
+               rng: np.random.Generator) -> np.ndarray:
+    """OpenCV Gaussian blur -> INTER_AREA down by ``down_by`` -> INTER_CUBIC back -> Gaussian noise of std
+    ``noise_std`` (drawn from ``rng``) -> OpenCV JPEG at ``quality``, on an HxWx3 [0, 1] image of any size."""
+    h, w = img.shape[:2]
+    out = cv2.GaussianBlur(img, (0, 0), blur_sigma) if blur_sigma > 0 else img
+    out = cv2.resize(cv2.resize(out, _reduced(img, down_by), interpolation=cv2.INTER_AREA), (w, h),
+                     interpolation=cv2.INTER_CUBIC)
+    out = out + rng.normal(0.0, noise_std, out.shape).astype(np.float32)
+    ok, buf = cv2.imencode(".jpg", to_uint8(out)[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1].astype(np.float32) / 255.0
+
+
 def opencv_chain(hq: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, dict]:
     """Gaussian blur -> area down to size/4 -> cubic up -> noise 4/255 -> JPEG 60 (OpenCV throughout)."""
     size = hq.shape[0]
     sigma = float(rng.uniform(1.0, 3.0)) * size / 64
-    img = cv2.GaussianBlur(hq, (0, 0), sigma)
-    small = cv2.resize(img, (size // 4, size // 4), interpolation=cv2.INTER_AREA)
-    img = cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
-    img = img + rng.normal(0.0, 4.0 / 255.0, img.shape).astype(np.float32)
-    ok, buf = cv2.imencode(".jpg", to_uint8(img)[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 60])
-    out = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1].astype(np.float32) / 255.0
+    out = opencv_ops(hq, sigma, 4, 4.0 / 255.0, 60, rng)
     return out, {"blur_sigma": sigma, "down_to": size // 4, "noise_std": 4.0 / 255.0, "jpeg": 60}
 
 
@@ -53,17 +68,24 @@ def motion_kernel(length: float, angle_deg: float) -> np.ndarray:
     return kernel / kernel.sum()
 
 
+def pillow_ops(img: np.ndarray, length: float, angle_deg: float, down_by: float, quality: int) -> np.ndarray:
+    """Motion blur (``length`` px at ``angle_deg``; none below 1 px) -> Pillow BOX down by ``down_by`` ->
+    BILINEAR back -> Pillow JPEG at ``quality``, on an HxWx3 [0, 1] image of any size."""
+    h, w = img.shape[:2]
+    out = cv2.filter2D(img, -1, motion_kernel(length, angle_deg), borderType=cv2.BORDER_REFLECT) if length >= 1 else img
+    pil = Image.fromarray(to_uint8(out)).resize(_reduced(img, down_by), Image.Resampling.BOX)
+    pil = pil.resize((w, h), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    pil.save(buf, format="JPEG", quality=int(quality))
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), dtype=np.float32) / 255.0
+
+
 def pillow_chain(hq: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, dict]:
     """Motion blur -> Pillow BOX down by 3 -> BILINEAR up -> Pillow JPEG 35-55."""
     size = hq.shape[0]
     length, angle = float(rng.uniform(3.0, 7.0)) * size / 64, float(rng.uniform(0.0, 180.0))
     quality = int(rng.integers(35, 56))
-    img = cv2.filter2D(hq, -1, motion_kernel(length, angle), borderType=cv2.BORDER_REFLECT)
-    pil = Image.fromarray(to_uint8(img)).resize((size // 3, size // 3), Image.Resampling.BOX)
-    pil = pil.resize((size, size), Image.Resampling.BILINEAR)
-    buf = io.BytesIO()
-    pil.save(buf, format="JPEG", quality=quality)
-    out = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), dtype=np.float32) / 255.0
+    out = pillow_ops(hq, length, angle, 3, quality)
     return out, {"motion_length": length, "motion_angle": angle, "down_by": 3, "jpeg": quality}
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional
 
+from faces.paste import PASTE_MODES
 from sampler import METHODS, PRECISIONS
-from utils.face_detection import DEFAULT_MIN_FACE_SIZE, DETECTORS, OFFLINE_DEFAULT, RETINAFACE_WEIGHTS_HINT
+from faces.detection import DEFAULT_MIN_FACE_SIZE, DETECTORS, OFFLINE_DEFAULT, RETINAFACE_WEIGHTS_HINT
 
 DEFAULT_CONFIG = "configs/sample/dynfacerestore_ffhq512.yaml"
 TASKS = ("restoration",)
@@ -52,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min_face_size", type=int, default=DEFAULT_MIN_FACE_SIZE,
                    help=f"ignore detected faces whose box is shorter than this (px, default {DEFAULT_MIN_FACE_SIZE})")
     p.add_argument("--upscale", type=float, default=1.0, help="background upscale factor for unaligned images")
+    p.add_argument("--paste", choices=PASTE_MODES, default=None,
+                   help="paste-back of unaligned images: resolution_aware (keeps the input's detail above the "
+                        "model's band, weighted by the estimated degradation) or classic (the restored face "
+                        "replaces the region); default: the config's paste.mode")
     p.add_argument("--lpips_weights", default=None,
                    help="folder with the offline LPIPS arrays (else $DYNFACE_LPIPS_WEIGHTS; without either, "
                         "LPIPS is not computed)")
@@ -91,5 +96,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def config_overrides(args: argparse.Namespace) -> List[str]:
-    """Dot-list overrides for the sampling config: --opts, then --method (which wins)."""
-    return list(args.opts) + ([f"sampler.method={args.method}"] if args.method else [])
+    """Dot-list overrides for the sampling config: --opts, then --method and --paste (which win)."""
+    return (list(args.opts) + ([f"sampler.method={args.method}"] if args.method else [])
+            + ([f"paste.mode={args.paste}"] if args.paste else []))

@@ -7,8 +7,8 @@ everything in memory instead of writing a results folder:
   ``--max_side`` defaults; a refused file raises :class:`inference.inputs.InputSkip`, and
   :func:`skip_message` words it exactly as the command line's log line (``<file>: skipped: <reason>``);
 * aligned faces: :func:`inference.inputs.prepare_aligned` to the config's resolution, seed
-  ``image_seed(seed, key)``; whole photos: ``utils.face_align.restore_whole_image`` with the detector of
-  ``utils.face_detection`` (built once, on first use), face ``k`` seeded by ``image_seed(seed, key, k)``.
+  ``image_seed(seed, key)``; whole photos: ``faces.paste.restore_whole_image`` with the detector of
+  ``faces.detection`` (built once, on first use), face ``k`` seeded by ``image_seed(seed, key, k)``.
   The key is the file's stem, so a photo restored here equals the command line's result for the same
   file, config, method, eta and seed;
 * per face: :func:`inference.runner.sample_info` (start step, sigmas, NFE, eta), the seconds the sampler
@@ -35,8 +35,8 @@ from inference.inputs import InputSkip, LoadedImage, image_seed, load_image, pre
 from inference.runner import intermediate_tiles, intermediates, no_face_note, sample_info
 from inference.strip import make_strip
 from sampler import FaceRestoreSampler, parse_eta
-from utils.face_align import bicubic_upsample, restore_whole_image
-from utils.face_detection import build_detector
+from faces.paste import bicubic_upsample, restore_whole_image
+from faces.detection import build_detector
 from utils.image_io import img2tensor, tensor2img, write_image
 from utils.model_factory import resolve_path
 
@@ -159,7 +159,7 @@ class Restorer:
         return list(self._samplers)
 
     def detector(self):
-        """The whole-photo face detector (``utils.face_detection.build_detector``, built on first use)."""
+        """The whole-photo face detector (``faces.detection.build_detector``, built on first use)."""
         if self._detector is None:
             name, weights, min_face_size = self._detector_args
             self._detector = build_detector(name, None if weights is None else resolve_path(weights),
@@ -203,7 +203,7 @@ class Restorer:
                 faces.append(self._restore_face(sampler, crop, k, len(crops), image_seed(seed, key, k), eta, on_step))
             return [f.result for f in faces]
 
-        whole = restore_whole_image(loaded.image, detector, restore_fn, sampler.resolution, upscale)
+        whole = restore_whole_image(loaded.image, detector, restore_fn, sampler.resolution, upscale, sampler.cfg.paste)
         for face, box, lms in zip(faces, whole.faces.boxes, whole.faces.landmarks):
             face.info.update(box=[float(v) for v in box], landmarks=np.asarray(lms).tolist())
         notes = list(loaded.notes)

@@ -9,10 +9,11 @@ record exist, unless ``--no-skip_existing``), and restores the rest in batches o
 
 * aligned (``--aligned``): each face is brought to the config's resolution
   (:func:`inference.inputs.prepare_aligned`) and written to ``<out>/restored/<key>.png``;
-* unaligned: every face of each image is found by ``--detector`` (``utils.face_detection``; an offline
-  one by default) and aligned to the config's resolution (``utils.face_align.detect_and_align``); the
+* unaligned: every face of each image is found by ``--detector`` (``faces.detection``; an offline
+  one by default) and aligned to the config's resolution (``faces.align.detect_and_align``); the
   faces are restored in batches of ``--bs`` across images (one image's faces may span batches) and, once
-  all faces of an image are back, pasted onto the upsampled image (``paste_faces``) and written to
+  all faces of an image are back, pasted onto the upsampled image (``faces.paste``: ``--paste``, by
+  default the resolution-aware paste-back that keeps the input's own detail above the model's band) and written to
   ``<out>/restored/<key>.png``, each face to ``<out>/restored_faces/<key>_<k>.png``. An image without a
   face is written upsampled, with a note in its record and the log. ``--save_intermediates`` also writes
   ``<out>/intermediates/<key>_detections.png`` (boxes and landmarks on the input).
@@ -49,9 +50,10 @@ from sampler import FaceRestoreSampler, SampleOutput, parse_eta
 from utils.checkpoint import CheckpointError
 from utils.config import ConfigError
 from utils.distributed import DistInfo, all_gather_object, barrier, cleanup_distributed, init_distributed
-from utils.face_align import AlignedFaces, detect_and_align, paste_faces
-from utils.face_detection import build_detector
-from utils.identity import FaceIdentity
+from faces.align import AlignedFaces, detect_and_align
+from faces.detection import build_detector
+from faces.identity import FaceIdentity
+from faces.paste import face_pastes, paste_faces
 from utils.image_io import img2tensor, read_image, tensor2img, write_image
 from utils.metrics import LPIPS_WEIGHTS_ENV, LPIPSMetric, compute_metrics
 from utils.model_factory import resolve_path
@@ -302,8 +304,8 @@ def _run_face_batch(ctx: Context, batch: List[tuple]) -> List[_WholeImage]:
 def _finish_whole(ctx: Context, image: _WholeImage) -> int:
     """Paste the restored faces back, write the image, its faces and its record."""
     item, faces = image.item, image.faces
-    result = paste_faces(image.loaded.image, image.restored, faces.affines, ctx.sampler.resolution,
-                         ctx.args.upscale)
+    pastes = face_pastes(image.restored, faces.crops, faces.affines, ctx.sampler.cfg.paste)
+    result = paste_faces(image.loaded.image, pastes, ctx.args.upscale)
     write_image(_output_path(ctx, item.key), result)
     for k, face in enumerate(image.restored):
         write_image(ctx.out_dir / "restored_faces" / f"{item.key}_{k:02d}.png", face)
@@ -312,7 +314,8 @@ def _finish_whole(ctx: Context, image: _WholeImage) -> int:
         notes.append(no_face_note(ctx.detector.name, ctx.args.min_face_size))
         ctx.log(f"{item.path}: {notes[-1]}")
     for k, info in enumerate(image.info):
-        info.update(box=[float(v) for v in faces.boxes[k]], landmarks=faces.landmarks[k].tolist())
+        info.update(box=[float(v) for v in faces.boxes[k]], landmarks=faces.landmarks[k].tolist(),
+                    paste_weights=None if pastes[k].weights is None else list(pastes[k].weights))
     metrics, more = _metrics(ctx, item, result)
     summary = {"num_faces": len(faces.crops), "faces": image.info, "nfe": sum(f["nfe"] for f in image.info),
                "seconds": sum(f["seconds"] for f in image.info), "sigma_hat": None, "start_index": None,

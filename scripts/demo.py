@@ -3,7 +3,7 @@
     python scripts/demo.py [--input FOLDER] [--out results/demo]
 
 Inputs. A public-domain photograph that scikit-image ships (``skimage.data.astronaut``: NASA portrait
-of Eileen Collins) is aligned with five fixed landmarks to the FFHQ template (utils.face_align),
+of Eileen Collins) is aligned with five fixed landmarks to the FFHQ template (faces.align),
 cropped to the tighter CelebA framing the demo models were trained on, and degraded at three
 severities (mild / medium / severe thirds of configs/degradation/demo64.yaml, fixed seed) with the
 project's own blind degradation; ``--input`` adds any folder of aligned faces.
@@ -30,7 +30,7 @@ from data.degradation import degrade, load_degradation_config, severity_config  
 from inference.runner import main as run_inference  # noqa: E402
 from inference.report import read_records  # noqa: E402
 from inference.strip import make_strip, stack_rows, title_band  # noqa: E402
-from utils.face_align import align_face  # noqa: E402
+from faces.align import align_face  # noqa: E402
 from utils.image_io import list_images, read_image, to_uint8, write_image  # noqa: E402
 
 CONFIG = "configs/sample/dynfacerestore_demo.yaml"

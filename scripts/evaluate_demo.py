@@ -14,7 +14,7 @@
    | + the same DGSA network trained and run at full resolution (map_downsample 1; the config's runs on
    16 x 16 block means), every 8 steps | + DGSA every 16 steps (the config) | + DGSA every 32 steps.
 3. Per-image records (PSNR / SSIM from basicsr on RGB uint8, LPIPS-alex with the offline backbone, dlib
-   identity distance and same-person rate (utils.identity), start step, network evaluations, seconds)
+   identity distance and same-person rate (faces.identity), start step, network evaluations, seconds)
    are joined with the test set's severity and averaged overall and per third, over the faces restored
    by every row (all of them after a complete run): ``<out>/table.md``, ``<out>/table.csv`` and
    ``<out>/psnr_lpips.png`` (PSNR against LPIPS, as the paper's Figure 1, blind set).
@@ -76,7 +76,7 @@ def row_dir(out: Path, index: int, method: str) -> Path:
 
 def score_inputs(lq: Path, hq: Path, out: Path) -> None:
     """Row 0: a record per LQ image with its metrics against the HQ face (no restoration, NFE 0)."""
-    from utils.identity import FaceIdentity
+    from faces.identity import FaceIdentity
     from utils.image_io import list_images, read_image
     from utils.metrics import LPIPSMetric, compute_metrics
 

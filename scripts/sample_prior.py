@@ -13,7 +13,7 @@ the same noise, so that two trainings of the prior can be compared face by face.
 (nearest neighbour) to :data:`inference.strip.MIN_TILE` px and labelled.
 
 ``--detect`` also prints, as a markdown table, how often three offline face detectors find a face in each
-checkpoint's samples (``utils.face_presence``), with two reference rows on the same footing: the first
+checkpoint's samples (``faces.presence``), with two reference rows on the same footing: the first
 ``--num`` real faces of ``--real`` at the config's resolution, and the starting noise x_T itself. ``--show N``
 puts only the first N samples of each checkpoint into the grid (rates over many samples, a grid to look at).
 """
@@ -34,7 +34,7 @@ from data.datasets import load_face, read_file_list  # noqa: E402
 from inference.strip import make_strip, stack_rows, title_band  # noqa: E402
 from sampler import load_sample_config  # noqa: E402
 from utils.config import instantiate  # noqa: E402
-from utils.face_presence import DETECTOR_NAMES, FacePresence  # noqa: E402
+from faces.presence import DETECTOR_NAMES, FacePresence  # noqa: E402
 from utils.image_io import write_image  # noqa: E402
 from utils.model_factory import build_model  # noqa: E402
 
@@ -69,7 +69,7 @@ def sample_grid(samples: torch.Tensor, label: str) -> np.ndarray:
 
 
 def presence_table(rows: Sequence[Tuple[str, torch.Tensor]]) -> str:
-    """Markdown table of face presence rates (``utils.face_presence``), one row per (label, images in [0, 1])."""
+    """Markdown table of face presence rates (``faces.presence``), one row per (label, images in [0, 1])."""
     presence = FacePresence()
     lines = [f"| images | n | {' | '.join(DETECTOR_NAMES)} | all three |", "|---|---:|" + "---:|" * 4]
     for label, images in rows:
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--respacing", default=None, help="e.g. ddim250, 1000 (default: the config's)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "prior_samples_demo64.png")
-    parser.add_argument("--detect", action="store_true", help="print face presence rates (utils.face_presence)")
+    parser.add_argument("--detect", action="store_true", help="print face presence rates (faces.presence)")
     parser.add_argument("--real", default=DEFAULT_REAL, help="real faces of the --detect reference row")
     parser.add_argument("--show", type=int, default=None, help="samples per checkpoint in the grid (default: all)")
     parser.add_argument("--eta", type=float, default=None, help="DDIM with this eta instead of ancestral sampling")

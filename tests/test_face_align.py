@@ -1,4 +1,5 @@
-"""utils.face_align on a real face pasted into a real background at a known similarity transform."""
+"""faces.align and the classic paste-back of faces.paste on a real face pasted into a real background at a
+known similarity transform (the resolution-aware paste-back: tests/test_paste.py)."""
 from __future__ import annotations
 
 import cv2
@@ -7,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from utils.face_align import (align_face, bicubic_upsample, estimate_similarity, face_template, face_to_upsampled,
-                              paste_back, restore_whole_image, soft_face_mask)
+from faces.align import align_face, estimate_similarity, face_template
+from faces.paste import (FacePaste, PasteConfig, bicubic_upsample, face_to_upsampled, paste_face, restore_whole_image,
+                         soft_face_mask)
 from utils.image_io import read_image
 
 FACE = 256
@@ -96,7 +98,7 @@ def test_paste_back_identity_restorer(scene, upscale):
     _, composite, t, landmarks = scene
     crop, affine = align_face(composite, landmarks, FACE)
     bg_up = bicubic_upsample(composite, upscale)
-    out = paste_back(bg_up, crop, affine, upscale)
+    out = paste_face(bg_up, FacePaste(crop, crop, affine), upscale)
     mask = soft_face_mask((FACE, FACE), face_to_upsampled(affine, upscale), bg_up.shape[:2])
     centre = _face_region(t, bg_up.shape[:2], upscale, 72, FACE - 72)
     assert centre.sum() > 1000 * upscale ** 2 and np.all(mask[centre] == pytest.approx(1.0))
@@ -104,7 +106,7 @@ def test_paste_back_identity_restorer(scene, upscale):
     # a half-pixel misplacement must be visible at this tolerance
     shifted = affine.copy()
     shifted[:, 2] += 0.5
-    assert _psnr(paste_back(bg_up, crop, shifted, upscale)[centre], bg_up[centre]) < 38.0
+    assert _psnr(paste_face(bg_up, FacePaste(crop, crop, shifted), upscale)[centre], bg_up[centre]) < 38.0
     footprint = _face_region(t, bg_up.shape[:2], upscale, 0, FACE).astype(np.uint8)
     outside = cv2.dilate(footprint, np.ones((5, 5), np.uint8)) == 0
     assert np.array_equal(out[outside], bg_up[outside])
@@ -133,7 +135,7 @@ def test_restore_whole_image(scene):
     centre = _face_region(t, bg_up.shape[:2], 2, 72, FACE - 72)
     assert _psnr(res.image[centre], bg_up[centre]) > 40.0
     gray = restore_whole_image(composite, _KnownLandmarks(landmarks), lambda f: [np.full_like(x, 0.5) for x in f],
-                               face_size=FACE, upscale=2)
+                               face_size=FACE, upscale=2, cfg=PasteConfig(mode="classic"))
     assert np.allclose(gray.image[centre], 0.5, atol=1e-6)
-    with pytest.raises(ValueError, match="expected"):
+    with pytest.raises(ValueError, match="equal squares"):
         restore_whole_image(composite, _KnownLandmarks(landmarks), lambda f: [x[:10] for x in f], FACE, 1)

@@ -1,4 +1,4 @@
-"""Offline face detection on real faces pasted into real photos at known poses (utils.face_detection).
+"""Offline face detection on real faces pasted into real photos at known poses (faces.detection).
 
 The composites (data.face_composites) put FFHQ-aligned faces (../shared/data/faces_hq/ffhq1024 and
 celebref512), whose true 5 points are the FFHQ template, into scikit-image photos at known scales,
@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from data.face_composites import score_detections, standard_composites
-from utils.face_detection import (OFFLINE_DEFAULT, RETINAFACE_WEIGHTS_NAME, RETINAFACE_WEIGHTS_URL,
+from faces.detection import (OFFLINE_DEFAULT, RETINAFACE_WEIGHTS_NAME, RETINAFACE_WEIGHTS_URL,
                                   RetinaFaceDetector, box_iou, build_detector, five_from_68, merge_duplicates,
                                   resolve_detector_name)
 

@@ -1,4 +1,4 @@
-"""Face presence rates (utils.face_presence) on real faces and on noise, and the --detect table of
+"""Face presence rates (faces.presence) on real faces and on noise, and the --detect table of
 scripts/sample_prior.py."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from data.datasets import load_face
 from script_modules import load_script
 from utils.image_io import read_image
-from utils.face_detection import DlibDetector
-from utils.face_presence import DETECTOR_NAMES, FacePresence
-from utils.identity import MIN_SIDE, upscale_to
+from faces.detection import DlibDetector
+from faces.presence import DETECTOR_NAMES, FacePresence
+from faces.identity import MIN_SIDE, upscale_to
 
 N = 8
 
@@ -35,7 +35,7 @@ def test_real_faces_are_found_and_noise_is_not(presence, celeba_val_faces):
 
 
 def test_mmod_vote_matches_the_full_dlib_detector(presence, celeba_val_faces):
-    """The MMOD vote reads boxes only; utils.face_detection.DlibDetector (boxes + 68-point landmarks, its own
+    """The MMOD vote reads boxes only; faces.detection.DlibDetector (boxes + 68-point landmarks, its own
     size filter) is the reference it must agree with, on faces and on noise."""
     reference = DlibDetector(min_face_size=presence.min_face_size)
     rng = np.random.default_rng(1)

@@ -1,4 +1,4 @@
-"""Identity distance (utils.identity, dlib's face embedding) on real faces of known identity.
+"""Identity distance (faces.identity, dlib's face embedding) on real faces of known identity.
 
 ../shared/data/faces_hq/celebref512 holds 9 identities; with 4 faces each (the first 4 sorted), same-person
 distances must be below different-person distances for the large majority of (same, different) pairs, and
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from inference.report import metrics_csv, summarize
-from utils.identity import IDENTITY_CONVENTIONS, SAME_PERSON_THRESHOLD, FaceIdentity
+from faces.identity import IDENTITY_CONVENTIONS, SAME_PERSON_THRESHOLD, FaceIdentity
 from utils.image_io import read_image
 from utils.metrics import compute_metrics
 

@@ -21,7 +21,7 @@ import pytest
 from inference.inputs import shard
 from inference.runner import main
 from tiny_setup import RESOLUTION, make_tiny_setup
-from utils.face_align import face_template
+from faces.align import face_template
 from utils.image_io import list_images, read_image
 
 REPO = Path(__file__).resolve().parents[1]

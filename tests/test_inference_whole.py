@@ -1,9 +1,11 @@
 """Whole photos end to end: torchrun with 2 CPU ranks, the shipped demo models and the offline detector.
 
 Inputs: real faces pasted into real photos at known poses (data.face_composites), degraded (Gaussian blur,
-2x area downsampling and bicubic back, JPEG 75), plus a photo without a face, a grayscale photo and an RGBA
-photo; the clean composites are the HQ references. Checked: every output has its input's size, every face
-was found and its region changed, every pixel outside the pasted faces' footprints equals the input, the
+2x area downsampling and bicubic back, JPEG 75): group photos with faces of 90-130 px, a photo with one face
+smaller than the model's 64 px and one with a face three times larger, a photo without a face, a grayscale
+photo and an RGBA photo; the clean composites are the HQ references. Checked: every output has its input's
+size, every face was found, restored by the default (resolution-aware) paste-back with its weights in the
+record, and its region changed, every pixel outside the pasted faces' footprints equals the input, the
 face-less photo is written unchanged with its note, and metrics.csv carries the identity distance.
 """
 from __future__ import annotations
@@ -16,10 +18,10 @@ import cv2
 import numpy as np
 import pytest
 
-from data.face_composites import background, standard_composites
+from data.face_composites import background, make_composite, standard_composites
 from proc_helpers import run_checked
-from utils.face_align import estimate_similarity, face_template, face_to_upsampled, soft_face_mask
-from utils.identity import IDENTITY_CONVENTIONS
+from faces.align import estimate_similarity, face_template, face_to_upsampled, soft_face_mask
+from faces.identity import IDENTITY_CONVENTIONS
 from utils.image_io import read_image, write_image
 
 DEMO_CONFIG = "configs/sample/dynfacerestore_demo.yaml"
@@ -41,7 +43,10 @@ def photos(tmp_path_factory, faces_hq_dir):
     lq.mkdir()
     comps = standard_composites(faces_hq_dir / "ffhq1024", faces_hq_dir / "celebref512", count=4, seed=3,
                                 size=(360, 540), face_px=(90.0, 130.0))
-    names = ["group_a", "group_b", "gray", "rgba"]
+    celebref = sorted((faces_hq_dir / "celebref512").rglob("*.png"))
+    comps += [make_composite([celebref[3]], seed=5, size=(300, 400), face_px=(52.0, 52.0), max_angle=10.0),
+              make_composite([celebref[40]], seed=6, size=(360, 480), face_px=(192.0, 192.0), max_angle=10.0)]
+    names = ["group_a", "group_b", "gray", "rgba", "small_face", "large_face"]
     for name, c in zip(names, comps):
         write_image(hq / f"{name}.png", c.image)
         degraded = np.round(_degrade(c.image) * 255).astype(np.uint8)
@@ -82,6 +87,8 @@ def test_torchrun_restores_whole_photos(photos, lpips_weights_dir, tmp_path):
             affine = estimate_similarity(np.array(face["landmarks"]), face_template(RESOLUTION))
             footprint |= soft_face_mask((RESOLUTION, RESOLUTION), face_to_upsampled(affine, 1), src.shape[:2]) > 0
             assert face["nfe"] > 0 and len(face["box"]) == 5
+            w_c, w_h = face["paste_weights"]  # resolution-aware by default
+            assert 0.0 <= w_c <= 1.0 and 0.0 <= w_h <= 1.0
         np.testing.assert_array_equal(res[~footprint], src[~footprint])
         yy, xx = np.mgrid[:src.shape[0], :src.shape[1]]
         for placed in comp.faces:  # the centre of every true face was restored (changed)

@@ -13,7 +13,7 @@ Conventions (also written into every CSV header through :data:`METRIC_CONVENTION
 - NIQE (Mittal et al., 2013) on the MATLAB Y channel with basicsr's pristine model and 96x96 blocks; it
   needs at least two whole blocks (the covariance of one block is undefined), so images smaller than
   that get NaN and a warning that says why. NIQE is slow (~1 s per 512x512 image): opt in with a flag.
-- Identity distance: dlib's 128-d face embedding (offline, ``utils.identity``), Euclidean distance of the
+- Identity distance: dlib's 128-d face embedding (offline, ``faces.identity``), Euclidean distance of the
   restored face to the HQ face (``id_dist``, lower is better) and dlib's "same person" decision at 0.6
   (``id_same``; its mean is the rate). Papers that report identity mostly use ArcFace's cosine distance,
   whose weights cannot be obtained offline: the numbers are not comparable with theirs.
@@ -36,7 +36,7 @@ with warnings.catch_warnings():  # basicsr 1.4.2 imports scipy.ndimage.filters (
     from basicsr.metrics.niqe import calculate_niqe
 from basicsr.metrics.psnr_ssim import calculate_psnr, calculate_ssim
 
-from utils.identity import IDENTITY_CONVENTIONS, FaceIdentity
+from faces.identity import IDENTITY_CONVENTIONS, FaceIdentity
 from utils.image_io import img2tensor
 
 CROP_BORDER = 0

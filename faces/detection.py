@@ -2,7 +2,7 @@
 
 Every detector returns, for an HxWx3 float RGB [0, 1] image, ``(boxes, landmarks)``: boxes (N, 5) as
 x1, y1, x2, y2, score and landmarks (N, 5, 2) as (x, y) pixel indices in the order of the FFHQ template
-(``utils.face_align.FFHQ_TEMPLATE_512``): the eye on the image's left, the eye on its right, the nose tip,
+(``faces.align.FFHQ_TEMPLATE_512``): the eye on the image's left, the eye on its right, the nose tip,
 the mouth corner on the image's left, the one on its right. Faces whose box is shorter than
 ``min_face_size`` pixels are dropped; the rest are sorted by score, best first.
 

@@ -23,7 +23,7 @@ from typing import Dict, Optional
 import cv2
 import numpy as np
 
-from utils.face_detection import dlib_model
+from faces.detection import dlib_model
 from utils.image_io import to_uint8
 
 SAME_PERSON_THRESHOLD = 0.6

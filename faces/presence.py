@@ -4,12 +4,12 @@ samples from pure noise (are they faces?).
 Three offline detectors of different design vote per image:
 
 * ``hog``: dlib's frontal face detector (HOG features, linear SVM), one pyramid upsampling, as in the
-  identity metric (``utils.identity``);
-* ``mtcnn``: facenet-pytorch's MTCNN (cascaded CNNs, ``utils.face_detection.MTCNNDetector``);
-* ``mmod``: dlib's MMOD CNN detector (``utils.face_detection.mmod_boxes``, as in ``DlibDetector`` but its
+  identity metric (``faces.identity``);
+* ``mtcnn``: facenet-pytorch's MTCNN (cascaded CNNs, ``faces.detection.MTCNNDetector``);
+* ``mmod``: dlib's MMOD CNN detector (``faces.detection.mmod_boxes``, as in ``DlibDetector`` but its
   boxes only: no landmarks are predicted).
 
-Each image is first upscaled (bicubic) so its shorter side is :data:`utils.identity.MIN_SIDE` px, the
+Each image is first upscaled (bicubic) so its shorter side is :data:`faces.identity.MIN_SIDE` px, the
 footing of the identity metric: a 64 px face is below every detector's smallest face. A face counts when
 a box of at least ``min_face_size`` px is found. :meth:`FacePresence.rates` gives, per detector, the
 fraction of images with a face, and ``all``, the fraction found by all three. The first 64 validation
@@ -23,8 +23,8 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from utils.face_detection import DEFAULT_MIN_FACE_SIZE, MTCNNDetector, box_sides, mmod_boxes, mmod_face_detector
-from utils.identity import MIN_SIDE, upscale_to
+from faces.detection import DEFAULT_MIN_FACE_SIZE, MTCNNDetector, box_sides, mmod_boxes, mmod_face_detector
+from faces.identity import MIN_SIDE, upscale_to
 
 DETECTOR_NAMES = ("hog", "mtcnn", "mmod")
 

@@ -1,0 +1,335 @@
+"""Face-region quality of whole-photo restoration: the classic and the resolution-aware paste-back, one run.
+
+Real FFHQ-aligned faces are pasted into a real background (``data.face_composites``: 480 x 640, a small
+random rotation) at 0.75x, 1.5x, 3x and 5x the model's resolution; each photo is degraded by the three
+chains of ``data.photo_degradation`` at their mild and severe settings; the face is aligned with its true
+landmarks (known from the composite, so the detector's own errors, measured in docs/face_detection.md,
+stay out), restored once by the sampling config, and pasted back both ways at ``--upscale 1``. The face
+region (the bounding box of the soft paste mask) is compared with the HQ photo: PSNR (dB), LPIPS (alex),
+and the dlib identity distance (``faces.identity``).
+
+    python -m benchmarks.bench_whole_photo --faces 8                 # the evaluation (CelebRef-HQ faces)
+    python -m benchmarks.bench_whole_photo --set tune --tune         # choose the paste parameters (FFHQ faces)
+
+``--tune`` also scores each face on a grid of weights (w_c, w_h) (the output is linear in them, so each
+grid point costs one paste) and fits the ``paste`` parameters d_h, d_c, w_max of ``faces.paste`` to it:
+the fit minimises the mean LPIPS of the face region over all cells, subject to the PSNR of every cell
+staying at least the input's minus ``--psnr_margin`` dB. The tuning faces (FFHQ, ../shared/data/faces_hq/
+ffhq1024) are not the evaluation faces (CelebRef-HQ).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("DYNFACE_SHARED", REPO.parent / "shared"))  # ../shared beside the repository
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.common import environment, markdown_table  # noqa: E402
+from data.face_composites import BACKGROUNDS, make_composite  # noqa: E402
+from data.photo_degradation import CHAINS, SEVERITIES, degrade_photo  # noqa: E402
+from faces.align import align_face  # noqa: E402
+from faces.identity import FaceIdentity  # noqa: E402
+from faces.paste import (FacePaste, PasteConfig, band_weights, degradation_estimates, face_to_upsampled,  # noqa: E402
+                         paste_face, soft_face_mask, split_bands, warp_from_face)
+from sampler import FaceRestoreSampler  # noqa: E402
+from utils.image_io import img2tensor, tensor2img  # noqa: E402
+from utils.metrics import LPIPSMetric, psnr  # noqa: E402
+
+PHOTO_HW = (480, 640)
+SIZE_FACTORS = (0.75, 1.5, 3.0, 5.0)
+MAX_ANGLE = 10.0
+GRID = np.linspace(0.0, 1.0, 6)  # w_c and w_h values scored per face with --tune
+
+
+@dataclass
+class Case:
+    """One face in one degraded photo: what the paste and the metrics need, cut to the face region."""
+
+    face: str
+    factor: float
+    chain: str
+    severity: str
+    box: Tuple[int, int, int, int]            # x0, y0, x1, y1 of the face region in the photo
+    hq: np.ndarray                            # HQ photo, face region
+    lq_photo: np.ndarray                      # the whole degraded photo (the paste needs it)
+    crop: np.ndarray                          # aligned LQ crop, the restorer's input
+    affine: np.ndarray
+    restored: Optional[np.ndarray] = None
+    degradation: float = 0.0
+    scores: Dict[str, Dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def cell(self) -> Tuple[float, str, str]:
+        return self.factor, self.chain, self.severity
+
+
+def face_sources(which: str, count: int) -> List[Path]:
+    """``count`` evaluation faces spread over CelebRef-HQ's identities, or the FFHQ tuning faces."""
+    if which == "tune":
+        faces = sorted((SHARED / "data/faces_hq/ffhq1024").glob("*.png"))
+    else:
+        pool = sorted((SHARED / "data/faces_hq/celebref512").rglob("*.png"))
+        faces = [pool[int(i)] for i in np.linspace(0, len(pool) - 1, count)] if pool else []
+    if not faces:
+        raise FileNotFoundError(f"no {which} faces under {SHARED}/data/faces_hq (set DYNFACE_SHARED)")
+    return faces[:count]
+
+
+def region_box(affine: np.ndarray, face_size: int, photo_hw: Tuple[int, int]) -> Tuple[int, int, int, int]:
+    """Bounding box of the soft paste mask (weights > 0) of the face aligned by ``affine``."""
+    mask = soft_face_mask((face_size, face_size), face_to_upsampled(affine, 1), photo_hw)
+    ys, xs = np.nonzero(mask > 0)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def make_cases(faces: Sequence[Path], resolution: int, factors: Sequence[float], seed: int,
+               bilinear_crops: bool = False) -> List[Case]:
+    """Every (face, size, chain, severity) of the run, deterministic in ``seed``."""
+    cases = []
+    for (i, path), factor in itertools.product(enumerate(faces), factors):
+        side = factor * resolution
+        comp = make_composite([path], seed=seed * 1000 + i * 10 + int(factor * 4), size=PHOTO_HW,
+                              face_px=(side, side), max_angle=MAX_ANGLE, background_name=BACKGROUNDS[i % len(BACKGROUNDS)])
+        landmarks = comp.faces[0].landmarks
+        for k, (chain, severity) in enumerate(itertools.product(CHAINS, SEVERITIES)):
+            lq = degrade_photo(comp.image, chain, severity, np.random.default_rng([seed, i, int(factor * 4), k]))
+            crop, affine = align_face(lq, landmarks, resolution)
+            if bilinear_crops:  # the aligner of facexlib / GFPGAN / DifFace: no low-pass before sampling
+                crop = cv2.warpAffine(lq, affine, (resolution, resolution), flags=cv2.INTER_LINEAR,
+                                      borderMode=cv2.BORDER_CONSTANT, borderValue=(135 / 255, 133 / 255, 132 / 255))
+            x0, y0, x1, y1 = box = region_box(affine, resolution, PHOTO_HW)
+            cases.append(Case(path.name, factor, chain, severity, box, comp.image[y0:y1, x0:x1], lq, crop, affine))
+    return cases
+
+
+def _case_key(c: Case) -> str:
+    return f"{c.face}|{c.factor:g}|{c.chain}|{c.severity}"
+
+
+def restore_all(sampler: FaceRestoreSampler, cases: List[Case], bs: int, seed: int, cache: Optional[Path] = None,
+                run_key: str = "") -> float:
+    """Fill ``case.restored`` and ``case.degradation``; returns the sampling seconds. With ``cache`` (an .npz)
+    the restorations of an earlier run with the same ``run_key`` and cases are read instead of recomputed."""
+    keys = [_case_key(c) for c in cases]
+    if cache is not None and cache.is_file():
+        stored = np.load(cache)
+        if str(stored["run_key"]) == run_key and list(stored["keys"]) == keys:
+            for c, img in zip(cases, stored["restored"]):
+                c.restored = img
+            _estimate_degradations(cases)
+            return float(stored["seconds"])
+    start = time.perf_counter()
+    for b in range(0, len(cases), bs):
+        batch = cases[b:b + bs]
+        out = sampler.restore(img2tensor([c.crop for c in batch]), [seed + b + j for j in range(len(batch))])
+        for c, img in zip(batch, tensor2img(out.images)):
+            c.restored = img
+        print(f"restored {min(b + bs, len(cases))}/{len(cases)} faces", file=sys.stderr, flush=True)
+    elapsed = time.perf_counter() - start
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, run_key=run_key, keys=np.array(keys), restored=np.stack([c.restored for c in cases]),
+                 seconds=elapsed)
+    _estimate_degradations(cases)
+    return elapsed
+
+
+def _estimate_degradations(cases: List[Case]) -> None:
+    for c, d in zip(cases, degradation_estimates([c.restored for c in cases], [c.crop for c in cases])):
+        c.degradation = d
+
+
+class Scorer:
+    """PSNR, LPIPS and identity distance of a face region against the HQ one."""
+
+    def __init__(self, lpips_weights: Optional[str]):
+        self.lpips = LPIPSMetric("alex", lpips_weights)
+        self.identity = FaceIdentity()
+
+    def __call__(self, region: np.ndarray, hq: np.ndarray, identity: bool = True) -> Dict[str, float]:
+        region = np.clip(region, 0.0, 1.0)
+        scores = {"psnr": psnr(region, hq), "lpips": self.lpips(region, hq)}
+        if identity:
+            dist = self.identity.distance(region, hq)
+            scores["id"] = float("nan") if dist is None else dist
+        return scores
+
+
+def _region(img: np.ndarray, box) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    return img[y0:y1, x0:x1]
+
+
+def score_cases(cases: List[Case], scorer: Scorer, cfg: PasteConfig) -> None:
+    """Input, classic and resolution-aware scores of every case (``case.scores``)."""
+    for c in cases:
+        c.scores["input"] = scorer(_region(c.lq_photo, c.box), c.hq)
+        classic = paste_face(c.lq_photo, FacePaste(c.restored, c.crop, c.affine))
+        c.scores["classic"] = scorer(_region(classic, c.box), c.hq)
+        aware = paste_face(c.lq_photo, FacePaste(c.restored, c.crop, c.affine, band_weights(c.degradation, cfg)))
+        c.scores["resolution_aware"] = scorer(_region(aware, c.box), c.hq)
+
+
+def grid_scores(cases: List[Case], scorer: Scorer) -> np.ndarray:
+    """(cases, len(GRID), len(GRID), 2): PSNR and LPIPS of the face region for each (w_c, w_h)."""
+    out = np.zeros((len(cases), len(GRID), len(GRID), 2))
+    pairs = list(itertools.product(range(len(GRID)), range(len(GRID))))
+    for n, c in enumerate(cases):
+        inverse = face_to_upsampled(c.affine, 1)
+        hw = c.lq_photo.shape[:2]
+        mask = soft_face_mask(c.crop.shape[:2], inverse, hw)[:, :, None]
+        correction = _region(mask * warp_from_face(c.restored - c.crop, inverse, hw), c.box)
+        high = _region(mask * split_bands(c.lq_photo, c.affine, c.crop.shape[0])[1], c.box)
+        base = _region(c.lq_photo, c.box)
+        regions = [np.clip(base + GRID[a] * correction - (1.0 - GRID[b]) * high, 0.0, 1.0) for a, b in pairs]
+        lpips = scorer.lpips(img2tensor(regions), img2tensor([c.hq] * len(regions)))
+        for (a, b), region, dist in zip(pairs, regions, lpips):
+            out[n, a, b] = psnr(region, c.hq), dist
+    return out
+
+
+def _interp(grid: np.ndarray, w_c: float, w_h: float) -> np.ndarray:
+    """Bilinear interpolation of a (len(GRID), len(GRID), k) table at (w_c, w_h)."""
+    step = GRID[1] - GRID[0]
+    a, b = min(len(GRID) - 2, int(w_c / step)), min(len(GRID) - 2, int(w_h / step))
+    u, v = w_c / step - a, w_h / step - b
+    return ((1 - u) * (1 - v) * grid[a, b] + u * (1 - v) * grid[a + 1, b] + (1 - u) * v * grid[a, b + 1]
+            + u * v * grid[a + 1, b + 1])
+
+
+def fit_parameters(cases: List[Case], grids: np.ndarray, psnr_margin: float) -> Tuple[PasteConfig, dict]:
+    """d_h, d_c, w_max minimising the mean LPIPS with every cell's PSNR >= its input's - ``psnr_margin``."""
+    cells = sorted({c.cell for c in cases})
+    index = {cell: [n for n, c in enumerate(cases) if c.cell == cell] for cell in cells}
+    input_psnr = {cell: np.mean([cases[n].scores["input"]["psnr"] for n in idx]) for cell, idx in index.items()}
+    best = None
+    for d_h, d_c, w_max in itertools.product((0.2, 0.3, 0.45, 0.6, 0.8, 1.0, 1.5),
+                                             (0.2, 0.3, 0.45, 0.6, 0.8, 1.0, 1.5, 2.0),
+                                             (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)):
+        cfg = PasteConfig(high_band_sigma=d_h, correction_sigma=d_c, correction_max=w_max)
+        values = np.array([_interp(grids[n], *band_weights(c.degradation, cfg)) for n, c in enumerate(cases)])
+        worst = min(np.mean(values[idx, 0]) - input_psnr[cell] for cell, idx in index.items())
+        lpips = float(values[:, 1].mean())
+        if worst >= -psnr_margin and (best is None or lpips < best[0]):
+            best = (lpips, cfg, worst)
+    if best is None:
+        raise RuntimeError("no parameters keep every cell's PSNR within the margin")
+    lpips, cfg, worst = best
+    return cfg, {"mean_lpips": lpips, "worst_psnr_change": worst}
+
+
+def summary_rows(cases: List[Case]) -> List[list]:
+    rows = []
+    for cell in sorted({c.cell for c in cases}):
+        group = [c for c in cases if c.cell == cell]
+        mean = {v: {m: float(np.nanmean([c.scores[v][m] for c in group])) for m in ("psnr", "lpips", "id")}
+                for v in ("input", "classic", "resolution_aware")}
+        factor, chain, severity = cell
+        rows.append([f"{factor:g}x", f"{chain} {severity}", len(group)]
+                    + [f"{mean[v]['psnr']:.2f}" for v in ("input", "classic", "resolution_aware")]
+                    + [f"{mean[v]['lpips']:.3f}" for v in ("input", "classic", "resolution_aware")]
+                    + [f"{mean[v]['id']:.3f}" for v in ("input", "classic", "resolution_aware")]
+                    + [f"{np.mean([c.degradation for c in group]):.2f}"])
+    return rows
+
+
+def write_example(cases: List[Case], cfg: PasteConfig, setting: str, path: Path) -> None:
+    """The face region of the first face at the largest size under ``setting`` (chain/severity), side by side:
+    input | classic | resolution-aware | HQ, each labelled."""
+    from inference.strip import make_strip
+    from utils.image_io import write_image
+
+    chain, severity = setting.split("/")
+    chosen = [c for c in cases if (c.chain, c.severity) == (chain, severity)]
+    if not chosen:
+        raise ValueError(f"--example_setting {setting}: no such case in this run")
+    c = max(chosen, key=lambda case: case.factor)
+    classic = paste_face(c.lq_photo, FacePaste(c.restored, c.crop, c.affine))
+    aware = paste_face(c.lq_photo, FacePaste(c.restored, c.crop, c.affine, band_weights(c.degradation, cfg)))
+    tiles = [("input", _region(c.lq_photo, c.box)), ("classic", _region(classic, c.box)),
+             ("resolution-aware", _region(aware, c.box)), ("HQ", c.hq)]
+    side = min(c.hq.shape[:2])
+    y0, x0 = (c.hq.shape[0] - side) // 2, (c.hq.shape[1] - side) // 2
+    write_image(path, make_strip([(label, np.clip(img[y0:y0 + side, x0:x0 + side], 0, 1)) for label, img in tiles]))
+    print(f"- example: {path} ({c.face}, face {c.factor:g}x the model's resolution, {chain} {severity})")
+
+
+HEADERS = ["face size", "degradation", "faces", "PSNR in", "PSNR classic", "PSNR aware", "LPIPS in",
+           "LPIPS classic", "LPIPS aware", "ID in", "ID classic", "ID aware", "mean d"]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_whole_photo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="configs/sample/dynfacerestore_demo.yaml")
+    p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--set", choices=("eval", "tune"), default="eval", help="CelebRef-HQ (eval) or FFHQ (tune) faces")
+    p.add_argument("--faces", type=int, default=8)
+    p.add_argument("--factors", type=float, nargs="+", default=list(SIZE_FACTORS), help="face size / resolution")
+    p.add_argument("--bs", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bilinear_crops", action="store_true", help="align without the anti-aliasing low-pass")
+    p.add_argument("--tune", action="store_true", help="fit the paste parameters (module docstring)")
+    p.add_argument("--psnr_margin", type=float, default=0.05, help="--tune: allowed PSNR loss per cell (dB)")
+    p.add_argument("--lpips_weights", default=str(SHARED / "weights/lpips"))
+    p.add_argument("--json", default=None, help="write every per-face score here")
+    p.add_argument("--cache", default=None, metavar="NPZ",
+                   help="keep the restorations here and reuse them when the config, options and cases match")
+    p.add_argument("--example", default=None, metavar="PNG",
+                   help="write the face region of the largest face of --example_setting: input | classic | "
+                        "resolution-aware | HQ")
+    p.add_argument("--example_setting", default="project/mild", help="chain/severity of --example")
+    args = p.parse_args(argv)
+
+    torch.manual_seed(args.seed)
+    sampler = FaceRestoreSampler.from_config(REPO / args.config, args.opts)
+    paste_cfg = sampler.cfg.paste
+    cases = make_cases(face_sources(args.set, args.faces), sampler.resolution, args.factors, args.seed,
+                       args.bilinear_crops)
+    run_key = json.dumps([args.config, args.opts, args.seed, args.bilinear_crops])
+    seconds = restore_all(sampler, cases, args.bs, args.seed, Path(args.cache) if args.cache else None, run_key)
+    scorer = Scorer(args.lpips_weights)
+    notes = []
+    if args.tune:
+        score_cases(cases, scorer, paste_cfg)
+        fitted, fit = fit_parameters(cases, grid_scores(cases, scorer), args.psnr_margin)
+        notes.append(f"fitted paste parameters: high_band_sigma {fitted.high_band_sigma}, correction_sigma "
+                     f"{fitted.correction_sigma}, correction_max {fitted.correction_max} (mean LPIPS "
+                     f"{fit['mean_lpips']:.4f} on the grid, worst cell PSNR change {fit['worst_psnr_change']:+.3f} dB)")
+        paste_cfg = fitted
+    score_cases(cases, scorer, paste_cfg)
+    env = environment()
+    print(f"## Whole photos, {sampler.method} ({args.config}), {args.set} faces\n")
+    print(f"- command: `python -m benchmarks.bench_whole_photo {' '.join(argv if argv is not None else sys.argv[1:])}`")
+    print(f"- {len(cases)} faces restored in {seconds:.0f} s; {env['machine']}; torch {env['torch']}; {env['date']}")
+    print(f"- paste parameters: high_band_sigma {paste_cfg.high_band_sigma}, correction_sigma "
+          f"{paste_cfg.correction_sigma}, correction_max {paste_cfg.correction_max}")
+    for note in notes:
+        print(f"- {note}")
+    print()
+    print(markdown_table(HEADERS, summary_rows(cases)))
+    if args.example:
+        write_example(cases, paste_cfg, args.example_setting, Path(args.example))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps([dict(face=c.face, factor=c.factor, chain=c.chain, severity=c.severity,
+                                                    degradation=c.degradation, scores=c.scores) for c in cases],
+                                              indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

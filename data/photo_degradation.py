@@ -1,0 +1,61 @@
+"""Fixed-strength degradations of whole photos, for measuring face restoration in context.
+
+Three chains, each at a mild and a severe setting, with every size in pixels of the photo (so a face
+pasted at 5x the model's resolution is degraded exactly like the rest of the photo, as a camera would):
+
+* ``project``: this repository's blind degradation (``data.degradation.degrade``) with every range
+  collapsed to one value: isotropic Gaussian blur, bilinear downsampling, no noise, OpenCV JPEG;
+* ``opencv`` and ``pillow``: the operators of ``data.foreign_chains`` (written independently of the
+  project's degradation) at the strengths below.
+
+| chain, setting | blur | downsampling | noise | JPEG |
+|---|---|---|---|---|
+| project, mild | Gaussian 0.8 px | x1.5 | - | 85 |
+| project, severe | Gaussian 2 px | x4 | - | 50 |
+| opencv, mild | Gaussian 0.8 px | x1.5 (area) | 2/255 | 85 |
+| opencv, severe | Gaussian 2 px | x4 (area) | 4/255 | 60 |
+| pillow, mild | motion 2 px | x1.5 (box) | - | 85 |
+| pillow, severe | motion 5 px | x3 (box) | - | 45 |
+
+The project's mild and severe settings are those of the whole-photo measurement in docs/whole_photos.md.
+"""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import numpy as np
+
+from data.degradation import DegradationConfig, degrade
+from data.foreign_chains import opencv_ops, pillow_ops
+
+CHAINS = ("project", "opencv", "pillow")
+SEVERITIES = ("mild", "severe")
+SETTINGS: Dict[Tuple[str, str], dict] = {
+    ("project", "mild"): dict(blur=0.8, down_by=1.5, jpeg=85),
+    ("project", "severe"): dict(blur=2.0, down_by=4.0, jpeg=50),
+    ("opencv", "mild"): dict(blur=0.8, down_by=1.5, noise_std=2 / 255, jpeg=85),
+    ("opencv", "severe"): dict(blur=2.0, down_by=4.0, noise_std=4 / 255, jpeg=60),
+    ("pillow", "mild"): dict(motion=2.0, down_by=1.5, jpeg=85),
+    ("pillow", "severe"): dict(motion=5.0, down_by=3.0, jpeg=45),
+}
+
+
+def degrade_photo(photo: np.ndarray, chain: str, severity: str, rng: np.random.Generator) -> np.ndarray:
+    """``photo`` (HxWx3 [0, 1]) degraded by ``chain`` at ``severity`` (module table), same size, float32.
+
+    ``rng`` draws the noise (opencv) and the motion angle (pillow)."""
+    if (chain, severity) not in SETTINGS:
+        raise ValueError(f"unknown setting {chain}/{severity}: chains {CHAINS}, severities {SEVERITIES}")
+    p = SETTINGS[chain, severity]
+    photo = np.ascontiguousarray(photo, dtype=np.float32)
+    if chain == "project":
+        size = max(photo.shape[:2])
+        cfg = DegradationConfig(reference_resolution=size, blur_kernel_size=2 * int(np.ceil(4 * p["blur"])) + 1,
+                                kernel_list=["iso"], kernel_prob=[1.0], blur_sigma=[p["blur"]] * 2,
+                                downsample_range=[p["down_by"]] * 2, noise_range=[0.0, 0.0],
+                                jpeg_range=[p["jpeg"]] * 2, gray_prob=0.0)
+        return degrade(photo, rng, cfg)[0]
+    if chain == "opencv":
+        return np.clip(opencv_ops(photo, p["blur"], p["down_by"], p["noise_std"], p["jpeg"], rng), 0.0, 1.0)
+    angle = float(rng.uniform(0.0, 180.0))
+    return pillow_ops(photo, p["motion"], angle, p["down_by"], p["jpeg"])

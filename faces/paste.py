@@ -1,0 +1,233 @@
+"""Paste restored faces back into the whole photo (docs/method.md, "Whole photos").
+
+Notation, for one face of the photo: B is the photo upsampled by ``upscale`` (the background), A the 2x3
+map from B's pixels to the aligned crop (R x R, R the model's resolution), D(B) the anti-aliased crop of
+B (``faces.align.warp_to_face``), U(z) a crop warped back into B (bilinear, zero outside), m the soft
+face mask (:func:`soft_face_mask`), y the crop the restorer saw and x_hat its restoration.
+
+``classic`` (GFPGAN, CodeFormer, DifFace)::
+
+    out = m U(x_hat) + (1 - m) B
+
+replaces the whole face by a resampled R x R image, so all the detail B holds above the crop's band is
+lost: a 320 px face restored at 64 px comes back 5x blurrier than it went in, sharp or not.
+
+``resolution_aware`` (this repository's, the default) splits B into the band the model resolves and the
+rest, B = U(D(B)) + H with H = B - U(D(B)), and writes::
+
+    out = B + m [ w_c U(x_hat - y) - (1 - w_h) H ]
+
+* the restorer contributes only its correction x_hat - y, in its own band, weighted by w_c;
+* the input keeps the fraction w_h of its high band H, the detail the model cannot see.
+
+With w_c = 1 and w_h = 0 this is ``classic`` (for upscale 1, where D(B) = y); with an identity restorer
+and w_h = 1 it returns B unchanged, at any face size. Both weights follow the estimated degradation d of
+the face, the equivalent Gaussian blur, in crop pixels, that maps the restoration onto the input crop:
+d = sigma*(x_hat, y) = argmin_s ||G_s * x_hat - y||^2 (``data.blur.estimate_sigma_star``; 0 for an
+unchanged face). The input's high band is attenuated by the blur: seen through the crop, a blur of d crop
+pixels multiplies the band edge (1/(2k) cycles per pixel of a face k times larger than the crop; blur
+d k there) by exp(-2 pi^2 (d k)^2 / (2k)^2) = exp(-(d / d_0)^2), d_0 = sqrt(2) / pi ~ 0.45, so H is
+mostly signal for d << d_0 and mostly artefacts (interpolation, JPEG blocks, noise) above it. Hence::
+
+    w_h = exp(-(d / d_h)^2),    w_c = w_max (1 - exp(-(d / d_c)^2))
+
+a sharp face keeps its detail and its own low band (the restorer's correction is then mostly its own
+error), a degraded one takes the correction and sheds the high band. d_h, d_c and w_max are in the
+``paste`` section of the sampling config, chosen by measurement on faces that are not the evaluation's
+(``benchmarks/bench_whole_photo.py --tune``; docs/whole_photos.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from faces.align import AlignedFaces, detect_and_align, warp_to_face
+
+PASTE_MODES = ("resolution_aware", "classic")
+MASK_EDGE_FRACTION = 1.0 / 20.0  # soft-mask edge width relative to sqrt(face footprint area), as facexlib
+
+
+@dataclass
+class PasteConfig:
+    """The ``paste`` section of a sampling config (module docstring)."""
+
+    mode: str = "resolution_aware"   # resolution_aware | classic
+    high_band_sigma: float = 0.45    # d_h (crop pixels): w_h = exp(-(d / d_h)^2)
+    correction_sigma: float = 0.45   # d_c (crop pixels): w_c = w_max (1 - exp(-(d / d_c)^2))
+    correction_max: float = 1.0      # w_max
+
+
+def check_paste_config(cfg) -> None:
+    """ValueError naming the first bad entry of a ``paste`` section."""
+    if cfg.mode not in PASTE_MODES:
+        raise ValueError(f"paste.mode = {cfg.mode!r}; allowed: {', '.join(PASTE_MODES)}")
+    for key in ("high_band_sigma", "correction_sigma"):
+        if not float(getattr(cfg, key)) > 0:
+            raise ValueError(f"paste.{key} = {getattr(cfg, key)}; must be > 0")
+    if not 0.0 <= float(cfg.correction_max) <= 1.0:
+        raise ValueError(f"paste.correction_max = {cfg.correction_max}; must lie in [0, 1]")
+
+
+def band_weights(degradation: float, cfg) -> Tuple[float, float]:
+    """(w_c, w_h) of the module docstring for a face of estimated degradation d (crop pixels)."""
+    d = max(0.0, float(degradation))
+    w_h = float(np.exp(-(d / float(cfg.high_band_sigma)) ** 2))
+    w_c = float(cfg.correction_max) * (1.0 - float(np.exp(-(d / float(cfg.correction_sigma)) ** 2)))
+    return w_c, w_h
+
+
+def degradation_estimates(restored: Sequence[np.ndarray], crops: Sequence[np.ndarray]) -> List[float]:
+    """d = sigma*(x_hat, y) per face (crop pixels, module docstring), in one batched search."""
+    if not restored:
+        return []
+    import torch
+
+    from data.blur import estimate_sigma_star
+
+    def stack(images: Sequence[np.ndarray]) -> torch.Tensor:
+        return torch.from_numpy(np.stack([np.asarray(i, dtype=np.float64) for i in images])).permute(0, 3, 1, 2)
+
+    return [float(v) for v in estimate_sigma_star(stack(restored), stack(crops))]
+
+
+def _homogeneous(affine: np.ndarray) -> np.ndarray:
+    return np.vstack([np.asarray(affine, dtype=np.float64), [0.0, 0.0, 1.0]])
+
+
+def face_to_upsampled(affine: np.ndarray, upscale: float = 1) -> np.ndarray:
+    """2x3 map from aligned-face pixels to pixels of the background upsampled by ``upscale``.
+
+    Composes the inverse of ``affine`` (image -> face) with x -> s x + (s - 1) / 2 (half-pixel centres).
+    """
+    offset = (upscale - 1) / 2.0
+    up = np.array([[upscale, 0.0, offset], [0.0, upscale, offset], [0.0, 0.0, 1.0]])
+    return (up @ np.linalg.inv(_homogeneous(affine)))[:2]
+
+
+def soft_face_mask(face_size: Tuple[int, int], inverse_affine: np.ndarray, out_hw: Tuple[int, int]) -> np.ndarray:
+    """Blend weights in [0, 1] (HxW) for a face warped by ``inverse_affine`` into an ``out_hw`` image.
+
+    The warped footprint is eroded by 2e pixels and blurred by a Gaussian of std e (kernel 4e+1), with
+    e = sqrt(footprint area) * MASK_EDGE_FRACTION, so the weight falls to ~0 inside the footprint's edge.
+    """
+    h, w = out_hw
+    footprint = cv2.warpAffine(np.ones(face_size, np.float32), inverse_affine, (w, h), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    footprint = (footprint > 0.999).astype(np.float32)
+    edge = max(1, int(round(np.sqrt(footprint.sum()) * MASK_EDGE_FRACTION)))
+    core = cv2.erode(footprint, np.ones((4 * edge + 1, 4 * edge + 1), np.uint8))
+    return cv2.GaussianBlur(core, (4 * edge + 1, 4 * edge + 1), edge, borderType=cv2.BORDER_CONSTANT)
+
+
+def warp_from_face(face: np.ndarray, inverse_affine: np.ndarray, out_hw: Tuple[int, int]) -> np.ndarray:
+    """U(face): a crop warped into an ``out_hw`` image by ``inverse_affine`` (bilinear, zero outside)."""
+    h, w = out_hw
+    return cv2.warpAffine(np.asarray(face, dtype=np.float32), inverse_affine, (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+
+
+def split_bands(background: np.ndarray, affine: np.ndarray, face_size: int, upscale: float = 1
+                ) -> Tuple[np.ndarray, np.ndarray]:
+    """(U(D(B)), H = B - U(D(B))) of the module docstring for the face aligned by ``affine`` (image -> face)
+    in ``background`` = the image upsampled by ``upscale``. Linear in B; the two parts sum to B exactly."""
+    bg = np.asarray(background, dtype=np.float32)
+    inverse = face_to_upsampled(affine, upscale)
+    low = warp_from_face(warp_to_face(bg, cv2.invertAffineTransform(inverse), face_size), inverse, bg.shape[:2])
+    return low, bg - low
+
+
+@dataclass
+class FacePaste:
+    """What pasting one face needs: its restoration, the crop it was restored from, the 2x3 alignment
+    (image -> face) and the weights (w_c, w_h) of :func:`band_weights` (None: ``classic``)."""
+
+    restored: np.ndarray
+    crop: np.ndarray
+    affine: np.ndarray
+    weights: Optional[Tuple[float, float]] = None
+
+
+def paste_face(background: np.ndarray, face: FacePaste, upscale: float = 1) -> np.ndarray:
+    """``background`` with one face pasted (module docstring); ``classic`` when ``face.weights`` is None."""
+    bg = np.asarray(background, dtype=np.float32)
+    inverse = face_to_upsampled(face.affine, upscale)
+    size = face.restored.shape[:2]
+    mask = soft_face_mask(size, inverse, bg.shape[:2])[:, :, None]
+    if face.weights is None:
+        return mask * warp_from_face(face.restored, inverse, bg.shape[:2]) + (1.0 - mask) * bg
+    w_c, w_h = face.weights
+    correction = warp_from_face(np.asarray(face.restored, np.float32) - np.asarray(face.crop, np.float32), inverse,
+                                bg.shape[:2])
+    update = w_c * correction
+    if w_h < 1.0:
+        update = update - (1.0 - w_h) * split_bands(bg, face.affine, size[0], upscale)[1]
+    return bg + mask * update
+
+
+def bicubic_upsample(img: np.ndarray, upscale: float) -> np.ndarray:
+    """Default background upsampler: cv2 bicubic resize by ``upscale``, clipped to [0, 1]."""
+    if upscale == 1:
+        return np.asarray(img, dtype=np.float32).copy()
+    h, w = img.shape[:2]
+    size = (int(round(w * upscale)), int(round(h * upscale)))
+    return np.clip(cv2.resize(img, size, interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
+
+
+def face_pastes(restored: Sequence[np.ndarray], crops: Sequence[np.ndarray], affines: Sequence[np.ndarray],
+                cfg, degradations: Optional[Sequence[float]] = None) -> List[FacePaste]:
+    """One :class:`FacePaste` per face with its weights from ``cfg`` (a ``paste`` section); the degradation
+    of each face is estimated (:func:`degradation_estimates`) unless given."""
+    if not len(restored) == len(crops) == len(affines):
+        raise ValueError(f"{len(restored)} restored faces, {len(crops)} crops and {len(affines)} alignments")
+    for face, crop in zip(restored, crops):
+        if face.shape != crop.shape or face.ndim != 3 or face.shape[0] != face.shape[1]:
+            raise ValueError(f"a restored face has shape {face.shape}, its crop {crop.shape}: need equal squares")
+    if cfg.mode == "classic":
+        return [FacePaste(face, crop, affine) for face, crop, affine in zip(restored, crops, affines)]
+    if degradations is None:
+        degradations = degradation_estimates(restored, crops)
+    return [FacePaste(face, crop, affine, band_weights(d, cfg))
+            for face, crop, affine, d in zip(restored, crops, affines, degradations)]
+
+
+def paste_faces(img: np.ndarray, faces: Sequence[FacePaste], upscale: float,
+                bg_upsampler: Optional[Callable[[np.ndarray, float], np.ndarray]] = None) -> np.ndarray:
+    """The upsampled ``img`` (``bg_upsampler``, default :func:`bicubic_upsample`) with each face pasted
+    (:func:`paste_face`), clipped to [0, 1]. With no face it is the upsampled background."""
+    out = (bg_upsampler or bicubic_upsample)(img, upscale)
+    expected_hw = (int(round(img.shape[0] * upscale)), int(round(img.shape[1] * upscale)))
+    if out.shape[:2] != expected_hw:
+        raise ValueError(f"bg_upsampler returned {out.shape[:2]}, expected {expected_hw} for upscale {upscale}")
+    for face in faces:
+        out = paste_face(out, face, upscale)
+    return np.clip(out, 0.0, 1.0)
+
+
+@dataclass
+class WholeImageResult:
+    """Output of :func:`restore_whole_image`: the pasted image, the detected and aligned faces, the
+    restorations and how each was pasted."""
+
+    image: np.ndarray
+    faces: AlignedFaces
+    restored_faces: List[np.ndarray]
+    pastes: List[FacePaste] = field(default_factory=list)
+
+
+def restore_whole_image(img: np.ndarray, detector, restore_fn: Callable[[List[np.ndarray]], Sequence[np.ndarray]],
+                        face_size: int, upscale: float, cfg=None,
+                        bg_upsampler: Optional[Callable[[np.ndarray, float], np.ndarray]] = None
+                        ) -> WholeImageResult:
+    """Detect -> align -> restore all faces in one call -> paste back (``cfg``: a ``paste`` section, default
+    :class:`PasteConfig`).
+
+    ``restore_fn(list of aligned HxWx3 [0, 1] faces) -> same-size restored faces``. (The command line
+    batches faces across images instead, with the same steps :func:`detect_and_align` and :func:`paste_faces`.)
+    """
+    faces = detect_and_align(img, detector, face_size)
+    restored = list(restore_fn(faces.crops)) if faces.crops else []
+    pastes = face_pastes(restored, faces.crops, faces.affines, cfg or PasteConfig())
+    return WholeImageResult(paste_faces(img, pastes, upscale, bg_upsampler), faces, restored, pastes)

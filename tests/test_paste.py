@@ -1,0 +1,160 @@
+"""The resolution-aware paste-back (faces.paste) against its definitions, on real faces in real photos.
+
+* An identity restorer leaves the photo as it was, at every face size (smaller and larger than the crop)
+  and rotation, through the whole-photo path with the default (resolution-aware) paste.
+* With w_c = 1 and w_h = 0 the resolution-aware formula is the classic paste-back (upscale 1).
+* The band split is linear, sums to the image, passes a grating well below the crop's Nyquist frequency
+  to the low band and one well above it to the high band (hypothesis properties).
+* The weights are monotone in the degradation and equal (0, 1) for an unchanged face; the degradation
+  of a restoration that is the input blurred by a known sigma is that sigma (the sigma* grid search).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from data.blur import FINE_STEP, gaussian_blur
+from data.face_composites import make_composite
+from faces.align import align_face, estimate_similarity, face_template
+from faces.paste import (FacePaste, PasteConfig, band_weights, bicubic_upsample, check_paste_config,
+                         degradation_estimates, paste_face, restore_whole_image, split_bands)
+
+CROP = 64
+
+
+class _KnownLandmarks:
+    """A detector that returns the composite's true landmarks."""
+
+    def __init__(self, landmarks):
+        self.landmarks = np.asarray(landmarks)
+
+    def detect(self, img):
+        return np.zeros((len(self.landmarks), 5)), self.landmarks
+
+
+@pytest.fixture(scope="module")
+def celebref_faces(faces_hq_dir):
+    return sorted((faces_hq_dir / "celebref512").rglob("*.png"))[:2]
+
+
+@pytest.mark.parametrize("side,angle", [(40, 0.0), (64, 12.0), (100, -20.0), (190, 7.0), (320, 30.0)])
+def test_identity_restorer_returns_the_photo(celebref_faces, side, angle):
+    comp = make_composite(celebref_faces[:1], seed=side, size=(480, 640), face_px=(side, side), max_angle=0.0)
+    # rotate the placement by hand so every size meets a different angle
+    face = comp.faces[0]
+    centre = face.landmarks.mean(0)
+    rot = np.deg2rad(angle)
+    lin = np.array([[np.cos(rot), -np.sin(rot)], [np.sin(rot), np.cos(rot)]])
+    landmarks = (face.landmarks - centre) @ lin.T + centre
+    for upscale in (1, 2):
+        res = restore_whole_image(comp.image, _KnownLandmarks(landmarks[None]), lambda crops: [c.copy() for c in crops],
+                                  CROP, upscale=upscale)
+        assert res.pastes[0].weights == (0.0, 1.0)
+        np.testing.assert_allclose(res.image, bicubic_upsample(comp.image, upscale), atol=1e-6)
+
+
+def _scene(faces_hq_dir, side=200, angle=10.0, seed=0):
+    path = sorted((faces_hq_dir / "celebref512").rglob("*.png"))[0]
+    comp = make_composite([path], seed=seed, size=(360, 480), face_px=(side, side), max_angle=0.0)
+    landmarks = comp.faces[0].landmarks
+    c = landmarks.mean(0)
+    rot = np.deg2rad(angle)
+    landmarks = (landmarks - c) @ np.array([[np.cos(rot), -np.sin(rot)], [np.sin(rot), np.cos(rot)]]).T + c
+    return comp.image, landmarks
+
+
+def test_weights_one_zero_is_the_classic_paste(faces_hq_dir):
+    photo, landmarks = _scene(faces_hq_dir)
+    crop, affine = align_face(photo, landmarks, CROP)
+    restored = np.clip(crop[::-1] * 0.8 + 0.1, 0, 1)  # any other face
+    classic = paste_face(photo, FacePaste(restored, crop, affine))
+    aware = paste_face(photo, FacePaste(restored, crop, affine, (1.0, 0.0)))
+    np.testing.assert_allclose(aware, classic, atol=2e-6)
+    assert np.abs(classic - photo).max() > 0.3
+
+
+def _grating(hw, freq, angle, phase):
+    yy, xx = np.mgrid[:hw[0], :hw[1]].astype(np.float64)
+    u = np.cos(angle) * xx + np.sin(angle) * yy
+    g = 0.5 + 0.25 * np.cos(2 * np.pi * freq * u + phase)
+    return np.repeat(g[:, :, None], 3, axis=2).astype(np.float32)
+
+
+def _face_affine(hw, side, angle):
+    """image -> crop similarity of a ``side`` px face centred in an ``hw`` image at ``angle`` degrees."""
+    c = np.array([hw[1] / 2, hw[0] / 2])
+    rot = np.deg2rad(angle)
+    lin = side / CROP * np.array([[np.cos(rot), -np.sin(rot)], [np.sin(rot), np.cos(rot)]])
+    points = (face_template(CROP) - CROP / 2) @ lin.T + c
+    return estimate_similarity(points, face_template(CROP))
+
+
+def _inner(hw, side):
+    """The central square of half the face's side (well inside the crop's footprint)."""
+    h, w = hw
+    r = side // 4
+    return slice(h // 2 - r, h // 2 + r), slice(w // 2 - r, w // 2 + r)
+
+
+@settings(max_examples=20, deadline=None)
+@given(side=st.integers(96, 320), angle=st.floats(-30, 30), a=st.floats(-2, 2), b=st.floats(-2, 2),
+       seed=st.integers(0, 2 ** 16))
+def test_band_split_is_linear_and_sums_to_the_image(side, angle, a, b, seed):
+    hw = (400, 400)
+    rng = np.random.default_rng(seed)
+    one, two = rng.random((*hw, 3)).astype(np.float32), rng.random((*hw, 3)).astype(np.float32)
+    affine = _face_affine(hw, side, angle)
+    low1, high1 = split_bands(one, affine, CROP)
+    low2, high2 = split_bands(two, affine, CROP)
+    low, high = split_bands(a * one + b * two, affine, CROP)
+    scale = abs(a) + abs(b) + 1
+    np.testing.assert_allclose(low + high, (a * one + b * two).astype(np.float32), atol=1e-6 * scale)
+    np.testing.assert_allclose(low, a * low1 + b * low2, atol=1e-5 * scale)
+    np.testing.assert_allclose(high, a * high1 + b * high2, atol=1e-5 * scale)
+
+
+@settings(max_examples=25, deadline=None)
+@given(k=st.floats(2.5, 5.0), angle=st.floats(-30, 30), direction=st.floats(0, np.pi), phase=st.floats(0, 2 * np.pi))
+def test_band_edge(k, angle, direction, phase):
+    """A grating at a quarter of the crop's Nyquist frequency 1/(2k) stays in the low band; one at twice it
+    (at most 0.4 cycles per pixel, below the photo's own Nyquist frequency) goes to the high band."""
+    hw, side = (360, 360), int(round(k * CROP))
+    affine = _face_affine(hw, side, angle)
+    inner = _inner(hw, side)
+    for freq, band in ((0.25 / (2 * k), 0), (2.0 / (2 * k), 1)):
+        img = _grating(hw, freq, direction, phase)
+        parts = split_bands(img, affine, CROP)
+        signal = img[inner] - 0.5
+        kept = parts[band][inner] - (0.5 if band == 0 else 0.0)
+        other = parts[1 - band][inner] - (0.5 if band == 1 else 0.0)
+        energy = float(np.mean(signal ** 2))
+        assert float(np.mean((kept - signal) ** 2)) < 0.1 * energy, (freq, band)
+        assert float(np.mean(other ** 2)) < 0.1 * energy, (freq, band)
+
+
+@settings(max_examples=50, deadline=None)
+@given(d1=st.floats(0, 5), d2=st.floats(0, 5), d_h=st.floats(0.1, 2), d_c=st.floats(0.1, 2), w_max=st.floats(0, 1))
+def test_weights_are_monotone(d1, d2, d_h, d_c, w_max):
+    cfg = PasteConfig(high_band_sigma=d_h, correction_sigma=d_c, correction_max=w_max)
+    (c1, h1), (c2, h2) = band_weights(min(d1, d2), cfg), band_weights(max(d1, d2), cfg)
+    assert 0 <= c1 <= c2 <= w_max + 1e-12 and 1 >= h1 >= h2 >= 0
+    assert band_weights(0.0, cfg) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.6, 1.3])
+def test_degradation_is_the_blur_between_restoration_and_input(faces_hq_dir, sigma):
+    photo, landmarks = _scene(faces_hq_dir, side=128)
+    sharp, _ = align_face(photo, landmarks, CROP)
+    blurred = gaussian_blur(torch.from_numpy(sharp).permute(2, 0, 1)[None].double(), sigma)[0].permute(1, 2, 0)
+    d = degradation_estimates([sharp], [blurred.numpy()])[0]
+    assert abs(d - sigma) <= FINE_STEP + 1e-9
+
+
+@pytest.mark.parametrize("key,value,match", [("mode", "soft", "allowed"), ("high_band_sigma", 0.0, "> 0"),
+                                             ("correction_sigma", -1.0, "> 0"), ("correction_max", 1.5, r"\[0, 1\]")])
+def test_bad_paste_config(key, value, match):
+    with pytest.raises(ValueError, match=match):
+        check_paste_config(PasteConfig(**{key: value}))
