@@ -1,4 +1,4 @@
-"""Whole-image face restoration: detect -> align (FFHQ 5 points) -> restore -> paste back (DESIGN.md section 8).
+"""Whole-image face restoration: detect -> align (FFHQ 5 points) -> restore -> paste back (docs/method.md section 10).
 
 The pipeline of DifFace / GFPGAN for unaligned inputs ("--aligned" not given), written here from its
 description:

@@ -1,4 +1,4 @@
-"""Image-quality metrics of the face-restoration literature: PSNR, SSIM, LPIPS, NIQE (DESIGN.md section 8).
+"""Image-quality metrics of the face-restoration literature: PSNR, SSIM, LPIPS, NIQE (docs/method.md section 11).
 
 Conventions (also written into every CSV header through :data:`METRIC_CONVENTIONS`):
 
