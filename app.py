@@ -51,7 +51,7 @@ def _fmt(value, digits: int = 3) -> str:
 
 
 def photo_view(report: PhotoReport) -> dict:
-    """What the page shows for one photo (uint8 images, captions, markdown), kept in the session state."""
+    """What the page shows for one photo (uint8 images, captions, markdown), kept per visitor (gr.State)."""
     lines = [f"**{report.name}** — {METHOD_LABELS[report.method]}"
              + (f", detector {report.detector}, {len(report.faces)} face(s)" if report.detector else "")]
     strips = []  # one intermediates strip per face, stacked top to bottom

@@ -1,4 +1,4 @@
-"""Train a network with a torchrun trainer (DESIGN.md section 8).
+"""Train a network with a torchrun trainer (docs/method.md section 11).
 
     torchrun --nproc_per_node=8 main.py --cfg_path configs/training/uncertainty.yaml --save_dir DIR
     python main.py --cfg_path configs/training/diffusion_demo64.yaml --save_dir DIR train.iterations=10

@@ -1,4 +1,4 @@
-"""One sampler for DifFace and DynFaceRestore (DESIGN.md section 7).
+"""One sampler for DifFace and DynFaceRestore (docs/method.md section 9).
 
 RM0 (the evaluation's first row)
     the restorer's output alone, no diffusion.
@@ -58,7 +58,7 @@ WEIGHT_HINTS = {
 @dataclass
 class GuidanceConfig:
     mode: str = "dgsa"          # none | global | dgsa  ("off" would parse as a YAML boolean)
-    lam: float = 0.05           # weight of ||x - x0_hat||^2 in the closed form (DESIGN.md section 5)
+    lam: float = 0.05           # weight of ||x - x0_hat||^2 in the closed form (docs/method.md section 6)
     global_scale: float = 1.0   # s when mode == global
     combine: str = "sharpest"   # sharpest active level, or all active levels (sum of data terms)
     dgsa_every: int = 1         # evaluate DGSA every N steps of an image, reuse its map in between

@@ -1,4 +1,4 @@
-"""Train the DBLM transformation model TM or refinement model RM (DESIGN.md section 3) with accelerate.
+"""Train the DBLM transformation model TM or refinement model RM (docs/method.md section 4) with accelerate.
 
     accelerate launch train_DBLM.py --config configs/train/train_DBLM_TM.yaml [--resume ...] [key=value ...]
     accelerate launch train_DBLM.py --config configs/train/train_DBLM_RM.yaml

@@ -1,4 +1,4 @@
-"""Train the DBLM standard-deviation estimator SDE (DESIGN.md section 3) with accelerate.
+"""Train the DBLM standard-deviation estimator SDE (docs/method.md section 4) with accelerate.
 
     accelerate launch train_SDE.py --config configs/train/train_SDE.yaml [--resume auto|none|DIR] [key=value ...]
 

@@ -1,4 +1,4 @@
-"""DBLM, Dynamic Blur-Level Mapping (DESIGN.md section 3): a blindly degraded face y -> K blurred faces.
+"""DBLM, Dynamic Blur-Level Mapping (docs/method.md section 4): a blindly degraded face y -> K blurred faces.
 
     sigma_hat = SDE(y)
     sigma_k   = max(rho^(k-1) sigma_hat, sigma_min),   k = 1..K

@@ -1,4 +1,4 @@
-"""SDE, the standard-deviation estimator of DBLM (DESIGN.md section 3): y -> sigma_hat.
+"""SDE, the standard-deviation estimator of DBLM (docs/method.md section 4): y -> sigma_hat.
 
 sigma_hat is the width (pixels at the model's resolution) of the Gaussian blur equivalent to the whole
 unknown degradation of y, i.e. a prediction of the training target

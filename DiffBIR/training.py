@@ -1,4 +1,4 @@
-"""The accelerate training loop shared by train_SDE.py and train_DBLM.py (DESIGN.md sections 3 and 8).
+"""The accelerate training loop shared by train_SDE.py and train_DBLM.py (docs/method.md sections 4 and 11).
 
 One loop (:func:`train`) trains any of the three DBLM networks; what differs between them -- the
 model, the loss and the validation metric -- lives in a small task class (:class:`SDETask`,
@@ -554,7 +554,7 @@ def train(cfg, resume: str = "auto") -> Path:
 def main(argv: Sequence[str], tasks: Sequence[str], prog: str) -> int:
     """``prog --config X.yaml [--resume auto|none|DIR] [key=value ...]``; exit status 2 on a bad config."""
     parser = argparse.ArgumentParser(prog=prog, description=f"Train DBLM network(s) {'/'.join(tasks)} "
-                                     "(DESIGN.md section 3) with accelerate.")
+                                     "(docs/method.md section 4) with accelerate.")
     parser.add_argument("--config", required=True, help="training YAML (configs/train/...)")
     parser.add_argument("--resume", default="auto",
                         help="'auto' (newest checkpoint in save_dir, if any), 'none', or a checkpoint directory")

@@ -1,4 +1,4 @@
-"""TM and RM, the two image networks of DBLM (DESIGN.md section 3).
+"""TM and RM, the two image networks of DBLM (docs/method.md section 4).
 
 * TM, the transformation model: (y, sigma) -> G_sigma * x, the clean face blurred by a known Gaussian.
 * RM, the refinement model: (y, y_blur, sigma') -> G_sigma' * x, a sharper level (sigma' < sigma) from

@@ -1,1 +1,1 @@
-"""Benchmark scripts (speed and memory, issue 8); not tests. Results go to docs/benchmarks.md with --write."""
+"""Benchmark scripts (speed and memory); not tests. Results go to docs/benchmarks.md with --write."""

@@ -1,7 +1,7 @@
-"""Gaussian blur with known kernels and the equivalent-blur target sigma* (DESIGN.md, section 3).
+"""Gaussian blur with known kernels and the equivalent-blur target sigma* (docs/method.md section 2).
 
 Everything here works on float NCHW tensors; sigma is the standard deviation in pixels at the
-image's own resolution (sigma_512 = sigma * 512 / resolution, see DESIGN.md "Components").
+image's own resolution (sigma_512 = sigma * 512 / resolution, docs/method.md section 1).
 
 Kernel. ``gaussian_kernel1d`` samples exp(-k^2 / (2 sigma^2)) for integer k in [-r, r], with
 r = ``kernel_radius(sigma)`` = ceil(4 sigma) (>= 1 for sigma > 0), and normalises it to sum 1. The

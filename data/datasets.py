@@ -1,4 +1,4 @@
-"""HQ face datasets (folder or file list) with on-the-fly blind degradation and sigma* (DESIGN.md, Data).
+"""HQ face datasets (folder or file list) with on-the-fly blind degradation and sigma* (docs/method.md section 2).
 
 Randomness: item ``index`` of epoch ``epoch`` draws everything (flip, degradation) from
 ``item_rng(seed, index, epoch)`` = ``np.random.default_rng([seed, epoch, index])``, a generator that

@@ -1,4 +1,4 @@
-"""Blind face degradation of DifFace / GFPGAN, reproducible from a numpy Generator (DESIGN.md, Data).
+"""Blind face degradation of DifFace / GFPGAN, reproducible from a numpy Generator (docs/method.md section 2).
 
     y = JPEG_q( (k * x) downarrow_s + n ),    lq_up = U(y) = bicubic resize of y back to the HQ size
 

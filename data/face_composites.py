@@ -1,4 +1,4 @@
-"""Whole photos with known faces: aligned real faces pasted into real backgrounds (issue 14's benchmark).
+"""Whole photos with known faces: aligned real faces pasted into real backgrounds (docs/face_detection.md).
 
 An FFHQ-aligned face of size S (FFHQ, CelebRef-HQ) has its 5 landmarks at the FFHQ template scaled to S
 (``faces.align.face_template(S)``), up to the face's own deviation from the mean template. Pasting it

@@ -1,4 +1,4 @@
-"""Degradation chains written independently of ``data.degradation``, for evaluation only.
+"""Degradation chains written independently of ``data.degradation``, for evaluation only (docs/evaluation.md).
 
 The demo models are trained on this project's own blind degradation (DifFace / GFPGAN's chain), so a
 test set degraded by the same code flatters them. These chains use other libraries' operators and other

@@ -1,4 +1,4 @@
-"""Face detectors for whole photos: boxes and the 5 landmarks the FFHQ aligner needs (DESIGN.md section 8).
+"""Face detectors for whole photos: boxes and the 5 landmarks the FFHQ aligner needs (docs/method.md section 10).
 
 Every detector returns, for an HxWx3 float RGB [0, 1] image, ``(boxes, landmarks)``: boxes (N, 5) as
 x1, y1, x2, y2, score and landmarks (N, 5, 2) as (x, y) pixel indices in the order of the FFHQ template

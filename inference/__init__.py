@@ -1,4 +1,4 @@
-"""Inference over image folders (DESIGN.md section 8): the library behind ``inference_difface.py``.
+"""Inference over image folders (docs/method.md section 11): the library behind ``inference_difface.py``.
 
 - :mod:`inference.args`: the command line (the paper's flags plus --config, --method, --seed, ...).
 - :mod:`inference.inputs`: listing, sharding, per-image seeds, reading and normalising each file.

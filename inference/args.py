@@ -1,4 +1,4 @@
-"""Command line of ``inference_difface.py`` (DESIGN.md section 8).
+"""Command line of ``inference_difface.py`` (docs/method.md section 11).
 
 The paper's command works as written::
 

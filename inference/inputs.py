@@ -1,6 +1,6 @@
 """Input files of an inference run: listing, sharding, per-image seeds, reading and normalising.
 
-Choices (DESIGN.md section 8 leaves them open):
+Choices (this repository's, docs/method.md section 11):
 
 * Every rank lists the files identically (sorted) and takes ``files[rank::world]``; uneven counts are fine.
 * An image is identified by its *key*: its path relative to the ``-i`` folder without the suffix

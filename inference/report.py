@@ -1,4 +1,4 @@
-"""Per-image records and the run's metrics table (DESIGN.md section 8).
+"""Per-image records and the run's metrics table (docs/method.md section 11).
 
 Each restored image gets ``<out>/records/<key>.json`` (written atomically as soon as it is restored).
 At the end rank 0 reads *every* record under ``<out>/records`` (so images of earlier runs into the same

@@ -1,4 +1,4 @@
-"""The inference loop of ``inference_difface.py`` (DESIGN.md sections 7 and 8).
+"""The inference loop of ``inference_difface.py`` (docs/method.md sections 9 and 11).
 
 One process per rank (torchrun; a plain ``python`` run is world size 1). Start-up builds the sampler
 (and the face detector for unaligned images, LPIPS when -i_hq is given); a missing checkpoint, a

@@ -1,4 +1,4 @@
-"""DGSA, the dynamic guidance-scaling adjuster (DESIGN.md section 6).
+"""DGSA, the dynamic guidance-scaling adjuster (docs/method.md section 7).
 
 A small time-conditioned UNet looks at the prior's clipped prediction ``x0_hat``, the closed-form
 guided image ``x0_tilde`` (models/guidance.py), the blurred level ``y_k`` that guided it and the

@@ -1,4 +1,4 @@
-"""DSST, the dynamic starting-step table (DESIGN.md section 4).
+"""DSST, the dynamic starting-step table (docs/method.md section 5).
 
 For a clean face x and its blurred version G_sigma * x, the forward process gives
 q(x_t | x) = N(sqrt(a_t) x, (1 - a_t) I) with a_t = alpha_bar_t. Both are Gaussians with the same
@@ -442,7 +442,7 @@ def build_from_config(images, config, resolution=None, max_images=None, device="
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Build a DSST table (DESIGN.md section 4).")
+    parser = argparse.ArgumentParser(description="Build a DSST table (docs/method.md section 5).")
     parser.add_argument("--images", required=True, help="folder of HQ faces, or a .txt list of names")
     parser.add_argument("--config", required=True, help="configs/dsst/*.yaml")
     parser.add_argument("--out", required=True, help="output JSON")

@@ -1,10 +1,10 @@
 """Gaussian diffusion (DDPM, Ho et al. 2020) with the improvements of Nichol & Dhariwal (2021) and DDIM
-sampling (Song et al. 2021); DifFace-compatible (DESIGN.md, component 1).
+sampling (Song et al. 2021); DifFace-compatible (docs/method.md section 3).
 
 All schedule arrays are float64 numpy; they are gathered per image and cast to float32 tensors, so a
 batch may hold images at DIFFERENT timesteps ``t`` (a (N,) long tensor).
 
-The x0 hook (used by the closed-form guidance, DESIGN.md components 5-7)
+The x0 hook (used by the closed-form guidance, docs/method.md sections 6-9)
 -----------------------------------------------------------------------
 Every sampling function takes ``x0_modifier``: a callable ``x0_modifier(pred_xstart, x_t, t_orig) ->
 pred_xstart`` where ``pred_xstart`` is the prior's predicted x0 AFTER ``denoised_fn`` and clipping to

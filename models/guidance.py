@@ -1,4 +1,4 @@
-"""Closed-form fidelity guidance in the Fourier domain (DESIGN.md section 5).
+"""Closed-form fidelity guidance in the Fourier domain (docs/method.md section 6).
 
 At a sampling step with the prior's clipped prediction ``x0_hat`` and a blurred level ``(y, sigma)``,
 the corrected clean image is, independently for every image of the batch,
@@ -202,7 +202,7 @@ def batch_pad(sigmas: torch.Tensor, resolution: int, pad_sigma_512: float) -> in
 
 
 def blend(x0_hat: torch.Tensor, x0_tilde: torch.Tensor, s: Scale) -> torch.Tensor:
-    """``x0_hat + s (x0_tilde - x0_hat)`` (DESIGN.md section 6) as one ``torch.lerp``; ``s`` scalar, (N,),
+    """``x0_hat + s (x0_tilde - x0_hat)`` (docs/method.md section 7) as one ``torch.lerp``; ``s`` scalar, (N,),
     (N,1,H,W) or (N,C,H,W)."""
     if not isinstance(s, torch.Tensor):
         return torch.lerp(x0_hat, x0_tilde, float(s))

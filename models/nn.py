@@ -1,7 +1,7 @@
 """Small building blocks of the improved-diffusion UNet (Nichol & Dhariwal, 2021).
 
 Layer names and parameter layouts follow improved-diffusion / DifFace so that the public DifFace prior
-(``iddpm_ffhq512_ema500000.pth``) loads without renaming (DESIGN.md, component 1).
+(``iddpm_ffhq512_ema500000.pth``) loads without renaming (docs/method.md section 3).
 """
 from __future__ import annotations
 

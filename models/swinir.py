@@ -1,4 +1,4 @@
-"""SwinIR restorer with pixel-unshuffle input, as used by DifFace (the RM0 of DESIGN.md section 2).
+"""SwinIR restorer with pixel-unshuffle input, as used by DifFace (the RM0 of docs/method.md section 3).
 
 SwinIR (Liang et al., "SwinIR: Image Restoration Using Swin Transformer", ICCVW 2021):
 

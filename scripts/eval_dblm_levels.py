@@ -1,4 +1,4 @@
-"""How close DBLM's blurred levels come to their targets, and what that bounds (DESIGN.md section 3).
+"""How close DBLM's blurred levels come to their targets, and what that bounds (docs/method.md section 4).
 
     python scripts/eval_dblm_levels.py --testset results/eval/testset [--config A.yaml --config B.yaml]
 

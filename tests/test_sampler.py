@@ -201,7 +201,7 @@ def test_channels_last_gives_the_same_restoration(dgsa_config, real_lq):
 
 
 def _guided_reference(sampler, lq, seeds, every, combine):
-    """The DynFaceRestore loop of DESIGN.md sections 5-7 written out per image in float64 (the networks in
+    """The DynFaceRestore loop of docs/method.md sections 6-9 written out per image in float64 (the networks in
     float32): DDIM from the image's own start, guidance toward the sharpest active level (or all active
     levels) by the one-off closed form, DGSA on the image's steps 0, every, 2 every, ... and its last map
     in between. Returns the images, each image's mean guidance map and the set of levels that were the

@@ -1,4 +1,4 @@
-"""TrainerBase: the torchrun training loop shared by every ``main.py`` trainer (DESIGN.md section 8).
+"""TrainerBase: the torchrun training loop shared by every ``main.py`` trainer (docs/method.md section 11).
 
 ``main.py --cfg_path X.yaml --save_dir DIR`` builds ``trainer.target`` (a dotted class path, the DifFace
 convention) with the validated config and calls :meth:`TrainerBase.train`. The base class owns

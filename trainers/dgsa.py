@@ -1,4 +1,4 @@
-"""TrainerDGSA: the dynamic guidance-scaling adjuster (DESIGN.md section 6; models/dgsa.py).
+"""TrainerDGSA: the dynamic guidance-scaling adjuster (docs/method.md section 7; models/dgsa.py).
 
     torchrun --nproc_per_node=8 main.py --cfg_path configs/training/uncertainty.yaml --save_dir DIR
 

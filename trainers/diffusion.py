@@ -1,4 +1,4 @@
-"""TrainerDiffusion: the face diffusion prior (improved-diffusion, Nichol & Dhariwal 2021; DESIGN.md section 1).
+"""TrainerDiffusion: the face diffusion prior (improved-diffusion, Nichol & Dhariwal 2021; docs/method.md section 3).
 
 Each step draws t ~ U{0, ..., T-1} per image (improved-diffusion's UniformSampler: every weight is 1) and
 minimises ``diffusion.training_losses``: with a learned-range variance this is L_hybrid = L_simple

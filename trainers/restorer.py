@@ -1,5 +1,5 @@
 """TrainerRestorer: the RM0 restorer, SwinIR trained with L1 (or L2) on blindly degraded faces (DifFace;
-DESIGN.md section 2).
+docs/method.md section 3).
 
 Pairs come from :class:`data.datasets.FaceDataset` with the blind degradation named by ``degradation``
 (a YAML of :class:`data.degradation.DegradationConfig`, e.g. configs/degradation/difface_blind.yaml):

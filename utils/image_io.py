@@ -1,7 +1,7 @@
 """Image I/O shared by every script: robust reading, atomic writing, tensor conversion.
 
 Convention: on disk any common format; in numpy ``float32`` HxWx3 RGB in [0, 1]; inside models
-``float32`` NCHW RGB in [-1, 1] (see DESIGN.md, "Components and their contracts"). Conversion happens
+``float32`` NCHW RGB in [-1, 1] (docs/method.md section 1). Conversion happens
 here and nowhere else.
 
 Reading normalises what real folders contain: 8- and 16-bit (and float) images, grayscale (replicated

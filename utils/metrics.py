@@ -1,4 +1,4 @@
-"""Image-quality metrics of the face-restoration literature: PSNR, SSIM, LPIPS, NIQE (DESIGN.md section 8).
+"""Image-quality metrics of the face-restoration literature: PSNR, SSIM, LPIPS, NIQE (docs/method.md section 11).
 
 Conventions (also written into every CSV header through :data:`METRIC_CONVENTIONS`):
 
@@ -104,7 +104,7 @@ def niqe(img: np.ndarray) -> float:
 
 
 def load_lpips_backbone(model: torch.nn.Module, npz_path: Union[str, os.PathLike]) -> None:
-    """Copy offline backbone + head arrays (see ../shared/weights/lpips/README.md) into an ``lpips.LPIPS``.
+    """Copy offline backbone + head arrays (their format: weights/README.md) into an ``lpips.LPIPS``.
 
     lpips wraps torchvision ``features[N]`` as ``net.slice<K>.<N>`` (the module keeps its index ``N``
     inside slice ``K``), so ``features.N.{weight,bias}`` maps to ``net.slice<K>.N.{weight,bias}``; the
@@ -115,7 +115,7 @@ def load_lpips_backbone(model: torch.nn.Module, npz_path: Union[str, os.PathLike
     if not npz_path.is_file():
         raise FileNotFoundError(
             f"LPIPS weights not found: {npz_path}. Point --lpips_weights or ${LPIPS_WEIGHTS_ENV} at a folder "
-            f"holding {sorted(LPIPS_NETS.values())} (see ../shared/weights/lpips/README.md)")
+            f"holding {sorted(LPIPS_NETS.values())} (see weights/README.md)")
     with np.load(npz_path) as data:
         arrays = {k: data[k] for k in data.files}
     current = model.state_dict()
