@@ -12,10 +12,10 @@ and the dlib identity distance (``faces.identity``).
     python -m benchmarks.bench_whole_photo --set tune --tune         # choose the paste parameters (FFHQ faces)
 
 ``--tune`` also scores each face on a grid of weights (w_c, w_h) (the output is linear in them, so each
-grid point costs one paste) and fits the ``paste`` parameters d_h, d_c, w_max of ``faces.paste`` to it:
+grid point costs one paste) and fits the ``paste`` parameters d_0, d_h, d_c, w_max of ``faces.paste`` to it:
 the fit minimises the mean LPIPS of the face region over all cells, subject to the PSNR of every cell
-staying at least the input's minus ``--psnr_margin`` dB. The tuning faces (FFHQ, ../shared/data/faces_hq/
-ffhq1024) are not the evaluation faces (CelebRef-HQ).
+staying at least the input's minus ``--psnr_margin`` dB and its LPIPS at most the input's. The tuning
+faces (FFHQ, ../shared/data/faces_hq/ffhq1024) are not the evaluation faces (CelebRef-HQ).
 """
 from __future__ import annotations
 
@@ -103,7 +103,8 @@ def make_cases(faces: Sequence[Path], resolution: int, factors: Sequence[float],
     for (i, path), factor in itertools.product(enumerate(faces), factors):
         side = factor * resolution
         comp = make_composite([path], seed=seed * 1000 + i * 10 + int(factor * 4), size=PHOTO_HW,
-                              face_px=(side, side), max_angle=MAX_ANGLE, background_name=BACKGROUNDS[i % len(BACKGROUNDS)])
+                              face_px=(side, side), max_angle=MAX_ANGLE,
+                              background_name=BACKGROUNDS[i % len(BACKGROUNDS)])
         landmarks = comp.faces[0].landmarks
         for k, (chain, severity) in enumerate(itertools.product(CHAINS, SEVERITIES)):
             lq = degrade_photo(comp.image, chain, severity, np.random.default_rng([seed, i, int(factor * 4), k]))
@@ -180,8 +181,14 @@ def score_cases(cases: List[Case], scorer: Scorer, cfg: PasteConfig) -> None:
         c.scores["input"] = scorer(_region(c.lq_photo, c.box), c.hq)
         classic = paste_face(c.lq_photo, FacePaste(c.restored, c.crop, c.affine))
         c.scores["classic"] = scorer(_region(classic, c.box), c.hq)
-        aware = paste_face(c.lq_photo, FacePaste(c.restored, c.crop, c.affine, band_weights(c.degradation, cfg)))
-        c.scores["resolution_aware"] = scorer(_region(aware, c.box), c.hq)
+        c.scores["resolution_aware"] = scorer(_region(_aware(c, cfg), c.box), c.hq)
+
+
+def _aware(c: Case, cfg: PasteConfig) -> np.ndarray:
+    """The photo with the face of ``c`` pasted back resolution-aware."""
+    weights = band_weights(c.degradation, c.crop.shape[0], cfg)
+    return paste_face(c.lq_photo, FacePaste(c.restored, c.crop, c.affine, weights))
+
 
 
 def grid_scores(cases: List[Case], scorer: Scorer) -> np.ndarray:
@@ -211,23 +218,32 @@ def _interp(grid: np.ndarray, w_c: float, w_h: float) -> np.ndarray:
             + u * v * grid[a + 1, b + 1])
 
 
+LPIPS_TOLERANCE = 1e-4  # the fit's "at most the input's LPIPS": rounding of the batched LPIPS evaluation
+FIT_GRID = {"restorer_sigma_512": (0.0, 2.4, 3.2, 4.0, 4.4, 4.8, 5.2, 5.6, 6.4),
+            "high_band_sigma_512": (0.8, 1.6, 2.4, 3.6, 4.8, 6.4, 8.0, 12.0),
+            "correction_sigma_512": (0.8, 1.6, 2.4, 3.6, 4.8, 6.4, 8.0, 12.0, 16.0),
+            "correction_max": (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)}
+
+
 def fit_parameters(cases: List[Case], grids: np.ndarray, psnr_margin: float) -> Tuple[PasteConfig, dict]:
-    """d_h, d_c, w_max minimising the mean LPIPS with every cell's PSNR >= its input's - ``psnr_margin``."""
+    """d_0, d_h, d_c, w_max (on :data:`FIT_GRID`) minimising the mean LPIPS with every cell's PSNR >= its
+    input's - ``psnr_margin`` and every cell's LPIPS <= its input's."""
     cells = sorted({c.cell for c in cases})
     index = {cell: [n for n, c in enumerate(cases) if c.cell == cell] for cell in cells}
-    input_psnr = {cell: np.mean([cases[n].scores["input"]["psnr"] for n in idx]) for cell, idx in index.items()}
+    inputs = {cell: np.array([[cases[n].scores["input"][m] for m in ("psnr", "lpips")] for n in idx]).mean(0)
+              for cell, idx in index.items()}
     best = None
-    for d_h, d_c, w_max in itertools.product((0.2, 0.3, 0.45, 0.6, 0.8, 1.0, 1.5),
-                                             (0.2, 0.3, 0.45, 0.6, 0.8, 1.0, 1.5, 2.0),
-                                             (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)):
-        cfg = PasteConfig(high_band_sigma=d_h, correction_sigma=d_c, correction_max=w_max)
-        values = np.array([_interp(grids[n], *band_weights(c.degradation, cfg)) for n, c in enumerate(cases)])
-        worst = min(np.mean(values[idx, 0]) - input_psnr[cell] for cell, idx in index.items())
+    for values in itertools.product(*FIT_GRID.values()):
+        cfg = PasteConfig(**dict(zip(FIT_GRID, values)))
+        values = np.array([_interp(grids[n], *band_weights(c.degradation, c.crop.shape[0], cfg))
+                           for n, c in enumerate(cases)])
+        worst = min(np.mean(values[idx, 0]) - inputs[cell][0] for cell, idx in index.items())
+        worst_lpips = max(np.mean(values[idx, 1]) - inputs[cell][1] for cell, idx in index.items())
         lpips = float(values[:, 1].mean())
-        if worst >= -psnr_margin and (best is None or lpips < best[0]):
+        if worst >= -psnr_margin and worst_lpips <= LPIPS_TOLERANCE and (best is None or lpips < best[0]):
             best = (lpips, cfg, worst)
     if best is None:
-        raise RuntimeError("no parameters keep every cell's PSNR within the margin")
+        raise RuntimeError("no parameters keep every cell's PSNR within the margin and its LPIPS at most the input's")
     lpips, cfg, worst = best
     return cfg, {"mean_lpips": lpips, "worst_psnr_change": worst}
 
@@ -247,21 +263,20 @@ def summary_rows(cases: List[Case]) -> List[list]:
     return rows
 
 
-def write_example(cases: List[Case], cfg: PasteConfig, setting: str, path: Path) -> None:
-    """The face region of the first face at the largest size under ``setting`` (chain/severity), side by side:
+def write_example(cases: List[Case], cfg: PasteConfig, setting: str, factor: float, path: Path) -> None:
+    """The face region of the first face of size ``factor`` under ``setting`` (chain/severity), side by side:
     input | classic | resolution-aware | HQ, each labelled."""
     from inference.strip import make_strip
     from utils.image_io import write_image
 
     chain, severity = setting.split("/")
-    chosen = [c for c in cases if (c.chain, c.severity) == (chain, severity)]
+    chosen = [c for c in cases if (c.chain, c.severity, c.factor) == (chain, severity, factor)]
     if not chosen:
-        raise ValueError(f"--example_setting {setting}: no such case in this run")
-    c = max(chosen, key=lambda case: case.factor)
+        raise ValueError(f"--example_setting {setting} --example_factor {factor:g}: no such case in this run")
+    c = chosen[0]
     classic = paste_face(c.lq_photo, FacePaste(c.restored, c.crop, c.affine))
-    aware = paste_face(c.lq_photo, FacePaste(c.restored, c.crop, c.affine, band_weights(c.degradation, cfg)))
     tiles = [("input", _region(c.lq_photo, c.box)), ("classic", _region(classic, c.box)),
-             ("resolution-aware", _region(aware, c.box)), ("HQ", c.hq)]
+             ("resolution-aware", _region(_aware(c, cfg), c.box)), ("HQ", c.hq)]
     side = min(c.hq.shape[:2])
     y0, x0 = (c.hq.shape[0] - side) // 2, (c.hq.shape[1] - side) // 2
     write_image(path, make_strip([(label, np.clip(img[y0:y0 + side, x0:x0 + side], 0, 1)) for label, img in tiles]))
@@ -270,6 +285,10 @@ def write_example(cases: List[Case], cfg: PasteConfig, setting: str, path: Path)
 
 HEADERS = ["face size", "degradation", "faces", "PSNR in", "PSNR classic", "PSNR aware", "LPIPS in",
            "LPIPS classic", "LPIPS aware", "ID in", "ID classic", "ID aware", "mean d"]
+
+
+def _paste_params(cfg) -> str:
+    return ", ".join(f"{key} {getattr(cfg, key)}" for key in FIT_GRID)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -289,9 +308,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--cache", default=None, metavar="NPZ",
                    help="keep the restorations here and reuse them when the config, options and cases match")
     p.add_argument("--example", default=None, metavar="PNG",
-                   help="write the face region of the largest face of --example_setting: input | classic | "
-                        "resolution-aware | HQ")
-    p.add_argument("--example_setting", default="project/mild", help="chain/severity of --example")
+                   help="write the face region of the first face of --example_setting at --example_factor: "
+                        "input | classic | resolution-aware | HQ")
+    p.add_argument("--example_setting", default="project/severe", help="chain/severity of --example")
+    p.add_argument("--example_factor", type=float, default=1.5, help="face size / resolution of --example")
     args = p.parse_args(argv)
 
     torch.manual_seed(args.seed)
@@ -305,9 +325,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     notes = []
     if args.tune:
         score_cases(cases, scorer, paste_cfg)
-        fitted, fit = fit_parameters(cases, grid_scores(cases, scorer), args.psnr_margin)
-        notes.append(f"fitted paste parameters: high_band_sigma {fitted.high_band_sigma}, correction_sigma "
-                     f"{fitted.correction_sigma}, correction_max {fitted.correction_max} (mean LPIPS "
+        grids = grid_scores(cases, scorer)
+        if args.cache:
+            np.savez(Path(args.cache).with_suffix(".grid.npz"), grids=grids,
+                     keys=np.array([_case_key(c) for c in cases]), degradation=np.array([c.degradation for c in cases]),
+                     inputs=np.array([[c.scores["input"][m] for m in ("psnr", "lpips")] for c in cases]))
+        fitted, fit = fit_parameters(cases, grids, args.psnr_margin)
+        notes.append(f"fitted paste parameters: {_paste_params(fitted)} (mean LPIPS "
                      f"{fit['mean_lpips']:.4f} on the grid, worst cell PSNR change {fit['worst_psnr_change']:+.3f} dB)")
         paste_cfg = fitted
     score_cases(cases, scorer, paste_cfg)
@@ -315,14 +339,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"## Whole photos, {sampler.method} ({args.config}), {args.set} faces\n")
     print(f"- command: `python -m benchmarks.bench_whole_photo {' '.join(argv if argv is not None else sys.argv[1:])}`")
     print(f"- {len(cases)} faces restored in {seconds:.0f} s; {env['machine']}; torch {env['torch']}; {env['date']}")
-    print(f"- paste parameters: high_band_sigma {paste_cfg.high_band_sigma}, correction_sigma "
-          f"{paste_cfg.correction_sigma}, correction_max {paste_cfg.correction_max}")
+    print(f"- paste parameters: {_paste_params(paste_cfg)}")
     for note in notes:
         print(f"- {note}")
     print()
     print(markdown_table(HEADERS, summary_rows(cases)))
     if args.example:
-        write_example(cases, paste_cfg, args.example_setting, Path(args.example))
+        write_example(cases, paste_cfg, args.example_setting, args.example_factor, Path(args.example))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps([dict(face=c.face, factor=c.factor, chain=c.chain, severity=c.severity,

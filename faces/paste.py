@@ -21,20 +21,22 @@ rest, B = U(D(B)) + H with H = B - U(D(B)), and writes::
 * the input keeps the fraction w_h of its high band H, the detail the model cannot see.
 
 With w_c = 1 and w_h = 0 this is ``classic`` (for upscale 1, where D(B) = y); with an identity restorer
-and w_h = 1 it returns B unchanged, at any face size. Both weights follow the estimated degradation d of
-the face, the equivalent Gaussian blur, in crop pixels, that maps the restoration onto the input crop:
-d = sigma*(x_hat, y) = argmin_s ||G_s * x_hat - y||^2 (``data.blur.estimate_sigma_star``; 0 for an
-unchanged face). The input's high band is attenuated by the blur: seen through the crop, a blur of d crop
-pixels multiplies the band edge (1/(2k) cycles per pixel of a face k times larger than the crop; blur
-d k there) by exp(-2 pi^2 (d k)^2 / (2k)^2) = exp(-(d / d_0)^2), d_0 = sqrt(2) / pi ~ 0.45, so H is
-mostly signal for d << d_0 and mostly artefacts (interpolation, JPEG blocks, noise) above it. Hence::
+and w_h = 1 it returns B unchanged, at any face size. Both weights follow the estimated degradation of
+the face: d = sigma*(x_hat, y) = argmin_s ||G_s * x_hat - y||^2 (``data.blur.estimate_sigma_star``), the
+equivalent Gaussian blur, in crop pixels, that maps the restoration onto the input crop. A restorer blurs
+even a clean face a little (its own d_0, a property of the network); the excess e = max(0, d - d_0) is
+the blur of the input itself. Seen through the crop, a blur of e crop pixels multiplies the crop's band
+edge (1/(2k) cycles per pixel of a face k times larger than the crop, where the blur is e k pixels) by
+exp(-2 pi^2 (e k)^2 / (2k)^2) = exp(-(e / e_0)^2), e_0 = sqrt(2) / pi ~ 0.45: the input's high band H is
+mostly the face's own detail for e << e_0 and mostly artefacts (interpolation, JPEG blocks, noise)
+beyond. Hence::
 
-    w_h = exp(-(d / d_h)^2),    w_c = w_max (1 - exp(-(d / d_c)^2))
+    w_h = exp(-(e / d_h)^2),    w_c = w_max (1 - exp(-(e / d_c)^2))
 
-a sharp face keeps its detail and its own low band (the restorer's correction is then mostly its own
-error), a degraded one takes the correction and sheds the high band. d_h, d_c and w_max are in the
-``paste`` section of the sampling config, chosen by measurement on faces that are not the evaluation's
-(``benchmarks/bench_whole_photo.py --tune``; docs/whole_photos.md).
+A sharp face keeps its detail and its own low band (the restorer's correction would then be mostly its
+own error); a degraded one takes the correction and sheds the high band. d_0, d_h, d_c (as sigma_512, in
+512-pixel units) and w_max are the ``paste`` section of the sampling config, fitted on faces that are not
+the evaluation's (``benchmarks/bench_whole_photo.py --tune``; docs/whole_photos.md).
 """
 from __future__ import annotations
 
@@ -52,30 +54,35 @@ MASK_EDGE_FRACTION = 1.0 / 20.0  # soft-mask edge width relative to sqrt(face fo
 
 @dataclass
 class PasteConfig:
-    """The ``paste`` section of a sampling config (module docstring)."""
+    """The ``paste`` section of a sampling config (module docstring). Blur widths are resolution-free,
+    sigma_512 = sigma * 512 / R for a crop of R pixels, like every sigma of a config."""
 
-    mode: str = "resolution_aware"   # resolution_aware | classic
-    high_band_sigma: float = 0.45    # d_h (crop pixels): w_h = exp(-(d / d_h)^2)
-    correction_sigma: float = 0.45   # d_c (crop pixels): w_c = w_max (1 - exp(-(d / d_c)^2))
-    correction_max: float = 1.0      # w_max
+    mode: str = "resolution_aware"      # resolution_aware | classic
+    restorer_sigma_512: float = 0.0     # d_0: what the restorer blurs a clean face by
+    high_band_sigma_512: float = 3.6    # d_h: w_h = exp(-(e / d_h)^2), e = max(0, d - d_0)
+    correction_sigma_512: float = 3.6   # d_c: w_c = w_max (1 - exp(-(e / d_c)^2))
+    correction_max: float = 1.0         # w_max
 
 
 def check_paste_config(cfg) -> None:
     """ValueError naming the first bad entry of a ``paste`` section."""
     if cfg.mode not in PASTE_MODES:
         raise ValueError(f"paste.mode = {cfg.mode!r}; allowed: {', '.join(PASTE_MODES)}")
-    for key in ("high_band_sigma", "correction_sigma"):
+    for key in ("high_band_sigma_512", "correction_sigma_512"):
         if not float(getattr(cfg, key)) > 0:
             raise ValueError(f"paste.{key} = {getattr(cfg, key)}; must be > 0")
+    if not float(cfg.restorer_sigma_512) >= 0:
+        raise ValueError(f"paste.restorer_sigma_512 = {cfg.restorer_sigma_512}; must be >= 0")
     if not 0.0 <= float(cfg.correction_max) <= 1.0:
         raise ValueError(f"paste.correction_max = {cfg.correction_max}; must lie in [0, 1]")
 
 
-def band_weights(degradation: float, cfg) -> Tuple[float, float]:
-    """(w_c, w_h) of the module docstring for a face of estimated degradation d (crop pixels)."""
-    d = max(0.0, float(degradation))
-    w_h = float(np.exp(-(d / float(cfg.high_band_sigma)) ** 2))
-    w_c = float(cfg.correction_max) * (1.0 - float(np.exp(-(d / float(cfg.correction_sigma)) ** 2)))
+def band_weights(degradation: float, resolution: int, cfg) -> Tuple[float, float]:
+    """(w_c, w_h) of the module docstring for a face of estimated degradation d (pixels of its
+    ``resolution`` x ``resolution`` crop)."""
+    excess = max(0.0, float(degradation) * 512.0 / resolution - float(cfg.restorer_sigma_512))
+    w_h = float(np.exp(-(excess / float(cfg.high_band_sigma_512)) ** 2))
+    w_c = float(cfg.correction_max) * (1.0 - float(np.exp(-(excess / float(cfg.correction_sigma_512)) ** 2)))
     return w_c, w_h
 
 
@@ -189,7 +196,7 @@ def face_pastes(restored: Sequence[np.ndarray], crops: Sequence[np.ndarray], aff
         return [FacePaste(face, crop, affine) for face, crop, affine in zip(restored, crops, affines)]
     if degradations is None:
         degradations = degradation_estimates(restored, crops)
-    return [FacePaste(face, crop, affine, band_weights(d, cfg))
+    return [FacePaste(face, crop, affine, band_weights(d, face.shape[0], cfg))
             for face, crop, affine, d in zip(restored, crops, affines, degradations)]
 
 

@@ -179,6 +179,8 @@ def test_missing_checkpoint_stops_at_startup_naming_the_file(tiny_config, inputs
     (["--use_fp16", "--precision", "bf16"], "--use_fp16 contradicts --precision bf16"),
     (["--detector", "retinaface"], "detection_Resnet50_Final.pth"),  # RetinaFace asked for without its weights
     (["--min_face_size", "0"], "--min_face_size must be at least 1"),
+    (["--opts", "paste.mode=soft"], "paste.mode"),
+    (["--opts", "paste.correction_max=2"], "paste.correction_max"),
 ])
 def test_startup_errors_exit_2_with_one_line(tiny_config, inputs, tmp_path, capsys, extra, expected):
     lq, _, _ = inputs
@@ -211,6 +213,13 @@ def test_unaligned_whole_image_pastes_faces_back(tiny_config, inputs, tmp_path):
     assert read_image(out / "restored" / f"{stems[0]}.png").shape == (120, 144, 3)
     assert read_image(out / "restored_faces" / f"{stems[0]}_00.png").shape == (RESOLUTION, RESOLUTION, 3)
     assert rec["num_faces"] == 1 and rec["nfe"] == rec["faces"][0]["nfe"] > 0 and "psnr" in rec["metrics"]
+    w_c, w_h = rec["faces"][0]["paste_weights"]  # the default: resolution-aware
+    assert 0.0 <= w_c <= 1.0 and 0.0 <= w_h <= 1.0
+    classic = tmp_path / "classic"
+    assert main(["-i", str(whole), "-o", str(classic), "--config", str(tiny_config), "--upscale", "2",
+                 "--paste", "classic"], detector=_TemplateDetector()) == 0
+    assert _records(classic)[stems[0]]["faces"][0]["paste_weights"] is None
+    assert _records(classic)[stems[0]]["overrides"] == ["paste.mode=classic"]
 
 
 def test_nothing_restored_exits_1(tiny_config, tmp_path):

@@ -136,12 +136,16 @@ def test_band_edge(k, angle, direction, phase):
 
 
 @settings(max_examples=50, deadline=None)
-@given(d1=st.floats(0, 5), d2=st.floats(0, 5), d_h=st.floats(0.1, 2), d_c=st.floats(0.1, 2), w_max=st.floats(0, 1))
-def test_weights_are_monotone(d1, d2, d_h, d_c, w_max):
-    cfg = PasteConfig(high_band_sigma=d_h, correction_sigma=d_c, correction_max=w_max)
-    (c1, h1), (c2, h2) = band_weights(min(d1, d2), cfg), band_weights(max(d1, d2), cfg)
+@given(d1=st.floats(0, 5), d2=st.floats(0, 5), d_0=st.floats(0, 8), d_h=st.floats(0.5, 16), d_c=st.floats(0.5, 16),
+       w_max=st.floats(0, 1), resolution=st.sampled_from([64, 512]))
+def test_weights_are_monotone_and_resolution_free(d1, d2, d_0, d_h, d_c, w_max, resolution):
+    cfg = PasteConfig(restorer_sigma_512=d_0, high_band_sigma_512=d_h, correction_sigma_512=d_c, correction_max=w_max)
+    (c1, h1), (c2, h2) = band_weights(min(d1, d2), resolution, cfg), band_weights(max(d1, d2), resolution, cfg)
     assert 0 <= c1 <= c2 <= w_max + 1e-12 and 1 >= h1 >= h2 >= 0
-    assert band_weights(0.0, cfg) == (0.0, 1.0)
+    assert band_weights(0.0, resolution, cfg) == (0.0, 1.0)
+    assert band_weights(d1 * 512 / resolution, 512, cfg) == pytest.approx(band_weights(d1, resolution, cfg), abs=1e-9)
+    if d_0 * resolution / 512 >= max(d1, d2):  # no more blur than the restorer's own: the input is kept
+        assert (c2, h2) == (0.0, 1.0)
 
 
 @pytest.mark.parametrize("sigma", [0.0, 0.6, 1.3])
@@ -153,8 +157,9 @@ def test_degradation_is_the_blur_between_restoration_and_input(faces_hq_dir, sig
     assert abs(d - sigma) <= FINE_STEP + 1e-9
 
 
-@pytest.mark.parametrize("key,value,match", [("mode", "soft", "allowed"), ("high_band_sigma", 0.0, "> 0"),
-                                             ("correction_sigma", -1.0, "> 0"), ("correction_max", 1.5, r"\[0, 1\]")])
+@pytest.mark.parametrize("key,value,match", [
+    ("mode", "soft", "allowed"), ("high_band_sigma_512", 0.0, "> 0"), ("correction_sigma_512", -1.0, "> 0"),
+    ("correction_max", 1.5, r"\[0, 1\]"), ("restorer_sigma_512", -0.5, ">= 0")])
 def test_bad_paste_config(key, value, match):
     with pytest.raises(ValueError, match=match):
         check_paste_config(PasteConfig(**{key: value}))
