@@ -59,12 +59,13 @@ from data.blur import gaussian_blur
 from data.datasets import FaceDataset
 from data.degradation import load_degradation_config
 from utils.checkpoint import CheckpointError, load_checkpoint, read_state_dict, save_checkpoint
-from utils.config import ConfigError, ObjectNode, RequiredWeightsNode, instantiate, load_config, to_dict
-from utils.distributed import ShardedInfiniteSampler
+from utils.config import ConfigError, RequiredWeightsNode, WeightsNode, instantiate, load_config, to_dict
+from utils.distributed import ShardedInfiniteSampler, launched_rank, single_process_from_multi_request
 from utils.ema import EMA
 from utils.lr_schedule import LR_SCHEDULES, lr_at
+from utils.model_factory import resolve_path
 from utils.precision import autocast_runs
-from utils.run_checkpoints import CheckpointSeries, ResumeError, accelerate_checkpoints
+from utils.run_checkpoints import CheckpointSeries, MixedRunsError, ResumeError, accelerate_checkpoints
 from utils.train_log import TrainLogger
 
 EMA_FINAL = "ema_final.pth"
@@ -145,7 +146,7 @@ class SigmaSampling:
 class ExperimentConfig:
     task: TaskName = MISSING
     save_dir: str = MISSING
-    model: ObjectNode = field(default_factory=ObjectNode)
+    model: WeightsNode = field(default_factory=WeightsNode)  # ckpt_path: initial weights (replaces init)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -257,9 +258,13 @@ class Task:
         return value_512 * self.resolution / 512.0
 
     def build_model(self) -> nn.Module:
+        """``model``, with the weights of ``model.ckpt_path`` (continue from earlier weights) if set, else
+        warm-started by ``init`` if set (TM, RM), else freshly initialised."""
         model = instantiate(self.cfg.model)
         init = self.cfg.get("init", None)
-        if init is not None:
+        if self.cfg.model.ckpt_path:
+            load_checkpoint(model, resolve_path(self.cfg.model.ckpt_path))
+        elif init is not None:
             source = read_state_dict(init.ckpt_path, hint="'init.ckpt_path' must be a trained restorer's "
                                      "state_dict (e.g. weights/demo/restorer_demo64.pth)")
             try:
@@ -382,6 +387,14 @@ def resolve_resume(checkpoints: CheckpointSeries, resume: str) -> Optional[Path]
         raise TrainingError(f"--resume {resume}: not a checkpoint directory") from None
 
 
+def load_error_summary(err: Exception, details: int = 2) -> str:
+    """One line from a (multi-line) state-dict loading error: its header and its first ``details``
+    reasons, e.g. "Error(s) in loading state_dict for SigmaEstimator: size mismatch for head.0.weight: ..."."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    more = len(lines) - 1 - details
+    return " ".join(lines[:1 + details]) + (f" (and {more} more)" if more > 0 else "")
+
+
 def save_training_state(accelerator, checkpoints: CheckpointSeries, step: int, keep: int) -> None:
     """accelerate state -> step_XXXXXXX: every process writes into the temporary directory, the main
     process renames it when all are done and drops all but the newest ``keep`` checkpoints."""
@@ -433,13 +446,16 @@ def make_dataset(cfg, split: str) -> FaceDataset:
     degradation = d.degradation if isinstance(d.degradation, str) else OmegaConf.to_container(d.degradation)
     try:
         degradation = load_degradation_config(degradation)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"data.degradation: {err}") from None
+    try:
         if split == "train":
             return FaceDataset(d.train, d.resolution, flip=d.flip, degradation=degradation, seed=d.train_seed,
                                with_sigma_star=True)
         return FaceDataset(d.val, d.resolution, flip=False, degradation=degradation, seed=d.val_seed,
                            with_sigma_star=True, length=d.val_size)
     except (FileNotFoundError, ValueError) as err:
-        raise ConfigError(f"data.{split} / data.degradation: {err}") from None
+        raise ConfigError(f"data.{split}: {err}") from None
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -468,6 +484,9 @@ def train(cfg, resume: str = "auto") -> Path:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    if single_process_from_multi_request():
+        raise TrainingError("accelerate launch started one process although --num_processes asks for more: it "
+                            "starts several only with --multi_gpu (also on a machine without GPUs: gloo on the CPU)")
     use_cuda = torch.cuda.is_available()
     accelerator = Accelerator(cpu=not use_cuda,
                               mixed_precision=accelerate_precision(cfg.train.mixed_precision, use_cuda))
@@ -491,9 +510,15 @@ def train(cfg, resume: str = "auto") -> Path:
             accelerator.load_state(str(start))
         except (RuntimeError, KeyError, FileNotFoundError) as err:
             raise TrainingError(f"cannot resume from {start} (does the config match the run that wrote "
-                                f"it?): {str(err).splitlines()[0]}") from None
+                                f"it?): {load_error_summary(err)}") from None
         ema.model.to(accelerator.device)
+    try:
+        checkpoints.check_start(state.step)
+    except MixedRunsError as err:
+        raise TrainingError(str(err)) from None
     if accelerator.is_main_process:
+        print(f"{accelerator.num_processes} process(es), mixed precision: {accelerator.mixed_precision} "
+              f"(train.mixed_precision: {cfg.train.mixed_precision.value})", flush=True)
         save_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(to_dict(cfg)), save_dir / "config.yaml")
         if start is not None:
@@ -551,19 +576,25 @@ def train(cfg, resume: str = "auto") -> Path:
 # Command line
 
 
-def main(argv: Sequence[str], tasks: Sequence[str], prog: str) -> int:
-    """``prog --config X.yaml [--resume auto|none|DIR] [key=value ...]``; exit status 2 on a bad config."""
+def parse_args(argv: Sequence[str], tasks: Sequence[str], prog: str) -> argparse.Namespace:
+    """``prog --config X.yaml [--resume auto|none|DIR] [key=value ...]``, overrides anywhere."""
     parser = argparse.ArgumentParser(prog=prog, description=f"Train DBLM network(s) {'/'.join(tasks)} "
                                      "(DESIGN.md section 3) with accelerate.")
     parser.add_argument("--config", required=True, help="training YAML (configs/train/...)")
     parser.add_argument("--resume", default="auto",
                         help="'auto' (newest checkpoint in save_dir, if any), 'none', or a checkpoint directory")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.total_steps=1000")
-    args = parser.parse_args(list(argv))
+    return parser.parse_intermixed_args(list(argv))  # overrides may come before or after the options
+
+
+def main(argv: Sequence[str], tasks: Sequence[str], prog: str) -> int:
+    """Train as the command line says (:func:`parse_args`); exit status 2 on a bad config."""
+    args = parse_args(argv, tasks, prog)
     try:
         cfg = load_experiment(args.config, tasks, args.overrides)
         train(cfg, args.resume)
     except (ConfigError, CheckpointError, TrainingError) as err:
-        print(f"{prog}: error: {err}", file=sys.stderr, flush=True)
+        if launched_rank() == 0:  # every process meets the same configuration error: say it once
+            print(f"{prog}: error: {err}", file=sys.stderr, flush=True)
         return 2
     return 0
