@@ -24,14 +24,19 @@ from utils.distributed import cleanup_distributed, launched_rank
 EXIT_CONFIG_ERROR = 2
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cfg_path", required=True, help="training YAML (configs/training/*.yaml)")
+    parser.add_argument("--cfg_path", "--config", dest="cfg_path", required=True,
+                        help="training YAML (configs/training/*.yaml)")
     parser.add_argument("--save_dir", required=True, help="folder for checkpoints, logs and tensorboard")
     parser.add_argument("--resume", default="auto", help="auto (newest checkpoint in save_dir), none, or a path")
     parser.add_argument("--seed", type=int, default=None, help="overrides train.seed")
     parser.add_argument("overrides", nargs="*", help="OmegaConf dot-list overrides, e.g. train.iterations=10")
-    return parser.parse_intermixed_args(argv)  # overrides may come before or after the options
+    return parser
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_intermixed_args(argv)  # overrides may come before or after the options
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -6,17 +6,20 @@ model, the loss and the validation metric -- lives in a small task class (:class
 
 Data: ``data.datasets.FaceDataset`` with the blind degradation and the sigma* target
 (``with_sigma_star=True``), drawn through ``utils.distributed.ShardedInfiniteSampler`` (rank-disjoint,
-restarts exactly where a resumed run stopped). Batches are ``batch_size`` per process. The loaders
+restarts exactly where a resumed run stopped). The loaders
 have their own generators, so that the global RNG (restored on resume) is consumed by the losses only:
 a resumed run repeats the uninterrupted one exactly (tests/test_dblm_training.py).
 
-Per step: the learning rate of ``utils.lr_schedule.lr_at`` (``train.lr``, ``warmup_steps``, ``lr_schedule``
-constant | cosine, ``min_lr``; a function of the step, so a resumed run continues it), forward under
-``accelerator.autocast`` (mixed precision from ``train.mixed_precision``: fp16 on CUDA only, bf16 on
-CUDA and CPU), AdamW, optional gradient-norm clipping, then the EMA of the
-weights (``utils.ema.EMA``). Every ``train.val_every`` steps the main process evaluates the EMA model
+The ``train:`` section is the one every trainer reads (``utils.train_schema``): ``train.batch[0]``
+samples per step in total, split over the processes, ``train.batch[1]`` the validation batch;
+gradient accumulation (``train.microbatch``) and ``train.log_sample_paths`` are main.py's only.
+Per step: the learning rate of ``utils.lr_schedule.lr_at`` (``train.lr``, ``warmup_iterations``,
+``lr_schedule`` constant | cosine, ``min_lr``; a function of the step, so a resumed run continues it),
+forward under ``accelerator.autocast`` (mixed precision ``train.amp``: fp16 on CUDA only, bf16 on CUDA
+and CPU), AdamW, optional gradient-norm clipping, then the EMA of the
+weights (``utils.ema.EMA``). Every ``train.val_freq`` steps the main process evaluates the EMA model
 on the validation list (SDE: mean |sigma_hat - sigma*| in pixels; TM/RM: PSNR of the output against
-the exact blurred target, in the convention of ``utils.metrics.psnr``); every ``train.save_every``
+the exact blurred target, in the convention of ``utils.metrics.psnr``); every ``train.save_freq``
 steps a checkpoint directory ``<save_dir>/checkpoints/step_XXXXXXX`` is written with
 ``accelerator.save_state`` (model, optimiser, RNG states of every process, plus the EMA and the step
 counter registered for checkpointing). Naming, the atomic write (every process fills
@@ -26,7 +29,7 @@ complete checkpoint, if any) follow ``utils.run_checkpoints``, shared with the t
 ``init`` (TM and RM) starts the backbone from a trained one-image restorer (RM0), see
 ``DiffBIR.transform.SigmaConditionedSwinIR.warm_start``; a resumed run takes its weights from the checkpoint.
 Checkpoints store no config: resuming with a different model raises a clear error, other
-changes (e.g. a larger ``train.total_steps``) are taken as given. At the end
+changes (e.g. a larger ``train.iterations``) are taken as given. At the end
 the EMA weights are exported as a plain state_dict, ``<save_dir>/ema_final.pth``, the file that
 ``DiffBIR.dblm.DBLM.from_config`` loads. Logging: ``utils.train_log.TrainLogger``.
 
@@ -62,11 +65,12 @@ from utils.checkpoint import CheckpointError, load_checkpoint, read_state_dict, 
 from utils.config import ConfigError, RequiredWeightsNode, WeightsNode, instantiate, load_config, to_dict
 from utils.distributed import ShardedInfiniteSampler, launched_rank, single_process_from_multi_request
 from utils.ema import EMA
-from utils.lr_schedule import LR_SCHEDULES, lr_at
+from utils.lr_schedule import lr_at
 from utils.model_factory import resolve_path
 from utils.precision import autocast_runs
 from utils.run_checkpoints import CheckpointSeries, MixedRunsError, ResumeError, accelerate_checkpoints
 from utils.train_log import TrainLogger
+from utils.train_schema import TrainSection, check_train
 
 EMA_FINAL = "ema_final.pth"
 
@@ -90,12 +94,6 @@ class LossType(Enum):
     l2 = "l2"
 
 
-class MixedPrecision(Enum):
-    no = "no"
-    fp16 = "fp16"
-    bf16 = "bf16"
-
-
 class RMInput(Enum):
     gt = "gt"
     tm = "tm"
@@ -115,27 +113,6 @@ class DataConfig:
 
 
 @dataclass
-class TrainConfig:
-    total_steps: int = MISSING
-    batch_size: int = 8  # per process
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
-    grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
-    warmup_steps: int = 0
-    lr_schedule: str = "constant"  # constant | cosine (to min_lr at total_steps), utils.lr_schedule
-    min_lr: float = 0.0
-    ema_rate: float = 0.999
-    mixed_precision: MixedPrecision = MixedPrecision.no  # fp16: CUDA only; bf16 also on CPU
-    seed: int = 0
-    save_every: int = 1000
-    keep_checkpoints: int = 2
-    val_every: int = 1000
-    val_batch_size: int = 8
-    print_every: int = 50
-
-
-@dataclass
 class SigmaSampling:
     log_margin: float = 0.25  # m of sigma* exp(U(-m, m))
     offset_512: float = 0.5  # additive U(0, offset), 512-px units
@@ -148,7 +125,7 @@ class ExperimentConfig:
     save_dir: str = MISSING
     model: WeightsNode = field(default_factory=WeightsNode)  # ckpt_path: initial weights (replaces init)
     data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainSection = MISSING
 
 
 @dataclass
@@ -201,14 +178,12 @@ def _check_values(cfg, path) -> None:
         if not ok:
             raise ConfigError(f"{path}: '{key}' {why}")
 
-    t = cfg.train
-    for key in ("total_steps", "batch_size", "save_every", "val_every", "val_batch_size", "print_every",
-                "keep_checkpoints"):
-        need(t[key] >= 1, f"train.{key}", f"must be >= 1, got {t[key]}")
-    need(0.0 <= t.ema_rate < 1.0, "train.ema_rate", f"must be in [0, 1), got {t.ema_rate}")
-    need(len(t.betas) == 2, "train.betas", f"must be [beta1, beta2], got {list(t.betas)}")
-    need(t.warmup_steps >= 0, "train.warmup_steps", f"must be >= 0, got {t.warmup_steps}")
-    need(t.lr_schedule in LR_SCHEDULES, "train.lr_schedule", f"must be one of {list(LR_SCHEDULES)}, got {t.lr_schedule!r}")
+    try:
+        check_train(cfg.train, world_size=1)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    need(cfg.train.microbatch == 0, "train.microbatch", "(gradient accumulation) is main.py's only: set 0")
+    need(not cfg.train.log_sample_paths, "train.log_sample_paths", "is main.py's only: set false")
     need(cfg.data.resolution >= 8, "data.resolution", f"must be >= 8, got {cfg.data.resolution}")
     if "sigma" in cfg:
         need(cfg.sigma.log_margin >= 0, "sigma.log_margin", "must be >= 0")
@@ -474,9 +449,10 @@ def validate(task: Task, model: nn.Module, loader: DataLoader, device: torch.dev
     return float(torch.cat(values).mean())
 
 
-def accelerate_precision(precision: MixedPrecision, use_cuda: bool) -> str:
-    """accelerate's ``mixed_precision``: the configured one where it runs (``utils.precision``), else 'no'."""
-    return precision.value if autocast_runs(precision.value, use_cuda) else "no"
+def accelerate_precision(amp: str, use_cuda: bool) -> str:
+    """accelerate's ``mixed_precision`` for ``train.amp``: the configured one where it runs
+    (``utils.precision``), else 'no'."""
+    return amp if amp != "none" and autocast_runs(amp, use_cuda) else "no"
 
 
 def train(cfg, resume: str = "auto") -> Path:
@@ -489,7 +465,8 @@ def train(cfg, resume: str = "auto") -> Path:
                             "starts several only with --multi_gpu (also on a machine without GPUs: gloo on the CPU)")
     use_cuda = torch.cuda.is_available()
     accelerator = Accelerator(cpu=not use_cuda,
-                              mixed_precision=accelerate_precision(cfg.train.mixed_precision, use_cuda))
+                              mixed_precision=accelerate_precision(cfg.train.amp, use_cuda))
+    per_process, _ = check_train(cfg.train, accelerator.num_processes)
     save_dir = Path(cfg.save_dir)
     train_set, val_set = make_dataset(cfg, "train"), make_dataset(cfg, "val")  # every rank: same errors
     set_seed(cfg.train.seed, device_specific=True)
@@ -518,26 +495,26 @@ def train(cfg, resume: str = "auto") -> Path:
         raise TrainingError(str(err)) from None
     if accelerator.is_main_process:
         print(f"{accelerator.num_processes} process(es), mixed precision: {accelerator.mixed_precision} "
-              f"(train.mixed_precision: {cfg.train.mixed_precision.value})", flush=True)
+              f"(train.amp: {cfg.train.amp})", flush=True)
         save_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(to_dict(cfg)), save_dir / "config.yaml")
         if start is not None:
             print(f"resumed from {start} at step {state.step}", flush=True)
 
     sampler = ShardedInfiniteSampler(len(train_set), accelerator.process_index, accelerator.num_processes,
-                                     seed=cfg.train.seed, start=state.step * cfg.train.batch_size)
-    loader = iter(DataLoader(EpochDataset(train_set), batch_size=cfg.train.batch_size,
+                                     seed=cfg.train.seed, start=state.step * per_process)
+    loader = iter(DataLoader(EpochDataset(train_set), batch_size=per_process,
                              sampler=EpochTaggedSampler(sampler), num_workers=cfg.data.num_workers,
                              generator=torch.Generator().manual_seed(cfg.train.seed)))
-    val_loader = DataLoader(val_set, batch_size=cfg.train.val_batch_size, shuffle=False,  # main process only
+    val_loader = DataLoader(val_set, batch_size=cfg.train.batch[1], shuffle=False,  # main process only
                             num_workers=cfg.data.num_workers, generator=torch.Generator())
     t = cfg.train
-    logger = TrainLogger(save_dir, t.total_steps, state.step, accelerator.is_main_process, t.print_every)
+    logger = TrainLogger(save_dir, t.iterations, state.step, accelerator.is_main_process, t.log_freq)
     model.train()
-    while state.step < t.total_steps:
+    while state.step < t.iterations:
         batch = to_device(next(loader), accelerator.device)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(state.step + 1, lr=t.lr, total=t.total_steps, warmup=t.warmup_steps,
+            group["lr"] = lr_at(state.step + 1, lr=t.lr, total=t.iterations, warmup=t.warmup_iterations,
                                 schedule=t.lr_schedule, min_lr=t.min_lr)
         with accelerator.autocast():
             loss, scalars = task.loss(model, batch)
@@ -554,13 +531,13 @@ def train(cfg, resume: str = "auto") -> Path:
             bad = dict(zip(names, values.tolist()))
             raise TrainingError(f"non-finite training scalars at step {state.step}: {bad}")
         logger.step(state.step, dict(zip(names, values.tolist())))
-        last = state.step == t.total_steps
-        if state.step % t.val_every == 0 or last:
+        last = state.step == t.iterations
+        if state.step % t.val_freq == 0 or last:
             if accelerator.is_main_process:
                 logger.scalars(state.step, {task.metric: validate(task, ema.model, val_loader, accelerator.device)})
                 model.train()
             accelerator.wait_for_everyone()
-        if state.step % t.save_every == 0 or last:
+        if state.step % t.save_freq == 0 or last:
             save_training_state(accelerator, checkpoints, state.step, t.keep_checkpoints)
     logger.close()
     out = save_dir / EMA_FINAL
@@ -576,15 +553,29 @@ def train(cfg, resume: str = "auto") -> Path:
 # Command line
 
 
-def parse_args(argv: Sequence[str], tasks: Sequence[str], prog: str) -> argparse.Namespace:
-    """``prog --config X.yaml [--resume auto|none|DIR] [key=value ...]``, overrides anywhere."""
+def build_parser(tasks: Sequence[str], prog: str) -> argparse.ArgumentParser:
+    """``prog --config X.yaml [--save_dir DIR] [--resume auto|none|DIR] [--seed N] [key=value ...]``."""
     parser = argparse.ArgumentParser(prog=prog, description=f"Train DBLM network(s) {'/'.join(tasks)} "
                                      "(DESIGN.md section 3) with accelerate.")
-    parser.add_argument("--config", required=True, help="training YAML (configs/train/...)")
+    parser.add_argument("--config", "--cfg_path", dest="config", required=True,
+                        help="training YAML (configs/train/...)")
+    parser.add_argument("--save_dir", default=None, help="output folder (default: the config's save_dir)")
     parser.add_argument("--resume", default="auto",
                         help="'auto' (newest checkpoint in save_dir, if any), 'none', or a checkpoint directory")
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.total_steps=1000")
-    return parser.parse_intermixed_args(list(argv))  # overrides may come before or after the options
+    parser.add_argument("--seed", type=int, default=None, help="overrides train.seed")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.iterations=1000")
+    return parser
+
+
+def parse_args(argv: Sequence[str], tasks: Sequence[str], prog: str) -> argparse.Namespace:
+    """The command line (:func:`build_parser`), overrides anywhere; ``--save_dir`` and ``--seed`` become
+    overrides of ``save_dir`` and ``train.seed``."""
+    args = build_parser(tasks, prog).parse_intermixed_args(list(argv))
+    if args.save_dir is not None:
+        args.overrides.append(f"save_dir={args.save_dir}")
+    if args.seed is not None:
+        args.overrides.append(f"train.seed={args.seed}")
+    return args
 
 
 def main(argv: Sequence[str], tasks: Sequence[str], prog: str) -> int:

@@ -8,6 +8,7 @@ tests/test_dgsa_training.py, beside their 2-rank runs.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -90,15 +91,15 @@ def test_fresh_run_into_a_used_folder_is_refused_torchrun(tmp_path, faces_hq_dir
 def test_fresh_run_into_a_used_folder_is_refused_accelerate(tmp_path, faces_hq_dir, capsys, fresh_accelerate_state):
     """The DBLM scripts also kept the old checkpoints and overwrote ema_final.pth."""
     save = tmp_path / "sde"
-    args = ["--config", str(SDE_TINY), f"save_dir={save}", "train.val_every=100", "train.mixed_precision=bf16",
+    args = ["--config", str(SDE_TINY), f"save_dir={save}", "train.val_freq=100", "train.amp=bf16",
             *_dblm_data(faces_hq_dir)]
     assert training.main(args, ["sde"], "train_SDE.py") == 0
     # 10: the run says which precision it uses (accelerate launch announces its own default, 'no')
-    assert "mixed precision: bf16 (train.mixed_precision: bf16)" in capsys.readouterr().out
+    assert "mixed precision: bf16 (train.amp: bf16)" in capsys.readouterr().out
     ema = (save / "ema_final.pth").read_bytes()
     steps = sorted(p.name for p in (save / "checkpoints").iterdir())
     capsys.readouterr()
-    assert training.main(args + ["--resume", "none", "train.total_steps=1"], ["sde"], "train_SDE.py") == 2
+    assert training.main(args + ["--resume", "none", "train.iterations=1"], ["sde"], "train_SDE.py") == 2
     err = _one_error_line(capsys)
     assert err.startswith("train_SDE.py: error:") and "--resume auto" in err
     assert (save / "ema_final.pth").read_bytes() == ema
@@ -110,17 +111,49 @@ def test_overrides_may_come_before_the_options():
     args = main.parse_args(["--cfg_path", "c.yaml", "train.iterations=1", "--save_dir", "d", "--resume", "none",
                             "train.seed=3"])
     assert args.overrides == ["train.iterations=1", "train.seed=3"] and args.resume == "none"
-    args = training.parse_args(["--config", "c.yaml", "save_dir=X", "--resume", "none", "train.total_steps=1"],
+    args = training.parse_args(["--config", "c.yaml", "save_dir=X", "--resume", "none", "train.iterations=1"],
                                ["sde"], "train_SDE.py")
-    assert args.overrides == ["save_dir=X", "train.total_steps=1"] and args.resume == "none"
+    assert args.overrides == ["save_dir=X", "train.iterations=1"] and args.resume == "none"
+
+
+# ------------------------------------------------------------------ one train: schema, one set of flags
+@pytest.mark.parametrize("old, new", [("train.total_steps=3", "'train.iterations'"),
+                                      ("train.mixed_precision=bf16", "'train.amp"),
+                                      ("train.val_batch_size=3", "'train.batch (its second entry)'"),
+                                      ("train.print_every=3", "'train.log_freq'")])
+@pytest.mark.parametrize("config", [SDE_TINY, REPO / DIFFUSION_TINY])
+def test_old_train_names_are_refused_naming_the_new_one(config, old, new):
+    with pytest.raises(ConfigError) as err:
+        load_config(config, overrides=[old])
+    assert f"'{old.split('=')[0]}' is now {new}" in str(err.value)
+
+
+def test_both_launchers_take_the_same_flags():
+    flags = ["--config", "c.yaml", "--save_dir", "d", "--resume", "none", "--seed", "3", "train.iterations=1"]
+    args = main.parse_args(flags)
+    assert (args.cfg_path, args.save_dir, args.resume, args.seed) == ("c.yaml", "d", "none", 3)
+    args = training.parse_args(flags, ["sde"], "train_SDE.py")
+    assert args.config == "c.yaml" and args.resume == "none"
+    assert args.overrides == ["train.iterations=1", "save_dir=d", "train.seed=3"]
+    assert training.parse_args(["--cfg_path", "c.yaml"], ["sde"], "train_SDE.py").config == "c.yaml"
+
+
+def test_batch_is_the_total_over_processes():
+    """train.batch[0] is split over the processes by the check both loops use (utils.train_schema)."""
+    from utils.train_schema import check_train
+
+    cfg = training.load_experiment(SDE_TINY, ["sde"], ["save_dir=x", "train.batch=[6,2]"])
+    assert check_train(cfg.train, 2) == (3, 3) and check_train(cfg.train, 3) == (2, 2)
+    with pytest.raises(ConfigError, match=r"train.batch\[0\]=6 \(total over processes\) is not divisible by 4"):
+        check_train(cfg.train, 4)
 
 
 # ------------------------------------------------------------------ 5. 'no' read as a boolean
 def test_no_is_a_word_in_overrides():
-    cfg = training.load_experiment(SDE_TINY, ["sde"], ["train.mixed_precision=no", "data.flip=no",
-                                                        "save_dir=x"])
-    assert cfg.train.mixed_precision is training.MixedPrecision.no
+    cfg = training.load_experiment(SDE_TINY, ["sde"], ["loss=l2", "data.flip=no", "save_dir=x"])
     assert cfg.data.flip is False  # a boolean key still reads the word as a boolean
+    with pytest.raises(ConfigError, match=r"train.amp must be one of \['none', 'bf16', 'fp16'\], got 'no'"):
+        training.load_experiment(SDE_TINY, ["sde"], ["train.amp=no", "save_dir=x"])
     raw = load_config(DIFFUSION_TINY, overrides=["train.amp=no", "data.val.flip=off"])
     assert raw.train.amp == "no" and raw.data.val.flip == "off"
 
@@ -221,3 +254,25 @@ def test_resume_after_a_model_change_says_what_does_not_fit():
     summary = training.load_error_summary(err.value)
     assert len(summary.splitlines()) == 1
     assert "SigmaEstimator" in summary and "size mismatch for" in summary and "more)" in summary
+
+
+# ------------------------------------------------------------------ the README's training section
+def _option_strings(parser) -> set:
+    return {s for action in parser._actions for s in action.option_strings if s not in ("-h", "--help")}
+
+
+def test_readme_training_section_matches_the_flags():
+    """Every option of main.py, train_SDE.py and train_DBLM.py is in the README's training section, and
+    every option its commands give those scripts exists (torchrun's own --nproc_per_node aside)."""
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("## Training")
+    section = readme[start:readme.index("\n## ", start + 1)]
+    flags = re.compile(r"(?<![\w-])(--[a-z_]+)")
+    accepted = _option_strings(main.build_parser()) | _option_strings(training.build_parser(["sde"], "train_SDE.py"))
+    assert accepted <= set(flags.findall(section)), accepted - set(flags.findall(section))
+    assert "python -m utils.export_weights" in section and "python -m trainers.dgsa_eval" in section
+    code = "\n".join(section.split("```")[1::2])
+    commands = [line for line in code.splitlines() if re.search(r"(main|train_SDE|train_DBLM)\.py ", line)]
+    assert len(commands) == 6
+    used = set(flags.findall("\n".join(commands)))
+    assert used - accepted == {"--nproc_per_node"}

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -67,10 +67,11 @@ from utils.distributed import (DistInfo, EpochIndexed, ShardedInfiniteSampler, a
                                all_reduce_mean, all_reduce_sum, barrier, init_distributed, rank_seed)
 from utils.model_factory import resolve_path
 from utils.ema import EMA
-from utils.lr_schedule import LR_SCHEDULES, lr_at
+from utils.lr_schedule import lr_at
 from utils.precision import autocast_runs
 from utils.run_checkpoints import MixedRunsError, ResumeError, torchrun_checkpoints
 from utils.train_log import TrainLogger
+from utils.train_schema import TrainSection, check_train
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -94,28 +95,6 @@ class DataSection:
     train: DataSplit = MISSING
     val: Optional[DataSplit] = None
     num_workers: int = 0
-
-
-@dataclass
-class TrainSection:
-    iterations: int = MISSING  # total optimiser steps of the run (resume continues up to it)
-    batch: List[int] = field(default_factory=lambda: [32, 8])  # [total train batch over ranks, val batch per rank]
-    microbatch: int = 0  # gradient-accumulation chunk per rank; 0 = whole per-rank batch
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
-    warmup_iterations: int = 0
-    lr_schedule: str = "constant"  # constant | cosine (to min_lr at `iterations`)
-    min_lr: float = 0.0
-    grad_clip: float = 0.0  # max global grad norm; 0 = off
-    ema_rate: float = 0.999
-    amp: str = "none"  # none | bf16 | fp16 (fp16: CUDA only)
-    seed: int = 0
-    save_freq: int = 1000
-    val_freq: int = 1000
-    log_freq: int = 10
-    keep_checkpoints: int = 0  # keep only the newest N checkpoints; 0 = keep all
-    log_sample_paths: bool = False  # debug/test: write each rank's training sample paths
 
 
 @dataclass
@@ -187,11 +166,7 @@ class TrainerBase:
         self.dist = dist_info or init_distributed()
         self.device = self.dist.device
         tc = cfg.train
-        self.batch_per_rank, self.microbatch = self._check_batch(tc)
-        if tc.amp not in AMP_DTYPES:
-            raise ConfigError(f"train.amp: '{tc.amp}' is not one of {sorted(AMP_DTYPES)}")
-        if tc.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"train.lr_schedule: '{tc.lr_schedule}' is not one of {list(LR_SCHEDULES)}")
+        self.batch_per_rank, self.microbatch = check_train(tc, self.dist.world_size)
         self.amp_dtype = AMP_DTYPES[tc.amp] if autocast_runs(tc.amp, self.device.type == "cuda") else None
         self.step = 0
 
@@ -339,18 +314,6 @@ class TrainerBase:
         return results
 
     # ------------------------------------------------------------------ internals
-    def _check_batch(self, tc: Any) -> Tuple[int, int]:
-        if len(tc.batch) != 2 or min(tc.batch) < 1:
-            raise ConfigError(f"train.batch must be [total train batch, val batch per rank], got {list(tc.batch)}")
-        total, world = tc.batch[0], self.dist.world_size
-        if total % world:
-            raise ConfigError(f"train.batch[0]={total} (total over ranks) is not divisible by {world} ranks")
-        per_rank = total // world
-        micro = tc.microbatch or per_rank
-        if per_rank % micro:
-            raise ConfigError(f"train.microbatch={micro} does not divide the per-rank batch {per_rank}")
-        return per_rank, micro
-
     def _train_loader(self, dataset: Dataset) -> DataLoader:
         with_epoch = hasattr(dataset, "set_epoch")
         if len(dataset) < self.batch_per_rank * self.dist.world_size:
