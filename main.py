@@ -19,19 +19,24 @@ from typing import List, Optional
 from trainers.base import trainer_class
 from utils.checkpoint import CheckpointError
 from utils.config import ConfigError, load_config
-from utils.distributed import cleanup_distributed
+from utils.distributed import cleanup_distributed, launched_rank
 
 EXIT_CONFIG_ERROR = 2
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cfg_path", required=True, help="training YAML (configs/training/*.yaml)")
+    parser.add_argument("--cfg_path", "--config", dest="cfg_path", required=True,
+                        help="training YAML (configs/training/*.yaml)")
     parser.add_argument("--save_dir", required=True, help="folder for checkpoints, logs and tensorboard")
     parser.add_argument("--resume", default="auto", help="auto (newest checkpoint in save_dir), none, or a path")
     parser.add_argument("--seed", type=int, default=None, help="overrides train.seed")
     parser.add_argument("overrides", nargs="*", help="OmegaConf dot-list overrides, e.g. train.iterations=10")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_intermixed_args(argv)  # overrides may come before or after the options
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -42,7 +47,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         cfg = load_config(args.cfg_path, cls.config_schema, overrides)
         cls(cfg, save_dir=args.save_dir, resume=args.resume).train()
     except (ConfigError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        if launched_rank() == 0:  # every rank meets the same configuration error: say it once
+            print(f"error: {err}", file=sys.stderr, flush=True)
         return EXIT_CONFIG_ERROR
     finally:
         cleanup_distributed()

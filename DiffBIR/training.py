@@ -6,17 +6,20 @@ model, the loss and the validation metric -- lives in a small task class (:class
 
 Data: ``data.datasets.FaceDataset`` with the blind degradation and the sigma* target
 (``with_sigma_star=True``), drawn through ``utils.distributed.ShardedInfiniteSampler`` (rank-disjoint,
-restarts exactly where a resumed run stopped). Batches are ``batch_size`` per process. The loaders
+restarts exactly where a resumed run stopped). The loaders
 have their own generators, so that the global RNG (restored on resume) is consumed by the losses only:
 a resumed run repeats the uninterrupted one exactly (tests/test_dblm_training.py).
 
-Per step: the learning rate of ``utils.lr_schedule.lr_at`` (``train.lr``, ``warmup_steps``, ``lr_schedule``
-constant | cosine, ``min_lr``; a function of the step, so a resumed run continues it), forward under
-``accelerator.autocast`` (mixed precision from ``train.mixed_precision``: fp16 on CUDA only, bf16 on
-CUDA and CPU), AdamW, optional gradient-norm clipping, then the EMA of the
-weights (``utils.ema.EMA``). Every ``train.val_every`` steps the main process evaluates the EMA model
+The ``train:`` section is the one every trainer reads (``utils.train_schema``): ``train.batch[0]``
+samples per step in total, split over the processes, ``train.batch[1]`` the validation batch;
+gradient accumulation (``train.microbatch``) and ``train.log_sample_paths`` are main.py's only.
+Per step: the learning rate of ``utils.lr_schedule.lr_at`` (``train.lr``, ``warmup_iterations``,
+``lr_schedule`` constant | cosine, ``min_lr``; a function of the step, so a resumed run continues it),
+forward under ``accelerator.autocast`` (mixed precision ``train.amp``: fp16 on CUDA only, bf16 on CUDA
+and CPU), AdamW, optional gradient-norm clipping, then the EMA of the
+weights (``utils.ema.EMA``). Every ``train.val_freq`` steps the main process evaluates the EMA model
 on the validation list (SDE: mean |sigma_hat - sigma*| in pixels; TM/RM: PSNR of the output against
-the exact blurred target, in the convention of ``utils.metrics.psnr``); every ``train.save_every``
+the exact blurred target, in the convention of ``utils.metrics.psnr``); every ``train.save_freq``
 steps a checkpoint directory ``<save_dir>/checkpoints/step_XXXXXXX`` is written with
 ``accelerator.save_state`` (model, optimiser, RNG states of every process, plus the EMA and the step
 counter registered for checkpointing). Naming, the atomic write (every process fills
@@ -26,7 +29,7 @@ complete checkpoint, if any) follow ``utils.run_checkpoints``, shared with the t
 ``init`` (TM and RM) starts the backbone from a trained one-image restorer (RM0), see
 ``DiffBIR.transform.SigmaConditionedSwinIR.warm_start``; a resumed run takes its weights from the checkpoint.
 Checkpoints store no config: resuming with a different model raises a clear error, other
-changes (e.g. a larger ``train.total_steps``) are taken as given. At the end
+changes (e.g. a larger ``train.iterations``) are taken as given. At the end
 the EMA weights are exported as a plain state_dict, ``<save_dir>/ema_final.pth``, the file that
 ``DiffBIR.dblm.DBLM.from_config`` loads. Logging: ``utils.train_log.TrainLogger``.
 
@@ -59,13 +62,15 @@ from data.blur import gaussian_blur
 from data.datasets import FaceDataset
 from data.degradation import load_degradation_config
 from utils.checkpoint import CheckpointError, load_checkpoint, read_state_dict, save_checkpoint
-from utils.config import ConfigError, ObjectNode, RequiredWeightsNode, instantiate, load_config, to_dict
-from utils.distributed import ShardedInfiniteSampler
+from utils.config import ConfigError, RequiredWeightsNode, WeightsNode, instantiate, load_config, to_dict
+from utils.distributed import ShardedInfiniteSampler, launched_rank, single_process_from_multi_request
 from utils.ema import EMA
-from utils.lr_schedule import LR_SCHEDULES, lr_at
+from utils.lr_schedule import lr_at
+from utils.model_factory import resolve_path
 from utils.precision import autocast_runs
-from utils.run_checkpoints import CheckpointSeries, ResumeError, accelerate_checkpoints
+from utils.run_checkpoints import CheckpointSeries, MixedRunsError, ResumeError, accelerate_checkpoints
 from utils.train_log import TrainLogger
+from utils.train_schema import TrainSection, check_train
 
 EMA_FINAL = "ema_final.pth"
 
@@ -89,12 +94,6 @@ class LossType(Enum):
     l2 = "l2"
 
 
-class MixedPrecision(Enum):
-    no = "no"
-    fp16 = "fp16"
-    bf16 = "bf16"
-
-
 class RMInput(Enum):
     gt = "gt"
     tm = "tm"
@@ -114,27 +113,6 @@ class DataConfig:
 
 
 @dataclass
-class TrainConfig:
-    total_steps: int = MISSING
-    batch_size: int = 8  # per process
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
-    grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
-    warmup_steps: int = 0
-    lr_schedule: str = "constant"  # constant | cosine (to min_lr at total_steps), utils.lr_schedule
-    min_lr: float = 0.0
-    ema_rate: float = 0.999
-    mixed_precision: MixedPrecision = MixedPrecision.no  # fp16: CUDA only; bf16 also on CPU
-    seed: int = 0
-    save_every: int = 1000
-    keep_checkpoints: int = 2
-    val_every: int = 1000
-    val_batch_size: int = 8
-    print_every: int = 50
-
-
-@dataclass
 class SigmaSampling:
     log_margin: float = 0.25  # m of sigma* exp(U(-m, m))
     offset_512: float = 0.5  # additive U(0, offset), 512-px units
@@ -145,9 +123,9 @@ class SigmaSampling:
 class ExperimentConfig:
     task: TaskName = MISSING
     save_dir: str = MISSING
-    model: ObjectNode = field(default_factory=ObjectNode)
+    model: WeightsNode = field(default_factory=WeightsNode)  # ckpt_path: initial weights (replaces init)
     data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainSection = MISSING
 
 
 @dataclass
@@ -200,14 +178,12 @@ def _check_values(cfg, path) -> None:
         if not ok:
             raise ConfigError(f"{path}: '{key}' {why}")
 
-    t = cfg.train
-    for key in ("total_steps", "batch_size", "save_every", "val_every", "val_batch_size", "print_every",
-                "keep_checkpoints"):
-        need(t[key] >= 1, f"train.{key}", f"must be >= 1, got {t[key]}")
-    need(0.0 <= t.ema_rate < 1.0, "train.ema_rate", f"must be in [0, 1), got {t.ema_rate}")
-    need(len(t.betas) == 2, "train.betas", f"must be [beta1, beta2], got {list(t.betas)}")
-    need(t.warmup_steps >= 0, "train.warmup_steps", f"must be >= 0, got {t.warmup_steps}")
-    need(t.lr_schedule in LR_SCHEDULES, "train.lr_schedule", f"must be one of {list(LR_SCHEDULES)}, got {t.lr_schedule!r}")
+    try:
+        check_train(cfg.train, world_size=1)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    need(cfg.train.microbatch == 0, "train.microbatch", "(gradient accumulation) is main.py's only: set 0")
+    need(not cfg.train.log_sample_paths, "train.log_sample_paths", "is main.py's only: set false")
     need(cfg.data.resolution >= 8, "data.resolution", f"must be >= 8, got {cfg.data.resolution}")
     if "sigma" in cfg:
         need(cfg.sigma.log_margin >= 0, "sigma.log_margin", "must be >= 0")
@@ -257,9 +233,13 @@ class Task:
         return value_512 * self.resolution / 512.0
 
     def build_model(self) -> nn.Module:
+        """``model``, with the weights of ``model.ckpt_path`` (continue from earlier weights) if set, else
+        warm-started by ``init`` if set (TM, RM), else freshly initialised."""
         model = instantiate(self.cfg.model)
         init = self.cfg.get("init", None)
-        if init is not None:
+        if self.cfg.model.ckpt_path:
+            load_checkpoint(model, resolve_path(self.cfg.model.ckpt_path))
+        elif init is not None:
             source = read_state_dict(init.ckpt_path, hint="'init.ckpt_path' must be a trained restorer's "
                                      "state_dict (e.g. weights/demo/restorer_demo64.pth)")
             try:
@@ -382,6 +362,14 @@ def resolve_resume(checkpoints: CheckpointSeries, resume: str) -> Optional[Path]
         raise TrainingError(f"--resume {resume}: not a checkpoint directory") from None
 
 
+def load_error_summary(err: Exception, details: int = 2) -> str:
+    """One line from a (multi-line) state-dict loading error: its header and its first ``details``
+    reasons, e.g. "Error(s) in loading state_dict for SigmaEstimator: size mismatch for head.0.weight: ..."."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    more = len(lines) - 1 - details
+    return " ".join(lines[:1 + details]) + (f" (and {more} more)" if more > 0 else "")
+
+
 def save_training_state(accelerator, checkpoints: CheckpointSeries, step: int, keep: int) -> None:
     """accelerate state -> step_XXXXXXX: every process writes into the temporary directory, the main
     process renames it when all are done and drops all but the newest ``keep`` checkpoints."""
@@ -433,13 +421,16 @@ def make_dataset(cfg, split: str) -> FaceDataset:
     degradation = d.degradation if isinstance(d.degradation, str) else OmegaConf.to_container(d.degradation)
     try:
         degradation = load_degradation_config(degradation)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"data.degradation: {err}") from None
+    try:
         if split == "train":
             return FaceDataset(d.train, d.resolution, flip=d.flip, degradation=degradation, seed=d.train_seed,
                                with_sigma_star=True)
         return FaceDataset(d.val, d.resolution, flip=False, degradation=degradation, seed=d.val_seed,
                            with_sigma_star=True, length=d.val_size)
     except (FileNotFoundError, ValueError) as err:
-        raise ConfigError(f"data.{split} / data.degradation: {err}") from None
+        raise ConfigError(f"data.{split}: {err}") from None
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -458,9 +449,10 @@ def validate(task: Task, model: nn.Module, loader: DataLoader, device: torch.dev
     return float(torch.cat(values).mean())
 
 
-def accelerate_precision(precision: MixedPrecision, use_cuda: bool) -> str:
-    """accelerate's ``mixed_precision``: the configured one where it runs (``utils.precision``), else 'no'."""
-    return precision.value if autocast_runs(precision.value, use_cuda) else "no"
+def accelerate_precision(amp: str, use_cuda: bool) -> str:
+    """accelerate's ``mixed_precision`` for ``train.amp``: the configured one where it runs
+    (``utils.precision``), else 'no'."""
+    return amp if amp != "none" and autocast_runs(amp, use_cuda) else "no"
 
 
 def train(cfg, resume: str = "auto") -> Path:
@@ -468,9 +460,13 @@ def train(cfg, resume: str = "auto") -> Path:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    if single_process_from_multi_request():
+        raise TrainingError("accelerate launch started one process although --num_processes asks for more: it "
+                            "starts several only with --multi_gpu (also on a machine without GPUs: gloo on the CPU)")
     use_cuda = torch.cuda.is_available()
     accelerator = Accelerator(cpu=not use_cuda,
-                              mixed_precision=accelerate_precision(cfg.train.mixed_precision, use_cuda))
+                              mixed_precision=accelerate_precision(cfg.train.amp, use_cuda))
+    per_process, _ = check_train(cfg.train, accelerator.num_processes)
     save_dir = Path(cfg.save_dir)
     train_set, val_set = make_dataset(cfg, "train"), make_dataset(cfg, "val")  # every rank: same errors
     set_seed(cfg.train.seed, device_specific=True)
@@ -491,28 +487,34 @@ def train(cfg, resume: str = "auto") -> Path:
             accelerator.load_state(str(start))
         except (RuntimeError, KeyError, FileNotFoundError) as err:
             raise TrainingError(f"cannot resume from {start} (does the config match the run that wrote "
-                                f"it?): {str(err).splitlines()[0]}") from None
+                                f"it?): {load_error_summary(err)}") from None
         ema.model.to(accelerator.device)
+    try:
+        checkpoints.check_start(state.step)
+    except MixedRunsError as err:
+        raise TrainingError(str(err)) from None
     if accelerator.is_main_process:
+        print(f"{accelerator.num_processes} process(es), mixed precision: {accelerator.mixed_precision} "
+              f"(train.amp: {cfg.train.amp})", flush=True)
         save_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(to_dict(cfg)), save_dir / "config.yaml")
         if start is not None:
             print(f"resumed from {start} at step {state.step}", flush=True)
 
     sampler = ShardedInfiniteSampler(len(train_set), accelerator.process_index, accelerator.num_processes,
-                                     seed=cfg.train.seed, start=state.step * cfg.train.batch_size)
-    loader = iter(DataLoader(EpochDataset(train_set), batch_size=cfg.train.batch_size,
+                                     seed=cfg.train.seed, start=state.step * per_process)
+    loader = iter(DataLoader(EpochDataset(train_set), batch_size=per_process,
                              sampler=EpochTaggedSampler(sampler), num_workers=cfg.data.num_workers,
                              generator=torch.Generator().manual_seed(cfg.train.seed)))
-    val_loader = DataLoader(val_set, batch_size=cfg.train.val_batch_size, shuffle=False,  # main process only
+    val_loader = DataLoader(val_set, batch_size=cfg.train.batch[1], shuffle=False,  # main process only
                             num_workers=cfg.data.num_workers, generator=torch.Generator())
     t = cfg.train
-    logger = TrainLogger(save_dir, t.total_steps, state.step, accelerator.is_main_process, t.print_every)
+    logger = TrainLogger(save_dir, t.iterations, state.step, accelerator.is_main_process, t.log_freq)
     model.train()
-    while state.step < t.total_steps:
+    while state.step < t.iterations:
         batch = to_device(next(loader), accelerator.device)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(state.step + 1, lr=t.lr, total=t.total_steps, warmup=t.warmup_steps,
+            group["lr"] = lr_at(state.step + 1, lr=t.lr, total=t.iterations, warmup=t.warmup_iterations,
                                 schedule=t.lr_schedule, min_lr=t.min_lr)
         with accelerator.autocast():
             loss, scalars = task.loss(model, batch)
@@ -529,13 +531,13 @@ def train(cfg, resume: str = "auto") -> Path:
             bad = dict(zip(names, values.tolist()))
             raise TrainingError(f"non-finite training scalars at step {state.step}: {bad}")
         logger.step(state.step, dict(zip(names, values.tolist())))
-        last = state.step == t.total_steps
-        if state.step % t.val_every == 0 or last:
+        last = state.step == t.iterations
+        if state.step % t.val_freq == 0 or last:
             if accelerator.is_main_process:
                 logger.scalars(state.step, {task.metric: validate(task, ema.model, val_loader, accelerator.device)})
                 model.train()
             accelerator.wait_for_everyone()
-        if state.step % t.save_every == 0 or last:
+        if state.step % t.save_freq == 0 or last:
             save_training_state(accelerator, checkpoints, state.step, t.keep_checkpoints)
     logger.close()
     out = save_dir / EMA_FINAL
@@ -551,19 +553,39 @@ def train(cfg, resume: str = "auto") -> Path:
 # Command line
 
 
-def main(argv: Sequence[str], tasks: Sequence[str], prog: str) -> int:
-    """``prog --config X.yaml [--resume auto|none|DIR] [key=value ...]``; exit status 2 on a bad config."""
+def build_parser(tasks: Sequence[str], prog: str) -> argparse.ArgumentParser:
+    """``prog --config X.yaml [--save_dir DIR] [--resume auto|none|DIR] [--seed N] [key=value ...]``."""
     parser = argparse.ArgumentParser(prog=prog, description=f"Train DBLM network(s) {'/'.join(tasks)} "
                                      "(docs/method.md section 4) with accelerate.")
-    parser.add_argument("--config", required=True, help="training YAML (configs/train/...)")
+    parser.add_argument("--config", "--cfg_path", dest="config", required=True,
+                        help="training YAML (configs/train/...)")
+    parser.add_argument("--save_dir", default=None, help="output folder (default: the config's save_dir)")
     parser.add_argument("--resume", default="auto",
                         help="'auto' (newest checkpoint in save_dir, if any), 'none', or a checkpoint directory")
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.total_steps=1000")
-    args = parser.parse_args(list(argv))
+    parser.add_argument("--seed", type=int, default=None, help="overrides train.seed")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.iterations=1000")
+    return parser
+
+
+def parse_args(argv: Sequence[str], tasks: Sequence[str], prog: str) -> argparse.Namespace:
+    """The command line (:func:`build_parser`), overrides anywhere; ``--save_dir`` and ``--seed`` become
+    overrides of ``save_dir`` and ``train.seed``."""
+    args = build_parser(tasks, prog).parse_intermixed_args(list(argv))
+    if args.save_dir is not None:
+        args.overrides.append(f"save_dir={args.save_dir}")
+    if args.seed is not None:
+        args.overrides.append(f"train.seed={args.seed}")
+    return args
+
+
+def main(argv: Sequence[str], tasks: Sequence[str], prog: str) -> int:
+    """Train as the command line says (:func:`parse_args`); exit status 2 on a bad config."""
+    args = parse_args(argv, tasks, prog)
     try:
         cfg = load_experiment(args.config, tasks, args.overrides)
         train(cfg, args.resume)
     except (ConfigError, CheckpointError, TrainingError) as err:
-        print(f"{prog}: error: {err}", file=sys.stderr, flush=True)
+        if launched_rank() == 0:  # every process meets the same configuration error: say it once
+            print(f"{prog}: error: {err}", file=sys.stderr, flush=True)
         return 2
     return 0

@@ -454,7 +454,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         table = build_from_config(args.images, args.config, args.resolution, args.max_images, args.device)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2  # a bad input, as for every other command
     table.save(args.out)
     print(table.format())
     print(f"saved {args.out}")

@@ -90,7 +90,7 @@ def main(argv=None) -> None:
     parser.add_argument("--init", required=True, help="trained weights of the smaller network")
     parser.add_argument("--out", required=True, help="where the grown state dict goes")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model.params.depths=[6,6,6,6]")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may come before or after the options
     try:
         print(grow_file(args.config, args.init, args.out, args.overrides))
     except (CheckpointError, ConfigError) as err:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,3 +34,22 @@ def paths_by_step(save_dir: Path, rank: int) -> dict:
         step, path = line.split("\t")
         out.setdefault(int(step), []).append(path)
     return out
+
+
+def logged_scalars(stdout: str, prefix: str, step: int) -> dict:
+    """The scalars a trainer printed on its line ``[prefix] step N: key=value ...``."""
+    line = next(l for l in stdout.splitlines() if l.startswith(f"[{prefix}] step {step}:"))
+    return {k: float(v) for k, v in re.findall(r"(\S+)=(\S+)", line.split(":", 1)[1])}
+
+
+def markdown_table(stdout: str) -> dict:
+    """{metric: [value per column]} of the Markdown table that ``python -m trainers.evaluate`` prints."""
+    rows = [l.strip("|").split("|") for l in stdout.strip().splitlines()[2:]]
+    return {cells[0].strip(): [float(c) for c in cells[1:]] for cells in rows}
+
+
+def evaluate_process(cfg, ckpt, *overrides: str) -> dict:
+    """``python -m trainers.evaluate`` of one checkpoint, one process: {metric: value}."""
+    proc = run_checked([sys.executable, "-m", "trainers.evaluate", "--cfg_path", str(cfg), "--ckpt", str(ckpt), "c",
+                        *overrides])
+    return {key: values[0] for key, values in markdown_table(proc.stdout).items()}

@@ -47,7 +47,7 @@ def runs(tmp_path_factory, faces_hq_dir):
     first = launch("train_SDE.py", "train_SDE_tiny.yaml", f"save_dir={out['sde']}", *data)
     assert checkpoints(out["sde"]) == ["step_0000002"]
     ema_2 = torch.load(out["sde"] / "ema_final.pth")
-    second = launch("train_SDE.py", "train_SDE_tiny.yaml", f"save_dir={out['sde']}", "train.total_steps=4", *data)
+    second = launch("train_SDE.py", "train_SDE_tiny.yaml", f"save_dir={out['sde']}", "train.iterations=4", *data)
     launch("train_DBLM.py", "train_DBLM_TM_tiny.yaml", f"save_dir={out['tm']}", *data)
     rm = launch("train_DBLM.py", "train_DBLM_RM_tiny.yaml", f"save_dir={out['rm']}",
                 f"tm.ckpt_path={out['tm'] / 'ema_final.pth'}", *data)
@@ -137,17 +137,17 @@ def test_resume_repeats_uninterrupted_run_exactly(tmp_path, faces_hq_dir, varian
 
     extra = []
     if variant != "constant":
-        extra = ["train.lr_schedule=cosine", "train.warmup_steps=1", "train.min_lr=1e-5",
-                 "train.mixed_precision=bf16", f"init.ckpt_path={tiny_restorer_weights(tmp_path / 'rm0.pth')}"]
+        extra = ["train.lr_schedule=cosine", "train.warmup_iterations=1", "train.min_lr=1e-5",
+                 "train.amp=bf16", f"init.ckpt_path={tiny_restorer_weights(tmp_path / 'rm0.pth')}"]
 
     def run(save_dir, resume="auto"):
         cfg = load_experiment(TINY / "train_DBLM_TM_tiny.yaml", ["tm"], [
-            f"save_dir={save_dir}", "train.total_steps=4", "train.val_every=100",
+            f"save_dir={save_dir}", "train.iterations=4", "train.val_freq=100",
             *data_overrides(faces_hq_dir), *extra])
         return train(cfg, resume)
 
     straight = torch.load(run(tmp_path / "a"))  # checkpoints at steps 2 and 4
-    # resumed from the straight run's step 2 (same total_steps: the cosine schedule depends on it)
+    # resumed from the straight run's step 2 (same iterations: the cosine schedule depends on it)
     resumed = torch.load(run(tmp_path / "b", str(tmp_path / "a" / "checkpoints" / "step_0000002")))
     assert straight.keys() == resumed.keys()
     for k in straight:
@@ -175,12 +175,12 @@ def test_warm_started_task_model_is_the_restorer(tmp_path, faces_hq_dir):
 
 
 def test_accelerate_precision_bf16_runs_on_cpu_fp16_needs_cuda():
-    from DiffBIR.training import MixedPrecision, accelerate_precision
+    from DiffBIR.training import accelerate_precision
 
-    assert accelerate_precision(MixedPrecision.bf16, use_cuda=False) == "bf16"
-    assert accelerate_precision(MixedPrecision.fp16, use_cuda=False) == "no"
-    assert accelerate_precision(MixedPrecision.fp16, use_cuda=True) == "fp16"
-    assert accelerate_precision(MixedPrecision.no, use_cuda=True) == "no"
+    assert accelerate_precision("bf16", use_cuda=False) == "bf16"
+    assert accelerate_precision("fp16", use_cuda=False) == "no"
+    assert accelerate_precision("fp16", use_cuda=True) == "fp16"
+    assert accelerate_precision("none", use_cuda=True) == "no"
 
 
 def test_missing_warm_start_weights_exit_2_with_one_line(tmp_path, capsys):

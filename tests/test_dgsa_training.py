@@ -21,7 +21,7 @@ from data.degradation import load_degradation_config
 from models.dgsa import laplace_nll
 from models.guidance import closed_form_guidance
 from sampler import load_sample_config
-from proc_helpers import paths_by_step, torchrun_main
+from proc_helpers import evaluate_process, logged_scalars, paths_by_step, torchrun_main
 from tiny_setup import make_tiny_setup
 from trainers.dgsa import DGSATrainerConfig, GuidedPairSampler, TrainerDGSA, evaluate_rank_correlation
 from utils.config import instantiate, load_config
@@ -82,6 +82,10 @@ def test_torchrun_checkpoints_resume_and_disjoint_ranks(tiny_config, tmp_path):
     ckpt = _ckpt(save, 2)
     assert ckpt["step"] == 2 and len(ckpt["rng"]) == 2
     assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])  # ranks drew different noise
+    # one process scores the EMA weights as the 2-rank run's validation did (same faces, same draws)
+    logged = logged_scalars(first.stdout, "val_ema", 2)
+    scored = evaluate_process(tiny_config, save / "ckpt_0000002.pth", "data.val.length=2", "train.batch=[4,1]")
+    assert scored == pytest.approx(logged, rel=1e-4, abs=1e-6)
 
     second = torchrun_main(tiny_config, save, "train.iterations=3", "data.val.length=2", "train.batch=[4,1]")
     assert f"resuming from {save / 'ckpt_0000002.pth'} at step 2" in second.stdout

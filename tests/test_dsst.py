@@ -195,7 +195,7 @@ def test_cli_calibrated_tau_starts_the_reference_blur_at_the_given_step(faces_hq
     both = tmp_path / "both.yaml"
     both.write_text("tau: 1.0e-3\ncalibrate: {sigma_512: 16.0, start_t: 400}\n")
     assert main(["--images", str(faces_hq_dir / "celeba128_train.txt"), "--config", str(both), "--out", str(out),
-                 "--max-images", "2"]) == 1
+                 "--max-images", "2"]) == 2
 
 
 def test_cli_builds_and_prints_table(faces_hq_dir, tmp_path, capsys):
@@ -213,7 +213,7 @@ def test_cli_builds_and_prints_table(faces_hq_dir, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("tua: 1.0\n")
     assert main(["--images", str(faces_hq_dir / "celeba128_train.txt"), "--config", str(bad),
-                 "--out", str(out)]) == 1
+                 "--out", str(out)]) == 2
     assert "tua" in capsys.readouterr().err
 
 
@@ -240,3 +240,28 @@ def test_notebook_executes_headless(faces_hq_dir, tmp_path):
     assert out.with_suffix(".png").stat().st_size > 0
     assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
                for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+def test_notebook_defaults_write_outside_the_shipped_weights(faces_hq_dir, tmp_path, monkeypatch):
+    """The notebook run as shipped (only fewer faces) writes its table, plot and face strip under
+    experiments/ of the repository it runs in, never into weights/demo/ (the shipped table). It runs in a
+    scratch copy of the repository layout (configs/ linked), so the test touches no real folder."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.read(REPO / "models" / "make_DSST.ipynb", as_version=4)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    lines = params.source.splitlines()
+    out_line = next(line for line in lines if line.startswith("out ="))
+    params.source = "\n".join([line for line in lines if not line.startswith(("images =", "max_images ="))]
+                              + [f"images = {str(faces_hq_dir / 'celeba128_train.txt')!r}", "max_images = 4"])
+    (tmp_path / "models").mkdir()  # the kernel starts here; the notebook takes its parent as the root
+    (tmp_path / "configs").symlink_to(REPO / "configs")
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    nbclient.NotebookClient(nb, kernel_name="python3", timeout=120,
+                            resources={"metadata": {"path": str(tmp_path / "models")}}).execute()
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file() and
+                     not p.is_symlink() and "__pycache__" not in p.parts)
+    default_out = out_line.split("=", 1)[1].split("#")[0].strip().strip("\"'")
+    stem = Path(default_out).with_suffix("")
+    assert written == sorted([default_out, f"{stem}.png", f"{stem}_faces.png"]), written
+    assert not default_out.startswith("weights")

@@ -6,12 +6,11 @@ dict must score the same, and the raw (non-EMA) weights must score differently.
 """
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
 
 import main
+from proc_helpers import logged_scalars, markdown_table
 from models.unet import UNetModel
 from trainers import evaluate
 from trainers.diffusion import DiffusionTrainerConfig
@@ -19,17 +18,6 @@ from utils.config import load_config
 
 DIFFUSION_TINY = "configs/training/tiny/diffusion_tiny.yaml"
 SWINIR_TINY = "configs/training/tiny/swinir_tiny.yaml"
-
-
-def _logged(stdout: str, prefix: str, step: int) -> dict:
-    line = next(l for l in stdout.splitlines() if l.startswith(f"[{prefix}] step {step}:"))
-    return {k: float(v) for k, v in re.findall(r"(\S+)=(\S+)", line.split(":", 1)[1])}
-
-
-def _table(stdout: str) -> dict:
-    """{metric: [value per column]} of evaluate's Markdown table."""
-    rows = [l.strip("|").split("|") for l in stdout.strip().splitlines()[2:]]
-    return {cells[0].strip(): [float(c) for c in cells[1:]] for cells in rows}
 
 
 @pytest.fixture
@@ -45,7 +33,7 @@ def test_evaluate_reproduces_the_logged_validation(cfg, tmp_path, faces_hq_dir, 
     run = tmp_path / "run"
     assert main.main(["--cfg_path", cfg, "--save_dir", str(run), *data, "train.iterations=2",
                       "train.val_freq=2", "train.log_sample_paths=false", "train.ema_rate=0.5"]) == 0
-    logged = _logged(capsys.readouterr().out, "val_ema", 2)
+    logged = logged_scalars(capsys.readouterr().out, "val_ema", 2)
 
     ckpt = torch.load(run / "ckpt_0000002.pth", map_location="cpu", weights_only=True)
     torch.save(ckpt["ema"], tmp_path / "ema.pth")
@@ -55,7 +43,7 @@ def test_evaluate_reproduces_the_logged_validation(cfg, tmp_path, faces_hq_dir, 
                           "--ckpt", str(tmp_path / "raw.pth"), "raw", *data]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0] == "| metric | ckpt | exported | raw |"
-    table = _table(out)
+    table = markdown_table(out)
     assert set(table) == set(logged)
     for key, value in logged.items():
         from_ckpt, exported, _ = table[key]
@@ -74,7 +62,7 @@ def test_evaluate_length_override_changes_the_faces(tmp_path, faces_hq_dir, caps
     for length in (2, 4):
         assert evaluate.main(["--cfg_path", DIFFUSION_TINY, "--ckpt", str(model), "m",
                               f"data.val.source={val_list}", f"data.val.length={length}"]) == 0
-        scores.append(_table(capsys.readouterr().out)["loss"][0])
+        scores.append(markdown_table(capsys.readouterr().out)["loss"][0])
     assert scores[0] != scores[1]
 
 

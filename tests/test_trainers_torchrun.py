@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import main
-from proc_helpers import paths_by_step, run_checked, torchrun_main
+from proc_helpers import evaluate_process, logged_scalars, paths_by_step, run_checked, torchrun_main
 from utils.distributed import ShardedInfiniteSampler
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +57,10 @@ def test_diffusion_torchrun_checkpoints_resume_and_disjoint_ranks(tmp_path, face
     assert set(ckpt) >= {"model", "ema", "optimizer", "scaler", "config"}
     # the two ranks drew different noise: their saved torch RNG states differ
     assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])
+    # one process scores the EMA weights as the 2-rank run's validation did (same faces, same noise)
+    logged = logged_scalars(first.stdout, "val_ema", 3)
+    scored = evaluate_process(DIFFUSION_TINY, save / "ckpt_0000003.pth", *data)
+    assert scored == pytest.approx(logged, rel=1e-4, abs=1e-6)
 
     second = _torchrun(DIFFUSION_TINY, save, data + ["train.iterations=4"])
     assert f"resuming from {save / 'ckpt_0000003.pth'} at step 3" in second.stdout

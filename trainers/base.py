@@ -30,7 +30,9 @@ everything that is not specific to a network:
   PATH`` from a file, ``--resume none`` starts afresh. On resume the step counter continues; each rank
   restores its own RNG state when the world size is unchanged, else reseeds from (seed, rank, step).
 * validation every ``train.val_freq`` steps and at the end, of the online and the EMA model, on the
-  ``data.val`` split sharded over ranks; per-sample metrics are averaged over the whole split.
+  ``data.val`` split cut into batches of ``train.batch[1]`` consecutive faces, dealt to the ranks in turn;
+  a batch's validation noise is seeded by its index in the split (:meth:`TrainerBase.val_generator`), so
+  the numbers do not depend on the number of ranks; per-sample metrics are averaged over the whole split.
 * logging through :class:`utils.train_log.TrainLogger` (tensorboard in ``DIR/tb``, console, tqdm).
   ``train.log_sample_paths: true`` (a test/debug switch) appends ``step<TAB>path`` of every training
   sample to ``DIR/sample_paths_rank{r}.txt``.
@@ -47,29 +49,29 @@ from __future__ import annotations
 
 import contextlib
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from data.datasets import FaceDataset
 from utils.checkpoint import CheckpointError, load_checkpoint
-from utils.config import ConfigError, WeightsNode, get_obj_from_str, instantiate, to_dict
+from utils.config import ConfigError, WeightsNode, get_obj_from_str, instantiate, load_config, to_dict
 from utils.distributed import (DistInfo, EpochIndexed, ShardedInfiniteSampler, all_gather_object,
                                all_reduce_mean, all_reduce_sum, barrier, init_distributed, rank_seed)
 from utils.model_factory import resolve_path
 from utils.ema import EMA
-from utils.lr_schedule import LR_SCHEDULES, lr_at
+from utils.lr_schedule import lr_at
 from utils.precision import autocast_runs
-from utils.run_checkpoints import ResumeError, torchrun_checkpoints
+from utils.run_checkpoints import MixedRunsError, ResumeError, torchrun_checkpoints
 from utils.train_log import TrainLogger
+from utils.train_schema import TrainSection, check_train
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -93,28 +95,6 @@ class DataSection:
     train: DataSplit = MISSING
     val: Optional[DataSplit] = None
     num_workers: int = 0
-
-
-@dataclass
-class TrainSection:
-    iterations: int = MISSING  # total optimiser steps of the run (resume continues up to it)
-    batch: List[int] = field(default_factory=lambda: [32, 8])  # [total train batch over ranks, val batch per rank]
-    microbatch: int = 0  # gradient-accumulation chunk per rank; 0 = whole per-rank batch
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
-    warmup_iterations: int = 0
-    lr_schedule: str = "constant"  # constant | cosine (to min_lr at `iterations`)
-    min_lr: float = 0.0
-    grad_clip: float = 0.0  # max global grad norm; 0 = off
-    ema_rate: float = 0.999
-    amp: str = "none"  # none | bf16 | fp16 (fp16: CUDA only)
-    seed: int = 0
-    save_freq: int = 1000
-    val_freq: int = 1000
-    log_freq: int = 10
-    keep_checkpoints: int = 0  # keep only the newest N checkpoints; 0 = keep all
-    log_sample_paths: bool = False  # debug/test: write each rank's training sample paths
 
 
 @dataclass
@@ -186,11 +166,7 @@ class TrainerBase:
         self.dist = dist_info or init_distributed()
         self.device = self.dist.device
         tc = cfg.train
-        self.batch_per_rank, self.microbatch = self._check_batch(tc)
-        if tc.amp not in AMP_DTYPES:
-            raise ConfigError(f"train.amp: '{tc.amp}' is not one of {sorted(AMP_DTYPES)}")
-        if tc.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"train.lr_schedule: '{tc.lr_schedule}' is not one of {list(LR_SCHEDULES)}")
+        self.batch_per_rank, self.microbatch = check_train(tc, self.dist.world_size)
         self.amp_dtype = AMP_DTYPES[tc.amp] if autocast_runs(tc.amp, self.device.type == "cuda") else None
         self.step = 0
 
@@ -215,8 +191,9 @@ class TrainerBase:
         raise NotImplementedError
 
     def val_metrics(self, model: nn.Module, batch: Dict[str, Any], batch_idx: int) -> Dict[str, torch.Tensor]:
-        """Per-sample metrics ``{name: tensor of shape (B,)}`` of ``model`` (eval mode, no grad) on a
-        validation batch; the base averages them over the whole split and all ranks."""
+        """Per-sample metrics ``{name: tensor of shape (B,)}`` of ``model`` (eval mode, no grad) on the
+        validation batch ``batch_idx`` (its index in the whole split); the base averages them over the
+        whole split and all ranks."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ utilities for subclasses
@@ -245,9 +222,12 @@ class TrainerBase:
             raise ConfigError(f"data.{split}.source: {err}") from None
 
     def val_generator(self, batch_idx: int) -> torch.Generator:
-        """A generator with a fixed seed per (rank, validation batch): the same noise at every validation."""
-        return torch.Generator(device=self.device).manual_seed(rank_seed(self.cfg.train.seed + 1, self.dist.rank,
-                                                                         batch_idx))
+        """A generator with a fixed seed per validation batch: the same noise at every validation.
+
+        ``batch_idx`` is the batch's index in the whole split (:meth:`_validate`), so a face meets the
+        same noise whatever the number of ranks, and ``trainers.evaluate`` in one process reproduces a
+        multi-rank run's validation."""
+        return torch.Generator(device=self.device).manual_seed(rank_seed(self.cfg.train.seed + 1, 0, batch_idx))
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -263,8 +243,9 @@ class TrainerBase:
         model = self.build_model().to(self.device)
         train_set = self.build_dataset("train")
         val_set = self.build_dataset("val")
-        if val_set is not None and len(val_set) < self.dist.world_size:
-            raise ConfigError(f"data.val: {len(val_set)} images for {self.dist.world_size} ranks")
+        if val_set is not None and not self._val_batches(len(val_set)):
+            raise ConfigError(f"data.val: {len(val_set)} images in batches of train.batch[1]={tc.batch[1]} "
+                              f"give fewer batches than the {self.dist.world_size} ranks")
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=tc.lr, betas=tuple(tc.betas),
                                       weight_decay=tc.weight_decay)
@@ -275,6 +256,10 @@ class TrainerBase:
             self._load(ckpt, model, ema, optimizer, scaler)
         else:
             _seed_all(rank_seed(tc.seed, self.dist.rank, 0))
+        try:
+            self.checkpoints.check_start(self.step)
+        except MixedRunsError as err:
+            raise CheckpointError(str(err)) from None
         self.save_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
             OmegaConf.save(self.cfg, self.save_dir / "config.yaml")
@@ -329,18 +314,6 @@ class TrainerBase:
         return results
 
     # ------------------------------------------------------------------ internals
-    def _check_batch(self, tc: Any) -> Tuple[int, int]:
-        if len(tc.batch) != 2 or min(tc.batch) < 1:
-            raise ConfigError(f"train.batch must be [total train batch, val batch per rank], got {list(tc.batch)}")
-        total, world = tc.batch[0], self.dist.world_size
-        if total % world:
-            raise ConfigError(f"train.batch[0]={total} (total over ranks) is not divisible by {world} ranks")
-        per_rank = total // world
-        micro = tc.microbatch or per_rank
-        if per_rank % micro:
-            raise ConfigError(f"train.microbatch={micro} does not divide the per-rank batch {per_rank}")
-        return per_rank, micro
-
     def _train_loader(self, dataset: Dataset) -> DataLoader:
         with_epoch = hasattr(dataset, "set_epoch")
         if len(dataset) < self.batch_per_rank * self.dist.world_size:
@@ -383,16 +356,24 @@ class TrainerBase:
         totals["lr"] = optimizer.param_groups[0]["lr"]
         return totals
 
+    def _val_batches(self, num_samples: int) -> List[int]:
+        """Indices (in the whole split) of this rank's validation batches: the split is cut into batches
+        of ``train.batch[1]`` consecutive faces and the batches are dealt to the ranks in turn."""
+        num_batches = -(-num_samples // self.cfg.train.batch[1])
+        return list(range(self.dist.rank, num_batches, self.dist.world_size))
+
     @torch.no_grad()
     def _validate(self, model: nn.Module, dataset: Dataset) -> Dict[str, float]:
-        shard = Subset(dataset, range(self.dist.rank, len(dataset), self.dist.world_size))
-        loader = DataLoader(shard, batch_size=self.cfg.train.batch[1], shuffle=False,
+        size = self.cfg.train.batch[1]
+        batches = self._val_batches(len(dataset))
+        shard = Subset(dataset, [i for b in batches for i in range(b * size, min((b + 1) * size, len(dataset)))])
+        loader = DataLoader(shard, batch_size=size, shuffle=False,
                             num_workers=self.cfg.data.num_workers, generator=torch.Generator().manual_seed(0))
         was_training = model.training
         model.eval()
         sums: Dict[str, torch.Tensor] = {}
         count = torch.zeros((), dtype=torch.float64, device=self.device)
-        for idx, batch in enumerate(loader):
+        for idx, batch in zip(batches, loader):
             with self.autocast():
                 metrics = self.val_metrics(model, self._to_device(batch), idx)
             for k, v in metrics.items():
@@ -446,10 +427,7 @@ class TrainerBase:
 
 def trainer_class(cfg_path: str, overrides: List[str]) -> type:
     """The class named by the config's ``trainer.target`` (a :class:`TrainerBase` subclass)."""
-    try:
-        raw = OmegaConf.merge(OmegaConf.load(cfg_path), OmegaConf.from_dotlist(overrides))
-    except (OSError, OmegaConfBaseException) as err:
-        raise ConfigError(f"{cfg_path}: cannot read configuration: {err}") from None
+    raw = load_config(cfg_path, overrides=overrides)
     target = OmegaConf.select(raw, "trainer.target")
     if not isinstance(target, str):
         raise ConfigError(f"{cfg_path}: missing key 'trainer.target' (dotted trainer class path)")

@@ -32,7 +32,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--ckpt", nargs=2, action="append", required=True, metavar=("PATH", "LABEL"),
                         help="weights to score and their column label (repeatable)")
     parser.add_argument("overrides", nargs="*", help="OmegaConf dot-list overrides, e.g. data.val.length=100")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # overrides may come before or after the options
 
 
 def format_table(labels: Sequence[str], results: Sequence[Dict[str, float]]) -> str:

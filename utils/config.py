@@ -20,6 +20,7 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Type
 
+import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -50,15 +51,57 @@ class ConfigError(ValueError):
     """A configuration file that cannot be used as written."""
 
 
+# Keys renamed in this project: a config or override that still uses one is refused with a message naming
+# the new key (the train: section is one schema for every trainer, utils.train_schema).
+RENAMED_KEYS = {
+    "train.total_steps": "train.iterations",
+    "train.batch_size": "train.batch (its first entry, now the total over all processes)",
+    "train.val_batch_size": "train.batch (its second entry)",
+    "train.warmup_steps": "train.warmup_iterations",
+    "train.mixed_precision": "train.amp (none | bf16 | fp16)",
+    "train.save_every": "train.save_freq",
+    "train.val_every": "train.val_freq",
+    "train.print_every": "train.log_freq",
+}
+
+# YAML 1.1 reads these words as booleans; in a ``key=value`` override they are kept as the word, so that
+# ``train.amp=no`` means the string 'no' (a boolean key still accepts it: OmegaConf converts 'no' to False).
+WORD_BOOLEANS = frozenset({"yes", "no", "on", "off"})
+_ABSENT = object()
+
+
+def parse_override(item: str) -> DictConfig:
+    """One ``key=value`` override as a config (the value read as YAML, except the words of
+    :data:`WORD_BOOLEANS`, which stay strings); ConfigError naming the override if it does not parse."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{item}' is not of the form key=value")
+    if value.strip().lower() in WORD_BOOLEANS:
+        item = f"{key}='{value.strip()}'"
+    try:
+        return OmegaConf.from_dotlist([item])
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override '{item}': not valid YAML: {_yaml_problem(err, position=False)}") from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"override '{item}': {_first_line(err)}") from None
+
+
 def load_config(path: str | Path, schema: Optional[Type] = None, overrides: Optional[list] = None) -> DictConfig:
-    """Read ``path`` (YAML), apply ``overrides`` (``["a.b=1", ...]``) and validate against ``schema``."""
+    """Read ``path`` (YAML), apply ``overrides`` (``["a.b=1", ...]``, :func:`parse_override`), refuse the
+    keys of :data:`RENAMED_KEYS` and validate against ``schema``."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
         cfg = OmegaConf.load(path)
-        if overrides:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(err)}") from None
+    parsed = [parse_override(item) for item in overrides or []]
+    try:
+        cfg = OmegaConf.merge(cfg, *parsed)
+        for old, new in RENAMED_KEYS.items():
+            if OmegaConf.select(cfg, old, default=_ABSENT) is not _ABSENT:
+                raise ConfigError(f"{path}: '{old}' is now '{new}'")
         if schema is not None:
             cfg = OmegaConf.merge(OmegaConf.structured(schema), cfg)
     except OmegaConfBaseException as err:
@@ -113,6 +156,15 @@ def to_dict(cfg: Any) -> dict:
     if dataclasses.is_dataclass(cfg):
         return dataclasses.asdict(cfg)
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _yaml_problem(err: yaml.YAMLError, position: bool = True) -> str:
+    """A YAML parse error in one line: the problem and (``position``) where it is, line and column."""
+    problem = getattr(err, "problem", None) or _first_line(err)
+    mark = getattr(err, "problem_mark", None)
+    if position and mark is not None:
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return problem
 
 
 def _first_line(err: Exception) -> str:

@@ -60,6 +60,19 @@ def init_distributed() -> DistInfo:
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
 
 
+def launched_rank() -> int:
+    """This process's rank as its launcher (torchrun, ``accelerate launch``) set it; 0 without one. Known
+    before any process group exists, e.g. to print a configuration error once rather than once per rank."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def single_process_from_multi_request() -> bool:
+    """Whether ``accelerate launch --num_processes N`` (N > 1) started this one process alone: its simple
+    launcher (used without ``--multi_gpu``) sets ``MASTER_ADDR`` for N > 1 but starts one process with no
+    ``WORLD_SIZE``."""
+    return "ACCELERATE_USE_CPU" in os.environ and "MASTER_ADDR" in os.environ and "WORLD_SIZE" not in os.environ
+
+
 def cleanup_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -1,5 +1,5 @@
-"""Where mixed precision runs: the one rule shared by the torchrun trainers (trainers/base.py, ``train.amp``)
-and the accelerate loop (DiffBIR/training.py, ``train.mixed_precision``).
+"""Where mixed precision (``train.amp``) runs: the one rule shared by the torchrun trainers (trainers/base.py)
+and the accelerate loop (DiffBIR/training.py).
 
 fp16 autocast needs CUDA (and a GradScaler); bf16 autocast runs on CUDA and on the CPU, where AMX /
 AVX512-BF16 make a training step 1.3-1.6x faster (docs/benchmarks.md, benchmarks/bench_train_precision.py).

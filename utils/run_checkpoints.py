@@ -26,6 +26,9 @@ The contract of a :class:`CheckpointSeries` (the checkpoints of one run):
   to load: ``auto`` the latest (None when there is none yet), ``none`` None, anything else that path,
   which must be a checkpoint of the right kind; otherwise :class:`ResumeError`, which each launcher
   reports as its own error type with its own message.
+* no mixing of runs: :meth:`~CheckpointSeries.check_start` refuses a run that starts at step ``s`` (0 for
+  ``--resume none``) in a folder that already holds checkpoints of steps beyond ``s``. Such older
+  checkpoints would outrank the new run's in rotation (deleting the new ones) and in ``--resume auto``.
 """
 from __future__ import annotations
 
@@ -38,6 +41,10 @@ from typing import Callable, List, Optional
 STEP_DIGITS = 7  # the step is zero-padded to (at least) this many digits
 TEMPORARY_SUFFIX = ".partial"  # appended to a checkpoint's name while it is being written
 RESUME_AUTO, RESUME_NONE = "auto", "none"
+
+
+class MixedRunsError(ValueError):
+    """The folder holds checkpoints of another run, newer than the step this run starts at."""
 
 
 class ResumeError(ValueError):
@@ -166,6 +173,15 @@ class CheckpointSeries:
         if not self.is_complete(path):
             raise ResumeError(resume, f"--resume {resume}: no checkpoint {kind} there")
         return path
+
+    def check_start(self, step: int) -> None:
+        """Raise :class:`MixedRunsError` if ``root`` holds complete checkpoints of steps after ``step``,
+        the step the run starts (or resumes) at (module docstring: no mixing of runs)."""
+        later = [s for s in self.steps() if s > step]
+        if later:
+            raise MixedRunsError(f"{self.root} already holds checkpoints of steps {later}, after this run's start "
+                                 f"at step {step}: continue that run with --resume auto, or train into an "
+                                 "empty folder")
 
 
 def torchrun_checkpoints(save_dir: str | os.PathLike) -> CheckpointSeries:

@@ -2,6 +2,9 @@
 
 Scalars go to tensorboard (``<save_dir>/tb``) and, every ``print_every`` steps, to the console as one
 line; a tqdm bar shows progress. Only the main process logs; the others get a silent logger.
+
+A run resumed from the checkpoint of step ``start_step`` purges the tensorboard events of later steps
+(``purge_step``): an interrupted run had logged them already, and they would appear twice.
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ class TrainLogger:
         if is_main:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(Path(save_dir) / "tb"))
+            self._writer = SummaryWriter(log_dir=str(Path(save_dir) / "tb"),
+                                         purge_step=start_step + 1 if start_step else None)
             self._bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True, desc="train")
 
     def step(self, step: int, scalars: Dict[str, float], prefix: str = "train") -> None:

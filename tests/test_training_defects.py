@@ -1,0 +1,278 @@
+"""Defects a researcher met when training, each reproduced as it was met and pinned.
+
+Both launchers are covered where the defect was in both: ``main.py`` (trainers/base.py) and
+``train_SDE.py`` / ``train_DBLM.py`` (DiffBIR/training.py). In-process runs of the tiny configs on
+real faces; the multi-rank validation defect is pinned in tests/test_trainers_torchrun.py and
+tests/test_dgsa_training.py, beside their 2-rank runs.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import main
+from DiffBIR import training
+from proc_helpers import DIST_ENV
+from utils.config import ConfigError, load_config
+from utils.train_log import TrainLogger
+
+REPO = Path(__file__).resolve().parents[1]
+DIFFUSION_TINY = "configs/training/tiny/diffusion_tiny.yaml"
+SDE_TINY = REPO / "configs" / "train" / "tiny" / "train_SDE_tiny.yaml"
+TM_TINY = REPO / "configs" / "train" / "tiny" / "train_DBLM_TM_tiny.yaml"
+
+
+@pytest.fixture
+def single_process(monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def _main_data(faces_hq_dir: Path) -> list:
+    val_list = faces_hq_dir / "celeba128_val.txt"
+    return [f"data.train.source={val_list}", f"data.val.source={val_list}", "train.log_sample_paths=false"]
+
+
+def _dblm_data(faces_hq_dir: Path) -> list:
+    return [f"data.train={faces_hq_dir / 'celeba128_train.txt'}", f"data.val={faces_hq_dir / 'celeba128_val.txt'}"]
+
+
+def _clean_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}
+    return dict(env, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+# ------------------------------------------------------------------ 1. a fresh run into a used folder
+def test_fresh_run_into_a_used_folder_is_refused_torchrun(tmp_path, faces_hq_dir, capsys, single_process):
+    """The issue's repro: a folder with the checkpoints of steps 2 and 4, then ``--resume none`` for 2
+    steps. It used to finish, then rotate away its own step-2 checkpoint while keeping the old step 4."""
+    run = tmp_path / "run"
+    data = _main_data(faces_hq_dir)
+    assert main.main(["--cfg_path", DIFFUSION_TINY, "--save_dir", str(run), *data, "train.iterations=4",
+                      "train.save_freq=2", "train.val_freq=100"]) == 0
+    before = {p.name: p.read_bytes() for p in run.glob("ckpt_*.pth")}
+    assert sorted(before) == ["ckpt_0000002.pth", "ckpt_0000004.pth"]
+    capsys.readouterr()
+    for resume in ("none", str(run / "ckpt_0000002.pth")):
+        assert main.main(["--cfg_path", DIFFUSION_TINY, "--save_dir", str(run), "--resume", resume, *data,
+                          "train.iterations=4", "train.save_freq=2", "train.keep_checkpoints=1"]) == 2
+        err = _one_error_line(capsys)
+        assert "4]" in err and "--resume auto" in err
+        assert {p.name: p.read_bytes() for p in run.glob("ckpt_*.pth")} == before
+    # resuming into another folder from the step-2 checkpoint is fine: nothing newer there
+    other = tmp_path / "other"
+    assert main.main(["--cfg_path", DIFFUSION_TINY, "--save_dir", str(other), "--resume",
+                      str(run / "ckpt_0000002.pth"), *data, "train.iterations=3", "train.val_freq=100"]) == 0
+    assert sorted(p.name for p in other.glob("ckpt_*.pth")) == ["ckpt_0000003.pth"]
+
+
+def test_fresh_run_into_a_used_folder_is_refused_accelerate(tmp_path, faces_hq_dir, capsys, fresh_accelerate_state):
+    """The DBLM scripts also kept the old checkpoints and overwrote ema_final.pth."""
+    save = tmp_path / "sde"
+    args = ["--config", str(SDE_TINY), f"save_dir={save}", "train.val_freq=100", "train.amp=bf16",
+            *_dblm_data(faces_hq_dir)]
+    assert training.main(args, ["sde"], "train_SDE.py") == 0
+    # 10: the run says which precision it uses (accelerate launch announces its own default, 'no')
+    assert "mixed precision: bf16 (train.amp: bf16)" in capsys.readouterr().out
+    ema = (save / "ema_final.pth").read_bytes()
+    steps = sorted(p.name for p in (save / "checkpoints").iterdir())
+    capsys.readouterr()
+    assert training.main(args + ["--resume", "none", "train.iterations=1"], ["sde"], "train_SDE.py") == 2
+    err = _one_error_line(capsys)
+    assert err.startswith("train_SDE.py: error:") and "--resume auto" in err
+    assert (save / "ema_final.pth").read_bytes() == ema
+    assert sorted(p.name for p in (save / "checkpoints").iterdir()) == steps
+
+
+# ------------------------------------------------------------------ 4. overrides before an option
+def test_overrides_may_come_before_the_options():
+    args = main.parse_args(["--cfg_path", "c.yaml", "train.iterations=1", "--save_dir", "d", "--resume", "none",
+                            "train.seed=3"])
+    assert args.overrides == ["train.iterations=1", "train.seed=3"] and args.resume == "none"
+    args = training.parse_args(["--config", "c.yaml", "save_dir=X", "--resume", "none", "train.iterations=1"],
+                               ["sde"], "train_SDE.py")
+    assert args.overrides == ["save_dir=X", "train.iterations=1"] and args.resume == "none"
+
+
+# ------------------------------------------------------------------ one train: schema, one set of flags
+@pytest.mark.parametrize("old, new", [("train.total_steps=3", "'train.iterations'"),
+                                      ("train.mixed_precision=bf16", "'train.amp"),
+                                      ("train.val_batch_size=3", "'train.batch (its second entry)'"),
+                                      ("train.print_every=3", "'train.log_freq'")])
+@pytest.mark.parametrize("config", [SDE_TINY, REPO / DIFFUSION_TINY])
+def test_old_train_names_are_refused_naming_the_new_one(config, old, new):
+    with pytest.raises(ConfigError) as err:
+        load_config(config, overrides=[old])
+    assert f"'{old.split('=')[0]}' is now {new}" in str(err.value)
+
+
+def test_both_launchers_take_the_same_flags():
+    flags = ["--config", "c.yaml", "--save_dir", "d", "--resume", "none", "--seed", "3", "train.iterations=1"]
+    args = main.parse_args(flags)
+    assert (args.cfg_path, args.save_dir, args.resume, args.seed) == ("c.yaml", "d", "none", 3)
+    args = training.parse_args(flags, ["sde"], "train_SDE.py")
+    assert args.config == "c.yaml" and args.resume == "none"
+    assert args.overrides == ["train.iterations=1", "save_dir=d", "train.seed=3"]
+    assert training.parse_args(["--cfg_path", "c.yaml"], ["sde"], "train_SDE.py").config == "c.yaml"
+
+
+def test_batch_is_the_total_over_processes():
+    """train.batch[0] is split over the processes by the check both loops use (utils.train_schema)."""
+    from utils.train_schema import check_train
+
+    cfg = training.load_experiment(SDE_TINY, ["sde"], ["save_dir=x", "train.batch=[6,2]"])
+    assert check_train(cfg.train, 2) == (3, 3) and check_train(cfg.train, 3) == (2, 2)
+    with pytest.raises(ConfigError, match=r"train.batch\[0\]=6 \(total over processes\) is not divisible by 4"):
+        check_train(cfg.train, 4)
+
+
+# ------------------------------------------------------------------ 5. 'no' read as a boolean
+def test_no_is_a_word_in_overrides():
+    cfg = training.load_experiment(SDE_TINY, ["sde"], ["loss=l2", "data.flip=no", "save_dir=x"])
+    assert cfg.data.flip is False  # a boolean key still reads the word as a boolean
+    with pytest.raises(ConfigError, match=r"train.amp must be one of \['none', 'bf16', 'fp16'\], got 'no'"):
+        training.load_experiment(SDE_TINY, ["sde"], ["train.amp=no", "save_dir=x"])
+    raw = load_config(DIFFUSION_TINY, overrides=["train.amp=no", "data.val.flip=off"])
+    assert raw.train.amp == "no" and raw.data.val.flip == "off"
+
+
+# ------------------------------------------------------------------ 6. model.ckpt_path for DBLM
+@pytest.mark.parametrize("config, task", [(SDE_TINY, "sde"), (TM_TINY, "tm")])
+def test_dblm_model_ckpt_path_loads_the_weights(tmp_path, config, task):
+    cfg = training.load_experiment(config, [task], ["save_dir=x"])
+    torch.manual_seed(123)
+    weights = training.instantiate(cfg.model).state_dict()
+    torch.save(weights, tmp_path / "w.pth")
+    cfg = training.load_experiment(config, [task], ["save_dir=x", f"model.ckpt_path={tmp_path / 'w.pth'}"])
+    torch.manual_seed(0)
+    built = training.TASKS[cfg.task](cfg, torch.device("cpu")).build_model().state_dict()
+    assert all(torch.equal(built[k], v) for k, v in weights.items())
+
+
+# ------------------------------------------------------------------ 7. raw YAML tracebacks
+@pytest.mark.parametrize("launcher", ["main.py", "train_SDE.py"])
+@pytest.mark.parametrize("bad", ["file", "override"])
+def test_malformed_yaml_exits_2_with_one_line(tmp_path, capsys, launcher, bad, single_process):
+    source = REPO / (DIFFUSION_TINY if launcher == "main.py" else SDE_TINY)
+    config = tmp_path / "c.yaml"
+    shutil.copy(source, config)
+    override = "model.params.depths=[6,6"
+    if bad == "file":
+        config.write_text(config.read_text() + "\nbroken: [1, 2\n")
+    if launcher == "main.py":
+        code = main.main(["--cfg_path", str(config), "--save_dir", str(tmp_path / "run")]
+                         + ([override] if bad == "override" else []))
+    else:
+        code = training.main(["--config", str(config)] + ([override] if bad == "override" else []), ["sde"],
+                             launcher)
+    assert code == 2
+    err = _one_error_line(capsys)
+    assert (override in err) if bad == "override" else ("not valid YAML" in err and "line" in err)
+
+
+def test_override_without_equals_is_named():
+    with pytest.raises(ConfigError, match="'train.iterations' is not of the form key=value"):
+        load_config(DIFFUSION_TINY, overrides=["train.iterations"])
+
+
+# ------------------------------------------------------------------ 8. repeated tensorboard steps
+def test_resumed_logger_purges_the_steps_after_its_checkpoint(tmp_path):
+    """Interrupted at step 5 after the checkpoint of step 3: the resumed run logs 4 and 5 again."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    first = TrainLogger(tmp_path, total_steps=6, start_step=0)
+    for step in range(1, 6):
+        first.step(step, {"loss": float(step)})
+    first.close()
+    resumed = TrainLogger(tmp_path, total_steps=6, start_step=3)
+    for step in range(4, 7):
+        resumed.step(step, {"loss": 10.0 * step})
+    resumed.close()
+    acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    events = sorted((e.step, e.value) for e in acc.Scalars("train/loss"))
+    assert events == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0), (6, 60.0)]
+
+
+# ------------------------------------------------------------------ 10. launcher noise
+def test_config_error_is_printed_once_under_torchrun(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "main.py", "--cfg_path", DIFFUSION_TINY, "--save_dir", str(tmp_path), "train.bach=3"],
+                          cwd=REPO, env=_clean_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [
+        next(line for line in proc.stderr.splitlines() if "train.bach" in line)]
+
+
+def test_accelerate_cpu_launch_of_two_processes_is_refused(tmp_path):
+    """``accelerate launch --cpu --num_processes 2`` used to train quietly in one process."""
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                           "train_SDE.py", "--config", str(SDE_TINY), f"save_dir={tmp_path}"],
+                          cwd=REPO, env=_clean_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "train_SDE.py: error: accelerate launch started one process" in proc.stderr
+    assert not (tmp_path / "checkpoints").exists()
+
+
+# ------------------------------------------------------------------ 11. unclear messages
+def test_bad_data_train_path_names_data_train(tmp_path):
+    cfg = training.load_experiment(SDE_TINY, ["sde"], ["save_dir=x", f"data.train={tmp_path / 'absent.txt'}"])
+    with pytest.raises(ConfigError) as err:
+        training.make_dataset(cfg, "train")
+    assert str(err.value).startswith("data.train:") and "degradation" not in str(err.value)
+
+
+def test_resume_after_a_model_change_says_what_does_not_fit():
+    from DiffBIR.sde import SigmaEstimator
+
+    saved = SigmaEstimator(channels=[8, 16]).state_dict()
+    with pytest.raises(RuntimeError) as err:
+        SigmaEstimator(channels=[8, 32]).load_state_dict(saved)
+    summary = training.load_error_summary(err.value)
+    assert len(summary.splitlines()) == 1
+    assert "SigmaEstimator" in summary and "size mismatch for" in summary and "more)" in summary
+
+
+# ------------------------------------------------------------------ the README's training section
+def _option_strings(parser) -> set:
+    return {s for action in parser._actions for s in action.option_strings if s not in ("-h", "--help")}
+
+
+def test_readme_training_section_matches_the_flags():
+    """Every option of main.py, train_SDE.py and train_DBLM.py is in the README's training section, and
+    every option its commands give those scripts exists (torchrun's own --nproc_per_node aside)."""
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("## Training")
+    section = readme[start:readme.index("\n## ", start + 1)]
+    flags = re.compile(r"(?<![\w-])(--[a-z_]+)")
+    accepted = _option_strings(main.build_parser()) | _option_strings(training.build_parser(["sde"], "train_SDE.py"))
+    assert accepted <= set(flags.findall(section)), accepted - set(flags.findall(section))
+    assert "python -m utils.export_weights" in section and "python -m trainers.dgsa_eval" in section
+    code = "\n".join(section.split("```")[1::2])
+    commands = [line for line in code.splitlines() if re.search(r"(main|train_SDE|train_DBLM)\.py ", line)]
+    assert len(commands) == 6
+    used = set(flags.findall("\n".join(commands)))
+    assert used - accepted == {"--nproc_per_node"}
