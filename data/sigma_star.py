@@ -138,19 +138,19 @@ def _dct1_matrix(n: int, device: torch.device) -> torch.Tensor:
     return (torch.cos(torch.pi * f[:, None] * f[None, :] / (n - 1)) * _multiplicity(n, device)).float()
 
 
-class _FourierLoss:
-    """L(sigma) of a batch from spectra computed once (module docstring); called with (N, S) grid indices.
+class BlurFit:
+    """L(sigma) = ||G_sigma * x - y||^2 of a batch from spectra computed once (module docstring): :meth:`loss`.
 
     The spectra are DCT-I matrix products in float32 (one GEMM pair per channel), kept in float64: a float32
     rounding of the spectra perturbs L like a 1e-7 change of the images, and every sum of squares that
     cancels (the expanded Parseval forms) runs in float64.
     """
 
-    def __init__(self, hq: torch.Tensor, lq_up: torch.Tensor, fine_step: float):
+    def __init__(self, hq: torch.Tensor, lq_up: torch.Tensor):
         _, _, h, w = hq.shape
         if h < 2 or w < 2:
             raise ValueError(f"sigma_star: images must be at least 2 x 2, got {h} x {w}")
-        self.device, self.fine_step = hq.device, fine_step
+        self.device = hq.device
         self.ph, self.pw = 2 * h - 2, 2 * w - 2
         d_h, d_w = _dct1_matrix(h, self.device), _dct1_matrix(w, self.device)
         fx32 = d_h @ hq.float() @ d_w.T
@@ -206,10 +206,11 @@ class _FourierLoss:
                 corners = corners + (first.pow(2) + last.pow(2)).sum(dim=(1, 3))
         return lines, corners
 
-    def __call__(self, cand: torch.Tensor) -> torch.Tensor:
-        n, s = cand.shape
+    def loss(self, sigmas: torch.Tensor) -> torch.Tensor:
+        """(N, S) float64 L of image n at sigma[n, s] (pixels), on the CPU."""
+        n, s = sigmas.shape
         h, w = self.m_h.numel(), self.m_w.numel()
-        sig = (cand.double() * self.fine_step).flatten().tolist()
+        sig = sigmas.double().flatten().tolist()
         gh = self._spectra(sig, self.ph).view(n, s, self.ph)[..., :h]
         gw = self._spectra(sig, self.pw).view(n, s, self.pw)[..., :w]
         quad = (torch.einsum("nsp,npq->nsq", gh * gh, self.a) * gw * gw).sum(-1)
@@ -225,5 +226,6 @@ def sigma_star(hq: torch.Tensor, lq_up: torch.Tensor, sigma_max: Optional[float]
     """sigma* per image, L evaluated in the Fourier domain (module docstring); same arguments and result as
     :func:`sigma_star_spatial`, computed in float64 on hq's device. Images must be at least 2 x 2."""
     hq, lq_up, sigma_max = _prepare("sigma_star", hq, lq_up, sigma_max, fine_step)
-    sigma = grid_search(_FourierLoss(hq, lq_up, fine_step), hq.shape[0], sigma_max, coarse_step, fine_step)
+    fit = BlurFit(hq, lq_up)
+    sigma = grid_search(lambda cand: fit.loss(cand * fine_step), hq.shape[0], sigma_max, coarse_step, fine_step)
     return sigma.to(device=hq.device, dtype=torch.float32)

@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from data.blur import gaussian_blur
 from data.datasets import load_face
 from data.degradation import degrade, load_degradation_config
-from data.sigma_star import FINE_STEP, _FourierLoss, sigma_star, sigma_star_spatial
+from data.sigma_star import FINE_STEP, BlurFit, sigma_star, sigma_star_spatial
 
 BLIND = "configs/degradation/difface_blind.yaml"
 
@@ -24,7 +24,7 @@ def test_fourier_loss_equals_spatial_loss(h, w, seed, steps):
     x = torch.rand(2, 3, h, w, generator=gen, dtype=torch.float64) * 2 - 1
     y = gaussian_blur(x, 1.7) + 0.1 * torch.randn(2, 3, h, w, generator=gen, dtype=torch.float64)
     cand = torch.tensor([steps, steps[::-1]])
-    fast = _FourierLoss(x, y, FINE_STEP)(cand)
+    fast = BlurFit(x, y).loss(cand * FINE_STEP)
     ref = torch.stack([torch.stack([(gaussian_blur(x[i:i + 1], j * FINE_STEP) - y[i:i + 1]).pow(2).sum()
                                     for j in cand[i].tolist()]) for i in range(2)])
     assert fast.dtype == torch.float64 and fast.shape == cand.shape
