@@ -1,4 +1,4 @@
-"""Zero-shot DBLM: the blur levels from a restorer alone, no weights of its own (docs/method.md, "Zero-shot DBLM").
+"""Zero-shot DBLM: the blur levels from a restorer alone, no weights of its own (docs/method.md, section 4.5).
 
 With R the restorer (RM0: DifFace's SwinIR at 512 px, the demo RM0 at 64 px) and y the input at the model's
 resolution (so U(y) = y):

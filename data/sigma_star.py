@@ -1,4 +1,4 @@
-"""sigma*, the Gaussian blur equivalent to a whole degradation (docs/method.md, "DBLM").
+"""sigma*, the Gaussian blur equivalent to a whole degradation (docs/method.md, section 2).
 
     sigma*(x, y) = argmin over the grid {0, d, 2d, ..., sigma_max} of  L(sigma) = || G_sigma * x - U(y) ||^2
 

@@ -19,11 +19,10 @@ from utils.config import instantiate
 from utils.image_io import img2tensor, read_image
 
 CONFIG = "configs/sample/dynfacerestore_ffhq512_public.yaml"
-SPECS = "configs/checkpoint_specs"
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
+def weights(tmp_path_factory, checkpoint_specs_dir):
     """The config's two networks with their random initialisation, saved where overrides point the config."""
     folder = tmp_path_factory.mktemp("public512")
     cfg = load_sample_config(CONFIG)
@@ -31,7 +30,7 @@ def weights(tmp_path_factory):
     torch.manual_seed(0)
     for section, spec in (("model", "difface_iddpm_ffhq512_unet"), ("restorer", "difface_swinir_restoration512")):
         state = instantiate(cfg[section]).state_dict()
-        layout = json.loads(open(f"{SPECS}/{spec}.json").read())
+        layout = json.loads((checkpoint_specs_dir / f"{spec}.json").read_text())
         assert {k: list(v.shape) for k, v in state.items()} == {k: v for k, v in layout.items() if k in state}
         paths[section] = folder / f"{section}.pth"
         torch.save(state, paths[section])
