@@ -64,3 +64,13 @@ def test_public_512_config_runs_end_to_end_reading_only_the_two_files(weights, r
     assert len(out.levels) == 3 and torch.all(out.sigmas[0, 1:] <= out.sigmas[0, :-1])
     print(f"public 512 config end to end: {seconds:.1f} s, NFE {int(out.nfe[0])}, "
           f"sigma_hat {float(out.sigma_hat[0]):.2f} px")
+
+
+def test_missing_public_weights_point_at_the_download_script(real_lq_dir, tmp_path, capsys):
+    from inference.runner import main
+
+    rc = main(["-i", str(real_lq_dir / "wider_like" / "0143.png"), "-o", str(tmp_path / "out"), "--aligned",
+               "--config", CONFIG, "--opts", f"model.ckpt_path={tmp_path / 'absent.pth'}"])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and len(err.splitlines()) == 1
+    assert "absent.pth" in err and "python scripts/download_weights.py" in err
