@@ -15,7 +15,7 @@ coarse minimum, which holds for blur-like degradations (L is smooth in sigma).
 Two evaluations of the same L:
 
 ``sigma_star_spatial`` (the reference): blurs x once per candidate with ``gaussian_blur`` and sums the
-squared difference. About 4-5 s per 512 px face on two CPU cores.
+squared difference; docs/benchmarks.md gives both searches' time per 512 px face.
 
 ``sigma_star`` (the fast one, used by data/ and the zero-shot DBLM): exact in the Fourier domain.
 ``gaussian_blur`` with its repeated-reflection boundary is a circular convolution of the periodic mirror
@@ -224,7 +224,8 @@ class BlurFit:
 def sigma_star(hq: torch.Tensor, lq_up: torch.Tensor, sigma_max: Optional[float] = None,
                coarse_step: Optional[float] = None, fine_step: float = FINE_STEP) -> torch.Tensor:
     """sigma* per image, L evaluated in the Fourier domain (module docstring); same arguments and result as
-    :func:`sigma_star_spatial`, computed in float64 on hq's device. Images must be at least 2 x 2."""
+    :func:`sigma_star_spatial`, on hq's device (:class:`BlurFit`: float32 spectra, float64 sums). Images must
+    be at least 2 x 2."""
     hq, lq_up, sigma_max = _prepare("sigma_star", hq, lq_up, sigma_max, fine_step)
     fit = BlurFit(hq, lq_up)
     sigma = grid_search(lambda cand: fit.loss(cand * fine_step), hq.shape[0], sigma_max, coarse_step, fine_step)
