@@ -25,6 +25,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network calls f
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
+from inference.args import offered_configs  # noqa: E402
 from inference.inputs import InputSkip  # noqa: E402
 from inference.interactive import DEFAULT_CONFIG, PhotoReport, Restorer, parse_overrides, skip_message  # noqa: E402
 from inference.strip import stack_rows  # noqa: E402
@@ -156,7 +157,8 @@ def build_demo(restorer: Restorer, default_config: str = DEFAULT_CONFIG) -> gr.B
                                  info="auto (per image sigma/10; DifFace: its fixed eta) or a number in [0, 1]")
                 seed = gr.Number(0, precision=0, label="seed", info="each photo uses hash(seed, file name), as the CLI")
                 upscale = gr.Number(1.0, minimum=0.25, maximum=8, label="upscale (whole photos)")
-                config = gr.Textbox(default_config, label="sampling config")
+                config = gr.Dropdown(offered_configs(), value=default_config, allow_custom_value=True,
+                                     label="sampling config")
                 run = gr.Button("Restore", variant="primary", elem_id="restore-button")
             with gr.Column(scale=3):
                 photo = gr.Dropdown([], label="photo", interactive=True, elem_id="photo-choice")

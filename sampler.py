@@ -48,9 +48,10 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat
 
 WEIGHT_HINTS = {
     "model": "the DifFace prior iddpm_ffhq512_ema500000.pth (DifFace release V1.0) belongs at the ckpt_path "
-             "of the config's model section; see weights/README.md",
+             "of the config's model section: `python scripts/download_weights.py` fetches it (weights/README.md)",
     "restorer": "the DifFace restorer swinir_restoration512_L1.pth (DifFace release V1.0) belongs at the "
-                "ckpt_path of the config's restorer section; see weights/README.md",
+                "ckpt_path of the config's restorer section: `python scripts/download_weights.py` fetches it "
+                "(weights/README.md)",
     "dgsa": "train DGSA with `torchrun main.py --cfg_path configs/training/uncertainty.yaml` (README, training)",
 }
 
@@ -216,11 +217,18 @@ class FaceRestoreSampler:
 
     def _build_dynfacerestore_parts(self, cfg: DictConfig) -> None:
         from DiffBIR.dblm import DBLM
+        from DiffBIR.zero_shot import KIND as ZERO_SHOT, ZeroShotDBLM
         from models.dsst import DSSTTable
 
         if cfg.dblm is None:
             raise ConfigError("method dynfacerestore needs a 'dblm' section in the config")
-        self.dblm = DBLM.from_config(cfg.dblm).to(self.device).eval()
+        if cfg.dblm.get("kind", "learned") == ZERO_SHOT:  # the levels from RM0 alone (DiffBIR/zero_shot.py)
+            if cfg.restorer is None:
+                raise ConfigError("dblm.kind = zero_shot needs a 'restorer' section (RM0) in the config")
+            self.restorer = build_model(cfg.restorer, self.device, WEIGHT_HINTS["restorer"])
+            self.dblm = ZeroShotDBLM.from_config(cfg.dblm, self.restorer)
+        else:
+            self.dblm = DBLM.from_config(cfg.dblm).to(self.device).eval()
         needs_table = self.scfg.start == "dsst"
         if cfg.dsst is not None:
             self.dsst = DSSTTable.load(resolve_path(cfg.dsst.table_path))

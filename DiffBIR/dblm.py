@@ -41,6 +41,7 @@ class DBLMOutput:
 class DBLMConfig:
     """Schema of the ``dblm`` section read by :meth:`DBLM.from_config`."""
 
+    kind: str = "learned"  # ``zero_shot``: DiffBIR.zero_shot.ZeroShotDBLM instead (no networks of its own)
     num_levels: int = 3
     rho: float = 0.75
     sigma_min_512: float = 0.5
@@ -49,31 +50,62 @@ class DBLMConfig:
     rm: RequiredWeightsNode = field(default_factory=RequiredWeightsNode)
 
 
-class DBLM(nn.Module):
+def merge_section(schema: type, node: Any) -> DictConfig:
+    """``node`` merged onto the dataclass ``schema``; ConfigError naming the key for a bad one."""
+    try:
+        return OmegaConf.merge(OmegaConf.structured(schema), node)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        raise ConfigError(f"dblm config{f' (key {key!r})' if key else ''}: {str(err).splitlines()[0]}") from None
+
+
+class LevelSchedule(nn.Module):
+    """The blur widths of the K levels, shared by the learned DBLM and the zero-shot one
+    (``DiffBIR.zero_shot``): sigma_k = max(rho^(k-1) sigma_hat, sigma_min) (module docstring).
+
+    Args:
+        num_levels: K >= 1.
+        rho: ratio of consecutive blur widths, in (0, 1).
+        sigma_min_512: blur floor in 512-px units (pixels at resolution R: sigma_min_512 * R / 512).
+    """
+
+    def __init__(self, num_levels: int = 3, rho: float = 0.75, sigma_min_512: float = 0.5):
+        super().__init__()
+        name = type(self).__name__
+        if num_levels < 1:
+            raise ValueError(f"{name}: num_levels must be >= 1, got {num_levels}")
+        if not 0.0 < rho < 1.0:
+            raise ValueError(f"{name}: rho must be in (0, 1), got {rho}")
+        if sigma_min_512 < 0:
+            raise ValueError(f"{name}: sigma_min_512 must be >= 0, got {sigma_min_512}")
+        self.num_levels = int(num_levels)
+        self.rho = float(rho)
+        self.sigma_min_512 = float(sigma_min_512)
+
+    def sigma_floor(self, y: torch.Tensor) -> float:
+        """The floor in pixels at y's height."""
+        return self.sigma_min_512 * y.shape[-2] / 512.0
+
+    def level_sigmas(self, sigma_hat: torch.Tensor, floor: float) -> torch.Tensor:
+        """(N, K): max(rho^(k-1) sigma_hat, floor)."""
+        powers = self.rho ** torch.arange(self.num_levels, dtype=sigma_hat.dtype, device=sigma_hat.device)
+        return (sigma_hat[:, None] * powers).clamp(min=floor)
+
+
+class DBLM(LevelSchedule):
     """SDE + TM + RM (module docstring).
 
     Args:
         sde: y -> sigma_hat (N,) (``DiffBIR.sde.SigmaEstimator``).
         tm: (y, sigma) -> image (``DiffBIR.transform.TransformModel``).
         rm: (y, y_blur, sigma_target) -> image (``DiffBIR.transform.RefinementModel``).
-        num_levels: K >= 1.
-        rho: ratio of consecutive blur widths, in (0, 1).
-        sigma_min_512: blur floor in 512-px units (pixels at resolution R: sigma_min_512 * R / 512).
+        num_levels, rho, sigma_min_512: :class:`LevelSchedule`.
     """
 
     def __init__(self, sde: nn.Module, tm: nn.Module, rm: nn.Module, num_levels: int = 3, rho: float = 0.75,
                  sigma_min_512: float = 0.5):
-        super().__init__()
-        if num_levels < 1:
-            raise ValueError(f"DBLM: num_levels must be >= 1, got {num_levels}")
-        if not 0.0 < rho < 1.0:
-            raise ValueError(f"DBLM: rho must be in (0, 1), got {rho}")
-        if sigma_min_512 < 0:
-            raise ValueError(f"DBLM: sigma_min_512 must be >= 0, got {sigma_min_512}")
+        super().__init__(num_levels, rho, sigma_min_512)
         self.sde, self.tm, self.rm = sde, tm, rm
-        self.num_levels = int(num_levels)
-        self.rho = float(rho)
-        self.sigma_min_512 = float(sigma_min_512)
 
     @classmethod
     def from_config(cls, node: Any, device: Optional[torch.device] = None) -> "DBLM":
@@ -83,11 +115,11 @@ class DBLM(nn.Module):
         A relative ``ckpt_path`` is resolved with :func:`utils.model_factory.resolve_path` (the current
         directory first, then the repository root), so callers pass config nodes unchanged.
         Raises ConfigError for a bad node and utils.checkpoint.CheckpointError for a bad checkpoint."""
-        try:
-            cfg = OmegaConf.merge(OmegaConf.structured(DBLMConfig), node)
-        except OmegaConfBaseException as err:
-            key = getattr(err, "full_key", None)
-            raise ConfigError(f"dblm config{f' (key {key!r})' if key else ''}: {str(err).splitlines()[0]}") from None
+        kind = node.get("kind", "learned")
+        if kind != "learned":
+            raise ConfigError(f"dblm config: kind {kind!r} has no networks to load here; allowed: learned "
+                              "(a zero_shot DBLM is built by DiffBIR.zero_shot.ZeroShotDBLM from the restorer)")
+        cfg = merge_section(DBLMConfig, node)
         missing = sorted(OmegaConf.missing_keys(cfg))
         if missing:
             raise ConfigError(f"dblm config: missing required key(s) {missing}")
@@ -99,15 +131,6 @@ class DBLM(nn.Module):
                                          hint=f"'{name}.ckpt_path' should be the ema_final.pth written by {script}")
         model = cls(nets["sde"], nets["tm"], nets["rm"], cfg.num_levels, cfg.rho, cfg.sigma_min_512)
         return model.to(device).eval() if device is not None else model.eval()
-
-    def sigma_floor(self, y: torch.Tensor) -> float:
-        """The floor in pixels at y's height."""
-        return self.sigma_min_512 * y.shape[-2] / 512.0
-
-    def level_sigmas(self, sigma_hat: torch.Tensor, floor: float) -> torch.Tensor:
-        """(N, K): max(rho^(k-1) sigma_hat, floor)."""
-        powers = self.rho ** torch.arange(self.num_levels, dtype=sigma_hat.dtype, device=sigma_hat.device)
-        return (sigma_hat[:, None] * powers).clamp(min=floor)
 
     @torch.no_grad()
     def forward(self, y: torch.Tensor) -> DBLMOutput:

@@ -2,7 +2,7 @@
 
 sigma_hat is the width (pixels at the model's resolution) of the Gaussian blur equivalent to the whole
 unknown degradation of y, i.e. a prediction of the training target
-sigma*(x, y) = argmin_sigma || G_sigma * x - U(y) ||^2 (``data.blur.estimate_sigma_star``).
+sigma*(x, y) = argmin_sigma || G_sigma * x - U(y) ||^2 (``data.sigma_star.sigma_star``).
 
 Architecture (our choice; the paper gives none): a small residual CNN regressor. A stride-1 stem keeps
 the finest frequencies (blur is a statement about them), each following stage halves the resolution

@@ -1,4 +1,4 @@
-"""Gaussian blur with known kernels and the equivalent-blur target sigma* (docs/method.md section 2).
+"""Gaussian blur with known kernels (docs/method.md section 2).
 
 Everything here works on float NCHW tensors; sigma is the standard deviation in pixels at the
 image's own resolution (sigma_512 = sigma * 512 / resolution, docs/method.md section 1).
@@ -17,13 +17,7 @@ reflecting the reflected image again. For r < n this is exactly PyTorch's reflec
 r >= n (where ``F.pad(mode='reflect')`` fails) it stays well defined, and a side of length 1 is
 continued as a constant. Padding is done by index arithmetic (``mirror_indices``) and one gather.
 
-sigma*. ``estimate_sigma_star`` returns, per image, the sigma of the grid {0, d, 2d, ..., sigma_max}
-(d = ``fine_step``) that minimises || G_sigma * hq - lq_up ||^2 (sum over C, H, W): the Gaussian
-blur equivalent to the whole degradation. Search: all images of the batch are scored on a coarse
-sub-grid (step ``coarse_step``), then each image's best value is refined hierarchically (the step is
-divided by ``REFINE_FACTOR`` per level, searching +-the previous step around the current best) down
-to the fine grid. This assumes the loss is unimodal within one coarse step of its coarse minimum,
-which holds for blur-like degradations (the loss is smooth in sigma).
+sigma* (the equivalent Gaussian blur of a degradation) is in data/sigma_star.py.
 """
 from __future__ import annotations
 
@@ -40,14 +34,6 @@ import torch.nn.functional as F
 #: (blur 15 px at 512 plus an LQ of 4 px, i.e. s = 16 at 64 px or 32 at 128 px) gives sigma* ~ 46 in
 #: 512-px units; at 512 px (s <= 32, LQ >= 16 px) sigma* stays under ~20. 48 covers every case.
 SIGMA_MAX_512 = 64.0
-#: Default fine grid step in pixels (at the image's resolution): pure Gaussian blurs are recovered
-#: to well within 0.1 px.
-FINE_STEP = 0.01
-#: Default number of coarse intervals over [0, sigma_max].
-COARSE_INTERVALS = 32
-#: Step reduction per refinement level of ``estimate_sigma_star``.
-REFINE_FACTOR = 4
-
 #: Kernel spectra kept by :func:`kernel_spectrum1d` (LRU).
 SPECTRUM_CACHE_SIZE = 256
 
@@ -175,58 +161,3 @@ def gaussian_transfer(sigmas: Sequence[float], hp: int, wp: int, device: torch.d
         g_w = kernel_spectrum1d(float(s), wp, device, dtype)[: wp // 2 + 1]
         rows.append(g_h[:, None] * g_w[None, :])
     return torch.stack(rows)[:, None]
-
-
-def _blur_loss(hq: torch.Tensor, lq: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """||G_sigma * hq - lq||^2 per image (spatial: faster than FFTs for the small images sigma* sees)."""
-    diff = gaussian_blur(hq, sigma) - lq
-    return diff.double().pow(2).sum(dim=(1, 2, 3))
-
-
-@torch.no_grad()
-def estimate_sigma_star(hq: torch.Tensor, lq_up: torch.Tensor, sigma_max: Optional[float] = None,
-                        coarse_step: Optional[float] = None, fine_step: float = FINE_STEP) -> torch.Tensor:
-    """sigma* per image: argmin over the grid {0, fine_step, ..., sigma_max} of ||G_sigma * hq - lq_up||^2.
-
-    hq, lq_up: (N, C, H, W), same shape (lq_up is the LQ resized back to the HQ size, U(y)); any
-    value range, as long as both use the same one. sigma_max defaults to
-    ``default_sigma_max(max(H, W))``; coarse_step to sigma_max / COARSE_INTERVALS (both rounded to
-    multiples of fine_step). Returns a float32 (N,) tensor on hq's device. Computation runs in hq's
-    dtype (at least float32); pass float64 inputs for the most precise ranking of near-equal fits.
-    """
-    if hq.shape != lq_up.shape or hq.ndim != 4:
-        raise ValueError(f"estimate_sigma_star: hq {tuple(hq.shape)} and lq_up {tuple(lq_up.shape)} "
-                         "must be (N, C, H, W) tensors of the same shape")
-    if fine_step <= 0:
-        raise ValueError(f"fine_step must be > 0, got {fine_step}")
-    dtype = torch.promote_types(hq.dtype, torch.float32)
-    hq = hq.to(dtype)
-    lq_up = lq_up.to(device=hq.device, dtype=dtype)
-    if sigma_max is None:
-        sigma_max = default_sigma_max(max(hq.shape[-2:]))
-    top = max(1, round(sigma_max / fine_step))  # grid index of sigma_max
-    if coarse_step is None:
-        coarse_step = sigma_max / COARSE_INTERVALS
-    step = min(top, max(1, round(coarse_step / fine_step)))
-    n = hq.shape[0]
-
-    coarse = sorted(set(range(0, top + 1, step)) | {top})
-    losses = torch.stack([_blur_loss(hq, lq_up, torch.full((n,), j * fine_step, dtype=torch.float64))
-                          for j in coarse], dim=1)
-    best_loss, arg = losses.min(dim=1)
-    best = torch.tensor(coarse, dtype=torch.long)[arg.cpu()]
-
-    best_loss = best_loss.cpu()
-    while step > 1:
-        new_step = max(1, step // REFINE_FACTOR)
-        center = best
-        for offset in range(-step + new_step, step, new_step):
-            if offset == 0:
-                continue
-            cand = (center + offset).clamp(0, top)
-            loss = _blur_loss(hq, lq_up, cand.double() * fine_step).cpu()
-            better = loss < best_loss
-            best = torch.where(better, cand, best)
-            best_loss = torch.where(better, loss, best_loss)
-        step = new_step
-    return (best.double() * fine_step).to(device=hq.device, dtype=torch.float32)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from data.blur import estimate_sigma_star
+from data.sigma_star import sigma_star
 from data.degradation import DegradationConfig, degrade, load_degradation_config, to_gray
 from utils.image_io import IMAGE_EXTENSIONS, list_images, read_image
 
@@ -79,7 +79,7 @@ class FaceDataset(Dataset):
     source: a file list, a folder (``read_file_list``) or a sequence of image paths. Items are dicts:
     'hq' CHW float32 in [-1, 1]; 'lq' (with ``degradation``) the degraded image resized back to the HQ
     size, CHW in [-1, 1]; 'sigma_star' (with ``with_sigma_star``) a float32 scalar tensor,
-    ``estimate_sigma_star(hq, lq)`` with ``sigma_star_kwargs``; 'path' str. A horizontal flip (p = 0.5)
+    ``data.sigma_star.sigma_star(hq, lq)`` with ``sigma_star_kwargs``; 'path' str. A horizontal flip (p = 0.5)
     applies before the degradation; if the LQ is made gray and ``gt_gray`` is set, the HQ is gray too.
     ``length`` (default: the number of files) repeats the files cyclically, with fresh randomness.
     """
@@ -127,6 +127,6 @@ class FaceDataset(Dataset):
             item["lq"] = _chw(lq)
         item["hq"] = _chw(hq)
         if self.with_sigma_star:
-            sigma = estimate_sigma_star(item["hq"][None], item["lq"][None], **self.sigma_star_kwargs)
+            sigma = sigma_star(item["hq"][None], item["lq"][None], **self.sigma_star_kwargs)
             item["sigma_star"] = sigma[0]
         return item

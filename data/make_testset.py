@@ -26,7 +26,8 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from data.blur import FINE_STEP, default_sigma_max, estimate_sigma_star
+from data.blur import default_sigma_max
+from data.sigma_star import FINE_STEP, sigma_star
 from data.datasets import item_rng, load_face, read_file_list
 from data.degradation import degrade, load_degradation_config, severity_config, to_gray
 from utils.config import ConfigError
@@ -47,7 +48,7 @@ def _sigma_stars(hqs: list, lqs: list) -> list:
     for start in range(0, len(hqs), SIGMA_BATCH):
         hq = torch.from_numpy(np.stack(hqs[start:start + SIGMA_BATCH])).permute(0, 3, 1, 2)
         lq = torch.from_numpy(np.stack(lqs[start:start + SIGMA_BATCH])).permute(0, 3, 1, 2)
-        out.extend(estimate_sigma_star(hq, lq).tolist())
+        out.extend(sigma_star(hq, lq).tolist())
     return out
 
 

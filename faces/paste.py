@@ -22,7 +22,7 @@ rest, B = U(D(B)) + H with H = B - U(D(B)), and writes::
 
 With w_c = 1 and w_h = 0 this is ``classic`` (for upscale 1, where D(B) = y); with an identity restorer
 and w_h = 1 it returns B unchanged, at any face size. Both weights follow the estimated degradation of
-the face: d = sigma*(x_hat, y) = argmin_s ||G_s * x_hat - y||^2 (``data.blur.estimate_sigma_star``), the
+the face: d = sigma*(x_hat, y) = argmin_s ||G_s * x_hat - y||^2 (``data.sigma_star.sigma_star``), the
 equivalent Gaussian blur, in crop pixels, that maps the restoration onto the input crop. A restorer blurs
 even a clean face a little (its own d_0, a property of the network); the excess e = max(0, d - d_0) is
 the blur of the input itself. Seen through the crop, a blur of e crop pixels multiplies the crop's band
@@ -92,12 +92,12 @@ def degradation_estimates(restored: Sequence[np.ndarray], crops: Sequence[np.nda
         return []
     import torch
 
-    from data.blur import estimate_sigma_star
+    from data.sigma_star import sigma_star
 
     def stack(images: Sequence[np.ndarray]) -> torch.Tensor:
         return torch.from_numpy(np.stack([np.asarray(i, dtype=np.float64) for i in images])).permute(0, 3, 1, 2)
 
-    return [float(v) for v in estimate_sigma_star(stack(restored), stack(crops))]
+    return [float(v) for v in sigma_star(stack(restored), stack(crops))]
 
 
 def _homogeneous(affine: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ The paper's command works as written::
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import List, Optional
 
 from faces.paste import PASTE_MODES
@@ -16,6 +17,12 @@ from faces.detection import DEFAULT_MIN_FACE_SIZE, DETECTORS, OFFLINE_DEFAULT, R
 
 DEFAULT_CONFIG = "configs/sample/dynfacerestore_ffhq512.yaml"
 TASKS = ("restoration",)
+
+
+def offered_configs() -> List[str]:
+    """The sampling configs shipped in configs/sample/, as paths relative to the repository root."""
+    root = Path(__file__).resolve().parents[1]
+    return sorted(p.relative_to(root).as_posix() for p in (root / "configs" / "sample").glob("*.yaml"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "the same as --precision fp16")
     p.add_argument("--precision", choices=sorted(PRECISIONS), default=None,
                    help="dtype of the prior's UNet trunk: fp32 (default), fp16 or bf16 (CUDA only)")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"sampling config (default {DEFAULT_CONFIG})")
+    p.add_argument("--config", default=DEFAULT_CONFIG,
+                   help=f"sampling config (default {DEFAULT_CONFIG}); shipped: {', '.join(offered_configs())}")
     p.add_argument("--method", choices=METHODS, default=None, help="overrides sampler.method of the config")
     p.add_argument("--seed", type=int, default=0, help="base seed; each image uses hash(seed, name)")
     p.add_argument("--recursive", action="store_true", help="also take images in sub-folders of -i")

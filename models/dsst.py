@@ -35,13 +35,13 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import cv2
 import numpy as np
 import torch
 
-from data.blur import gaussian_blur
+from data.sigma_star import BlurFit
 from models.gaussian_diffusion import get_named_beta_schedule
 from utils.config import ConfigError, load_config
 from utils.image_io import img2tensor, list_images, read_image, write_bytes_atomic
@@ -132,7 +132,8 @@ def mean_blur_residual(
 ) -> np.ndarray:
     """r(sigma) = mean over images of ||x - G_sigma * x||^2 / N, N = 3 R^2, x in [-1, 1] at ``resolution``.
 
-    ``G_sigma`` is ``data.blur.gaussian_blur`` (the project's blur). Returns float64 (len(sigmas),).
+    ``G_sigma`` is ``data.blur.gaussian_blur`` (the project's blur), evaluated for all sigmas at once in the
+    Fourier domain by ``data.sigma_star.BlurFit`` (equal up to float rounding). Returns float64 (len(sigmas),).
     """
     sigmas = np.asarray(sigmas, dtype=np.float64).reshape(-1)
     if len(image_paths) == 0:
@@ -140,13 +141,12 @@ def mean_blur_residual(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     total = np.zeros(len(sigmas), dtype=np.float64)
+    grid = torch.from_numpy(sigmas)
     for start in range(0, len(image_paths), batch_size):
         x = load_faces(image_paths[start:start + batch_size], resolution).to(device)
-        for j, s in enumerate(sigmas):
-            if s == 0:
-                continue
-            blurred = gaussian_blur(x, torch.full((x.shape[0],), float(s), device=x.device))
-            total[j] += (x - blurred).double().pow(2).mean(dim=(1, 2, 3)).sum().item()
+        loss = BlurFit(x, x).loss(grid.expand(x.shape[0], -1).to(device))  # (n, S): ||G_sigma x - x||^2
+        total += (loss.clamp(min=0.0) / x[0].numel()).sum(0).numpy()
+    total[sigmas == 0] = 0.0
     return total / len(image_paths)
 
 
@@ -217,6 +217,7 @@ class DSSTTable:
     num_images: int
     file_list_hash: str
     residuals: Optional[List[float]] = None
+    provenance: Optional[Dict[str, Any]] = None  # how the table was built (command, image folders, checks)
 
     # ---- persistence ----
 
@@ -243,7 +244,7 @@ class DSSTTable:
                 raise DSSTTableError(f"{path}: missing field '{key}'")
             if not isinstance(data[key], kind) or isinstance(data[key], bool):
                 raise DSSTTableError(f"{path}: field '{key}' has type {type(data[key]).__name__}")
-        unknown = sorted(set(data) - set(_REQUIRED) - {"residuals"})
+        unknown = sorted(set(data) - set(_REQUIRED) - {"residuals", "provenance"})
         if unknown:
             raise DSSTTableError(f"{path}: unknown field(s) {unknown}")
         table = cls(**data)
@@ -402,11 +403,16 @@ def build_table(
 # command line (models/make_DSST.ipynb calls the same functions)
 
 
-def resolve_images(images: Union[str, Path], max_images: Optional[int] = None):
-    """``images`` is a folder (sorted image files) or a .txt list of names relative to the list's folder.
+def resolve_images(images: Union[str, Path, Sequence[Union[str, Path]]], max_images: Optional[int] = None):
+    """``images`` is a folder (sorted image files) or a .txt list of names relative to the list's folder, or a
+    sequence of those (concatenated; the root is their common folder).
 
     Returns (paths, root); ``max_images`` keeps the first N in list order.
     """
+    if not isinstance(images, (str, Path)):
+        parts = [resolve_images(one) for one in images]
+        paths = [p for part, _ in parts for p in part][:max_images]
+        return paths, Path(os.path.commonpath([str(root) for _, root in parts]))
     images = Path(images)
     if images.suffix == ".txt":
         if not images.is_file():
@@ -428,11 +434,16 @@ def build_from_config(images, config, resolution=None, max_images=None, device="
 
     With ``calibrate`` the threshold is :func:`tau_for_start` of the faces' residual at the reference blur.
     """
+    paths, root = resolve_images(images, max_images)
+    return _build(paths, root, config, resolution, device)
+
+
+def _build(paths, root, config, resolution, device) -> DSSTTable:
+    """The table of the image files ``paths`` with the settings of ``config``."""
     cfg = load_config(config, DSSTBuildConfig)
     if (cfg.tau is None) == (cfg.calibrate is None):
         raise ConfigError(f"{config}: give exactly one of 'tau' and 'calibrate'")
     resolution = int(resolution or cfg.resolution)
-    paths, root = resolve_images(images, max_images)
     calibrate = None
     if cfg.calibrate is not None:
         calibrate = (convert_sigma(float(cfg.calibrate.sigma_512), 512, resolution), int(cfg.calibrate.start_t))
@@ -441,22 +452,58 @@ def build_from_config(images, config, resolution=None, max_images=None, device="
                        batch_size=cfg.batch_size, root=root, device=device)
 
 
+def half_split(images, config, resolution=None, device="cpu", full: Optional[DSSTTable] = None,
+               max_images: Optional[int] = None) -> Dict[str, Any]:
+    """How much the table moves with the image set: tables from the even and the odd positions of the image
+    list (each calibrated on its own), compared with each other and with ``full`` (the table of all images).
+    Returns tau of each half and the largest / mean |t| difference over the grid."""
+    paths, root = resolve_images(images, max_images)
+    if len(paths) < 2:
+        raise ValueError("half_split needs at least 2 images")
+    halves = [_build(part, root, config, resolution, device) for part in (paths[0::2], paths[1::2])]
+    ta, tb = (np.asarray(h.t_values) for h in halves)
+    out = {"split": "even / odd positions of the image list", "num_images": [h.num_images for h in halves],
+           "tau": [h.tau for h in halves], "max_abs_dt_between_halves": int(np.abs(ta - tb).max()),
+           "mean_abs_dt_between_halves": float(np.abs(ta - tb).mean())}
+    if full is not None:
+        tf = np.asarray(full.t_values)
+        out["max_abs_dt_half_vs_all"] = int(max(np.abs(ta - tf).max(), np.abs(tb - tf).max()))
+    return out
+
+
+def _relative(path) -> str:
+    """``path`` relative to the current directory (a table stores no absolute path of the machine)."""
+    return Path(os.path.relpath(path)).as_posix()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Build a DSST table (docs/method.md section 5).")
-    parser.add_argument("--images", required=True, help="folder of HQ faces, or a .txt list of names")
+    parser.add_argument("--images", required=True, nargs="+",
+                        help="folder(s) of HQ faces, or .txt list(s) of names (several are concatenated)")
     parser.add_argument("--config", required=True, help="configs/dsst/*.yaml")
     parser.add_argument("--out", required=True, help="output JSON")
     parser.add_argument("--resolution", type=int, default=None, help="overrides the config's resolution")
     parser.add_argument("--max-images", type=int, default=None, help="use the first N images of the list")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--half-split", action="store_true",
+                        help="also build the table from each half of the images and store how much it moves")
     args = parser.parse_args(argv)
+    images = args.images[0] if len(args.images) == 1 else args.images
     try:
-        table = build_from_config(args.images, args.config, args.resolution, args.max_images, args.device)
+        table = build_from_config(images, args.config, args.resolution, args.max_images, args.device)
+        table.provenance = {"command": "python -m models.dsst " + " ".join(_relative(a) if Path(a).exists() else a
+                                                                           for a in (argv or sys.argv[1:])),
+                            "images": [_relative(p) for p in args.images], "config": _relative(args.config)}
+        if args.half_split:
+            table.provenance["half_split"] = half_split(images, args.config, args.resolution, args.device, table,
+                                                        args.max_images)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2  # a bad input, as for every other command
     table.save(args.out)
     print(table.format())
+    if args.half_split:
+        print("half split:", json.dumps(table.provenance["half_split"]))
     print(f"saved {args.out}")
     return 0
 

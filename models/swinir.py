@@ -11,7 +11,7 @@ SwinIR (Liang et al., "SwinIR: Image Restoration Using Swin Transformer", ICCVW 
 DifFace (Yue & Loy, TPAMI 2024) runs it on a 512x512 face by pixel-unshuffling the input by 8 (a
 64x64x192 tensor), so that the transformer works at 64x64, and upsamples x8 back with the
 "nearest+conv" upsampler. Our implementation reproduces the state_dict layout of the public
-``swinir_restoration512_L1.pth`` (../shared/checkpoint_specs/difface_swinir_restoration512.json).
+``swinir_restoration512_L1.pth`` (configs/checkpoint_specs/difface_swinir_restoration512.json).
 The buffers ``relative_position_index``, ``attn_mask`` (and ``mean``) are non-persistent: they are
 rebuilt at construction and ignored when a file carries them (utils.checkpoint.load_checkpoint).
 

@@ -2,7 +2,7 @@
 
 The module tree (``time_embed``, ``input_blocks``, ``middle_block``, ``output_blocks``, ``out``) and every
 parameter name/shape match the public DifFace prior ``iddpm_ffhq512_ema500000.pth``
-(``../shared/checkpoint_specs/difface_iddpm_ffhq512_unet.json``), docs/method.md section 3.
+(``configs/checkpoint_specs/difface_iddpm_ffhq512_unet.json``), docs/method.md section 3.
 
 ``attention_resolutions`` follows DifFace's convention, not improved-diffusion's script-level one: it
 lists FEATURE-MAP RESOLUTIONS (in pixels): attention blocks are inserted where ``image_size // ds`` is

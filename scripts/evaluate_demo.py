@@ -42,12 +42,13 @@ from inference.report import read_records, record_path, write_json  # noqa: E402
 from utils.image_io import write_bytes_atomic  # noqa: E402
 
 CONFIG = "configs/sample/dynfacerestore_demo.yaml"
+PUBLIC_CONFIG = "configs/sample/dynfacerestore_demo_public.yaml"  # the zero-shot DBLM rows
 SOURCE = "../shared/data/faces_hq/celeba128_val.txt"
 DEGRADATION = "configs/degradation/demo64.yaml"
 LPIPS_WEIGHTS = "../shared/weights/lpips"
 FULL_RESOLUTION_DGSA = "weights/demo/dgsa_full_demo64.pth"  # the config's DGSA trained with map_downsample 1
 LQ_METHOD = "lq"  # row 0: the inputs scored as they are, no command run
-ROWS = [  # (name, --method, --opts)
+ROWS = [  # (name, --method, --opts[, --config: CONFIG unless given])
     ("LQ (input)", LQ_METHOD, []),
     ("RM0 only", "rm0", []),
     ("DifFace (start 100/250)", "difface", []),
@@ -62,8 +63,13 @@ ROWS = [  # (name, --method, --opts)
     ("+ DGSA every 16 steps (the config)", "dynfacerestore",
      ["sampler.guidance.mode=dgsa", "sampler.guidance.dgsa_every=16"]),
     ("+ DGSA every 32 steps", "dynfacerestore", ["sampler.guidance.mode=dgsa", "sampler.guidance.dgsa_every=32"]),
+    # the public-weights recipe (DiffBIR/zero_shot.py): no DBLM networks, levels from RM0
+    ("zero-shot DBLM, global s (public recipe)", "dynfacerestore", [], PUBLIC_CONFIG),
+    ("zero-shot DBLM + DGSA every 16 steps", "dynfacerestore",
+     ["sampler.guidance.mode=dgsa", "sampler.guidance.dgsa_every=16"], PUBLIC_CONFIG),
 ]
-CHAIN_ROWS = (0, 1, 2, 8)  # LQ, RM0, DifFace, DynFaceRestore (the config) on the foreign-chain sets
+# LQ, RM0, DifFace, learned DBLM with global s and with DGSA (the config), zero-shot DBLM on the foreign chains
+CHAIN_ROWS = (0, 1, 2, 4, 8, 10, 11)
 COLUMNS = (("psnr", "PSNR", 2), ("ssim", "SSIM", 4), ("lpips_alex", "LPIPS", 4), ("id_dist", "ID dist", 3),
            ("id_same", "same ID", 2), ("start_t", "start t", 0), ("nfe", "NFE", 1), ("seconds", "s/img", 3))
 METRIC_KEYS = ("psnr", "ssim", "lpips_alex", "id_dist", "id_same")
@@ -89,14 +95,15 @@ def score_inputs(lq: Path, hq: Path, out: Path) -> None:
                                 "nfe": 0, "seconds": 0.0, "start_t": None})
 
 
-def run_row(index: int, method: str, opts: list, lq: Path, hq: Path, out: Path, nproc: int) -> None:
+def run_row(index: int, method: str, opts: list, lq: Path, hq: Path, out: Path, nproc: int,
+            config: str = CONFIG) -> None:
     """One row through the real command line; images already restored in its folder are skipped."""
     if method == LQ_METHOD:
         return score_inputs(lq, hq, row_dir(out, index, method))
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
            str(ROOT / "inference_difface.py"), "-i", str(lq), "-i_hq", str(hq),
            "-o", str(row_dir(out, index, method)),
-           "--config", str(ROOT / CONFIG), "--aligned", "--bs", "10", "--task", "restoration",
+           "--config", str(ROOT / config), "--aligned", "--bs", "10", "--task", "restoration",
            "--method", method, "--lpips_weights", str(ROOT / LPIPS_WEIGHTS), "--seed", "0"]
     if opts:
         cmd += ["--opts", *opts]
@@ -186,12 +193,13 @@ def plot(results: list, path: Path) -> None:
     plt.close(fig)
 
 
-def evaluate(testset: Path, out: Path, rows: list, severity: dict, nproc: int) -> list:
-    """Run ``rows`` on ``testset`` into ``out``; the summaries of every row restored there so far."""
+def evaluate(testset: Path, out: Path, rows: list, severity: dict, nproc: int, common_opts: list) -> list:
+    """Run ``rows`` on ``testset`` into ``out`` (``common_opts`` appended to every row's --opts); the
+    summaries of every row restored there so far."""
     for index in rows:
-        name, method, opts = ROWS[index]
-        run_row(index, method, opts, testset / "lq", testset / "hq", out, nproc)
-    done = [(name, read_records(row_dir(out, i, method))) for i, (name, method, _) in enumerate(ROWS)]
+        _, method, opts, *config = ROWS[index]
+        run_row(index, method, opts + common_opts, testset / "lq", testset / "hq", out, nproc, *config)
+    done = [(name, read_records(row_dir(out, i, method))) for i, (name, method, *_) in enumerate(ROWS)]
     done = [(name, records) for name, records in done if records]
     common = set.intersection(*(set(r["key"] for r in records) for _, records in done))  # same faces in every row
     return [(name, summarise([r for r in records if r["key"] in common], severity)) for name, records in done]
@@ -206,20 +214,25 @@ def main(argv=None) -> int:
                         help="rows to run on the blind set (default all); the table holds every row restored so far")
     parser.add_argument("--chains", nargs="*", default=sorted(CHAINS), choices=sorted(CHAINS),
                         help=f"foreign degradation chains to evaluate rows {list(CHAIN_ROWS)} on (default all)")
+    parser.add_argument("--chain-rows", type=int, nargs="*", default=list(CHAIN_ROWS),
+                        help=f"rows to run on the chains (default {list(CHAIN_ROWS)})")
+    parser.add_argument("--opts", nargs="*", default=[],
+                        help="config overrides added to every row, e.g. a shorter respacing: "
+                             "diffusion.params.timestep_respacing=ddim50 sampler.fixed_start_index=20")
     args = parser.parse_args(argv)
     testset = args.out / "testset"
     manifest = make_testset(ROOT / SOURCE, testset, resolution=64, seed=0, config=ROOT / DEGRADATION,
                             severity_thirds=True, limit=args.limit)
     severity = {img["name"]: img["severity"] for img in manifest["images"]}
     sections = [("blind degradation (configs/degradation/demo64.yaml, thirds)", args.out,
-                 evaluate(testset, args.out, args.rows, severity, args.nproc))]
+                 evaluate(testset, args.out, args.rows, severity, args.nproc, args.opts))]
     for chain in args.chains:
         chain_out = args.out / f"chain_{chain}"
         make_chain_testset(ROOT / SOURCE, chain_out / "testset", chain, resolution=64, seed=0, limit=args.limit)
         sections.append((f"chain '{chain}' (data/foreign_chains.py)", chain_out,
-                         evaluate(chain_out / "testset", chain_out, list(CHAIN_ROWS), {}, args.nproc)))
-    header = (f"Command: `python scripts/evaluate_demo.py --nproc {args.nproc}"
-              f"{f' --limit {args.limit}' if args.limit else ''}`; machine: {platform.machine()}, "
+                         evaluate(chain_out / "testset", chain_out, args.chain_rows, {}, args.nproc, args.opts)))
+    command = " ".join(sys.argv[1:] if argv is None else argv)
+    header = (f"Command: `python scripts/evaluate_demo.py {command}`; machine: {platform.machine()}, "
               f"{os.cpu_count()} CPU cores, {platform.system()}; {date.today().isoformat()}.\n\n")
     text = header + "\n".join(f"### Test set: {title}\n\n{markdown(results)}" for title, _, results in sections)
     write_bytes_atomic(args.out / "table.md", text.encode())

@@ -14,7 +14,7 @@ SHARED_DATA = SHARED / "data"
 FACES_HQ = SHARED_DATA / "faces_hq"
 REAL_LQ = SHARED_DATA / "real_lq"
 LPIPS_WEIGHTS = SHARED / "weights" / "lpips"
-CHECKPOINT_SPECS = SHARED / "checkpoint_specs"
+CHECKPOINT_SPECS = REPO_ROOT / "configs" / "checkpoint_specs"  # the repository's copy of the public layouts
 
 # One intra-op thread: many tests start 2-process torchrun/accelerate jobs beside the test process, and
 # 2 threads per process on a 2-core machine oversubscribe it (measured several times slower).

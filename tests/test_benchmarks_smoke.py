@@ -10,7 +10,8 @@ import re
 
 import pytest
 
-from benchmarks import bench_dblm, bench_sampler, bench_step_breakdown, bench_train_precision, common
+from benchmarks import (bench_dblm, bench_sampler, bench_sigma_star, bench_step_breakdown, bench_train_precision,
+                        common)
 from tests import tiny_setup
 
 
@@ -87,3 +88,12 @@ def test_train_precision_smoke(tiny_layouts, tmp_path):
     for name in ("unet", "restorer", "sde", "tm", "rm"):
         _rows(text, [(name,)])
         assert re.search(rf"^\| {name} \| [\d.]+ \| bf16 autocast \| ", text, re.M), name
+
+
+def test_sigma_star_smoke(tmp_path):
+    out = tmp_path / "bench.md"
+    assert bench_sigma_star.main(["--resolution", "64", "--faces", "2", "--repeats", "1", "--write", "--out", str(out),
+                                  "--device", "cpu"]) == 0
+    text = out.read_text()
+    _rows(text, [("Fourier (sigma_star)",), ("spatial (sigma_star_spatial)",)])
+    assert "largest |Fourier - spatial|" in text

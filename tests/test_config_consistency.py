@@ -50,9 +50,21 @@ SOURCES = {
         "dblm.rm": "configs/train/train_DBLM_RM_demo64.yaml",
         "dgsa": "configs/training/uncertainty_demo64.yaml",
     },
+    # the public-weights recipe: no DBLM networks (dblm.kind: zero_shot)
+    "configs/sample/dynfacerestore_ffhq512_public.yaml": {
+        "model": "configs/training/diffusion_ffhq512.yaml",
+        "restorer": "configs/training/swinir_ffhq512.yaml",
+    },
+    "configs/sample/dynfacerestore_demo_public.yaml": {
+        "model": "configs/training/diffusion_demo64.yaml",
+        "restorer": "configs/training/swinir_demo64.yaml",
+        "dgsa": "configs/training/uncertainty_demo64.yaml",
+    },
 }
 DSST_BUILD = {"configs/sample/dynfacerestore_ffhq512.yaml": "configs/dsst/ffhq512.yaml",
-              "configs/sample/dynfacerestore_demo.yaml": "configs/dsst/demo64.yaml"}
+              "configs/sample/dynfacerestore_demo.yaml": "configs/dsst/demo64.yaml",
+              "configs/sample/dynfacerestore_ffhq512_public.yaml": "configs/dsst/ffhq512.yaml",
+              "configs/sample/dynfacerestore_demo_public.yaml": "configs/dsst/demo64.yaml"}
 DGSA_TRAINING = {"configs/training/uncertainty.yaml": "configs/sample/dynfacerestore_ffhq512.yaml",
                  "configs/training/uncertainty_demo64.yaml": "configs/sample/dynfacerestore_demo.yaml"}
 # keys that may be '???' in a shipped config: data the user supplies, or the test-filled tiny sample config

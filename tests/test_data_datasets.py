@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from data.blur import estimate_sigma_star
+from data.sigma_star import sigma_star
 from data.datasets import FaceDataset, load_face, read_file_list
 from data.degradation import load_degradation_config
 
@@ -44,7 +44,7 @@ def test_items_shapes_and_reproducibility(small_list):
         assert item[key].shape == (3, 32, 32) and item[key].dtype == torch.float32
         assert item[key].min() >= -1 and item[key].max() <= 1
     assert item["sigma_star"].dtype == torch.float32 and item["sigma_star"].ndim == 0
-    ref = estimate_sigma_star(item["hq"][None], item["lq"][None])[0]
+    ref = sigma_star(item["hq"][None], item["lq"][None])[0]
     assert item["sigma_star"] == ref
     # order of access, a second instance (another worker / rank) and the seed decide everything
     again = FaceDataset(small_list, 32, degradation=CONFIG, seed=5)

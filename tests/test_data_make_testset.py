@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from data.blur import estimate_sigma_star
+from data.sigma_star import sigma_star
 from data.datasets import FaceDataset
 from data.degradation import load_degradation_config, severity_config
 from data.make_testset import main, make_testset
@@ -37,7 +37,7 @@ def test_make_testset_thirds(faces_hq_dir, tmp_path):
         hq = read_image(tmp_path / "a" / r["hq"])
         lq = read_image(tmp_path / "a" / r["lq"])
         assert hq.shape == lq.shape == (32, 32, 3)
-        est = estimate_sigma_star(torch.from_numpy(hq).permute(2, 0, 1)[None],
+        est = sigma_star(torch.from_numpy(hq).permute(2, 0, 1)[None],
                                   torch.from_numpy(lq).permute(2, 0, 1)[None]).item()
         assert est == pytest.approx(r["sigma_star"]) and r["sigma_star_512"] == pytest.approx(est * 16)
     scales = [r["params"]["scale"] for r in saved["images"]]

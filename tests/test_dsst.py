@@ -265,3 +265,32 @@ def test_notebook_defaults_write_outside_the_shipped_weights(faces_hq_dir, tmp_p
     stem = Path(default_out).with_suffix("")
     assert written == sorted([default_out, f"{stem}.png", f"{stem}_faces.png"]), written
     assert not default_out.startswith("weights")
+
+
+def test_cli_several_folders_half_split_and_provenance(celeba_faces, tmp_path, monkeypatch, capsys):
+    # two folders of real faces; the table stores how it was built, with paths relative to the working dir
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for i, folder in enumerate(folders):
+        folder.mkdir()
+        for p in celeba_faces[4 * i:4 * i + 4]:
+            (folder / p.name).symlink_to(p)
+    config = tmp_path / "dsst.yaml"
+    config.write_text("resolution: 64\ncalibrate: {sigma_512: 16.0, start_t: 400}\nbatch_size: 4\n"
+                      "grid:\n  sigma_512_max: 32.0\n  num: 17\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["--images", "a", "b", "--config", "dsst.yaml", "--out", "t.json", "--half-split"]) == 0
+    table = DSSTTable.load(tmp_path / "t.json")
+    assert table.num_images == 8
+    files = sorted(tmp_path.glob("[ab]/*.png"))  # folder a, then folder b: the order of --images
+    assert table.file_list_hash == file_list_hash(files, tmp_path)
+    prov = table.provenance
+    assert prov["images"] == ["a", "b"] and prov["config"] == "dsst.yaml" and prov["command"].startswith(
+        "python -m models.dsst --images a b")
+    split = prov["half_split"]
+    halves = [build_table(files[j::2], np.linspace(0, 4, 17), resolution=64,
+                          noise_schedule="linear", num_steps=1000, calibrate=(2.0, 400), batch_size=4)
+              for j in (0, 1)]
+    assert split["num_images"] == [4, 4] and split["tau"] == pytest.approx([h.tau for h in halves])
+    diff = np.abs(np.subtract(halves[0].t_values, halves[1].t_values))
+    assert split["max_abs_dt_between_halves"] == diff.max()
+    assert "half split:" in capsys.readouterr().out

@@ -16,7 +16,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data.blur import FINE_STEP, gaussian_blur
+from data.blur import gaussian_blur
+from data.sigma_star import FINE_STEP
 from data.face_composites import make_composite
 from faces.align import align_face, estimate_similarity, face_template
 from faces.paste import (FacePaste, PasteConfig, band_weights, bicubic_upsample, check_paste_config,
