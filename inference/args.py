@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional
 
+from inference.steps import steps_overrides
+from models.solvers import SOLVERS
 from sampler import METHODS, PRECISIONS
 from utils.face_detection import DEFAULT_MIN_FACE_SIZE, DETECTORS, OFFLINE_DEFAULT, RETINAFACE_WEIGHTS_HINT
+from utils.model_factory import resolve_path
 
 DEFAULT_CONFIG = "configs/sample/dynfacerestore_ffhq512.yaml"
 TASKS = ("restoration",)
@@ -37,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dtype of the prior's UNet trunk: fp32 (default), fp16 or bf16 (CUDA only)")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"sampling config (default {DEFAULT_CONFIG})")
     p.add_argument("--method", choices=METHODS, default=None, help="overrides sampler.method of the config")
+    p.add_argument("--steps", type=int, default=None,
+                   help="respace the 1000-step schedule as ddimN (DifFace keeps its start t = 400); default: the "
+                        "config's. --steps 250 --solver ddim is the paper's setting (docs/steps.md)")
+    p.add_argument("--solver", choices=SOLVERS, default=None,
+                   help="ddim, or dpmpp_2m (second-order multistep on the guided x0); default: the config's")
     p.add_argument("--seed", type=int, default=0, help="base seed; each image uses hash(seed, name)")
     p.add_argument("--recursive", action="store_true", help="also take images in sub-folders of -i")
     p.add_argument("--save_intermediates", action="store_true",
@@ -91,5 +99,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def config_overrides(args: argparse.Namespace) -> List[str]:
-    """Dot-list overrides for the sampling config: --opts, then --method (which wins)."""
-    return list(args.opts) + ([f"sampler.method={args.method}"] if args.method else [])
+    """Dot-list overrides for the sampling config: --opts, then --method, --steps and --solver (which win)."""
+    base = list(args.opts) + ([f"sampler.method={args.method}"] if args.method else [])
+    return steps_overrides(resolve_path(args.config), base, args.steps, args.solver)

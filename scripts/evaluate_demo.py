@@ -32,6 +32,7 @@ import subprocess
 import sys
 from datetime import date
 from pathlib import Path
+from typing import Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -89,8 +90,10 @@ def score_inputs(lq: Path, hq: Path, out: Path) -> None:
                                 "nfe": 0, "seconds": 0.0, "start_t": None})
 
 
-def run_row(index: int, method: str, opts: list, lq: Path, hq: Path, out: Path, nproc: int) -> None:
-    """One row through the real command line; images already restored in its folder are skipped."""
+def run_row(index: int, method: str, opts: list, lq: Path, hq: Path, out: Path, nproc: int,
+            flags: Sequence[str] = ()) -> None:
+    """One row through the real command line (``flags``: more of its options); images already restored in
+    its folder are skipped."""
     if method == LQ_METHOD:
         return score_inputs(lq, hq, row_dir(out, index, method))
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
@@ -98,6 +101,7 @@ def run_row(index: int, method: str, opts: list, lq: Path, hq: Path, out: Path, 
            "-o", str(row_dir(out, index, method)),
            "--config", str(ROOT / CONFIG), "--aligned", "--bs", "10", "--task", "restoration",
            "--method", method, "--lpips_weights", str(ROOT / LPIPS_WEIGHTS), "--seed", "0"]
+    cmd += list(flags)
     if opts:
         cmd += ["--opts", *opts]
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -179,6 +179,8 @@ def test_missing_checkpoint_stops_at_startup_naming_the_file(tiny_config, inputs
     (["--use_fp16", "--precision", "bf16"], "--use_fp16 contradicts --precision bf16"),
     (["--detector", "retinaface"], "detection_Resnet50_Final.pth"),  # RetinaFace asked for without its weights
     (["--min_face_size", "0"], "--min_face_size must be at least 1"),
+    (["--steps", "999"], "cannot create exactly 999 steps"),
+    (["--steps", "0"], "--steps must be in [1, 1000]"),
 ])
 def test_startup_errors_exit_2_with_one_line(tiny_config, inputs, tmp_path, capsys, extra, expected):
     lq, _, _ = inputs
