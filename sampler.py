@@ -16,7 +16,8 @@ DynFaceRestore (Do et al., ICCV 2025)
             x0 = x0_hat + s (x0_tilde - x0_hat), s = 0 (none), a global scalar, or DGSA's per-pixel map
             (computed on the image's first step and every ``dgsa_every`` steps, reused in between);
             then the DDIM update with x0 (eps recomputed from x0), or with the second-order multistep
-            extrapolation of the guided x0 (``sampler.solver``: ddim | dpmpp_2m, models/solvers.py).
+            extrapolation of the guided x0 (``sampler.solver``: ddim | dpmpp_2m, models/solvers.py);
+            with ``guidance.reguide`` that x0 is guided once more (same level and map s) before the update.
     Hook:   ``restore(..., callback=fn)`` calls ``fn(SamplerStep)`` after every step (index, t, x_t, the
             prior's and the guided x0, the guidance map, the new sample): progress and intermediates.
     eta:    per image, "auto" = clamp(sigma_512 / 10, 0, 1) (the paper's "std/10 as eta"), or fixed.
@@ -66,6 +67,7 @@ class GuidanceConfig:
     combine: str = "sharpest"   # sharpest active level, or all active levels (sum of data terms)
     dgsa_every: int = 1         # evaluate DGSA every N steps of an image, reuse its map in between
     pad_sigma_512: float = 32.0  # reflect padding = kernel radius of this sigma (512-px units) or more
+    reguide: bool = False       # guide again the x0 the update uses (after the solver); docs/steps.md
 
 
 @dataclass
@@ -340,7 +342,10 @@ class FaceRestoreSampler:
 
             def x0_fn(x0_hat, x_t, t_orig, guided=guided, idx=idx, i=i, used=used):
                 used["x0"] = x0_hat if guided is None else guided(x0_hat, x_t, t_orig)
-                return solver(used["x0"], idx, i, None if guide is None else guide.switched(running, i))
+                x0 = solver(used["x0"], idx, i, None if guide is None else guide.switched(running, i))
+                if guide is not None and self.scfg.guidance.reguide:  # the step's map, no new DGSA call
+                    x0 = guide.modifier(idx, [], i)(x0, x_t, t_orig)
+                return x0
 
             x_t = x[idx]
             step = self.diffusion.ddim_sample(self.denoiser, x_t, t, clip_denoised=self.scfg.clip_denoised,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional
 
-from inference.steps import steps_overrides
+from inference.steps import preset_overrides, presets, steps_overrides
 from models.solvers import SOLVERS
 from sampler import METHODS, PRECISIONS
 from utils.face_detection import DEFAULT_MIN_FACE_SIZE, DETECTORS, OFFLINE_DEFAULT, RETINAFACE_WEIGHTS_HINT
@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "config's. --steps 250 --solver ddim is the paper's setting (docs/steps.md)")
     p.add_argument("--solver", choices=SOLVERS, default=None,
                    help="ddim, or dpmpp_2m (second-order multistep on the guided x0); default: the config's")
+    p.add_argument("--preset", choices=sorted(presets()), default=None,
+                   help="named steps, solver and guidance from configs/presets/steps.yaml (paper: 250 steps of "
+                        "DDIM, guided once per step); --steps / --solver given as well win")
     p.add_argument("--seed", type=int, default=0, help="base seed; each image uses hash(seed, name)")
     p.add_argument("--recursive", action="store_true", help="also take images in sub-folders of -i")
     p.add_argument("--save_intermediates", action="store_true",
@@ -99,6 +102,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def config_overrides(args: argparse.Namespace) -> List[str]:
-    """Dot-list overrides for the sampling config: --opts, then --method, --steps and --solver (which win)."""
+    """Dot-list overrides for the sampling config: --opts, then --method, --steps and --solver (or those of
+    --preset), which win."""
     base = list(args.opts) + ([f"sampler.method={args.method}"] if args.method else [])
-    return steps_overrides(resolve_path(args.config), base, args.steps, args.solver)
+    config = resolve_path(args.config)
+    if args.preset:
+        base = preset_overrides(config, base, args.preset)
+    return steps_overrides(config, base, args.steps, args.solver)

@@ -1,4 +1,4 @@
-"""Few-step solvers on the (guided) x0 prediction (docs/method.md, "Fewer steps").
+"""Few-step solvers on the (guided) x0 prediction (docs/steps.md).
 
 Both solvers share the DDIM update of :func:`models.gaussian_diffusion.ddim_step` with the image's own
 eta; they differ only in the x0 that the update receives. With alpha_t = sqrt(abar_t),

@@ -42,3 +42,15 @@ def test_command_line_steps_and_solver_on_a_real_face(real_lq_dir, tmp_path):
     dyn = runs["dynfacerestore"]
     assert dyn["start_t"] % 84 == 0 and dyn["nfe"] == dyn["start_index"] + 1 <= 12
     assert "sampler.solver=dpmpp_2m" in dyn["overrides"]
+
+
+def test_paper_preset_is_250_steps_of_ddim(real_lq_dir, tmp_path):
+    face = real_lq_dir / "wider_like" / "0143.png"
+    out = tmp_path / "paper"
+    assert main(["-i", str(face), "-o", str(out), "--aligned", "--config", str(DEMO), "--preset", "paper",
+                 "--method", "difface"]) == 0
+    record = json.loads(next((out / "records").glob("*.json")).read_text())
+    assert record["start_index"] == 100 and record["start_t"] == 400 and record["nfe"] == 101
+    assert record["overrides"][-4:] == ["diffusion.params.timestep_respacing=ddim250",
+                                        "sampler.fixed_start_index=100", "sampler.solver=ddim",
+                                        "sampler.guidance.reguide=false"]
