@@ -64,11 +64,15 @@ def demo_end_to_end(args):
     """Rows (method, steps, solver, mean NFE, s / face, x DifFace's paper preset) of ``--demo-lq``."""
     import torch
 
+    from inference.inputs import load_image, prepare_aligned
+    from inference.interactive import MAX_SIDE, MIN_SIDE
     from inference.steps import preset_overrides, presets, steps_overrides
-    from sampler import FaceRestoreSampler
-    from utils.image_io import img2tensor, list_images, read_image
+    from sampler import FaceRestoreSampler, load_sample_config
+    from utils.image_io import img2tensor, list_images
 
-    lq = img2tensor([read_image(p) for p in list_images(args.demo_lq)])
+    resolution = int(load_sample_config(common.SAMPLE_64).resolution)  # read as the command line reads faces
+    lq = img2tensor([prepare_aligned(load_image(p, MIN_SIDE, MAX_SIDE), resolution).image
+                     for p in list_images(args.demo_lq)])
     batches = [(lq[i:i + args.bs], list(range(i, min(i + args.bs, len(lq))))) for i in range(0, len(lq), args.bs)]
     paper = presets()["paper"]
     chosen = [(m, paper["steps"], paper["solver"], "paper preset") for m in ("difface", "dynfacerestore")]
@@ -91,7 +95,9 @@ def demo_end_to_end(args):
                                device=args.device)
     per_face = {key: common.median(ts) / len(lq) for key, ts in times.items()}
     base = per_face[chosen[0]]
-    return [[method, steps, solver, "twice" if samplers[key].scfg.guidance.reguide else "once", nfe[key],
+    guided = {(m, r): ("-" if m == "difface" else "twice" if r else "once") for m in ("difface", "dynfacerestore")
+              for r in (False, True)}
+    return [[method, steps, solver, guided[method, bool(samplers[key].scfg.guidance.reguide)], nfe[key],
              per_face[key], common.spread([t / len(lq) for t in times[key]]), per_face[key] / base]
             for key, (method, steps, solver, _) in zip(samplers, chosen)], len(lq)
 
