@@ -1,8 +1,9 @@
 """A web page for restoring photos: ``python app.py`` serves it on http://127.0.0.1:7860.
 
 Upload one or more aligned faces (or whole photos with "aligned faces" off), choose the method
-(DynFaceRestore, DifFace or RM0), eta, seed and sampling config, and compare: input, result, a
-before/after slider, the intermediates (LQ | blurred levels with their sigma | guidance map | result),
+(DynFaceRestore, DifFace or RM0), steps and solver (the command line's ``--steps`` / ``--solver``), eta,
+seed and sampling config, and compare: input, result, a before/after slider, the intermediates
+(LQ | blurred levels with their sigma | guidance map | guided x0 at a few steps | result),
 the start step and the per-face timings; the results can be downloaded. Restoration runs in this
 process through :mod:`inference.interactive` (the same steps and seeds as ``inference_difface.py``,
 samplers built once per config and method); files the command line would skip are refused with its
@@ -29,12 +30,14 @@ from inference.args import offered_configs  # noqa: E402
 from inference.inputs import InputSkip  # noqa: E402
 from inference.interactive import DEFAULT_CONFIG, PhotoReport, Restorer, parse_overrides, skip_message  # noqa: E402
 from inference.strip import stack_rows  # noqa: E402
+from models.solvers import SOLVERS  # noqa: E402
 from sampler import METHODS, parse_eta  # noqa: E402
 from utils.checkpoint import CheckpointError  # noqa: E402
 from utils.config import ConfigError  # noqa: E402
 from utils.image_io import to_uint8  # noqa: E402
 
 METHOD_LABELS = {"dynfacerestore": "DynFaceRestore", "difface": "DifFace", "rm0": "RM0 (restorer only)"}
+CONFIG_SOLVER = "config"  # the solver choice that keeps the sampling config's
 SETTING_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, ValueError, RuntimeError)
 # small faces (64 px demo models) are shown filling their box, like the 512 px input beside them
 CSS = "#input-image img, #result-image img { width: 100%; height: 100%; object-fit: contain; }"
@@ -92,8 +95,8 @@ class App:
         self.default_config = default_config
         self.downloads = tempfile.TemporaryDirectory(prefix="dynfacerestore_app_")
 
-    def restore(self, files, aligned: bool, method: str, eta: str, seed, upscale, config: str,
-                progress=gr.Progress()):
+    def restore(self, files, aligned: bool, method: str, eta: str, seed, upscale, config: str, steps=0,
+                solver: str = CONFIG_SOLVER, progress=gr.Progress()):
         """Restore every uploaded file; refused files are listed with the command line's message."""
         paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in (files or [])]
         if not paths:
@@ -118,7 +121,9 @@ class App:
             try:
                 reports.append(self.restorer.restore_file(path, config=config, method=method, eta=eta,
                                                           seed=int(seed or 0), aligned=bool(aligned),
-                                                          upscale=float(upscale or 1.0), name=name, on_step=on_step))
+                                                          upscale=float(upscale or 1.0), name=name, on_step=on_step,
+                                                          steps=int(steps) if steps else None,
+                                                          solver=None if solver == CONFIG_SOLVER else solver))
             except InputSkip as err:
                 messages.append(skip_message(name, err))
             except SETTING_ERRORS as err:
@@ -153,6 +158,10 @@ def build_demo(restorer: Restorer, default_config: str = DEFAULT_CONFIG) -> gr.B
                 aligned = gr.Checkbox(True, label="aligned faces",
                                       info="off: whole photos (faces are detected, restored and pasted back)")
                 method = gr.Dropdown([(METHOD_LABELS[m], m) for m in METHODS], value="dynfacerestore", label="method")
+                steps = gr.Number(0, precision=0, minimum=0, label="steps",
+                                  info="0: the config's; N respaces the schedule as ddimN (250 + ddim: the paper's)")
+                solver = gr.Dropdown([CONFIG_SOLVER, *SOLVERS], value=CONFIG_SOLVER, label="solver",
+                                     info="ddim, or dpmpp_2m (second-order multistep on the guided x0)")
                 eta = gr.Textbox("auto", label="eta",
                                  info="auto (per image sigma/10; DifFace: its fixed eta) or a number in [0, 1]")
                 seed = gr.Number(0, precision=0, label="seed", info="each photo uses hash(seed, file name), as the CLI")
@@ -170,7 +179,8 @@ def build_demo(restorer: Restorer, default_config: str = DEFAULT_CONFIG) -> gr.B
                     slider = gr.ImageSlider(label="before / after", format="png", interactive=False, max_height=320,
                                             elem_id="before-after")
                 # the caption sits above the image, not in its label, which would cover the strip's column titles
-                gr.Markdown("**per face**, top to bottom: LQ | blurred levels (sigma) | guidance map | result")
+                gr.Markdown("**per face**, top to bottom: LQ | blurred levels (sigma) | guidance map | guided x0 at "
+                            "timestep t | result")
                 strips = gr.Image(show_label=False, format="png", interactive=False, elem_id="strips")
                 facts = gr.Markdown(label="start step, sigmas, timings", elem_id="facts")
         table = gr.Dataframe(headers=TABLE_HEADERS, label="per face: sampler facts and timings", interactive=False,
@@ -180,7 +190,7 @@ def build_demo(restorer: Restorer, default_config: str = DEFAULT_CONFIG) -> gr.B
                                 elem_id="downloads")
             log = gr.Textbox(label="messages", lines=3, interactive=False, elem_id="messages")
         details = [shown_input, shown_result, slider, strips, facts]
-        run.click(app.restore, [files, aligned, method, eta, seed, upscale, config],
+        run.click(app.restore, [files, aligned, method, eta, seed, upscale, config, steps, solver],
                   [views, photo, *details, table, downloads, log], api_name="restore")
         photo.input(app.show, [views, photo], details, api_name=False)
     return demo

@@ -15,7 +15,11 @@ DynFaceRestore (Do et al., ICCV 2025)
             active level (level k is active once t <= t_k; level 1 from the start);
             x0 = x0_hat + s (x0_tilde - x0_hat), s = 0 (none), a global scalar, or DGSA's per-pixel map
             (computed on the image's first step and every ``dgsa_every`` steps, reused in between);
-            then the DDIM update with x0 (eps recomputed from x0).
+            then the DDIM update with x0 (eps recomputed from x0), or with the second-order multistep
+            extrapolation of the guided x0 (``sampler.solver``: ddim | dpmpp_2m, models/solvers.py);
+            with ``guidance.reguide`` that x0 is guided once more (same level and map s) before the update.
+    Hook:   ``restore(..., callback=fn)`` calls ``fn(SamplerStep)`` after every step (index, t, x_t, the
+            prior's and the guided x0, the guidance map, the new sample): progress and intermediates.
     eta:    per image, "auto" = clamp(sigma_512 / 10, 0, 1) (the paper's "std/10 as eta"), or fixed.
 
 A batch may mix start steps. The loop runs the global index i from the largest start down to 0 and
@@ -30,13 +34,14 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from omegaconf import MISSING, DictConfig
 
 from faces.paste import PasteConfig, check_paste_config
 from models.guidance import LevelSpectra, batch_pad, blend
+from models.solvers import SOLVERS, MultistepX0
 from utils.config import ConfigError, ObjectNode, WeightsNode, instantiate, load_config
 from utils.model_factory import build_model, resolve_path
 
@@ -64,6 +69,7 @@ class GuidanceConfig:
     combine: str = "sharpest"   # sharpest active level, or all active levels (sum of data terms)
     dgsa_every: int = 1         # evaluate DGSA every N steps of an image, reuse its map in between
     pad_sigma_512: float = 32.0  # reflect padding = kernel radius of this sigma (512-px units) or more
+    reguide: bool = False       # guide again the x0 the update uses (after the solver); docs/steps.md
 
 
 @dataclass
@@ -86,6 +92,7 @@ class SamplerConfig:
     difface_eta: float = 0.5            # eta of the DifFace baseline when eta is "auto"
     num_levels: Optional[int] = None    # use the first K DBLM levels (None: all)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    solver: str = "ddim"                # ddim | dpmpp_2m: the x0 the DDIM update uses (models/solvers.py)
     clip_denoised: bool = True
     channels_last: bool = False         # UNet weights in channels_last memory format (docs/benchmarks.md)
     x0_every: int = 0                   # keep x0 predictions every N steps in the intermediates (0: none)
@@ -128,13 +135,31 @@ class SampleOutput:
     x0_history: List[Dict[str, torch.Tensor]] = field(default_factory=list)
 
 
+@dataclass
+class SamplerStep:
+    """What a per-step callback of :meth:`FaceRestoreSampler.restore` receives, after the step from
+    respaced ``index`` to ``index - 1`` (one UNet evaluation of each image in ``images``)."""
+    index: int                           # respaced index of the step
+    t: int                               # its original timestep
+    images: torch.Tensor                 # (M,) positions in the batch of the images that ran the step
+    x_t: torch.Tensor                    # (M,C,H,W) their samples before the step
+    x0_prior: torch.Tensor               # the prior's clipped x0 prediction
+    x0: torch.Tensor                     # the guided x0 (the prior's without guidance), before the solver
+    guidance_map: Optional[torch.Tensor]  # (M,1,H,W) the scale s of this step; None without guidance
+    sample: torch.Tensor                 # their samples after the step
+
+
+StepCallback = Callable[[SamplerStep], None]
+
+
 def load_sample_config(path, overrides: Optional[Sequence[str]] = None) -> DictConfig:
     """Read and validate a sampling config; :class:`ConfigError` names a bad key or value."""
     cfg = load_config(path, SampleConfig, overrides)
     s = cfg.sampler
     for name, value, allowed in (("sampler.method", s.method, METHODS), ("sampler.start", s.start, START_MODES),
                                  ("sampler.guidance.mode", s.guidance.mode, GUIDANCE_MODES),
-                                 ("sampler.guidance.combine", s.guidance.combine, COMBINE_MODES)):
+                                 ("sampler.guidance.combine", s.guidance.combine, COMBINE_MODES),
+                                 ("sampler.solver", s.solver, SOLVERS)):
         if value not in allowed:
             raise ConfigError(f"{path}: {name} = {value!r}; allowed: {', '.join(allowed)}")
     if int(s.guidance.dgsa_every) < 1:
@@ -241,10 +266,12 @@ class FaceRestoreSampler:
 
     # ------------------------------------------------------------------ public API
     @torch.no_grad()
-    def restore(self, lq: torch.Tensor, seeds: Sequence[int], eta: Any = None) -> SampleOutput:
+    def restore(self, lq: torch.Tensor, seeds: Sequence[int], eta: Any = None,
+                callback: Optional[StepCallback] = None) -> SampleOutput:
         """Restore ``lq`` ((N,3,R,R) in [-1,1] at the config's resolution) with one seed per image.
 
-        ``eta`` overrides the config ("auto" or a number).
+        ``eta`` overrides the config ("auto" or a number). ``callback(step)`` is called after every step
+        of the loop (one UNet evaluation of the images that ran it) with a :class:`SamplerStep`.
         """
         if lq.ndim != 4 or lq.shape[1] != 3 or tuple(lq.shape[-2:]) != (self.resolution, self.resolution):
             raise ValueError(f"expected (N, 3, {self.resolution}, {self.resolution}) input, got {tuple(lq.shape)}")
@@ -256,8 +283,8 @@ class FaceRestoreSampler:
         if self.method == "rm0":
             return self._restore_rm0(lq)
         if self.method == "difface":
-            return self._restore_difface(lq, gens, fixed_eta)
-        return self._restore_dynamic(lq, gens, fixed_eta)
+            return self._restore_difface(lq, gens, fixed_eta, callback)
+        return self._restore_dynamic(lq, gens, fixed_eta, callback)
 
     # ------------------------------------------------------------------ methods
     def _restore_rm0(self, lq) -> SampleOutput:
@@ -267,16 +294,16 @@ class FaceRestoreSampler:
         return SampleOutput(images=restored, start_index=none, start_t=none, nfe=torch.zeros_like(none),
                             eta=torch.zeros(n, device=self.device), source=restored)
 
-    def _restore_difface(self, lq, gens, fixed_eta) -> SampleOutput:
+    def _restore_difface(self, lq, gens, fixed_eta, callback) -> SampleOutput:
         source = self.restorer.restore(lq).clamp(-1, 1)
         n = lq.shape[0]
         start = torch.full((n,), self._check_index(self.scfg.fixed_start_index), dtype=torch.long, device=self.device)
         eta = torch.full((n,), self.scfg.difface_eta if fixed_eta is None else fixed_eta, device=self.device)
-        out = self._sample(source, start, eta, gens, guide=None)
+        out = self._sample(source, start, eta, gens, None, callback)
         out.source = source
         return out
 
-    def _restore_dynamic(self, lq, gens, fixed_eta) -> SampleOutput:
+    def _restore_dynamic(self, lq, gens, fixed_eta, callback) -> SampleOutput:
         levels_out = self.dblm(lq)
         k = levels_out.sigmas.shape[1] if self.scfg.num_levels is None else int(self.scfg.num_levels)
         if not 1 <= k <= levels_out.sigmas.shape[1]:
@@ -295,7 +322,7 @@ class FaceRestoreSampler:
         else:
             eta = torch.full((n,), fixed_eta, device=self.device)
         guide = None if self.scfg.guidance.mode == "none" else _Guide(self, levels, sigmas, level_t)
-        out = self._sample(levels[0], start, eta, gens, guide)
+        out = self._sample(levels[0], start, eta, gens, guide, callback)
         out.sigma_hat, out.sigmas, out.level_t, out.levels, out.source = (
             levels_out.sigma_hat, sigmas, level_t, levels, levels[0])
         if guide is not None:
@@ -303,8 +330,10 @@ class FaceRestoreSampler:
         return out
 
     # ------------------------------------------------------------------ the shared loop
-    def _sample(self, source, start, eta, gens, guide: Optional["_Guide"]) -> SampleOutput:
-        """DDIM from each image's own ``start`` (respaced index) down to 0; see the module docstring.
+    def _sample(self, source, start, eta, gens, guide: Optional["_Guide"],
+                callback: Optional[StepCallback]) -> SampleOutput:
+        """The DDIM update from each image's own ``start`` (respaced index) down to 0, with the x0 of
+        ``sampler.solver`` (models/solvers.py); see the module docstring.
 
         The start indices are read to the host once; which images run at a step is decided there, so
         the loop adds no device synchronisation of its own.
@@ -315,21 +344,36 @@ class FaceRestoreSampler:
         history: List[Dict[str, torch.Tensor]] = []
         starts = start.tolist()
         index = _IndexCache(self.device)
+        solver = MultistepX0(self.scfg.solver, self.diffusion, n)
         every = int(self.scfg.x0_every)
         for i in range(max(starts), -1, -1):
             running = [j for j in range(n) if starts[j] >= i]
             idx = index(running)
             t = torch.full((len(running),), i, dtype=torch.long, device=self.device)
-            modifier = None
-            if guide is not None:
-                modifier = guide.modifier(idx, [p for p, j in enumerate(running) if guide.due(starts[j] - i)], i)
-            step = self.diffusion.ddim_sample(self.denoiser, x[idx], t, clip_denoised=self.scfg.clip_denoised,
+            guided = None if guide is None else guide.modifier(
+                idx, [p for p, j in enumerate(running) if guide.due(starts[j] - i)], i)
+            used: Dict[str, torch.Tensor] = {}
+
+            def x0_fn(x0_hat, x_t, t_orig, guided=guided, idx=idx, i=i, used=used):
+                used["x0"] = x0_hat if guided is None else guided(x0_hat, x_t, t_orig)
+                x0 = solver(used["x0"], idx, i, None if guide is None else guide.switched(running, i))
+                if guide is not None and self.scfg.guidance.reguide:  # the step's map, no new DGSA call
+                    x0 = guide.modifier(idx, [], i)(x0, x_t, t_orig)
+                return x0
+
+            x_t = x[idx]
+            step = self.diffusion.ddim_sample(self.denoiser, x_t, t, clip_denoised=self.scfg.clip_denoised,
                                               eta=eta[idx], noise=self._noise(gens, running, x.shape[1:]),
-                                              x0_modifier=modifier)
+                                              x0_modifier=x0_fn)
             x[idx] = step["sample"].to(x.dtype)
             nfe[idx] += 1
             if every > 0 and (i % every == 0):
-                history.append({"index": i, "images": idx.cpu(), "x0": step["pred_xstart"].float().cpu()})
+                history.append({"index": i, "images": idx.cpu(), "x0": used["x0"].float().cpu()})
+            if callback is not None:
+                callback(SamplerStep(index=i, t=int(self.timestep_map[i]), images=idx, x_t=x_t,
+                                     x0_prior=step["pred_xstart_prior"], x0=used["x0"],
+                                     guidance_map=None if guide is None else guide.step_map(idx),
+                                     sample=step["sample"]))
         return SampleOutput(images=x.clamp(-1, 1), start_index=start, start_t=self.timestep_map[start], nfe=nfe,
                             eta=eta, x0_history=history)
 
@@ -385,6 +429,7 @@ class _Guide:
         self.active = sampler.timestep_map.view(-1, 1, 1) <= level_t.unsqueeze(0)
         self.active[..., 0] = True
         self.sharpest = self.active.long().cumsum(-1).argmax(-1)  # (I, N): the last active level
+        self.sharpest_host = self.sharpest.cpu()
         n, _, _, h, w = self.levels.shape
         self.scale = torch.ones(n, 1, h, w, device=sigmas.device)    # the last DGSA map of every image
         self.map_sum = torch.zeros(n, 1, h, w, device=sigmas.device)  # sum over the steps each map serves
@@ -422,6 +467,20 @@ class _Guide:
         new = self.sampler.dgsa.guidance_scale(x0, x0_tilde, self.levels[idx, level], t_orig)
         self.scale[idx] = new
         self.map_sum[idx] += serves * new
+
+    def switched(self, images: Sequence[int], index: int) -> torch.Tensor:
+        """(M,) bool on the host: whether the sharpest active level of each of ``images`` at respaced
+        ``index`` differs from the one at ``index + 1`` (the guided x0 jumps there)."""
+        if index + 1 >= self.sharpest_host.shape[0]:
+            return torch.zeros(len(images), dtype=torch.bool)
+        rows = self.sharpest_host[index:index + 2, list(images)]
+        return rows[0] != rows[1]
+
+    def step_map(self, idx: torch.Tensor) -> torch.Tensor:
+        """(M,1,H,W) the scale s that the images ``idx`` used at the step just taken."""
+        if self.gcfg.mode == "global":
+            return torch.full_like(self.scale[idx], float(self.gcfg.global_scale))
+        return self.scale[idx]
 
     def mean_map(self, steps: torch.Tensor) -> torch.Tensor:
         """(N,1,H,W) each image's guidance scale s averaged over its ``steps`` (N,) guided steps (its NFE:

@@ -11,9 +11,12 @@ import argparse
 from pathlib import Path
 from typing import List, Optional
 
-from faces.paste import PASTE_MODES
-from sampler import METHODS, PRECISIONS
 from faces.detection import DEFAULT_MIN_FACE_SIZE, DETECTORS, OFFLINE_DEFAULT, RETINAFACE_WEIGHTS_HINT
+from faces.paste import PASTE_MODES
+from inference.steps import preset_overrides, presets, steps_overrides
+from models.solvers import SOLVERS
+from sampler import METHODS, PRECISIONS
+from utils.model_factory import resolve_path
 
 DEFAULT_CONFIG = "configs/sample/dynfacerestore_ffhq512.yaml"
 TASKS = ("restoration",)
@@ -46,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=DEFAULT_CONFIG,
                    help=f"sampling config (default {DEFAULT_CONFIG}); shipped: {', '.join(offered_configs())}")
     p.add_argument("--method", choices=METHODS, default=None, help="overrides sampler.method of the config")
+    p.add_argument("--steps", type=int, default=None,
+                   help="respace the 1000-step schedule as ddimN (DifFace keeps its start t = 400); default: the "
+                        "config's. --steps 250 --solver ddim is the paper's setting (docs/steps.md)")
+    p.add_argument("--solver", choices=SOLVERS, default=None,
+                   help="ddim, or dpmpp_2m (second-order multistep on the guided x0); default: the config's")
+    p.add_argument("--preset", choices=sorted(presets()), default=None,
+                   help="named steps, solver and guidance from configs/presets/steps.yaml (paper: 250 steps of "
+                        "DDIM, guided once per step); --steps / --solver given as well win")
     p.add_argument("--seed", type=int, default=0, help="base seed; each image uses hash(seed, name)")
     p.add_argument("--recursive", action="store_true", help="also take images in sub-folders of -i")
     p.add_argument("--save_intermediates", action="store_true",
@@ -104,6 +115,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def config_overrides(args: argparse.Namespace) -> List[str]:
-    """Dot-list overrides for the sampling config: --opts, then --method and --paste (which win)."""
-    return (list(args.opts) + ([f"sampler.method={args.method}"] if args.method else [])
+    """Dot-list overrides for the sampling config: --opts, then --method and --paste, then --steps and
+    --solver (or those of --preset), which win."""
+    base = (list(args.opts) + ([f"sampler.method={args.method}"] if args.method else [])
             + ([f"paste.mode={args.paste}"] if args.paste else []))
+    config = resolve_path(args.config)
+    if args.preset:
+        base = preset_overrides(config, base, args.preset)
+    return steps_overrides(config, base, args.steps, args.solver)

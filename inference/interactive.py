@@ -15,28 +15,30 @@ everything in memory instead of writing a results folder:
   took for that face alone (faces are restored one by one), the blurred levels with their sigma, the
   guidance map and the intermediates strip of :mod:`inference.strip`.
 
-Samplers are built once per (config, method, overrides) and reused (:class:`Restorer`). Long restores
-report progress through a callback called once per UNet evaluation (:func:`count_steps`).
-"""
+Samplers are built once per (config, method, steps, solver, overrides) and reused (:class:`Restorer`);
+``steps`` and ``solver`` are the command line's ``--steps`` and ``--solver`` (:mod:`inference.steps`).
+Long restores report progress through the sampler's per-step callback (one call per UNet evaluation),
+which also keeps the guided x0 predictions shown in the strip (``x0 t=...`` tiles)."""
 from __future__ import annotations
 
 import os
 import re
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 
 from inference.args import build_parser
 from inference.inputs import InputSkip, LoadedImage, image_seed, load_image, prepare_aligned
 from inference.runner import intermediate_tiles, intermediates, no_face_note, sample_info
+from inference.steps import steps_overrides
 from inference.strip import make_strip
-from sampler import FaceRestoreSampler, parse_eta
-from faces.paste import bicubic_upsample, restore_whole_image
 from faces.detection import build_detector
+from faces.paste import bicubic_upsample, restore_whole_image
+from sampler import FaceRestoreSampler, SamplerStep, parse_eta
 from utils.image_io import img2tensor, tensor2img, write_image
 from utils.model_factory import resolve_path
 
@@ -49,6 +51,7 @@ DETECTION_WEIGHTS: str = _CLI.get_default("detection_weights")
 DETECTOR: str = _CLI.get_default("detector")
 
 StepCallback = Callable[[int, int, int], None]  # (face index, number of faces, UNet evaluations so far)
+X0_TILES = 4  # guided x0 predictions shown per face, evenly spaced over its steps (the last one included)
 
 
 def skip_message(name: str, err: InputSkip) -> str:
@@ -67,7 +70,8 @@ class FaceReport:
     info: dict
     levels: List[Tuple[float, np.ndarray]] = field(default_factory=list)  # (sigma, blurred level y'_k)
     guidance_map: Optional[np.ndarray] = None  # HxW in [0, 1]: mean guidance scale s over the guided steps
-    strip: Optional[np.ndarray] = None         # uint8 LQ | levels | guidance map | result (inference.strip)
+    x0_steps: List[Tuple[int, np.ndarray]] = field(default_factory=list)  # (t, guided x0) at X0_TILES steps
+    strip: Optional[np.ndarray] = None         # uint8 LQ | levels | guidance map | x0 at t | result
 
 
 @dataclass
@@ -99,27 +103,6 @@ class PhotoReport:
         return paths
 
 
-@contextmanager
-def count_steps(sampler: FaceRestoreSampler, callback: Optional[Callable[[], None]]) -> Iterator[None]:
-    """Call ``callback()`` after every UNet evaluation of ``sampler`` inside the block (wraps
-    ``sampler.denoiser``, the callable the sampling loop evaluates; restored on exit)."""
-    if callback is None:
-        yield
-        return
-    inner = sampler.denoiser
-
-    def counted(*args, **kwargs):
-        out = inner(*args, **kwargs)
-        callback()
-        return out
-
-    sampler.denoiser = counted
-    try:
-        yield
-    finally:
-        sampler.denoiser = inner
-
-
 def parse_overrides(text: str | Sequence[str] | None) -> Tuple[str, ...]:
     """``"a.b=1 c=2"`` (or a list) -> ``("a.b=1", "c=2")``; raises ValueError for an entry without '='."""
     items = re.split(r"[\s,]+", text.strip()) if isinstance(text, str) else list(text or [])
@@ -144,18 +127,20 @@ class Restorer:
         self._samplers: Dict[tuple, FaceRestoreSampler] = {}
 
     # ------------------------------------------------------------------ cached parts
-    def sampler(self, config: str, method: str) -> FaceRestoreSampler:
-        """The sampler of ``config`` with ``sampler.method=method`` (built on first request, then reused)."""
+    def sampler(self, config: str, method: str, steps: Optional[int] = None,
+                solver: Optional[str] = None) -> FaceRestoreSampler:
+        """The sampler of ``config`` with ``sampler.method=method`` and the command line's ``--steps`` /
+        ``--solver`` (None: the config's), built on first request, then reused."""
         path = resolve_path(config)
-        key = (str(Path(path).resolve()), method, self.overrides)
+        key = (str(Path(path).resolve()), method, steps, solver, self.overrides)
         if key not in self._samplers:
-            self._samplers[key] = FaceRestoreSampler.from_config(
-                path, list(self.overrides) + [f"sampler.method={method}"], device=self.device)
+            overrides = steps_overrides(path, list(self.overrides) + [f"sampler.method={method}"], steps, solver)
+            self._samplers[key] = FaceRestoreSampler.from_config(path, overrides, device=self.device)
         return self._samplers[key]
 
     @property
     def cached(self) -> List[tuple]:
-        """The (config, method, overrides) of the samplers built so far."""
+        """The (config, method, steps, solver, overrides) of the samplers built so far."""
         return list(self._samplers)
 
     def detector(self):
@@ -169,7 +154,8 @@ class Restorer:
     # ------------------------------------------------------------------ restoring
     def restore_file(self, path: os.PathLike | str, *, config: str = DEFAULT_CONFIG, method: str = "dynfacerestore",
                      eta: str | float | None = None, seed: int = 0, aligned: bool = True, upscale: float = 1.0,
-                     name: Optional[str] = None, on_step: Optional[StepCallback] = None) -> PhotoReport:
+                     name: Optional[str] = None, on_step: Optional[StepCallback] = None,
+                     steps: Optional[int] = None, solver: Optional[str] = None) -> PhotoReport:
         """Restore one file. Raises :class:`InputSkip` for a file the command line would skip (use
         :func:`skip_message`), ``ConfigError``/``CheckpointError``/``ValueError`` for bad settings.
 
@@ -179,7 +165,7 @@ class Restorer:
             parse_eta(eta)
         if upscale <= 0:
             raise ValueError(f"upscale must be positive, got {upscale}")
-        sampler = self.sampler(config, method)
+        sampler = self.sampler(config, method, steps, solver)
         path = Path(path)
         name = name or path.name
         key = Path(name).stem
@@ -214,20 +200,23 @@ class Restorer:
 
     def _restore_face(self, sampler: FaceRestoreSampler, lq: np.ndarray, index: int, total: int, seed: int, eta,
                       on_step: Optional[StepCallback]) -> FaceReport:
-        nfe = [0]
+        snapshots: List[Tuple[int, torch.Tensor]] = []
 
-        def step() -> None:
-            nfe[0] += 1
-            on_step(index, total, nfe[0])
+        def step(state: SamplerStep) -> None:
+            snapshots.append((state.t, state.x0[0].float().cpu()))
+            if on_step is not None:
+                on_step(index, total, len(snapshots))
 
         if on_step is not None:
             on_step(index, total, 0)
-        with count_steps(sampler, step if on_step is not None else None):
-            start = time.perf_counter()
-            out = sampler.restore(img2tensor(lq), [seed], eta=eta)
-            seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        out = sampler.restore(img2tensor(lq), [seed], eta=eta, callback=step)
+        seconds = time.perf_counter() - start
         result = tensor2img(out.images[0])
         levels, gmap, source = intermediates(out, 0)
+        picks = sorted({round(k * (len(snapshots) - 1) / (X0_TILES - 1)) for k in range(X0_TILES)}) if snapshots else []
+        x0_steps = [(snapshots[k][0], tensor2img(snapshots[k][1])) for k in picks]
         tiles = intermediate_tiles(lq, result, levels, gmap, source)
+        tiles[-1:-1] = [(f"x0 t={t}", img) for t, img in x0_steps]  # before the result tile
         info = dict(sample_info(out, 0), seed=seed, seconds=seconds)
-        return FaceReport(index, lq, result, info, levels, gmap, make_strip(tiles))
+        return FaceReport(index, lq, result, info, levels, gmap, x0_steps, make_strip(tiles))

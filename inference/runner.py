@@ -98,8 +98,9 @@ def start(args, detector=None) -> Context:
     for flag, path in (("-i", args.input), ("-i_hq", args.input_hq)):
         if path is not None and not Path(path).exists():
             raise UsageError(f"{flag}: no such file or folder: {path}")
+    args.overrides = config_overrides(args)
     info = init_distributed()
-    sampler = FaceRestoreSampler.from_config(resolve_path(args.config), config_overrides(args), device=info.device,
+    sampler = FaceRestoreSampler.from_config(resolve_path(args.config), args.overrides, device=info.device,
                                              precision=args.precision)
     ctx = Context(args, info, sampler, Path(args.output))
     if not args.aligned:
@@ -389,6 +390,6 @@ def _write_record(ctx: Context, item: InputItem, info: dict, metrics: Optional[d
     record = dict(info, key=item.key, file=str(item.path), hq=None if item.hq is None else str(item.hq),
                   output=str(_output_path(ctx, item.key).relative_to(ctx.out_dir)), method=ctx.sampler.method,
                   metrics=metrics, notes=notes, aligned=bool(args.aligned), config=str(args.config),
-                  overrides=config_overrides(args), eta_arg=args.eta, rank=ctx.info.rank,
+                  overrides=args.overrides, eta_arg=args.eta, rank=ctx.info.rank,
                   world_size=ctx.info.world_size)
     write_json(record_path(ctx.out_dir, item.key), record)

@@ -8,7 +8,8 @@
    pillow), on which the rows of :data:`CHAIN_ROWS` run.
 2. Row 0, "LQ (input)", scores the degraded inputs themselves (what doing nothing gives). Every other row
    (``--rows``: a subset) runs ``inference_difface.py`` under torchrun on the LQ folder with the demo
-   config, only the ``--method`` / ``--opts`` switches differ:
+   config and the paper's sampling (``--preset paper``: 250 DDIM steps; the configs' few-step default is
+   evaluated by scripts/evaluate_steps.py, docs/steps.md), only the ``--method`` / ``--opts`` switches differ:
    RM0 only | DifFace (fixed start 100/250) | + DSST start | + closed-form guidance, global s | + DGSA
    every step | + DGSA every 8 steps, the maps reused in between (sampler.guidance.dgsa_every)
    | + the same DGSA network trained and run at full resolution (map_downsample 1; the config's runs on
@@ -32,6 +33,7 @@ import subprocess
 import sys
 from datetime import date
 from pathlib import Path
+from typing import Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -96,8 +98,9 @@ def score_inputs(lq: Path, hq: Path, out: Path) -> None:
 
 
 def run_row(index: int, method: str, opts: list, lq: Path, hq: Path, out: Path, nproc: int,
-            config: str = CONFIG) -> None:
-    """One row through the real command line; images already restored in its folder are skipped."""
+            config: str = CONFIG, flags: Sequence[str] = ()) -> None:
+    """One row through the real command line (``flags``: more of its options; without any, the paper's
+    sampling, ``--preset paper``); images already restored in its folder are skipped."""
     if method == LQ_METHOD:
         return score_inputs(lq, hq, row_dir(out, index, method))
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
@@ -105,6 +108,7 @@ def run_row(index: int, method: str, opts: list, lq: Path, hq: Path, out: Path, 
            "-o", str(row_dir(out, index, method)),
            "--config", str(ROOT / config), "--aligned", "--bs", "10", "--task", "restoration",
            "--method", method, "--lpips_weights", str(ROOT / LPIPS_WEIGHTS), "--seed", "0"]
+    cmd += list(flags) or ["--preset", "paper"]  # the tables of docs/evaluation.md: the paper's 250 DDIM steps
     if opts:
         cmd += ["--opts", *opts]
     env = dict(os.environ, OMP_NUM_THREADS="1")

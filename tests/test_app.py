@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from inference.inputs import InputSkip
-from inference.interactive import DEFAULT_CONFIG, Restorer, skip_message
+from inference.interactive import DEFAULT_CONFIG, X0_TILES, Restorer, skip_message
 from proc_helpers import DIST_ENV, REPO_ROOT
 from utils.image_io import read_image, to_uint8, write_image
 
@@ -104,11 +104,12 @@ def client(server, tmp_path_factory):
     return Client(server, verbose=False, download_files=str(tmp_path_factory.mktemp("client")))
 
 
-def _predict(client, paths, aligned=True, method="dynfacerestore", eta="auto", seed=0, upscale=1.0):
+def _predict(client, paths, aligned=True, method="dynfacerestore", eta="auto", seed=0, upscale=1.0, steps=0,
+             solver="config"):
     from gradio_client import handle_file
 
     return client.predict([handle_file(str(p)) for p in paths], aligned, method, eta, seed, upscale, DEFAULT_CONFIG,
-                          api_name="/restore")
+                          steps, solver, api_name="/restore")
 
 
 def _rgb(path) -> np.ndarray:
@@ -121,18 +122,22 @@ def test_library_matches_the_command_line_and_reuses_samplers(face, tmp_path):
 
     restorer = Restorer()
     steps = []
-    report = restorer.restore_file(face, seed=7, on_step=lambda k, n, nfe: steps.append(nfe))
+    report = restorer.restore_file(face, seed=7, on_step=lambda k, n, nfe: steps.append(nfe), steps=40,
+                                   solver="dpmpp_2m")
     assert main(["-i", str(face), "-o", str(tmp_path / "cli"), "--aligned", "--config", DEFAULT_CONFIG,
-                 "--seed", "7"]) == 0
+                 "--seed", "7", "--steps", "40", "--solver", "dpmpp_2m"]) == 0
     np.testing.assert_array_equal(to_uint8(report.result), _rgb(tmp_path / "cli" / "restored" / "0143.png"))
     info = report.faces[0].info
     assert report.result.shape == (RESOLUTION, RESOLUTION, 3) and info["nfe"] == info["start_index"] + 1 > 1
     assert steps == list(range(info["nfe"] + 1))  # once before the face, then after every UNet evaluation
     assert len(report.faces[0].levels) == len(info["sigmas"]) and report.faces[0].guidance_map is not None
-    sampler = restorer.sampler(DEFAULT_CONFIG, "dynfacerestore")
+    x0_ts = [t for t, _ in report.faces[0].x0_steps]  # guided x0 tiles: evenly spaced steps, the last at t = 0
+    assert len(x0_ts) == min(X0_TILES, info["nfe"]) and x0_ts[0] == info["start_t"] and x0_ts[-1] == 0
+    sampler = restorer.sampler(DEFAULT_CONFIG, "dynfacerestore", 40, "dpmpp_2m")
+    assert sampler.scfg.solver == "dpmpp_2m" and sampler.timestep_map.numel() == 40
     restorer.restore_file(face, method="rm0")
-    assert restorer.sampler(DEFAULT_CONFIG, "dynfacerestore") is sampler and len(restorer.cached) == 2
-    assert sampler.denoiser is sampler.model  # the progress hook is removed after the restore
+    assert restorer.sampler(DEFAULT_CONFIG, "dynfacerestore", 40, "dpmpp_2m") is sampler
+    assert len(restorer.cached) == 2
 
 
 def test_library_refuses_files_like_the_command_line(bad_files, tmp_path, capsys):

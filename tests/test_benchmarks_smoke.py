@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from benchmarks import (bench_dblm, bench_sampler, bench_sigma_star, bench_step_breakdown, bench_train_precision,
-                        common)
+from benchmarks import (bench_dblm, bench_sampler, bench_sigma_star, bench_step_breakdown, bench_steps,
+                        bench_train_precision, common)
 from tests import tiny_setup
 
 
@@ -97,3 +97,27 @@ def test_sigma_star_smoke(tmp_path):
     text = out.read_text()
     _rows(text, [("Fourier (sigma_star)",), ("spatial (sigma_star_spatial)",)])
     assert "largest |Fourier - spatial|" in text
+
+
+def test_steps_smoke(tiny_layouts, tmp_path, real_lq_dir):
+    """Composed rows add up (DBLM + UNet + DGSA + step rest = total; ratio to DifFace's default); the demo
+    models end to end on two real faces."""
+    out = tmp_path / "bench.md"
+    assert bench_steps.main(["--resolution", "64", "--workdir", str(tmp_path / "wd"), "--faces", "3",
+                             "--component-repeats", "1", "--steps", "25", "12", "--write", "--out", str(out),
+                             "--device", "cpu"]) == 0
+    rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| DynFaceRestore |")]
+    difface = next(line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| DifFace default"))
+    assert [r[1].strip() for r in rows] == ["ddim25", "ddim12"]
+    for r in rows:
+        unet, dblm, dgsa, rest, total, ratio = (float(r[k]) for k in (3, 4, 5, 6, 7, 9))
+        assert total == pytest.approx(unet + dblm + dgsa + rest, rel=1e-3)
+        assert ratio == pytest.approx(total / float(difface[7]), rel=1e-3)
+    lq = tmp_path / "lq"
+    lq.mkdir()
+    for name in ("0143.png", "0240.png"):
+        (lq / name).write_bytes((real_lq_dir / "wider_like" / name).read_bytes())
+    assert bench_steps.main(["--demo-lq", str(lq), "--steps", "12", "--solvers", "dpmpp_2m", "--write", "--out",
+                             str(out), "--device", "cpu"]) == 0
+    _rows(out.read_text(), [("difface", "250", "ddim", "-"), ("dynfacerestore", "250", "ddim", "once"),
+                            ("dynfacerestore", "12", "dpmpp_2m", "twice")])

@@ -193,7 +193,7 @@ def _missing_overrides(path: Path, schema) -> list[str]:
 
 
 def test_every_config_has_a_loader():
-    folders = {"sample", "training", "train", "dsst", "degradation"}
+    folders = {"sample", "training", "train", "dsst", "degradation", "presets"}
     every = sorted(CONFIGS.rglob("*.yaml"))
     assert every and all(p.relative_to(CONFIGS).parts[0] in folders for p in every), \
         [str(p) for p in every if p.relative_to(CONFIGS).parts[0] not in folders]
@@ -227,3 +227,10 @@ def test_dsst_build_configs_load(path):
 @pytest.mark.parametrize("path", _shipped("degradation"), ids=lambda p: p.name)
 def test_degradation_configs_load(path):
     load_degradation_config(path)
+
+
+def test_step_presets_load():
+    from inference.steps import PRESETS_FILE, presets
+
+    assert _shipped("presets") == [REPO / PRESETS_FILE] and presets()["paper"] == {"steps": 250, "solver": "ddim",
+                                                                                 "reguide": False}

@@ -181,6 +181,8 @@ def test_missing_checkpoint_stops_at_startup_naming_the_file(tiny_config, inputs
     (["--min_face_size", "0"], "--min_face_size must be at least 1"),
     (["--opts", "paste.mode=soft"], "paste.mode"),
     (["--opts", "paste.correction_max=2"], "paste.correction_max"),
+    (["--steps", "999"], "cannot create exactly 999 steps"),
+    (["--steps", "0"], "--steps must be in [1, 1000]"),
 ])
 def test_startup_errors_exit_2_with_one_line(tiny_config, inputs, tmp_path, capsys, extra, expected):
     lq, _, _ = inputs
