@@ -59,10 +59,10 @@ class PasteConfig:
     demo configuration's fit (configs/sample/dynfacerestore_demo.yaml)."""
 
     mode: str = "resolution_aware"      # resolution_aware | classic
-    restorer_sigma_512: float = 4.8     # d_0: what the restorer blurs a clean face by
+    restorer_sigma_512: float = 5.6     # d_0: what the restorer blurs a clean face by
     high_band_sigma_512: float = 12.0   # d_h: w_h = exp(-(e / d_h)^2), e = max(0, d - d_0)
-    correction_sigma_512: float = 1.6   # d_c: w_c = w_max (1 - exp(-(e / d_c)^2))
-    correction_max: float = 0.9         # w_max
+    correction_sigma_512: float = 0.8   # d_c: w_c = w_max (1 - exp(-(e / d_c)^2))
+    correction_max: float = 1.0         # w_max
 
 
 def check_paste_config(cfg) -> None:
