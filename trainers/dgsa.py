@@ -37,7 +37,7 @@ correlation on held-out faces for a trained checkpoint.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from omegaconf import MISSING, DictConfig
@@ -71,6 +71,7 @@ class PairsSection:
 class DGSATrainerConfig(TrainerConfig):
     degradation: str = MISSING        # DegradationConfig YAML (blind degradation of the HQ faces)
     sample_config: str = MISSING      # configs/sample/*.yaml: the frozen diffusion, prior, dblm, dsst, lam
+    sample_overrides: List[str] = field(default_factory=list)  # dot-list entries applied to sample_config
     pairs: PairsSection = field(default_factory=PairsSection)
 
 
@@ -115,7 +116,7 @@ class GuidedPairSampler:
         ``sample_config`` (module docstring), ``pairs`` and ``data.train.resolution``."""
         device = torch.device(device)
         path = resolve_path(cfg.sample_config)
-        sample = load_sample_config(path)
+        sample = load_sample_config(path, list(cfg.get("sample_overrides") or []))
         missing = [key for key in ("dblm", "dsst") if sample.get(key) is None]
         if missing:
             raise ConfigError(f"{path}: DGSA training needs the section(s) {missing} of the sampler")
