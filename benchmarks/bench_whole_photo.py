@@ -41,10 +41,10 @@ if str(REPO) not in sys.path:
 from benchmarks.common import environment, markdown_table  # noqa: E402
 from data.face_composites import BACKGROUNDS, make_composite  # noqa: E402
 from data.photo_degradation import CHAINS, SEVERITIES, degrade_photo  # noqa: E402
-from faces.align import align_face  # noqa: E402
+from faces.align import PAD_VALUE, align_face  # noqa: E402
 from faces.identity import FaceIdentity  # noqa: E402
 from faces.paste import (FacePaste, PasteConfig, band_weights, degradation_estimates, face_to_upsampled,  # noqa: E402
-                         paste_face, soft_face_mask, split_bands, warp_from_face)
+                         paste_face, paste_terms, soft_face_mask)
 from sampler import FaceRestoreSampler  # noqa: E402
 from utils.image_io import img2tensor, tensor2img  # noqa: E402
 from utils.metrics import LPIPSMetric, psnr  # noqa: E402
@@ -111,7 +111,7 @@ def make_cases(faces: Sequence[Path], resolution: int, factors: Sequence[float],
             crop, affine = align_face(lq, landmarks, resolution)
             if bilinear_crops:  # the aligner of facexlib / GFPGAN / DifFace: no low-pass before sampling
                 crop = cv2.warpAffine(lq, affine, (resolution, resolution), flags=cv2.INTER_LINEAR,
-                                      borderMode=cv2.BORDER_CONSTANT, borderValue=(135 / 255, 133 / 255, 132 / 255))
+                                      borderMode=cv2.BORDER_CONSTANT, borderValue=PAD_VALUE)
             x0, y0, x1, y1 = box = region_box(affine, resolution, PHOTO_HW)
             cases.append(Case(path.name, factor, chain, severity, box, comp.image[y0:y1, x0:x1], lq, crop, affine))
     return cases
@@ -196,11 +196,8 @@ def grid_scores(cases: List[Case], scorer: Scorer) -> np.ndarray:
     out = np.zeros((len(cases), len(GRID), len(GRID), 2))
     pairs = list(itertools.product(range(len(GRID)), range(len(GRID))))
     for n, c in enumerate(cases):
-        inverse = face_to_upsampled(c.affine, 1)
-        hw = c.lq_photo.shape[:2]
-        mask = soft_face_mask(c.crop.shape[:2], inverse, hw)[:, :, None]
-        correction = _region(mask * warp_from_face(c.restored - c.crop, inverse, hw), c.box)
-        high = _region(mask * split_bands(c.lq_photo, c.affine, c.crop.shape[0])[1], c.box)
+        mask, correction, high = paste_terms(c.lq_photo, FacePaste(c.restored, c.crop, c.affine))
+        correction, high = _region(mask * correction, c.box), _region(mask * high, c.box)
         base = _region(c.lq_photo, c.box)
         regions = [np.clip(base + GRID[a] * correction - (1.0 - GRID[b]) * high, 0.0, 1.0) for a, b in pairs]
         lpips = scorer.lpips(img2tensor(regions), img2tensor([c.hq] * len(regions)))

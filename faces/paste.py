@@ -161,20 +161,30 @@ class FacePaste:
     weights: Optional[Tuple[float, float]] = None
 
 
-def paste_face(background: np.ndarray, face: FacePaste, upscale: float = 1) -> np.ndarray:
-    """``background`` with one face pasted (module docstring); ``classic`` when ``face.weights`` is None."""
+def paste_terms(background: np.ndarray, face: FacePaste, upscale: float = 1, high_band: bool = True
+                ) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """(m, U(x_hat - y), H) of the module docstring for one face in ``background``: the output is
+    B + m (w_c U(x_hat - y) - (1 - w_h) H), linear in the weights. H (a second warp pair) is None without
+    ``high_band``."""
     bg = np.asarray(background, dtype=np.float32)
     inverse = face_to_upsampled(face.affine, upscale)
     size = face.restored.shape[:2]
     mask = soft_face_mask(size, inverse, bg.shape[:2])[:, :, None]
-    if face.weights is None:
-        return mask * warp_from_face(face.restored, inverse, bg.shape[:2]) + (1.0 - mask) * bg
-    w_c, w_h = face.weights
     correction = warp_from_face(np.asarray(face.restored, np.float32) - np.asarray(face.crop, np.float32), inverse,
                                 bg.shape[:2])
-    update = w_c * correction
-    if w_h < 1.0:
-        update = update - (1.0 - w_h) * split_bands(bg, face.affine, size[0], upscale)[1]
+    return mask, correction, split_bands(bg, face.affine, size[0], upscale)[1] if high_band else None
+
+
+def paste_face(background: np.ndarray, face: FacePaste, upscale: float = 1) -> np.ndarray:
+    """``background`` with one face pasted (module docstring); ``classic`` when ``face.weights`` is None."""
+    bg = np.asarray(background, dtype=np.float32)
+    if face.weights is None:
+        inverse = face_to_upsampled(face.affine, upscale)
+        mask = soft_face_mask(face.restored.shape[:2], inverse, bg.shape[:2])[:, :, None]
+        return mask * warp_from_face(face.restored, inverse, bg.shape[:2]) + (1.0 - mask) * bg
+    w_c, w_h = face.weights
+    mask, correction, high = paste_terms(bg, face, upscale, high_band=w_h < 1.0)
+    update = w_c * correction if high is None else w_c * correction - (1.0 - w_h) * high
     return bg + mask * update
 
 
@@ -188,9 +198,9 @@ def bicubic_upsample(img: np.ndarray, upscale: float) -> np.ndarray:
 
 
 def face_pastes(restored: Sequence[np.ndarray], crops: Sequence[np.ndarray], affines: Sequence[np.ndarray],
-                cfg, degradations: Optional[Sequence[float]] = None) -> List[FacePaste]:
-    """One :class:`FacePaste` per face with its weights from ``cfg`` (a ``paste`` section); the degradation
-    of each face is estimated (:func:`degradation_estimates`) unless given."""
+                cfg) -> List[FacePaste]:
+    """One :class:`FacePaste` per face with its weights from ``cfg`` (a ``paste`` section) and the face's
+    estimated degradation (:func:`degradation_estimates`)."""
     if not len(restored) == len(crops) == len(affines):
         raise ValueError(f"{len(restored)} restored faces, {len(crops)} crops and {len(affines)} alignments")
     for face, crop in zip(restored, crops):
@@ -198,8 +208,7 @@ def face_pastes(restored: Sequence[np.ndarray], crops: Sequence[np.ndarray], aff
             raise ValueError(f"a restored face has shape {face.shape}, its crop {crop.shape}: need equal squares")
     if cfg.mode == "classic":
         return [FacePaste(face, crop, affine) for face, crop, affine in zip(restored, crops, affines)]
-    if degradations is None:
-        degradations = degradation_estimates(restored, crops)
+    degradations = degradation_estimates(restored, crops)
     return [FacePaste(face, crop, affine, band_weights(d, face.shape[0], cfg))
             for face, crop, affine, d in zip(restored, crops, affines, degradations)]
 
