@@ -4,22 +4,31 @@ With R the restorer (RM0: DifFace's SwinIR at 512 px, the demo RM0 at 64 px) and
 resolution (so U(y) = y):
 
     x_R       = R(y)
-    sigma_hat = sigma*(x_R, y) = argmin_sigma || G_sigma * x_R - y ||^2        (``data.sigma_star``)
-    sigma_k   = max(rho^(k-1) sigma_hat, sigma_min),   k = 1..K              (``DiffBIR.dblm.LevelSchedule``)
-    y'_k      = G_sigma_k * x_R
+    s_R       = sigma*(x_R, y) = argmin_sigma || G_sigma * x_R - y ||^2        (``data.sigma_star``)
+    sigma_hat = k s_R,     d_0 = sqrt(k^2 - 1) s_R
+    sigma_k   = max(rho^(k-1) sigma_hat, sigma_min, d_0),   k = 1..K          (``DiffBIR.dblm.LevelSchedule``)
+    y'_k      = G_sqrt(sigma_k^2 - d_0^2) * x_R
 
-It is SDE's training target with the restorer's output standing in for the clean face, and each level is
-the restorer's output blurred by that level's kernel. The output is the learned DBLM's ``DBLMOutput``, so the
-sampler, the DSST start and the guidance take it unchanged. Cost: one restorer pass and one batched sigma*
-search on the restorer's device.
+A restorer trained with an L1/L2 loss leaves a blur of its own: R(y) ~ G_d0 * x. Gaussians compose,
+G_a * G_b = G_sqrt(a^2 + b^2), so y ~ G_s_R * R(y) ~ G_sqrt(s_R^2 + d_0^2) * x and SDE's target sigma*(x, y)
+is sqrt(s_R^2 + d_0^2), not s_R; and G_sqrt(sigma_k^2 - d_0^2) * R(y) ~ G_sigma_k * x is the level the
+learned DBLM would return. The leftover blur grows with the degradation; the model d_0 proportional to s_R
+has one constant, the ratio k = sigma*(x, y) / sigma*(R(y), y), measured on training faces by
+
+    python -m DiffBIR.zero_shot --config configs/sample/dynfacerestore_demo_public.yaml --pairs DIR
+
+(DIR: hq/ and lq/ of ``data.make_testset`` on training faces; the config's ``dblm.sigma_ratio``). k = 1 takes
+R(y) as sharp (sigma_hat = s_R, levels G_sigma_k * R(y)). A level finer than d_0 cannot be made from R(y)
+without deblurring, so it is R(y) itself, with its kernel d_0.
+
+It is SDE's training target with the restorer's output standing in for the clean face. The output is the
+learned DBLM's ``DBLMOutput``, so the sampler, the DSST start and the guidance take it unchanged. Cost: one
+restorer pass and one batched sigma* search on the restorer's device.
 
 What it gives up against the learned TM/RM: every level is a blur of one image, so detail R invents or
-misses is in all levels alike, and guidance toward G_sigma_k * R(y) fixes every frequency the kernel
-passes to R's: the result stays close to R(y). TM and RM are trained to produce G_sigma * x itself. And
-sigma* measures how far R(y) is from y, not from the clean face, so the starts are earlier. Measured on the
-64 px blind set (docs/evaluation.md, "Zero-shot DBLM"; both with the global scale, ddim50), zero-shot
-against learned: PSNR +1.19 / +0.18 / +0.12 dB and LPIPS +0.011 / +0.058 / +0.042 (worse) on the mild /
-medium / severe thirds, mean start t 188 / 372 / 438 against 332 / 421 / 467; within 0.03 dB of RM0 alone.
+misses is in all levels alike, and strong guidance toward them keeps the result close to R(y) (the public
+configs use a weaker global scale than the learned DBLM's). The measured comparison with the learned DBLM
+and DifFace is in docs/evaluation.md ("Zero-shot DBLM") and docs/steps.md.
 """
 from __future__ import annotations
 
@@ -49,6 +58,7 @@ class ZeroShotDBLMConfig:
     sigma_min_512: float = 0.5
     sigma_max_512: float = SIGMA_MAX_512  # upper end of the sigma* grid, 512-px units
     fine_step_512: float = 0.08           # sigma* grid step, 512-px units (0.01 px at 64 px)
+    sigma_ratio: float = 1.0              # k >= 1: sigma_hat = k sigma*(R(y), y); 1: R(y) taken as sharp
 
 
 class ZeroShotDBLM(LevelSchedule):
@@ -58,11 +68,15 @@ class ZeroShotDBLM(LevelSchedule):
         restorer: a module with ``restore(y)`` ([-1, 1] in and out, same size), e.g. ``models.swinir.SwinIR``.
         num_levels, rho, sigma_min_512: :class:`DiffBIR.dblm.LevelSchedule`.
         sigma_max_512, fine_step_512: the sigma* grid in 512-px units.
+        sigma_ratio: k >= 1, sigma*(x, y) / sigma*(R(y), y) on training faces (:func:`calibrate`).
     """
 
     def __init__(self, restorer: nn.Module, num_levels: int = 3, rho: float = 0.75, sigma_min_512: float = 0.5,
-                 sigma_max_512: float = SIGMA_MAX_512, fine_step_512: float = 0.08):
+                 sigma_max_512: float = SIGMA_MAX_512, fine_step_512: float = 0.08, sigma_ratio: float = 1.0):
         super().__init__(num_levels, rho, sigma_min_512)
+        if not sigma_ratio >= 1.0:
+            raise ValueError(f"ZeroShotDBLM: need sigma_ratio >= 1, got {sigma_ratio}")
+        self.sigma_ratio = float(sigma_ratio)
         if not 0 < fine_step_512 < sigma_max_512:
             raise ValueError(f"ZeroShotDBLM: need 0 < fine_step_512 < sigma_max_512, got {fine_step_512}, "
                              f"{sigma_max_512}")
@@ -83,9 +97,75 @@ class ZeroShotDBLM(LevelSchedule):
     def forward(self, y: torch.Tensor) -> DBLMOutput:
         """y: (N, C, H, W) in [-1, 1] -> DBLMOutput (module docstring)."""
         restored = self.restorer.restore(y).clamp(-1.0, 1.0).float()
-        px = y.shape[-2] / 512.0
-        sigma_hat = sigma_star(restored, y.float(), sigma_max=self.sigma_max_512 * px,
-                               fine_step=self.fine_step_512 * px)
-        sigmas = self.level_sigmas(sigma_hat, self.sigma_floor(y))
-        images = [gaussian_blur(restored, sigmas[:, k]).clamp(-1.0, 1.0) for k in range(self.num_levels)]
+        sigma_ry = self.grid_sigma_star(restored, y)
+        sigma_hat = self.sigma_ratio * sigma_ry
+        own_blur = sigma_ry * (self.sigma_ratio ** 2 - 1.0) ** 0.5  # d_0: R(y) ~ G_d0 * x
+        sigmas = torch.maximum(self.level_sigmas(sigma_hat, self.sigma_floor(y)), own_blur[:, None])
+        extra = (sigmas ** 2 - own_blur[:, None] ** 2).clamp(min=0.0).sqrt()
+        images = [gaussian_blur(restored, extra[:, k]).clamp(-1.0, 1.0) for k in range(self.num_levels)]
         return DBLMOutput(sigma_hat=sigma_hat, sigmas=sigmas, images=images)
+
+    def grid_sigma_star(self, sharp: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """sigma*(sharp, y) (N,) on the config's grid: s_R for sharp = R(y), SDE's target for the clean face."""
+        px = y.shape[-2] / 512.0
+        return sigma_star(sharp.float(), y.float(), sigma_max=self.sigma_max_512 * px,
+                          fine_step=self.fine_step_512 * px)
+
+
+def calibrate(dblm: ZeroShotDBLM, hq: torch.Tensor, lq: torch.Tensor, batch: int = 16) -> torch.Tensor:
+    """Per-face ratios sigma*(x, y) / sigma*(R(y), y) of clean faces ``hq`` and their degradations ``lq``
+    ((N, 3, H, W) in [-1, 1], same size); faces whose s_R is below two grid steps (R(y) ~ y: no ratio) are
+    left out. Their median is the ``sigma_ratio`` of the module docstring."""
+    step = dblm.fine_step_512 * lq.shape[-2] / 512.0
+    ratios = []
+    with torch.no_grad():
+        for i in range(0, len(lq), batch):
+            x, y = hq[i:i + batch], lq[i:i + batch]
+            restored = dblm.restorer.restore(y).clamp(-1.0, 1.0)
+            s_r, s_x = dblm.grid_sigma_star(restored, y), dblm.grid_sigma_star(x, y)
+            keep = s_r >= 2 * step
+            ratios.append(s_x[keep] / s_r[keep])
+    return torch.cat(ratios)
+
+
+def main(argv=None) -> int:
+    """Command line of :func:`calibrate` (module docstring); exit status 2 on bad input."""
+    import argparse
+    import sys
+
+    from utils.image_io import img2tensor, list_images, read_image
+    from utils.model_factory import build_model
+
+    parser = argparse.ArgumentParser(prog="python -m DiffBIR.zero_shot",
+                                     description="Measure the zero-shot DBLM's sigma_ratio on training faces.")
+    parser.add_argument("--config", required=True, help="sampling YAML with a restorer and a zero_shot dblm")
+    parser.add_argument("--pairs", required=True, help="folder with hq/ and lq/ of equally named, equally sized faces")
+    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    args = parser.parse_args(argv)
+    from sampler import load_sample_config
+
+    try:
+        cfg = load_sample_config(args.config, args.opts)
+        if cfg.get("restorer") is None:
+            raise ConfigError(f"{args.config}: needs a 'restorer' section")
+        names = [p.name for p in list_images(f"{args.pairs}/lq")]
+        if not names:
+            raise FileNotFoundError(f"no images in {args.pairs}/lq")
+        lq = img2tensor([read_image(f"{args.pairs}/lq/{n}") for n in names])
+        hq = img2tensor([read_image(f"{args.pairs}/hq/{n}") for n in names])
+        dblm = ZeroShotDBLM.from_config(cfg.dblm, build_model(cfg.restorer))
+    except (ConfigError, OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    ratios = calibrate(dblm, hq, lq)
+    if len(ratios) == 0:
+        print(f"error: every face of {args.pairs} is restored to its input (sigma*(R(y), y) ~ 0): no ratio",
+              file=sys.stderr)
+        return 2
+    q25, q50, q75 = (float(v) for v in torch.quantile(ratios.double(), torch.tensor([0.25, 0.5, 0.75]).double()))
+    print(f"sigma_ratio {q50:.2f}  (median of {len(ratios)} of {len(names)} faces; quartiles {q25:.2f}, {q75:.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,16 +1,20 @@
-"""The steps-quality frontier: DifFace and DynFaceRestore at several step counts with each solver.
+"""The steps-quality frontier: DifFace and DynFaceRestore (learned and zero-shot DBLM) at several step
+counts with each solver.
 
-    python scripts/evaluate_steps.py [--out results/steps] [--limit N] [--steps 100 50 25 12]
-                                     [--solvers ddim dpmpp_2m] [--sets blind opencv pillow] [--nproc 2]
+    python scripts/evaluate_steps.py [--out results/steps] [--limit N] [--steps 100 50 25 10]
+                                     [--solvers ddim dpmpp_2m] [--once-steps 25] [--sets blind opencv pillow]
+                                     [--nproc 2]
 
 The test sets are those of ``scripts/evaluate_demo.py`` (the held-out validation faces degraded by the
 project's blind degradation in severity thirds, and by the foreign ``opencv`` and ``pillow`` chains),
-the first ``--limit`` faces of each. Every row runs ``inference_difface.py`` under torchrun with the demo
-config and ``--method``, ``--steps N`` and ``--solver`` (DifFace keeps its start t = 400 at every N);
-RM0 alone is the zero-step row, and rows 1 and 2 are both methods with ``--preset paper`` (DDIM at 250
-steps: the reference of about 100 evaluations). Per row and set: mean PSNR, SSIM, LPIPS, identity distance, mean NFE and
-seconds per face (the restore call, batches of 10, as the per-image records give it). Writes
-``<out>/frontier.md``, ``<out>/frontier.csv`` and ``<out>/frontier.png`` (PSNR and LPIPS against mean NFE).
+the first ``--limit`` faces of each. Every row runs ``inference_difface.py`` under torchrun with
+``--method``, ``--steps N`` and ``--solver``: DifFace and DynFaceRestore with the demo config, the
+zero-shot DBLM with the public-weights recipe at demo scale (configs/sample/dynfacerestore_demo_public.yaml).
+DifFace keeps its start t = 400 at every N. RM0 alone is the zero-step row; each variant also runs with
+``--preset paper`` (DDIM at 250 steps: the reference of about 100 evaluations). Per row and set: mean
+PSNR, SSIM, LPIPS, identity distance, mean NFE and seconds per face (the restore call, batches of 10, as
+the per-image records give it). Writes ``<out>/frontier.md``, ``<out>/frontier.csv`` and
+``<out>/frontier.png`` (PSNR and LPIPS against mean NFE). Rows already restored in ``--out`` are reused.
 """
 from __future__ import annotations
 
@@ -21,7 +25,9 @@ import os
 import platform
 import sys
 from datetime import date
+from dataclasses import dataclass
 from pathlib import Path
+from typing import List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -31,35 +37,56 @@ from data.make_testset import make_testset  # noqa: E402
 from inference.report import read_records  # noqa: E402
 from inference.steps import presets  # noqa: E402
 from models.solvers import SOLVERS  # noqa: E402
-from scripts.evaluate_demo import DEGRADATION, SOURCE, row_dir, run_row, summarise  # noqa: E402
+from scripts.evaluate_demo import CONFIG, DEGRADATION, PUBLIC_CONFIG, SOURCE, row_dir, run_row, summarise  # noqa: E402
 from utils.image_io import list_images, write_bytes_atomic  # noqa: E402
 
-METHODS = ("difface", "dynfacerestore")
-PAPER = "paper"  # the preset of rows 1 and 2 (configs/presets/steps.yaml)
-LABELS = {"difface": "DifFace", "dynfacerestore": "DynFaceRestore", "rm0": "RM0"}
-GUIDED = {("rm0", None): "-", ("difface", False): "-", ("dynfacerestore", False): "once",
-          ("dynfacerestore", True): "twice"}  # closed-form guidance per step (sampler.guidance.reguide)
+#: Frontier variants: the --method and --config each runs with.
+VARIANTS = {"difface": ("difface", CONFIG), "dynfacerestore": ("dynfacerestore", CONFIG),
+            "zero_shot": ("dynfacerestore", PUBLIC_CONFIG)}
+PAPER = "paper"  # the reference preset (configs/presets/steps.yaml): DDIM at 250 steps, guided once
+LABELS = {"difface": "DifFace", "dynfacerestore": "DynFaceRestore", "zero_shot": "DynFaceRestore, zero-shot DBLM",
+          "rm0": "RM0"}
 COLUMNS = (("nfe", "mean NFE", 1), ("psnr", "PSNR", 2), ("ssim", "SSIM", 4), ("lpips_alex", "LPIPS", 4),
            ("id_dist", "ID dist", 3), ("seconds", "s/face", 3))
 
 
-def rows(steps, solvers, reguide_steps):
-    """(method, steps, solver, reguide) of every row: RM0, each method with the paper's preset (DDIM at 250
-    steps, guided once per step), each method at each step count and solver guided once per step, then
-    DynFaceRestore at each ``reguide_steps`` count and solver with ``sampler.guidance.reguide``."""
+@dataclass(frozen=True)
+class Row:
+    """One frontier row: a variant sampled at ``steps`` with ``solver``; ``reguide`` is the closed-form
+    guidance applied again after the solver (sampler.guidance.reguide; None: the method has no guidance);
+    ``preset``: run with ``--preset paper`` instead of the step options."""
+
+    variant: str
+    steps: Optional[int] = None
+    solver: Optional[str] = None
+    reguide: Optional[bool] = None
+    preset: bool = False
+
+    @property
+    def guided(self) -> str:
+        return "-" if self.reguide is None else ("twice" if self.reguide else "once")
+
+    def flags(self) -> list:
+        """The command line's options (beyond method and config)."""
+        if self.preset:
+            return ["--preset", PAPER]
+        if self.steps is None:
+            return []
+        return (["--steps", str(self.steps), "--solver", self.solver]
+                + ([] if self.reguide is None else ["--opts", f"sampler.guidance.reguide={str(self.reguide).lower()}"]))
+
+
+def rows(steps, solvers, once_steps) -> List[Row]:
+    """RM0; every variant with the paper's preset; every variant at each step count and solver, the
+    DynFaceRestore variants guided twice per step (the configs' reguide); then DynFaceRestore (learned
+    DBLM) guided once per step at each ``once_steps`` count and solver (what reguide adds)."""
     paper = presets()[PAPER]
-    return ([("rm0", None, None, None)] + [(m, paper["steps"], paper["solver"], paper["reguide"]) for m in METHODS]
-            + [(m, n, s, False) for m in METHODS for n in steps for s in solvers]
-            + [("dynfacerestore", n, s, True) for n in reguide_steps for s in solvers])
-
-
-def row_flags(index: int, steps, solver, reguide) -> list:
-    """The command line's options of a row (rows 1 and 2: the paper's preset)."""
-    if index in (1, 2):
-        return ["--preset", PAPER]
-    if steps is None:
-        return []
-    return ["--steps", str(steps), "--solver", solver, "--opts", f"sampler.guidance.reguide={str(reguide).lower()}"]
+    guided = {"difface": None, "dynfacerestore": True, "zero_shot": True}
+    return ([Row("rm0")]
+            + [Row(v, paper["steps"], paper["solver"], None if guided[v] is None else paper["reguide"], preset=True)
+               for v in VARIANTS]
+            + [Row(v, n, s, guided[v]) for v in VARIANTS for n in steps for s in solvers]
+            + [Row("dynfacerestore", n, s, False) for n in once_steps for s in solvers])
 
 
 def make_sets(out: Path, names, limit):
@@ -79,11 +106,12 @@ def make_sets(out: Path, names, limit):
 def run_set(testset: Path, out: Path, table, nproc: int):
     """Every row of ``table`` on one test set; their summaries over the faces every row restored."""
     faces = {p.stem for p in list_images(testset / "lq")}
-    for index, (method, steps, solver, reguide) in enumerate(table):
-        if faces <= {r["key"] for r in read_records(row_dir(out, index, method))}:
+    for index, row in enumerate(table):
+        if faces <= {r["key"] for r in read_records(row_dir(out, index, row.variant))}:
             continue  # restored by an earlier run: no process to start
-        run_row(index, method, [], testset / "lq", testset / "hq", out, nproc, row_flags(index, steps, solver, reguide))
-    records = [read_records(row_dir(out, i, row[0])) for i, row in enumerate(table)]
+        method, config = VARIANTS.get(row.variant, (row.variant, CONFIG))
+        run_row(index, method, [], testset / "lq", testset / "hq", out, nproc, config, row.flags())
+    records = [read_records(row_dir(out, i, row.variant)) for i, row in enumerate(table)]
     common = set.intersection(*(set(r["key"] for r in recs) for recs in records))
     return [summarise([r for r in recs if r["key"] in common], {})["all"] for recs in records]
 
@@ -91,9 +119,9 @@ def run_set(testset: Path, out: Path, table, nproc: int):
 def markdown(table, results) -> str:
     lines = ["| method | steps | solver | guided | " + " | ".join(label for _, label, _ in COLUMNS) + " |",
              "|---|---:|---|---|" + "---:|" * len(COLUMNS)]
-    for (method, steps, solver, reguide), summary in zip(table, results):
+    for row, summary in zip(table, results):
         cells = [f"{summary[key]:.{digits}f}" for key, _, digits in COLUMNS]
-        lines.append(f"| {LABELS[method]} | {steps or '-'} | {solver or '-'} | {GUIDED[method, reguide]} | "
+        lines.append(f"| {LABELS[row.variant]} | {row.steps or '-'} | {row.solver or '-'} | {row.guided} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -101,10 +129,10 @@ def markdown(table, results) -> str:
 def csv_text(table, sections) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["testset", "method", "steps", "solver", "reguide", "n"] + [key for key, _, _ in COLUMNS])
+    writer.writerow(["testset", "variant", "steps", "solver", "guided", "n"] + [key for key, _, _ in COLUMNS])
     for name, results in sections:
-        for (method, steps, solver, reguide), summary in zip(table, results):
-            writer.writerow([name, method, steps or "", solver or "", "" if reguide is None else reguide, summary["n"]]
+        for row, summary in zip(table, results):
+            writer.writerow([name, row.variant, row.steps or "", row.solver or "", row.guided, summary["n"]]
                             + [f"{summary[key]:.6g}" for key, _, _ in COLUMNS])
     return buf.getvalue()
 
@@ -117,10 +145,10 @@ def plot(table, sections, path: Path) -> None:
 
     fig, axes = plt.subplots(len(sections), 2, figsize=(10, 3.6 * len(sections)), squeeze=False)
     for (name, results), (ax_psnr, ax_lpips) in zip(sections, axes):
-        for method, solver, reguide in sorted({(m, s, g) for m, _, s, g in table if m in METHODS}):
+        for variant, solver, guided in sorted({(r.variant, r.solver, r.guided) for r in table if r.variant in VARIANTS}):
             points = sorted((r["nfe"], r["psnr"], r["lpips_alex"]) for row, r in zip(table, results)
-                            if row[0] == method and row[2:] == (solver, reguide))
-            label = f"{LABELS[method]}, {solver}" + (", guided twice" if reguide else "")
+                            if (row.variant, row.solver, row.guided) == (variant, solver, guided))
+            label = f"{LABELS[variant]}, {solver}" + ("" if guided == "-" else f", guided {guided}")
             ax_psnr.plot([p[0] for p in points], [p[1] for p in points], "o-", label=label)
             ax_lpips.plot([p[0] for p in points], [p[2] for p in points], "o-", label=label)
         rm0 = results[0]
@@ -142,14 +170,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "steps")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N validation faces")
-    parser.add_argument("--steps", type=int, nargs="+", default=[100, 50, 25, 12])
+    parser.add_argument("--steps", type=int, nargs="+", default=[100, 50, 25, 10])
     parser.add_argument("--solvers", nargs="+", choices=SOLVERS, default=list(SOLVERS))
-    parser.add_argument("--reguide-steps", type=int, nargs="*", default=[50, 25, 12],
-                        help="step counts of the DynFaceRestore rows with sampler.guidance.reguide")
+    parser.add_argument("--once-steps", type=int, nargs="*", default=[25],
+                        help="step counts of the DynFaceRestore rows guided once per step (no reguide)")
     parser.add_argument("--sets", nargs="+", choices=["blind"] + sorted(CHAINS), default=["blind"] + sorted(CHAINS))
     parser.add_argument("--nproc", type=int, default=2)
     args = parser.parse_args(argv)
-    table = rows(args.steps, args.solvers, args.reguide_steps)
+    table = rows(args.steps, args.solvers, args.once_steps)
     sections = [(name, run_set(folder, args.out / name, table, args.nproc))
                 for name, folder in make_sets(args.out, args.sets, args.limit).items()]
     command = " ".join(["python scripts/evaluate_steps.py"] + (argv if argv is not None else sys.argv[1:]))
