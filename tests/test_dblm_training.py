@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from utils.distributed import DistInfo
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "train" / "tiny"
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -82,6 +84,27 @@ def test_tm_rm_two_processes(runs):
         assert checkpoints(d) == ["ckpt_0000002.pth"] and (d / "ema_final.pth").is_file()
     log = runs["rm"].stdout + runs["rm"].stderr
     assert "[val] step 2: psnr=" in log
+
+
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_one_loop_under_either_launcher(tmp_path, faces_hq_dir, launcher):
+    """The scripts do not depend on their launcher: train_SDE.py under torchrun, main.py under
+    accelerate launch, 2 CPU processes each (the usual pairs are tested above and in
+    tests/test_trainers_torchrun.py)."""
+    if launcher == "torchrun":
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train_SDE.py",
+               "--config", str(TINY / "train_SDE_tiny.yaml"), f"save_dir={tmp_path}", *data_overrides(faces_hq_dir)]
+        written = tmp_path / "checkpoints" / "ckpt_0000002.pth"
+    else:
+        val = faces_hq_dir / "celeba128_val.txt"
+        cmd = LAUNCH + ["main.py", "--cfg_path", "configs/training/tiny/swinir_tiny.yaml", "--save_dir", str(tmp_path),
+                        f"data.train.source={val}", f"data.val.source={val}", "train.iterations=2"]
+        written = tmp_path / "ckpt_0000002.pth"
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stdout and "training finished at step 2" in proc.stdout
+    assert len(torch.load(written, weights_only=True)["rng"]) == 2
 
 
 def test_dblm_from_trained_checkpoints(runs, faces_hq_dir):
@@ -195,3 +218,58 @@ def test_bad_config_key_exits_2_with_one_line(capsys):
     assert main(["--config", str(TINY / "train_SDE_tiny.yaml"), "train.bach=3"], ["sde"], "train_SDE.py") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "train.bach" in err and err.startswith("train_SDE.py: error:")
+
+
+def test_a_run_of_the_earlier_accelerate_loop_resumes(tmp_path, faces_hq_dir, monkeypatch):
+    """train_SDE.py / train_DBLM.py used to keep ``accelerator.save_state`` directories
+    checkpoints/step_XXXXXXX. One written by accelerate itself with the state of a 2-step run resumes
+    exactly as that run's own checkpoint does (weights, EMA, optimiser, step, RNG), and rotation
+    removes it like any older checkpoint."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from trainers.dblm import load_experiment, main, trainer_for
+    from utils.ema import EMA
+    from utils.run_checkpoints import set_rng_state
+
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    config = TINY / "train_DBLM_TM_tiny.yaml"
+    common = ["train.val_freq=100", *data_overrides(faces_hq_dir)]
+
+    def run(save_dir, *extra):
+        assert main(["--config", str(config), f"save_dir={save_dir}", *common, *extra], ["tm"], "train_DBLM.py") == 0
+
+    run(tmp_path / "new", "train.iterations=2")
+    state = ckpt(tmp_path / "new", 2)
+
+    class Step:  # the old loop's step counter, registered for checkpointing after the EMA
+        def state_dict(self):
+            return {"step": 2}
+
+        def load_state_dict(self, saved):
+            raise AssertionError("only saved here")
+
+    cfg = load_experiment(config, ["tm"], [f"save_dir={tmp_path / 'old'}", *common])
+    model = trainer_for("tm")(cfg, cfg.save_dir, dist_info=DistInfo(0, 1, 0, torch.device("cpu"))).build_model()
+    model.load_state_dict(state["model"])
+    ema = EMA(model, cfg.train.ema_rate)
+    ema.load_state_dict(state["ema"])
+    optimizer = torch.optim.AdamW(model.parameters())
+    optimizer.load_state_dict(state["optimizer"])
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        accelerator = Accelerator(cpu=True)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        accelerator.register_for_checkpointing(ema, Step())
+        set_rng_state(state["rng"][0])
+        accelerator.save_state(str(tmp_path / "old" / "checkpoints" / "step_0000002"))
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+    run(tmp_path / "new", "train.iterations=4")
+    run(tmp_path / "old", "train.iterations=4", "train.keep_checkpoints=1")
+    for a, b in ((torch.load(tmp_path / "new" / "ema_final.pth"), torch.load(tmp_path / "old" / "ema_final.pth")),
+                 (ckpt(tmp_path / "new", 4)["model"], ckpt(tmp_path / "old", 4)["model"])):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert checkpoints(tmp_path / "old") == ["ckpt_0000004.pth"]

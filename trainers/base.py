@@ -35,7 +35,7 @@ the base class owns everything else, in this order:
   (``train.grad_clip``), mixed precision ``train.amp`` (:func:`amp_dtype`: bf16 on CUDA and the CPU,
   fp16 on CUDA only, with a GradScaler), then the EMA of the weights (:class:`utils.ema.EMA`,
   ``train.ema_rate``). Non-finite training scalars stop every process with one message.
-* checkpoints every ``train.save_freq`` steps and at the end, in :meth:`TrainerBase.checkpoint_folder`;
+* checkpoints every ``train.save_freq`` steps and at the end, in :meth:`TrainerBase.checkpoint_series`;
   naming, content, atomic write, rotation (``train.keep_checkpoints``), ``--resume auto|none|PATH`` and
   the refusal to train into a folder holding a later step of another run: :mod:`utils.run_checkpoints`.
   On resume the step counter continues; each process restores its own RNG state when the number of
@@ -82,8 +82,8 @@ from utils.distributed import (DistInfo, EpochIndexed, ShardedInfiniteSampler, a
 from utils.ema import EMA
 from utils.lr_schedule import lr_at
 from utils.model_factory import resolve_path
-from utils.run_checkpoints import (read_training_state, restore_training_state, run_checkpoints,
-                                   save_training_state)
+from utils.run_checkpoints import (CheckpointSeries, read_training_state, restore_training_state,
+                                   run_checkpoints, save_training_state)
 from utils.train_log import TrainLogger
 from utils.train_schema import TrainSection, check_train
 
@@ -163,7 +163,7 @@ class TrainerBase:
                                 "on the CPU)")
         self.cfg = cfg
         self.save_dir = Path(save_dir)
-        self.checkpoints = run_checkpoints(self.checkpoint_folder())
+        self.checkpoints = self.checkpoint_series()
         self.resume = resume
         self.dist = dist_info or init_distributed()
         self.device = self.dist.device
@@ -173,9 +173,9 @@ class TrainerBase:
         self.step = 0
 
     # ------------------------------------------------------------------ hooks for subclasses
-    def checkpoint_folder(self) -> Path:
+    def checkpoint_series(self) -> CheckpointSeries:
         """Where the checkpoints go (default: ``save_dir``)."""
-        return self.save_dir
+        return run_checkpoints(self.save_dir)
 
     def build_extras(self) -> None:
         """Frozen networks, diffusion objects, metrics: anything the loss needs but does not train."""

@@ -13,8 +13,9 @@ of ``trainers/sde.py`` or ``trainers/transform.py``; the loop is :class:`trainer
 * model: ``model``, with the weights of ``model.ckpt_path`` (continue from earlier weights) if set, else
   warm-started by ``init`` if the config has one (TM, RM: ``DiffBIR.transform.SigmaConditionedSwinIR.warm_start``
   from a trained one-image restorer, RM0), else freshly initialised.
-* outputs: checkpoints in ``<save_dir>/checkpoints`` and, at the end, the EMA weights as a plain
-  state dict ``<save_dir>/ema_final.pth``, the file ``DiffBIR.dblm.DBLM.from_config`` loads.
+* outputs: checkpoints in ``<save_dir>/checkpoints`` (where the ``step_XXXXXXX`` directories of the
+  earlier accelerate loop also count, :mod:`utils.run_checkpoints`) and, at the end, the EMA weights as a
+  plain state dict ``<save_dir>/ema_final.pth``, the file ``DiffBIR.dblm.DBLM.from_config`` loads.
 * seeding ``rank_offset`` (:class:`trainers.base.TrainerBase`), the streams the demo networks were trained with.
 
 Quantities given in 512-px units (``*_512``) are scaled to the training resolution (:meth:`DBLMTrainer.px`).
@@ -38,6 +39,7 @@ from trainers import cli
 from trainers.base import TrainerBase, TrainingError
 from utils.checkpoint import read_state_dict
 from utils.config import ConfigError, WeightsNode, get_obj_from_str, load_config
+from utils.run_checkpoints import CheckpointSeries, run_checkpoints
 from utils.train_schema import TrainSection, check_train
 
 EMA_FINAL = "ema_final.pth"
@@ -96,8 +98,8 @@ class DBLMTrainer(TrainerBase):
         if cfg.data.resolution < 8:
             raise ConfigError(f"'data.resolution' must be >= 8, got {cfg.data.resolution}")
 
-    def checkpoint_folder(self) -> Path:
-        return self.save_dir / "checkpoints"
+    def checkpoint_series(self) -> CheckpointSeries:
+        return run_checkpoints(self.save_dir / "checkpoints", legacy_dirs=True)
 
     def px(self, value_512: float) -> float:
         """A 512-px quantity in pixels at the training resolution."""
