@@ -1,13 +1,13 @@
-"""Train the DBLM standard-deviation estimator SDE (docs/method.md section 4) with accelerate.
+"""Train the DBLM standard-deviation estimator SDE (docs/method.md section 4.1).
 
-    accelerate launch train_SDE.py --config configs/train/train_SDE.yaml [--resume auto|none|DIR] [key=value ...]
+    accelerate launch train_SDE.py --config configs/train/train_SDE.yaml [--resume auto|none|PATH] [key=value ...]
 
-The loop, checkpoints (resumed automatically from <save_dir>/checkpoints) and the exported EMA weights
-<save_dir>/ema_final.pth are described in DiffBIR/training.py. Exit status 2 on a bad config.
+The trainer: trainers/sde.py; options and errors: trainers/cli.py; checkpoints in <save_dir>/checkpoints
+and the exported EMA weights <save_dir>/ema_final.pth: trainers/dblm.py.
 """
 import sys
 
-from DiffBIR.training import main
+from trainers.dblm import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:], tasks=("sde",), prog="train_SDE.py"))

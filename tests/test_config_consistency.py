@@ -9,7 +9,7 @@
 * The DGSA training configs read their frozen parts from the right sampling config
   (trainers/dgsa.py ``sample_config``).
 * Every YAML under configs/ loads with its schema: sample configs with sampler.load_sample_config,
-  main.py configs with their trainer's config_schema, configs/train/ with DiffBIR.training.load_experiment,
+  main.py configs with their trainer's config_schema, configs/train/ with trainers.dblm.load_experiment,
   DSST build configs with models.dsst.DSSTBuildConfig, degradations with load_degradation_config.
   ``???`` (OmegaConf MISSING) is accepted only for the data paths the user must fill in.
 """
@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 import main
 from data.degradation import load_degradation_config
-from DiffBIR.training import SCHEMAS, TaskName, load_experiment
+from trainers.dblm import load_experiment, trainer_for
 from models.dsst import DSSTBuildConfig
 from sampler import load_sample_config
 from trainers.dgsa import DGSATrainerConfig
@@ -214,7 +214,7 @@ def test_main_configs_load_with_their_trainer_schema(path):
 @pytest.mark.parametrize("path", _shipped("train"), ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_dblm_train_configs_load(path):
     """load_experiment rejects '???'; the user's data path is filled with a placeholder first."""
-    schema = SCHEMAS[TaskName(_yaml(str(path.relative_to(REPO))).task)]
+    schema = trainer_for(_yaml(str(path.relative_to(REPO))).task).config_schema
     cfg = load_experiment(path, ["sde", "tm", "rm"], _missing_overrides(path, schema))
     assert not OmegaConf.missing_keys(cfg)
 

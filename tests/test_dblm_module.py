@@ -13,12 +13,13 @@ from omegaconf import OmegaConf
 
 from DiffBIR.dblm import DBLM
 from DiffBIR.sde import SigmaEstimator
-from DiffBIR.training import (EpochTaggedSampler, RMTask, TMTask, batch_psnr, load_experiment)
+from trainers.dblm import load_experiment
+from trainers.transform import TrainerRM, batch_psnr
 from DiffBIR.transform import RefinementModel, TransformModel
 from models.swinir import SwinIR
 from utils.checkpoint import CheckpointError
 from utils.config import ConfigError
-from utils.distributed import ShardedInfiniteSampler
+from utils.distributed import DistInfo, ShardedInfiniteSampler
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "train" / "tiny"
@@ -259,8 +260,7 @@ def test_batch_psnr_matches_project_metric():
 def test_training_sigma_sampling_bounds(sigma_star, margin, offset_512, min_512, ratio):
     cfg = load_experiment(TINY / "train_DBLM_RM_tiny.yaml", ["rm"], [
         f"sigma.log_margin={margin}", f"sigma.offset_512={offset_512}", f"sigma.min_512={min_512}"])
-    task = RMTask.__new__(RMTask)  # the sampling methods need only the config (no frozen TM)
-    TMTask.__init__(task, cfg, torch.device("cpu"))
+    task = TrainerRM(cfg, "unused", dist_info=DistInfo(0, 1, 0, torch.device("cpu")))  # nothing built yet
     s = torch.tensor(sigma_star)
     sigma = task.sample_sigma(s)
     px = 32 / 512
@@ -273,15 +273,15 @@ def test_training_sigma_sampling_bounds(sigma_star, margin, offset_512, min_512,
     torch.testing.assert_close(target, expected)
 
 
-def test_epoch_tagged_sampler_resumes_the_same_stream():
-    it = iter(EpochTaggedSampler(ShardedInfiniteSampler(5, 1, 2, seed=3)))
-    stream = [next(it) for _ in range(9)]  # rank 1 of 2 on 5 items: 2 items per epoch
+def test_epoch_indexed_sampler_resumes_the_same_stream():
+    it = iter(ShardedInfiniteSampler(5, 1, 2, seed=3, with_epoch=True))
+    stream = [divmod(next(it), 5) for _ in range(9)]  # rank 1 of 2 on 5 items: 2 items per epoch
     assert [e for e, _ in stream] == [0, 0, 1, 1, 2, 2, 3, 3, 4]
     shard = ShardedInfiniteSampler(5, 1, 2, seed=3)
     for epoch in range(4):
         assert [i for e, i in stream if e == epoch] == shard._shard(epoch)
-    resumed = iter(EpochTaggedSampler(ShardedInfiniteSampler(5, 1, 2, seed=3, start=3)))
-    assert [next(resumed) for _ in range(6)] == stream[3:9]
+    resumed = iter(ShardedInfiniteSampler(5, 1, 2, seed=3, start=3, with_epoch=True))
+    assert [divmod(next(resumed), 5) for _ in range(6)] == stream[3:9]
 
 
 @pytest.mark.parametrize("name", ["train_SDE", "train_DBLM_TM", "train_DBLM_RM", "train_SDE_demo64",

@@ -2,7 +2,7 @@
 
 Tiny configs (configs/train/tiny/, 32 px, 2-4 steps). accelerate launches several CPU processes only
 through its multi-process launcher (``--multi_gpu``; with ``--cpu`` it starts one process); the
-scripts select the CPU themselves when CUDA is absent, so the processes form a MULTI_CPU (gloo) group.
+training loop joins their process group itself (gloo when CUDA is absent).
 Exact resumption (a 2 + 2 step run equals a 4 step run bit for bit) is checked in-process, which is
 cheaper than two more launches and exercises the same code.
 """
@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from utils.distributed import DistInfo
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "train" / "tiny"
@@ -38,6 +40,10 @@ def checkpoints(save_dir: Path) -> list:
     return sorted(p.name for p in (save_dir / "checkpoints").iterdir())
 
 
+def ckpt(save_dir: Path, step: int) -> dict:
+    return torch.load(save_dir / "checkpoints" / f"ckpt_{step:07d}.pth", weights_only=True)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, faces_hq_dir):
     """Trains SDE (then resumes it), TM and RM (input: the TM's estimates) with 2 processes each."""
@@ -45,7 +51,7 @@ def runs(tmp_path_factory, faces_hq_dir):
     data = data_overrides(faces_hq_dir)
     out = {name: root / name for name in ("sde", "tm", "rm")}
     first = launch("train_SDE.py", "train_SDE_tiny.yaml", f"save_dir={out['sde']}", *data)
-    assert checkpoints(out["sde"]) == ["step_0000002"]
+    assert checkpoints(out["sde"]) == ["ckpt_0000002.pth"]
     ema_2 = torch.load(out["sde"] / "ema_final.pth")
     second = launch("train_SDE.py", "train_SDE_tiny.yaml", f"save_dir={out['sde']}", "train.iterations=4", *data)
     launch("train_DBLM.py", "train_DBLM_TM_tiny.yaml", f"save_dir={out['tm']}", *data)
@@ -57,14 +63,15 @@ def runs(tmp_path_factory, faces_hq_dir):
 def test_sde_two_processes_checkpoint_and_resume(runs):
     sde = runs["dirs"]["sde"]
     both = runs["sde_first"].stdout + runs["sde_first"].stderr
-    assert "[val] step 2: sigma_mae_px=" in both
-    assert "resumed from" not in both
+    assert "[val_ema] step 2: sigma_mae_px=" in both
+    assert "resuming from" not in both
     again = runs["sde_second"].stdout + runs["sde_second"].stderr
-    assert f"resumed from {sde / 'checkpoints' / 'step_0000002'} at step 2" in again
+    assert f"resuming from {sde / 'checkpoints' / 'ckpt_0000002.pth'} at step 2" in again
     assert "[train] step 3" in again and "[train] step 1:" not in again
-    assert checkpoints(sde) == ["step_0000002", "step_0000004"]
-    ckpt = sde / "checkpoints" / "step_0000004"
-    assert {"random_states_0.pkl", "random_states_1.pkl", "optimizer.bin"} <= {p.name for p in ckpt.iterdir()}
+    assert checkpoints(sde) == ["ckpt_0000002.pth", "ckpt_0000004.pth"]
+    state = ckpt(sde, 4)
+    assert state["step"] == 4 and len(state["rng"]) == 2 and {"model", "ema", "optimizer"} <= set(state)
+    assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])  # the processes' own noise
     ema_4 = torch.load(sde / "ema_final.pth")
     assert ema_4.keys() == runs["sde_ema_2"].keys()
     assert any(not torch.equal(ema_4[k], runs["sde_ema_2"][k]) for k in ema_4)
@@ -74,9 +81,30 @@ def test_sde_two_processes_checkpoint_and_resume(runs):
 def test_tm_rm_two_processes(runs):
     for name in ("tm", "rm"):
         d = runs["dirs"][name]
-        assert checkpoints(d) == ["step_0000002"] and (d / "ema_final.pth").is_file()
+        assert checkpoints(d) == ["ckpt_0000002.pth"] and (d / "ema_final.pth").is_file()
     log = runs["rm"].stdout + runs["rm"].stderr
     assert "[val] step 2: psnr=" in log
+
+
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_one_loop_under_either_launcher(tmp_path, faces_hq_dir, launcher):
+    """The scripts do not depend on their launcher: train_SDE.py under torchrun, main.py under
+    accelerate launch, 2 CPU processes each (the usual pairs are tested above and in
+    tests/test_trainers_torchrun.py)."""
+    if launcher == "torchrun":
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train_SDE.py",
+               "--config", str(TINY / "train_SDE_tiny.yaml"), f"save_dir={tmp_path}", *data_overrides(faces_hq_dir)]
+        written = tmp_path / "checkpoints" / "ckpt_0000002.pth"
+    else:
+        val = faces_hq_dir / "celeba128_val.txt"
+        cmd = LAUNCH + ["main.py", "--cfg_path", "configs/training/tiny/swinir_tiny.yaml", "--save_dir", str(tmp_path),
+                        f"data.train.source={val}", f"data.val.source={val}", "train.iterations=2"]
+        written = tmp_path / "ckpt_0000002.pth"
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stdout and "training finished at step 2" in proc.stdout
+    assert len(torch.load(written, weights_only=True)["rng"]) == 2
 
 
 def test_dblm_from_trained_checkpoints(runs, faces_hq_dir):
@@ -118,55 +146,46 @@ def tiny_restorer_weights(path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def fresh_accelerate_state():
-    """accelerate keeps one process-wide state whose mixed precision cannot change once set; in-process
-    runs with another precision need it cleared before and after (what accelerate's own tests do)."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
 @pytest.mark.parametrize("variant", ["constant", "cosine_bf16_warm_start"])
-def test_resume_repeats_uninterrupted_run_exactly(tmp_path, faces_hq_dir, variant, fresh_accelerate_state):
+def test_resume_repeats_uninterrupted_run_exactly(tmp_path, faces_hq_dir, variant, monkeypatch):
     """In-process (one process): TM trained 4 steps == resumed at step 2 and trained to 4 (weights, EMA);
     also with the cosine schedule (a function of the step), bf16 autocast on the CPU and a warm start."""
-    from DiffBIR.training import load_experiment, train
+    from trainers.dblm import load_experiment, main
 
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
     extra = []
     if variant != "constant":
         extra = ["train.lr_schedule=cosine", "train.warmup_iterations=1", "train.min_lr=1e-5",
                  "train.amp=bf16", f"init.ckpt_path={tiny_restorer_weights(tmp_path / 'rm0.pth')}"]
 
     def run(save_dir, resume="auto"):
-        cfg = load_experiment(TINY / "train_DBLM_TM_tiny.yaml", ["tm"], [
-            f"save_dir={save_dir}", "train.iterations=4", "train.val_freq=100",
-            *data_overrides(faces_hq_dir), *extra])
-        return train(cfg, resume)
+        assert main(["--config", str(TINY / "train_DBLM_TM_tiny.yaml"), "--resume", resume, f"save_dir={save_dir}",
+                     "train.iterations=4", "train.val_freq=100", *data_overrides(faces_hq_dir), *extra],
+                    ["tm"], "train_DBLM.py") == 0
+        return torch.load(save_dir / "ema_final.pth")
 
-    straight = torch.load(run(tmp_path / "a"))  # checkpoints at steps 2 and 4
+    straight = run(tmp_path / "a")  # checkpoints at steps 2 and 4
     # resumed from the straight run's step 2 (same iterations: the cosine schedule depends on it)
-    resumed = torch.load(run(tmp_path / "b", str(tmp_path / "a" / "checkpoints" / "step_0000002")))
+    resumed = run(tmp_path / "b", str(tmp_path / "a" / "checkpoints" / "ckpt_0000002.pth"))
     assert straight.keys() == resumed.keys()
     for k in straight:
         torch.testing.assert_close(resumed[k], straight[k], rtol=0, atol=0)
-    from safetensors.torch import load_file
-    a = load_file(tmp_path / "a" / "checkpoints" / "step_0000004" / "model.safetensors")
-    b = load_file(tmp_path / "b" / "checkpoints" / "step_0000004" / "model.safetensors")
+    a, b = ckpt(tmp_path / "a", 4)["model"], ckpt(tmp_path / "b", 4)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_warm_started_task_model_is_the_restorer(tmp_path, faces_hq_dir):
-    """The model train() starts from (TMTask.build_model with ``init``) computes RM0's output."""
-    from DiffBIR.training import TMTask, load_experiment
+    """The model training starts from (TrainerTM.build_model with ``init``) computes RM0's output."""
+    from trainers.dblm import load_experiment
+    from trainers.transform import TrainerTM
+    from utils.distributed import DistInfo
     from models.swinir import SwinIR
 
     weights = tiny_restorer_weights(tmp_path / "rm0.pth")
     cfg = load_experiment(TINY / "train_DBLM_TM_tiny.yaml", ["tm"], [f"init.ckpt_path={weights}",
                                                                       *data_overrides(faces_hq_dir)])
-    tm = TMTask(cfg, torch.device("cpu")).build_model().eval()
+    tm = TrainerTM(cfg, tmp_path, dist_info=DistInfo(0, 1, 0, torch.device("cpu"))).build_model().eval()
     restorer = SwinIR(in_chans=3, global_residual=True, **cfg.model.params.swinir).eval()
     restorer.load_state_dict(torch.load(weights))
     y = torch.rand(2, 3, 32, 32) * 2 - 1
@@ -174,17 +193,17 @@ def test_warm_started_task_model_is_the_restorer(tmp_path, faces_hq_dir):
         torch.testing.assert_close(tm(y, 1.3), restorer.restore(y, clamp=False), rtol=0, atol=1e-5)
 
 
-def test_accelerate_precision_bf16_runs_on_cpu_fp16_needs_cuda():
-    from DiffBIR.training import accelerate_precision
+def test_amp_bf16_runs_on_cpu_fp16_needs_cuda():
+    from trainers.base import amp_dtype
 
-    assert accelerate_precision("bf16", use_cuda=False) == "bf16"
-    assert accelerate_precision("fp16", use_cuda=False) == "no"
-    assert accelerate_precision("fp16", use_cuda=True) == "fp16"
-    assert accelerate_precision("none", use_cuda=True) == "no"
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert amp_dtype("bf16", cpu) is torch.bfloat16 and amp_dtype("bf16", cuda) is torch.bfloat16
+    assert amp_dtype("fp16", cpu) is None and amp_dtype("fp16", cuda) is torch.float16
+    assert amp_dtype("none", cpu) is None and amp_dtype("none", cuda) is None
 
 
 def test_missing_warm_start_weights_exit_2_with_one_line(tmp_path, capsys):
-    from DiffBIR.training import main
+    from trainers.dblm import main
 
     args = ["--config", str(TINY / "train_DBLM_TM_tiny.yaml"), f"save_dir={tmp_path}",
             f"init.ckpt_path={tmp_path / 'absent.pth'}"]
@@ -194,8 +213,63 @@ def test_missing_warm_start_weights_exit_2_with_one_line(tmp_path, capsys):
 
 
 def test_bad_config_key_exits_2_with_one_line(capsys):
-    from DiffBIR.training import main
+    from trainers.dblm import main
 
     assert main(["--config", str(TINY / "train_SDE_tiny.yaml"), "train.bach=3"], ["sde"], "train_SDE.py") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "train.bach" in err and err.startswith("train_SDE.py: error:")
+
+
+def test_a_run_of_the_earlier_accelerate_loop_resumes(tmp_path, faces_hq_dir, monkeypatch):
+    """train_SDE.py / train_DBLM.py used to keep ``accelerator.save_state`` directories
+    checkpoints/step_XXXXXXX. One written by accelerate itself with the state of a 2-step run resumes
+    exactly as that run's own checkpoint does (weights, EMA, optimiser, step, RNG), and rotation
+    removes it like any older checkpoint."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from trainers.dblm import load_experiment, main, trainer_for
+    from utils.ema import EMA
+    from utils.run_checkpoints import set_rng_state
+
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    config = TINY / "train_DBLM_TM_tiny.yaml"
+    common = ["train.val_freq=100", *data_overrides(faces_hq_dir)]
+
+    def run(save_dir, *extra):
+        assert main(["--config", str(config), f"save_dir={save_dir}", *common, *extra], ["tm"], "train_DBLM.py") == 0
+
+    run(tmp_path / "new", "train.iterations=2")
+    state = ckpt(tmp_path / "new", 2)
+
+    class Step:  # the old loop's step counter, registered for checkpointing after the EMA
+        def state_dict(self):
+            return {"step": 2}
+
+        def load_state_dict(self, saved):
+            raise AssertionError("only saved here")
+
+    cfg = load_experiment(config, ["tm"], [f"save_dir={tmp_path / 'old'}", *common])
+    model = trainer_for("tm")(cfg, cfg.save_dir, dist_info=DistInfo(0, 1, 0, torch.device("cpu"))).build_model()
+    model.load_state_dict(state["model"])
+    ema = EMA(model, cfg.train.ema_rate)
+    ema.load_state_dict(state["ema"])
+    optimizer = torch.optim.AdamW(model.parameters())
+    optimizer.load_state_dict(state["optimizer"])
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        accelerator = Accelerator(cpu=True)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        accelerator.register_for_checkpointing(ema, Step())
+        set_rng_state(state["rng"][0])
+        accelerator.save_state(str(tmp_path / "old" / "checkpoints" / "step_0000002"))
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+    run(tmp_path / "new", "train.iterations=4")
+    run(tmp_path / "old", "train.iterations=4", "train.keep_checkpoints=1")
+    for a, b in ((torch.load(tmp_path / "new" / "ema_final.pth"), torch.load(tmp_path / "old" / "ema_final.pth")),
+                 (ckpt(tmp_path / "new", 4)["model"], ckpt(tmp_path / "old", 4)["model"])):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert checkpoints(tmp_path / "old") == ["ckpt_0000004.pth"]

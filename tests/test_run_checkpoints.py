@@ -1,4 +1,4 @@
-"""utils/run_checkpoints.py: naming, latest complete checkpoint, rotation, atomic write, --resume."""
+"""utils/run_checkpoints.py: naming, latest complete checkpoint, rotation, atomic write, --resume, content."""
 from __future__ import annotations
 
 import tempfile
@@ -8,36 +8,36 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from utils.run_checkpoints import (CheckpointSeries, ResumeError, accelerate_checkpoints,
-                                   torchrun_checkpoints)
+from utils.run_checkpoints import CheckpointSeries, ResumeError, run_checkpoints
+
+
+def dblm_checkpoints(save_dir) -> CheckpointSeries:
+    """The checkpoints of a train_SDE.py / train_DBLM.py run, in its checkpoints/ subfolder."""
+    return run_checkpoints(Path(save_dir) / "checkpoints")
 
 
 def make_files(series: CheckpointSeries, steps) -> None:
     for step in steps:
         path = series.path(step)
-        if series.directories:
-            path.mkdir(parents=True)
-            (path / "model.safetensors").write_bytes(b"x")
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(b"x")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
 
 
-def test_names_are_those_the_launchers_have_always_written(tmp_path):
-    assert torchrun_checkpoints(tmp_path).path(2) == tmp_path / "ckpt_0000002.pth"
-    assert accelerate_checkpoints(tmp_path).path(4) == tmp_path / "checkpoints" / "step_0000004"
-    assert torchrun_checkpoints(tmp_path).name(12_345_678) == "ckpt_12345678.pth"
+def test_names(tmp_path):
+    assert run_checkpoints(tmp_path).path(2) == tmp_path / "ckpt_0000002.pth"
+    assert dblm_checkpoints(tmp_path).path(4) == tmp_path / "checkpoints" / "ckpt_0000004.pth"
+    assert run_checkpoints(tmp_path).name(12_345_678) == "ckpt_12345678.pth"
 
 
 @given(step=st.integers(min_value=0, max_value=10**12))
 def test_name_round_trip(step):
-    for series in (torchrun_checkpoints("run"), accelerate_checkpoints("run")):
-        assert series.parse_step(series.name(step)) == step
+    series = run_checkpoints("run")
+    assert series.parse_step(series.name(step)) == step
 
 
 @given(name=st.text(max_size=20) | st.from_regex(r"\Ackpt_[0-9]{0,9}\.pth(\.partial)?\Z"))
 def test_parse_accepts_exactly_the_names_it_writes(name):
-    series = torchrun_checkpoints("run")
+    series = run_checkpoints("run")
     step = series.parse_step(name)
     assert step is None or series.name(step) == name
 
@@ -46,16 +46,16 @@ def test_parse_accepts_exactly_the_names_it_writes(name):
                                   "ckpt_-000012.pth", "ckpt_00000012.pth", "ckpt_.pth", "ckpt_0000012.pt",
                                   "xckpt_0000012.pth", "ckpt_000001٢.pth", "config.yaml"])
 def test_parse_rejects_other_names(name):
-    assert torchrun_checkpoints("run").parse_step(name) is None
+    assert run_checkpoints("run").parse_step(name) is None
 
 
 def test_negative_step_has_no_name():
     with pytest.raises(ValueError, match="must be >= 0"):
-        torchrun_checkpoints("run").name(-1)
+        run_checkpoints("run").name(-1)
 
 
 def test_latest_ignores_temporary_incomplete_and_unrelated_entries(tmp_path):
-    files = torchrun_checkpoints(tmp_path)
+    files = run_checkpoints(tmp_path)
     assert files.latest() is None and files.steps() == []  # nothing yet (root may not even exist)
     make_files(files, [3, 20, 100])
     (tmp_path / "ckpt_0000900.pth.partial").write_bytes(b"half")
@@ -66,21 +66,12 @@ def test_latest_ignores_temporary_incomplete_and_unrelated_entries(tmp_path):
     assert files.steps() == [3, 20, 100]
     assert files.latest() == tmp_path / "ckpt_0000100.pth"
 
-    dirs = accelerate_checkpoints(tmp_path)
-    make_files(dirs, [2, 10])
-    (dirs.root / "step_0000050.partial").mkdir()
-    (dirs.root / "step_0000060").write_bytes(b"a file is not a save_state directory")
-    (dirs.root / "step_70").mkdir()
-    assert dirs.steps() == [2, 10]
-    assert dirs.latest() == tmp_path / "checkpoints" / "step_0000010"
-
 
 @settings(max_examples=40, deadline=None)
-@given(steps=st.sets(st.integers(min_value=0, max_value=10**8), max_size=12), keep=st.integers(0, 15),
-       directories=st.booleans())
-def test_rotation_keeps_exactly_the_newest(steps, keep, directories):
+@given(steps=st.sets(st.integers(min_value=0, max_value=10**8), max_size=12), keep=st.integers(0, 15))
+def test_rotation_keeps_exactly_the_newest(steps, keep):
     with tempfile.TemporaryDirectory() as root:
-        series = accelerate_checkpoints(root) if directories else torchrun_checkpoints(root)
+        series = run_checkpoints(root)
         make_files(series, steps)
         other = Path(root) / "notes.txt"
         other.write_text("kept")
@@ -91,18 +82,12 @@ def test_rotation_keeps_exactly_the_newest(steps, keep, directories):
         assert not any(p.exists() for p in removed) and other.read_text() == "kept"
 
 
-@pytest.mark.parametrize("directories", [False, True])
-def test_write_is_atomic(tmp_path, directories):
-    series = accelerate_checkpoints(tmp_path) if directories else torchrun_checkpoints(tmp_path)
-
-    def content_file(path: Path) -> Path:
-        return path / "state.bin" if directories else path
+def test_write_is_atomic(tmp_path):
+    series = run_checkpoints(tmp_path)
 
     def writer(content: bytes):
         def write(path: Path) -> None:
-            if directories:
-                path.mkdir()
-            content_file(path).write_bytes(content)
+            path.write_bytes(content)
         return write
 
     def interrupted(path: Path) -> None:
@@ -117,17 +102,17 @@ def test_write_is_atomic(tmp_path, directories):
     assert final == series.path(5) and series.steps() == [5]
     with pytest.raises(KeyboardInterrupt):
         series.write(5, interrupted)
-    assert content_file(final).read_bytes() == b"one"  # a failed rewrite keeps the complete checkpoint
+    assert final.read_bytes() == b"one"  # a failed rewrite keeps the complete checkpoint
     assert sorted(p.name for p in series.root.iterdir()) == [series.name(5)]
 
     writer(b"stale")(series.temporary_path(5))  # left by a crash
     series.write(5, writer(b"two"))  # the stale temporary entry is replaced, the step rewritten
-    assert content_file(final).read_bytes() == b"two"
+    assert final.read_bytes() == b"two"
     assert sorted(p.name for p in series.root.iterdir()) == [series.name(5)]
 
 
 def test_resume_resolution(tmp_path):
-    files = torchrun_checkpoints(tmp_path / "run")
+    files = run_checkpoints(tmp_path / "run")
     assert files.resolve_resume("auto") is None  # no checkpoint yet: start afresh
     make_files(files, [1, 2])
     assert files.resolve_resume("auto") == files.path(2)
@@ -138,30 +123,83 @@ def test_resume_resolution(tmp_path):
             files.resolve_resume(bad)
         assert err.value.resume == bad and "checkpoint file" in str(err.value)
 
-    dirs = accelerate_checkpoints(tmp_path / "acc")
-    make_files(dirs, [7])
-    assert dirs.resolve_resume("auto") == dirs.path(7)
-    assert dirs.resolve_resume(str(dirs.path(7))) == dirs.path(7)
-    with pytest.raises(ResumeError, match="no checkpoint directory there"):
-        dirs.resolve_resume(str(files.path(1)))  # a file where a directory is expected
 
-
-def test_each_launcher_reports_a_bad_resume_in_its_own_words(tmp_path):
-    """DiffBIR/training.py raises TrainingError, trainers/base.py CheckpointError, as before the move."""
+def test_a_bad_resume_is_one_checkpoint_error(tmp_path):
     import torch
 
-    from DiffBIR.training import TrainingError, resolve_resume
     from trainers.restorer import TrainerRestorer
     from utils.checkpoint import CheckpointError
     from utils.config import load_config
     from utils.distributed import DistInfo
 
     missing = tmp_path / "missing"
-    with pytest.raises(TrainingError, match=rf"^--resume {missing}: not a checkpoint directory$"):
-        resolve_resume(accelerate_checkpoints(tmp_path), str(missing))
-
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs/training/tiny/swinir_tiny.yaml",
                       TrainerRestorer.config_schema)
     trainer = TrainerRestorer(cfg, tmp_path, resume=str(missing), dist_info=DistInfo(0, 1, 0, torch.device("cpu")))
-    with pytest.raises(CheckpointError, match=rf"^--resume: checkpoint not found: {missing}$"):
-        trainer._resume_checkpoint()
+    with pytest.raises(CheckpointError, match=rf"^--resume {missing}: no checkpoint file there$"):
+        trainer.train()
+
+
+def test_content_round_trip_restores_weights_optimiser_and_random_streams(tmp_path):
+    """What save_training_state writes, restore_training_state puts back: the next draws of every RNG
+    (torch, numpy, python) after the restore equal those right after the save."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from utils.distributed import DistInfo
+    from utils.ema import EMA
+    from utils.run_checkpoints import read_training_state, restore_training_state, save_training_state
+
+    def parts(seed):
+        torch.manual_seed(seed)
+        model = torch.nn.Linear(3, 2)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+        model(torch.randn(4, 3)).square().mean().backward()
+        optimizer.step()
+        return dict(model=model, ema=EMA(model, 0.5), optimizer=optimizer, scaler=torch.amp.GradScaler("cpu", enabled=False))
+
+    def draws():
+        return torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)]
+
+    dist = DistInfo(0, 1, 0, torch.device("cpu"))
+    series = run_checkpoints(tmp_path)
+    saved = parts(0)
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+    save_training_state(series, 3, keep=0, dist=dist, config={"a": 1}, **saved)
+    expected = draws()
+    fresh = parts(1)
+    ckpt = read_training_state(series.path(3))
+    assert ckpt["step"] == 3 and ckpt["config"] == {"a": 1}
+    assert restore_training_state(ckpt, dist, **fresh)
+    assert draws() == expected
+    for name in ("model", "ema"):
+        for k, v in saved[name].state_dict().items():
+            assert torch.equal(fresh[name].state_dict()[k], v)
+    assert torch.equal(fresh["optimizer"].state_dict()["state"][0]["exp_avg"],
+                       saved["optimizer"].state_dict()["state"][0]["exp_avg"])
+    # another number of processes: the weights load, the RNG streams are left to the loop's reseeding
+    ckpt["rng"] = ckpt["rng"] * 2
+    assert not restore_training_state(ckpt, dist, **parts(2))
+
+
+def test_legacy_directories_count_only_where_asked(tmp_path):
+    """The earlier DBLM loop's step_XXXXXXX directories: checkpoints of a series with legacy_dirs (latest,
+    the refusal of an earlier start, --resume PATH), nothing to any other series."""
+    from utils.run_checkpoints import MixedRunsError
+
+    series, plain = run_checkpoints(tmp_path, legacy_dirs=True), run_checkpoints(tmp_path)
+    for name in ("step_0000004", "step_0000009", "step_12"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "step_0000011").write_bytes(b"a file is not a save_state directory")
+    make_files(series, [4])
+    assert series.steps() == [4, 9] and plain.steps() == [4]
+    assert series.latest() == tmp_path / "step_0000009" and series.entries()[0] == (4, series.path(4))
+    assert series.resolve_resume(str(tmp_path / "step_0000004")) == tmp_path / "step_0000004"
+    with pytest.raises(ResumeError):
+        plain.resolve_resume(str(tmp_path / "step_0000004"))
+    with pytest.raises(MixedRunsError, match=r"\[9\]"):
+        series.check_start(4)
+    assert series.rotate(1) == [series.path(4), tmp_path / "step_0000004"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_0000009", "step_0000011", "step_12"]

@@ -15,6 +15,7 @@ import torch
 
 import main
 from proc_helpers import evaluate_process, logged_scalars, paths_by_step, run_checked, torchrun_main
+from trainers import cli
 from utils.distributed import ShardedInfiniteSampler
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +113,7 @@ def test_resume_is_exact_in_process(tmp_path, faces_hq_dir, monkeypatch):
 def test_bad_config_key_exit_2_one_line(tmp_path, capsys, override, key):
     code = main.main(["--cfg_path", DIFFUSION_TINY, "--save_dir", str(tmp_path), override])
     err = capsys.readouterr().err.strip()
-    assert code == main.EXIT_CONFIG_ERROR == 2
+    assert code == cli.EXIT_CONFIG_ERROR == 2
     assert len(err.splitlines()) == 1 and key in err and "Traceback" not in err
 
 

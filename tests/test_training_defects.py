@@ -1,7 +1,7 @@
 """Defects a researcher met when training, each reproduced as it was met and pinned.
 
-Both launchers are covered where the defect was in both: ``main.py`` (trainers/base.py) and
-``train_SDE.py`` / ``train_DBLM.py`` (DiffBIR/training.py). In-process runs of the tiny configs on
+Both kinds of script are covered where the defect was in both: ``main.py`` and ``train_SDE.py`` /
+``train_DBLM.py`` (one loop, trainers/base.py, since then). In-process runs of the tiny configs on
 real faces; the multi-rank validation defect is pinned in tests/test_trainers_torchrun.py and
 tests/test_dgsa_training.py, beside their 2-rank runs.
 """
@@ -18,30 +18,24 @@ import pytest
 import torch
 
 import main
-from DiffBIR import training
 from proc_helpers import DIST_ENV
-from utils.config import ConfigError, load_config
+from trainers import cli
+from trainers import dblm
+from utils.config import ConfigError, instantiate, load_config
+from utils.distributed import DistInfo
 from utils.train_log import TrainLogger
 
 REPO = Path(__file__).resolve().parents[1]
 DIFFUSION_TINY = "configs/training/tiny/diffusion_tiny.yaml"
 SDE_TINY = REPO / "configs" / "train" / "tiny" / "train_SDE_tiny.yaml"
 TM_TINY = REPO / "configs" / "train" / "tiny" / "train_DBLM_TM_tiny.yaml"
+CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 
 
 @pytest.fixture
 def single_process(monkeypatch):
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(key, raising=False)
-
-
-@pytest.fixture
-def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def _main_data(faces_hq_dir: Path) -> list:
@@ -88,18 +82,18 @@ def test_fresh_run_into_a_used_folder_is_refused_torchrun(tmp_path, faces_hq_dir
     assert sorted(p.name for p in other.glob("ckpt_*.pth")) == ["ckpt_0000003.pth"]
 
 
-def test_fresh_run_into_a_used_folder_is_refused_accelerate(tmp_path, faces_hq_dir, capsys, fresh_accelerate_state):
+def test_fresh_run_into_a_used_folder_is_refused_accelerate(tmp_path, faces_hq_dir, capsys, single_process):
     """The DBLM scripts also kept the old checkpoints and overwrote ema_final.pth."""
     save = tmp_path / "sde"
     args = ["--config", str(SDE_TINY), f"save_dir={save}", "train.val_freq=100", "train.amp=bf16",
             *_dblm_data(faces_hq_dir)]
-    assert training.main(args, ["sde"], "train_SDE.py") == 0
+    assert dblm.main(args, ["sde"], "train_SDE.py") == 0
     # 10: the run says which precision it uses (accelerate launch announces its own default, 'no')
     assert "mixed precision: bf16 (train.amp: bf16)" in capsys.readouterr().out
     ema = (save / "ema_final.pth").read_bytes()
     steps = sorted(p.name for p in (save / "checkpoints").iterdir())
     capsys.readouterr()
-    assert training.main(args + ["--resume", "none", "train.iterations=1"], ["sde"], "train_SDE.py") == 2
+    assert dblm.main(args + ["--resume", "none", "train.iterations=1"], ["sde"], "train_SDE.py") == 2
     err = _one_error_line(capsys)
     assert err.startswith("train_SDE.py: error:") and "--resume auto" in err
     assert (save / "ema_final.pth").read_bytes() == ema
@@ -108,11 +102,11 @@ def test_fresh_run_into_a_used_folder_is_refused_accelerate(tmp_path, faces_hq_d
 
 # ------------------------------------------------------------------ 4. overrides before an option
 def test_overrides_may_come_before_the_options():
-    args = main.parse_args(["--cfg_path", "c.yaml", "train.iterations=1", "--save_dir", "d", "--resume", "none",
-                            "train.seed=3"])
+    args = cli.parse_args(main.build_parser(), ["--cfg_path", "c.yaml", "train.iterations=1", "--save_dir", "d",
+                                                "--resume", "none", "train.seed=3"])
     assert args.overrides == ["train.iterations=1", "train.seed=3"] and args.resume == "none"
-    args = training.parse_args(["--config", "c.yaml", "save_dir=X", "--resume", "none", "train.iterations=1"],
-                               ["sde"], "train_SDE.py")
+    args = cli.parse_args(dblm.build_parser(["sde"], "train_SDE.py"),
+                          ["--config", "c.yaml", "save_dir=X", "--resume", "none", "train.iterations=1"])
     assert args.overrides == ["save_dir=X", "train.iterations=1"] and args.resume == "none"
 
 
@@ -130,19 +124,18 @@ def test_old_train_names_are_refused_naming_the_new_one(config, old, new):
 
 def test_both_launchers_take_the_same_flags():
     flags = ["--config", "c.yaml", "--save_dir", "d", "--resume", "none", "--seed", "3", "train.iterations=1"]
-    args = main.parse_args(flags)
-    assert (args.cfg_path, args.save_dir, args.resume, args.seed) == ("c.yaml", "d", "none", 3)
-    args = training.parse_args(flags, ["sde"], "train_SDE.py")
-    assert args.config == "c.yaml" and args.resume == "none"
-    assert args.overrides == ["train.iterations=1", "save_dir=d", "train.seed=3"]
-    assert training.parse_args(["--cfg_path", "c.yaml"], ["sde"], "train_SDE.py").config == "c.yaml"
+    for parser in (main.build_parser(), dblm.build_parser(["sde"], "train_SDE.py")):
+        args = cli.parse_args(parser, flags)
+        assert (args.config, args.save_dir, args.resume, args.seed) == ("c.yaml", "d", "none", 3)
+        assert args.overrides == ["train.iterations=1", "train.seed=3"]
+        assert cli.parse_args(parser, ["--cfg_path", "c.yaml", "--save_dir", "d"]).config == "c.yaml"
 
 
 def test_batch_is_the_total_over_processes():
     """train.batch[0] is split over the processes by the check both loops use (utils.train_schema)."""
     from utils.train_schema import check_train
 
-    cfg = training.load_experiment(SDE_TINY, ["sde"], ["save_dir=x", "train.batch=[6,2]"])
+    cfg = dblm.load_experiment(SDE_TINY, ["sde"], ["save_dir=x", "train.batch=[6,2]"])
     assert check_train(cfg.train, 2) == (3, 3) and check_train(cfg.train, 3) == (2, 2)
     with pytest.raises(ConfigError, match=r"train.batch\[0\]=6 \(total over processes\) is not divisible by 4"):
         check_train(cfg.train, 4)
@@ -150,10 +143,10 @@ def test_batch_is_the_total_over_processes():
 
 # ------------------------------------------------------------------ 5. 'no' read as a boolean
 def test_no_is_a_word_in_overrides():
-    cfg = training.load_experiment(SDE_TINY, ["sde"], ["loss=l2", "data.flip=no", "save_dir=x"])
+    cfg = dblm.load_experiment(SDE_TINY, ["sde"], ["loss=l2", "data.flip=no", "save_dir=x"])
     assert cfg.data.flip is False  # a boolean key still reads the word as a boolean
     with pytest.raises(ConfigError, match=r"train.amp must be one of \['none', 'bf16', 'fp16'\], got 'no'"):
-        training.load_experiment(SDE_TINY, ["sde"], ["train.amp=no", "save_dir=x"])
+        dblm.load_experiment(SDE_TINY, ["sde"], ["train.amp=no", "save_dir=x"])
     raw = load_config(DIFFUSION_TINY, overrides=["train.amp=no", "data.val.flip=off"])
     assert raw.train.amp == "no" and raw.data.val.flip == "off"
 
@@ -161,13 +154,13 @@ def test_no_is_a_word_in_overrides():
 # ------------------------------------------------------------------ 6. model.ckpt_path for DBLM
 @pytest.mark.parametrize("config, task", [(SDE_TINY, "sde"), (TM_TINY, "tm")])
 def test_dblm_model_ckpt_path_loads_the_weights(tmp_path, config, task):
-    cfg = training.load_experiment(config, [task], ["save_dir=x"])
+    cfg = dblm.load_experiment(config, [task], ["save_dir=x"])
     torch.manual_seed(123)
-    weights = training.instantiate(cfg.model).state_dict()
+    weights = instantiate(cfg.model).state_dict()
     torch.save(weights, tmp_path / "w.pth")
-    cfg = training.load_experiment(config, [task], ["save_dir=x", f"model.ckpt_path={tmp_path / 'w.pth'}"])
+    cfg = dblm.load_experiment(config, [task], ["save_dir=x", f"model.ckpt_path={tmp_path / 'w.pth'}"])
     torch.manual_seed(0)
-    built = training.TASKS[cfg.task](cfg, torch.device("cpu")).build_model().state_dict()
+    built = dblm.trainer_for(cfg.task)(cfg, tmp_path, dist_info=CPU).build_model().state_dict()
     assert all(torch.equal(built[k], v) for k, v in weights.items())
 
 
@@ -185,7 +178,7 @@ def test_malformed_yaml_exits_2_with_one_line(tmp_path, capsys, launcher, bad, s
         code = main.main(["--cfg_path", str(config), "--save_dir", str(tmp_path / "run")]
                          + ([override] if bad == "override" else []))
     else:
-        code = training.main(["--config", str(config)] + ([override] if bad == "override" else []), ["sde"],
+        code = dblm.main(["--config", str(config)] + ([override] if bad == "override" else []), ["sde"],
                              launcher)
     assert code == 2
     err = _one_error_line(capsys)
@@ -222,7 +215,7 @@ def test_config_error_is_printed_once_under_torchrun(tmp_path):
                            "main.py", "--cfg_path", DIFFUSION_TINY, "--save_dir", str(tmp_path), "train.bach=3"],
                           cwd=REPO, env=_clean_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
-    assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [
+    assert [line for line in proc.stderr.splitlines() if line.startswith("main.py: error:")] == [
         next(line for line in proc.stderr.splitlines() if "train.bach" in line)]
 
 
@@ -239,21 +232,20 @@ def test_accelerate_cpu_launch_of_two_processes_is_refused(tmp_path):
 
 # ------------------------------------------------------------------ 11. unclear messages
 def test_bad_data_train_path_names_data_train(tmp_path):
-    cfg = training.load_experiment(SDE_TINY, ["sde"], ["save_dir=x", f"data.train={tmp_path / 'absent.txt'}"])
+    cfg = dblm.load_experiment(SDE_TINY, ["sde"], ["save_dir=x", f"data.train={tmp_path / 'absent.txt'}"])
     with pytest.raises(ConfigError) as err:
-        training.make_dataset(cfg, "train")
+        dblm.trainer_for("sde")(cfg, tmp_path, dist_info=CPU).build_dataset("train")
     assert str(err.value).startswith("data.train:") and "degradation" not in str(err.value)
 
 
-def test_resume_after_a_model_change_says_what_does_not_fit():
-    from DiffBIR.sde import SigmaEstimator
-
-    saved = SigmaEstimator(channels=[8, 16]).state_dict()
-    with pytest.raises(RuntimeError) as err:
-        SigmaEstimator(channels=[8, 32]).load_state_dict(saved)
-    summary = training.load_error_summary(err.value)
-    assert len(summary.splitlines()) == 1
-    assert "SigmaEstimator" in summary and "size mismatch for" in summary and "more)" in summary
+def test_resume_after_a_model_change_says_what_does_not_fit(tmp_path, faces_hq_dir, capsys, single_process):
+    """It used to say only "Error(s) in loading state_dict for SigmaEstimator:"."""
+    args = ["--config", str(SDE_TINY), f"save_dir={tmp_path}", "train.val_freq=100", *_dblm_data(faces_hq_dir)]
+    assert dblm.main(args, ["sde"], "train_SDE.py") == 0
+    capsys.readouterr()
+    assert dblm.main(args + ["train.iterations=4", "model.params.channels=[8,32]"], ["sde"], "train_SDE.py") == 2
+    err = _one_error_line(capsys)
+    assert "ckpt_0000002.pth" in err and "does not fit SigmaEstimator" in err and "shape mismatch" in err
 
 
 # ------------------------------------------------------------------ the README's training section
@@ -268,7 +260,7 @@ def test_readme_training_section_matches_the_flags():
     start = readme.index("## Training")
     section = readme[start:readme.index("\n## ", start + 1)]
     flags = re.compile(r"(?<![\w-])(--[a-z_]+)")
-    accepted = _option_strings(main.build_parser()) | _option_strings(training.build_parser(["sde"], "train_SDE.py"))
+    accepted = _option_strings(main.build_parser()) | _option_strings(dblm.build_parser(["sde"], "train_SDE.py"))
     assert accepted <= set(flags.findall(section)), accepted - set(flags.findall(section))
     assert "python -m utils.export_weights" in section and "python -m trainers.dgsa_eval" in section
     code = "\n".join(section.split("```")[1::2])

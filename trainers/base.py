@@ -1,48 +1,62 @@
-"""TrainerBase: the torchrun training loop shared by every ``main.py`` trainer (docs/method.md section 11).
+"""TrainerBase: the one training loop of every network (docs/method.md section 11).
 
-``main.py --cfg_path X.yaml --save_dir DIR`` builds ``trainer.target`` (a dotted class path, the DifFace
-convention) with the validated config and calls :meth:`TrainerBase.train`. The base class owns
-everything that is not specific to a network:
+``main.py`` (the prior, RM0, DGSA; ``torchrun``), ``train_SDE.py`` and ``train_DBLM.py`` (SDE, TM, RM;
+``accelerate launch``) build a subclass of :class:`TrainerBase` with the validated config and call
+:meth:`TrainerBase.train`. A subclass contributes only its model, data, loss and validation metrics;
+the base class owns everything else, in this order:
 
-* processes: DDP from the torchrun environment (NCCL on CUDA, gloo on CPU); plain ``python main.py``
-  runs one process. The model is built from ``train.seed`` on every rank (DDP also broadcasts rank 0's
-  weights); afterwards each rank reseeds torch/numpy/random from (seed, rank, step)
-  (:func:`utils.distributed.rank_seed`), so ranks draw different noise.
+* processes: ``torch.distributed`` from the launcher's environment (:func:`utils.distributed.init_distributed`:
+  NCCL on CUDA, gloo on the CPU); plain ``python script.py`` runs one process. Why not accelerate's
+  ``Accelerator``: ``torchrun`` and ``accelerate launch --multi_gpu`` both start one process per rank and
+  set ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``, so a loop that joins the
+  process group itself runs unchanged under either; and the loop needs only DDP, an all-reduce and a
+  barrier, while keeping gradient accumulation (``no_sync``), the fp16 GradScaler and the per-rank RNG
+  states of a checkpoint in its own hands, free of accelerate's process-wide state (whose precision
+  cannot change within a process) and of its launcher flags (``--mixed_precision`` has no effect here:
+  ``train.amp`` decides; ``accelerate launch --cpu --num_processes 2``, which starts one process, is refused).
+* seeding (:attr:`TrainerBase.seeding`): every process seeds torch / numpy / random before the networks
+  are built, and processes draw different noise afterwards. ``"reseed"`` (the prior, RM0, DGSA): the
+  networks are built from ``train.seed`` on every process, then each reseeds from (seed, rank, step)
+  (:func:`utils.distributed.rank_seed`). ``"rank_offset"`` (SDE, TM, RM): each process seeds
+  ``train.seed + rank`` and its noise continues that stream. Both keep the random streams with which
+  the shipped demo networks were trained and recorded (tests/test_demo_losses.py); DDP copies rank 0's
+  initial weights to the others either way, and the EMA starts from those.
 * data: a :class:`~utils.distributed.ShardedInfiniteSampler`, i.e. a resumable DistributedSampler:
-  ranks see disjoint samples within each epoch, and a run resumed at step ``s`` continues the data
-  stream exactly where it stopped.
-* batch semantics: ``train.batch: [A, B]``; ``A`` is the TOTAL number of training samples per optimiser
-  step, summed over ranks (so changing the number of GPUs does not change the optimisation; ``A`` must
-  be divisible by the world size); ``B`` is the validation batch size per rank. ``train.microbatch: C``
-  splits each rank's ``A / world_size`` samples into chunks of ``C`` whose gradients are accumulated
-  (DDP synchronises only on the last chunk); ``0`` means no splitting.
-* optimisation: AdamW, learning rate with linear warm-up over ``train.warmup_iterations`` then constant
-  or cosine decay to ``train.min_lr`` at ``train.iterations``; optional gradient clipping; mixed
-  precision (``train.amp: bf16 | fp16 | none``; fp16 on CUDA only, with a GradScaler; bf16 on CUDA and
-  CPU, ``utils.precision``);
-  EMA of the weights (:class:`utils.ema.EMA`, rate ``train.ema_rate``) updated after every step.
-* checkpoints ``DIR/ckpt_{step:07d}.pth`` every ``train.save_freq`` steps and at the end, written by
-  rank 0. They hold ``model``, ``ema``, ``optimizer``, ``scaler``, ``step``, ``config`` and ``rng`` (the
-  torch/numpy/python/CUDA RNG states of every rank, gathered). Naming, the atomic write (temporary
-  ``.partial`` file, renamed when complete), rotation (``train.keep_checkpoints`` newest, 0 = all) and
-  ``--resume`` follow ``utils.run_checkpoints``, shared with the accelerate loop of DiffBIR/training.py:
-  ``--resume auto`` (the default) continues from the newest complete checkpoint in DIR, ``--resume
-  PATH`` from a file, ``--resume none`` starts afresh. On resume the step counter continues; each rank
-  restores its own RNG state when the world size is unchanged, else reseeds from (seed, rank, step).
-* validation every ``train.val_freq`` steps and at the end, of the online and the EMA model, on the
-  ``data.val`` split cut into batches of ``train.batch[1]`` consecutive faces, dealt to the ranks in turn;
-  a batch's validation noise is seeded by its index in the split (:meth:`TrainerBase.val_generator`), so
-  the numbers do not depend on the number of ranks; per-sample metrics are averaged over the whole split.
-* logging through :class:`utils.train_log.TrainLogger` (tensorboard in ``DIR/tb``, console, tqdm).
+  processes see disjoint samples within each epoch, and a run resumed at step ``s`` continues the data
+  stream exactly where it stopped; datasets with ``set_epoch`` draw fresh randomness in every epoch.
+* batch semantics (:mod:`utils.train_schema`): ``train.batch: [A, B]``; ``A`` is the TOTAL number of
+  training samples per optimiser step, summed over processes (``A`` must be divisible by their number);
+  ``B`` is the validation batch of a process. ``train.microbatch: C`` splits each process's share into
+  chunks of ``C`` whose gradients are accumulated (DDP synchronises only on the last chunk); ``0`` means
+  no splitting.
+* optimisation: AdamW on the parameters that require gradients, the learning rate of
+  :func:`utils.lr_schedule.lr_at` (linear warm-up, then constant or cosine to ``train.min_lr``; a
+  function of the step, so a resumed run continues it), optional gradient-norm clipping
+  (``train.grad_clip``), mixed precision ``train.amp`` (:func:`amp_dtype`: bf16 on CUDA and the CPU,
+  fp16 on CUDA only, with a GradScaler), then the EMA of the weights (:class:`utils.ema.EMA`,
+  ``train.ema_rate``). Non-finite training scalars stop every process with one message.
+* checkpoints every ``train.save_freq`` steps and at the end, in :meth:`TrainerBase.checkpoint_series`;
+  naming, content, atomic write, rotation (``train.keep_checkpoints``), ``--resume auto|none|PATH`` and
+  the refusal to train into a folder holding a later step of another run: :mod:`utils.run_checkpoints`.
+  On resume the step counter continues; each process restores its own RNG state when the number of
+  processes is unchanged, else reseeds from (seed, rank, step). Checkpoints store the config but do not
+  impose it: a resumed run takes the given config (a model that no longer fits is a clear error).
+  ``final_weights`` (SDE, TM, RM: ``ema_final.pth``) names a file in ``save_dir`` that receives the
+  final EMA state dict.
+* validation every ``train.val_freq`` steps and at the end, of the online and the EMA model (logged as
+  ``val/*`` and ``val_ema/*``), on the ``data.val`` split cut into batches of ``train.batch[1]``
+  consecutive faces, dealt to the processes in turn; a batch's validation noise is seeded by its index
+  in the split (:meth:`TrainerBase.val_generator`), so the numbers do not depend on the number of
+  processes; per-sample metrics are averaged over the whole split.
+* logging through :class:`utils.train_log.TrainLogger` (tensorboard in ``save_dir/tb``, console, tqdm).
   ``train.log_sample_paths: true`` (a test/debug switch) appends ``step<TAB>path`` of every training
-  sample to ``DIR/sample_paths_rank{r}.txt``.
+  sample to ``save_dir/sample_paths_rank{r}.txt``.
 
-Adding a trainer: subclass :class:`TrainerBase`, set ``config_schema`` to a dataclass extending
-:class:`TrainerConfig` with the sections it needs, and implement ``build_dataset``, ``compute_loss``
-and ``val_metrics``; override ``build_extras`` for frozen networks / diffusion objects and
-``build_model`` when the trained module is not simply ``instantiate(cfg.model)``. AdamW optimises the
-parameters of ``build_model``'s module that require gradients (freeze sub-modules with
-``requires_grad_(False)``); ``compute_loss`` receives the DDP-wrapped module (call it, don't reach into
+Adding a network: subclass :class:`TrainerBase`, set ``config_schema`` to a dataclass with the sections
+it needs (a ``train:`` :class:`~utils.train_schema.TrainSection`, a ``model`` and ``data.num_workers``),
+and implement ``build_dataset``, ``compute_loss`` and ``val_metrics``; override ``build_extras`` for
+frozen networks / diffusion objects and ``build_model`` when the trained module is not simply
+``instantiate(cfg.model)``. ``compute_loss`` receives the DDP-wrapped module (call it, don't reach into
 ``.module``, so gradients synchronise), ``val_metrics`` the plain module or its EMA copy.
 """
 from __future__ import annotations
@@ -61,19 +75,33 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from data.datasets import FaceDataset
-from utils.checkpoint import CheckpointError, load_checkpoint
+from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.config import ConfigError, WeightsNode, get_obj_from_str, instantiate, load_config, to_dict
-from utils.distributed import (DistInfo, EpochIndexed, ShardedInfiniteSampler, all_gather_object,
-                               all_reduce_mean, all_reduce_sum, barrier, init_distributed, rank_seed)
-from utils.model_factory import resolve_path
+from utils.distributed import (DistInfo, EpochIndexed, ShardedInfiniteSampler, all_reduce_mean, all_reduce_sum,
+                               broadcast_object, init_distributed, rank_seed, single_process_from_multi_request)
 from utils.ema import EMA
 from utils.lr_schedule import lr_at
-from utils.precision import autocast_runs
-from utils.run_checkpoints import MixedRunsError, ResumeError, torchrun_checkpoints
+from utils.model_factory import resolve_path
+from utils.run_checkpoints import (CheckpointSeries, read_training_state, restore_training_state,
+                                   run_checkpoints, save_training_state)
 from utils.train_log import TrainLogger
 from utils.train_schema import TrainSection, check_train
 
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+SEEDINGS = ("reseed", "rank_offset")
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on as configured (the message says why, in one line)."""
+
+
+def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype of ``train.amp`` on ``device``: bf16 on CUDA and on the CPU (where AMX /
+    AVX512-BF16 make a training step 1.3-1.6x faster, docs/benchmarks.md), fp16 on CUDA only; None
+    (float32) otherwise."""
+    if amp == "none" or (amp == "fp16" and device.type != "cuda"):
+        return None
+    return AMP_DTYPES[amp]
 
 
 # ----------------------------------------------------------------------------------------- schema
@@ -106,38 +134,6 @@ class TrainerConfig:
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def find_latest_checkpoint(save_dir: str | Path) -> Optional[Path]:
-    """Newest complete ``ckpt_{step:07d}.pth`` in ``save_dir`` (by step), or None."""
-    return torchrun_checkpoints(save_dir).latest()
-
-
-def _rng_state() -> Dict[str, Any]:
-    """This process's torch / numpy / python (/ CUDA) RNG states as tensors, ints and lists only, so a
-    checkpoint stays loadable with ``torch.load(weights_only=True)``."""
-    version, words, gauss = random.getstate()
-    np_state = np.random.get_state(legacy=False)
-    state = {"torch": torch.get_rng_state(),
-             "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-                       "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
-                       "gauss": float(np_state["gauss"])},
-             "python": {"version": version, "words": list(words), "gauss": gauss}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def _set_rng_state(state: Dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    npy = state["numpy"]
-    np.random.set_state({"bit_generator": "MT19937",
-                         "state": {"key": npy["key"].numpy().astype(np.uint32), "pos": npy["pos"]},
-                         "has_gauss": npy["has_gauss"], "gauss": npy["gauss"]})
-    py = state["python"]
-    random.setstate((py["version"], tuple(py["words"]), py["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
 def _seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -153,24 +149,34 @@ def _split(batch: Dict[str, Any], size: int) -> Iterator[Dict[str, Any]]:
 
 # ----------------------------------------------------------------------------------------- trainer
 class TrainerBase:
-    """Distributed training loop; subclasses supply the data, the model and the loss (module docstring)."""
+    """The training loop; subclasses supply the data, the model, the loss and the metrics (module docstring)."""
 
     config_schema: ClassVar[type] = TrainerConfig
+    seeding: ClassVar[str] = "reseed"  # or "rank_offset" (module docstring: seeding)
+    final_weights: ClassVar[Optional[str]] = None  # file in save_dir for the final EMA state dict
 
     def __init__(self, cfg: DictConfig, save_dir: str | Path, resume: str = "auto",
                  dist_info: Optional[DistInfo] = None):
+        if single_process_from_multi_request():
+            raise TrainingError("accelerate launch started one process although --num_processes asks for more: "
+                                "it starts several only with --multi_gpu (also on a machine without GPUs: gloo "
+                                "on the CPU)")
         self.cfg = cfg
         self.save_dir = Path(save_dir)
-        self.checkpoints = torchrun_checkpoints(self.save_dir)
+        self.checkpoints = self.checkpoint_series()
         self.resume = resume
         self.dist = dist_info or init_distributed()
         self.device = self.dist.device
         tc = cfg.train
         self.batch_per_rank, self.microbatch = check_train(tc, self.dist.world_size)
-        self.amp_dtype = AMP_DTYPES[tc.amp] if autocast_runs(tc.amp, self.device.type == "cuda") else None
+        self.amp_dtype = amp_dtype(tc.amp, self.device)
         self.step = 0
 
     # ------------------------------------------------------------------ hooks for subclasses
+    def checkpoint_series(self) -> CheckpointSeries:
+        """Where the checkpoints go (default: ``save_dir``)."""
+        return run_checkpoints(self.save_dir)
+
     def build_extras(self) -> None:
         """Frozen networks, diffusion objects, metrics: anything the loss needs but does not train."""
 
@@ -193,7 +199,7 @@ class TrainerBase:
     def val_metrics(self, model: nn.Module, batch: Dict[str, Any], batch_idx: int) -> Dict[str, torch.Tensor]:
         """Per-sample metrics ``{name: tensor of shape (B,)}`` of ``model`` (eval mode, no grad) on the
         validation batch ``batch_idx`` (its index in the whole split); the base averages them over the
-        whole split and all ranks."""
+        whole split and all processes."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ utilities for subclasses
@@ -225,8 +231,8 @@ class TrainerBase:
         """A generator with a fixed seed per validation batch: the same noise at every validation.
 
         ``batch_idx`` is the batch's index in the whole split (:meth:`_validate`), so a face meets the
-        same noise whatever the number of ranks, and ``trainers.evaluate`` in one process reproduces a
-        multi-rank run's validation."""
+        same noise whatever the number of processes, and ``trainers.evaluate`` in one process reproduces
+        a multi-process run's validation."""
         return torch.Generator(device=self.device).manual_seed(rank_seed(self.cfg.train.seed + 1, 0, batch_idx))
 
     def autocast(self):
@@ -238,33 +244,27 @@ class TrainerBase:
     def train(self) -> int:
         """Run (or resume) training up to ``train.iterations``; returns the final step."""
         tc = self.cfg.train
-        _seed_all(tc.seed)  # identical model initialisation on every rank
+        if self.seeding not in SEEDINGS:
+            raise TypeError(f"{type(self).__name__}.seeding must be one of {SEEDINGS}, got {self.seeding!r}")
+        _seed_all(tc.seed + (self.dist.rank if self.seeding == "rank_offset" else 0))
         self.build_extras()
         model = self.build_model().to(self.device)
         train_set = self.build_dataset("train")
         val_set = self.build_dataset("val")
-        if val_set is not None and not self._val_batches(len(val_set)):
-            raise ConfigError(f"data.val: {len(val_set)} images in batches of train.batch[1]={tc.batch[1]} "
-                              f"give fewer batches than the {self.dist.world_size} ranks")
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=tc.lr, betas=tuple(tc.betas),
                                       weight_decay=tc.weight_decay)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        ema = EMA(model, rate=tc.ema_rate)
-        ckpt = self._resume_checkpoint()
-        if ckpt is not None:
-            self._load(ckpt, model, ema, optimizer, scaler)
-        else:
-            _seed_all(rank_seed(tc.seed, self.dist.rank, 0))
-        try:
-            self.checkpoints.check_start(self.step)
-        except MixedRunsError as err:
-            raise CheckpointError(str(err)) from None
-        self.save_dir.mkdir(parents=True, exist_ok=True)
-        if self.dist.is_main:
-            OmegaConf.save(self.cfg, self.save_dir / "config.yaml")
         ddp = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None) \
-            if self.dist.is_distributed else model
+            if self.dist.is_distributed else model  # copies rank 0's weights to every process
+        ema = EMA(model, rate=tc.ema_rate)
+        self._resume(model, ema, optimizer, scaler)
+        self.checkpoints.check_start(self.step)
+        self.save_dir.mkdir(parents=True, exist_ok=True)  # every process: sample_paths_rank{r}.txt
+        if self.dist.is_main:
+            OmegaConf.save(OmegaConf.create(to_dict(self.cfg)), self.save_dir / "config.yaml")
+            print(f"{self.dist.world_size} process(es), mixed precision: "
+                  f"{'none' if self.amp_dtype is None else tc.amp} (train.amp: {tc.amp})", flush=True)
 
         logger = TrainLogger(self.save_dir, total_steps=tc.iterations, start_step=self.step,
                              is_main=self.dist.is_main, print_every=tc.log_freq)
@@ -277,19 +277,25 @@ class TrainerBase:
                 if paths_file is not None:
                     with open(paths_file, "a") as fh:
                         fh.writelines(f"{self.step}\t{p}\n" for p in batch["path"])
-                scalars = self._optimise(ddp, model, batch, optimizer, scaler)
+                scalars = all_reduce_mean(self._optimise(ddp, batch, optimizer, scaler), self.device)
                 ema.update(model)
-                logger.step(self.step, all_reduce_mean(scalars, self.device))
+                if not all(np.isfinite(v) for v in scalars.values()):  # reduced: every process stops
+                    raise TrainingError(f"non-finite training scalars at step {self.step}: {scalars}")
+                logger.step(self.step, scalars)
                 last = self.step == tc.iterations
                 if val_set is not None and (self.step % tc.val_freq == 0 or last):
                     logger.scalars(self.step, self._validate(model, val_set), prefix="val")
                     logger.scalars(self.step, self._validate(ema.model, val_set), prefix="val_ema")
                 if self.step % tc.save_freq == 0 or last:
-                    self._save(model, ema, optimizer, scaler)
+                    save_training_state(self.checkpoints, self.step, tc.keep_checkpoints, self.dist, model=model,
+                                        ema=ema, optimizer=optimizer, scaler=scaler, config=to_dict(self.cfg))
         finally:
             logger.close()
         if self.dist.is_main:
-            print(f"training finished at step {self.step}; checkpoints in {self.save_dir}", flush=True)
+            if self.final_weights:
+                save_checkpoint(self.save_dir / self.final_weights, ema.state_dict())
+                print(f"EMA weights of step {self.step}: {self.save_dir / self.final_weights}", flush=True)
+            print(f"training finished at step {self.step}; checkpoints in {self.checkpoints.root}", flush=True)
         return self.step
 
     @torch.no_grad()
@@ -314,6 +320,20 @@ class TrainerBase:
         return results
 
     # ------------------------------------------------------------------ internals
+    def _resume(self, model: nn.Module, ema: EMA, optimizer, scaler) -> None:
+        """Load the checkpoint ``--resume`` names (if any) and set the step counter and the RNG streams."""
+        path = self.checkpoints.resolve_resume(self.resume)
+        restored = False
+        if path is not None:
+            ckpt = read_training_state(path)
+            restored = restore_training_state(ckpt, self.dist, model=model, ema=ema, optimizer=optimizer,
+                                              scaler=scaler)
+            self.step = int(ckpt["step"])
+            if self.dist.is_main:
+                print(f"resuming from {path} at step {self.step}", flush=True)
+        if not restored and (path is not None or self.seeding == "reseed"):
+            _seed_all(rank_seed(self.cfg.train.seed, self.dist.rank, self.step))
+
     def _train_loader(self, dataset: Dataset) -> DataLoader:
         with_epoch = hasattr(dataset, "set_epoch")
         if len(dataset) < self.batch_per_rank * self.dist.world_size:
@@ -331,7 +351,7 @@ class TrainerBase:
     def _to_device(self, batch: Dict[str, Any]) -> Dict[str, Any]:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
-    def _optimise(self, ddp: nn.Module, model: nn.Module, batch: Dict[str, Any], optimizer, scaler) -> Dict[str, float]:
+    def _optimise(self, ddp: nn.Module, batch: Dict[str, Any], optimizer, scaler) -> Dict[str, float]:
         tc = self.cfg.train
         for group in optimizer.param_groups:
             group["lr"] = lr_at(self.step, lr=tc.lr, total=tc.iterations, warmup=tc.warmup_iterations,
@@ -357,8 +377,8 @@ class TrainerBase:
         return totals
 
     def _val_batches(self, num_samples: int) -> List[int]:
-        """Indices (in the whole split) of this rank's validation batches: the split is cut into batches
-        of ``train.batch[1]`` consecutive faces and the batches are dealt to the ranks in turn."""
+        """Indices (in the whole split) of this process's validation batches: the split is cut into
+        batches of ``train.batch[1]`` consecutive faces and the batches are dealt to the processes in turn."""
         num_batches = -(-num_samples // self.cfg.train.batch[1])
         return list(range(self.dist.rank, num_batches, self.dist.world_size))
 
@@ -371,8 +391,9 @@ class TrainerBase:
                             num_workers=self.cfg.data.num_workers, generator=torch.Generator().manual_seed(0))
         was_training = model.training
         model.eval()
+        zero = torch.zeros((), dtype=torch.float64, device=self.device)
         sums: Dict[str, torch.Tensor] = {}
-        count = torch.zeros((), dtype=torch.float64, device=self.device)
+        count = zero.clone()
         for idx, batch in zip(batches, loader):
             with self.autocast():
                 metrics = self.val_metrics(model, self._to_device(batch), idx)
@@ -380,49 +401,9 @@ class TrainerBase:
                 sums[k] = sums.get(k, 0.0) + v.detach().double().sum()
             count += next(iter(metrics.values())).numel()
         model.train(was_training)
-        keys = sorted(sums)
-        packed = all_reduce_sum(torch.stack([sums[k] for k in keys] + [count]))
+        keys = broadcast_object(sorted(sums))  # process 0 always has a batch; another may have none
+        packed = all_reduce_sum(torch.stack([sums.get(k, zero) for k in keys] + [count]))
         return {k: float(packed[i] / packed[-1]) for i, k in enumerate(keys)}
-
-    def _resume_checkpoint(self) -> Optional[Dict[str, Any]]:
-        try:
-            path = self.checkpoints.resolve_resume(self.resume)
-        except ResumeError as err:
-            raise CheckpointError(f"--resume: checkpoint not found: {Path(err.resume)}") from None
-        if path is None:
-            return None
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unpickling failure is reported with the file name
-            raise CheckpointError(f"{path}: cannot read checkpoint ({type(err).__name__}: {err})") from None
-        if self.dist.is_main:
-            print(f"resuming from {path} at step {ckpt['step']}", flush=True)
-        return {**ckpt, "path": str(path)}
-
-    def _load(self, ckpt: Dict[str, Any], model: nn.Module, ema: EMA, optimizer, scaler) -> None:
-        try:
-            load_checkpoint(model, ckpt["model"])
-            load_checkpoint(ema.model, ckpt["ema"])
-        except CheckpointError as err:
-            raise CheckpointError(f"--resume {ckpt['path']}: {err}") from None
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
-        self.step = int(ckpt["step"])
-        states = ckpt.get("rng") or []
-        if len(states) == self.dist.world_size:
-            _set_rng_state(states[self.dist.rank])
-        else:
-            _seed_all(rank_seed(self.cfg.train.seed, self.dist.rank, self.step))
-
-    def _save(self, model: nn.Module, ema: EMA, optimizer, scaler) -> None:
-        rng = all_gather_object(_rng_state())  # collective: every rank takes part
-        if self.dist.is_main:
-            state = {"step": self.step, "model": model.state_dict(), "ema": ema.state_dict(),
-                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
-                     "config": to_dict(self.cfg)}
-            self.checkpoints.write(self.step, lambda path: torch.save(state, path))
-            self.checkpoints.rotate(self.cfg.train.keep_checkpoints)
-        barrier()
 
 
 def trainer_class(cfg_path: str, overrides: List[str]) -> type:

@@ -152,10 +152,10 @@ def _check_params(factory: Any, params: dict, target: str) -> None:
 
 
 def to_dict(cfg: Any) -> dict:
-    """Plain-python copy of a config (for checkpoints and logs)."""
+    """Plain-python copy of a config (for checkpoints and logs; enums as their names)."""
     if dataclasses.is_dataclass(cfg):
         return dataclasses.asdict(cfg)
-    return OmegaConf.to_container(cfg, resolve=True)
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
 
 def _yaml_problem(err: yaml.YAMLError, position: bool = True) -> str:

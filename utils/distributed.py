@@ -1,8 +1,9 @@
-"""Process-group helpers for torchrun scripts (main.py trainers, inference_difface.py).
+"""Process-group helpers for the training loop (trainers/base.py, under torchrun or accelerate launch) and
+inference_difface.py.
 
-* :func:`init_distributed` reads the torchrun environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) and
-  starts a process group: NCCL when CUDA is available, gloo on CPU. Without torchrun (no ``WORLD_SIZE``
-  or ``WORLD_SIZE=1``) it returns a single-process :class:`DistInfo` and starts nothing, so every script
+* :func:`init_distributed` reads the launcher's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, set
+  by torchrun and by ``accelerate launch --multi_gpu``) and starts a process group: NCCL when CUDA is
+  available, gloo on CPU. Without a launcher (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) it returns a single-process :class:`DistInfo` and starts nothing, so every script
   also runs as plain ``python script.py``.
 * :func:`rank_seed` derives the seed of one rank at one step, so ranks draw different noise and a resumed
   run is reproducible.
@@ -44,7 +45,7 @@ class DistInfo:
 
 
 def init_distributed() -> DistInfo:
-    """Join the torchrun process group (if any) and pick this rank's device."""
+    """Join the launcher's process group (if any) and pick this rank's device."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

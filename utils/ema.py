@@ -40,5 +40,5 @@ class EMA:
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    """The module inside DDP / accelerate wrappers."""
+    """The module inside a DDP wrapper."""
     return getattr(model, "module", model)

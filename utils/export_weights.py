@@ -3,7 +3,7 @@
     python -m utils.export_weights --run_dir experiments/demo64/diffusion --out weights/demo/unet_demo64.pth \
         --config configs/training/diffusion_demo64.yaml --command "python main.py ..."
 
-The weights are the EMA state dict (from ``ema_final.pth`` of the accelerate trainers, or the ``ema``
+The weights are the EMA state dict (from ``ema_final.pth`` of train_SDE.py / train_DBLM.py, or the ``ema``
 entry of the newest ``ckpt_*.pth`` of main.py), optionally stored as float16 when that changes no
 weight by more than ``--fp16_tolerance`` relative to its tensor's largest magnitude. The provenance goes
 into ``<out folder>/manifest.json`` (one entry per file, replaced on re-export) and is rendered as
@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import platform
-import re
 import sys
 from datetime import date
 from pathlib import Path
@@ -28,24 +27,23 @@ import torch
 from utils.checkpoint import extract_state_dict, save_checkpoint
 from utils.config import load_config
 from utils.image_io import write_bytes_atomic
+from utils.run_checkpoints import run_checkpoints
 
-CKPT_RE = re.compile(r"^ckpt_(\d{7})\.pth$")
-STEP_RE = re.compile(r"^step_(\d{7})$")
 TRAIN_TAIL = 50  # final train scalars are the mean of the last TRAIN_TAIL logged values
 
 
 def find_ema(run_dir: Path) -> Tuple[Dict[str, torch.Tensor], Optional[int]]:
     """EMA state dict of a run and its step (None when the file does not record it)."""
     final = run_dir / "ema_final.pth"
-    if final.is_file():  # accelerate trainers: the step is that of their newest checkpoints/step_XXXXXXX
-        steps = [int(m.group(1)) for p in (run_dir / "checkpoints").glob("step_*") if (m := STEP_RE.match(p.name))]
+    if final.is_file():  # train_SDE.py / train_DBLM.py: the step is that of their newest checkpoints/ckpt_*.pth
+        steps = run_checkpoints(run_dir / "checkpoints").steps()
         state = extract_state_dict(torch.load(final, map_location="cpu", weights_only=True), name=str(final))
-        return state, max(steps) if steps else None
-    ckpts = sorted(p for p in run_dir.glob("ckpt_*.pth") if CKPT_RE.match(p.name))
-    if not ckpts:
+        return state, steps[-1] if steps else None
+    latest = run_checkpoints(run_dir).latest()
+    if latest is None:
         raise FileNotFoundError(f"{run_dir}: neither ema_final.pth nor ckpt_*.pth found")
-    ckpt = torch.load(ckpts[-1], map_location="cpu", weights_only=True)
-    return extract_state_dict(ckpt, key="ema", name=str(ckpts[-1])), int(ckpt["step"])
+    ckpt = torch.load(latest, map_location="cpu", weights_only=True)
+    return extract_state_dict(ckpt, key="ema", name=str(latest)), int(ckpt["step"])
 
 
 def to_half_if_lossless(state: Dict[str, torch.Tensor], tolerance: float) -> Tuple[Dict[str, torch.Tensor], float]:

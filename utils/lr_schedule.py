@@ -1,4 +1,4 @@
-"""Learning-rate schedules shared by every trainer (trainers/base.py, DiffBIR/training.py).
+"""Learning-rate schedules of the training loop (trainers/base.py).
 
 ``lr_at(step)`` for optimiser step ``step`` (1-based) of a run of ``total`` steps: a linear warm-up
 lr * step / warmup over the first ``warmup`` steps, then either the constant ``lr`` or the cosine decay

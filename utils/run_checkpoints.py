@@ -1,31 +1,32 @@
-"""Where a training run keeps its checkpoints: naming, listing, atomic writing, rotation and resume.
+"""The checkpoints of a training run: naming, content, atomic writing, rotation and resume.
 
-Both training launchers use this module and keep no checkpoint bookkeeping of their own:
+The training loop (``trainers/base.py``) keeps no checkpoint bookkeeping of its own; this module decides
+where a checkpoint goes, what it holds and how a run continues from one.
 
-* ``trainers/base.py`` (torchrun, ``main.py``): one file per checkpoint, ``<save_dir>/ckpt_{step:07d}.pth``
-  (:func:`torchrun_checkpoints`);
-* ``DiffBIR/training.py`` (accelerate, ``train_SDE.py`` / ``train_DBLM.py``): one directory per
-  checkpoint, ``<save_dir>/checkpoints/step_{step:07d}``, filled by ``accelerator.save_state``
-  (:func:`accelerate_checkpoints`).
-
-What is stored in a checkpoint is the launcher's business; this module only decides where it goes.
-The contract of a :class:`CheckpointSeries` (the checkpoints of one run):
-
-* naming: the checkpoint of step ``s`` is ``prefix + f"{s:07d}" + suffix``. A name counts as a
-  checkpoint only if it is exactly the name of its step (:meth:`CheckpointSeries.parse_step`), so
-  ``ckpt_12.pth``, ``notes.txt`` or a temporary ``ckpt_0000012.pth.partial`` are never mistaken for one.
+* folder: ``--save_dir`` for main.py runs, ``<save_dir>/checkpoints`` for train_SDE.py / train_DBLM.py
+  runs (whose ``<save_dir>`` also receives the exported ``ema_final.pth``); :func:`run_checkpoints`.
+* naming: the checkpoint of step ``s`` is ``ckpt_{s:07d}.pth``. A name counts as a checkpoint only if
+  it is exactly the name of its step (:meth:`CheckpointSeries.parse_step`), so ``ckpt_12.pth``,
+  ``notes.txt`` or a temporary ``ckpt_0000012.pth.partial`` are never mistaken for one.
+* content (:func:`save_training_state`, written by the main process): ``step``, ``model``, ``ema``,
+  ``optimizer``, ``scaler``, ``config`` and ``rng``, the torch / numpy / python (/ CUDA) RNG states of
+  every process, gathered; only tensors, numbers, strings and lists, so a checkpoint loads with
+  ``torch.load(weights_only=True)``. :func:`restore_training_state` puts them back; each process restores
+  its own RNG state when the number of processes is unchanged (else the loop reseeds).
+* earlier DBLM checkpoints: train_SDE.py / train_DBLM.py used to write ``accelerator.save_state``
+  directories ``<save_dir>/checkpoints/step_{s:07d}``. A series with ``legacy_dirs`` counts them as
+  checkpoints too (latest, rotation, the refusal below), and :func:`read_training_state` reads one
+  (:func:`read_accelerate_state`), so such a run resumes in the loop of today.
 * completeness: a checkpoint is written under the temporary name ``<name>.partial`` and renamed to its
-  final name only once complete (:meth:`~CheckpointSeries.write`, or :meth:`~CheckpointSeries.prepare`
-  then :meth:`~CheckpointSeries.commit` when several processes fill one directory). Hence every entry
-  with a checkpoint name and the right kind (a file, or a directory) is complete, and a crash leaves
-  at most a ``.partial`` entry, which is ignored and replaced by the next write of that step.
+  final name only once complete (:meth:`~CheckpointSeries.write`). Hence every file with a checkpoint
+  name is complete, and a crash leaves at most a ``.partial`` file, which is ignored and replaced by the
+  next write of that step.
 * latest: :meth:`~CheckpointSeries.latest` is the complete checkpoint with the largest step.
 * rotation: :meth:`~CheckpointSeries.rotate` keeps the ``keep`` newest complete checkpoints (by step)
   and deletes the older ones; ``keep <= 0`` keeps all. Other entries of the folder are never touched.
 * resume: :meth:`~CheckpointSeries.resolve_resume` turns the ``--resume`` argument into the checkpoint
   to load: ``auto`` the latest (None when there is none yet), ``none`` None, anything else that path,
-  which must be a checkpoint of the right kind; otherwise :class:`ResumeError`, which each launcher
-  reports as its own error type with its own message.
+  which must be a checkpoint file; otherwise :class:`ResumeError`.
 * no mixing of runs: :meth:`~CheckpointSeries.check_start` refuses a run that starts at step ``s`` (0 for
   ``--resume none``) in a folder that already holds checkpoints of steps beyond ``s``. Such older
   checkpoints would outrank the new run's in rotation (deleting the new ones) and in ``--resume auto``.
@@ -33,51 +34,49 @@ The contract of a :class:`CheckpointSeries` (the checkpoints of one run):
 from __future__ import annotations
 
 import os
+import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from utils.checkpoint import CheckpointError, load_checkpoint
+from utils.distributed import DistInfo, all_gather_object, barrier
 
 STEP_DIGITS = 7  # the step is zero-padded to (at least) this many digits
 TEMPORARY_SUFFIX = ".partial"  # appended to a checkpoint's name while it is being written
 RESUME_AUTO, RESUME_NONE = "auto", "none"
+LEGACY_PREFIX = "step_"  # accelerator.save_state directories of the earlier DBLM loop (module docstring)
 
 
-class MixedRunsError(ValueError):
+class MixedRunsError(CheckpointError):
     """The folder holds checkpoints of another run, newer than the step this run starts at."""
 
 
-class ResumeError(ValueError):
-    """``--resume`` names no checkpoint of the expected kind; ``resume`` is the argument as given."""
+class ResumeError(CheckpointError):
+    """``--resume`` names no checkpoint file; ``resume`` is the argument as given."""
 
     def __init__(self, resume: str, message: str):
         super().__init__(message)
         self.resume = resume
 
 
-def remove(path: Path) -> None:
-    """Delete a file or a directory tree; nothing if it does not exist."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
 @dataclass(frozen=True)
 class CheckpointSeries:
-    """The checkpoints of one run: entries ``root/<prefix><step:07d><suffix>`` (module docstring).
-
-    ``directories`` says whether each checkpoint is a directory (True) or a single file (False).
-    """
+    """The checkpoints of one run: files ``root/<prefix><step:07d><suffix>``, and with ``legacy_dirs``
+    also directories ``root/step_<step:07d>`` (module docstring)."""
 
     root: Path
-    prefix: str
-    suffix: str = ""
-    directories: bool = False
+    prefix: str = "ckpt_"
+    suffix: str = ".pth"
+    legacy_dirs: bool = False
 
     # ------------------------------------------------------------------ naming
     def name(self, step: int) -> str:
-        """The entry name of the checkpoint of ``step`` (a non-negative integer)."""
+        """The file name of the checkpoint of ``step`` (a non-negative integer)."""
         if step < 0:
             raise ValueError(f"a checkpoint step must be >= 0, got {step}")
         return f"{self.prefix}{step:0{STEP_DIGITS}d}{self.suffix}"
@@ -101,77 +100,75 @@ class CheckpointSeries:
         """Where the checkpoint of ``step`` is written before it is complete."""
         return self.root / (self.name(step) + TEMPORARY_SUFFIX)
 
-    # ------------------------------------------------------------------ listing
-    def is_complete(self, path: Path) -> bool:
-        """Whether ``path`` exists as a checkpoint of this series' kind (a directory or a file)."""
-        return path.is_dir() if self.directories else path.is_file()
+    def _is_legacy(self, path: Path) -> bool:
+        return self.legacy_dirs and path.is_dir() and _legacy_step(path.name) is not None
 
-    def steps(self) -> List[int]:
-        """Steps of the complete checkpoints under ``root``, ascending (empty if ``root`` does not exist)."""
+    # ------------------------------------------------------------------ listing
+    def entries(self) -> List[Tuple[int, Path]]:
+        """(step, path) of the complete checkpoints under ``root``, by step (a file before a legacy
+        directory of the same step); empty if ``root`` does not exist."""
         if not self.root.is_dir():
             return []
-        found = ((self.parse_step(p.name), p) for p in self.root.iterdir())
-        return sorted(step for step, p in found if step is not None and self.is_complete(p))
+        found = []
+        for path in self.root.iterdir():
+            if path.is_file() and self.parse_step(path.name) is not None:
+                found.append((self.parse_step(path.name), 0, path))
+            elif self._is_legacy(path):
+                found.append((_legacy_step(path.name), 1, path))
+        return [(step, path) for step, _, path in sorted(found)]
+
+    def steps(self) -> List[int]:
+        """Steps of the complete checkpoints under ``root``, ascending."""
+        return sorted({step for step, _ in self.entries()})
 
     def latest(self) -> Optional[Path]:
-        """The complete checkpoint with the largest step, or None."""
-        steps = self.steps()
-        return self.path(steps[-1]) if steps else None
+        """The complete checkpoint with the largest step (a file if there are both), or None."""
+        entries = self.entries()
+        return next(path for step, path in entries if step == entries[-1][0]) if entries else None
 
     # ------------------------------------------------------------------ writing
-    def prepare(self, step: int) -> Path:
-        """Create ``root``, remove a stale temporary entry of ``step`` and return the temporary path."""
+    def write(self, step: int, writer: Callable[[Path], None]) -> Path:
+        """Write the checkpoint of ``step`` atomically: ``writer(path)`` creates the file at a temporary
+        path (a stale one left by a crash is replaced), which is renamed when ``writer`` returns. If
+        ``writer`` raises, the temporary file is removed and the error propagates: no partial checkpoint
+        is left."""
         self.root.mkdir(parents=True, exist_ok=True)
         temporary = self.temporary_path(step)
-        remove(temporary)
-        return temporary
-
-    def commit(self, step: int) -> Path:
-        """Rename the finished temporary entry of ``step`` to its final name (replacing an existing
-        checkpoint of that step) and return the final path."""
-        final = self.path(step)
-        if final.is_dir():  # os.replace replaces a file atomically, but not a non-empty directory
-            remove(final)
-        os.replace(self.temporary_path(step), final)
-        return final
-
-    def write(self, step: int, writer: Callable[[Path], None]) -> Path:
-        """Write the checkpoint of ``step`` atomically: ``writer(path)`` creates the file (or directory)
-        at a temporary path, which is renamed when ``writer`` returns. If ``writer`` raises, the
-        temporary entry is removed and the error propagates: no partial checkpoint is left."""
-        temporary = self.prepare(step)
+        temporary.unlink(missing_ok=True)
         try:
             writer(temporary)
         except BaseException:
-            remove(temporary)
+            temporary.unlink(missing_ok=True)
             raise
-        return self.commit(step)
+        final = self.path(step)
+        os.replace(temporary, final)
+        return final
 
     def rotate(self, keep: int) -> List[Path]:
         """Delete all but the ``keep`` newest complete checkpoints (``keep <= 0``: delete none);
         returns the deleted paths."""
         if keep <= 0:
             return []
-        old = [self.path(step) for step in self.steps()[:-keep]]
+        kept = set(self.steps()[-keep:])
+        old = [path for step, path in self.entries() if step not in kept]
         for path in old:
-            remove(path)
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         return old
 
     # ------------------------------------------------------------------ resuming
     def resolve_resume(self, resume: str) -> Optional[Path]:
         """The checkpoint that ``--resume resume`` asks for: ``auto`` the latest (None before the first
-        checkpoint), ``none`` None, otherwise that path, which must be an existing file (directory for
-        a series of directories); :class:`ResumeError` if it is not."""
+        checkpoint), ``none`` None, otherwise that path, which must be an existing file (or, with
+        ``legacy_dirs``, a ``step_XXXXXXX`` directory); :class:`ResumeError` if it is not."""
         if resume == RESUME_NONE:
             return None
         if resume == RESUME_AUTO:
             return self.latest()
-        kind = "directory" if self.directories else "file"
         if not resume:
-            raise ResumeError(resume, f"--resume takes '{RESUME_AUTO}', '{RESUME_NONE}' or a checkpoint {kind}")
+            raise ResumeError(resume, f"--resume takes '{RESUME_AUTO}', '{RESUME_NONE}' or a checkpoint file")
         path = Path(resume)
-        if not self.is_complete(path):
-            raise ResumeError(resume, f"--resume {resume}: no checkpoint {kind} there")
+        if not (path.is_file() or self._is_legacy(path)):
+            raise ResumeError(resume, f"--resume {resume}: no checkpoint file there")
         return path
 
     def check_start(self, step: int) -> None:
@@ -184,12 +181,110 @@ class CheckpointSeries:
                                  "empty folder")
 
 
-def torchrun_checkpoints(save_dir: str | os.PathLike) -> CheckpointSeries:
-    """The checkpoints of a ``trainers/base.py`` run: files ``<save_dir>/ckpt_{step:07d}.pth``."""
-    return CheckpointSeries(Path(save_dir), prefix="ckpt_", suffix=".pth")
+def _legacy_step(name: str) -> Optional[int]:
+    """The step of a legacy checkpoint directory name ``step_XXXXXXX``, or None."""
+    return CheckpointSeries(Path(), prefix=LEGACY_PREFIX, suffix="").parse_step(name)
 
 
-def accelerate_checkpoints(save_dir: str | os.PathLike) -> CheckpointSeries:
-    """The checkpoints of a ``DiffBIR/training.py`` run: ``accelerator.save_state`` directories
-    ``<save_dir>/checkpoints/step_{step:07d}``."""
-    return CheckpointSeries(Path(save_dir) / "checkpoints", prefix="step_", directories=True)
+def run_checkpoints(folder: str | os.PathLike, legacy_dirs: bool = False) -> CheckpointSeries:
+    """The checkpoints of a run whose checkpoint folder is ``folder``: files ``ckpt_{step:07d}.pth``
+    (and, with ``legacy_dirs``, the earlier DBLM loop's ``step_{step:07d}`` directories)."""
+    return CheckpointSeries(Path(folder), legacy_dirs=legacy_dirs)
+
+
+# ---------------------------------------------------------------------------------------------- content
+def rng_state() -> Dict[str, Any]:
+    """This process's torch / numpy / python (/ CUDA) RNG states as tensors, numbers and lists only, so
+    a checkpoint stays loadable with ``torch.load(weights_only=True)``."""
+    version, words, gauss = random.getstate()
+    np_state = np.random.get_state(legacy=False)
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                       "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
+                       "gauss": float(np_state["gauss"])},
+             "python": {"version": version, "words": list(words), "gauss": gauss}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    npy = state["numpy"]
+    np.random.set_state({"bit_generator": "MT19937",
+                         "state": {"key": npy["key"].numpy().astype(np.uint32), "pos": npy["pos"]},
+                         "has_gauss": npy["has_gauss"], "gauss": npy["gauss"]})
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["words"]), py["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def save_training_state(series: CheckpointSeries, step: int, keep: int, dist: DistInfo, *, model, ema,
+                        optimizer, scaler, config: dict) -> None:
+    """Write the checkpoint of ``step`` (module docstring: content) and keep the ``keep`` newest.
+    Collective: every process calls it (each contributes its RNG state), the main process writes."""
+    rng = all_gather_object(rng_state())
+    if dist.is_main:
+        state = {"step": step, "model": model.state_dict(), "ema": ema.state_dict(),
+                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng, "config": config}
+        series.write(step, lambda path: torch.save(state, path))
+        series.rotate(keep)
+    barrier()
+
+
+def read_training_state(path: Path) -> Dict[str, Any]:
+    """The content of a checkpoint file (or legacy directory, :func:`read_accelerate_state`);
+    CheckpointError naming the file if it cannot be read."""
+    try:
+        state = read_accelerate_state(path) if path.is_dir() else torch.load(path, map_location="cpu",
+                                                                             weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure is reported with the file name
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(err).__name__}: {err})") from None
+    return {**state, "path": str(path)}
+
+
+def read_accelerate_state(folder: Path) -> Dict[str, Any]:
+    """A ``step_XXXXXXX`` directory of the earlier DBLM loop as this module's content: its
+    ``accelerator.save_state`` files ``model.safetensors``, ``optimizer.bin``, ``scaler.pt`` (fp16 only),
+    ``random_states_{process}.pkl`` and the registered objects ``custom_checkpoint_0.pkl`` (the EMA's
+    state dict) and ``custom_checkpoint_1.pkl`` ({"step": ...}). The RNG files hold numpy arrays and
+    tuples (pickles), so they are read with ``weights_only=False``: resume only from folders you trust."""
+    from safetensors.torch import load_file
+
+    def load(name: str, trusted: bool = True):
+        return torch.load(folder / name, map_location="cpu", weights_only=trusted)
+
+    rng = []
+    while (folder / f"random_states_{len(rng)}.pkl").is_file():
+        saved = load(f"random_states_{len(rng)}.pkl", trusted=False)
+        _, key, pos, has_gauss, gauss = saved["numpy_random_seed"]
+        version, words, py_gauss = saved["random_state"]
+        state = {"torch": saved["torch_manual_seed"],
+                 "numpy": {"key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+                           "has_gauss": int(has_gauss), "gauss": float(gauss)},
+                 "python": {"version": version, "words": list(words), "gauss": py_gauss}}
+        if saved.get("torch_cuda_manual_seed"):
+            state["cuda"] = saved["torch_cuda_manual_seed"][0]
+        rng.append(state)
+    scaler = load("scaler.pt") if (folder / "scaler.pt").is_file() else {}
+    return {"step": int(load("custom_checkpoint_1.pkl")["step"]), "model": load_file(folder / "model.safetensors"),
+            "ema": load("custom_checkpoint_0.pkl"), "optimizer": load("optimizer.bin"), "scaler": scaler, "rng": rng}
+
+
+def restore_training_state(ckpt: Dict[str, Any], dist: DistInfo, *, model, ema, optimizer, scaler) -> bool:
+    """Load a :func:`read_training_state` result into the run; returns whether this process's RNG
+    state was restored (only when the number of processes is the one that wrote it)."""
+    try:
+        load_checkpoint(model, ckpt["model"])
+        load_checkpoint(ema.model, ckpt["ema"])
+    except CheckpointError as err:
+        raise CheckpointError(f"--resume {ckpt['path']}: {err}") from None
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scaler.load_state_dict(ckpt["scaler"])
+    states = ckpt.get("rng") or []
+    if len(states) != dist.world_size:
+        return False
+    set_rng_state(states[dist.rank])
+    return True

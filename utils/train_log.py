@@ -1,4 +1,4 @@
-"""Training log shared by the accelerate (train_SDE.py, train_DBLM.py) and torchrun (main.py) trainers.
+"""Training log of the training loop (trainers/base.py) of every network.
 
 Scalars go to tensorboard (``<save_dir>/tb``) and, every ``print_every`` steps, to the console as one
 line; a tqdm bar shows progress. Only the main process logs; the others get a silent logger.

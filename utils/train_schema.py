@@ -10,7 +10,7 @@ One name per concept, whichever script trains the network:
   to ``min_lr`` at ``iterations``, :mod:`utils.lr_schedule`), ``grad_clip`` (max gradient norm, 0: off),
   ``ema_rate``;
 * ``amp``: mixed precision, ``none | bf16 | fp16`` (fp16 on CUDA only, bf16 on CUDA and the CPU,
-  :mod:`utils.precision`);
+  :func:`trainers.base.amp_dtype`);
 * ``seed``; every ``save_freq`` steps a checkpoint (the newest ``keep_checkpoints`` kept, 0: all), every
   ``val_freq`` steps validation, every ``log_freq`` steps a console line;
 * ``log_sample_paths``: a test switch that writes the paths of every training sample.

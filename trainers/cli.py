@@ -1,0 +1,63 @@
+"""The command line of every training script: main.py, train_SDE.py and train_DBLM.py (docs/method.md section 11).
+
+    SCRIPT --config X.yaml [--save_dir DIR] [--resume auto|none|PATH] [--seed N] [key=value ...]
+
+``--cfg_path`` is another name of ``--config``. ``key=value`` arguments are OmegaConf dot-list overrides
+and may come before or after the options; ``--seed N`` is the override ``train.seed=N``. main.py needs
+``--save_dir``; the DBLM scripts take their config's ``save_dir`` unless ``--save_dir`` overrides it.
+``--resume auto`` (the default) continues from the newest checkpoint of the run's folder, ``--resume
+PATH`` from that checkpoint file, ``--resume none`` starts afresh (:mod:`utils.run_checkpoints`).
+A bad configuration, checkpoint or launch prints one line ``SCRIPT: error: ...`` (once, by the first
+process) and exits with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Optional, Sequence
+
+from trainers.base import TrainerBase, TrainingError
+from utils.checkpoint import CheckpointError
+from utils.config import ConfigError
+from utils.distributed import cleanup_distributed, launched_rank
+
+EXIT_CONFIG_ERROR = 2
+
+
+def build_parser(prog: str, description: str, save_dir_required: bool) -> argparse.ArgumentParser:
+    """The options of a training script (module docstring)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", "--cfg_path", dest="config", required=True, help="training YAML")
+    parser.add_argument("--save_dir", required=save_dir_required, default=None,
+                        help="folder for checkpoints, logs and tensorboard"
+                        + ("" if save_dir_required else " (default: the config's save_dir)"))
+    parser.add_argument("--resume", default="auto",
+                        help="'auto' (newest checkpoint of the run's folder, if any), 'none', or a checkpoint file")
+    parser.add_argument("--seed", type=int, default=None, help="overrides train.seed")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.iterations=1000")
+    return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """The command line, overrides anywhere; ``--seed`` joins the overrides as ``train.seed``."""
+    args = parser.parse_intermixed_args(None if argv is None else list(argv))
+    if args.seed is not None:
+        args.overrides.append(f"train.seed={args.seed}")
+    return args
+
+
+def main(argv: Optional[Sequence[str]], parser: argparse.ArgumentParser,
+         make_trainer: Callable[[argparse.Namespace], TrainerBase]) -> int:
+    """Parse ``argv``, build the trainer with ``make_trainer(args)`` and train; 0, or 2 after one line
+    on a bad configuration, checkpoint or launch."""
+    args = parse_args(parser, argv)
+    try:
+        make_trainer(args).train()
+    except (ConfigError, CheckpointError, TrainingError) as err:
+        if launched_rank() == 0:  # every process meets the same error: say it once
+            print(f"{parser.prog}: error: {err}", file=sys.stderr, flush=True)
+        return EXIT_CONFIG_ERROR
+    finally:
+        cleanup_distributed()
+    return 0
+
