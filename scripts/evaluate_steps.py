@@ -63,6 +63,15 @@ class Row:
     preset: bool = False
 
     @property
+    def method(self) -> str:
+        """The ``--method`` it runs (its results folder is named after it)."""
+        return VARIANTS[self.variant][0] if self.variant in VARIANTS else self.variant
+
+    @property
+    def config(self) -> str:
+        return VARIANTS[self.variant][1] if self.variant in VARIANTS else CONFIG
+
+    @property
     def guided(self) -> str:
         return "-" if self.reguide is None else ("twice" if self.reguide else "once")
 
@@ -107,11 +116,10 @@ def run_set(testset: Path, out: Path, table, nproc: int):
     """Every row of ``table`` on one test set; their summaries over the faces every row restored."""
     faces = {p.stem for p in list_images(testset / "lq")}
     for index, row in enumerate(table):
-        if faces <= {r["key"] for r in read_records(row_dir(out, index, row.variant))}:
+        if faces <= {r["key"] for r in read_records(row_dir(out, index, row.method))}:
             continue  # restored by an earlier run: no process to start
-        method, config = VARIANTS.get(row.variant, (row.variant, CONFIG))
-        run_row(index, method, [], testset / "lq", testset / "hq", out, nproc, config, row.flags())
-    records = [read_records(row_dir(out, i, row.variant)) for i, row in enumerate(table)]
+        run_row(index, row.method, [], testset / "lq", testset / "hq", out, nproc, row.config, row.flags())
+    records = [read_records(row_dir(out, i, row.method)) for i, row in enumerate(table)]
     common = set.intersection(*(set(r["key"] for r in recs) for recs in records))
     return [summarise([r for r in recs if r["key"] in common], {})["all"] for recs in records]
 

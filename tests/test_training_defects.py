@@ -230,6 +230,18 @@ def test_accelerate_cpu_launch_of_two_processes_is_refused(tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
+def test_quiet_accelerate_launch_leaves_the_one_line(tmp_path):
+    """Under ``accelerate launch -q`` a bad config is the script's one line: no CalledProcessError trace."""
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "-q", "--cpu", "--num_processes", "1",
+                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                           "train_SDE.py", "--config", str(SDE_TINY), f"save_dir={tmp_path}", "train.bach=3"],
+                          cwd=REPO, env=_clean_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert [line for line in proc.stderr.splitlines() if "error" in line.lower()] == [
+        next(line for line in proc.stderr.splitlines() if line.startswith("train_SDE.py: error:") and "train.bach" in line)]
+    assert "Traceback" not in proc.stderr and "CalledProcessError" not in proc.stderr
+
+
 # ------------------------------------------------------------------ 11. unclear messages
 def test_bad_data_train_path_names_data_train(tmp_path):
     cfg = dblm.load_experiment(SDE_TINY, ["sde"], ["save_dir=x", f"data.train={tmp_path / 'absent.txt'}"])
