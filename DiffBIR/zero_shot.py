@@ -32,6 +32,8 @@ and DifFace is in docs/evaluation.md ("Zero-shot DBLM") and docs/steps.md.
 """
 from __future__ import annotations
 
+import argparse
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +45,8 @@ from DiffBIR.dblm import DBLMOutput, LevelSchedule, merge_section
 from data.blur import SIGMA_MAX_512, gaussian_blur
 from data.sigma_star import sigma_star
 from utils.config import ConfigError
+from utils.image_io import img2tensor, list_images, read_image
+from utils.model_factory import build_model
 
 #: The ``dblm.kind`` that selects this module (the learned DBLM is ``learned``, the default).
 KIND = "zero_shot"
@@ -130,19 +134,13 @@ def calibrate(dblm: ZeroShotDBLM, hq: torch.Tensor, lq: torch.Tensor, batch: int
 
 def main(argv=None) -> int:
     """Command line of :func:`calibrate` (module docstring); exit status 2 on bad input."""
-    import argparse
-    import sys
-
-    from utils.image_io import img2tensor, list_images, read_image
-    from utils.model_factory import build_model
-
     parser = argparse.ArgumentParser(prog="python -m DiffBIR.zero_shot",
                                      description="Measure the zero-shot DBLM's sigma_ratio on training faces.")
     parser.add_argument("--config", required=True, help="sampling YAML with a restorer and a zero_shot dblm")
     parser.add_argument("--pairs", required=True, help="folder with hq/ and lq/ of equally named, equally sized faces")
     parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     args = parser.parse_args(argv)
-    from sampler import load_sample_config
+    from sampler import load_sample_config  # here: sampler imports this module
 
     try:
         cfg = load_sample_config(args.config, args.opts)
