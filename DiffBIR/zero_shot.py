@@ -66,7 +66,7 @@ class ZeroShotDBLMConfig:
 
 
 class ZeroShotDBLM(LevelSchedule):
-    """Levels G_sigma_k * R(y) with sigma_hat = sigma*(R(y), y) (module docstring).
+    """Levels G_sqrt(sigma_k^2 - d0^2) * R(y) with sigma_hat = k sigma*(R(y), y) (module docstring).
 
     Args:
         restorer: a module with ``restore(y)`` ([-1, 1] in and out, same size), e.g. ``models.swinir.SwinIR``.

@@ -65,11 +65,11 @@ class Row:
     @property
     def method(self) -> str:
         """The ``--method`` it runs (its results folder is named after it)."""
-        return VARIANTS[self.variant][0] if self.variant in VARIANTS else self.variant
+        return VARIANTS.get(self.variant, (self.variant, CONFIG))[0]
 
     @property
     def config(self) -> str:
-        return VARIANTS[self.variant][1] if self.variant in VARIANTS else CONFIG
+        return VARIANTS.get(self.variant, (self.variant, CONFIG))[1]
 
     @property
     def guided(self) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from trainers.dblm import DBLMConfig, DBLMTrainer, LossType
+from trainers.dblm import DBLMConfig, DBLMTrainer, LossType, image_loss
 
 
 @dataclass
@@ -27,9 +27,9 @@ class TrainerSDE(DBLMTrainer):
     def compute_loss(self, model, batch):
         log_sigma = model(batch["lq"], log=True)
         target = torch.log(batch["sigma_star"] + self.px(self.cfg.log_eps_512))
-        err = log_sigma.float() - target
-        loss = err.abs().mean() if self.cfg.loss is LossType.l1 else err.pow(2).mean()
-        return loss, {"loss": float(loss.detach()), "log_sigma_mae": float(err.detach().abs().mean())}
+        loss = image_loss(self.cfg.loss, log_sigma.float(), target)
+        mae = (log_sigma.detach().float() - target).abs().mean()
+        return loss, {"loss": float(loss.detach()), "log_sigma_mae": float(mae)}
 
     def val_metrics(self, model, batch, batch_idx):
         return {"sigma_mae_px": (model(batch["lq"]).float() - batch["sigma_star"]).abs()}
