@@ -78,7 +78,8 @@ from data.datasets import FaceDataset
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.config import ConfigError, WeightsNode, get_obj_from_str, instantiate, load_config, to_dict
 from utils.distributed import (DistInfo, EpochIndexed, ShardedInfiniteSampler, all_reduce_mean, all_reduce_sum,
-                               broadcast_object, init_distributed, rank_seed, single_process_from_multi_request)
+                               barrier, broadcast_object, init_distributed, rank_seed,
+                               single_process_from_multi_request)
 from utils.ema import EMA
 from utils.lr_schedule import lr_at
 from utils.model_factory import resolve_path
@@ -296,6 +297,7 @@ class TrainerBase:
                 save_checkpoint(self.save_dir / self.final_weights, ema.state_dict())
                 print(f"EMA weights of step {self.step}: {self.save_dir / self.final_weights}", flush=True)
             print(f"training finished at step {self.step}; checkpoints in {self.checkpoints.root}", flush=True)
+        barrier()  # no process tears down its process group while another still writes or talks to it
         return self.step
 
     @torch.no_grad()
