@@ -15,7 +15,8 @@ and the dlib identity distance (``faces.identity``).
 grid point costs one paste) and fits the ``paste`` parameters d_0, d_h, d_c, w_max of ``faces.paste`` to it:
 the fit minimises the mean LPIPS of the face region over all cells, subject to the PSNR of every cell
 staying at least the input's minus ``--psnr_margin`` dB and its LPIPS at most the input's. The tuning
-faces (FFHQ, ../shared/data/faces_hq/ffhq1024) are not the evaluation faces (CelebRef-HQ).
+faces (the 10 FFHQ faces of ../shared/data/faces_hq/ffhq1024, then CelebRef-HQ photos other than the
+evaluation's) are not the evaluation faces (:func:`face_sources`).
 """
 from __future__ import annotations
 
@@ -53,13 +54,14 @@ PHOTO_HW = (480, 640)
 SIZE_FACTORS = (0.75, 1.5, 3.0, 5.0)
 MAX_ANGLE = 10.0
 GRID = np.linspace(0.0, 1.0, 6)  # w_c and w_h values scored per face with --tune
+EVAL_FACES = 8  # the evaluation's default --faces; the tuning faces avoid these
 
 
 @dataclass
 class Case:
     """One face in one degraded photo: what the paste and the metrics need, cut to the face region."""
 
-    face: str
+    face: str                                 # the HQ photo, folder/file (CelebRef-HQ names repeat per identity)
     factor: float
     chain: str
     severity: str
@@ -78,12 +80,18 @@ class Case:
 
 
 def face_sources(which: str, count: int) -> List[Path]:
-    """``count`` evaluation faces spread over CelebRef-HQ's identities, or the FFHQ tuning faces."""
-    if which == "tune":
-        faces = sorted((SHARED / "data/faces_hq/ffhq1024").glob("*.png"))
+    """``count`` evaluation faces spread over CelebRef-HQ's photos (and so its identities), or ``count``
+    tuning faces: the FFHQ faces first, then CelebRef-HQ photos that are not among the first
+    :data:`EVAL_FACES` evaluation faces, spread over the rest."""
+    ffhq = sorted((SHARED / "data/faces_hq/ffhq1024").glob("*.png"))
+    celebref = sorted((SHARED / "data/faces_hq/celebref512").rglob("*.png"))
+    if which == "eval":
+        faces = [celebref[int(i)] for i in np.linspace(0, len(celebref) - 1, count)] if celebref else []
     else:
-        pool = sorted((SHARED / "data/faces_hq/celebref512").rglob("*.png"))
-        faces = [pool[int(i)] for i in np.linspace(0, len(pool) - 1, count)] if pool else []
+        evaluation = set(face_sources("eval", EVAL_FACES)) if celebref else set()
+        rest = [p for p in celebref if p not in evaluation]
+        extra = max(0, min(count - len(ffhq), len(rest)))
+        faces = ffhq + [rest[int(i)] for i in np.linspace(0, len(rest) - 1, extra)] if extra else ffhq
     if not faces:
         raise FileNotFoundError(f"no {which} faces under {SHARED}/data/faces_hq (set DYNFACE_SHARED)")
     return faces[:count]
@@ -113,7 +121,8 @@ def make_cases(faces: Sequence[Path], resolution: int, factors: Sequence[float],
                 crop = cv2.warpAffine(lq, affine, (resolution, resolution), flags=cv2.INTER_LINEAR,
                                       borderMode=cv2.BORDER_CONSTANT, borderValue=PAD_VALUE)
             x0, y0, x1, y1 = box = region_box(affine, resolution, PHOTO_HW)
-            cases.append(Case(path.name, factor, chain, severity, box, comp.image[y0:y1, x0:x1], lq, crop, affine))
+            cases.append(Case(f"{path.parent.name}/{path.name}", factor, chain, severity, box,
+                              comp.image[y0:y1, x0:x1], lq, crop, affine))
     return cases
 
 
@@ -293,7 +302,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--config", default="configs/sample/dynfacerestore_demo.yaml")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--set", choices=("eval", "tune"), default="eval", help="CelebRef-HQ (eval) or FFHQ (tune) faces")
-    p.add_argument("--faces", type=int, default=8)
+    p.add_argument("--faces", type=int, default=EVAL_FACES,
+                   help="eval: CelebRef-HQ photos spread over the set; tune: the 10 FFHQ faces, then CelebRef-HQ "
+                        f"photos outside the first {EVAL_FACES} evaluation faces")
     p.add_argument("--factors", type=float, nargs="+", default=list(SIZE_FACTORS), help="face size / resolution")
     p.add_argument("--bs", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
