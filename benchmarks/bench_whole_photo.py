@@ -61,7 +61,7 @@ EVAL_FACES = 8  # the evaluation's default --faces; the tuning faces avoid these
 class Case:
     """One face in one degraded photo: what the paste and the metrics need, cut to the face region."""
 
-    face: str                                 # the HQ photo, folder/file (CelebRef-HQ names repeat per identity)
+    face: str                                 # the HQ photo (face_name)
     factor: float
     chain: str
     severity: str
@@ -91,10 +91,15 @@ def face_sources(which: str, count: int) -> List[Path]:
         evaluation = set(face_sources("eval", EVAL_FACES)) if celebref else set()
         rest = [p for p in celebref if p not in evaluation]
         extra = max(0, min(count - len(ffhq), len(rest)))
-        faces = ffhq + [rest[int(i)] for i in np.linspace(0, len(rest) - 1, extra)] if extra else ffhq
+        faces = ffhq + [rest[int(i)] for i in np.linspace(0, len(rest) - 1, extra)]
     if not faces:
         raise FileNotFoundError(f"no {which} faces under {SHARED}/data/faces_hq (set DYNFACE_SHARED)")
     return faces[:count]
+
+
+def face_name(path: Path) -> str:
+    """folder/file of an HQ photo: CelebRef-HQ's file names repeat across its identity folders."""
+    return f"{path.parent.name}/{path.name}"
 
 
 def region_box(affine: np.ndarray, face_size: int, photo_hw: Tuple[int, int]) -> Tuple[int, int, int, int]:
@@ -121,7 +126,7 @@ def make_cases(faces: Sequence[Path], resolution: int, factors: Sequence[float],
                 crop = cv2.warpAffine(lq, affine, (resolution, resolution), flags=cv2.INTER_LINEAR,
                                       borderMode=cv2.BORDER_CONSTANT, borderValue=PAD_VALUE)
             x0, y0, x1, y1 = box = region_box(affine, resolution, PHOTO_HW)
-            cases.append(Case(f"{path.parent.name}/{path.name}", factor, chain, severity, box,
+            cases.append(Case(face_name(path), factor, chain, severity, box,
                               comp.image[y0:y1, x0:x1], lq, crop, affine))
     return cases
 
@@ -301,7 +306,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_whole_photo", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="configs/sample/dynfacerestore_demo.yaml")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
-    p.add_argument("--set", choices=("eval", "tune"), default="eval", help="CelebRef-HQ (eval) or FFHQ (tune) faces")
+    p.add_argument("--set", choices=("eval", "tune"), default="eval",
+                   help="CelebRef-HQ photos (eval) or FFHQ faces, then other CelebRef-HQ photos (tune)")
     p.add_argument("--faces", type=int, default=EVAL_FACES,
                    help="eval: CelebRef-HQ photos spread over the set; tune: the 10 FFHQ faces, then CelebRef-HQ "
                         f"photos outside the first {EVAL_FACES} evaluation faces")

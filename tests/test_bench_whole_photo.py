@@ -10,7 +10,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks.bench_whole_photo import EVAL_FACES, GRID, _interp, face_sources
+from benchmarks.bench_whole_photo import EVAL_FACES, GRID, _interp, face_name, face_sources
 
 
 def test_tuning_faces_are_ffhq_then_celebref_outside_the_evaluation(faces_hq_dir):
@@ -25,8 +25,9 @@ def test_tuning_faces_are_ffhq_then_celebref_outside_the_evaluation(faces_hq_dir
 
 def test_evaluation_faces_are_spread_and_named_unambiguously(faces_hq_dir):
     evaluation = face_sources("eval", EVAL_FACES)
-    names = [f"{p.parent.name}/{p.name}" for p in evaluation]
+    names = [face_name(p) for p in evaluation]
     assert len(evaluation) == EVAL_FACES and len(set(names)) == EVAL_FACES
+    assert len({p.name for p in evaluation}) < EVAL_FACES  # file names alone would collide
     assert len({p.parent for p in evaluation}) >= EVAL_FACES - 1  # one photo per identity, nearly
 
 
