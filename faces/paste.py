@@ -34,9 +34,26 @@ beyond. Hence::
     w_h = exp(-(e / d_h)^2),    w_c = w_max (1 - exp(-(e / d_c)^2))
 
 A sharp face keeps its detail and its own low band (the restorer's correction would then be mostly its
-own error); a degraded one takes the correction and sheds the high band. d_0, d_h, d_c (as sigma_512, in
-512-pixel units) and w_max are the ``paste`` section of the sampling config, fitted on faces that are not
-the evaluation's (``benchmarks/bench_whole_photo.py --tune``; docs/whole_photos.md).
+own error); a degraded one takes the correction and sheds the high band.
+
+The correction itself splits under the same blur d::
+
+    x_hat - y = (x_hat - G_d x_hat) + (G_d x_hat - y)
+
+The first term is the detail the restorer adds above the input's blur; the second, the misfit, is where
+the restoration, blurred as the input is, still disagrees with it: the artefacts it removes (JPEG blocks,
+noise) and whatever it changed of what the input does show, which costs fidelity at every frequency the
+input resolves. The paste uses the restoration with its misfit weighted by w_m::
+
+    x_m = x_hat - (1 - w_m) (G_d x_hat - y),    x_m - y = (x_hat - G_d x_hat) + w_m (G_d x_hat - y)
+
+in place of x_hat: a back-projection step of size 1 - w_m (Irani & Peleg 1991). w_m = 1 pastes x_hat as it
+is; an identity restorer (x_hat = y, d = 0) still gives x_m = y. G_d is ``data.blur.gaussian_blur``, the
+blur d was estimated with.
+
+d_0, d_h, d_c (as sigma_512, in 512-pixel units), w_max and w_m are the ``paste`` section of the sampling
+config, measured on faces that are not the evaluation's (``benchmarks/bench_whole_photo.py``;
+docs/whole_photos.md).
 """
 from __future__ import annotations
 
@@ -63,6 +80,7 @@ class PasteConfig:
     high_band_sigma_512: float = 12.0   # d_h: w_h = exp(-(e / d_h)^2), e = max(0, d - d_0)
     correction_sigma_512: float = 0.8   # d_c: w_c = w_max (1 - exp(-(e / d_c)^2))
     correction_max: float = 1.0         # w_max
+    misfit_weight: float = 0.5          # w_m: x_m = x_hat - (1 - w_m) (G_d x_hat - y)
 
 
 def check_paste_config(cfg) -> None:
@@ -74,8 +92,9 @@ def check_paste_config(cfg) -> None:
             raise ValueError(f"paste.{key} = {getattr(cfg, key)}; must be > 0")
     if not float(cfg.restorer_sigma_512) >= 0:
         raise ValueError(f"paste.restorer_sigma_512 = {cfg.restorer_sigma_512}; must be >= 0")
-    if not 0.0 <= float(cfg.correction_max) <= 1.0:
-        raise ValueError(f"paste.correction_max = {cfg.correction_max}; must lie in [0, 1]")
+    for key in ("correction_max", "misfit_weight"):
+        if not 0.0 <= float(getattr(cfg, key)) <= 1.0:
+            raise ValueError(f"paste.{key} = {getattr(cfg, key)}; must lie in [0, 1]")
 
 
 def band_weights(degradation: float, resolution: int, cfg) -> Tuple[float, float]:
@@ -102,6 +121,19 @@ def degradation_estimates(restored: Sequence[np.ndarray], crops: Sequence[np.nda
 
     found = sigma_star(stack(restored), stack(crops)).tolist()
     return [0.0 if np.array_equal(x, y) else float(d) for x, y, d in zip(restored, crops, found)]
+
+
+def misfit_weighted(restored: np.ndarray, crop: np.ndarray, degradation: float, misfit_weight: float) -> np.ndarray:
+    """x_m = x_hat - (1 - w_m) (G_d x_hat - y) of the module docstring (float32 HxWx3), d = ``degradation``
+    in crop pixels."""
+    import torch
+
+    from data.blur import gaussian_blur
+
+    x_hat = np.asarray(restored, dtype=np.float32)
+    blurred = gaussian_blur(torch.from_numpy(x_hat).permute(2, 0, 1)[None], float(degradation))[0]
+    misfit = blurred.permute(1, 2, 0).numpy() - np.asarray(crop, dtype=np.float32)
+    return x_hat - (1.0 - float(misfit_weight)) * misfit
 
 
 def _homogeneous(affine: np.ndarray) -> np.ndarray:
@@ -152,8 +184,9 @@ def split_bands(background: np.ndarray, affine: np.ndarray, face_size: int, upsc
 
 @dataclass
 class FacePaste:
-    """What pasting one face needs: its restoration, the crop it was restored from, the 2x3 alignment
-    (image -> face) and the weights (w_c, w_h) of :func:`band_weights` (None: ``classic``)."""
+    """What pasting one face needs: the restoration to paste (x_hat for ``classic``, x_m of
+    :func:`aware_paste` otherwise), the crop it was restored from, the 2x3 alignment (image -> face) and the
+    weights (w_c, w_h) of :func:`band_weights` (None: ``classic``)."""
 
     restored: np.ndarray
     crop: np.ndarray
@@ -197,6 +230,13 @@ def bicubic_upsample(img: np.ndarray, upscale: float) -> np.ndarray:
     return np.clip(cv2.resize(img, size, interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
 
 
+def aware_paste(restored: np.ndarray, crop: np.ndarray, affine: np.ndarray, degradation: float, cfg) -> FacePaste:
+    """The resolution-aware :class:`FacePaste` of one face of estimated ``degradation`` (crop pixels): its
+    misfit-weighted restoration x_m and the weights of :func:`band_weights` (module docstring)."""
+    weighted = misfit_weighted(restored, crop, degradation, cfg.misfit_weight)
+    return FacePaste(weighted, crop, affine, band_weights(degradation, restored.shape[0], cfg))
+
+
 def face_pastes(restored: Sequence[np.ndarray], crops: Sequence[np.ndarray], affines: Sequence[np.ndarray],
                 cfg) -> List[FacePaste]:
     """One :class:`FacePaste` per face with its weights from ``cfg`` (a ``paste`` section) and the face's
@@ -209,8 +249,7 @@ def face_pastes(restored: Sequence[np.ndarray], crops: Sequence[np.ndarray], aff
     if cfg.mode == "classic":
         return [FacePaste(face, crop, affine) for face, crop, affine in zip(restored, crops, affines)]
     degradations = degradation_estimates(restored, crops)
-    return [FacePaste(face, crop, affine, band_weights(d, face.shape[0], cfg))
-            for face, crop, affine, d in zip(restored, crops, affines, degradations)]
+    return [aware_paste(face, crop, affine, d, cfg) for face, crop, affine, d in zip(restored, crops, affines, degradations)]
 
 
 def paste_faces(img: np.ndarray, faces: Sequence[FacePaste], upscale: float,

@@ -2,15 +2,22 @@
 
 - the tuning faces never include an evaluation face (the paste parameters are chosen on other faces);
 - face names carry the identity folder, so CelebRef-HQ photos with the same file name stay apart;
-- ``_interp`` is bilinear: exact on any function a + b w_c + c w_h + d w_c w_h (hypothesis).
+- ``_interp`` is bilinear: exact on any function a + b w_c + c w_h + d w_c w_h (hypothesis);
+- a ``paste.*`` override keeps the cached restorations, any other change of what restores does not;
+- the overall line weighs each cell once, whatever its number of faces;
+- the fit's subsets of a cell are all of them, or random ones, without repetition, and the share of them
+  meeting the constraints equals a brute-force count over every subset (hypothesis).
 """
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks.bench_whole_photo import EVAL_FACES, GRID, _interp, face_name, face_sources
+from benchmarks.bench_whole_photo import (EVAL_FACES, GRID, LPIPS_TOLERANCE, Case, _interp, cell_subsets, face_name,
+                                          face_sources, holding_share, overall_line, restoration_key)
 
 
 def test_tuning_faces_are_ffhq_then_celebref_outside_the_evaluation(faces_hq_dir):
@@ -39,3 +46,52 @@ def test_interp_is_exact_on_bilinear_functions(coeffs, w_c, w_h):
     table = np.stack([a + b * wc + c * wh + d * wc * wh, -(a + b * wc + c * wh + d * wc * wh)], axis=-1)
     expected = a + b * w_c + c * w_h + d * w_c * w_h
     np.testing.assert_allclose(_interp(table, w_c, w_h), [expected, -expected], atol=1e-9)
+
+
+def test_paste_overrides_reuse_the_cached_restorations():
+    key = restoration_key("configs/sample/dynfacerestore_demo.yaml", [], 0, False)
+    assert restoration_key("configs/sample/dynfacerestore_demo.yaml", ["paste.misfit_weight=1.0"], 0, False) == key
+    for changed in (("configs/sample/dynfacerestore_demo.yaml", ["sampler.timesteps=10"], 0, False),
+                    ("configs/sample/dynfacerestore_demo.yaml", [], 1, False),
+                    ("configs/sample/dynfacerestore_demo.yaml", [], 0, True)):
+        assert restoration_key(*changed) != key
+
+
+def _scored(factor, severity, psnr_in, psnr_out, lpips_in, lpips_out):
+    blank = np.zeros((1, 1, 3))
+    case = Case("f", factor, "project", severity, (0, 0, 1, 1), blank, blank, blank, np.eye(2, 3))
+    case.scores = {"input": {"psnr": psnr_in, "lpips": lpips_in, "id": 0.5},
+                   "classic": {"psnr": psnr_in, "lpips": lpips_in, "id": 0.5},
+                   "resolution_aware": {"psnr": psnr_out, "lpips": lpips_out, "id": 0.5}}
+    return case
+
+
+def test_overall_line_weighs_each_cell_once():
+    cases = [_scored(1.5, "severe", 20.0, 21.0, 0.6, 0.4), _scored(1.5, "severe", 22.0, 23.0, 0.4, 0.2),
+             _scored(3.0, "mild", 30.0, 29.0, 0.2, 0.3)]
+    # cells: (1.5, severe) +1.0 dB, LPIPS 0.5 -> 0.3; (3, mild) -1.0 dB, 0.2 -> 0.3
+    assert overall_line(cases) == ("resolution-aware over 2 cells: PSNR change +0.000 dB, LPIPS 0.3500 -> 0.3000; "
+                                   "severe cells' LPIPS gain 0.200")
+
+
+def test_cell_subsets_are_all_subsets_or_random_distinct_ones():
+    rng = np.random.default_rng(0)
+    every = cell_subsets([3, 5, 7, 9, 11], 3, 200, rng)
+    assert sorted(map(tuple, every)) == list(itertools.combinations([3, 5, 7, 9, 11], 3))
+    assert cell_subsets([4, 8, 15], EVAL_FACES, 200, rng).tolist() == [[4, 8, 15]]  # a small cell: its mean
+    drawn = cell_subsets(list(range(100, 122)), EVAL_FACES, 50, rng)
+    assert drawn.shape == (50, EVAL_FACES)
+    assert all(len(set(row)) == EVAL_FACES and set(row) <= set(range(100, 122)) for row in drawn)
+    assert len({tuple(sorted(row)) for row in drawn}) > 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(2, 9), size=st.integers(1, 8), margin=st.floats(0, 0.3), seed=st.integers(0, 2 ** 31 - 1))
+def test_holding_share_counts_every_subset(n, size, margin, seed):
+    rng = np.random.default_rng(seed)
+    changes = np.stack([rng.normal(0.05, 0.3, n), rng.normal(-0.01, 0.02, n)], axis=1)
+    subsets = cell_subsets(list(range(n)), size, 10 ** 6, rng)
+    combos = list(itertools.combinations(range(n), min(size, n)))
+    meets = [np.mean([changes[i, 0] for i in c]) >= -margin and np.mean([changes[i, 1] for i in c]) <= LPIPS_TOLERANCE
+             for c in combos]
+    assert holding_share(changes, subsets, margin) == sum(meets) / len(combos)

@@ -7,6 +7,8 @@
   to the low band and one well above it to the high band (hypothesis properties).
 * The weights are monotone in the degradation and equal (0, 1) for an unchanged face; the degradation
   of a restoration that is the input blurred by a known sigma is that sigma (the sigma* grid search).
+* The misfit weight scales exactly what the blur does not explain: for y = G_d x_hat + n the pasted
+  restoration is x_hat + (1 - w_m) n (a float64 spatial blur as the reference; hypothesis property).
 """
 from __future__ import annotations
 
@@ -16,12 +18,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data.blur import gaussian_blur
+from data.blur import gaussian_blur, kernel_radius
 from data.sigma_star import FINE_STEP
 from data.face_composites import make_composite
 from faces.align import align_face, estimate_similarity, face_template
 from faces.paste import (FacePaste, PasteConfig, band_weights, bicubic_upsample, check_paste_config,
-                         degradation_estimates, paste_face, restore_whole_image, split_bands)
+                         degradation_estimates, misfit_weighted, paste_face, restore_whole_image, split_bands)
 
 CROP = 64
 
@@ -159,9 +161,34 @@ def test_degradation_is_the_blur_between_restoration_and_input(faces_hq_dir, sig
     assert abs(d - sigma) <= FINE_STEP + 1e-9
 
 
+def _reference_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of an HxWxC float64 image, radius ceil(4 sigma), mirror boundary without repeating the
+    edge: written from the definition, independent of data.blur."""
+    r = kernel_radius(sigma)
+    if r == 0:
+        return img.copy()
+    taps = np.exp(-np.arange(-r, r + 1) ** 2 / (2 * sigma ** 2))
+    taps /= taps.sum()
+    out = np.pad(img, ((r, r), (0, 0), (0, 0)), mode="reflect")
+    out = sum(t * out[i:i + img.shape[0]] for i, t in enumerate(taps))
+    out = np.pad(out, ((0, 0), (r, r), (0, 0)), mode="reflect")
+    return sum(t * out[:, i:i + img.shape[1]] for i, t in enumerate(taps))
+
+
+@settings(max_examples=40, deadline=None)
+@given(sigma=st.one_of(st.just(0.0), st.floats(0.05, 2.5)), w_m=st.floats(0, 1), seed=st.integers(0, 2 ** 31 - 1))
+def test_misfit_weight_scales_only_what_the_blur_does_not_explain(sigma, w_m, seed):
+    rng = np.random.default_rng(seed)
+    x_hat = rng.random((24, 24, 3))
+    misfit = 0.05 * rng.standard_normal(x_hat.shape)
+    crop = _reference_blur(x_hat, sigma) + misfit
+    weighted = misfit_weighted(x_hat, crop, sigma, w_m)
+    np.testing.assert_allclose(weighted, x_hat + (1.0 - w_m) * misfit, atol=2e-5)
+
+
 @pytest.mark.parametrize("key,value,match", [
     ("mode", "soft", "allowed"), ("high_band_sigma_512", 0.0, "> 0"), ("correction_sigma_512", -1.0, "> 0"),
-    ("correction_max", 1.5, r"\[0, 1\]"), ("restorer_sigma_512", -0.5, ">= 0")])
+    ("correction_max", 1.5, r"\[0, 1\]"), ("misfit_weight", -0.1, r"\[0, 1\]"), ("restorer_sigma_512", -0.5, ">= 0")])
 def test_bad_paste_config(key, value, match):
     with pytest.raises(ValueError, match=match):
         check_paste_config(PasteConfig(**{key: value}))
