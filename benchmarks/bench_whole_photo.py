@@ -50,7 +50,7 @@ from data.photo_degradation import CHAINS, SEVERITIES, degrade_photo  # noqa: E4
 from faces.align import PAD_VALUE, align_face  # noqa: E402
 from faces.identity import FaceIdentity  # noqa: E402
 from faces.paste import (FacePaste, PasteConfig, aware_paste, band_weights, degradation_estimates,  # noqa: E402
-                         face_to_upsampled, misfit_weighted, paste_face, paste_terms, soft_face_mask)
+                         face_to_upsampled, paste_face, paste_terms, soft_face_mask)
 from sampler import FaceRestoreSampler  # noqa: E402
 from utils.image_io import img2tensor, tensor2img  # noqa: E402
 from utils.metrics import LPIPSMetric, psnr  # noqa: E402
@@ -215,14 +215,14 @@ def _aware(c: Case, cfg: PasteConfig) -> np.ndarray:
 
 
 
-def grid_scores(cases: List[Case], scorer: Scorer, misfit_weight: float) -> np.ndarray:
-    """(cases, len(GRID), len(GRID), 2): PSNR and LPIPS of the face region for each (w_c, w_h), the restoration
-    misfit-weighted by ``misfit_weight`` (w_m, ``faces.paste``)."""
+def grid_scores(cases: List[Case], scorer: Scorer, cfg: PasteConfig) -> np.ndarray:
+    """(cases, len(GRID), len(GRID), 2): PSNR and LPIPS of the face region for each (w_c, w_h), pasting what
+    the resolution-aware paste-back of ``cfg`` pastes (x_m, its misfit weight w_m)."""
     out = np.zeros((len(cases), len(GRID), len(GRID), 2))
     pairs = list(itertools.product(range(len(GRID)), range(len(GRID))))
     for n, c in enumerate(cases):
-        weighted = misfit_weighted(c.restored, c.crop, c.degradation, misfit_weight)
-        mask, correction, high = paste_terms(c.lq_photo, FacePaste(weighted, c.crop, c.affine))
+        pasted = aware_paste(c.restored, c.crop, c.affine, c.degradation, cfg)
+        mask, correction, high = paste_terms(c.lq_photo, pasted)
         correction, high = _region(mask * correction, c.box), _region(mask * high, c.box)
         base = _region(c.lq_photo, c.box)
         regions = [np.clip(base + GRID[a] * correction - (1.0 - GRID[b]) * high, 0.0, 1.0) for a, b in pairs]
@@ -282,10 +282,11 @@ def fit_parameters(cases: List[Case], grids: np.ndarray, psnr_margin: float, mis
     best = None
     for values in itertools.product(*FIT_GRID.values()):
         cfg = PasteConfig(**dict(zip(FIT_GRID, values)), misfit_weight=misfit_weight)
-        changes = np.array([_interp(grids[n], *band_weights(c.degradation, c.crop.shape[0], cfg))
-                            for n, c in enumerate(cases)]) - inputs
+        outputs = np.array([_interp(grids[n], *band_weights(c.degradation, c.crop.shape[0], cfg))
+                            for n, c in enumerate(cases)])
+        changes = outputs - inputs
         share = min(holding_share(changes, rows, psnr_margin) for rows in subsets)
-        lpips = float((changes[:, 1] + inputs[:, 1]).mean())
+        lpips = float(outputs[:, 1].mean())
         if share >= FIT_CONFIDENCE and (best is None or lpips < best[0]):
             worst = min(float(changes[cell, 0].mean()) for cell in faces)
             best = (lpips, cfg, worst, share)
@@ -395,7 +396,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     notes = []
     if args.tune:
         score_cases(cases, scorer, paste_cfg)
-        grids = grid_scores(cases, scorer, paste_cfg.misfit_weight)
+        grids = grid_scores(cases, scorer, paste_cfg)
         if args.cache:
             np.savez(Path(args.cache).with_suffix(".grid.npz"), grids=grids,
                      keys=np.array([_case_key(c) for c in cases]), degradation=np.array([c.degradation for c in cases]),

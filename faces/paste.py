@@ -249,7 +249,8 @@ def face_pastes(restored: Sequence[np.ndarray], crops: Sequence[np.ndarray], aff
     if cfg.mode == "classic":
         return [FacePaste(face, crop, affine) for face, crop, affine in zip(restored, crops, affines)]
     degradations = degradation_estimates(restored, crops)
-    return [aware_paste(face, crop, affine, d, cfg) for face, crop, affine, d in zip(restored, crops, affines, degradations)]
+    return [aware_paste(face, crop, affine, d, cfg)
+            for face, crop, affine, d in zip(restored, crops, affines, degradations)]
 
 
 def paste_faces(img: np.ndarray, faces: Sequence[FacePaste], upscale: float,
