@@ -318,7 +318,21 @@ def overall_line(cases: List[Case]) -> str:
             f"{lpips[1]:.4f}; severe cells' LPIPS gain {severe:.3f}")
 
 
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> Tuple[float, float, int]:
+    """Mean of a - b over the pairs where both are scored (identity is NaN where dlib finds no face), its
+    standard error s / sqrt(n) (s the sample standard deviation of the differences; NaN for n < 2), and n."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    diff = diff[np.isfinite(diff)]
+    if diff.size == 0:
+        return float("nan"), float("nan"), 0
+    error = float(diff.std(ddof=1) / math.sqrt(diff.size)) if diff.size > 1 else float("nan")
+    return float(diff.mean()), error, int(diff.size)
+
+
 def summary_rows(cases: List[Case]) -> List[list]:
+    """One row per cell (:data:`HEADERS`): the means of :func:`_cell_means`, and the identity distance of
+    the resolution-aware paste-back minus classic's, face by face, with its standard error: how far apart
+    the two are, against how much the cell's mean would move with other faces."""
     rows = []
     for cell, mean in _cell_means(cases).items():
         group = [c for c in cases if c.cell == cell]
@@ -327,6 +341,8 @@ def summary_rows(cases: List[Case]) -> List[list]:
                     + [f"{mean[v]['psnr']:.2f}" for v in ("input", "classic", "resolution_aware")]
                     + [f"{mean[v]['lpips']:.3f}" for v in ("input", "classic", "resolution_aware")]
                     + [f"{mean[v]['id']:.3f}" for v in ("input", "classic", "resolution_aware")]
+                    + ["{:+.3f} ({:.3f})".format(*paired_difference([c.scores["resolution_aware"]["id"] for c in group],
+                                                                     [c.scores["classic"]["id"] for c in group]))]
                     + [f"{np.mean([c.degradation for c in group]):.2f}"])
     return rows
 
@@ -352,7 +368,7 @@ def write_example(cases: List[Case], cfg: PasteConfig, setting: str, factor: flo
 
 
 HEADERS = ["face size", "degradation", "faces", "PSNR in", "PSNR classic", "PSNR aware", "LPIPS in",
-           "LPIPS classic", "LPIPS aware", "ID in", "ID classic", "ID aware", "mean d"]
+           "LPIPS classic", "LPIPS aware", "ID in", "ID classic", "ID aware", "ID aware - classic (SE)", "mean d"]
 
 
 def _paste_params(cfg) -> str:

@@ -5,19 +5,25 @@
 - ``_interp`` is bilinear: exact on any function a + b w_c + c w_h + d w_c w_h (hypothesis);
 - a ``paste.*`` override keeps the cached restorations, any other change of what restores does not;
 - the overall line weighs each cell once, whatever its number of faces;
+- the identity difference of a cell is the paired mean of the faces dlib scores in both pastes, with the
+  textbook standard error (hypothesis, against ``statistics``), and the summary row prints it;
 - the fit's subsets of a cell are all of them, or random ones, without repetition, and the share of them
   meeting the constraints equals a brute-force count over every subset (hypothesis).
 """
 from __future__ import annotations
 
 import itertools
+import math
+import statistics
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchmarks.bench_whole_photo import (EVAL_FACES, GRID, LPIPS_TOLERANCE, Case, _interp, cell_subsets, face_name,
-                                          face_sources, holding_share, overall_line, restoration_key)
+                                          face_sources, holding_share, overall_line, paired_difference,
+                                          restoration_key, summary_rows)
 
 
 def test_tuning_faces_are_ffhq_then_celebref_outside_the_evaluation(faces_hq_dir):
@@ -57,13 +63,41 @@ def test_paste_overrides_reuse_the_cached_restorations():
         assert restoration_key(*changed) != key
 
 
-def _scored(factor, severity, psnr_in, psnr_out, lpips_in, lpips_out):
+def _scored(factor, severity, psnr_in, psnr_out, lpips_in, lpips_out, id_classic=0.5, id_aware=0.5):
     blank = np.zeros((1, 1, 3))
     case = Case("f", factor, "project", severity, (0, 0, 1, 1), blank, blank, blank, np.eye(2, 3))
     case.scores = {"input": {"psnr": psnr_in, "lpips": lpips_in, "id": 0.5},
-                   "classic": {"psnr": psnr_in, "lpips": lpips_in, "id": 0.5},
-                   "resolution_aware": {"psnr": psnr_out, "lpips": lpips_out, "id": 0.5}}
+                   "classic": {"psnr": psnr_in, "lpips": lpips_in, "id": id_classic},
+                   "resolution_aware": {"psnr": psnr_out, "lpips": lpips_out, "id": id_aware}}
     return case
+
+
+finite_or_missing = st.one_of(st.floats(0, 2), st.just(float("nan")))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(finite_or_missing, finite_or_missing), max_size=12))
+def test_paired_difference_is_the_mean_and_standard_error_of_the_scored_pairs(pairs):
+    scored = [a - b for a, b in pairs if not (math.isnan(a) or math.isnan(b))]
+    mean, error, n = paired_difference([a for a, _ in pairs], [b for _, b in pairs])
+    assert n == len(scored)
+    if not scored:
+        assert math.isnan(mean) and math.isnan(error)
+        return
+    assert mean == pytest.approx(statistics.fmean(scored), abs=1e-12)
+    if n < 2:
+        assert math.isnan(error)
+    else:
+        assert error == pytest.approx(statistics.stdev(scored) / math.sqrt(n), abs=1e-12)
+
+
+def test_summary_row_prints_the_paired_identity_difference():
+    cases = [_scored(0.75, "severe", 17.0, 17.0, 0.6, 0.3, id_classic=c, id_aware=a)
+             for c, a in ((0.70, 0.75), (0.80, 0.77), (0.60, float("nan")))]
+    # pairs scored in both: +0.05 and -0.03 -> mean +0.01, sd 0.04 sqrt(2), SE 0.04
+    row = summary_rows(cases)[0]
+    assert row[:3] == ["0.75x", "project severe", 3]
+    assert row[-2] == "+0.010 (0.040)"
 
 
 def test_overall_line_weighs_each_cell_once():
