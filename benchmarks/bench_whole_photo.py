@@ -250,6 +250,14 @@ FIT_DRAWS = 200        # subsets of EVAL_FACES faces drawn per cell (all of them
 FIT_CONFIDENCE = 0.95  # share of a cell's subsets whose mean must meet the constraints
 
 
+def cell_faces(cases: List[Case]) -> Dict[Tuple[float, str, str], List[int]]:
+    """The indices into ``cases`` of each cell's faces, cells in sorted order."""
+    out: Dict[Tuple[float, str, str], List[int]] = {}
+    for n, c in enumerate(cases):
+        out.setdefault(c.cell, []).append(n)
+    return dict(sorted(out.items()))
+
+
 def cell_subsets(faces: Sequence[int], size: int, draws: int, rng: np.random.Generator) -> np.ndarray:
     """(S, min(size, len(faces))) rows of face indices, each a subset of ``faces`` without repetition: every
     subset when there are at most ``draws`` of them, otherwise ``draws`` random ones."""
@@ -276,7 +284,7 @@ def fit_parameters(cases: List[Case], grids: np.ndarray, psnr_margin: float, mis
     EVAL_FACES faces is its one subset: the constraints on its mean. w_m = ``misfit_weight``, the one
     ``grids`` were scored with."""
     rng = np.random.default_rng(seed)
-    faces = [[n for n, c in enumerate(cases) if c.cell == cell] for cell in sorted({c.cell for c in cases})]
+    faces = list(cell_faces(cases).values())
     subsets = [cell_subsets(cell, EVAL_FACES, FIT_DRAWS, rng) for cell in faces]
     inputs = np.array([[c.scores["input"][m] for m in ("psnr", "lpips")] for c in cases])
     best = None
@@ -298,12 +306,9 @@ def fit_parameters(cases: List[Case], grids: np.ndarray, psnr_margin: float, mis
 
 def _cell_means(cases: List[Case]) -> Dict[Tuple[float, str, str], Dict[str, Dict[str, float]]]:
     """Mean scores per cell: {cell: {input | classic | resolution_aware: {psnr, lpips, id}}}."""
-    out = {}
-    for cell in sorted({c.cell for c in cases}):
-        group = [c for c in cases if c.cell == cell]
-        out[cell] = {v: {m: float(np.nanmean([c.scores[v][m] for c in group])) for m in ("psnr", "lpips", "id")}
-                     for v in ("input", "classic", "resolution_aware")}
-    return out
+    return {cell: {v: {m: float(np.nanmean([cases[n].scores[v][m] for n in faces])) for m in ("psnr", "lpips", "id")}
+                   for v in ("input", "classic", "resolution_aware")}
+            for cell, faces in cell_faces(cases).items()}
 
 
 def overall_line(cases: List[Case]) -> str:
@@ -334,8 +339,9 @@ def summary_rows(cases: List[Case]) -> List[list]:
     the resolution-aware paste-back minus classic's, face by face, with its standard error: how far apart
     the two are, against how much the cell's mean would move with other faces."""
     rows = []
-    for cell, mean in _cell_means(cases).items():
-        group = [c for c in cases if c.cell == cell]
+    means = _cell_means(cases)
+    for cell, faces in cell_faces(cases).items():
+        group, mean = [cases[n] for n in faces], means[cell]
         factor, chain, severity = cell
         rows.append([f"{factor:g}x", f"{chain} {severity}", len(group)]
                     + [f"{mean[v]['psnr']:.2f}" for v in ("input", "classic", "resolution_aware")]
