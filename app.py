@@ -34,6 +34,7 @@ from models.solvers import SOLVERS  # noqa: E402
 from sampler import METHODS, parse_eta  # noqa: E402
 from utils.checkpoint import CheckpointError  # noqa: E402
 from utils.config import ConfigError  # noqa: E402
+from utils.image_file import project_gray  # noqa: E402
 from utils.image_io import to_uint8  # noqa: E402
 
 METHOD_LABELS = {"dynfacerestore": "DynFaceRestore", "difface": "DifFace", "rm0": "RM0 (restorer only)"}
@@ -69,7 +70,8 @@ def photo_view(report: PhotoReport) -> dict:
         strips.append(face.strip)
     lines += [f"- note: {n}" for n in report.notes]
     return {"name": report.name, "input": to_uint8(report.input), "before": to_uint8(report.before),
-            "result": to_uint8(report.result), "strips": stack_rows(strips), "facts": "\n".join(lines)}
+            "result": to_uint8(project_gray(report.result) if report.facts.gray else report.result),
+            "strips": stack_rows(strips), "facts": "\n".join(lines)}
 
 
 def table_rows(report: PhotoReport) -> List[list]:
@@ -181,7 +183,8 @@ def build_demo(restorer: Restorer, default_config: str = DEFAULT_CONFIG) -> gr.B
                 # the caption sits above the image, not in its label, which would cover the strip's column titles
                 gr.Markdown("**per face**, top to bottom: LQ | blurred levels (sigma) | guidance map | guided x0 at "
                             "timestep t | result")
-                strips = gr.Image(show_label=False, format="png", interactive=False, elem_id="strips")
+                # no toolbar: its buttons would cover the last tile's "result" title (the strips are downloads)
+                strips = gr.Image(show_label=False, format="png", interactive=False, buttons=[], elem_id="strips")
                 facts = gr.Markdown(label="start step, sigmas, timings", elem_id="facts")
         table = gr.Dataframe(headers=TABLE_HEADERS, label="per face: sampler facts and timings", interactive=False,
                              elem_id="timings")

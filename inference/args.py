@@ -16,6 +16,7 @@ from faces.paste import PASTE_MODES
 from inference.steps import preset_overrides, presets, steps_overrides
 from models.solvers import SOLVERS
 from sampler import METHODS, PRECISIONS
+from utils.image_file import ALPHA_MODES
 from utils.model_factory import resolve_path
 
 DEFAULT_CONFIG = "configs/sample/dynfacerestore_ffhq512.yaml"
@@ -80,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder with the offline LPIPS arrays (else $DYNFACE_LPIPS_WEIGHTS; without either, "
                         "LPIPS is not computed)")
     p.add_argument("--lpips_net", choices=("alex", "vgg"), default="alex", help="LPIPS backbone (default alex)")
+    p.add_argument("--alpha", choices=ALPHA_MODES, default="keep",
+                   help="images with transparency: keep (the models see the transparent area on the mean colour, "
+                        "the output keeps the alpha; default) or drop (opaque RGB, the stored colour as it is)")
     p.add_argument("--min_side", type=int, default=16, help="skip images with a shorter side below this (px)")
     p.add_argument("--max_side", type=int, default=4096,
                    help="downscale images whose longer side exceeds this (px), with a note")

@@ -10,9 +10,10 @@ Choices (this repository's, docs/method.md section 11):
   is a single file and there is one input, the two are paired whatever their names.
 * The seed of an image is a hash of (``--seed``, key), so a result does not depend on the rank, the
   batch or the number of processes.
-* Reading goes through ``utils.image_io.read_image`` (8/16-bit, grayscale, RGBA/LA, palette all become
-  float RGB); each conversion is reported as a one-line note found from the file header (Pillow, no
-  pixel decoding). Corrupt, empty or undecodable files raise :class:`InputSkip`.
+* Reading goes through ``utils.image_file.read_image_file``: the file turned upright by its EXIF orientation,
+  8/16-bit, grayscale, RGBA/LA and palette all become float RGB, and :class:`~utils.image_file.FileFacts`
+  record what the file was, so the result is written back as the same kind of file (``faithful_pixels``).
+  Each conversion is a one-line note. Corrupt, empty or undecodable files raise :class:`InputSkip`.
 * Size policy: a side shorter than ``min_side`` (16 px) is skipped; a side longer than ``max_side``
   (4096 px) is downscaled (area) so the longer side is ``max_side``, with a note. Aligned faces that
   are not square are centre-cropped to a square (note), then resized to the model's resolution
@@ -29,8 +30,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+from PIL import Image
 
-from utils.image_io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image
+from utils.image_file import FileFacts, faithful_pixels, read_image_file
+from utils.image_io import IMAGE_EXTENSIONS, ImageReadError, list_images
 
 SEED_BITS = 63  # torch.Generator.manual_seed takes any non-negative 64-bit value
 
@@ -48,10 +51,15 @@ class InputItem:
 
 @dataclass
 class LoadedImage:
-    """Float32 HxWx3 RGB [0, 1] pixels plus the notes on what was converted."""
+    """Float32 HxWx3 RGB [0, 1] pixels (the models' input), the notes on what was converted and the file's facts."""
     image: np.ndarray
     notes: List[str] = field(default_factory=list)
-    original_size: Tuple[int, int] = (0, 0)  # (height, width) as stored in the file
+    original_size: Tuple[int, int] = (0, 0)  # (height, width) upright, as read from the file
+    facts: FileFacts = field(default_factory=FileFacts)
+
+    def output(self, result: np.ndarray) -> np.ndarray:
+        """The pixels to write for ``result`` (restored from :attr:`image`), as the file was."""
+        return faithful_pixels(result, self.image, self.facts)
 
 
 def list_inputs(path: str | os.PathLike, recursive: bool = False) -> Tuple[List[InputItem], List[str]]:
@@ -117,25 +125,15 @@ def image_seed(seed: int, key: str, index: int = 0) -> int:
 
 
 def header_notes(path: Path) -> List[str]:
-    """Conversions ``read_image`` will make, read from the file header (empty when Pillow cannot tell)."""
+    """Conversions read from the file header that :class:`FileFacts` cannot tell (Pillow, no pixel decoding)."""
     try:
-        from PIL import Image
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as im:
                 mode = im.mode
-                rawmodes = " ".join(str(getattr(t, "args", "")) for t in (im.tile or []))
-                has_transparency = "transparency" in im.info
-    except Exception:  # noqa: BLE001 - the header is only for notes; read_image reports real problems
+    except Exception:  # noqa: BLE001 - the header is only for notes; reading reports real problems
         return []
     notes = []
-    if mode.startswith("I;16") or mode in ("I", "F") or ";16" in rawmodes:
-        notes.append("16-bit (or high bit depth) image, scaled to [0, 1]")
-    if mode in ("1", "L", "LA", "I", "F") or mode.startswith("I;16"):
-        notes.append("grayscale image, replicated to RGB")
-    if mode in ("RGBA", "LA", "PA") or (mode == "P" and has_transparency):
-        notes.append("alpha channel dropped")
     if mode in ("P", "PA"):
         notes.append("palette image, expanded to RGB")
     if mode == "CMYK":
@@ -143,22 +141,33 @@ def header_notes(path: Path) -> List[str]:
     return notes
 
 
-def load_image(path: Path, min_side: int, max_side: int) -> LoadedImage:
-    """Read ``path`` with notes; enforce the size policy of the module docstring; raise :class:`InputSkip`."""
+def load_image(path: Path, min_side: int, max_side: int, alpha: str = "keep") -> LoadedImage:
+    """Read ``path`` with notes and facts (``alpha``: keep or drop); enforce the size policy of the module
+    docstring; raise :class:`InputSkip`."""
     try:
-        img = read_image(path)
+        img, facts = read_image_file(path, alpha)
     except ImageReadError as err:
         raise InputSkip(str(err).removeprefix(f"{path}: ")) from None
+    return sized_image(img, facts, min_side, max_side, header_notes(path))
+
+
+def sized_image(img: np.ndarray, facts: FileFacts, min_side: int, max_side: int, notes: Sequence[str] = ()
+                ) -> LoadedImage:
+    """The size policy of the module docstring on read pixels ``img`` and their ``facts``."""
     h, w = img.shape[:2]
     if min(h, w) < min_side:
         raise InputSkip(f"too small ({w}x{h} px, the shorter side must be at least {min_side} px)")
-    notes = header_notes(path)
+    notes = facts.notes() + list(notes)
     if max(h, w) > max_side:
         scale = max_side / max(h, w)
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+
+        def shrink(a: np.ndarray) -> np.ndarray:
+            return cv2.resize(a, size, interpolation=cv2.INTER_AREA)
+
+        img, facts = shrink(img), facts.transformed(shrink)
         notes.append(f"very large ({w}x{h} px), downscaled to {size[0]}x{size[1]} (--max_side {max_side})")
-    return LoadedImage(np.ascontiguousarray(img, dtype=np.float32), notes, (h, w))
+    return LoadedImage(np.ascontiguousarray(img, dtype=np.float32), notes, (h, w), facts)
 
 
 def center_square(img: np.ndarray) -> Tuple[np.ndarray, Optional[str]]:
@@ -180,10 +189,12 @@ def resize_to(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def prepare_aligned(loaded: LoadedImage, resolution: int) -> LoadedImage:
-    """An aligned face at the model's resolution (centre crop if not square, then resize)."""
+    """An aligned face at the model's resolution (centre crop if not square, then resize); the facts' planes are
+    centre-cropped alike (the writer resizes them to the result)."""
     img, note = center_square(loaded.image)
     notes = loaded.notes + ([note] if note else [])
-    return LoadedImage(resize_to(img, resolution), notes, loaded.original_size)
+    facts = loaded.facts.transformed(lambda a: center_square(a)[0])
+    return LoadedImage(resize_to(img, resolution), notes, loaded.original_size, facts)
 
 
 def fit_reference(ref: np.ndarray, shape: Tuple[int, int]) -> Tuple[np.ndarray, Optional[str]]:

@@ -6,6 +6,9 @@ everything in memory instead of writing a results folder:
 * reading and refusing files: :func:`inference.inputs.load_image` with the command line's ``--min_side`` /
   ``--max_side`` defaults; a refused file raises :class:`inference.inputs.InputSkip`, and
   :func:`skip_message` words it exactly as the command line's log line (``<file>: skipped: <reason>``);
+  an image in memory (:meth:`Restorer.restore_image`) goes through the same facts and size policy
+  (``utils.image_file.from_pixels``, :func:`inference.inputs.sized_image`); the result is written back as the
+  file was (:meth:`PhotoReport.output`: upright, gray, 16-bit, alpha);
 * aligned faces: :func:`inference.inputs.prepare_aligned` to the config's resolution, seed
   ``image_seed(seed, key)``; whole photos: ``faces.paste.restore_whole_image`` with the detector of
   ``faces.detection`` (built once, on first use), face ``k`` seeded by ``image_seed(seed, key, k)``.
@@ -32,14 +35,15 @@ import numpy as np
 import torch
 
 from inference.args import build_parser
-from inference.inputs import InputSkip, LoadedImage, image_seed, load_image, prepare_aligned
+from inference.inputs import InputSkip, LoadedImage, image_seed, load_image, prepare_aligned, sized_image
 from inference.runner import intermediate_tiles, intermediates, no_face_note, sample_info
 from inference.steps import steps_overrides
 from inference.strip import make_strip
 from faces.detection import build_detector
 from faces.paste import bicubic_upsample, restore_whole_image
 from sampler import FaceRestoreSampler, SamplerStep, parse_eta
-from utils.image_io import img2tensor, tensor2img, write_image
+from utils.image_file import FileFacts, faithful_pixels, from_pixels
+from utils.image_io import apply_orientation, img2tensor, tensor2img, write_image
 from utils.model_factory import resolve_path
 
 _CLI = build_parser()  # one source of truth for the defaults shared with inference_difface.py
@@ -88,12 +92,17 @@ class PhotoReport:
     method: str
     notes: List[str] = field(default_factory=list)
     detector: Optional[str] = None
+    facts: FileFacts = field(default_factory=FileFacts)  # what the file was (of the aligned crop for faces)
+
+    def output(self) -> np.ndarray:
+        """The result's pixels as the file was (``utils.image_file.faithful_pixels``): dtype, channels, alpha."""
+        return faithful_pixels(self.result, self.before, self.facts)
 
     def write(self, folder: os.PathLike | str) -> List[Path]:
-        """Write the result (``<key>_restored.png``), for whole photos each restored face
+        """Write the result (``<key>_restored.png``, :meth:`output`), for whole photos each restored face
         (``<key>_face<k>.png``), and every face's strip (``<key>[_face<k>]_strip.png``)."""
         folder = Path(folder)
-        paths = [write_image(folder / f"{self.key}_restored.png", self.result)]
+        paths = [write_image(folder / f"{self.key}_restored.png", self.output())]
         for face in self.faces:
             stem = self.key if self.aligned else f"{self.key}_face{face.index:02d}"
             if not self.aligned:
@@ -152,12 +161,26 @@ class Restorer:
         return self._detector
 
     # ------------------------------------------------------------------ restoring
-    def restore_file(self, path: os.PathLike | str, *, config: str = DEFAULT_CONFIG, method: str = "dynfacerestore",
-                     eta: str | float | None = None, seed: int = 0, aligned: bool = True, upscale: float = 1.0,
-                     name: Optional[str] = None, on_step: Optional[StepCallback] = None,
-                     steps: Optional[int] = None, solver: Optional[str] = None) -> PhotoReport:
+    def restore_file(self, path: os.PathLike | str, *, name: Optional[str] = None, alpha: str = "keep",
+                     **settings) -> PhotoReport:
         """Restore one file. Raises :class:`InputSkip` for a file the command line would skip (use
         :func:`skip_message`), ``ConfigError``/``CheckpointError``/``ValueError`` for bad settings.
+        ``name`` (default: the file's name) gives the key; ``settings``: those of :meth:`restore_loaded`."""
+        path = Path(path)
+        return self.restore_loaded(load_image(path, MIN_SIDE, MAX_SIDE, alpha), name or path.name, **settings)
+
+    def restore_image(self, pixels: np.ndarray, *, name: str = "image.png", orientation: int = 1,
+                      alpha: str = "keep", **settings) -> PhotoReport:
+        """Restore decoded pixels (HxW or HxWxC RGB(A), uint8 / uint16 / float in [0, 1]) as the file
+        ``name`` holding them, stored with EXIF ``orientation``, would be restored (:meth:`restore_file`)."""
+        img, facts = from_pixels(apply_orientation(np.asarray(pixels), orientation), orientation, alpha, Path(name))
+        return self.restore_loaded(sized_image(img, facts, MIN_SIDE, MAX_SIDE), name, **settings)
+
+    def restore_loaded(self, loaded: LoadedImage, name: str, *, config: str = DEFAULT_CONFIG,
+                       method: str = "dynfacerestore", eta: str | float | None = None, seed: int = 0,
+                       aligned: bool = True, upscale: float = 1.0, on_step: Optional[StepCallback] = None,
+                       steps: Optional[int] = None, solver: Optional[str] = None) -> PhotoReport:
+        """Restore a read image whose key (seeds) is the stem of ``name``.
 
         ``eta``: None (the config's), ``"auto"`` or a number in [0, 1]. ``on_step(face, faces, nfe)`` is
         called after every UNet evaluation and once before each face."""
@@ -166,10 +189,7 @@ class Restorer:
         if upscale <= 0:
             raise ValueError(f"upscale must be positive, got {upscale}")
         sampler = self.sampler(config, method, steps, solver)
-        path = Path(path)
-        name = name or path.name
         key = Path(name).stem
-        loaded = load_image(path, MIN_SIDE, MAX_SIDE)
         if aligned:
             return self._restore_aligned(sampler, loaded, name, key, eta, seed, on_step)
         return self._restore_whole(sampler, loaded, name, key, eta, seed, upscale, on_step)
@@ -178,7 +198,7 @@ class Restorer:
         prepared = prepare_aligned(loaded, sampler.resolution)
         face = self._restore_face(sampler, prepared.image, 0, 1, image_seed(seed, key), eta, on_step)
         return PhotoReport(name, key, loaded.image, prepared.image, face.result, [face], True, sampler.method,
-                           list(prepared.notes))
+                           list(prepared.notes), facts=prepared.facts)
 
     def _restore_whole(self, sampler, loaded: LoadedImage, name, key, eta, seed, upscale, on_step) -> PhotoReport:
         detector = self.detector()
@@ -196,7 +216,7 @@ class Restorer:
         if not faces:
             notes.append(no_face_note(detector.name, self._detector_args[2]))
         return PhotoReport(name, key, loaded.image, bicubic_upsample(loaded.image, upscale), whole.image, faces,
-                           False, sampler.method, notes, detector.name)
+                           False, sampler.method, notes, detector.name, loaded.facts)
 
     def _restore_face(self, sampler: FaceRestoreSampler, lq: np.ndarray, index: int, total: int, seed: int, eta,
                       on_step: Optional[StepCallback]) -> FaceReport:

@@ -18,7 +18,8 @@ record exist, unless ``--no-skip_existing``), and restores the rest in batches o
   face is written upsampled, with a note in its record and the log. ``--save_intermediates`` also writes
   ``<out>/intermediates/<key>_detections.png`` (boxes and landmarks on the input).
 
-Every result is written (atomically) as soon as its batch finishes, followed by its record
+Every result is written (atomically) as soon as its batch finishes, as its input file was (upright, gray,
+16-bit, with its alpha unless ``--alpha drop``: :mod:`utils.image_file`), followed by its record
 ``<out>/records/<key>.json`` (see :mod:`inference.report`). ``seconds`` in a record is the batch's
 sampling time shared among its images in proportion to their network evaluations (NFE), plus nothing
 else (reading, metrics and writing are excluded). A file that cannot be used gets one line (skipped,
@@ -54,6 +55,7 @@ from faces.align import AlignedFaces, detect_and_align
 from faces.detection import build_detector
 from faces.identity import FaceIdentity
 from faces.paste import face_pastes, paste_faces
+from utils.image_file import project_gray
 from utils.image_io import img2tensor, read_image, tensor2img, write_image
 from utils.metrics import LPIPS_WEIGHTS_ENV, LPIPSMetric, compute_metrics
 from utils.model_factory import resolve_path
@@ -173,7 +175,7 @@ def _output_path(ctx: Context, key: str) -> Path:
 
 def _load(ctx: Context, item: InputItem) -> Optional[LoadedImage]:
     try:
-        loaded = load_image(item.path, ctx.args.min_side, ctx.args.max_side)
+        loaded = load_image(item.path, ctx.args.min_side, ctx.args.max_side, ctx.args.alpha)
     except InputSkip as err:
         ctx.log(f"{item.path}: skipped: {err}")
         return None
@@ -228,7 +230,7 @@ def _run_aligned_batch(ctx: Context, batch: List[tuple]) -> int:
     seeds = [image_seed(ctx.args.seed, item.key) for item, _ in batch]
     out, results, seconds = _timed_restore(ctx, [loaded.image for _, loaded in batch], seeds)
     for j, (item, loaded) in enumerate(batch):
-        write_image(_output_path(ctx, item.key), results[j])
+        write_image(_output_path(ctx, item.key), loaded.output(results[j]))
         info = sample_info(out, j)
         if ctx.args.save_intermediates:
             save_intermediates(ctx, item.key, out, j, loaded.image, results[j], seeds[j])
@@ -307,9 +309,10 @@ def _finish_whole(ctx: Context, image: _WholeImage) -> int:
     item, faces = image.item, image.faces
     pastes = face_pastes(image.restored, faces.crops, faces.affines, ctx.sampler.cfg.paste)
     result = paste_faces(image.loaded.image, pastes, ctx.args.upscale)
-    write_image(_output_path(ctx, item.key), result)
+    write_image(_output_path(ctx, item.key), image.loaded.output(result))
     for k, face in enumerate(image.restored):
-        write_image(ctx.out_dir / "restored_faces" / f"{item.key}_{k:02d}.png", face)
+        write_image(ctx.out_dir / "restored_faces" / f"{item.key}_{k:02d}.png",
+                    project_gray(face) if image.loaded.facts.gray else face)
     notes = list(image.loaded.notes)
     if not faces.crops:
         notes.append(no_face_note(ctx.detector.name, ctx.args.min_face_size))

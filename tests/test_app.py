@@ -11,6 +11,7 @@ corrupt, empty and too-small uploads get the command line's one-line messages; s
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -171,6 +172,13 @@ def test_server_restores_a_real_face(client, face):
     restored = next(p for p in downloads if p.endswith("0143_restored.png"))
     np.testing.assert_array_equal(_rgb(restored), out)
     assert messages == "all photos restored"
+
+
+def test_strip_image_has_no_toolbar_over_its_titles(server):
+    with urllib.request.urlopen(server + "config", timeout=10) as resp:
+        components = json.load(resp)["components"]
+    (strips,) = [c["props"] for c in components if c.get("props", {}).get("elem_id") == "strips"]
+    assert strips["buttons"] == []  # the download / share / fullscreen buttons covered the "result" title
 
 
 def test_server_refuses_bad_uploads_with_the_cli_messages(client, bad_files, face):

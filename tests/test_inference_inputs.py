@@ -76,10 +76,12 @@ def test_odd_files_are_converted_with_notes_or_skipped(tmp_path, real_lq_dir):
     (tmp_path / "text.jpg").write_text("hello")
 
     loaded = load_image(tmp_path / "g16.png", 16, 4096)
-    assert loaded.notes == ["16-bit (or high bit depth) image, scaled to [0, 1]", "grayscale image, replicated to RGB"]
+    sixteen = "16-bit image: written at 16 bits, pixels outside the restored faces unchanged"
+    assert loaded.notes == [sixteen, "grayscale image: restored in RGB, projected back to gray (1 channel)"]
     np.testing.assert_allclose(loaded.image[..., 0], gray16 / 65535.0, atol=1e-6)
-    assert load_image(tmp_path / "rgba.png", 16, 4096).notes == ["alpha channel dropped"]
-    assert load_image(tmp_path / "rgb16.png", 16, 4096).notes == ["16-bit (or high bit depth) image, scaled to [0, 1]"]
+    assert load_image(tmp_path / "rgba.png", 16, 4096).notes[0].startswith("alpha kept")
+    assert load_image(tmp_path / "rgba.png", 16, 4096, "drop").notes == ["alpha channel dropped (--alpha drop)"]
+    assert load_image(tmp_path / "rgb16.png", 16, 4096).notes == [sixteen]
     assert "palette image, expanded to RGB" in load_image(tmp_path / "pal.png", 16, 4096).notes
     assert load_image(tmp_path / "wide.png", 16, 4096).notes == []
     for name, reason in (("tiny.png", "too small (40x15 px"), ("empty.png", "empty file"),

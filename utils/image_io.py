@@ -4,26 +4,32 @@ Convention: on disk any common format; in numpy ``float32`` HxWx3 RGB in [0, 1];
 ``float32`` NCHW RGB in [-1, 1] (docs/method.md section 1). Conversion happens
 here and nowhere else.
 
-Reading normalises what real folders contain: 8- and 16-bit (and float) images, grayscale (replicated
-to 3 channels), RGBA / LA (alpha dropped: faces are treated as opaque), palette PNGs (expanded by
-OpenCV). Anything unreadable raises :class:`ImageReadError` with the file and the reason, so callers
-can skip the file with a clear message instead of crashing a batch.
+Reading returns what a viewer shows: the EXIF orientation is applied (:func:`read_upright`); 8- and
+16-bit (and float) images, grayscale (replicated to 3 channels), RGBA / LA (:func:`read_image` drops the
+alpha; ``utils.image_file`` keeps it), palette PNGs (expanded by OpenCV). Anything unreadable raises
+:class:`ImageReadError` with the file and the reason, so callers can skip the file with a clear message
+instead of crashing a batch. Writing takes uint8, uint16 or float pixels with 1, 3 or 4 channels (RGB(A)
+order) and stores no metadata, so an output carries no orientation tag.
 """
 from __future__ import annotations
 
+import io
 import os
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Iterable, List
+from typing import Iterable, List, Tuple
 
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # read the process umask once (os.umask can only be read by setting it)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+EXIF_ORIENTATION_TAG = 0x0112
 
 
 class ImageReadError(ValueError):
@@ -42,7 +48,14 @@ def list_images(path: str | os.PathLike, recursive: bool = False) -> List[Path]:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read ``path`` as float32 HxWx3 RGB in [0, 1]; raise :class:`ImageReadError` if impossible."""
+    """Read ``path`` upright as float32 HxWx3 RGB in [0, 1]; raise :class:`ImageReadError` if impossible."""
+    pixels, _ = read_upright(path)
+    return to_float_rgb(pixels, Path(path))
+
+
+def read_upright(path: str | os.PathLike) -> Tuple[np.ndarray, int]:
+    """The decoded pixels as stored (dtype and channels kept, RGB(A) order), turned upright by the file's
+    EXIF orientation, and that orientation (1: none); raise :class:`ImageReadError` if unreadable."""
     path = Path(path)
     try:
         raw = np.fromfile(str(path), dtype=np.uint8)
@@ -50,13 +63,39 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(f"{path}: cannot read file ({err.strerror})") from err
     if raw.size == 0:
         raise ImageReadError(f"{path}: empty file")
-    img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)  # ignores the EXIF orientation
     if img is None:
         raise ImageReadError(f"{path}: not a decodable image (corrupt or unsupported format)")
-    return _to_float_rgb(img, path)
+    if img.ndim == 3 and img.shape[2] in (3, 4):
+        img = np.concatenate([img[:, :, 2::-1], img[:, :, 3:]], axis=2)
+    orientation = exif_orientation(raw.tobytes())
+    return np.ascontiguousarray(apply_orientation(img, orientation)), orientation
 
 
-def _to_float_rgb(img: np.ndarray, path: Path) -> np.ndarray:
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation (1-8) of an encoded image, 1 when it has none or it cannot be read."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                value = im.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    except Exception:  # noqa: BLE001 - a header Pillow cannot parse has no orientation we could apply
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
+    """``img`` (HxW[xC], stored order) as a viewer shows it for EXIF ``orientation`` (as PIL's exif_transpose):
+    2 mirror, 3 rotate 180, 4 flip, 5 transpose, 6 rotate 90 clockwise, 7 transverse, 8 rotate 90 anticlockwise."""
+    transforms = {1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+                  5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1),
+                  7: lambda a: np.rot90(a, 2).swapaxes(0, 1), 8: lambda a: np.rot90(a, 1)}
+    return transforms[orientation](img)
+
+
+def to_float_rgb(img: np.ndarray, path: Path) -> np.ndarray:
+    """Decoded pixels (RGB(A) order, 1-4 channels, uint8 / uint16 / float) -> float32 HxWx3 RGB [0, 1], alpha
+    dropped; raise :class:`ImageReadError` (naming ``path``) for a pixel type or channel count it cannot use."""
     if img.dtype == np.uint8:
         out = img.astype(np.float32) / 255.0
     elif img.dtype == np.uint16:
@@ -72,10 +111,8 @@ def _to_float_rgb(img: np.ndarray, path: Path) -> np.ndarray:
         out = np.repeat(out, 3, axis=2)
     elif channels == 2:  # gray + alpha
         out = np.repeat(out[:, :, :1], 3, axis=2)
-    elif channels == 3:
-        out = out[:, :, ::-1]
-    elif channels == 4:
-        out = out[:, :, 2::-1]
+    elif channels in (3, 4):
+        out = out[:, :, :3]
     else:
         raise ImageReadError(f"{path}: unsupported channel count {channels}")
     return np.ascontiguousarray(out)
@@ -86,17 +123,23 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8))
 
 
+def to_uint16(img: np.ndarray) -> np.ndarray:
+    """float [0, 1] -> contiguous uint16 (round(65535 x), clipped); exact inverse of v / 65535 in float32."""
+    return np.ascontiguousarray(np.round(np.clip(img, 0.0, 1.0) * 65535.0).astype(np.uint16))
+
+
 def write_image(path: str | os.PathLike, img: np.ndarray) -> Path:
-    """Write float RGB [0, 1] (HxWx3 or HxW) or uint8 RGB atomically: temp file in the same folder, then rename.
+    """Write pixels atomically (temp file in the same folder, then rename): float [0, 1] (stored as uint8), uint8
+    or uint16, HxW or HxWxC with C in 1, 3, 4 (RGB(A) order).
 
     A reader never sees a half-written file, and an interrupted run leaves no partial output behind.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if img.dtype != np.uint8:
+    if img.dtype not in (np.uint8, np.uint16):
         img = to_uint8(img)
-    if img.ndim == 3:
-        img = img[:, :, ::-1]
+    if img.ndim == 3 and img.shape[2] in (3, 4):
+        img = np.concatenate([img[:, :, 2::-1], img[:, :, 3:]], axis=2)
     try:
         ok, buf = cv2.imencode(path.suffix or ".png", np.ascontiguousarray(img))
     except cv2.error:  # OpenCV raises (instead of returning False) for an unknown extension

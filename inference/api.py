@@ -1,0 +1,65 @@
+"""The Python API: ``restore(image, ...) -> image`` on a numpy array or a PIL image.
+
+It runs :class:`inference.interactive.Restorer` (the command line's reading, size policy, seeds, sampling
+and paste-back) on the pixels in memory, so ``restore(Image.open("a.png"), key="a", seed=s)`` equals the
+command line's ``restored/a.png`` for the same config, method and seed. The result is what the command
+line would write: for a PIL image a PIL image (gray, 16-bit gray, RGB or RGBA as the input was; upright when
+it carried an EXIF orientation), for an array an array of the same dtype and channels (HxW gray, HxWx3 RGB,
+HxWx4 RGBA; uint8, uint16 or float in [0, 1]). Restorers, with their samplers and detector, are kept per
+device and reused.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple, Union
+
+import numpy as np
+from PIL import Image
+
+from inference.interactive import DEFAULT_CONFIG, Restorer
+from utils.image_io import EXIF_ORIENTATION_TAG
+
+ImageLike = Union[np.ndarray, Image.Image]
+_RESTORERS: Dict[str, Restorer] = {}
+_PIL_AS = {"1": "L", "P": "RGB", "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
+_PIL_16 = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+
+
+def restore(image: ImageLike, *, key: str = "image", aligned: bool = True, config: str = DEFAULT_CONFIG,
+            method: str = "dynfacerestore", seed: int = 0, eta: str | float | None = None, steps: Optional[int] = None,
+            solver: Optional[str] = None, upscale: float = 1.0, alpha: str = "keep", device: str = "cpu") -> ImageLike:
+    """Restore ``image``: an aligned face (``aligned``), or a whole photo whose faces are detected, restored and
+    pasted back. ``key`` is the name the command line would know it by (a file's stem): it seeds the sampling
+    with ``seed``. The other settings are the command line's ``--config``, ``--method``, ``--eta``, ``--steps``,
+    ``--solver``, ``--upscale`` and ``--alpha``. Raises ``inference.inputs.InputSkip`` for an image the
+    command line would skip, ``ValueError`` for bad settings or pixels."""
+    pixels, orientation = _pixels(image)
+    restorer = _RESTORERS.setdefault(device, Restorer(device=device))
+    name = f"{key}.png"
+    report = restorer.restore_image(pixels, name=name, orientation=orientation, alpha=alpha, config=config,
+                                    method=method, eta=eta, seed=seed, aligned=aligned, upscale=upscale,
+                                    steps=steps, solver=solver)
+    out = report.output()
+    if isinstance(image, Image.Image):
+        return Image.fromarray(out)
+    return out.reshape(out.shape[:2] + (1,)) if np.ndim(image) == 3 and np.shape(image)[2] == 1 else out
+
+
+def _pixels(image: ImageLike) -> Tuple[np.ndarray, int]:
+    """Decoded pixels (RGB(A) order) and the EXIF orientation to apply (1 for an array)."""
+    if isinstance(image, Image.Image):
+        mode = _PIL_AS.get(image.mode, image.mode)
+        if image.mode == "P" and "transparency" in image.info:
+            mode = "RGBA"
+        orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+        pixels = np.asarray(image.convert(mode) if mode != image.mode else image)
+        if image.mode in _PIL_16:
+            pixels = np.clip(pixels, 0, 65535).astype(np.uint16)
+        return pixels, orientation if orientation in range(1, 9) else 1
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"restore takes a numpy array or a PIL image, got {type(image).__name__}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+        raise ValueError(f"restore takes HxW, HxWx1, HxWx3 or HxWx4 pixels, got shape {image.shape}")
+    return image, 1
+
