@@ -166,6 +166,9 @@ class Restorer:
         """Restore one file. Raises :class:`InputSkip` for a file the command line would skip (use
         :func:`skip_message`), ``ConfigError``/``CheckpointError``/``ValueError`` for bad settings.
         ``name`` (default: the file's name) gives the key; ``settings``: those of :meth:`restore_loaded`."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"restore_file takes a file path, got {type(path).__name__}: use restore_image (or "
+                            "inference.api.restore) for pixels in memory")
         path = Path(path)
         return self.restore_loaded(load_image(path, MIN_SIDE, MAX_SIDE, alpha), name or path.name, **settings)
 

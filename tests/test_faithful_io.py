@@ -250,6 +250,8 @@ def test_api_equals_the_command_line_on_arrays_and_pil_images(tiny_config, photo
     np.testing.assert_array_equal(np.asarray(face), _unchanged(tmp_path / "aligned" / "restored" / "face.png"))
     with pytest.raises(TypeError, match="numpy array or a PIL image, got str"):
         restore(str(tmp_path / "in" / "face.png"))
+    with pytest.raises(TypeError, match="restore_file takes a file path, got ndarray: use restore_image"):
+        Restorer().restore_file(np.asarray(face))
 
 
 def test_readme_python_api_snippet_runs_and_equals_the_command_line(real_lq_dir, tmp_path, monkeypatch):

@@ -91,7 +91,7 @@ def test_two_processes_restore_every_valid_input_once_then_rerun_skips(tiny_conf
     assert not (out / "restored" / "broken.png").exists()
     assert "broken.png: skipped: not a decodable image" in log
     assert "gray16.png: converted: 16-bit" in log and "grayscale" in log
-    assert "rgba.png: converted: alpha channel dropped" in log
+    assert "rgba.png: converted: alpha kept" in log
     assert "readme.txt" in log and "IHDR" not in log  # ignored non-image file is reported
     assert any("16-bit" in n for n in records["gray16"]["notes"])
     # intermediates JSON and strip: LQ | 3 levels | guidance | result
