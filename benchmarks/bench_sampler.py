@@ -142,18 +142,17 @@ def _components(dfr, dif, mixed, args):
         x_t = dfr.diffusion.q_sample(levels.images[0].float(), t)
         t_orig = dfr.timestep_map[t]
         stub = _CachedOutput(dfr.model(x_t, t_orig))
-        idx = torch.arange(1, device=dev)
 
-        def step(modifier):
-            return dfr.diffusion.ddim_sample(stub, x_t, t, eta=0.5, x0_modifier=modifier)
+        def step(guided, fresh=()):
+            return common.guided_step(dfr, guide if guided else None, stub, x_t, t, 0.5, fresh=fresh)
 
         times = common.interleaved({
             "RM0 (DifFace)": lambda: dif.restorer.restore(lq),
             "DBLM (DynFaceRestore)": lambda: dfr.dblm(lq),
             "UNet": lambda: dfr.model(x_t, t_orig),
-            "step w/o UNet, unguided (DifFace)": lambda: step(None),
-            "step w/o UNet, guided, fresh DGSA map": lambda: step(guide.modifier(idx, [0], start)),
-            "step w/o UNet, guided, reused DGSA map": lambda: step(guide.modifier(idx, [], start)),
+            "step w/o UNet, unguided (DifFace)": lambda: step(False),
+            "step w/o UNet, guided, fresh DGSA map": lambda: step(True, [0]),
+            "step w/o UNet, guided, reused DGSA map": lambda: step(True),
         }, args.component_repeats, warmup=args.warmup, device=dev)
     return {name: common.median(ts) for name, ts in times.items()}
 
@@ -229,8 +228,7 @@ def _memory_child(args) -> int:
                 t = torch.full((b,), start, dtype=torch.long, device=dev)
                 guide = _Guide(dfr, levels, sig, dfr._level_steps(sig))
                 x_t = dfr.diffusion.q_sample(lq, t)
-                modifier = guide.modifier(torch.arange(b, device=dev), list(range(b)), start)
-                dfr.diffusion.ddim_sample(dfr.model, x_t, t, eta=0.5, x0_modifier=modifier)
+                common.guided_step(dfr, guide, dfr.model, x_t, t, 0.5, fresh=list(range(b)))
         common.sync(dev)
         out = {"batch": b, "seconds": time.perf_counter() - t0, "rss_after_load_mb": base,
                "peak_rss_mb": common.peak_rss_mb()}

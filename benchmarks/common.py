@@ -39,7 +39,7 @@ import torch
 import yaml
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from sampler import PRECISIONS
+from sampler import PRECISIONS, guided_x0
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FACES_512 = Path("../shared/data/faces_hq/celebref512")
@@ -209,6 +209,24 @@ def difface_start(respacing: str, t_start: int = 400) -> int:
 
     steps = sorted(space_timesteps(1000, respacing))
     return next(i for i, t in enumerate(steps) if t >= t_start)
+
+
+def guide_x0(guide, x0_hat: torch.Tensor, index: int, t_orig: torch.Tensor, fresh: Sequence[int]) -> torch.Tensor:
+    """The sampler's guided x0 of a whole batch at respaced ``index`` (closed form, then the scale s; new DGSA
+    maps for the positions ``fresh``), as ``sampler.FaceRestoreSampler._sample`` takes it."""
+    idx = torch.arange(x0_hat.shape[0], device=x0_hat.device)
+    x0_tilde = guide.closed_form(x0_hat, idx, index)
+    return guided_x0(x0_hat, x0_tilde, guide.scale(x0_hat, x0_tilde, idx, index, t_orig, fresh))
+
+
+def guided_step(sampler, guide, model, x_t: torch.Tensor, t: torch.Tensor, eta, noise=None,
+                fresh: Sequence[int] = ()) -> torch.Tensor:
+    """One DDIM step of a whole batch at the respaced index ``t`` (one value) with the sampler's x0: the
+    model's, guided by :func:`guide_x0` unless ``guide`` is None."""
+    x0 = sampler.diffusion.model_x0(model, x_t, t)[2]
+    if guide is not None:
+        x0 = guide_x0(guide, x0, int(t[0]), sampler.timestep_map[t], fresh)
+    return sampler.diffusion.ddim_update(x_t, x0, t, eta, noise)
 
 
 def set_sde_sigma(sampler, sigma_px: float) -> None:

@@ -66,7 +66,8 @@ def run_case(config: Path, overrides: List[str], zero_shot: bool, lq: torch.Tens
     torch.manual_seed(0)
     out = FaceRestoreSampler(cfg).restore(lq, SEEDS, callback=record)
     result = {"images": out.images, "start_index": out.start_index, "nfe": out.nfe, "eta": out.eta,
-              "step_sums": torch.cat(steps), "x0_history": torch.cat([h["x0"].double().flatten(1).sum(1) for h in out.x0_history]),
+              "step_sums": torch.cat(steps),
+              "x0_history": torch.cat([h["x0"].double().flatten(1).sum(1) for h in out.x0_history]),
               "history_images": torch.cat([h["images"] for h in out.x0_history])}
     if out.guidance_map is not None:
         result["guidance_map"] = out.guidance_map
