@@ -60,7 +60,7 @@ def _samplers(wd: Path, args, sampler: Optional[dict] = None):
 def _compiled_samplers(wd: Path, args, chosen):
     """The samplers with ``sampler.compile`` on (``--compile BACKEND``) and the seconds of each one's first
     restore of the first chosen face, which compiles the UNet at batch 1."""
-    from models.dsst import load_faces
+    from models.dsst_build import load_faces
 
     dfr, dif, _ = _samplers(wd, args, {"compile": {"enabled": True, "backend": args.compile, "mode": args.compile_mode}})
     lq = load_faces([chosen[0][0]], args.resolution).to(args.device)
@@ -98,7 +98,7 @@ def _end_to_end_faces(mixed, args):
 
 def _end_to_end(samplers, mixed, args):
     """Every (label, sampler) of ``samplers`` on :func:`_end_to_end_faces`, batch 1, round-robin."""
-    from models.dsst import load_faces
+    from models.dsst_build import load_faces
 
     chosen = _end_to_end_faces(mixed, args)
     variants, info = {}, {}
@@ -126,7 +126,7 @@ def _components(dfr, dif, mixed, args):
     """Seconds of RM0, DBLM, the UNet and a step without the UNet (unguided, guided with a fresh or a reused
     DGSA map; a stub returns the UNet output, as in bench_step_breakdown), batch 1, on a medium face."""
     from benchmarks.bench_step_breakdown import _CachedOutput
-    from models.dsst import load_faces
+    from models.dsst_build import load_faces
     from sampler import _Guide
 
     dev = torch.device(args.device)

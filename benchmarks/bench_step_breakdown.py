@@ -58,7 +58,7 @@ class _CachedOutput:
 
 def _inputs(sampler, batch: int, sigma512: float, device):
     from data.blur import gaussian_blur
-    from models.dsst import load_faces
+    from models.dsst_build import load_faces
 
     res = sampler.resolution
     faces = common.default_faces(min(batch, 8))

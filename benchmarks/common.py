@@ -11,7 +11,7 @@ only the respacing and the method / guidance mode are set by the benchmark.
 
 The SDE is made constant: zero output weights and bias log(sigma), so sigma_hat = sigma exactly and a
 benchmark chooses the severity of every face (:func:`set_sde_sigma`). The DSST table is built with
-``models.dsst.build_from_config`` and the scale's configs/dsst/*.yaml from a few real faces of
+``models.dsst_build.build_from_config`` and the scale's configs/dsst/*.yaml from a few real faces of
 ../shared/data/faces_hq/celebref512.
 
 Timing: :func:`interleaved` runs the variants round-robin (baseline and variants alternate, so load
@@ -159,7 +159,7 @@ def _save_random(node: dict, path: Path, seed: int) -> dict:
 def dsst_table(out_dir: Path, resolution: int, faces: Sequence[Path]) -> Path:
     """Build (once) the benchmark DSST table at ``resolution`` from ``faces`` with the scale's DSST config
     (configs/dsst/ffhq512.yaml or demo64.yaml: grid, schedule, tau calibration); returns its path."""
-    from models.dsst import build_from_config
+    from models.dsst_build import build_from_config
 
     path = Path(out_dir) / f"dsst_{resolution}.json"
     if not path.is_file():
@@ -240,7 +240,7 @@ def set_sde_sigma(sampler, sigma_px: float) -> None:
 def degraded_faces(faces: Sequence[Path], resolution: int, sigma_512: Sequence[float]) -> torch.Tensor:
     """Real faces at ``resolution`` blurred by sigma_512[i] (512-px units): (N, 3, R, R) in [-1, 1]."""
     from data.blur import gaussian_blur
-    from models.dsst import load_faces
+    from models.dsst_build import load_faces
 
     x = load_faces(list(faces), resolution)
     sig = torch.tensor([s * resolution / 512.0 for s in sigma_512], dtype=torch.float32)

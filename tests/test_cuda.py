@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from data.blur import gaussian_blur
-from models.dsst import load_faces
+from models.dsst_build import load_faces
 from models.guidance import closed_form_guidance_multi
 from sampler import FaceRestoreSampler, _Guide, guided_x0
 from tiny_setup import RESOLUTION, make_tiny_setup
