@@ -13,7 +13,6 @@ from typing import Dict, List, Set
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-NOT_LIBRARY = {"tests", "scripts", "docs", "configs", "weights", "data_cache"}
 
 
 def library_modules(root: Path) -> Dict[str, Path]:
@@ -21,10 +20,7 @@ def library_modules(root: Path) -> Dict[str, Path]:
     an ``__init__.py``) of ``root``."""
     modules = {p.stem: p for p in root.glob("*.py") if p.stem != "conftest"}
     for init in root.glob("*/__init__.py"):
-        package = init.parent
-        if package.name in NOT_LIBRARY:
-            continue
-        for path in package.rglob("*.py"):
+        for path in init.parent.rglob("*.py"):
             parts = path.relative_to(root).with_suffix("").parts
             modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return modules
