@@ -31,7 +31,7 @@ from inference.inputs import InputSkip  # noqa: E402
 from inference.interactive import DEFAULT_CONFIG, PhotoReport, Restorer, parse_overrides, skip_message  # noqa: E402
 from inference.strip import stack_rows  # noqa: E402
 from models.solvers import SOLVERS  # noqa: E402
-from sampler import METHODS, parse_eta  # noqa: E402
+from sample_config import METHODS, parse_eta  # noqa: E402
 from utils.checkpoint import CheckpointError  # noqa: E402
 from utils.config import ConfigError  # noqa: E402
 from utils.image_file import project_gray  # noqa: E402

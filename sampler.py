@@ -27,7 +27,7 @@ evaluates the UNet only on the images whose start is >= i, so an image costs exa
 network evaluations. Noise comes from one torch.Generator per image, seeded by the caller, so an
 image's result does not depend on the batch it was placed in.
 
-Every ablation of the paper is a configuration switch of ``sampler`` (see :class:`SamplerConfig`):
+Every ablation of the paper is a configuration switch of ``sampler`` (:class:`sample_config.SamplerConfig`):
 the method, fixed vs DSST start, guidance none/global/DGSA, the number of levels, sharpest vs all.
 """
 from __future__ import annotations
@@ -37,18 +37,17 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
-from omegaconf import MISSING, DictConfig
+from omegaconf import DictConfig
 
-from faces.paste import PasteConfig, check_paste_config
-from models.guidance import LevelSpectra, batch_pad, blend
-from models.solvers import SOLVERS, MultistepX0
-from utils.config import ConfigError, ObjectNode, WeightsNode, instantiate, load_config
+from DiffBIR.dblm import DBLM
+from DiffBIR.zero_shot import KIND as ZERO_SHOT, ZeroShotDBLM
+from models.dsst import DSSTTable
+from models.guidance import LevelSpectra, Scale, batch_pad, blend
+from models.solvers import MultistepX0
+from sample_config import load_sample_config, parse_eta
+from utils.config import ConfigError, instantiate
 from utils.model_factory import build_model, resolve_path
 
-METHODS = ("dynfacerestore", "difface", "rm0")
-START_MODES = ("dsst", "fixed")
-GUIDANCE_MODES = ("none", "global", "dgsa")
-COMBINE_MODES = ("sharpest", "all")
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}  # of the UNet trunk
 
 WEIGHT_HINTS = {
@@ -59,63 +58,6 @@ WEIGHT_HINTS = {
                 "(weights/README.md)",
     "dgsa": "train DGSA with `torchrun main.py --cfg_path configs/training/uncertainty.yaml` (README, training)",
 }
-
-
-@dataclass
-class GuidanceConfig:
-    mode: str = "dgsa"          # none | global | dgsa  ("off" would parse as a YAML boolean)
-    lam: float = 0.05           # weight of ||x - x0_hat||^2 in the closed form (docs/method.md section 6)
-    global_scale: float = 1.0   # s when mode == global
-    combine: str = "sharpest"   # sharpest active level, or all active levels (sum of data terms)
-    dgsa_every: int = 1         # evaluate DGSA every N steps of an image, reuse its map in between
-    pad_sigma_512: float = 32.0  # reflect padding = kernel radius of this sigma (512-px units) or more
-    reguide: bool = False       # guide again the x0 the update uses (after the solver); docs/steps.md
-
-
-@dataclass
-class CompileConfig:
-    """``torch.compile`` of the UNet (docs/benchmarks.md). Shapes are static: the first call at a batch size
-    compiles, and a mixed-start batch of ``--bs`` images meets at most ``--bs`` sizes (torch recompiles
-    up to ``torch._dynamo.config.recompile_limit`` times, then runs that call uncompiled)."""
-    enabled: bool = False
-    backend: str = "inductor"
-    mode: Optional[str] = None   # inductor: default | reduce-overhead (CUDA graphs) | max-autotune | ...
-
-
-@dataclass
-class SamplerConfig:
-    method: str = "dynfacerestore"
-    start: str = "dsst"                 # dsst | fixed
-    fixed_start_index: int = 100        # respaced index of the fixed start (DifFace: 100 of ddim250)
-    eta: Any = "auto"                   # "auto" (per image, sigma_512 / eta_sigma_divisor) or a number
-    eta_sigma_divisor: float = 10.0
-    difface_eta: float = 0.5            # eta of the DifFace baseline when eta is "auto"
-    num_levels: Optional[int] = None    # use the first K DBLM levels (None: all)
-    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
-    solver: str = "ddim"                # ddim | dpmpp_2m: the x0 the DDIM update uses (models/solvers.py)
-    clip_denoised: bool = True
-    channels_last: bool = False         # UNet weights in channels_last memory format (docs/benchmarks.md)
-    x0_every: int = 0                   # keep x0 predictions every N steps in the intermediates (0: none)
-    compile: CompileConfig = field(default_factory=CompileConfig)
-
-
-@dataclass
-class DSSTNode:
-    table_path: str = MISSING
-
-
-@dataclass
-class SampleConfig:
-    """Schema of configs/sample/*.yaml."""
-    resolution: int = MISSING
-    diffusion: ObjectNode = MISSING
-    model: WeightsNode = MISSING
-    restorer: Optional[WeightsNode] = None
-    dblm: Optional[Dict[str, Any]] = None
-    dsst: Optional[DSSTNode] = None
-    dgsa: Optional[WeightsNode] = None
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    paste: PasteConfig = field(default_factory=PasteConfig)   # whole photos (faces.paste)
 
 
 @dataclass
@@ -150,47 +92,6 @@ class SamplerStep:
 
 
 StepCallback = Callable[[SamplerStep], None]
-
-
-def load_sample_config(path, overrides: Optional[Sequence[str]] = None) -> DictConfig:
-    """Read and validate a sampling config; :class:`ConfigError` names a bad key or value."""
-    cfg = load_config(path, SampleConfig, overrides)
-    s = cfg.sampler
-    for name, value, allowed in (("sampler.method", s.method, METHODS), ("sampler.start", s.start, START_MODES),
-                                 ("sampler.guidance.mode", s.guidance.mode, GUIDANCE_MODES),
-                                 ("sampler.guidance.combine", s.guidance.combine, COMBINE_MODES),
-                                 ("sampler.solver", s.solver, SOLVERS)):
-        if value not in allowed:
-            raise ConfigError(f"{path}: {name} = {value!r}; allowed: {', '.join(allowed)}")
-    if int(s.guidance.dgsa_every) < 1:
-        raise ConfigError(f"{path}: sampler.guidance.dgsa_every = {s.guidance.dgsa_every}; must be >= 1")
-    if not float(s.guidance.pad_sigma_512) >= 0:
-        raise ConfigError(f"{path}: sampler.guidance.pad_sigma_512 = {s.guidance.pad_sigma_512}; must be >= 0")
-    parse_eta(s.eta)
-    try:
-        check_paste_config(cfg.paste)
-    except ValueError as err:
-        raise ConfigError(f"{path}: {err}") from None
-    if s.compile.enabled:
-        from torch._dynamo import list_backends
-
-        backends = list_backends(exclude_tags=())
-        if s.compile.backend not in backends:
-            raise ConfigError(f"{path}: sampler.compile.backend = {s.compile.backend!r}; allowed: {', '.join(backends)}")
-    return cfg
-
-
-def parse_eta(value) -> Optional[float]:
-    """``"auto"`` -> None (per image), otherwise a float in [0, 1]."""
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return None
-    try:
-        eta = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"eta must be 'auto' or a number in [0, 1], got {value!r}") from None
-    if not 0.0 <= eta <= 1.0:
-        raise ConfigError(f"eta must be in [0, 1], got {eta}")
-    return eta
 
 
 def auto_eta(sigma: torch.Tensor, resolution: int, divisor: float) -> torch.Tensor:
@@ -241,10 +142,6 @@ class FaceRestoreSampler:
         return cls(load_sample_config(path, overrides), device=device, precision=precision)
 
     def _build_dynfacerestore_parts(self, cfg: DictConfig) -> None:
-        from DiffBIR.dblm import DBLM
-        from DiffBIR.zero_shot import KIND as ZERO_SHOT, ZeroShotDBLM
-        from models.dsst import DSSTTable
-
         if cfg.dblm is None:
             raise ConfigError("method dynfacerestore needs a 'dblm' section in the config")
         if cfg.dblm.get("kind", "learned") == ZERO_SHOT:  # the levels from RM0 alone (DiffBIR/zero_shot.py)
@@ -332,48 +229,35 @@ class FaceRestoreSampler:
     # ------------------------------------------------------------------ the shared loop
     def _sample(self, source, start, eta, gens, guide: Optional["_Guide"],
                 callback: Optional[StepCallback]) -> SampleOutput:
-        """The DDIM update from each image's own ``start`` (respaced index) down to 0, with the x0 of
-        ``sampler.solver`` (models/solvers.py); see the module docstring.
-
-        The start indices are read to the host once; which images run at a step is decided there, so
-        the loop adds no device synchronisation of its own.
-        """
-        n = source.shape[0]
+        """DDIM from each image's own ``start`` (respaced index) down to 0 (module docstring). The images that
+        run a step are chosen on the host from the start indices, read once: no device synchronisation."""
+        n, starts, every = source.shape[0], start.tolist(), int(self.scfg.x0_every)
         x = self.diffusion.q_sample(source, start, noise=self._noise(gens, range(n), source.shape[1:]))
         nfe = torch.zeros(n, dtype=torch.long, device=self.device)
-        history: List[Dict[str, torch.Tensor]] = []
-        starts = start.tolist()
-        index = _IndexCache(self.device)
-        solver = MultistepX0(self.scfg.solver, self.diffusion, n)
-        every = int(self.scfg.x0_every)
+        index, solver, history = _IndexCache(self.device), MultistepX0(self.scfg.solver, self.diffusion, n), []
         for i in range(max(starts), -1, -1):
             running = [j for j in range(n) if starts[j] >= i]
-            idx = index(running)
-            t = torch.full((len(running),), i, dtype=torch.long, device=self.device)
-            guided = None if guide is None else guide.modifier(
-                idx, [p for p, j in enumerate(running) if guide.due(starts[j] - i)], i)
-            used: Dict[str, torch.Tensor] = {}
-
-            def x0_fn(x0_hat, x_t, t_orig, guided=guided, idx=idx, i=i, used=used):
-                used["x0"] = x0_hat if guided is None else guided(x0_hat, x_t, t_orig)
-                x0 = solver(used["x0"], idx, i, None if guide is None else guide.switched(running, i))
-                if guide is not None and self.scfg.guidance.reguide:  # the step's map, no new DGSA call
-                    x0 = guide.modifier(idx, [], i)(x0, x_t, t_orig)
-                return x0
-
-            x_t = x[idx]
-            step = self.diffusion.ddim_sample(self.denoiser, x_t, t, clip_denoised=self.scfg.clip_denoised,
-                                              eta=eta[idx], noise=self._noise(gens, running, x.shape[1:]),
-                                              x0_modifier=x0_fn)
-            x[idx] = step["sample"].to(x.dtype)
+            idx, t = index(running), torch.full((len(running),), i, dtype=torch.long, device=self.device)
+            x_t, t_orig = x[idx], self.timestep_map[t]
+            x0_prior = self.diffusion.model_x0(self.denoiser, x_t, t, self.scfg.clip_denoised)[2]
+            x0, restart = x0_prior, None
+            if guide is not None:
+                x0_tilde = guide.closed_form(x0_prior, idx, i)
+                fresh = [p for p, j in enumerate(running) if guide.due(starts[j] - i)]
+                scale = guide.scale(x0_prior, x0_tilde, idx, i, t_orig, fresh)
+                x0, restart = guided_x0(x0_prior, x0_tilde, scale), guide.switched(running, i)
+            x0_update = solver(x0, idx, i, restart)
+            if guide is not None and self.scfg.guidance.reguide:  # the step's scale, no new DGSA map
+                x0_update = guided_x0(x0_update, guide.closed_form(x0_update, idx, i), scale)
+            sample = self.diffusion.ddim_update(x_t, x0_update, t, eta[idx], self._noise(gens, running, x.shape[1:]))
+            x[idx] = sample.to(x.dtype)
             nfe[idx] += 1
-            if every > 0 and (i % every == 0):
-                history.append({"index": i, "images": idx.cpu(), "x0": used["x0"].float().cpu()})
+            if every > 0 and i % every == 0:
+                history.append({"index": i, "images": idx.cpu(), "x0": x0.float().cpu()})
             if callback is not None:
-                callback(SamplerStep(index=i, t=int(self.timestep_map[i]), images=idx, x_t=x_t,
-                                     x0_prior=step["pred_xstart_prior"], x0=used["x0"],
-                                     guidance_map=None if guide is None else guide.step_map(idx),
-                                     sample=step["sample"]))
+                callback(SamplerStep(index=i, t=int(self.timestep_map[i]), images=idx, x_t=x_t, x0_prior=x0_prior,
+                                     x0=x0, guidance_map=None if guide is None else guide.step_map(idx),
+                                     sample=sample))
         return SampleOutput(images=x.clamp(-1, 1), start_index=start, start_t=self.timestep_map[start], nfe=nfe,
                             eta=eta, x0_history=history)
 
@@ -391,6 +275,11 @@ class FaceRestoreSampler:
             raise ConfigError(f"sampler.fixed_start_index = {index} outside [0, {self.timestep_map.numel() - 1}] "
                               f"for this respacing")
         return int(index)
+
+
+def guided_x0(x0_hat: torch.Tensor, x0_tilde: torch.Tensor, scale: Scale) -> torch.Tensor:
+    """clamp(x0_hat + s (x0_tilde - x0_hat), -1, 1) in float32, in the dtype of ``x0_hat``."""
+    return blend(x0_hat.float(), x0_tilde, scale).clamp(-1, 1).to(x0_hat.dtype)
 
 
 class _IndexCache:
@@ -411,9 +300,8 @@ class _Guide:
     at each step (a table made once), DGSA maps.
 
     DGSA runs on an image's first step and then every ``guidance.dgsa_every`` steps of that image; in
-    between the image reuses its last map s (DGSA costs about a third of the 512 px UNet per call,
-    docs/benchmarks.md). A step that reuses the map runs only the solve, one gather of the map and the
-    blend: on a GPU, where such steps are bound by kernel launches, every per-step operation counts.
+    between the image reuses its last map s. A step that reuses the map runs only the solve, one gather of
+    the map and the blend (on a GPU such steps are bound by kernel launches).
     """
 
     def __init__(self, sampler: FaceRestoreSampler, levels, sigmas, level_t):
@@ -431,42 +319,36 @@ class _Guide:
         self.sharpest = self.active.long().cumsum(-1).argmax(-1)  # (I, N): the last active level
         self.sharpest_host = self.sharpest.cpu()
         n, _, _, h, w = self.levels.shape
-        self.scale = torch.ones(n, 1, h, w, device=sigmas.device)    # the last DGSA map of every image
+        self.last_map = torch.ones(n, 1, h, w, device=sigmas.device)  # the last DGSA map of every image
         self.map_sum = torch.zeros(n, 1, h, w, device=sigmas.device)  # sum over the steps each map serves
 
     def due(self, steps_done: int) -> bool:
         """Whether DGSA runs at an image's step ``steps_done`` (0 = its first step)."""
         return steps_done % self.every == 0
 
-    def modifier(self, idx: torch.Tensor, fresh: Sequence[int], index: int):
-        """x0 modifier for the images ``idx`` at respaced index ``index``; ``fresh``: positions in ``idx``
-        that get a new DGSA map (see :meth:`due`)."""
+    def closed_form(self, x0_hat: torch.Tensor, idx: torch.Tensor, index: int) -> torch.Tensor:
+        """x0_tilde (float32) of the images ``idx`` at respaced ``index``: argmin_x sum_k w_k ||G_k * x - y'_k||^2
+        + lam ||x - x0_hat||^2 over their sharpest active level (or all active levels), models/guidance.py."""
+        x0 = x0_hat.float()
+        if self.gcfg.combine == "all":
+            return self.spectra.solve(x0, self.active[index, idx].float(), self.lam, idx)
+        return self.spectra.solve_level(x0, self.sharpest[index, idx], self.lam, idx)
 
-        def apply(x0_hat: torch.Tensor, x_t: torch.Tensor, t_orig: torch.Tensor) -> torch.Tensor:
-            x0 = x0_hat.float()
-            level = self.sharpest[index, idx]
-            if self.gcfg.combine == "all":
-                x0_tilde = self.spectra.solve(x0, self.active[index, idx].float(), self.lam, idx)
-            else:
-                x0_tilde = self.spectra.solve_level(x0, level, self.lam, idx)
-            if self.gcfg.mode == "global":
-                scale = float(self.gcfg.global_scale)
-            else:
-                if fresh:
-                    self._refresh(idx, fresh, x0, x0_tilde, level, t_orig, serves=min(self.every, index + 1))
-                scale = self.scale[idx]
-            return blend(x0, x0_tilde, scale).clamp(-1, 1).to(x0_hat.dtype)
-
-        return apply
-
-    def _refresh(self, idx, fresh, x0, x0_tilde, level, t_orig, serves: int) -> None:
-        """New DGSA maps for the positions ``fresh`` of ``idx``, each to be used for its next ``serves`` steps."""
-        if len(fresh) < idx.numel():
-            pick = self.index(fresh)
-            idx, x0, x0_tilde, level, t_orig = idx[pick], x0[pick], x0_tilde[pick], level[pick], t_orig[pick]
-        new = self.sampler.dgsa.guidance_scale(x0, x0_tilde, self.levels[idx, level], t_orig)
-        self.scale[idx] = new
-        self.map_sum[idx] += serves * new
+    def scale(self, x0_hat: torch.Tensor, x0_tilde: torch.Tensor, idx: torch.Tensor, index: int,
+              t_orig: torch.Tensor, fresh: Sequence[int]) -> Scale:
+        """s of the images ``idx``: the global scale, or their last DGSA maps (M,1,H,W), made anew for the
+        positions ``fresh`` of ``idx`` (:meth:`due`); a new map serves its image's next min(every, index + 1)
+        steps."""
+        if self.gcfg.mode == "global":
+            return float(self.gcfg.global_scale)
+        if fresh:
+            pick = self.index(fresh) if len(fresh) < idx.numel() else slice(None)
+            images = idx[pick]
+            new = self.sampler.dgsa.guidance_scale(x0_hat.float()[pick], x0_tilde[pick],
+                                                   self.levels[images, self.sharpest[index, images]], t_orig[pick])
+            self.last_map[images] = new
+            self.map_sum[images] += min(self.every, index + 1) * new
+        return self.last_map[idx]
 
     def switched(self, images: Sequence[int], index: int) -> torch.Tensor:
         """(M,) bool on the host: whether the sharpest active level of each of ``images`` at respaced
@@ -479,8 +361,8 @@ class _Guide:
     def step_map(self, idx: torch.Tensor) -> torch.Tensor:
         """(M,1,H,W) the scale s that the images ``idx`` used at the step just taken."""
         if self.gcfg.mode == "global":
-            return torch.full_like(self.scale[idx], float(self.gcfg.global_scale))
-        return self.scale[idx]
+            return torch.full_like(self.last_map[idx], float(self.gcfg.global_scale))
+        return self.last_map[idx]
 
     def mean_map(self, steps: torch.Tensor) -> torch.Tensor:
         """(N,1,H,W) each image's guidance scale s averaged over its ``steps`` (N,) guided steps (its NFE:

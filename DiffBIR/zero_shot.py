@@ -15,7 +15,7 @@ is sqrt(s_R^2 + d_0^2), not s_R; and G_sqrt(sigma_k^2 - d_0^2) * R(y) ~ G_sigma_
 learned DBLM would return. The leftover blur grows with the degradation; the model d_0 proportional to s_R
 has one constant, the ratio k = sigma*(x, y) / sigma*(R(y), y), measured on training faces by
 
-    python -m DiffBIR.zero_shot --config configs/sample/dynfacerestore_demo_public.yaml --pairs DIR
+    python scripts/calibrate_zero_shot.py --config configs/sample/dynfacerestore_demo_public.yaml --pairs DIR
 
 (DIR: hq/ and lq/ of ``data.make_testset`` on training faces; the config's ``dblm.sigma_ratio``). k = 1 takes
 R(y) as sharp (sigma_hat = s_R, levels G_sigma_k * R(y)). A level finer than d_0 cannot be made from R(y)
@@ -27,15 +27,11 @@ restorer pass and one batched sigma* search on the restorer's device.
 
 What it gives up against the learned TM/RM: every level is a blur of one image, so detail R invents or
 misses is in all levels alike, and strong guidance toward them keeps the result close to R(y) (the public
-configs use a weaker global scale than the learned DBLM's). Measured at 64 px on the 100 evaluation faces
-(paper's sampling, both with a global scale; docs/evaluation.md, "Zero-shot DBLM"), PSNR against the learned
-DBLM per severity third: mild 24.48 vs 26.72 dB, medium 19.93 vs 21.20, severe 17.52 vs 18.42; LPIPS
-0.058 / 0.100 / 0.141 vs 0.041 / 0.108 / 0.149. docs/steps.md has the same at fewer steps.
+configs use a weaker global scale than the learned DBLM's). docs/evaluation.md, "Zero-shot DBLM", compares
+the two.
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,8 +43,6 @@ from DiffBIR.dblm import DBLMOutput, LevelSchedule, merge_section
 from data.blur import SIGMA_MAX_512, gaussian_blur
 from data.sigma_star import sigma_star
 from utils.config import ConfigError
-from utils.image_io import img2tensor, list_images, read_image
-from utils.model_factory import build_model
 
 #: The ``dblm.kind`` that selects this module (the learned DBLM is ``learned``, the default).
 KIND = "zero_shot"
@@ -132,40 +126,3 @@ def calibrate(dblm: ZeroShotDBLM, hq: torch.Tensor, lq: torch.Tensor, batch: int
             keep = s_r >= 2 * step
             ratios.append(s_x[keep] / s_r[keep])
     return torch.cat(ratios)
-
-
-def main(argv=None) -> int:
-    """Command line of :func:`calibrate` (module docstring); exit status 2 on bad input."""
-    parser = argparse.ArgumentParser(prog="python -m DiffBIR.zero_shot",
-                                     description="Measure the zero-shot DBLM's sigma_ratio on training faces.")
-    parser.add_argument("--config", required=True, help="sampling YAML with a restorer and a zero_shot dblm")
-    parser.add_argument("--pairs", required=True, help="folder with hq/ and lq/ of equally named, equally sized faces")
-    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
-    args = parser.parse_args(argv)
-    from sampler import load_sample_config  # here: sampler imports this module
-
-    try:
-        cfg = load_sample_config(args.config, args.opts)
-        if cfg.get("restorer") is None:
-            raise ConfigError(f"{args.config}: needs a 'restorer' section")
-        names = [p.name for p in list_images(f"{args.pairs}/lq")]
-        if not names:
-            raise FileNotFoundError(f"no images in {args.pairs}/lq")
-        lq = img2tensor([read_image(f"{args.pairs}/lq/{n}") for n in names])
-        hq = img2tensor([read_image(f"{args.pairs}/hq/{n}") for n in names])
-        dblm = ZeroShotDBLM.from_config(cfg.dblm, build_model(cfg.restorer))
-    except (ConfigError, OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    ratios = calibrate(dblm, hq, lq)
-    if len(ratios) == 0:
-        print(f"error: every face of {args.pairs} is restored to its input (sigma*(R(y), y) ~ 0): no ratio",
-              file=sys.stderr)
-        return 2
-    q25, q50, q75 = (float(v) for v in torch.quantile(ratios.double(), torch.tensor([0.25, 0.5, 0.75]).double()))
-    print(f"sigma_ratio {q50:.2f}  (median of {len(ratios)} of {len(names)} faces; quartiles {q25:.2f}, {q75:.2f})")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -60,7 +60,7 @@ def _samplers(wd: Path, args, sampler: Optional[dict] = None):
 def _compiled_samplers(wd: Path, args, chosen):
     """The samplers with ``sampler.compile`` on (``--compile BACKEND``) and the seconds of each one's first
     restore of the first chosen face, which compiles the UNet at batch 1."""
-    from models.dsst import load_faces
+    from models.dsst_build import load_faces
 
     dfr, dif, _ = _samplers(wd, args, {"compile": {"enabled": True, "backend": args.compile, "mode": args.compile_mode}})
     lq = load_faces([chosen[0][0]], args.resolution).to(args.device)
@@ -98,7 +98,7 @@ def _end_to_end_faces(mixed, args):
 
 def _end_to_end(samplers, mixed, args):
     """Every (label, sampler) of ``samplers`` on :func:`_end_to_end_faces`, batch 1, round-robin."""
-    from models.dsst import load_faces
+    from models.dsst_build import load_faces
 
     chosen = _end_to_end_faces(mixed, args)
     variants, info = {}, {}
@@ -126,7 +126,7 @@ def _components(dfr, dif, mixed, args):
     """Seconds of RM0, DBLM, the UNet and a step without the UNet (unguided, guided with a fresh or a reused
     DGSA map; a stub returns the UNet output, as in bench_step_breakdown), batch 1, on a medium face."""
     from benchmarks.bench_step_breakdown import _CachedOutput
-    from models.dsst import load_faces
+    from models.dsst_build import load_faces
     from sampler import _Guide
 
     dev = torch.device(args.device)
@@ -142,18 +142,17 @@ def _components(dfr, dif, mixed, args):
         x_t = dfr.diffusion.q_sample(levels.images[0].float(), t)
         t_orig = dfr.timestep_map[t]
         stub = _CachedOutput(dfr.model(x_t, t_orig))
-        idx = torch.arange(1, device=dev)
 
-        def step(modifier):
-            return dfr.diffusion.ddim_sample(stub, x_t, t, eta=0.5, x0_modifier=modifier)
+        def step(guided, fresh=()):
+            return common.guided_step(dfr, guide if guided else None, stub, x_t, t, 0.5, fresh=fresh)
 
         times = common.interleaved({
             "RM0 (DifFace)": lambda: dif.restorer.restore(lq),
             "DBLM (DynFaceRestore)": lambda: dfr.dblm(lq),
             "UNet": lambda: dfr.model(x_t, t_orig),
-            "step w/o UNet, unguided (DifFace)": lambda: step(None),
-            "step w/o UNet, guided, fresh DGSA map": lambda: step(guide.modifier(idx, [0], start)),
-            "step w/o UNet, guided, reused DGSA map": lambda: step(guide.modifier(idx, [], start)),
+            "step w/o UNet, unguided (DifFace)": lambda: step(False),
+            "step w/o UNet, guided, fresh DGSA map": lambda: step(True, [0]),
+            "step w/o UNet, guided, reused DGSA map": lambda: step(True),
         }, args.component_repeats, warmup=args.warmup, device=dev)
     return {name: common.median(ts) for name, ts in times.items()}
 
@@ -229,8 +228,7 @@ def _memory_child(args) -> int:
                 t = torch.full((b,), start, dtype=torch.long, device=dev)
                 guide = _Guide(dfr, levels, sig, dfr._level_steps(sig))
                 x_t = dfr.diffusion.q_sample(lq, t)
-                modifier = guide.modifier(torch.arange(b, device=dev), list(range(b)), start)
-                dfr.diffusion.ddim_sample(dfr.model, x_t, t, eta=0.5, x0_modifier=modifier)
+                common.guided_step(dfr, guide, dfr.model, x_t, t, 0.5, fresh=list(range(b)))
         common.sync(dev)
         out = {"batch": b, "seconds": time.perf_counter() - t0, "rss_after_load_mb": base,
                "peak_rss_mb": common.peak_rss_mb()}

@@ -33,7 +33,7 @@ def main(argv=None) -> int:
 
     from data.degradation import degrade, load_degradation_config
     from data.sigma_star import sigma_star, sigma_star_spatial
-    from models.dsst import load_faces
+    from models.dsst_build import load_faces
 
     dev = torch.device(args.device)
     faces = common.default_faces(args.faces)

@@ -58,7 +58,7 @@ class _CachedOutput:
 
 def _inputs(sampler, batch: int, sigma512: float, device):
     from data.blur import gaussian_blur
-    from models.dsst import load_faces
+    from models.dsst_build import load_faces
 
     res = sampler.resolution
     faces = common.default_faces(min(batch, 8))
@@ -104,8 +104,8 @@ class _ModifierBefore:
             x0_tilde = guide.spectra.solve(x0, self.one_hot[sharpest], guide.lam, idx)
             y_k = guide.levels[idx, sharpest]
             if fresh:
-                guide.scale[idx] = guide.sampler.dgsa.guidance_scale(x0, x0_tilde, y_k, t_orig)
-            scale = guide.scale[idx]
+                guide.last_map[idx] = guide.sampler.dgsa.guidance_scale(x0, x0_tilde, y_k, t_orig)
+            scale = guide.last_map[idx]
             guide.map_sum[idx] += scale.expand(-1, 1, *x0.shape[-2:])
             self.map_count[idx] += 1
             return (x0 + scale * (x0_tilde - x0)).clamp(-1, 1).to(x0_hat.dtype)
@@ -141,19 +141,20 @@ def _step_components(sampler, batch, args):
     with torch.no_grad():
         unet_out = sampler.model(x_t, t_orig)
         stub = _CachedOutput(unet_out)
-        x0_hat = sampler.diffusion.p_mean_variance(stub, x_t, t)["pred_xstart_prior"]
+        x0_hat = sampler.diffusion.model_x0(stub, x_t, t)[2]
         y_k, sigma_k = levels[0], sigmas[:, 0]  # the start level (the sharpest active one at t = 400 here)
         x0_tilde = guidance.closed_form_guidance(x0_hat, y_k, sigma_k, lam)
         first_level = _first_level_weights(batch, sigmas.shape[1], dev)
         level_1 = first_level.argmax(1)
 
-        def ddim(model, modifier):
-            return sampler.diffusion.ddim_sample(model, x_t, t, eta=eta, noise=noise, x0_modifier=modifier)
+        def ddim(model, guided, fresh=()):
+            return common.guided_step(sampler, guide if guided else None, model, x_t, t, eta, noise, fresh)
 
         def ddim_before(model, modifier):
             """The DDIM step as it was before it skipped the model variance: all of p_mean_variance, then the update."""
             diffusion = sampler.diffusion
-            x0 = diffusion.p_mean_variance(model, x_t, t, x0_modifier=modifier)["pred_xstart"]
+            x0 = diffusion.p_mean_variance(model, x_t, t)["pred_xstart"]
+            x0 = x0 if modifier is None else modifier(x0, x_t, t_orig)
             return ddim_step(x_t, x0, diffusion.extract("alphas_cumprod", t, x_t.shape),
                              diffusion.extract("alphas_cumprod_prev", t, x_t.shape), eta.view(-1, 1, 1, 1), noise)
 
@@ -166,11 +167,11 @@ def _step_components(sampler, batch, args):
                 lambda: guide.spectra.solve_level(x0_hat, level_1, lam),
             "LevelSpectra build (once per batch)":
                 lambda: guidance.LevelSpectra(guide.levels, sigmas, pad=guide.spectra.pad),
-            "x0 modifier, fresh DGSA map": lambda: guide.modifier(idx, everyone, index)(x0_hat, x_t, t_orig),
-            "x0 modifier, reused DGSA map": lambda: guide.modifier(idx, [], index)(x0_hat, x_t, t_orig),
-            "step w/o UNet, guided, fresh DGSA map": lambda: ddim(stub, guide.modifier(idx, everyone, index)),
-            "step w/o UNet, guided, reused DGSA map": lambda: ddim(stub, guide.modifier(idx, [], index)),
-            "step w/o UNet, unguided (DifFace)": lambda: ddim(stub, None),
+            "x0 modifier, fresh DGSA map": lambda: common.guide_x0(guide, x0_hat, index, t_orig, everyone),
+            "x0 modifier, reused DGSA map": lambda: common.guide_x0(guide, x0_hat, index, t_orig, []),
+            "step w/o UNet, guided, fresh DGSA map": lambda: ddim(stub, True, everyone),
+            "step w/o UNet, guided, reused DGSA map": lambda: ddim(stub, True),
+            "step w/o UNet, unguided (DifFace)": lambda: ddim(stub, False),
             "step w/o UNet, unguided (DifFace), before (DDIM through p_mean_variance)": lambda: ddim_before(stub, None),
         }
         if sampler.dgsa is not None and sampler.scfg.guidance.combine == "sharpest":
@@ -189,7 +190,7 @@ def _step_components(sampler, batch, args):
                     lambda: full.guidance_scale(x0_hat, x0_tilde, y_k, t_orig)
         if args.full_step:
             variants["full guided step (UNet + all), fresh DGSA map"] = \
-                lambda: ddim(sampler.model, guide.modifier(idx, everyone, index))
+                lambda: ddim(sampler.model, True, everyone)
         times = common.interleaved(variants, args.repeats, warmup=args.warmup, device=dev)
         ops = {name: common.dispatched_ops(fn) for name, fn in variants.items()}
     med = {k: common.median(v) for k, v in times.items()}

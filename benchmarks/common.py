@@ -11,7 +11,7 @@ only the respacing and the method / guidance mode are set by the benchmark.
 
 The SDE is made constant: zero output weights and bias log(sigma), so sigma_hat = sigma exactly and a
 benchmark chooses the severity of every face (:func:`set_sde_sigma`). The DSST table is built with
-``models.dsst.build_from_config`` and the scale's configs/dsst/*.yaml from a few real faces of
+``models.dsst_build.build_from_config`` and the scale's configs/dsst/*.yaml from a few real faces of
 ../shared/data/faces_hq/celebref512.
 
 Timing: :func:`interleaved` runs the variants round-robin (baseline and variants alternate, so load
@@ -39,7 +39,7 @@ import torch
 import yaml
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from sampler import PRECISIONS
+from sampler import PRECISIONS, guided_x0
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FACES_512 = Path("../shared/data/faces_hq/celebref512")
@@ -159,7 +159,7 @@ def _save_random(node: dict, path: Path, seed: int) -> dict:
 def dsst_table(out_dir: Path, resolution: int, faces: Sequence[Path]) -> Path:
     """Build (once) the benchmark DSST table at ``resolution`` from ``faces`` with the scale's DSST config
     (configs/dsst/ffhq512.yaml or demo64.yaml: grid, schedule, tau calibration); returns its path."""
-    from models.dsst import build_from_config
+    from models.dsst_build import build_from_config
 
     path = Path(out_dir) / f"dsst_{resolution}.json"
     if not path.is_file():
@@ -211,6 +211,24 @@ def difface_start(respacing: str, t_start: int = 400) -> int:
     return next(i for i, t in enumerate(steps) if t >= t_start)
 
 
+def guide_x0(guide, x0_hat: torch.Tensor, index: int, t_orig: torch.Tensor, fresh: Sequence[int]) -> torch.Tensor:
+    """The sampler's guided x0 of a whole batch at respaced ``index`` (closed form, then the scale s; new DGSA
+    maps for the positions ``fresh``), as ``sampler.FaceRestoreSampler._sample`` takes it."""
+    idx = torch.arange(x0_hat.shape[0], device=x0_hat.device)
+    x0_tilde = guide.closed_form(x0_hat, idx, index)
+    return guided_x0(x0_hat, x0_tilde, guide.scale(x0_hat, x0_tilde, idx, index, t_orig, fresh))
+
+
+def guided_step(sampler, guide, model, x_t: torch.Tensor, t: torch.Tensor, eta, noise=None,
+                fresh: Sequence[int] = ()) -> torch.Tensor:
+    """One DDIM step of a whole batch at the respaced index ``t`` (one value) with the sampler's x0: the
+    model's, guided by :func:`guide_x0` unless ``guide`` is None."""
+    x0 = sampler.diffusion.model_x0(model, x_t, t)[2]
+    if guide is not None:
+        x0 = guide_x0(guide, x0, int(t[0]), sampler.timestep_map[t], fresh)
+    return sampler.diffusion.ddim_update(x_t, x0, t, eta, noise)
+
+
 def set_sde_sigma(sampler, sigma_px: float) -> None:
     """Make the (constant) SDE of a DynFaceRestore sampler return ``sigma_px`` for every face."""
     last = sampler.dblm.sde.head[-1]
@@ -222,7 +240,7 @@ def set_sde_sigma(sampler, sigma_px: float) -> None:
 def degraded_faces(faces: Sequence[Path], resolution: int, sigma_512: Sequence[float]) -> torch.Tensor:
     """Real faces at ``resolution`` blurred by sigma_512[i] (512-px units): (N, 3, R, R) in [-1, 1]."""
     from data.blur import gaussian_blur
-    from models.dsst import load_faces
+    from models.dsst_build import load_faces
 
     x = load_faces(list(faces), resolution)
     sig = torch.tensor([s * resolution / 512.0 for s in sigma_512], dtype=torch.float32)

@@ -15,7 +15,8 @@ from faces.detection import DEFAULT_MIN_FACE_SIZE, DETECTORS, OFFLINE_DEFAULT, R
 from faces.paste import PASTE_MODES
 from inference.steps import preset_overrides, presets, steps_overrides
 from models.solvers import SOLVERS
-from sampler import METHODS, PRECISIONS
+from sample_config import METHODS
+from sampler import PRECISIONS
 from utils.image_file import ALPHA_MODES
 from utils.model_factory import resolve_path
 

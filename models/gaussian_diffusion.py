@@ -4,15 +4,8 @@ sampling (Song et al. 2021); DifFace-compatible (docs/method.md section 3).
 All schedule arrays are float64 numpy; they are gathered per image and cast to float32 tensors, so a
 batch may hold images at DIFFERENT timesteps ``t`` (a (N,) long tensor).
 
-The x0 hook (used by the closed-form guidance, docs/method.md sections 6-9)
------------------------------------------------------------------------
-Every sampling function takes ``x0_modifier``: a callable ``x0_modifier(pred_xstart, x_t, t_orig) ->
-pred_xstart`` where ``pred_xstart`` is the prior's predicted x0 AFTER ``denoised_fn`` and clipping to
-[-1, 1], ``x_t`` the current sample and ``t_orig`` the (N,) long tensor of ORIGINAL timesteps (out of
-the unspaced ``original_num_steps``, e.g. 1000, whatever the respacing). Its return value replaces x0 in
-the update: the posterior mean ``mu~(x_t, x0)`` for ancestral sampling, and for DDIM the noise
-``eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)`` is recomputed from it before :func:`ddim_step`.
-The returned x0 is used as given (the hook is responsible for its range).
+One step of a sampler is :meth:`GaussianDiffusion.model_x0` (the network and its x0 prediction) followed by
+:meth:`GaussianDiffusion.ddim_update` (the DDIM update with a given x0; the sampler guides x0 in between).
 """
 from __future__ import annotations
 
@@ -25,9 +18,6 @@ import torch
 
 from models.losses import NATS_PER_BIT, discretized_gaussian_log_likelihood, normal_kl
 from models.nn import mean_flat
-
-X0Modifier = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
 
 def get_named_beta_schedule(schedule_name: str, num_diffusion_timesteps: int) -> np.ndarray:
     """float64 betas of a named schedule.
@@ -194,23 +184,17 @@ class GaussianDiffusion:
     def _scale_timesteps(self, t: torch.Tensor) -> torch.Tensor:
         return t.float() * (1000.0 / self.num_timesteps) if self.rescale_timesteps else t
 
-    def original_timesteps(self, t: torch.Tensor) -> torch.Tensor:
-        """Original (unspaced) timesteps of the step indices ``t`` of this schedule."""
-        return self.on_device("timestep_map", t.device)[t]
-
     def p_mean_variance(self, model, x: torch.Tensor, t: torch.Tensor, clip_denoised: bool = True,
-                        denoised_fn: Optional[Callable] = None, model_kwargs: Optional[dict] = None,
-                        x0_modifier: Optional[X0Modifier] = None) -> dict:
+                        denoised_fn: Optional[Callable] = None, model_kwargs: Optional[dict] = None) -> dict:
         """Apply the model and return p(x_{t-1} | x_t) as a dict.
 
-        Keys: ``mean``, ``variance``, ``log_variance``, ``pred_xstart`` (after denoised_fn, clipping and
-        ``x0_modifier``), ``pred_xstart_prior`` (before ``x0_modifier``), ``model_output`` (the raw
-        output with the variance channels removed). For LEARNED_RANGE the model's extra channels v give
-        log var = frac max_log + (1 - frac) min_log, frac = (v + 1) / 2, with min_log the clipped
-        posterior log variance and max_log = log beta_t (Nichol & Dhariwal eq. 15).
+        Keys: ``mean``, ``variance``, ``log_variance``, ``pred_xstart`` (after denoised_fn and clipping),
+        ``model_output`` (the raw output with the variance channels removed). For LEARNED_RANGE the model's
+        extra channels v give log var = frac max_log + (1 - frac) min_log, frac = (v + 1) / 2, with min_log
+        the clipped posterior log variance and max_log = log beta_t (Nichol & Dhariwal eq. 15).
         """
-        model_output, model_var_values, prior_xstart, pred_xstart = self._model_xstart(
-            model, x, t, clip_denoised, denoised_fn, model_kwargs, x0_modifier)
+        model_output, model_var_values, pred_xstart = self.model_x0(model, x, t, clip_denoised, denoised_fn,
+                                                                    model_kwargs)
         if self.model_var_type == ModelVarType.LEARNED:
             model_log_variance = model_var_values
             model_variance = torch.exp(model_log_variance)
@@ -228,17 +212,18 @@ class GaussianDiffusion:
             model_variance = self.extract("posterior_variance", t, x.shape)
             model_log_variance = self.extract("posterior_log_variance_clipped", t, x.shape)
 
-        if self.model_mean_type == ModelMeanType.PREVIOUS_X and x0_modifier is None:
+        if self.model_mean_type == ModelMeanType.PREVIOUS_X:
             model_mean = model_output
         else:
             model_mean, _, _ = self.q_posterior_mean_variance(pred_xstart, x, t)
         return {"mean": model_mean, "variance": model_variance, "log_variance": model_log_variance,
-                "pred_xstart": pred_xstart, "pred_xstart_prior": prior_xstart, "model_output": model_output}
+                "pred_xstart": pred_xstart, "model_output": model_output}
 
-    def _model_xstart(self, model, x, t, clip_denoised, denoised_fn, model_kwargs, x0_modifier):
-        """The network at (x, t) and its x0 prediction: ``(model_output, variance channels or None,
-        pred_xstart before x0_modifier, pred_xstart after it)``. What a DDIM step needs, without the
-        model variance and posterior mean that :meth:`p_mean_variance` adds for ancestral sampling."""
+    def model_x0(self, model, x: torch.Tensor, t: torch.Tensor, clip_denoised: bool = True,
+                 denoised_fn: Optional[Callable] = None, model_kwargs: Optional[dict] = None):
+        """The network at (x, t) (``t``: (N,) step indices) and its x0 prediction: ``(model_output, variance
+        channels or None, x0)``, x0 after ``denoised_fn`` and clipping to [-1, 1]. What a DDIM step needs,
+        without the model variance and posterior mean that :meth:`p_mean_variance` adds for ancestral sampling."""
         model_output = model(x, self._scale_timesteps(t), **(model_kwargs or {}))
         model_var_values = None
         if self.model_var_type in (ModelVarType.LEARNED, ModelVarType.LEARNED_RANGE):
@@ -249,17 +234,16 @@ class GaussianDiffusion:
             model_output, model_var_values = torch.split(model_output, channels, dim=1)
 
         if self.model_mean_type == ModelMeanType.PREVIOUS_X:
-            prior_xstart = self._predict_xstart_from_xprev(x, t, model_output)
+            x0 = self._predict_xstart_from_xprev(x, t, model_output)
         elif self.model_mean_type == ModelMeanType.START_X:
-            prior_xstart = model_output
+            x0 = model_output
         else:
-            prior_xstart = self._predict_xstart_from_eps(x, t, model_output)
+            x0 = self._predict_xstart_from_eps(x, t, model_output)
         if denoised_fn is not None:
-            prior_xstart = denoised_fn(prior_xstart)
+            x0 = denoised_fn(x0)
         if clip_denoised:
-            prior_xstart = prior_xstart.clamp(-1, 1)
-        pred_xstart = prior_xstart if x0_modifier is None else x0_modifier(prior_xstart, x, self.original_timesteps(t))
-        return model_output, model_var_values, prior_xstart, pred_xstart
+            x0 = x0.clamp(-1, 1)
+        return model_output, model_var_values, x0
 
     def _predict_xstart_from_eps(self, x_t, t, eps):
         return (self.extract("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t
@@ -276,17 +260,17 @@ class GaussianDiffusion:
     # ----------------------------------------------------------------- ancestral sampling
     def p_sample(self, model, x: torch.Tensor, t: torch.Tensor, clip_denoised: bool = True,
                  denoised_fn: Optional[Callable] = None, model_kwargs: Optional[dict] = None,
-                 x0_modifier: Optional[X0Modifier] = None, noise: Optional[torch.Tensor] = None) -> dict:
+                 noise: Optional[torch.Tensor] = None) -> dict:
         """One ancestral step x_t -> x_{t-1} = mean + exp(log_var / 2) noise (no noise where t == 0).
 
-        Returns ``{"sample", "pred_xstart", "pred_xstart_prior"}``.
+        Returns ``{"sample", "pred_xstart"}``.
         """
-        out = self.p_mean_variance(model, x, t, clip_denoised, denoised_fn, model_kwargs, x0_modifier)
+        out = self.p_mean_variance(model, x, t, clip_denoised, denoised_fn, model_kwargs)
         if noise is None:
             noise = torch.randn_like(x)
         nonzero_mask = (t != 0).float().reshape(-1, *([1] * (x.ndim - 1)))
         sample = out["mean"] + nonzero_mask * torch.exp(0.5 * out["log_variance"]) * noise
-        return {"sample": sample, "pred_xstart": out["pred_xstart"], "pred_xstart_prior": out["pred_xstart_prior"]}
+        return {"sample": sample, "pred_xstart": out["pred_xstart"]}
 
     def p_sample_loop(self, model, shape, **kwargs) -> torch.Tensor:
         """Final sample of :meth:`p_sample_loop_progressive` (same arguments)."""
@@ -295,36 +279,35 @@ class GaussianDiffusion:
     def p_sample_loop_progressive(self, model, shape, noise: Optional[torch.Tensor] = None,
                                   start_index: Optional[int] = None, x_start_t: Optional[torch.Tensor] = None,
                                   clip_denoised: bool = True, denoised_fn: Optional[Callable] = None,
-                                  model_kwargs: Optional[dict] = None, device=None, progress: bool = False,
-                                  x0_modifier: Optional[X0Modifier] = None) -> Iterator[dict]:
+                                  model_kwargs: Optional[dict] = None, device=None,
+                                  progress: bool = False) -> Iterator[dict]:
         """Yield the output of :meth:`p_sample` at every step (see :meth:`_progressive` for the start)."""
 
         def step(img, t):
-            return self.p_sample(model, img, t, clip_denoised, denoised_fn, model_kwargs, x0_modifier)
+            return self.p_sample(model, img, t, clip_denoised, denoised_fn, model_kwargs)
 
         yield from self._progressive(step, shape, noise, start_index, x_start_t, device, progress)
 
     # ----------------------------------------------------------------- DDIM sampling
-    def ddim_sample(self, model, x: torch.Tensor, t: torch.Tensor, clip_denoised: bool = True,
-                    denoised_fn: Optional[Callable] = None, model_kwargs: Optional[dict] = None,
-                    eta: Union[float, torch.Tensor] = 0.0, noise: Optional[torch.Tensor] = None,
-                    x0_modifier: Optional[X0Modifier] = None) -> dict:
-        """One DDIM step from step index ``t`` ((N,) long, may differ per image) to ``t - 1``.
-
-        ``eta`` is a float or an (N,) tensor (one eta per image). The prior's x0 goes through
-        ``x0_modifier`` and then :func:`ddim_step`. Returns ``{"sample", "pred_xstart", "pred_xstart_prior"}``.
-        """
-        _, _, prior_xstart, pred_xstart = self._model_xstart(model, x, t, clip_denoised, denoised_fn, model_kwargs,
-                                                             x0_modifier)
+    def ddim_update(self, x: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, eta: Union[float, torch.Tensor] = 0.0,
+                    noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """:func:`ddim_step` from step index ``t`` ((N,) long, may differ per image) to ``t - 1`` with the given
+        ``x0``; ``eta`` a float or an (N,) tensor (one eta per image), ``noise`` N(0, I) when not given."""
         if isinstance(eta, torch.Tensor):
             if eta.numel() != x.shape[0]:
                 raise ValueError(f"eta has {eta.numel()} values for a batch of {x.shape[0]} images")
             eta = eta.to(device=x.device, dtype=torch.float32).reshape(-1, *([1] * (x.ndim - 1)))
         if noise is None:
             noise = torch.randn_like(x)
-        sample = ddim_step(x, pred_xstart, self.extract("alphas_cumprod", t, x.shape),
-                           self.extract("alphas_cumprod_prev", t, x.shape), eta, noise)
-        return {"sample": sample, "pred_xstart": pred_xstart, "pred_xstart_prior": prior_xstart}
+        return ddim_step(x, x0, self.extract("alphas_cumprod", t, x.shape),
+                         self.extract("alphas_cumprod_prev", t, x.shape), eta, noise)
+
+    def ddim_sample(self, model, x: torch.Tensor, t: torch.Tensor, clip_denoised: bool = True,
+                    denoised_fn: Optional[Callable] = None, model_kwargs: Optional[dict] = None,
+                    eta: Union[float, torch.Tensor] = 0.0, noise: Optional[torch.Tensor] = None) -> dict:
+        """One DDIM step: :meth:`model_x0` then :meth:`ddim_update`. Returns ``{"sample", "pred_xstart"}``."""
+        x0 = self.model_x0(model, x, t, clip_denoised, denoised_fn, model_kwargs)[2]
+        return {"sample": self.ddim_update(x, x0, t, eta, noise), "pred_xstart": x0}
 
     def ddim_sample_loop(self, model, shape, **kwargs) -> torch.Tensor:
         """Final sample of :meth:`ddim_sample_loop_progressive` (same arguments)."""
@@ -334,12 +317,11 @@ class GaussianDiffusion:
                                      start_index: Optional[int] = None, x_start_t: Optional[torch.Tensor] = None,
                                      clip_denoised: bool = True, denoised_fn: Optional[Callable] = None,
                                      model_kwargs: Optional[dict] = None, device=None, progress: bool = False,
-                                     eta: Union[float, torch.Tensor] = 0.0,
-                                     x0_modifier: Optional[X0Modifier] = None) -> Iterator[dict]:
+                                     eta: Union[float, torch.Tensor] = 0.0) -> Iterator[dict]:
         """Yield the output of :meth:`ddim_sample` at every step (see :meth:`_progressive` for the start)."""
 
         def step(img, t):
-            return self.ddim_sample(model, img, t, clip_denoised, denoised_fn, model_kwargs, eta, None, x0_modifier)
+            return self.ddim_sample(model, img, t, clip_denoised, denoised_fn, model_kwargs, eta)
 
         yield from self._progressive(step, shape, noise, start_index, x_start_t, device, progress)
 

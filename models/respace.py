@@ -74,8 +74,8 @@ class SpacedDiffusion(GaussianDiffusion):
         self.use_timesteps = set(use_timesteps)
         self.timestep_map = np.asarray(use_timesteps, dtype=np.int64)
 
-    def _model_xstart(self, model, *args, **kwargs):  # every sampling step evaluates the model through here
-        return super()._model_xstart(self._wrap_model(model), *args, **kwargs)
+    def model_x0(self, model, *args, **kwargs):  # every sampling step evaluates the model through here
+        return super().model_x0(self._wrap_model(model), *args, **kwargs)
 
     def training_losses(self, model, *args, **kwargs):
         return super().training_losses(self._wrap_model(model), *args, **kwargs)

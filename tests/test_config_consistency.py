@@ -10,7 +10,7 @@
   (trainers/dgsa.py ``sample_config``).
 * Every YAML under configs/ loads with its schema: sample configs with sampler.load_sample_config,
   main.py configs with their trainer's config_schema, configs/train/ with trainers.dblm.load_experiment,
-  DSST build configs with models.dsst.DSSTBuildConfig, degradations with load_degradation_config.
+  DSST build configs with models.dsst_build.DSSTBuildConfig, degradations with load_degradation_config.
   ``???`` (OmegaConf MISSING) is accepted only for the data paths the user must fill in.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 import main
 from data.degradation import load_degradation_config
 from trainers.dblm import load_experiment, trainer_for
-from models.dsst import DSSTBuildConfig
+from models.dsst_build import DSSTBuildConfig
 from sampler import load_sample_config
 from trainers.dgsa import DGSATrainerConfig
 from utils.config import get_obj_from_str, load_config

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from data.blur import gaussian_blur
-from models.dsst import load_faces
+from models.dsst_build import load_faces
 from models.guidance import closed_form_guidance_multi
-from sampler import FaceRestoreSampler, _Guide
+from sampler import FaceRestoreSampler, _Guide, guided_x0
 from tiny_setup import RESOLUTION, make_tiny_setup
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
@@ -57,9 +57,13 @@ class _GuidedStep:
         self.x_t = sampler.diffusion.q_sample(self.levels.images[0].float(), self.t, noise=x_noise.to(dev))
 
     def run(self, fresh: bool = True) -> dict:
-        modifier = self.guide.modifier(self.idx, list(range(self.n)) if fresh else [], self.index)
-        return self.sampler.diffusion.ddim_sample(self.sampler.model, self.x_t, self.t, eta=self.eta,
-                                                  noise=self.step_noise, x0_modifier=modifier)
+        diffusion, guide = self.sampler.diffusion, self.guide
+        x0_hat = diffusion.model_x0(self.sampler.model, self.x_t, self.t)[2]
+        x0_tilde = guide.closed_form(x0_hat, self.idx, self.index)
+        scale = guide.scale(x0_hat, x0_tilde, self.idx, self.index, self.sampler.timestep_map[self.t],
+                            list(range(self.n)) if fresh else [])
+        x0 = guided_x0(x0_hat, x0_tilde, scale)
+        return {"pred_xstart": x0, "sample": diffusion.ddim_update(self.x_t, x0, self.t, self.eta, self.step_noise)}
 
 
 def _noises(shape):

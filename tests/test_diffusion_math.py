@@ -205,25 +205,24 @@ def test_loop_from_start_index(ddim250, loop):
         next(getattr(ddim250, loop)(model, (2, 3, 4, 4), start_index=5))
 
 
-def test_x0_modifier_hook(ddim250):
+def test_a_ddim_step_is_the_models_x0_then_the_update(ddim250):
+    """model_x0: the network at the ORIGINAL timesteps and its clipped x0; ddim_update: DDIM with any given x0."""
     torch.manual_seed(2)
     xt, z, eps = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), 3 * torch.randn(2, 6, 4, 4)
     k = torch.tensor([150, 10])
-    seen = {}
-
-    def modifier(x0, x, t):
-        seen.update(x0=x0, t=t)
-        return torch.full_like(x0, 0.25)
-
-    out = ddim250.ddim_sample(ConstEps(eps), xt, k, eta=0.5, noise=z, x0_modifier=modifier)
-    assert seen["t"].tolist() == [600, 40] and seen["x0"].abs().max() <= 1  # original t, clipped x0
-    ab = torch.tensor(ddim250.alphas_cumprod[k.numpy()]).float().reshape(2, 1, 1, 1)
-    ab_prev = torch.tensor(ddim250.alphas_cumprod_prev[k.numpy()]).float().reshape(2, 1, 1, 1)
-    ref = gd.ddim_step(xt, torch.full_like(xt, 0.25), ab, ab_prev, 0.5, z)
-    torch.testing.assert_close(out["sample"], ref)
-    torch.testing.assert_close(out["pred_xstart_prior"], seen["x0"])
-    post = ddim250.p_mean_variance(ConstEps(eps), xt, k, x0_modifier=modifier)
-    torch.testing.assert_close(post["mean"], ddim250.q_posterior_mean_variance(torch.full_like(xt, 0.25), xt, k)[0])
+    model = ConstEps(eps)
+    x0 = ddim250.model_x0(model, xt, k)[2]
+    assert model.calls[-1].tolist() == [600, 40]
+    betas = ref_linear_betas(1000)
+    ab = torch.tensor([ref_alpha_bar(betas, 4 * kk) for kk in k.tolist()]).reshape(2, 1, 1, 1)
+    ab_prev = torch.tensor([ref_alpha_bar(betas, 4 * kk - 4) for kk in k.tolist()]).reshape(2, 1, 1, 1)
+    ref_x0 = ((xt.double() - (1 - ab).sqrt() * eps[:, :3].double()) / ab.sqrt()).clamp(-1, 1)
+    torch.testing.assert_close(x0.double(), ref_x0, rtol=0, atol=1e-5)
+    given_x0 = torch.full_like(xt, 0.25)
+    ref = gd.ddim_step(xt.double(), given_x0.double(), ab, ab_prev, 0.5, z.double())
+    torch.testing.assert_close(ddim250.ddim_update(xt, given_x0, k, 0.5, z).double(), ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(ddim250.ddim_sample(model, xt, k, eta=0.5, noise=z)["sample"],
+                               ddim250.ddim_update(xt, x0, k, 0.5, z), rtol=0, atol=0)
 
 
 @settings(max_examples=20, deadline=None)

@@ -1,4 +1,5 @@
-"""DSST table (models/dsst.py, models/make_DSST.ipynb) on real faces, against independent references."""
+"""DSST table (models/dsst.py, its builder models/dsst_build.py, scripts/make_dsst.py, models/make_DSST.ipynb)
+on real faces, against independent references."""
 from __future__ import annotations
 
 import hashlib
@@ -13,9 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.ndimage import correlate1d
 
-from models.dsst import (DSSTTable, DSSTTableError, build_table, file_list_hash, kl_per_pixel, main,
-                         start_steps_from_residual, tau_for_start)
+from models.dsst import DSSTTable, DSSTTableError
+from models.dsst_build import build_table, file_list_hash, kl_per_pixel, start_steps_from_residual, tau_for_start
+from script_modules import load_script
 from utils.image_io import read_image
+
+main = load_script("make_dsst").main
 
 REPO = Path(__file__).resolve().parents[1]
 TAU = 1e-3
@@ -285,7 +289,7 @@ def test_cli_several_folders_half_split_and_provenance(celeba_faces, tmp_path, m
     assert table.file_list_hash == file_list_hash(files, tmp_path)
     prov = table.provenance
     assert prov["images"] == ["a", "b"] and prov["config"] == "dsst.yaml" and prov["command"].startswith(
-        "python -m models.dsst --images a b")
+        "python scripts/make_dsst.py --images a b")
     split = prov["half_split"]
     halves = [build_table(files[j::2], np.linspace(0, 4, 17), resolution=64,
                           noise_schedule="linear", num_steps=1000, calibrate=(2.0, 400), batch_size=4)

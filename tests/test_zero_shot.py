@@ -1,5 +1,5 @@
-"""DiffBIR/zero_shot.py: the zero-shot DBLM on real degraded faces with the committed demo RM0, against
-sigma* from the spatial reference search and the blur of the restorer's output; the restorer-blur model
+"""DiffBIR/zero_shot.py (and scripts/calibrate_zero_shot.py): the zero-shot DBLM on real degraded faces with the
+committed demo RM0, against sigma* from the spatial reference search and the blur of the restorer's output; the restorer-blur model
 against its closed form (Gaussians compose); the sigma_ratio calibration and its command; config wiring."""
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from hypothesis import given, settings, strategies as st
 from omegaconf import OmegaConf
 
 from DiffBIR.dblm import DBLM
-from DiffBIR.zero_shot import ZeroShotDBLM, calibrate, main
+from DiffBIR.zero_shot import ZeroShotDBLM, calibrate
 from data.blur import gaussian_blur
 from data.datasets import load_face
 from data.degradation import degrade, load_degradation_config
 from data.sigma_star import sigma_star_spatial
 from sampler import FaceRestoreSampler, load_sample_config
+from script_modules import load_script
 from utils.config import ConfigError
 from utils.model_factory import build_model
 
@@ -115,6 +116,7 @@ def test_calibration_command(celeba_val_faces, tmp_path, capsys):
         lq = degrade(hq, rng, cfg)[0]
         for sub, img in (("hq", hq), ("lq", lq)):
             cv2.imwrite(str(tmp_path / "pairs" / sub / f"{i}.png"), np.round(img[..., ::-1] * 255).astype(np.uint8))
+    main = load_script("calibrate_zero_shot").main
     assert main(["--config", PUBLIC, "--pairs", str(tmp_path / "pairs")]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith("sigma_ratio ") and float(line.split()[1]) > 1.0, line

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import yaml
 
-from models.dsst import build_table, load_faces
+from models.dsst_build import build_table, load_faces
 from utils.config import instantiate
 
 RESOLUTION = 32
