@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from faces.identity import FaceIdentity  # noqa: E402
 from utils.arcface import ArcFaceIdentity  # noqa: E402
+from utils.config import first_line  # noqa: E402
 from utils.eval_weights import DEFAULT_DIR, WeightsError, find_weights  # noqa: E402
 from utils.feature_stats import StatsError, feature_stats, frechet_distance, kid, load_stats, save_stats  # noqa: E402
 from utils.image_io import ImageReadError, list_images, read_image, write_bytes_atomic  # noqa: E402
@@ -75,7 +76,7 @@ class Metrics:
             except (WeightsError, StatsError) as err:
                 self.unavailable[name] = str(err)
             except Exception as err:  # noqa: BLE001 - a metric that cannot be built is reported, not fatal
-                self.unavailable[name] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                self.unavailable[name] = f"{type(err).__name__}: {first_line(err)}"
 
     def _build(self, name: str, args) -> None:
         if METRICS[name][1] and args.hq is None:
@@ -131,7 +132,7 @@ def image_records(folder: Path, hq: Optional[Dict[str, Path]], metrics: Metrics)
             if hq is not None and ref is None:
                 record["note"] = "no HQ image of this name"
         except (ImageReadError, ValueError) as err:
-            record["note"] = str(err).splitlines()[0]
+            record["note"] = first_line(err)
         records.append(record)
     return records
 
@@ -232,7 +233,7 @@ def make_stats(hq_dir: Path, out: Path, weights_dir: Path, device: str) -> int:
         features = inception(read_image(p) for p in paths)
         mu, sigma = feature_stats(features)
     except (WeightsError, FileNotFoundError, ImageReadError, ValueError) as err:
-        print(f"evaluate: {str(err).splitlines()[0]}", file=sys.stderr)
+        print(f"evaluate: {first_line(err)}", file=sys.stderr)
         return 1
     save_stats(out, mu, sigma, n=len(paths))
     print(f"evaluate: wrote {out} (mean and covariance of {len(paths)} images' FID Inception features)")

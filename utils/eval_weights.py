@@ -17,6 +17,7 @@ import torch
 
 from utils.arcface import arcface_layout
 from utils.checkpoint import CheckpointError, load_checkpoint
+from utils.config import first_line
 from utils.feature_stats import load_stats
 from utils.inception import FID_FEATURES, inception_layout
 from utils.landmarks import awing_layout
@@ -83,7 +84,7 @@ def check_file(weight: EvalWeight, path: Path, with_hash: bool = False) -> None:
     try:
         weight.check(path)
     except (CheckpointError, ValueError) as err:
-        raise WeightsError(f"{path.name}: not the {weight.name} file: {str(err).splitlines()[0]}") from None
+        raise WeightsError(f"{path.name}: not the {weight.name} file: {first_line(err)}") from None
 
 
 def missing_hint(weight: EvalWeight, folder: Path) -> str:

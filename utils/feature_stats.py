@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from scipy import linalg
 
+from utils.config import first_line
+
 STATS_KEYS = ("mu", "sigma")
 KID_SUBSETS = 100
 KID_MAX_SUBSET = 1000
@@ -122,7 +124,7 @@ def load_stats(path: Union[str, os.PathLike]) -> Tuple[np.ndarray, np.ndarray]:
                 data = torch.load(path, map_location="cpu", weights_only=True)
             mu, sigma = (data.get(k) if isinstance(data, dict) else None for k in ("mean", "cov"))
     except Exception as err:  # noqa: BLE001 - any unreadable file is one line
-        raise StatsError(f"{path}: cannot read statistics ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+        raise StatsError(f"{path}: cannot read statistics ({type(err).__name__}: {first_line(err)})") from None
     if mu is None or sigma is None:
         raise StatsError(f"{path}: no mean and covariance (expected keys {STATS_KEYS} in .npz, mean/cov in .pth)")
     mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
