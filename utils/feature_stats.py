@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Tuple, Union
 
@@ -48,7 +49,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
         raise ValueError(f"statistics of different sizes: mu {mu1.shape} / {mu2.shape}, "
                          f"sigma {sigma1.shape} / {sigma2.shape}")
-    root = linalg.sqrtm(sigma1 @ sigma2)
+    with warnings.catch_warnings():  # fewer samples than dimensions: singular covariances are expected
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        root = linalg.sqrtm(sigma1 @ sigma2)
     if not np.isfinite(root).all():
         offset = np.eye(len(mu1)) * eps
         root = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
