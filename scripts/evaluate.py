@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -111,8 +112,7 @@ class Metrics:
 
 
 def _pyiqa_score(metric, img: np.ndarray) -> float:
-    import torch
-
+    """pyiqa's score of one HxWx3 [0, 1] image (its input: NCHW RGB in [0, 1])."""
     return float(metric(torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].float()))
 
 
