@@ -61,6 +61,10 @@ PYIQA_METRICS = ("musiq", "clipiqa")
 SET_METRICS = ("fid", "fid_stats", "kid")
 
 
+class Unavailable(Exception):
+    """A metric that cannot run with the given arguments or installed packages; the message says what it needs."""
+
+
 class Metrics:
     """The metric objects that could be built, and why the others could not."""
 
@@ -74,18 +78,18 @@ class Metrics:
             try:
                 self._build(name, args)
                 self.names.append(name)
-            except (WeightsError, StatsError) as err:
+            except (Unavailable, WeightsError, StatsError) as err:
                 self.unavailable[name] = str(err)
             except Exception as err:  # noqa: BLE001 - a metric that cannot be built is reported, not fatal
                 self.unavailable[name] = f"{type(err).__name__}: {first_line(err)}"
 
     def _build(self, name: str, args) -> None:
         if METRICS[name][1] and args.hq is None:
-            raise WeightsError("needs --hq (a paired metric)")
+            raise Unavailable("needs --hq (a paired metric)")
         weights = args.weights_dir
         if name == "lpips":
             if args.lpips_weights is None:
-                raise WeightsError(f"needs --lpips-weights DIR or ${LPIPS_WEIGHTS_ENV} (weights/README.md)")
+                raise Unavailable(f"needs --lpips-weights DIR or ${LPIPS_WEIGHTS_ENV} (weights/README.md)")
             self.lpips = LPIPSMetric("alex", args.lpips_weights, device=args.device)
         elif name == "id_dlib":
             self.identity = FaceIdentity()
@@ -98,7 +102,7 @@ class Metrics:
         elif name in SET_METRICS:
             if name == "fid_stats":
                 if args.fid_stats is None:
-                    raise WeightsError("needs --fid-stats FILE (e.g. weights/metrics/inception_FFHQ_512-f7b384ab.pth, "
+                    raise Unavailable("needs --fid-stats FILE (e.g. weights/metrics/inception_FFHQ_512-f7b384ab.pth, "
                                        "or one written by --make-stats)")
                 self.stats = load_stats(args.fid_stats)
             if self.inception is None:
@@ -107,7 +111,7 @@ class Metrics:
             try:
                 import pyiqa
             except ImportError:
-                raise WeightsError("needs pyiqa (pip install pyiqa; not a requirement of this project)") from None
+                raise Unavailable("needs pyiqa (pip install pyiqa; not a requirement of this project)") from None
             self.pyiqa[name] = pyiqa.create_metric(name, device=args.device)
 
 

@@ -3,6 +3,7 @@ with random weights at the real layouts (every metric computed), --make-stats, a
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import sys
 
@@ -48,6 +49,8 @@ def test_offline_two_folders_print_the_table_and_name_the_unavailable_metrics(fo
     for name in ("arcface", "lmd_awing", "fid", "kid"):
         assert f"unavailable: {name}: " in out and "python scripts/download_weights.py --eval" in out
     assert "unavailable: fid_stats: needs --fid-stats" in out
+    if importlib.util.find_spec("pyiqa") is None:
+        assert "unavailable: musiq: needs pyiqa" in out and "unavailable: clipiqa: needs pyiqa" in out
     assert "NIQE skipped 4" in out and "(too small)" in out  # 128 px faces hold one 96 px block
     rows = list(csv.DictReader(open(tmp_path / "table.csv")))
     psnr = {r["restored"]: r for r in rows if r["metric"] == "psnr"}
