@@ -263,7 +263,7 @@ def main(argv=None) -> int:
     parser.add_argument("--kid-seed", type=int, default=0, help="seed of the KID subsets")
     args = parser.parse_args(argv)
     if args.make_stats is not None:
-        if args.out is None:
+        if args.out is None or args.out.suffix != ".npz":
             parser.error("--make-stats needs --out FILE.npz")
         return make_stats(args.make_stats, args.out, args.weights_dir, args.device)
     if not args.restored:
