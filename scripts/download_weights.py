@@ -1,16 +1,22 @@
-"""Fetch the two public DifFace checkpoints that configs/sample/dynfacerestore_ffhq512_public.yaml reads.
+"""Fetch the public DifFace checkpoints (and, with --eval, the evaluation's weights) into the repository.
 
-    python scripts/download_weights.py [--base-url URL] [--root DIR] [--timeout S]
+    python scripts/download_weights.py [--eval] [--list] [--base-url URL] [--root DIR] [--timeout S]
 
-For each file (the release URLs DifFace's own inference script uses; target paths from the config's
-``model`` and ``restorer`` sections):
+Without ``--eval``: the two checkpoints configs/sample/dynfacerestore_ffhq512_public.yaml reads (the release
+URLs DifFace's own inference script uses; target paths from the config's ``model`` and ``restorer``
+sections). With ``--eval``: the files of ``utils.eval_weights.EVAL_WEIGHTS`` (FID Inception, ArcFace IR-SE50,
+AWing) into ``weights/metrics/``; the FFHQ 512 Inception statistics have no direct link and are named with
+where to get them by hand. ``--list`` prints every file, URL and target and fetches nothing.
+``--base-url`` replaces the folder part of every URL (a mirror). For each file:
 
 1. a target that is already there and has the right layout is kept;
 2. the bytes go to ``<target>.part``, with a progress bar; a ``.part`` left by a broken transfer is
    resumed with an HTTP Range request (a server that ignores it sends the whole file again);
 3. the finished ``.part`` is loaded (``torch.load``, weights only) and its keys and shapes compared with
-   configs/checkpoint_specs/ (SwinIR's rebuilt buffers may be absent); only then is it renamed onto the
-   target (atomic). A file with another layout is deleted and reported; nothing is left at the target.
+   configs/checkpoint_specs/ (SwinIR's rebuilt buffers may be absent), or, for the evaluation's files, its
+   sha256 prefix (where the file name carries one) and a strict load into the facexlib / basicsr network;
+   only then is it renamed onto the target (atomic). A file that fails is deleted and reported; nothing is
+   left at the target.
 
 Without network (no connection to the server) it prints one line naming the URLs and target paths
 needed and changes nothing. Exit status: 0 all files in place, 1 otherwise.
@@ -25,13 +31,14 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from utils.checkpoint import CheckpointError, read_state_dict  # noqa: E402
-from utils.config import load_config  # noqa: E402
+from utils.config import first_line, load_config  # noqa: E402
+from utils.eval_weights import DEFAULT_DIR, EVAL_WEIGHTS, EvalWeight, WeightsError, check_file  # noqa: E402
 
 BASE_URL = "https://github.com/zsyOAOA/DifFace/releases/download/V1.0"
 CONFIG = "configs/sample/dynfacerestore_ffhq512_public.yaml"
@@ -70,7 +77,7 @@ def check_layout(path: Path, spec: str) -> None:
     try:
         state = read_state_dict(path)
     except CheckpointError as err:
-        raise DownloadError(str(err).splitlines()[0]) from None
+        raise DownloadError(first_line(err)) from None
     missing = [k for k in want if k not in state and not k.endswith(OPTIONAL_KEYS)]
     unknown = [k for k in state if k not in want]
     wrong = [k for k in want if k in state and list(state[k].shape) != list(want[k])]
@@ -113,15 +120,15 @@ def fetch(url: str, part: Path, timeout: float) -> None:
         raise DownloadError(f"{url}: transfer broken after {size} of {total} bytes; run again to resume")
 
 
-def download(weight: Weight, target: Path, base_url: str, timeout: float) -> str:
-    """One file, steps 1-3 of the module docstring; returns what was done."""
+def fetch_checked(url: str, target: Path, check: Callable[[Path], None], timeout: float) -> str:
+    """One file, steps 1-3 of the module docstring (``check`` raises DownloadError); returns what was done."""
     if target.is_file():
-        check_layout(target, weight.spec)
+        check(target)
         return f"{target}: already there"
     part = target.with_name(target.name + ".part")
-    fetch(f"{base_url.rstrip('/')}/{target.name}", part, timeout)
+    fetch(url, part, timeout)
     try:
-        check_layout(part, weight.spec)
+        check(part)
     except DownloadError:
         part.unlink()
         raise
@@ -129,24 +136,60 @@ def download(weight: Weight, target: Path, base_url: str, timeout: float) -> str
     return f"{target}: downloaded and checked"
 
 
+def check_eval(weight: EvalWeight, path: Path) -> None:
+    """:func:`utils.eval_weights.check_file` with the sha256 prefix, as a DownloadError."""
+    try:
+        check_file(weight, path, with_hash=True)
+    except WeightsError as err:
+        raise DownloadError(str(err)) from None
+
+
+def jobs(args) -> List[Tuple[str, Path, Callable[[Path], None]]]:
+    """(url, target, check) of every file to fetch; an evaluation file without a URL is not one."""
+    base = args.base_url.rstrip("/") if args.base_url else None
+    if not args.eval:
+        return [(f"{base or BASE_URL}/{t.name}", t, lambda p, spec=w.spec: check_layout(p, spec))
+                for w, t in zip(WEIGHTS, targets(args.root))]
+    folder = args.root / DEFAULT_DIR
+    return [(f"{base}/{w.file}" if base else w.url, w.target(folder), lambda p, w=w: check_eval(w, p))
+            for w in EVAL_WEIGHTS.values() if w.url is not None]
+
+
+def by_hand(args) -> List[str]:
+    """One line per evaluation file without a direct URL: where to get it and where to put it."""
+    folder = args.root / DEFAULT_DIR
+    return [f"{w.target(folder)}: {'in place' if w.target(folder).is_file() else 'get ' + w.file + ' from ' + w.source}"
+            for w in EVAL_WEIGHTS.values() if args.eval and w.url is None]
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base-url", default=BASE_URL, help=f"where the files are (default {BASE_URL})")
+    parser.add_argument("--eval", action="store_true", help="the evaluation's weights (scripts/evaluate.py) "
+                                                            f"into {DEFAULT_DIR}/ instead of DifFace's")
+    parser.add_argument("--list", action="store_true", help="print every file, URL and target; fetch nothing")
+    parser.add_argument("--base-url", default=None, help=f"a mirror holding the files (default: their release "
+                                                         f"URLs; DifFace's {BASE_URL})")
     parser.add_argument("--root", type=Path, default=ROOT, help="the targets are relative to this folder "
                                                                 "(default: the repository)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server")
     args = parser.parse_args(argv)
+    todo = jobs(args)
+    if args.list:
+        print("\n".join([f"{url} -> {target}" for url, target, _ in todo] + by_hand(args)))
+        return 0
     status = 0
-    for weight, target in zip(WEIGHTS, targets(args.root)):
+    for url, target, check in todo:
         try:
-            print(download(weight, target, args.base_url, args.timeout))
+            print(fetch_checked(url, target, check, args.timeout))
         except NoNetwork as err:
-            needed = "; ".join(f"{args.base_url.rstrip('/')}/{t.name} -> {t}" for t in targets(args.root))
+            needed = "; ".join(f"{u} -> {t}" for u, t, _ in todo)
             print(f"download_weights: no connection ({err}); nothing changed. Needed: {needed}", file=sys.stderr)
             return 1
         except DownloadError as err:
             print(f"download_weights: {err}", file=sys.stderr)
             status = 1
+    for line in by_hand(args):
+        print(line)
     return status
 
 

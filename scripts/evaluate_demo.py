@@ -17,8 +17,11 @@
 3. Per-image records (PSNR / SSIM from basicsr on RGB uint8, LPIPS-alex with the offline backbone, dlib
    identity distance and same-person rate (faces.identity), start step, network evaluations, seconds)
    are joined with the test set's severity and averaged overall and per third, over the faces restored
-   by every row (all of them after a complete run): ``<out>/table.md``, ``<out>/table.csv`` and
-   ``<out>/psnr_lpips.png`` (PSNR against LPIPS, as the paper's Figure 1, blind set).
+   by every row (all of them after a complete run). Two offline columns are computed here from the
+   written images: the landmark distance with dlib's 68 points (``utils.landmarks``, pixels) and KID between
+   the restored and the HQ faces of each group on VGG16 features (``utils.vgg_features``; not the paper's
+   FID, which needs the Inception download: ``scripts/evaluate.py``). Written: ``<out>/table.md``,
+   ``<out>/table.csv`` and ``<out>/psnr_lpips.png`` (PSNR against LPIPS, as the paper's Figure 1, blind set).
 """
 from __future__ import annotations
 
@@ -33,7 +36,9 @@ import subprocess
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -41,7 +46,10 @@ sys.path.insert(0, str(ROOT))
 from data.make_testset import make_testset  # noqa: E402
 from data.foreign_chains import CHAINS, make_chain_testset  # noqa: E402
 from inference.report import read_records, record_path, write_json  # noqa: E402
-from utils.image_io import write_bytes_atomic  # noqa: E402
+from utils.feature_stats import kid  # noqa: E402
+from utils.image_io import read_image, write_bytes_atomic  # noqa: E402
+from utils.landmarks import DlibLandmarks  # noqa: E402
+from utils.vgg_features import VGGFeatures  # noqa: E402
 
 CONFIG = "configs/sample/dynfacerestore_demo.yaml"
 PUBLIC_CONFIG = "configs/sample/dynfacerestore_demo_public.yaml"  # the zero-shot DBLM rows
@@ -73,8 +81,11 @@ ROWS = [  # (name, --method, --opts[, --config: CONFIG unless given])
 # LQ, RM0, DifFace, learned DBLM with global s and with DGSA (the config), zero-shot DBLM on the foreign chains
 CHAIN_ROWS = (0, 1, 2, 4, 8, 10, 11)
 COLUMNS = (("psnr", "PSNR", 2), ("ssim", "SSIM", 4), ("lpips_alex", "LPIPS", 4), ("id_dist", "ID dist", 3),
-           ("id_same", "same ID", 2), ("start_t", "start t", 0), ("nfe", "NFE", 1), ("seconds", "s/img", 3))
-METRIC_KEYS = ("psnr", "ssim", "lpips_alex", "id_dist", "id_same")
+           ("id_same", "same ID", 2), ("lmd_dlib", "LMD", 2), ("kid_vgg", "KID (VGG16)", 4), ("start_t", "start t", 0),
+           ("nfe", "NFE", 1), ("seconds", "s/img", 3))
+METRIC_KEYS = ("psnr", "ssim", "lpips_alex", "id_dist", "id_same", "lmd_dlib")
+SET_KEYS = ("kid_vgg",)  # one value per group of faces, not a mean of per-image values
+KID_MIN_FACES = 4
 GROUPS = ("all", "mild", "medium", "severe")
 
 
@@ -116,8 +127,9 @@ def run_row(index: int, method: str, opts: list, lq: Path, hq: Path, out: Path, 
     subprocess.run(cmd, check=True, env=env, cwd=ROOT)
 
 
-def summarise(records: list, severity: dict) -> dict:
-    """Means of every column over all images and per severity third."""
+def summarise(records: list, severity: dict, hq_features: Optional[dict] = None) -> dict:
+    """Means of every column over all images and per severity third; with ``hq_features`` (key -> VGG16
+    feature of the HQ face) and records carrying ``vgg_features``, KID of each group against its HQ faces."""
     out = {}
     for group in GROUPS:
         chosen = [r for r in records if group == "all" or severity.get(r["key"]) == group]
@@ -125,11 +137,37 @@ def summarise(records: list, severity: dict) -> dict:
         for key, _, _ in COLUMNS:
             values = [float(v) for v in (_value(r, key) for r in chosen) if v is not None]
             out[group][key] = sum(values) / len(values) if values else float("nan")
+        if hq_features is not None and len(chosen) >= KID_MIN_FACES:
+            out[group]["kid_vgg"], out[group]["kid_vgg_std"] = kid(
+                np.stack([r["vgg_features"] for r in chosen]), np.stack([hq_features[r["key"]] for r in chosen]))
     return out
+
+
+class OfflineColumns:
+    """The columns computed here from the written images: dlib's LMD per face, VGG16 features for KID."""
+
+    def __init__(self, hq: Path):
+        self.hq, self.lmd, self.vgg = hq, DlibLandmarks(), VGGFeatures(ROOT / LPIPS_WEIGHTS)
+
+    def hq_features(self, keys) -> dict:
+        return {key: self.vgg([read_image(self.hq / f"{key}.png")])[0] for key in keys}
+
+    def add(self, folder: Path, records: list) -> list:
+        """Copies of ``records`` with ``metrics['lmd_dlib']`` (when the HQ face is found) and ``vgg_features``
+        of the image each scores: the restoration (its ``output``) or, for the LQ row, the input."""
+        scored = []
+        for record in records:
+            path = folder / record["output"] if "output" in record else ROOT / record["file"]
+            img, ref = read_image(path), read_image(self.hq / f"{record['key']}.png")
+            metrics = {**record.get("metrics", {}), **self.lmd.metrics(img, ref)}
+            scored.append({**record, "metrics": metrics, "vgg_features": self.vgg([img])[0]})
+        return scored
 
 
 def _value(record: dict, key: str):
     """A column of a per-image record: a metric (``record["metrics"]``) or a sampling field."""
+    if key in SET_KEYS:
+        return None
     return (record.get("metrics") or {}).get(key) if key in METRIC_KEYS else record.get(key)
 
 
@@ -158,13 +196,14 @@ def csv_text(sections: list) -> str:
     """One row per (test set, method, severity group) with at least one face."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["testset", "method", "severity", "n"] + [key for key, _, _ in COLUMNS])
+    writer.writerow(["testset", "method", "severity", "n"] + [key for key, _, _ in COLUMNS] + ["kid_vgg_std"])
     for testset, _, results in sections:
         for name, summary in results:
             for group in GROUPS:
                 if summary[group]["n"]:
                     writer.writerow([testset, name, group, summary[group]["n"]]
-                                    + [f"{summary[group][k]:.6g}" for k, _, _ in COLUMNS])
+                                    + [f"{summary[group].get(k, math.nan):.6g}" for k, _, _ in COLUMNS]
+                                    + [f"{summary[group].get('kid_vgg_std', math.nan):.6g}"])
     return buf.getvalue()
 
 
@@ -203,10 +242,14 @@ def evaluate(testset: Path, out: Path, rows: list, severity: dict, nproc: int, c
     for index in rows:
         _, method, opts, *config = ROWS[index]
         run_row(index, method, opts + common_opts, testset / "lq", testset / "hq", out, nproc, *config)
-    done = [(name, read_records(row_dir(out, i, method))) for i, (name, method, *_) in enumerate(ROWS)]
-    done = [(name, records) for name, records in done if records]
-    common = set.intersection(*(set(r["key"] for r in records) for _, records in done))  # same faces in every row
-    return [(name, summarise([r for r in records if r["key"] in common], severity)) for name, records in done]
+    done = [(name, row_dir(out, i, method)) for i, (name, method, *_) in enumerate(ROWS)]
+    done = [(name, folder, read_records(folder)) for name, folder in done]
+    done = [(name, folder, records) for name, folder, records in done if records]
+    common = set.intersection(*(set(r["key"] for r in records) for _, _, records in done))  # same faces in every row
+    offline = OfflineColumns(testset / "hq")
+    hq_features = offline.hq_features(sorted(common))
+    return [(name, summarise(offline.add(folder, [r for r in records if r["key"] in common]), severity, hq_features))
+            for name, folder, records in done]
 
 
 def main(argv=None) -> int:

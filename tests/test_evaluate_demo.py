@@ -1,9 +1,13 @@
 """scripts/evaluate_demo.py's tables: means per severity third over the given records, "-" where a row has none."""
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 
 from script_modules import load_script
+from utils.feature_stats import kid
 
 evaluate_demo = load_script("evaluate_demo")
 
@@ -31,4 +35,19 @@ def test_markdown_shows_a_dash_for_rows_without_a_start_step():
     lq_row = next(line for line in text.splitlines() if line.startswith("| LQ (input)"))
     rm0_row = next(line for line in text.splitlines() if line.startswith("| RM0 only"))
     assert "| 25.00 |" in lq_row and "nan" not in text
-    assert rm0_row.split(" | ")[6] == "-"  # start t
+    header = next(line for line in text.splitlines() if line.startswith("| method"))
+    assert rm0_row.split(" | ")[header.split(" | ").index("start t")] == "-"
+    assert rm0_row.split(" | ")[header.split(" | ").index("KID (VGG16)")] == "-"  # no features given
+
+
+def test_kid_column_per_group_is_kid_of_the_groups_features():
+    rng = np.random.default_rng(0)
+    keys = [f"k{i}" for i in range(12)]
+    severity = {k: ("mild" if i < 6 else "severe") for i, k in enumerate(keys)}
+    hq = {k: rng.normal(size=8) for k in keys}
+    records = [{**_record(k, 20.0), "vgg_features": hq[k] + 0.5 * rng.normal(size=8)} for k in keys]
+    s = evaluate_demo.summarise(records, severity, hq)
+    mild = [r for r in records if severity[r["key"]] == "mild"]
+    expected = kid(np.stack([r["vgg_features"] for r in mild]), np.stack([hq[r["key"]] for r in mild]))
+    assert (s["mild"]["kid_vgg"], s["mild"]["kid_vgg_std"]) == expected
+    assert math.isnan(s["medium"].get("kid_vgg", math.nan)) and s["all"]["kid_vgg"] != s["mild"]["kid_vgg"]

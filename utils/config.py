@@ -83,7 +83,7 @@ def parse_override(item: str) -> DictConfig:
     except yaml.YAMLError as err:
         raise ConfigError(f"override '{item}': not valid YAML: {_yaml_problem(err, position=False)}") from None
     except OmegaConfBaseException as err:
-        raise ConfigError(f"override '{item}': {_first_line(err)}") from None
+        raise ConfigError(f"override '{item}': {first_line(err)}") from None
 
 
 def load_config(path: str | Path, schema: Optional[Type] = None, overrides: Optional[list] = None) -> DictConfig:
@@ -107,7 +107,7 @@ def load_config(path: str | Path, schema: Optional[Type] = None, overrides: Opti
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None)
         where = f" (key '{key}')" if key else ""
-        raise ConfigError(f"{path}: invalid configuration{where}: {_first_line(err)}") from None
+        raise ConfigError(f"{path}: invalid configuration{where}: {first_line(err)}") from None
     return cfg
 
 
@@ -160,12 +160,13 @@ def to_dict(cfg: Any) -> dict:
 
 def _yaml_problem(err: yaml.YAMLError, position: bool = True) -> str:
     """A YAML parse error in one line: the problem and (``position``) where it is, line and column."""
-    problem = getattr(err, "problem", None) or _first_line(err)
+    problem = getattr(err, "problem", None) or first_line(err)
     mark = getattr(err, "problem_mark", None)
     if position and mark is not None:
         return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
     return problem
 
 
-def _first_line(err: Exception) -> str:
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of an error message, or the error type without one."""
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

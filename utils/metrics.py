@@ -17,6 +17,10 @@ Conventions (also written into every CSV header through :data:`METRIC_CONVENTION
   restored face to the HQ face (``id_dist``, lower is better) and dlib's "same person" decision at 0.6
   (``id_same``; its mean is the rate). Papers that report identity mostly use ArcFace's cosine distance,
   whose weights cannot be obtained offline: the numbers are not comparable with theirs.
+- ArcFace identity (``utils.arcface``: ``arcface_cos``, ``arcface_deg``) and landmark distance
+  (``utils.landmarks``: ``lmd_dlib``, ``lmd_awing``), per image through ``compute_metrics(face_metrics=...)``.
+- Set metrics (``utils.feature_stats``, ``scripts/evaluate.py``): FID on the FID Inception's 2048-d features
+  against the HQ folder (``fid``) or a statistics file (``fid_stats``), and KID (mean, std over subsets).
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -37,6 +41,8 @@ with warnings.catch_warnings():  # basicsr 1.4.2 imports scipy.ndimage.filters (
 from basicsr.metrics.psnr_ssim import calculate_psnr, calculate_ssim
 
 from faces.identity import IDENTITY_CONVENTIONS, FaceIdentity
+from utils.arcface import ARCFACE_CONVENTIONS
+from utils.landmarks import LANDMARK_CONVENTIONS
 from utils.image_io import img2tensor
 
 CROP_BORDER = 0
@@ -52,6 +58,11 @@ METRIC_CONVENTIONS: Dict[str, str] = {
     "lpips_vgg": "lpips_vgg[v0.1,[-1,1]]",
     "niqe": f"niqe_y[basicsr,uint8,crop{CROP_BORDER},block{NIQE_BLOCK}]",
     **IDENTITY_CONVENTIONS,
+    **ARCFACE_CONVENTIONS,
+    **LANDMARK_CONVENTIONS,
+    "fid": "fid[pt_inception_2015-12-05,2048,vs_hq_folder]",
+    "fid_stats": "fid[pt_inception_2015-12-05,2048,vs_stats_file]",
+    "kid": "kid[pt_inception_2015-12-05,2048,poly3,unbiased,subsets]",
 }
 
 
@@ -181,12 +192,13 @@ class LPIPSMetric:
 
 def compute_metrics(img: np.ndarray, ref: Optional[np.ndarray] = None,
                     lpips_metric: Optional[LPIPSMetric] = None, with_niqe: bool = False,
-                    identity: Optional[FaceIdentity] = None) -> Dict[str, float]:
+                    identity: Optional[FaceIdentity] = None, face_metrics: Sequence = ()) -> Dict[str, float]:
     """Metrics of one restored image, keyed by the names of :data:`METRIC_CONVENTIONS`.
 
     Full-reference metrics (psnr, ssim, lpips_<net> when ``lpips_metric`` is given, id_dist and id_same
-    when ``identity`` is given and the reference shows a face) need ``ref``; ``with_niqe`` adds the
-    no-reference NIQE.
+    when ``identity`` is given and the reference shows a face, and what each of ``face_metrics`` (objects
+    with ``metrics(img, ref) -> dict``: ArcFace, landmark distances) returns) need ``ref``; ``with_niqe`` adds
+    the no-reference NIQE.
     """
     out: Dict[str, float] = {}
     if ref is not None:
@@ -194,9 +206,9 @@ def compute_metrics(img: np.ndarray, ref: Optional[np.ndarray] = None,
         out["ssim"] = ssim(img, ref)
         if lpips_metric is not None:
             out[lpips_metric.name] = lpips_metric(img, ref)
-        if identity is not None:
+        for metric in ([identity] if identity is not None else []) + list(face_metrics):
             _check_pair(img, ref)
-            out.update(identity.metrics(img, ref))
+            out.update(metric.metrics(img, ref))
     if with_niqe:
         out["niqe"] = niqe(img)
     return out
