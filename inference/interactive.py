@@ -7,8 +7,9 @@ everything in memory instead of writing a results folder:
   ``--max_side`` defaults; a refused file raises :class:`inference.inputs.InputSkip`, and
   :func:`skip_message` words it exactly as the command line's log line (``<file>: skipped: <reason>``);
 * aligned faces: :func:`inference.inputs.prepare_aligned` to the config's resolution, seed
-  ``image_seed(seed, key)``; whole photos: ``faces.paste.restore_whole_image`` with the detector of
-  ``faces.detection`` (built once, on first use), face ``k`` seeded by ``image_seed(seed, key, k)``.
+  ``image_seed(seed, key)``; whole photos (the default): ``faces.paste.restore_whole_image`` with the detector
+  of ``faces.detection`` (built once, on first use), face ``k`` seeded by ``image_seed(seed, key, k)``, each
+  face's paste-back facts (:func:`inference.runner.paste_facts`: weights, estimate, decision) in its info.
   The key is the file's stem, so a photo restored here equals the command line's result for the same
   file, config, method, eta and seed;
 * per face: :func:`inference.runner.sample_info` (start step, sigmas, NFE, eta), the seconds the sampler
@@ -33,7 +34,7 @@ import torch
 
 from inference.args import build_parser
 from inference.inputs import InputSkip, LoadedImage, image_seed, load_image, prepare_aligned
-from inference.runner import intermediate_tiles, intermediates, no_face_note, sample_info
+from inference.runner import intermediate_tiles, intermediates, no_face_note, paste_facts, sample_info
 from inference.steps import steps_overrides
 from inference.strip import make_strip
 from faces.detection import build_detector
@@ -153,7 +154,7 @@ class Restorer:
 
     # ------------------------------------------------------------------ restoring
     def restore_file(self, path: os.PathLike | str, *, config: str = DEFAULT_CONFIG, method: str = "dynfacerestore",
-                     eta: str | float | None = None, seed: int = 0, aligned: bool = True, upscale: float = 1.0,
+                     eta: str | float | None = None, seed: int = 0, aligned: bool = False, upscale: float = 1.0,
                      name: Optional[str] = None, on_step: Optional[StepCallback] = None,
                      steps: Optional[int] = None, solver: Optional[str] = None) -> PhotoReport:
         """Restore one file. Raises :class:`InputSkip` for a file the command line would skip (use
@@ -190,8 +191,8 @@ class Restorer:
             return [f.result for f in faces]
 
         whole = restore_whole_image(loaded.image, detector, restore_fn, sampler.resolution, upscale, sampler.cfg.paste)
-        for face, box, lms in zip(faces, whole.faces.boxes, whole.faces.landmarks):
-            face.info.update(box=[float(v) for v in box], landmarks=np.asarray(lms).tolist())
+        for face, box, lms, pasted in zip(faces, whole.faces.boxes, whole.faces.landmarks, whole.pastes):
+            face.info.update(box=[float(v) for v in box], landmarks=np.asarray(lms).tolist(), **paste_facts(pasted))
         notes = list(loaded.notes)
         if not faces:
             notes.append(no_face_note(detector.name, self._detector_args[2]))
