@@ -7,7 +7,8 @@ everything in memory instead of writing a results folder:
   ``--max_side`` defaults; a refused file raises :class:`inference.inputs.InputSkip`, and
   :func:`skip_message` words it exactly as the command line's log line (``<file>: skipped: <reason>``);
 * aligned faces: :func:`inference.inputs.prepare_aligned` to the config's resolution, seed
-  ``image_seed(seed, key)``; whole photos (the default): ``faces.paste.restore_whole_image`` with the detector
+  ``image_seed(seed, key)``; a face larger than that comes back at its own size, as on the command line
+  (``faces.paste.paste_aligned``); whole photos (the default): ``faces.paste.restore_whole_image`` with the detector
   of ``faces.detection`` (built once, on first use), face ``k`` seeded by ``image_seed(seed, key, k)``, each
   face's paste-back facts (:func:`inference.runner.paste_facts`: weights, estimate, decision) in its info.
   The key is the file's stem, so a photo restored here equals the command line's result for the same
@@ -33,12 +34,12 @@ import numpy as np
 import torch
 
 from inference.args import build_parser
-from inference.inputs import InputSkip, LoadedImage, image_seed, load_image, prepare_aligned
+from inference.inputs import InputSkip, LoadedImage, center_square, image_seed, load_image, prepare_aligned
 from inference.runner import intermediate_tiles, intermediates, no_face_note, paste_facts, sample_info
 from inference.steps import steps_overrides
 from inference.strip import make_strip
 from faces.detection import build_detector
-from faces.paste import bicubic_upsample, restore_whole_image
+from faces.paste import bicubic_upsample, paste_aligned, restore_whole_image
 from sampler import FaceRestoreSampler, SamplerStep, parse_eta
 from utils.image_io import img2tensor, tensor2img, write_image
 from utils.model_factory import resolve_path
@@ -178,8 +179,13 @@ class Restorer:
     def _restore_aligned(self, sampler, loaded: LoadedImage, name, key, eta, seed, on_step) -> PhotoReport:
         prepared = prepare_aligned(loaded, sampler.resolution)
         face = self._restore_face(sampler, prepared.image, 0, 1, image_seed(seed, key), eta, on_step)
-        return PhotoReport(name, key, loaded.image, prepared.image, face.result, [face], True, sampler.method,
-                           list(prepared.notes))
+        square, _ = center_square(loaded.image)
+        if square.shape[0] <= sampler.resolution:
+            return PhotoReport(name, key, loaded.image, prepared.image, face.result, [face], True, sampler.method,
+                               list(prepared.notes))
+        result, pasted = paste_aligned(square, face.result, prepared.image, sampler.cfg.paste)  # at its own size
+        face.info.update(paste_facts(pasted))
+        return PhotoReport(name, key, loaded.image, square, result, [face], True, sampler.method, list(prepared.notes))
 
     def _restore_whole(self, sampler, loaded: LoadedImage, name, key, eta, seed, upscale, on_step) -> PhotoReport:
         detector = self.detector()

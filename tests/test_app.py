@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 import pytest
 
+from faces.paste import DECISIONS
 from inference.inputs import InputSkip
 from inference.interactive import DEFAULT_CONFIG, X0_TILES, Restorer, skip_message
 from proc_helpers import DIST_ENV, REPO_ROOT
@@ -129,7 +130,8 @@ def test_library_matches_the_command_line_and_reuses_samplers(face, tmp_path):
                  "--seed", "7", "--steps", "40", "--solver", "dpmpp_2m"]) == 0
     np.testing.assert_array_equal(to_uint8(report.result), _rgb(tmp_path / "cli" / "restored" / "0143.png"))
     info = report.faces[0].info
-    assert report.result.shape == (RESOLUTION, RESOLUTION, 3) and info["nfe"] == info["start_index"] + 1 > 1
+    assert report.result.shape == (512, 512, 3) and info["nfe"] == info["start_index"] + 1 > 1  # its own size
+    assert report.faces[0].result.shape == (RESOLUTION, RESOLUTION, 3) and info["decision"] in DECISIONS
     assert steps == list(range(info["nfe"] + 1))  # once before the face, then after every UNet evaluation
     assert len(report.faces[0].levels) == len(info["sigmas"]) and report.faces[0].guidance_map is not None
     x0_ts = [t for t, _ in report.faces[0].x0_steps]  # guided x0 tiles: evenly spaced steps, the last at t = 0
@@ -159,7 +161,7 @@ def test_server_restores_a_real_face(client, face):
     choice, shown_input, shown_result, before_after, strips, facts, table, downloads, messages = result
     assert choice["value"] == "0143.png"
     out = _rgb(shown_result)
-    assert out.shape == (RESOLUTION, RESOLUTION, 3)
+    assert out.shape == (512, 512, 3)  # an aligned face larger than the model comes back at its own size
     assert _rgb(shown_input).shape == (512, 512, 3)
     before, after = before_after
     assert _rgb(before).shape == out.shape and np.array_equal(_rgb(after), out)
@@ -200,7 +202,7 @@ def test_server_restores_a_whole_photo(client, faces_hq_dir, tmp_path):
     assert _rgb(shown_result).shape == (300, 420, 3)
     assert len(table["data"]) == len(comp.faces) and "detector" in facts
     decisions = [row[table["headers"].index("paste")] for row in table["data"]]
-    assert all(d in ("kept", "partly", "restored") for d in decisions), decisions
+    assert all(d in DECISIONS for d in decisions), decisions
     assert all(f"face {k}: {d}" in facts for k, d in enumerate(decisions))
     assert _rgb(strips).shape[0] >= len(comp.faces) * RESOLUTION  # one strip per face, stacked
     names = sorted(Path(p).name for p in downloads)
@@ -244,7 +246,7 @@ def test_browser_uploads_a_face_and_shows_the_result(server, face):
         img = browser.find_element(By.CSS_SELECTOR, result_img)
         assert img.get_attribute("src")
         assert browser.execute_script("return document.querySelector(arguments[0]).naturalWidth;", result_img) \
-            == RESOLUTION
+            == 512  # a whole photo by default: the photo's own size
         wait.until(lambda b: "start step" in b.find_element(By.ID, "facts").text)
         assert browser.find_elements(By.CSS_SELECTOR, "#before-after img")
         wait.until(lambda b: b.execute_script(  # the intermediates strip of the face is shown too
