@@ -113,9 +113,9 @@ class PasteConfig:
     correction_sigma_512: float = 0.8   # d_c: w_c = w_max (1 - exp(-(e / d_c)^2))
     correction_max: float = 1.0         # w_max
     misfit_weight: float = 0.5          # w_m: x_m = x_hat - (1 - w_m) (G_d x_hat - y)
-    clean_noise: float = 0.01           # s_0: the crop's finest-band noise level s_y on a clean face
-    correction_noise: float = 0.01      # r_c: w_c = w_max (1 - exp(-(e / d_c)^2 - (q / r_c)^2))
-    high_band_noise: float = 0.01       # r_h: w_h = exp(-(e / d_h)^2) (1 - nu (1 - exp(-(q / r_h)^2)))
+    clean_noise: float = 0.013725       # s_0: the crop's finest-band noise level s_y on a clean face
+    correction_noise: float = 0.007843  # r_c: w_c = w_max (1 - exp(-(e / d_c)^2 - (q / r_c)^2))
+    high_band_noise: float = 0.003922   # r_h: w_h = exp(-(e / d_h)^2) (1 - nu (1 - exp(-(q / r_h)^2)))
 
 
 def check_paste_config(cfg) -> None:
