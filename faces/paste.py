@@ -22,8 +22,8 @@ rest, B = U(D(B)) + H with H = B - U(D(B)), and writes::
 
 With w_c = 1 and w_h = 0 this is ``classic`` (for upscale 1, where D(B) = y); with an identity restorer
 and w_h = 1 it returns B unchanged, at any face size. Both weights follow three estimates of the face's
-degradation (:class:`FaceEstimate`): its blur, the misfit of the restoration with the input, and the
-share of the input's high band that is noise.
+degradation (:class:`FaceEstimate`): its blur d, the noise level s_y of its crop, and the share nu of
+the input's high band that is noise. A face the restorer left unchanged (x_hat = y) is judged clean.
 
 **Blur.** d = sigma*(x_hat, y) = argmin_s ||G_s * x_hat - y||^2 (``data.sigma_star.sigma_star``), the
 equivalent Gaussian blur, in crop pixels, that maps the restoration onto the input crop. A restorer blurs
@@ -49,8 +49,8 @@ to a clean face in the crop's band. Blur and noise are independent evidence and 
 
     w_c = w_max (1 - exp(-(e / d_c)^2 - (q / r_c)^2))
 
-(The misfit's RMS, ||G_d x_hat - y|| / sqrt(N), was the other candidate: on the tuning faces the
-restorer's own misfit on clean faces is as large as the noise it removes, docs/whole_photos.md.)
+(The misfit's RMS, ||G_d x_hat - y|| / sqrt(N), was the other candidate: the restorer's own misfit on a
+clean face is about as large as the noise it removes, so it barely tells the two apart.)
 A face k times larger than the crop has its noise averaged away in the crop (the low-pass before
 sampling): s_y falls towards s_0 as k grows, and the correction with it.
 
@@ -60,8 +60,8 @@ error of w H against S is the Wiener gain 1 - nu, nu = E[N^2] / E[H^2], the nois
 (``noise_share``): E[N^2] = s_B^2 c_H, s_B the photo's noise std (the median absolute deviation of its
 finest Haar band over the face / 0.6745, Donoho & Johnstone 1994) and c_H the share of a unit white noise's
 power that the band split leaves in H (split_bands of a white-noise image). The gain is applied as far as
-the crop confirms the face is noisy (a clean photo's texture also has a finest band; a face with
-s_y <= s_0 keeps B where the restorer changes nothing)::
+the crop confirms the face is noisy (a clean photo's texture also has a finest band: a face with
+s_y <= s_0 keeps all of H)::
 
     w_h = exp(-(e / d_h)^2) (1 - nu (1 - exp(-(q / r_h)^2)))
 

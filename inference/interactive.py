@@ -41,7 +41,7 @@ from inference.strip import make_strip
 from faces.detection import build_detector
 from faces.paste import bicubic_upsample, paste_aligned, restore_whole_image
 from sampler import FaceRestoreSampler, SamplerStep, parse_eta
-from utils.image_io import img2tensor, tensor2img, write_image
+from utils.image_io import img2tensor, tensor2img, to_uint8, write_image
 from utils.model_factory import resolve_path
 
 _CLI = build_parser()  # one source of truth for the defaults shared with inference_difface.py
@@ -183,7 +183,8 @@ class Restorer:
         if square.shape[0] <= sampler.resolution:
             return PhotoReport(name, key, loaded.image, prepared.image, face.result, [face], True, sampler.method,
                                list(prepared.notes))
-        result, pasted = paste_aligned(square, face.result, prepared.image, sampler.cfg.paste)  # at its own size
+        # at its own size, merged from the face as its 8-bit file holds it (as the command line)
+        result, pasted = paste_aligned(square, to_uint8(face.result) / 255.0, prepared.image, sampler.cfg.paste)
         face.info.update(paste_facts(pasted))
         return PhotoReport(name, key, loaded.image, square, result, [face], True, sampler.method, list(prepared.notes))
 

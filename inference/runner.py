@@ -56,7 +56,7 @@ from faces.align import AlignedFaces, detect_and_align
 from faces.detection import build_detector
 from faces.identity import FaceIdentity
 from faces.paste import FacePaste, face_pastes, paste_aligned, paste_decision, paste_faces
-from utils.image_io import img2tensor, read_image, tensor2img, write_image
+from utils.image_io import img2tensor, read_image, tensor2img, to_uint8, write_image
 from utils.metrics import LPIPS_WEIGHTS_ENV, LPIPSMetric, compute_metrics
 from utils.model_factory import resolve_path
 
@@ -238,8 +238,8 @@ def _run_aligned_batch(ctx: Context, batch: List[tuple]) -> int:
     for j, (item, loaded) in enumerate(batch):
         info = dict(sample_info(out, j), seed=seeds[j], seconds=seconds[j])
         result = results[j]
-        if loaded.image.shape[0] > ctx.sampler.resolution:
-            result, pasted = paste_aligned(loaded.image, results[j], crops[j], ctx.sampler.cfg.paste)
+        if loaded.image.shape[0] > ctx.sampler.resolution:  # merged from the face as its 8-bit file holds it
+            result, pasted = paste_aligned(loaded.image, to_uint8(results[j]) / 255.0, crops[j], ctx.sampler.cfg.paste)
             info.update(paste_facts(pasted))
         write_image(_output_path(ctx, item.key), result)
         if ctx.args.save_intermediates:
