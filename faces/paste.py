@@ -148,10 +148,10 @@ def band_weights(estimate: FaceEstimate, resolution: int, cfg) -> Tuple[float, f
     excess = max(0.0, float(estimate.blur) * 512.0 / resolution - float(cfg.restorer_sigma_512))
     removed = np.sqrt(max(0.0, float(estimate.crop_noise) ** 2 - float(cfg.clean_noise) ** 2))
     blur_h = (excess / float(cfg.high_band_sigma_512)) ** 2
-    blur_c, misfit_c = (excess / float(cfg.correction_sigma_512)) ** 2, (removed / float(cfg.correction_noise)) ** 2
+    blur_c, noise_c = (excess / float(cfg.correction_sigma_512)) ** 2, (removed / float(cfg.correction_noise)) ** 2
     confirmed = 1.0 - float(np.exp(-(removed / float(cfg.high_band_noise)) ** 2))
     w_h = float(np.exp(-blur_h)) * (1.0 - float(estimate.noise_share) * confirmed)
-    w_c = float(cfg.correction_max) * (1.0 - float(np.exp(-blur_c - misfit_c)))
+    w_c = float(cfg.correction_max) * (1.0 - float(np.exp(-blur_c - noise_c)))
     return w_c, w_h
 
 
@@ -246,13 +246,19 @@ def _wiener_share(img: np.ndarray, mask: np.ndarray, high_band: Callable[[np.nda
     return min(1.0, finest_band_noise(img, mask > 0.5) ** 2 * share / power)
 
 
+def face_estimate(restored: np.ndarray, crop: np.ndarray, blur: float, share: Callable[[], float]) -> FaceEstimate:
+    """The :class:`FaceEstimate` of one face of blur d = ``blur``, noise share ``share()``; a face the restorer
+    left unchanged (x_hat = y) is judged clean, FaceEstimate(0, 0, 0): the paste takes nothing it did not."""
+    if np.array_equal(restored, crop):
+        return FaceEstimate(0.0)
+    return FaceEstimate(blur, crop_noise(crop), share())
+
+
 def face_estimates(photo: np.ndarray, restored: Sequence[np.ndarray], crops: Sequence[np.ndarray],
                    affines: Sequence[np.ndarray]) -> List[FaceEstimate]:
-    """The :class:`FaceEstimate` of each face of ``photo`` (module docstring); a face the restorer left
-    unchanged (x_hat = y) is judged clean, FaceEstimate(0, 0, 0): the paste takes nothing the restorer did not."""
+    """The :func:`face_estimate` of each face of ``photo`` (module docstring), d in one batched search."""
     blurs = degradation_estimates(restored, crops)
-    return [FaceEstimate(0.0) if np.array_equal(x, y) else
-            FaceEstimate(d, crop_noise(y), noise_share(photo, affine, x.shape[0]))
+    return [face_estimate(x, y, d, lambda affine=affine, size=x.shape[0]: noise_share(photo, affine, size))
             for x, y, affine, d in zip(restored, crops, affines, blurs)]
 
 
@@ -410,9 +416,8 @@ def paste_aligned(image: np.ndarray, restored: np.ndarray, crop: np.ndarray, cfg
     def high_band(x: np.ndarray) -> np.ndarray:
         return x - resize_bilinear(cv2.resize(x, (size, size), interpolation=cv2.INTER_AREA), side)
 
-    estimate = (FaceEstimate(0.0) if np.array_equal(restored, crop) else
-                FaceEstimate(degradation_estimates([restored], [crop])[0], crop_noise(crop),
-                             _wiener_share(img, np.ones((side, side), np.float32), high_band)))
+    estimate = face_estimate(restored, crop, degradation_estimates([restored], [crop])[0],
+                             lambda: _wiener_share(img, np.ones((side, side), np.float32), high_band))
     face = aware_paste(restored, crop, np.eye(2, 3), estimate, cfg)
     w_c, w_h = face.weights
     correction = resize_bilinear(face.restored - np.asarray(crop, dtype=np.float32), side)
