@@ -11,8 +11,9 @@
   restoration is x_hat + (1 - w_m) n (a float64 spatial blur as the reference; hypothesis property).
 * The noise estimates: the finest-band MAD of white noise is its std (hypothesis); the noise share of a
   face's high band matches the share computed from the known noise field (the split is linear).
-* With the demo models (DynFaceRestore and its RM0 restorer alone) and the shipped paste section, a
-  noise-only face is corrected (w_c > 0.5, closer to the HQ face) and a clean sharp face is kept; an identity restorer leaves even a noisy photo as it was.
+* With the demo models (DynFaceRestore, its RM0 restorer alone, the zero-shot DBLM config) and the shipped
+  paste section, a noise-only face is corrected (w_c > 0.5, closer to the HQ face) and a clean sharp face
+  is kept; an identity restorer leaves even a noisy photo as it was.
 * An aligned face larger than the model comes back at its own size (in the library and through the CLI).
 """
 from __future__ import annotations
@@ -213,9 +214,12 @@ def test_noise_share_of_the_high_band(faces_hq_dir, side, sigma):
     assert noise_share(photo, affine, CROP) < 0.1  # the clean photo: mostly detail
 
 
-@pytest.fixture(scope="module", params=["dynfacerestore", "rm0"])
+@pytest.fixture(scope="module", params=[(DEMO_CONFIG, "dynfacerestore"), (DEMO_CONFIG, "rm0"),
+                                        ("configs/sample/dynfacerestore_demo_public.yaml", "dynfacerestore")],
+                ids=["dynfacerestore", "rm0", "zero_shot"])
 def demo_sampler(request):
-    return FaceRestoreSampler.from_config(REPO_ROOT / DEMO_CONFIG, [f"sampler.method={request.param}"])
+    config, method = request.param
+    return FaceRestoreSampler.from_config(REPO_ROOT / config, [f"sampler.method={method}"])
 
 
 def _restore_with(sampler):
