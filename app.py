@@ -1,6 +1,7 @@
 """A web page for restoring photos: ``python app.py`` serves it on http://127.0.0.1:7860.
 
-Upload one or more aligned faces (or whole photos with "aligned faces" off), choose the method
+Upload one or more photos (whole photos: every face is found, restored and pasted back; tick "aligned
+faces" for crops already aligned to the FFHQ template), choose the method
 (DynFaceRestore, DifFace or RM0), steps and solver (the command line's ``--steps`` / ``--solver``), eta,
 seed and sampling config, and compare: input, result, a before/after slider, the intermediates
 (LQ | blurred levels with their sigma | guidance map | guided x0 at a few steps | result),
@@ -42,8 +43,8 @@ CONFIG_SOLVER = "config"  # the solver choice that keeps the sampling config's
 SETTING_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, ValueError, RuntimeError)
 # small faces (64 px demo models) are shown filling their box, like the 512 px input beside them
 CSS = "#input-image img, #result-image img { width: 100%; height: 100%; object-fit: contain; }"
-TABLE_HEADERS = ["photo", "face", "method", "sigma_hat", "level sigmas", "start index", "start t", "NFE", "eta",
-                 "seed", "seconds"]
+TABLE_HEADERS = ["photo", "face", "method", "paste", "sigma_hat", "level sigmas", "start index", "start t", "NFE",
+                 "eta", "seed", "seconds"]
 
 
 def _first_line(err: BaseException) -> str:
@@ -66,7 +67,8 @@ def photo_view(report: PhotoReport) -> dict:
         sig = "" if i["sigma_hat"] is None else (f", sigma_hat {i['sigma_hat']:.3f}, levels "
                                                  + ", ".join(f"y'{k + 1} s={s:.2f}" for k, (s, _) in
                                                              enumerate(face.levels)))
-        lines.append(f"- face {face.index}: {start}, NFE {i['nfe']}, eta {i['eta']:.3f}{sig}, {i['seconds']:.2f} s")
+        lines.append(f"- face {face.index}: {paste_summary(i)}{start}, NFE {i['nfe']}, eta {i['eta']:.3f}{sig}, "
+                     f"{i['seconds']:.2f} s")
         strips.append(face.strip)
     lines += [f"- note: {n}" for n in report.notes]
     return {"name": report.name, "input": to_uint8(report.input), "before": to_uint8(report.before),
@@ -74,9 +76,18 @@ def photo_view(report: PhotoReport) -> dict:
             "strips": stack_rows(strips), "facts": "\n".join(lines)}
 
 
+def paste_summary(info: dict) -> str:
+    """``restored (w_c 0.93, w_h 0.41); `` for a face of a whole photo (its decision and paste weights), ``""``
+    for an aligned face."""
+    if "decision" not in info:
+        return ""
+    weights = info["paste_weights"]
+    return info["decision"] + ("" if weights is None else " (w_c {:.2f}, w_h {:.2f})".format(*weights)) + "; "
+
+
 def table_rows(report: PhotoReport) -> List[list]:
-    """One row per face: the sampler's facts and the seconds it took."""
-    return [[report.name, f.index, report.method, _fmt(f.info["sigma_hat"]),
+    """One row per face: its paste decision (whole photos), the sampler's facts and the seconds it took."""
+    return [[report.name, f.index, report.method, f.info.get("decision", "aligned"), _fmt(f.info["sigma_hat"]),
              " ".join(f"{s:.2f}" for s, _ in f.levels) or "-", f.info["start_index"], f.info["start_t"], f.info["nfe"],
              round(f.info["eta"], 3), str(f.info["seed"]), round(f.info["seconds"], 3)] for f in report.faces]
 
@@ -151,14 +162,15 @@ def build_demo(restorer: Restorer, default_config: str = DEFAULT_CONFIG) -> gr.B
     app = App(restorer, default_config)
     with gr.Blocks(title="DynFaceRestore", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# DynFaceRestore\nBlind face restoration with a diffusion prior: DynFaceRestore (dynamic "
-                    "blur-level mapping and guidance), DifFace, or the RM0 restorer alone. Upload aligned faces, "
-                    "or whole photos with *aligned faces* off.")
+                    "blur-level mapping and guidance), DifFace, or the RM0 restorer alone. Upload photos (each "
+                    "face is found, restored and pasted back), or tick *aligned faces* for aligned crops.")
         views = gr.State([])
         with gr.Row():
             with gr.Column(scale=1, min_width=280):
                 files = gr.File(label="photos", file_count="multiple", file_types=["image"], elem_id="photos")
-                aligned = gr.Checkbox(True, label="aligned faces",
-                                      info="off: whole photos (faces are detected, restored and pasted back)")
+                aligned = gr.Checkbox(False, label="aligned faces",
+                                      info="on: each photo is one face aligned to the FFHQ template; off: whole "
+                                           "photos (faces are detected, restored and pasted back)")
                 method = gr.Dropdown([(METHOD_LABELS[m], m) for m in METHODS], value="dynfacerestore", label="method")
                 steps = gr.Number(0, precision=0, minimum=0, label="steps",
                                   info="0: the config's; N respaces the schedule as ddimN (250 + ddim: the paper's)")

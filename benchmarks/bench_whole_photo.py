@@ -1,21 +1,22 @@
 """Face-region quality of whole-photo restoration: the classic and the resolution-aware paste-back, one run.
 
 Real FFHQ-aligned faces are pasted into a real background (``data.face_composites``: 480 x 640, a small
-random rotation) at 0.75x, 1.5x, 3x and 5x the model's resolution; each photo is degraded by the three
-chains of ``data.photo_degradation`` at their mild and severe settings; the face is aligned with its true
-landmarks (known from the composite, so the detector's own errors, measured in docs/face_detection.md,
-stay out), restored once by the sampling config, and pasted back both ways at ``--upscale 1``. The face
-region (the bounding box of the soft paste mask) is compared with the HQ photo: PSNR (dB), LPIPS (alex),
-and the dlib identity distance (``faces.identity``).
+random rotation) at 0.75x, 1.5x, 3x and 5x the model's resolution; each photo is degraded by each setting
+of ``data.photo_degradation`` (``--kinds``: three chains at a mild and a severe setting, and noise, JPEG
+and blur alone); the face is aligned with its true landmarks (known from the composite, so the detector's
+own errors, measured in docs/face_detection.md, stay out), restored once by the sampling config, and
+pasted back both ways at ``--upscale 1``. The face region (the bounding box of the soft paste mask) is
+compared with the HQ photo: PSNR (dB), LPIPS (alex), and the dlib identity distance (``faces.identity``).
 
     python -m benchmarks.bench_whole_photo --faces 8                 # the evaluation (CelebRef-HQ faces)
-    python -m benchmarks.bench_whole_photo --set tune --tune         # choose the paste parameters (FFHQ faces)
+    python -m benchmarks.bench_whole_photo --set tune --tune noise   # choose paste parameters (tuning faces)
 
-``--tune`` also scores each face on a grid of weights (w_c, w_h) (the output is linear in them, so each
-grid point costs one paste) and fits the ``paste`` parameters d_0, d_h, d_c, w_max of ``faces.paste`` to it:
-the fit minimises the mean LPIPS of the face region over all cells, subject to the PSNR of every cell
-staying at least the input's minus ``--psnr_margin`` dB and its LPIPS at most the input's, and that not
-only on the tuning faces' means but in 95 % of each cell's subsets of as many faces as the evaluation has
+``--tune GROUP`` also scores each face on a grid of weights (w_c, w_h) (the output is linear in them, so
+each grid point costs one paste) and fits one group of ``faces.paste``'s parameters to it (``blur``: d_0,
+d_h, d_c, w_max; ``noise``: s_0, r_c, r_h), the others held at the config's values: the fit minimises the
+mean LPIPS of the face region over all cells, subject to the PSNR of every cell staying at least the
+input's minus ``--psnr_margin`` dB and its LPIPS at most the input's, and that not only on the tuning
+faces' means but in 95 % of each cell's subsets of as many faces as the evaluation has
 (:func:`fit_parameters`), so that the rule holds on faces it has not seen. The misfit
 weight w_m is the config's (the grid is scored with it); it is chosen by runs with ``--opts
 paste.misfit_weight=...``, which reuse the cached restorations (docs/whole_photos.md). The tuning
@@ -31,13 +32,14 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DYNFACE_SHARED", REPO.parent / "shared"))  # ../shared beside the repository
@@ -46,11 +48,12 @@ if str(REPO) not in sys.path:
 
 from benchmarks.common import environment, markdown_table  # noqa: E402
 from data.face_composites import BACKGROUNDS, make_composite  # noqa: E402
-from data.photo_degradation import CHAINS, SEVERITIES, degrade_photo  # noqa: E402
+from data.photo_degradation import SETTINGS, degrade_photo  # noqa: E402
 from faces.align import PAD_VALUE, align_face  # noqa: E402
 from faces.identity import FaceIdentity  # noqa: E402
-from faces.paste import (FacePaste, PasteConfig, aware_paste, band_weights, degradation_estimates,  # noqa: E402
+from faces.paste import (FaceEstimate, FacePaste, PasteConfig, aware_paste, band_weights, face_estimates,  # noqa: E402
                          face_to_upsampled, paste_face, paste_terms, soft_face_mask)
+from inference.inputs import image_seed  # noqa: E402
 from sampler import FaceRestoreSampler  # noqa: E402
 from utils.image_io import img2tensor, tensor2img  # noqa: E402
 from utils.metrics import LPIPSMetric, psnr  # noqa: E402
@@ -76,7 +79,7 @@ class Case:
     crop: np.ndarray                          # aligned LQ crop, the restorer's input
     affine: np.ndarray
     restored: Optional[np.ndarray] = None
-    degradation: float = 0.0
+    estimate: FaceEstimate = field(default_factory=lambda: FaceEstimate(0.0))
     scores: Dict[str, Dict[str, float]] = field(default_factory=dict)
 
     @property
@@ -114,9 +117,13 @@ def region_box(affine: np.ndarray, face_size: int, photo_hw: Tuple[int, int]) ->
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
+KINDS = tuple(f"{chain}/{severity}" for chain, severity in SETTINGS)  # --kinds: data.photo_degradation's settings
+
+
 def make_cases(faces: Sequence[Path], resolution: int, factors: Sequence[float], seed: int,
-               bilinear_crops: bool = False) -> List[Case]:
-    """Every (face, size, chain, severity) of the run, deterministic in ``seed``."""
+               bilinear_crops: bool = False, kinds: Sequence[str] = KINDS) -> List[Case]:
+    """Every (face, size, chain, severity) of the run with chain/severity in ``kinds``, deterministic in
+    ``seed`` (a case does not depend on which other kinds run)."""
     cases = []
     for (i, path), factor in itertools.product(enumerate(faces), factors):
         side = factor * resolution
@@ -124,7 +131,9 @@ def make_cases(faces: Sequence[Path], resolution: int, factors: Sequence[float],
                               face_px=(side, side), max_angle=MAX_ANGLE,
                               background_name=BACKGROUNDS[i % len(BACKGROUNDS)])
         landmarks = comp.faces[0].landmarks
-        for k, (chain, severity) in enumerate(itertools.product(CHAINS, SEVERITIES)):
+        for k, (chain, severity) in enumerate(SETTINGS):
+            if f"{chain}/{severity}" not in kinds:
+                continue
             lq = degrade_photo(comp.image, chain, severity, np.random.default_rng([seed, i, int(factor * 4), k]))
             crop, affine = align_face(lq, landmarks, resolution)
             if bilinear_crops:  # the aligner of facexlib / GFPGAN / DifFace: no low-pass before sampling
@@ -148,51 +157,55 @@ def restoration_key(config: str, opts: Sequence[str], seed: int, bilinear_crops:
 
 def restore_all(sampler: FaceRestoreSampler, cases: List[Case], bs: int, seed: int, cache: Optional[Path] = None,
                 run_key: str = "") -> float:
-    """Fill ``case.restored`` and ``case.degradation``; returns the sampling seconds. With ``cache`` (an .npz)
-    the restorations of an earlier run with the same ``run_key`` and cases are read instead of recomputed."""
-    keys = [_case_key(c) for c in cases]
+    """Fill ``case.restored`` and ``case.estimate``; returns the sampling seconds of the faces restored
+    now. With ``cache`` (an .npz) every case an earlier run with the same ``run_key`` restored is read
+    instead of recomputed (keyed by face, size and setting), and the cache keeps the union of both runs."""
+    stored: Dict[str, np.ndarray] = {}
     if cache is not None and cache.is_file():
-        stored = np.load(cache)
-        if str(stored["run_key"]) == run_key and list(stored["keys"]) == keys:
-            for c, img in zip(cases, stored["restored"]):
-                c.restored = img
-            _estimate_degradations(cases)
-            return float(stored["seconds"])
+        with np.load(cache) as data:
+            if str(data["run_key"]) == run_key:
+                stored = dict(zip(data["keys"].tolist(), data["restored"]))
+    todo = [c for c in cases if _case_key(c) not in stored]
+    for c in cases:
+        c.restored = stored.get(_case_key(c))
     start = time.perf_counter()
-    for b in range(0, len(cases), bs):
-        batch = cases[b:b + bs]
-        out = sampler.restore(img2tensor([c.crop for c in batch]), [seed + b + j for j in range(len(batch))])
+    for b in range(0, len(todo), bs):
+        batch = todo[b:b + bs]
+        out = sampler.restore(img2tensor([c.crop for c in batch]), [image_seed(seed, _case_key(c)) for c in batch])
         for c, img in zip(batch, tensor2img(out.images)):
             c.restored = img
-        print(f"restored {min(b + bs, len(cases))}/{len(cases)} faces", file=sys.stderr, flush=True)
+        print(f"restored {min(b + bs, len(todo))}/{len(todo)} faces", file=sys.stderr, flush=True)
+        if cache is not None:  # after every batch: an interrupted run keeps what it restored
+            stored.update((_case_key(c), c.restored) for c in batch)
+            _save_cache(cache, run_key, stored)
     elapsed = time.perf_counter() - start
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, run_key=run_key, keys=np.array(keys), restored=np.stack([c.restored for c in cases]),
-                 seconds=elapsed)
     _estimate_degradations(cases)
     return elapsed
 
 
+def _save_cache(cache: Path, run_key: str, stored: Dict[str, np.ndarray]) -> None:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_name(cache.stem + ".partial.npz")
+    np.savez(partial, run_key=run_key, keys=np.array(list(stored)), restored=np.stack(list(stored.values())))
+    os.replace(partial, cache)
+
+
 def _estimate_degradations(cases: List[Case]) -> None:
-    for c, d in zip(cases, degradation_estimates([c.restored for c in cases], [c.crop for c in cases])):
-        c.degradation = d
+    for c in cases:
+        c.estimate = face_estimates(c.lq_photo, [c.restored], [c.crop], [c.affine])[0]
 
 
 class Scorer:
-    """PSNR, LPIPS and identity distance of a face region against the HQ one."""
+    """PSNR, LPIPS and identity distance of a face region against the HQ one (``identity`` False: NaN)."""
 
-    def __init__(self, lpips_weights: Optional[str]):
+    def __init__(self, lpips_weights: Optional[str], identity: bool = True):
         self.lpips = LPIPSMetric("alex", lpips_weights)
-        self.identity = FaceIdentity()
+        self.identity = FaceIdentity() if identity else None
 
-    def __call__(self, region: np.ndarray, hq: np.ndarray, identity: bool = True) -> Dict[str, float]:
+    def __call__(self, region: np.ndarray, hq: np.ndarray) -> Dict[str, float]:
         region = np.clip(region, 0.0, 1.0)
-        scores = {"psnr": psnr(region, hq), "lpips": self.lpips(region, hq)}
-        if identity:
-            dist = self.identity.distance(region, hq)
-            scores["id"] = float("nan") if dist is None else dist
-        return scores
+        dist = None if self.identity is None else self.identity.distance(region, hq)
+        return {"psnr": psnr(region, hq), "lpips": self.lpips(region, hq), "id": float("nan") if dist is None else dist}
 
 
 def _region(img: np.ndarray, box) -> np.ndarray:
@@ -211,7 +224,7 @@ def score_cases(cases: List[Case], scorer: Scorer, cfg: PasteConfig) -> None:
 
 def _aware(c: Case, cfg: PasteConfig) -> np.ndarray:
     """The photo with the face of ``c`` pasted back resolution-aware."""
-    return paste_face(c.lq_photo, aware_paste(c.restored, c.crop, c.affine, c.degradation, cfg))
+    return paste_face(c.lq_photo, aware_paste(c.restored, c.crop, c.affine, c.estimate, cfg))
 
 
 
@@ -221,7 +234,7 @@ def grid_scores(cases: List[Case], scorer: Scorer, cfg: PasteConfig) -> np.ndarr
     out = np.zeros((len(cases), len(GRID), len(GRID), 2))
     pairs = list(itertools.product(range(len(GRID)), range(len(GRID))))
     for n, c in enumerate(cases):
-        pasted = aware_paste(c.restored, c.crop, c.affine, c.degradation, cfg)
+        pasted = aware_paste(c.restored, c.crop, c.affine, c.estimate, cfg)
         mask, correction, high = paste_terms(c.lq_photo, pasted)
         correction, high = _region(mask * correction, c.box), _region(mask * high, c.box)
         base = _region(c.lq_photo, c.box)
@@ -242,10 +255,14 @@ def _interp(grid: np.ndarray, w_c: float, w_h: float) -> np.ndarray:
 
 
 LPIPS_TOLERANCE = 1e-4  # the fit's "at most the input's LPIPS": rounding of the batched LPIPS evaluation
-FIT_GRID = {"restorer_sigma_512": (0.0, 2.4, 3.2, 4.0, 4.4, 4.8, 5.2, 5.6, 6.4),
-            "high_band_sigma_512": (0.8, 1.6, 2.4, 3.6, 4.8, 6.4, 8.0, 12.0),
-            "correction_sigma_512": (0.8, 1.6, 2.4, 3.6, 4.8, 6.4, 8.0, 12.0, 16.0),
-            "correction_max": (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)}
+FIT_GRIDS = {  # --tune GROUP: the parameters fitted together, the others held at the config's values
+    "blur": {"restorer_sigma_512": (0.0, 2.4, 3.2, 4.0, 4.4, 4.8, 5.2, 5.6, 6.4),
+             "high_band_sigma_512": (0.8, 1.6, 2.4, 3.6, 4.8, 6.4, 8.0, 12.0),
+             "correction_sigma_512": (0.8, 1.6, 2.4, 3.6, 4.8, 6.4, 8.0, 12.0, 16.0),
+             "correction_max": (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)},
+    "noise": {"clean_noise": tuple(v / 255 for v in (2.0, 2.5, 3.0, 3.5, 4.0, 1e3)),
+              "correction_noise": tuple(v / 255 for v in (1.0, 2.0, 4.0)),
+              "high_band_noise": tuple(v / 255 for v in (1.0, 3.0, 1e9))}}
 FIT_DRAWS = 200        # subsets of EVAL_FACES faces drawn per cell (all of them when there are fewer)
 FIT_CONFIDENCE = 0.95  # share of a cell's subsets whose mean must meet the constraints
 
@@ -275,26 +292,54 @@ def holding_share(changes: np.ndarray, subsets: np.ndarray, psnr_margin: float) 
     return float(np.mean((means[:, 0] >= -psnr_margin) & (means[:, 1] <= LPIPS_TOLERANCE)))
 
 
-def fit_parameters(cases: List[Case], grids: np.ndarray, psnr_margin: float, misfit_weight: float, seed: int = 0
-                   ) -> Tuple[PasteConfig, dict]:
-    """d_0, d_h, d_c, w_max (on :data:`FIT_GRID`) minimising the mean LPIPS, subject to constraints that must
-    hold for an evaluation of :data:`EVAL_FACES` faces per cell, not only for the tuning faces' own means: in
-    at least :data:`FIT_CONFIDENCE` of each cell's subsets of that many tuning faces (:func:`cell_subsets`),
-    the subset's PSNR is >= its input's - ``psnr_margin`` and its LPIPS <= its input's. A cell of at most
-    EVAL_FACES faces is its one subset: the constraints on its mean. w_m = ``misfit_weight``, the one
-    ``grids`` were scored with."""
+def fit_candidates(base: PasteConfig, group: str) -> List[PasteConfig]:
+    """``base`` with the parameters of ``group`` set to every point of its :data:`FIT_GRIDS` grid."""
+    grid = FIT_GRIDS[group]
+    return [replace(base, **dict(zip(grid, values))) for values in itertools.product(*grid.values())]
+
+
+def interpolated_outputs(cases: List[Case], grids: np.ndarray, cfg: PasteConfig) -> np.ndarray:
+    """(cases, 2): each face's PSNR and LPIPS at ``cfg``'s weights, interpolated on its :func:`grid_scores`."""
+    return np.array([_interp(grids[n], *band_weights(c.estimate, c.crop.shape[0], cfg)) for n, c in enumerate(cases)])
+
+
+def pasted_outputs(cases: List[Case], scorer: Scorer, candidates: Sequence[PasteConfig]) -> np.ndarray:
+    """(candidates, cases, 2): each face's PSNR and LPIPS pasted with each candidate's weights (x_m of the
+    candidates' w_m, which they share), each distinct (face, weights) pasted and scored once."""
+    out = np.zeros((len(candidates), len(cases), 2))
+    for n, c in enumerate(cases):
+        weights = [band_weights(c.estimate, c.crop.shape[0], cfg) for cfg in candidates]
+        pasted = aware_paste(c.restored, c.crop, c.affine, c.estimate, candidates[0])
+        mask, correction, high = paste_terms(c.lq_photo, pasted)
+        correction, high = _region(mask * correction, c.box), _region(mask * high, c.box)
+        base = _region(c.lq_photo, c.box)
+        scored: Dict[Tuple[float, float], Tuple[float, float]] = {}
+        for k, (w_c, w_h) in enumerate(weights):
+            if (w_c, w_h) not in scored:
+                region = np.clip(base + w_c * correction - (1.0 - w_h) * high, 0.0, 1.0)
+                scored[w_c, w_h] = psnr(region, c.hq), scorer.lpips(region, c.hq)
+            out[k, n] = scored[w_c, w_h]
+    return out
+
+
+def fit_parameters(cases: List[Case], candidates: Sequence[PasteConfig], outputs: Callable[[int], np.ndarray],
+                   psnr_margin: float, seed: int = 0) -> Tuple[PasteConfig, dict]:
+    """The candidate minimising the mean LPIPS (``outputs(k)``: (cases, 2) PSNR and LPIPS of every face with
+    candidate k), subject to constraints that must hold for an evaluation of :data:`EVAL_FACES` faces per
+    cell, not only for the tuning faces' own means: in at least :data:`FIT_CONFIDENCE` of each cell's subsets
+    of that many tuning faces (:func:`cell_subsets`), the subset's PSNR is >= its input's - ``psnr_margin``
+    and its LPIPS <= its input's. A cell of at most EVAL_FACES faces is its one subset: the constraints on
+    its mean."""
     rng = np.random.default_rng(seed)
     faces = list(cell_faces(cases).values())
     subsets = [cell_subsets(cell, EVAL_FACES, FIT_DRAWS, rng) for cell in faces]
     inputs = np.array([[c.scores["input"][m] for m in ("psnr", "lpips")] for c in cases])
     best = None
-    for values in itertools.product(*FIT_GRID.values()):
-        cfg = PasteConfig(**dict(zip(FIT_GRID, values)), misfit_weight=misfit_weight)
-        outputs = np.array([_interp(grids[n], *band_weights(c.degradation, c.crop.shape[0], cfg))
-                            for n, c in enumerate(cases)])
-        changes = outputs - inputs
+    for k, cfg in enumerate(candidates):
+        scored = outputs(k)
+        changes = scored - inputs
         share = min(holding_share(changes, rows, psnr_margin) for rows in subsets)
-        lpips = float(outputs[:, 1].mean())
+        lpips = float(scored[:, 1].mean())
         if share >= FIT_CONFIDENCE and (best is None or lpips < best[0]):
             worst = min(float(changes[cell, 0].mean()) for cell in faces)
             best = (lpips, cfg, worst, share)
@@ -349,7 +394,8 @@ def summary_rows(cases: List[Case]) -> List[list]:
                     + [f"{mean[v]['id']:.3f}" for v in ("input", "classic", "resolution_aware")]
                     + ["{:+.3f} ({:.3f})".format(*paired_difference([c.scores["resolution_aware"]["id"] for c in group],
                                                                      [c.scores["classic"]["id"] for c in group]))]
-                    + [f"{np.mean([c.degradation for c in group]):.2f}"])
+                    + [f"{np.mean([getattr(c.estimate, k) for c in group]):{f}}"
+                       for k, f in (("blur", ".2f"), ("crop_noise", ".4f"), ("noise_share", ".2f"))])
     return rows
 
 
@@ -374,11 +420,13 @@ def write_example(cases: List[Case], cfg: PasteConfig, setting: str, factor: flo
 
 
 HEADERS = ["face size", "degradation", "faces", "PSNR in", "PSNR classic", "PSNR aware", "LPIPS in",
-           "LPIPS classic", "LPIPS aware", "ID in", "ID classic", "ID aware", "ID aware - classic (SE)", "mean d"]
+           "LPIPS classic", "LPIPS aware", "ID in", "ID classic", "ID aware", "ID aware - classic (SE)", "mean d",
+           "mean s_y", "mean nu"]
 
 
 def _paste_params(cfg) -> str:
-    return ", ".join(f"{key} {getattr(cfg, key)}" for key in (*FIT_GRID, "misfit_weight"))
+    return ", ".join(f"{key} {getattr(cfg, key):g}" for group in FIT_GRIDS.values() for key in group) + \
+        f", misfit_weight {cfg.misfit_weight:g}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -391,12 +439,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="eval: CelebRef-HQ photos spread over the set; tune: the 10 FFHQ faces, then CelebRef-HQ "
                         f"photos outside the first {EVAL_FACES} evaluation faces")
     p.add_argument("--factors", type=float, nargs="+", default=list(SIZE_FACTORS), help="face size / resolution")
+    p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS, metavar="CHAIN/SEVERITY",
+                   help=f"degradations (data/photo_degradation.py): {' '.join(KINDS)}")
     p.add_argument("--bs", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bilinear_crops", action="store_true", help="align without the anti-aliasing low-pass")
-    p.add_argument("--tune", action="store_true", help="fit the paste parameters (module docstring)")
+    p.add_argument("--tune", choices=tuple(FIT_GRIDS), default=None,
+                   help="fit this group of paste parameters, the others held at the config's (module docstring)")
     p.add_argument("--psnr_margin", type=float, default=0.05, help="--tune: allowed PSNR loss per cell (dB)")
     p.add_argument("--lpips_weights", default=str(SHARED / "weights/lpips"))
+    p.add_argument("--no_identity", action="store_true", help="skip the dlib identity distance (NaN in the table)")
     p.add_argument("--json", default=None, help="write every per-face score here")
     p.add_argument("--cache", default=None, metavar="NPZ",
                    help="keep the restorations here and reuse them when the config, options and cases match")
@@ -409,30 +461,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     torch.manual_seed(args.seed)
     sampler = FaceRestoreSampler.from_config(REPO / args.config, args.opts)
-    paste_cfg = sampler.cfg.paste
+    paste_cfg = PasteConfig(**OmegaConf.to_container(sampler.cfg.paste))
     cases = make_cases(face_sources(args.set, args.faces), sampler.resolution, args.factors, args.seed,
-                       args.bilinear_crops)
+                       args.bilinear_crops, args.kinds)
     run_key = restoration_key(args.config, args.opts, args.seed, args.bilinear_crops)
     seconds = restore_all(sampler, cases, args.bs, args.seed, Path(args.cache) if args.cache else None, run_key)
-    scorer = Scorer(args.lpips_weights)
+    scorer = Scorer(args.lpips_weights, identity=not args.no_identity)
     notes = []
     if args.tune:
         score_cases(cases, scorer, paste_cfg)
-        grids = grid_scores(cases, scorer, paste_cfg)
-        if args.cache:
-            np.savez(Path(args.cache).with_suffix(".grid.npz"), grids=grids,
-                     keys=np.array([_case_key(c) for c in cases]), degradation=np.array([c.degradation for c in cases]),
-                     inputs=np.array([[c.scores["input"][m] for m in ("psnr", "lpips")] for c in cases]))
-        fitted, fit = fit_parameters(cases, grids, args.psnr_margin, paste_cfg.misfit_weight)
+        candidates = fit_candidates(paste_cfg, args.tune)
+        if args.tune == "blur":  # thousands of candidates: interpolate on each face's (w_c, w_h) grid
+            grids = grid_scores(cases, scorer, paste_cfg)
+            fitted, fit = fit_parameters(cases, candidates, lambda k: interpolated_outputs(cases, grids, candidates[k]),
+                                         args.psnr_margin)
+        else:  # a few dozen: paste each
+            table = pasted_outputs(cases, scorer, candidates)
+            fitted, fit = fit_parameters(cases, candidates, lambda k: table[k], args.psnr_margin)
         notes.append(f"fitted paste parameters: {_paste_params(fitted)} (mean LPIPS "
-                     f"{fit['mean_lpips']:.4f} on the grid, worst cell PSNR change {fit['worst_psnr_change']:+.3f} dB, "
+                     f"{fit['mean_lpips']:.4f}, worst cell PSNR change {fit['worst_psnr_change']:+.3f} dB, "
                      f"constraints met by {fit['holding_share']:.0%} of the worst cell's {EVAL_FACES}-face subsets)")
         paste_cfg = fitted
     score_cases(cases, scorer, paste_cfg)
     env = environment()
     print(f"## Whole photos, {sampler.method} ({args.config}), {args.set} faces\n")
     print(f"- command: `python -m benchmarks.bench_whole_photo {' '.join(argv if argv is not None else sys.argv[1:])}`")
-    print(f"- {len(cases)} faces restored in {seconds:.0f} s; {env['machine']}; torch {env['torch']}; {env['date']}")
+    print(f"- {len(cases)} faces, those not cached restored in {seconds:.0f} s; {env['machine']}; "
+          f"torch {env['torch']}; {env['date']}")
     print(f"- paste parameters: {_paste_params(paste_cfg)}")
     for note in notes:
         print(f"- {note}")
@@ -444,7 +499,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps([dict(face=c.face, factor=c.factor, chain=c.chain, severity=c.severity,
-                                                    degradation=c.degradation, scores=c.scores) for c in cases],
+                                                    estimate=vars(c.estimate), scores=c.scores) for c in cases],
                                               indent=1))
     return 0
 

@@ -181,7 +181,8 @@ def to_gray(img: np.ndarray) -> np.ndarray:
     return np.repeat(gray[:, :, None], 3, axis=2)
 
 
-def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    """``img`` (HxWx3 [0, 1]) through OpenCV JPEG at ``quality``, float32."""
     bgr = (np.clip(img, 0, 1)[:, :, ::-1] * 255.0).round().astype(np.uint8)
     ok, buf = cv2.imencode(".jpg", bgr, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
     if not ok:
@@ -222,7 +223,7 @@ def degrade(hq: np.ndarray, rng: np.random.Generator, cfg: DegradationConfig) ->
     img = np.clip(img + rng.standard_normal(img.shape).astype(np.float32) * (noise / 255.0), 0.0, 1.0)
 
     quality = int(rng.uniform(*cfg.jpeg_range))
-    img = _jpeg(img, quality)
+    img = jpeg(img, quality)
 
     img = np.clip(cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
     gray = bool(rng.uniform() < cfg.gray_prob)

@@ -21,8 +21,11 @@ rest, B = U(D(B)) + H with H = B - U(D(B)), and writes::
 * the input keeps the fraction w_h of its high band H, the detail the model cannot see.
 
 With w_c = 1 and w_h = 0 this is ``classic`` (for upscale 1, where D(B) = y); with an identity restorer
-and w_h = 1 it returns B unchanged, at any face size. Both weights follow the estimated degradation of
-the face: d = sigma*(x_hat, y) = argmin_s ||G_s * x_hat - y||^2 (``data.sigma_star.sigma_star``), the
+and w_h = 1 it returns B unchanged, at any face size. Both weights follow three estimates of the face's
+degradation (:class:`FaceEstimate`): its blur d, the noise level s_y of its crop, and the share nu of
+the input's high band that is noise. A face the restorer left unchanged (x_hat = y) is judged clean.
+
+**Blur.** d = sigma*(x_hat, y) = argmin_s ||G_s * x_hat - y||^2 (``data.sigma_star.sigma_star``), the
 equivalent Gaussian blur, in crop pixels, that maps the restoration onto the input crop. A restorer blurs
 even a clean face a little (its own d_0, a property of the network); the excess e = max(0, d - d_0) is
 the blur of the input itself. Seen through the crop, a blur of e crop pixels multiplies the crop's band
@@ -31,10 +34,38 @@ exp(-2 pi^2 (e k)^2 / (2k)^2) = exp(-(e / e_0)^2), e_0 = sqrt(2) / pi ~ 0.45: th
 mostly the face's own detail for e << e_0 and mostly artefacts (interpolation, JPEG blocks, noise)
 beyond. Hence::
 
-    w_h = exp(-(e / d_h)^2),    w_c = w_max (1 - exp(-(e / d_c)^2))
+    w_h = exp(-(e / d_h)^2),    w_c = w_max (1 - exp(-(e / d_c)^2))            (blur only)
 
 A sharp face keeps its detail and its own low band (the restorer's correction would then be mostly its
 own error); a degraded one takes the correction and sheds the high band.
+
+**Noise.** Noise and JPEG blocks are not a blur: a restorer removes them, sigma* stays at d_0 and the
+blur rule alone keeps the face as it came. They fill the finest band of the crop, which blur empties: the
+crop's noise level s_y is the median absolute deviation of its finest Haar band / 0.6745 (Donoho &
+Johnstone 1994: the std of white noise; ``finest_band_noise``) over the central R/2 x R/2 square of the
+crop (the face itself). A clean face has its own level s_0 there (skin texture, the photo's 8 bits); white
+noise adds its variance, so the excess q = sqrt(max(0, s_y^2 - s_0^2)) is the std of what the input adds
+to a clean face in the crop's band. Blur and noise are independent evidence and add in the exponent::
+
+    w_c = w_max (1 - exp(-(e / d_c)^2 - (q / r_c)^2))
+
+(The misfit's RMS, ||G_d x_hat - y|| / sqrt(N), was the other candidate: the restorer's own misfit on a
+clean face is about as large as the noise it removes, so it barely tells the two apart.)
+A face k times larger than the crop has its noise averaged away in the crop (the low-pass before
+sampling): s_y falls towards s_0 as k grows, and the correction with it.
+
+**Noise in the high band.** For a face larger than the crop, its noise lies mostly in H, where the model
+cannot remove it. With H = S + N (detail S, noise N independent of it) the scalar gain that minimises the
+error of w H against S is the Wiener gain 1 - nu, nu = E[N^2] / E[H^2], the noise share of H over the face
+(``noise_share``): E[N^2] = s_B^2 c_H, s_B the photo's noise std (the median absolute deviation of its
+finest Haar band over the face / 0.6745, Donoho & Johnstone 1994) and c_H the share of a unit white noise's
+power that the band split leaves in H (split_bands of a white-noise image). The gain is applied as far as
+the crop confirms the face is noisy (a clean photo's texture also has a finest band: a face with
+s_y <= s_0 keeps all of H)::
+
+    w_h = exp(-(e / d_h)^2) (1 - nu (1 - exp(-(q / r_h)^2)))
+
+With q = 0 both weights are the blur rule's.
 
 The correction itself splits under the same blur d::
 
@@ -51,9 +82,10 @@ in place of x_hat: a back-projection step of size 1 - w_m (Irani & Peleg 1991). 
 is; an identity restorer (x_hat = y, d = 0) still gives x_m = y. G_d is ``data.blur.gaussian_blur``, the
 blur d was estimated with.
 
-d_0, d_h, d_c (as sigma_512, in 512-pixel units), w_max and w_m are the ``paste`` section of the sampling
-config, measured on faces that are not the evaluation's (``benchmarks/bench_whole_photo.py``;
-docs/whole_photos.md).
+d_0, d_h, d_c (as sigma_512, in 512-pixel units), w_max, w_m, s_0, r_c and r_h (stds of [0, 1] values)
+are the ``paste`` section of the sampling config, measured on faces that are not the evaluation's
+(``benchmarks/bench_whole_photo.py``; docs/whole_photos.md). Each face's record names what the weights
+did (:func:`paste_decision`): ``kept`` (w_c < 0.1, w_h > 0.9), ``restored`` (w_c >= 0.5) or ``partly``.
 """
 from __future__ import annotations
 
@@ -81,29 +113,59 @@ class PasteConfig:
     correction_sigma_512: float = 0.8   # d_c: w_c = w_max (1 - exp(-(e / d_c)^2))
     correction_max: float = 1.0         # w_max
     misfit_weight: float = 0.5          # w_m: x_m = x_hat - (1 - w_m) (G_d x_hat - y)
+    clean_noise: float = 0.013725       # s_0: the crop's finest-band noise level s_y on a clean face
+    correction_noise: float = 0.007843  # r_c: w_c = w_max (1 - exp(-(e / d_c)^2 - (q / r_c)^2))
+    high_band_noise: float = 0.003922   # r_h: w_h = exp(-(e / d_h)^2) (1 - nu (1 - exp(-(q / r_h)^2)))
 
 
 def check_paste_config(cfg) -> None:
     """ValueError naming the first bad entry of a ``paste`` section."""
     if cfg.mode not in PASTE_MODES:
         raise ValueError(f"paste.mode = {cfg.mode!r}; allowed: {', '.join(PASTE_MODES)}")
-    for key in ("high_band_sigma_512", "correction_sigma_512"):
+    for key in ("high_band_sigma_512", "correction_sigma_512", "correction_noise", "high_band_noise"):
         if not float(getattr(cfg, key)) > 0:
             raise ValueError(f"paste.{key} = {getattr(cfg, key)}; must be > 0")
-    if not float(cfg.restorer_sigma_512) >= 0:
-        raise ValueError(f"paste.restorer_sigma_512 = {cfg.restorer_sigma_512}; must be >= 0")
+    for key in ("restorer_sigma_512", "clean_noise"):
+        if not float(getattr(cfg, key)) >= 0:
+            raise ValueError(f"paste.{key} = {getattr(cfg, key)}; must be >= 0")
     for key in ("correction_max", "misfit_weight"):
         if not 0.0 <= float(getattr(cfg, key)) <= 1.0:
             raise ValueError(f"paste.{key} = {getattr(cfg, key)}; must lie in [0, 1]")
 
 
-def band_weights(degradation: float, resolution: int, cfg) -> Tuple[float, float]:
-    """(w_c, w_h) of the module docstring for a face of estimated degradation d (pixels of its
-    ``resolution`` x ``resolution`` crop)."""
-    excess = max(0.0, float(degradation) * 512.0 / resolution - float(cfg.restorer_sigma_512))
-    w_h = float(np.exp(-(excess / float(cfg.high_band_sigma_512)) ** 2))
-    w_c = float(cfg.correction_max) * (1.0 - float(np.exp(-(excess / float(cfg.correction_sigma_512)) ** 2)))
+@dataclass
+class FaceEstimate:
+    """The degradation estimates of one face (module docstring): ``blur`` d (pixels of its crop),
+    ``crop_noise`` s_y (noise level of its crop) and ``noise_share`` nu (of the input's high band, in [0, 1])."""
+
+    blur: float
+    crop_noise: float = 0.0
+    noise_share: float = 0.0
+
+
+def band_weights(estimate: FaceEstimate, resolution: int, cfg) -> Tuple[float, float]:
+    """(w_c, w_h) of the module docstring for a face of ``resolution`` x ``resolution`` crop pixels."""
+    excess = max(0.0, float(estimate.blur) * 512.0 / resolution - float(cfg.restorer_sigma_512))
+    removed = np.sqrt(max(0.0, float(estimate.crop_noise) ** 2 - float(cfg.clean_noise) ** 2))
+    blur_h = (excess / float(cfg.high_band_sigma_512)) ** 2
+    blur_c, noise_c = (excess / float(cfg.correction_sigma_512)) ** 2, (removed / float(cfg.correction_noise)) ** 2
+    confirmed = 1.0 - float(np.exp(-(removed / float(cfg.high_band_noise)) ** 2))
+    w_h = float(np.exp(-blur_h)) * (1.0 - float(estimate.noise_share) * confirmed)
+    w_c = float(cfg.correction_max) * (1.0 - float(np.exp(-blur_c - noise_c)))
     return w_c, w_h
+
+
+DECISIONS = ("kept", "partly", "restored")
+
+
+def paste_decision(weights: Optional[Tuple[float, float]]) -> str:
+    """What a paste did to a face (module docstring); ``classic`` (None) replaces it: ``restored``."""
+    if weights is None:
+        return "restored"
+    w_c, w_h = weights
+    if w_c >= 0.5:
+        return "restored"
+    return "kept" if w_c < 0.1 and w_h > 0.9 else "partly"
 
 
 def degradation_estimates(restored: Sequence[np.ndarray], crops: Sequence[np.ndarray]) -> List[float]:
@@ -123,17 +185,81 @@ def degradation_estimates(restored: Sequence[np.ndarray], crops: Sequence[np.nda
     return [0.0 if np.array_equal(x, y) else float(d) for x, y, d in zip(restored, crops, found)]
 
 
-def misfit_weighted(restored: np.ndarray, crop: np.ndarray, degradation: float, misfit_weight: float) -> np.ndarray:
-    """x_m = x_hat - (1 - w_m) (G_d x_hat - y) of the module docstring (float32 HxWx3), d = ``degradation``
-    in crop pixels."""
+def misfit(restored: np.ndarray, crop: np.ndarray, degradation: float) -> np.ndarray:
+    """r = G_d x_hat - y of the module docstring (float32 HxWx3), d = ``degradation`` in crop pixels."""
     import torch
 
     from data.blur import gaussian_blur
 
-    x_hat = np.asarray(restored, dtype=np.float32)
-    blurred = gaussian_blur(torch.from_numpy(x_hat).permute(2, 0, 1)[None], float(degradation))[0]
-    misfit = blurred.permute(1, 2, 0).numpy() - np.asarray(crop, dtype=np.float32)
-    return x_hat - (1.0 - float(misfit_weight)) * misfit
+    x_hat = torch.from_numpy(np.asarray(restored, dtype=np.float32)).permute(2, 0, 1)[None]
+    blurred = gaussian_blur(x_hat, float(degradation))[0]
+    return blurred.permute(1, 2, 0).numpy() - np.asarray(crop, dtype=np.float32)
+
+
+def misfit_weighted(restored: np.ndarray, crop: np.ndarray, degradation: float, misfit_weight: float) -> np.ndarray:
+    """x_m = x_hat - (1 - w_m) (G_d x_hat - y) of the module docstring (float32 HxWx3), d = ``degradation``
+    in crop pixels."""
+    return np.asarray(restored, dtype=np.float32) - (1.0 - float(misfit_weight)) * misfit(restored, crop, degradation)
+
+
+def crop_noise(crop: np.ndarray) -> float:
+    """s_y of the module docstring: :func:`finest_band_noise` over the central R/2 x R/2 square of an
+    R x R crop."""
+    size = crop.shape[0]
+    centre = np.zeros(crop.shape[:2], bool)
+    centre[size // 4:size - size // 4, size // 4:size - size // 4] = True
+    return finest_band_noise(crop, centre)
+
+
+def finest_band_noise(img: np.ndarray, where: np.ndarray) -> float:
+    """Noise std of ``img`` (HxWx3) from its finest Haar band: median |HH| / 0.6745 over the 2 x 2 blocks
+    whose four pixels lie in ``where`` (HxW bool), all channels pooled; HH = (a - b - c + d) / 2 has the
+    std s of white noise of std s. 0 when no block lies in ``where``."""
+    h, w = (img.shape[0] // 2) * 2, (img.shape[1] // 2) * 2
+    x = np.asarray(img[:h, :w], dtype=np.float64)
+    hh = (x[0::2, 0::2] - x[0::2, 1::2] - x[1::2, 0::2] + x[1::2, 1::2]) / 2.0
+    inside = where[0:h:2, 0:w:2] & where[0:h:2, 1:w:2] & where[1:h:2, 0:w:2] & where[1:h:2, 1:w:2]
+    values = np.abs(hh[inside])
+    return float(np.median(values) / 0.6745) if values.size else 0.0
+
+
+NOISE_FIELD_SEED = 0  # the white-noise image whose high band gives c_H (noise_share)
+
+
+def noise_share(photo: np.ndarray, affine: np.ndarray, face_size: int) -> float:
+    """nu = min(1, s_B^2 c_H / E[H^2]) of the module docstring for the face aligned by ``affine`` in
+    ``photo`` (upscale 1): expectations are means weighted by the soft face mask m, s_B is
+    :func:`finest_band_noise` where m > 0.5. 0 when the high band is empty."""
+    img = np.asarray(photo, dtype=np.float32)
+    mask = soft_face_mask((face_size, face_size), face_to_upsampled(affine), img.shape[:2])
+    return _wiener_share(img, mask, lambda x: split_bands(x, affine, face_size)[1])
+
+
+def _wiener_share(img: np.ndarray, mask: np.ndarray, high_band: Callable[[np.ndarray], np.ndarray]) -> float:
+    """nu of :func:`noise_share` for the band split whose high band is ``high_band(image)``."""
+    weight = mask[:, :, None] / max(float(mask.sum()) * img.shape[2], 1e-12)
+    power = float(np.sum(weight * high_band(img).astype(np.float64) ** 2))
+    if power <= 0.0:
+        return 0.0
+    unit = np.random.default_rng(NOISE_FIELD_SEED).standard_normal(img.shape).astype(np.float32)
+    share = float(np.sum(weight * high_band(unit).astype(np.float64) ** 2))
+    return min(1.0, finest_band_noise(img, mask > 0.5) ** 2 * share / power)
+
+
+def face_estimate(restored: np.ndarray, crop: np.ndarray, blur: float, share: Callable[[], float]) -> FaceEstimate:
+    """The :class:`FaceEstimate` of one face of blur d = ``blur``, noise share ``share()``; a face the restorer
+    left unchanged (x_hat = y) is judged clean, FaceEstimate(0, 0, 0): the paste takes nothing it did not."""
+    if np.array_equal(restored, crop):
+        return FaceEstimate(0.0)
+    return FaceEstimate(blur, crop_noise(crop), share())
+
+
+def face_estimates(photo: np.ndarray, restored: Sequence[np.ndarray], crops: Sequence[np.ndarray],
+                   affines: Sequence[np.ndarray]) -> List[FaceEstimate]:
+    """The :func:`face_estimate` of each face of ``photo`` (module docstring), d in one batched search."""
+    blurs = degradation_estimates(restored, crops)
+    return [face_estimate(x, y, d, lambda affine=affine, size=x.shape[0]: noise_share(photo, affine, size))
+            for x, y, affine, d in zip(restored, crops, affines, blurs)]
 
 
 def _homogeneous(affine: np.ndarray) -> np.ndarray:
@@ -192,6 +318,7 @@ class FacePaste:
     crop: np.ndarray
     affine: np.ndarray
     weights: Optional[Tuple[float, float]] = None
+    estimate: Optional[FaceEstimate] = None
 
 
 def paste_terms(background: np.ndarray, face: FacePaste, upscale: float = 1, high_band: bool = True
@@ -230,17 +357,18 @@ def bicubic_upsample(img: np.ndarray, upscale: float) -> np.ndarray:
     return np.clip(cv2.resize(img, size, interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
 
 
-def aware_paste(restored: np.ndarray, crop: np.ndarray, affine: np.ndarray, degradation: float, cfg) -> FacePaste:
-    """The resolution-aware :class:`FacePaste` of one face of estimated ``degradation`` (crop pixels): its
-    misfit-weighted restoration x_m and the weights of :func:`band_weights` (module docstring)."""
-    weighted = misfit_weighted(restored, crop, degradation, cfg.misfit_weight)
-    return FacePaste(weighted, crop, affine, band_weights(degradation, restored.shape[0], cfg))
+def aware_paste(restored: np.ndarray, crop: np.ndarray, affine: np.ndarray, estimate: FaceEstimate, cfg
+                ) -> FacePaste:
+    """The resolution-aware :class:`FacePaste` of one face of degradation ``estimate``: its misfit-weighted
+    restoration x_m and the weights of :func:`band_weights` (module docstring)."""
+    weighted = misfit_weighted(restored, crop, estimate.blur, cfg.misfit_weight)
+    return FacePaste(weighted, crop, affine, band_weights(estimate, restored.shape[0], cfg), estimate)
 
 
-def face_pastes(restored: Sequence[np.ndarray], crops: Sequence[np.ndarray], affines: Sequence[np.ndarray],
-                cfg) -> List[FacePaste]:
-    """One :class:`FacePaste` per face with its weights from ``cfg`` (a ``paste`` section) and the face's
-    estimated degradation (:func:`degradation_estimates`)."""
+def face_pastes(photo: np.ndarray, restored: Sequence[np.ndarray], crops: Sequence[np.ndarray],
+                affines: Sequence[np.ndarray], cfg) -> List[FacePaste]:
+    """One :class:`FacePaste` per face of ``photo`` (the input, before upsampling) with its weights from
+    ``cfg`` (a ``paste`` section) and the face's estimates (:func:`face_estimates`)."""
     if not len(restored) == len(crops) == len(affines):
         raise ValueError(f"{len(restored)} restored faces, {len(crops)} crops and {len(affines)} alignments")
     for face, crop in zip(restored, crops):
@@ -248,9 +376,9 @@ def face_pastes(restored: Sequence[np.ndarray], crops: Sequence[np.ndarray], aff
             raise ValueError(f"a restored face has shape {face.shape}, its crop {crop.shape}: need equal squares")
     if cfg.mode == "classic":
         return [FacePaste(face, crop, affine) for face, crop, affine in zip(restored, crops, affines)]
-    degradations = degradation_estimates(restored, crops)
-    return [aware_paste(face, crop, affine, d, cfg)
-            for face, crop, affine, d in zip(restored, crops, affines, degradations)]
+    estimates = face_estimates(photo, restored, crops, affines)
+    return [aware_paste(face, crop, affine, estimate, cfg)
+            for face, crop, affine, estimate in zip(restored, crops, affines, estimates)]
 
 
 def paste_faces(img: np.ndarray, faces: Sequence[FacePaste], upscale: float,
@@ -264,6 +392,36 @@ def paste_faces(img: np.ndarray, faces: Sequence[FacePaste], upscale: float,
     for face in faces:
         out = paste_face(out, face, upscale)
     return np.clip(out, 0.0, 1.0)
+
+
+def resize_bilinear(img: np.ndarray, size: int) -> np.ndarray:
+    """U of an aligned face (:func:`paste_aligned`): a square image resized to ``size`` x ``size``, bilinear,
+    pixel centres matched (edges replicated)."""
+    return cv2.resize(np.asarray(img, dtype=np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def paste_aligned(image: np.ndarray, restored: np.ndarray, crop: np.ndarray, cfg) -> Tuple[np.ndarray, FacePaste]:
+    """An aligned face of S x S pixels (``image``) restored from ``crop`` = its R x R copy, merged at S x S by
+    the module docstring's rule with m = 1 (the face fills the image) and U = :func:`resize_bilinear` to S,
+    the band split B = U(y) + H: out = B + w_c U(x_m - y) - (1 - w_h) H; ``classic`` writes U(x_hat).
+    Returns the merged image (clipped to [0, 1]) and the face's :class:`FacePaste`."""
+    side, size = image.shape[0], restored.shape[0]
+    if image.shape[:2] != (side, side) or restored.shape != crop.shape:
+        raise ValueError(f"aligned face {image.shape[:2]}, restored {restored.shape}, crop {crop.shape}: "
+                         "need a square face and a restoration the size of its crop")
+    img = np.asarray(image, dtype=np.float32)
+    if cfg.mode == "classic":
+        return np.clip(resize_bilinear(restored, side), 0.0, 1.0), FacePaste(restored, crop, np.eye(2, 3))
+
+    def high_band(x: np.ndarray) -> np.ndarray:
+        return x - resize_bilinear(cv2.resize(x, (size, size), interpolation=cv2.INTER_AREA), side)
+
+    estimate = face_estimate(restored, crop, degradation_estimates([restored], [crop])[0],
+                             lambda: _wiener_share(img, np.ones((side, side), np.float32), high_band))
+    face = aware_paste(restored, crop, np.eye(2, 3), estimate, cfg)
+    w_c, w_h = face.weights
+    correction = resize_bilinear(face.restored - np.asarray(crop, dtype=np.float32), side)
+    return np.clip(img + w_c * correction - (1.0 - w_h) * (img - resize_bilinear(crop, side)), 0.0, 1.0), face
 
 
 @dataclass
@@ -289,5 +447,5 @@ def restore_whole_image(img: np.ndarray, detector, restore_fn: Callable[[List[np
     """
     faces = detect_and_align(img, detector, face_size)
     restored = list(restore_fn(faces.crops)) if faces.crops else []
-    pastes = face_pastes(restored, faces.crops, faces.affines, cfg or PasteConfig())
+    pastes = face_pastes(img, restored, faces.crops, faces.affines, cfg or PasteConfig())
     return WholeImageResult(paste_faces(img, pastes, upscale, bg_upsampler), faces, restored, pastes)

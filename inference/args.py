@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eta", default=None,
                    help="DDIM eta: a number in [0, 1] or 'auto' (sigma_512/10 per image); default: the config's")
     p.add_argument("--aligned", action="store_true",
-                   help="inputs are aligned faces; otherwise faces are detected, aligned and pasted back")
+                   help="inputs are aligned faces (one larger than the model comes back at its own size, merged "
+                        "by the paste rule); otherwise faces are detected, aligned and pasted back")
     p.add_argument("--use_fp16", action="store_true", help="fp16 prior on CUDA (warned and ignored on CPU); "
                                                             "the same as --precision fp16")
     p.add_argument("--precision", choices=sorted(PRECISIONS), default=None,

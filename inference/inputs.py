@@ -188,13 +188,18 @@ def resize_to(img: np.ndarray, size: int) -> np.ndarray:
     return np.clip(cv2.resize(img, (size, size), interpolation=interp), 0.0, 1.0).astype(np.float32)
 
 
-def prepare_aligned(loaded: LoadedImage, resolution: int) -> LoadedImage:
-    """An aligned face at the model's resolution (centre crop if not square, then resize); the facts' planes are
-    centre-cropped alike (the writer resizes them to the result)."""
+def square_aligned(loaded: LoadedImage) -> LoadedImage:
+    """An aligned face centre-cropped to a square (with a note when it was not), the facts' planes alike."""
     img, note = center_square(loaded.image)
-    notes = loaded.notes + ([note] if note else [])
     facts = loaded.facts.transformed(lambda a: center_square(a)[0])
-    return LoadedImage(resize_to(img, resolution), notes, loaded.original_size, facts)
+    return LoadedImage(img, loaded.notes + ([note] if note else []), loaded.original_size, facts)
+
+
+def prepare_aligned(loaded: LoadedImage, resolution: int) -> LoadedImage:
+    """An aligned face at the model's resolution: :func:`square_aligned`, then resized (the facts' planes stay
+    at the square's size; the writer resizes them to the result)."""
+    square = square_aligned(loaded)
+    return LoadedImage(resize_to(square.image, resolution), square.notes, square.original_size, square.facts)
 
 
 def fit_reference(ref: np.ndarray, shape: Tuple[int, int]) -> Tuple[np.ndarray, Optional[str]]:

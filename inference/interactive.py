@@ -10,8 +10,10 @@ everything in memory instead of writing a results folder:
   (``utils.image_file.from_pixels``, :func:`inference.inputs.sized_image`); the result is written back as the
   file was (:meth:`PhotoReport.output`: upright, gray, 16-bit, alpha);
 * aligned faces: :func:`inference.inputs.prepare_aligned` to the config's resolution, seed
-  ``image_seed(seed, key)``; whole photos: ``faces.paste.restore_whole_image`` with the detector of
-  ``faces.detection`` (built once, on first use), face ``k`` seeded by ``image_seed(seed, key, k)``.
+  ``image_seed(seed, key)``; a face larger than that comes back at its own size, as on the command line
+  (``faces.paste.paste_aligned``); whole photos (the default): ``faces.paste.restore_whole_image`` with the detector
+  of ``faces.detection`` (built once, on first use), face ``k`` seeded by ``image_seed(seed, key, k)``, each
+  face's paste-back facts (:func:`inference.runner.paste_facts`: weights, estimate, decision) in its info.
   The key is the file's stem, so a photo restored here equals the command line's result for the same
   file, config, method, eta and seed;
 * per face: :func:`inference.runner.sample_info` (start step, sigmas, NFE, eta), the seconds the sampler
@@ -35,15 +37,15 @@ import numpy as np
 import torch
 
 from inference.args import build_parser
-from inference.inputs import InputSkip, LoadedImage, image_seed, load_image, prepare_aligned, sized_image
-from inference.runner import intermediate_tiles, intermediates, no_face_note, sample_info
+from inference.inputs import InputSkip, LoadedImage, image_seed, load_image, prepare_aligned, sized_image, square_aligned
+from inference.runner import intermediate_tiles, intermediates, no_face_note, paste_facts, sample_info
 from inference.steps import steps_overrides
 from inference.strip import make_strip
 from faces.detection import build_detector
-from faces.paste import bicubic_upsample, restore_whole_image
+from faces.paste import bicubic_upsample, paste_aligned, restore_whole_image
 from sampler import FaceRestoreSampler, SamplerStep, parse_eta
 from utils.image_file import FileFacts, faithful_pixels, from_pixels
-from utils.image_io import apply_orientation, img2tensor, tensor2img, write_image
+from utils.image_io import apply_orientation, img2tensor, tensor2img, to_uint8, write_image
 from utils.model_factory import resolve_path
 
 _CLI = build_parser()  # one source of truth for the defaults shared with inference_difface.py
@@ -181,7 +183,7 @@ class Restorer:
 
     def restore_loaded(self, loaded: LoadedImage, name: str, *, config: str = DEFAULT_CONFIG,
                        method: str = "dynfacerestore", eta: str | float | None = None, seed: int = 0,
-                       aligned: bool = True, upscale: float = 1.0, on_step: Optional[StepCallback] = None,
+                       aligned: bool = False, upscale: float = 1.0, on_step: Optional[StepCallback] = None,
                        steps: Optional[int] = None, solver: Optional[str] = None) -> PhotoReport:
         """Restore a read image whose key (seeds) is the stem of ``name``.
 
@@ -200,8 +202,15 @@ class Restorer:
     def _restore_aligned(self, sampler, loaded: LoadedImage, name, key, eta, seed, on_step) -> PhotoReport:
         prepared = prepare_aligned(loaded, sampler.resolution)
         face = self._restore_face(sampler, prepared.image, 0, 1, image_seed(seed, key), eta, on_step)
-        return PhotoReport(name, key, loaded.image, prepared.image, face.result, [face], True, sampler.method,
-                           list(prepared.notes), facts=prepared.facts)
+        square = square_aligned(loaded)
+        if square.image.shape[0] <= sampler.resolution:
+            return PhotoReport(name, key, loaded.image, prepared.image, face.result, [face], True, sampler.method,
+                               list(prepared.notes), facts=prepared.facts)
+        # at its own size, merged from the face as its 8-bit file holds it (as the command line)
+        result, pasted = paste_aligned(square.image, to_uint8(face.result) / 255.0, prepared.image, sampler.cfg.paste)
+        face.info.update(paste_facts(pasted))
+        return PhotoReport(name, key, loaded.image, square.image, result, [face], True, sampler.method,
+                           list(prepared.notes), facts=square.facts)
 
     def _restore_whole(self, sampler, loaded: LoadedImage, name, key, eta, seed, upscale, on_step) -> PhotoReport:
         detector = self.detector()
@@ -213,8 +222,8 @@ class Restorer:
             return [f.result for f in faces]
 
         whole = restore_whole_image(loaded.image, detector, restore_fn, sampler.resolution, upscale, sampler.cfg.paste)
-        for face, box, lms in zip(faces, whole.faces.boxes, whole.faces.landmarks):
-            face.info.update(box=[float(v) for v in box], landmarks=np.asarray(lms).tolist())
+        for face, box, lms, pasted in zip(faces, whole.faces.boxes, whole.faces.landmarks, whole.pastes):
+            face.info.update(box=[float(v) for v in box], landmarks=np.asarray(lms).tolist(), **paste_facts(pasted))
         notes = list(loaded.notes)
         if not faces:
             notes.append(no_face_note(detector.name, self._detector_args[2]))

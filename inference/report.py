@@ -8,7 +8,9 @@ folder count too) and writes:
   titled with its convention string (``utils.metrics.METRIC_CONVENTIONS``); metric cells are empty for
   images without an HQ reference.
 * ``<out>/summary.json``: per method, the number of images, of images with metrics, and the means of
-  every metric, of the NFE and of the seconds per image (metrics averaged over the images that have them).
+  every metric, of the NFE and of the seconds per image (metrics averaged over the images that have them);
+  ``faces``: how many faces of whole photos were restored, partly restored and kept as clean (each face's
+  ``decision`` in its image's record, ``faces.paste.paste_decision``).
 
 A non-finite PSNR (identical images) is kept as ``inf`` and makes the mean ``inf``.
 """
@@ -21,6 +23,7 @@ import math
 from pathlib import Path
 from typing import Dict, List, Sequence
 
+from faces.paste import DECISIONS
 from utils.image_io import write_bytes_atomic
 from utils.metrics import METRIC_CONVENTIONS, csv_header
 
@@ -97,6 +100,17 @@ def summarize(records: Sequence[dict]) -> Dict[str, dict]:
     return out
 
 
+def face_decisions(records: Sequence[dict]) -> Dict[str, int]:
+    """How many faces of the whole photos in ``records`` each paste decision covers."""
+    decisions = [face.get("decision") for r in records for face in (r.get("faces") or [])]
+    return {d: decisions.count(d) for d in DECISIONS}
+
+
+def decisions_line(counts: Dict[str, int]) -> str:
+    """``faces: 3 restored, 1 partly, 2 kept as clean`` (the log line of a run of whole photos)."""
+    return f"faces: {counts['restored']} restored, {counts['partly']} partly, {counts['kept']} kept as clean"
+
+
 def format_table(summary: Dict[str, dict]) -> str:
     """A plain-text table: one row per method, mean PSNR, SSIM, LPIPS, NFE, seconds per image."""
     present = [(k, title) for k, title in TABLE_COLUMNS
@@ -125,5 +139,5 @@ def write_report(out_dir: Path) -> str:
     summary = summarize(records)
     names = metric_names(records)
     write_json(out_dir / "summary.json", {"methods": summary, "conventions": {n: METRIC_CONVENTIONS[n] for n in names},
-                                          "num_records": len(records)})
+                                          "num_records": len(records), "faces": face_decisions(records)})
     return format_table(summary)

@@ -8,7 +8,9 @@ takes ``files[rank::world]`` (:func:`inference.inputs.shard`), drops those alrea
 record exist, unless ``--no-skip_existing``), and restores the rest in batches of ``--bs``:
 
 * aligned (``--aligned``): each face is brought to the config's resolution
-  (:func:`inference.inputs.prepare_aligned`) and written to ``<out>/restored/<key>.png``;
+  (:func:`inference.inputs.prepare_aligned`), restored and written to ``<out>/restored/<key>.png``; a face
+  larger than the resolution comes back at its own (square) size, merged by the paste rule of whole photos
+  (``faces.paste.paste_aligned``: it keeps its own detail above the model's band);
 * unaligned: every face of each image is found by ``--detector`` (``faces.detection``; an offline
   one by default) and aligned to the config's resolution (``faces.align.detect_and_align``); the
   faces are restored in batches of ``--bs`` across images (one image's faces may span batches) and, once
@@ -43,9 +45,9 @@ import torch
 from tqdm import tqdm
 
 from inference.args import UsageError, config_overrides, parse_args
-from inference.inputs import (InputItem, InputSkip, LoadedImage, fit_reference, image_seed, list_inputs,
-                              load_image, match_hq, prepare_aligned, shard)
-from inference.report import record_path, write_json, write_report
+from inference.inputs import (InputItem, InputSkip, LoadedImage, fit_reference, image_seed, list_inputs, load_image,
+                              match_hq, prepare_aligned, shard, square_aligned)
+from inference.report import decisions_line, face_decisions, read_records, record_path, write_json, write_report
 from inference.strip import draw_detections, make_strip, strip_tiles
 from sampler import FaceRestoreSampler, SampleOutput, parse_eta
 from utils.checkpoint import CheckpointError
@@ -54,9 +56,9 @@ from utils.distributed import DistInfo, all_gather_object, barrier, cleanup_dist
 from faces.align import AlignedFaces, detect_and_align
 from faces.detection import build_detector
 from faces.identity import FaceIdentity
-from faces.paste import face_pastes, paste_faces
+from faces.paste import FacePaste, face_pastes, paste_aligned, paste_decision, paste_faces
 from utils.image_file import project_gray
-from utils.image_io import img2tensor, read_image, tensor2img, write_image
+from utils.image_io import img2tensor, read_image, tensor2img, to_uint8, write_image
 from utils.metrics import LPIPS_WEIGHTS_ENV, LPIPSMetric, compute_metrics
 from utils.model_factory import resolve_path
 
@@ -160,6 +162,8 @@ def run(ctx: Context) -> int:
         table = write_report(ctx.out_dir)
         ctx.log(f"restored {total['restored']} of {total['attempted']} attempted image(s), skipped "
                 f"{total['skipped']} already done; results in {ctx.out_dir}")
+        if not args.aligned:
+            ctx.log(decisions_line(face_decisions(read_records(ctx.out_dir))))
         ctx.log(table)
     nothing = total["attempted"] > 0 and total["restored"] == 0 and total["skipped"] == 0
     return EXIT_NOTHING_RESTORED if nothing else EXIT_OK
@@ -179,8 +183,8 @@ def _load(ctx: Context, item: InputItem) -> Optional[LoadedImage]:
     except InputSkip as err:
         ctx.log(f"{item.path}: skipped: {err}")
         return None
-    if ctx.args.aligned:
-        loaded = prepare_aligned(loaded, ctx.sampler.resolution)
+    if ctx.args.aligned:  # the square face; _run_aligned_batch brings it to the model's resolution
+        loaded = square_aligned(loaded)
     if loaded.notes:
         ctx.log(f"{item.path}: converted: " + "; ".join(loaded.notes))
     return loaded
@@ -227,15 +231,22 @@ def _timed_restore(ctx: Context, images: List[np.ndarray], seeds: List[int]):
 
 
 def _run_aligned_batch(ctx: Context, batch: List[tuple]) -> int:
+    """Restore a batch of square aligned faces at the model's resolution R; a face larger than R is merged
+    back at its own size by the paste rule (``faces.paste.paste_aligned``), with its paste facts recorded."""
     seeds = [image_seed(ctx.args.seed, item.key) for item, _ in batch]
-    out, results, seconds = _timed_restore(ctx, [loaded.image for _, loaded in batch], seeds)
+    crops = [prepare_aligned(loaded, ctx.sampler.resolution).image for _, loaded in batch]
+    out, results, seconds = _timed_restore(ctx, crops, seeds)
     for j, (item, loaded) in enumerate(batch):
-        write_image(_output_path(ctx, item.key), loaded.output(results[j]))
-        info = sample_info(out, j)
+        info = dict(sample_info(out, j), seed=seeds[j], seconds=seconds[j])
+        result = results[j]
+        if loaded.image.shape[0] > ctx.sampler.resolution:  # merged from the face as its 8-bit file holds it
+            result, pasted = paste_aligned(loaded.image, to_uint8(results[j]) / 255.0, crops[j], ctx.sampler.cfg.paste)
+            info.update(paste_facts(pasted))
+        write_image(_output_path(ctx, item.key), loaded.output(result))
         if ctx.args.save_intermediates:
-            save_intermediates(ctx, item.key, out, j, loaded.image, results[j], seeds[j])
-        metrics, notes = _metrics(ctx, item, results[j])
-        _write_record(ctx, item, dict(info, seed=seeds[j], seconds=seconds[j]), metrics, loaded.notes + notes)
+            save_intermediates(ctx, item.key, out, j, crops[j], results[j], seeds[j])
+        metrics, notes = _metrics(ctx, item, result)
+        _write_record(ctx, item, info, metrics, loaded.notes + notes)
     return len(batch)
 
 
@@ -307,7 +318,7 @@ def _run_face_batch(ctx: Context, batch: List[tuple]) -> List[_WholeImage]:
 def _finish_whole(ctx: Context, image: _WholeImage) -> int:
     """Paste the restored faces back, write the image, its faces and its record."""
     item, faces = image.item, image.faces
-    pastes = face_pastes(image.restored, faces.crops, faces.affines, ctx.sampler.cfg.paste)
+    pastes = face_pastes(image.loaded.image, image.restored, faces.crops, faces.affines, ctx.sampler.cfg.paste)
     result = paste_faces(image.loaded.image, pastes, ctx.args.upscale)
     write_image(_output_path(ctx, item.key), image.loaded.output(result))
     for k, face in enumerate(image.restored):
@@ -319,7 +330,7 @@ def _finish_whole(ctx: Context, image: _WholeImage) -> int:
         ctx.log(f"{item.path}: {notes[-1]}")
     for k, info in enumerate(image.info):
         info.update(box=[float(v) for v in faces.boxes[k]], landmarks=faces.landmarks[k].tolist(),
-                    paste_weights=None if pastes[k].weights is None else list(pastes[k].weights))
+                    **paste_facts(pastes[k]))
     metrics, more = _metrics(ctx, item, result)
     summary = {"num_faces": len(faces.crops), "faces": image.info, "nfe": sum(f["nfe"] for f in image.info),
                "seconds": sum(f["seconds"] for f in image.info), "sigma_hat": None, "start_index": None,
@@ -329,6 +340,14 @@ def _finish_whole(ctx: Context, image: _WholeImage) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- outputs
+def paste_facts(face: FacePaste) -> dict:
+    """A face's record entries of its paste-back: ``paste_weights`` (w_c, w_h; None for classic),
+    ``estimate`` (``faces.paste.FaceEstimate``; None for classic) and ``decision``."""
+    return {"paste_weights": None if face.weights is None else list(face.weights),
+            "estimate": None if face.estimate is None else vars(face.estimate),
+            "decision": paste_decision(face.weights)}
+
+
 def sample_info(out: SampleOutput, j: int) -> dict:
     """JSON-ready facts of image ``j`` of a sampler output."""
     info = {"start_index": int(out.start_index[j]), "start_t": int(out.start_t[j]), "nfe": int(out.nfe[j]),

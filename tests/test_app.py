@@ -4,7 +4,8 @@ gradio_client and by a headless Chromium (selenium + Debian's chromium-driver), 
 
 Checked: a real LQ face from ../shared/data/real_lq/wider_like comes back at the model's resolution with its
 sampler facts, timings and downloads, and equals the command line's result for the same file and seed; a
-whole photo (real faces pasted into a real photo) comes back at its own size with one table row per face;
+whole photo (real faces pasted into a real photo), given with the page's defaults, comes back whole at its own
+size with one table row per face and each face's paste decision;
 corrupt, empty and too-small uploads get the command line's one-line messages; samplers are built once per
 (config, method); in the browser, uploading a face and clicking Restore shows the result image.
 ``DYNFACE_SCREENSHOT=docs/app_screenshot.png`` also saves the page after the restore.
@@ -25,6 +26,7 @@ import cv2
 import numpy as np
 import pytest
 
+from faces.paste import DECISIONS
 from inference.inputs import InputSkip
 from inference.interactive import DEFAULT_CONFIG, X0_TILES, Restorer, skip_message
 from proc_helpers import DIST_ENV, REPO_ROOT
@@ -123,20 +125,21 @@ def test_library_matches_the_command_line_and_reuses_samplers(face, tmp_path):
 
     restorer = Restorer()
     steps = []
-    report = restorer.restore_file(face, seed=7, on_step=lambda k, n, nfe: steps.append(nfe), steps=40,
+    report = restorer.restore_file(face, seed=7, aligned=True, on_step=lambda k, n, nfe: steps.append(nfe), steps=40,
                                    solver="dpmpp_2m")
     assert main(["-i", str(face), "-o", str(tmp_path / "cli"), "--aligned", "--config", DEFAULT_CONFIG,
                  "--seed", "7", "--steps", "40", "--solver", "dpmpp_2m"]) == 0
     np.testing.assert_array_equal(to_uint8(report.result), _rgb(tmp_path / "cli" / "restored" / "0143.png"))
     info = report.faces[0].info
-    assert report.result.shape == (RESOLUTION, RESOLUTION, 3) and info["nfe"] == info["start_index"] + 1 > 1
+    assert report.result.shape == (512, 512, 3) and info["nfe"] == info["start_index"] + 1 > 1  # its own size
+    assert report.faces[0].result.shape == (RESOLUTION, RESOLUTION, 3) and info["decision"] in DECISIONS
     assert steps == list(range(info["nfe"] + 1))  # once before the face, then after every UNet evaluation
     assert len(report.faces[0].levels) == len(info["sigmas"]) and report.faces[0].guidance_map is not None
     x0_ts = [t for t, _ in report.faces[0].x0_steps]  # guided x0 tiles: evenly spaced steps, the last at t = 0
     assert len(x0_ts) == min(X0_TILES, info["nfe"]) and x0_ts[0] == info["start_t"] and x0_ts[-1] == 0
     sampler = restorer.sampler(DEFAULT_CONFIG, "dynfacerestore", 40, "dpmpp_2m")
     assert sampler.scfg.solver == "dpmpp_2m" and sampler.timestep_map.numel() == 40
-    restorer.restore_file(face, method="rm0")
+    restorer.restore_file(face, method="rm0", aligned=True)
     assert restorer.sampler(DEFAULT_CONFIG, "dynfacerestore", 40, "dpmpp_2m") is sampler
     assert len(restorer.cached) == 2
 
@@ -148,7 +151,7 @@ def test_library_refuses_files_like_the_command_line(bad_files, tmp_path, capsys
     log = capsys.readouterr().out
     for name, reason in BAD_FILES.items():
         with pytest.raises(InputSkip) as err:
-            Restorer().restore_file(bad_files / name, method="rm0")
+            Restorer().restore_file(bad_files / name, method="rm0", aligned=True)
         assert skip_message(name, err.value) == f"{name}: skipped: {reason}"
         assert f"{bad_files / name}: skipped: {reason}" in log
 
@@ -159,7 +162,7 @@ def test_server_restores_a_real_face(client, face):
     choice, shown_input, shown_result, before_after, strips, facts, table, downloads, messages = result
     assert choice["value"] == "0143.png"
     out = _rgb(shown_result)
-    assert out.shape == (RESOLUTION, RESOLUTION, 3)
+    assert out.shape == (512, 512, 3)  # an aligned face larger than the model comes back at its own size
     assert _rgb(shown_input).shape == (512, 512, 3)
     before, after = before_after
     assert _rgb(before).shape == out.shape and np.array_equal(_rgb(after), out)
@@ -199,9 +202,16 @@ def test_server_restores_a_whole_photo(client, faces_hq_dir, tmp_path):
                                size=(300, 420), face_px=(90.0, 120.0))[0]
     small = cv2.resize(comp.image, (210, 150), interpolation=cv2.INTER_AREA)
     photo = write_image(tmp_path / "group.png", cv2.resize(small, (420, 300), interpolation=cv2.INTER_CUBIC))
-    _, _, shown_result, _, strips, facts, table, downloads, _ = _predict(client, [photo], aligned=False)
+    from gradio_client import handle_file
+
+    # the page's own defaults (whole photos): only the photo is given
+    _, _, shown_result, _, strips, facts, table, downloads, _ = client.predict(files=[handle_file(str(photo))],
+                                                                               api_name="/restore")
     assert _rgb(shown_result).shape == (300, 420, 3)
     assert len(table["data"]) == len(comp.faces) and "detector" in facts
+    decisions = [row[table["headers"].index("paste")] for row in table["data"]]
+    assert all(d in DECISIONS for d in decisions), decisions
+    assert all(f"face {k}: {d}" in facts for k, d in enumerate(decisions))
     assert _rgb(strips).shape[0] >= len(comp.faces) * RESOLUTION  # one strip per face, stacked
     names = sorted(Path(p).name for p in downloads)
     assert "group_restored.png" in names and "group_face00.png" in names
@@ -244,7 +254,7 @@ def test_browser_uploads_a_face_and_shows_the_result(server, face):
         img = browser.find_element(By.CSS_SELECTOR, result_img)
         assert img.get_attribute("src")
         assert browser.execute_script("return document.querySelector(arguments[0]).naturalWidth;", result_img) \
-            == RESOLUTION
+            == 512  # a whole photo by default: the photo's own size
         wait.until(lambda b: "start step" in b.find_element(By.ID, "facts").text)
         assert browser.find_elements(By.CSS_SELECTOR, "#before-after img")
         wait.until(lambda b: b.execute_script(  # the intermediates strip of the face is shown too

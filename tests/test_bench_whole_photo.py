@@ -8,7 +8,8 @@
 - the identity difference of a cell is the paired mean of the faces dlib scores in both pastes, with the
   textbook standard error (hypothesis, against ``statistics``), and the summary row prints it;
 - the fit's subsets of a cell are all of them, or random ones, without repetition, and the share of them
-  meeting the constraints equals a brute-force count over every subset (hypothesis).
+  meeting the constraints equals a brute-force count over every subset (hypothesis);
+- the single degradations draw their strength in their range; a case does not depend on the other kinds run.
 """
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks.bench_whole_photo import (EVAL_FACES, GRID, LPIPS_TOLERANCE, Case, _interp, cell_subsets, face_name,
-                                          face_sources, holding_share, overall_line, paired_difference,
-                                          restoration_key, summary_rows)
+from benchmarks.bench_whole_photo import (EVAL_FACES, GRID, KINDS, LPIPS_TOLERANCE, Case, _case_key, _interp,
+                                          cell_subsets, face_name, face_sources, holding_share, make_cases,
+                                          overall_line, paired_difference, restoration_key, summary_rows)
+from data.photo_degradation import degrade_photo
 
 
 def test_tuning_faces_are_ffhq_then_celebref_outside_the_evaluation(faces_hq_dir):
@@ -97,7 +99,7 @@ def test_summary_row_prints_the_paired_identity_difference():
     # pairs scored in both: +0.05 and -0.03 -> mean +0.01, sd 0.04 sqrt(2), SE 0.04
     row = summary_rows(cases)[0]
     assert row[:3] == ["0.75x", "project severe", 3]
-    assert row[-2] == "+0.010 (0.040)"
+    assert row[-4] == "+0.010 (0.040)"
 
 
 def test_overall_line_weighs_each_cell_once():
@@ -129,3 +131,26 @@ def test_holding_share_counts_every_subset(n, size, margin, seed):
     meets = [np.mean([changes[i, 0] for i in c]) >= -margin and np.mean([changes[i, 1] for i in c]) <= LPIPS_TOLERANCE
              for c in combos]
     assert holding_share(changes, subsets, margin) == sum(meets) / len(combos)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2 ** 31 - 1))
+def test_single_degradations_draw_their_strength_in_range(seed):
+    """Noise alone on a mid-gray photo: the residual's std is the drawn one, in 5-20 /255 (8-bit rounding
+    adds 1/12 of a level's square); blur alone keeps a flat photo flat; JPEG alone changes a textured one."""
+    flat = np.full((64, 96, 3), 0.5, np.float32)
+    noisy = degrade_photo(flat, "noise", "only", np.random.default_rng(seed))
+    std = float(np.std(noisy - flat)) * 255
+    assert 5 * 0.95 <= std <= 20 * 1.05 and np.array_equal(np.round(noisy * 255) / 255, noisy)
+    np.testing.assert_allclose(degrade_photo(flat, "blur", "only", np.random.default_rng(seed)), flat, atol=1 / 255)
+    texture = np.random.default_rng(seed).random((64, 96, 3)).astype(np.float32)
+    assert float(np.abs(degrade_photo(texture, "jpeg", "only", np.random.default_rng(seed)) - texture).mean()) > 0.02
+
+
+def test_cases_do_not_depend_on_the_other_kinds(faces_hq_dir):
+    faces = face_sources("eval", 1)
+    every = {_case_key(c): c for c in make_cases(faces, 64, (1.5,), 0)}
+    some = make_cases(faces, 64, (1.5,), 0, kinds=("noise/only", "project/severe"))
+    assert len(every) == len(KINDS) and [c.cell for c in some] == [(1.5, "project", "severe"), (1.5, "noise", "only")]
+    for c in some:
+        np.testing.assert_array_equal(c.lq_photo, every[_case_key(c)].lq_photo)

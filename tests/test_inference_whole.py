@@ -7,7 +7,8 @@ photo and an RGBA photo; the clean composites are the HQ references. Checked: ev
 size, every face was found and pasted back by the default (resolution-aware) paste-back as its record's
 weights say (a face kept as it was is unchanged, a corrected one changed, at least one strongly), every
 pixel outside the pasted faces' footprints equals the input, the face-less photo is written unchanged with
-its note, and metrics.csv carries the identity distance.
+its note, metrics.csv carries the identity distance, each face's record its estimate and decision, and
+summary.json and the log count the decisions.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import pytest
 from data.face_composites import background, make_composite, standard_composites
 from proc_helpers import run_checked
 from faces.align import estimate_similarity, face_template
-from faces.paste import face_to_upsampled, soft_face_mask
+from faces.paste import face_to_upsampled, paste_decision, soft_face_mask
 from faces.identity import IDENTITY_CONVENTIONS
 from utils.image_io import read_image, write_image
 
@@ -74,6 +75,7 @@ def test_torchrun_restores_whole_photos(photos, lpips_weights_dir, tmp_path):
     records = {p.stem: json.loads(p.read_text()) for p in (out / "records").glob("*.json")}
     assert sorted(records) == sorted(list(comps) + ["no_face"])
     corrections = []  # (w_c, mean change of the face's centre) per face
+    decisions = []  # every face's paste decision, as its record says
     for name in list(comps) + ["no_face"]:
         src = read_image(lq / f"{name}.png")  # gray -> RGB, alpha dropped, as the CLI reads it
         res = read_image(out / "restored" / f"{name}.png")
@@ -92,6 +94,9 @@ def test_torchrun_restores_whole_photos(photos, lpips_weights_dir, tmp_path):
             assert face["nfe"] > 0 and len(face["box"]) == 5
             w_c, w_h = face["paste_weights"]  # resolution-aware by default
             assert 0.0 <= w_c <= 1.0 and 0.0 <= w_h <= 1.0
+            assert face["decision"] == paste_decision((w_c, w_h)) and set(face["estimate"]) == {
+                "blur", "crop_noise", "noise_share"}
+            decisions.append(face["decision"])
         np.testing.assert_array_equal(res[~footprint], src[~footprint])
         yy, xx = np.mgrid[:src.shape[0], :src.shape[1]]
         for placed in comp.faces:  # every true face was pasted as its record says
@@ -114,4 +119,7 @@ def test_torchrun_restores_whole_photos(photos, lpips_weights_dir, tmp_path):
     assert all(float(by_key[name][id_col]) >= 0 for name in comps)
     assert by_key["no_face"][id_col] == ""  # no HQ reference: empty cells
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["faces"] == {d: decisions.count(d) for d in ("kept", "partly", "restored")}
+    assert (f"faces: {decisions.count('restored')} restored, {decisions.count('partly')} partly, "
+            f"{decisions.count('kept')} kept as clean") in log
     assert summary["methods"]["dynfacerestore"]["mean"]["id_same"] is not None

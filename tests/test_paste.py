@@ -9,9 +9,16 @@
   of a restoration that is the input blurred by a known sigma is that sigma (the sigma* grid search).
 * The misfit weight scales exactly what the blur does not explain: for y = G_d x_hat + n the pasted
   restoration is x_hat + (1 - w_m) n (a float64 spatial blur as the reference; hypothesis property).
+* The noise estimates: the finest-band MAD of white noise is its std (hypothesis); the noise share of a
+  face's high band matches the share computed from the known noise field (the split is linear).
+* With the demo models (DynFaceRestore, its RM0 restorer alone, the zero-shot DBLM config) and the shipped
+  paste section, a noise-only face is corrected (w_c > 0.5, closer to the HQ face) and a clean sharp face
+  is kept; an identity restorer leaves even a noisy photo as it was.
+* An aligned face larger than the model comes back at its own size (in the library and through the CLI).
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -22,10 +29,17 @@ from data.blur import gaussian_blur, kernel_radius
 from data.sigma_star import FINE_STEP
 from data.face_composites import make_composite
 from faces.align import align_face, estimate_similarity, face_template
-from faces.paste import (FacePaste, PasteConfig, band_weights, bicubic_upsample, check_paste_config,
-                         degradation_estimates, misfit_weighted, paste_face, restore_whole_image, split_bands)
+from data.photo_degradation import single_degradation
+from faces.paste import (FaceEstimate, FacePaste, PasteConfig, band_weights, bicubic_upsample, check_paste_config,
+                         degradation_estimates, finest_band_noise, misfit_weighted, noise_share, paste_aligned,
+                         paste_decision, paste_face, restore_whole_image, split_bands)
+from inference.report import record_path
+from proc_helpers import REPO_ROOT
+from sampler import FaceRestoreSampler
+from utils.image_io import img2tensor, read_image, tensor2img, write_image
 
 CROP = 64
+DEMO_CONFIG = "configs/sample/dynfacerestore_demo.yaml"
 
 
 class _KnownLandmarks:
@@ -144,12 +158,146 @@ def test_band_edge(k, angle, direction, phase):
        w_max=st.floats(0, 1), resolution=st.sampled_from([64, 512]))
 def test_weights_are_monotone_and_resolution_free(d1, d2, d_0, d_h, d_c, w_max, resolution):
     cfg = PasteConfig(restorer_sigma_512=d_0, high_band_sigma_512=d_h, correction_sigma_512=d_c, correction_max=w_max)
-    (c1, h1), (c2, h2) = band_weights(min(d1, d2), resolution, cfg), band_weights(max(d1, d2), resolution, cfg)
+    (c1, h1), (c2, h2) = (band_weights(FaceEstimate(min(d1, d2)), resolution, cfg),
+                          band_weights(FaceEstimate(max(d1, d2)), resolution, cfg))
     assert 0 <= c1 <= c2 <= w_max + 1e-12 and 1 >= h1 >= h2 >= 0
-    assert band_weights(0.0, resolution, cfg) == (0.0, 1.0)
-    assert band_weights(d1 * 512 / resolution, 512, cfg) == pytest.approx(band_weights(d1, resolution, cfg), abs=1e-9)
+    assert band_weights(FaceEstimate(0.0), resolution, cfg) == (0.0, 1.0)
+    assert band_weights(FaceEstimate(d1 * 512 / resolution), 512, cfg) == pytest.approx(
+        band_weights(FaceEstimate(d1), resolution, cfg), abs=1e-9)
     if d_0 * resolution / 512 >= max(d1, d2):  # no more blur than the restorer's own: the input is kept
         assert (c2, h2) == (0.0, 1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n1=st.floats(0, 0.2), n2=st.floats(0, 0.2), nu1=st.floats(0, 1), nu2=st.floats(0, 1), d=st.floats(0, 3),
+       s_0=st.floats(0, 0.05), r_c=st.floats(0.001, 0.1), r_h=st.floats(0.001, 0.1))
+def test_weights_follow_the_noise(n1, n2, nu1, nu2, d, s_0, r_c, r_h):
+    """w_c grows with the crop's noise level, w_h falls with it and with the high band's noise share; a
+    crop no noisier than a clean one keeps the blur rule's weights, whatever the share."""
+    cfg = PasteConfig(clean_noise=s_0, correction_noise=r_c, high_band_noise=r_h)
+    low, high = sorted((n1, n2))
+    few, many = sorted((nu1, nu2))
+    c1, h1 = band_weights(FaceEstimate(d, low, few), CROP, cfg)
+    c2, h2 = band_weights(FaceEstimate(d, high, few), CROP, cfg)
+    c3, h3 = band_weights(FaceEstimate(d, high, many), CROP, cfg)
+    assert 0 <= c1 <= c2 <= 1 and c3 == c2 and 1 >= h1 >= h2 >= h3 >= 0
+    if low <= s_0:
+        assert (c1, h1) == band_weights(FaceEstimate(d), CROP, cfg)
+
+
+@settings(max_examples=30, deadline=None)
+@given(sigma=st.floats(0.005, 0.2), seed=st.integers(0, 2 ** 31 - 1))
+def test_finest_band_noise_is_the_std_of_white_noise(sigma, seed):
+    """On a linear ramp (no finest-band content) plus white noise of std sigma the estimate is sigma: the
+    median of |N(0, sigma^2)| is 0.6745 sigma (4608 blocks: about 2 % standard error)."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0.2, 0.8, 96)[None, :, None] * np.ones((96, 96, 3))
+    where = np.ones((96, 96), bool)
+    assert finest_band_noise(ramp, where) == pytest.approx(0.0, abs=1e-12)
+    assert finest_band_noise(ramp + rng.normal(0, sigma, ramp.shape), where) == pytest.approx(sigma, rel=0.08)
+
+
+@pytest.mark.parametrize("side,sigma", [(128, 12 / 255), (200, 6 / 255)])
+def test_noise_share_of_the_high_band(faces_hq_dir, side, sigma):
+    """nu against the share computed from the known noise field n: mean(m H(n)^2) / mean(m H(B)^2), to 0.1
+    (the face's own finest band adds to the MAD: weak noise on a large face is overestimated)."""
+    from faces.paste import face_to_upsampled, soft_face_mask
+
+    photo, landmarks = _scene(faces_hq_dir, side=side)
+    noise = np.random.default_rng(side).normal(0, sigma, photo.shape).astype(np.float32)
+    _, affine = align_face(photo, landmarks, CROP)
+    mask = soft_face_mask((CROP, CROP), face_to_upsampled(affine), photo.shape[:2])[:, :, None]
+    share = float(np.sum(mask * split_bands(noise, affine, CROP)[1] ** 2)
+                  / np.sum(mask * split_bands(photo + noise, affine, CROP)[1] ** 2))
+    assert 0.2 < share < 1.0
+    assert noise_share(photo + noise, affine, CROP) == pytest.approx(share, abs=0.1)
+    assert noise_share(photo, affine, CROP) < 0.1  # the clean photo: mostly detail
+
+
+@pytest.fixture(scope="module", params=[(DEMO_CONFIG, "dynfacerestore"), (DEMO_CONFIG, "rm0"),
+                                        ("configs/sample/dynfacerestore_demo_public.yaml", "dynfacerestore")],
+                ids=["dynfacerestore", "rm0", "zero_shot"])
+def demo_sampler(request):
+    config, method = request.param
+    return FaceRestoreSampler.from_config(REPO_ROOT / config, [f"sampler.method={method}"])
+
+
+def _restore_with(sampler):
+    def restore(crops):
+        return tensor2img(sampler.restore(img2tensor(crops), [0] * len(crops)).images)
+    return restore
+
+
+def _face_psnr(img, ref, landmarks, side):
+    """PSNR over the square of half the face's side centred on its landmarks."""
+    cx, cy = np.round(landmarks.mean(0)).astype(int)
+    inner = slice(cy - side // 4, cy + side // 4), slice(cx - side // 4, cx + side // 4)
+    return float(10 * np.log10(1.0 / np.mean((np.clip(img[inner], 0, 1) - ref[inner]) ** 2)))
+
+
+def test_noisy_face_corrected_and_clean_sharp_face_kept(faces_hq_dir, demo_sampler):
+    paste_cfg = demo_sampler.cfg.paste
+    noisy_scene, landmarks = _scene(faces_hq_dir, side=96)
+    noisy = single_degradation(noisy_scene, "noise", 12 / 255, np.random.default_rng(0))
+    res = restore_whole_image(noisy, _KnownLandmarks(landmarks[None]), _restore_with(demo_sampler), CROP, 1, paste_cfg)
+    w_c, _ = res.pastes[0].weights
+    assert w_c > 0.5 and paste_decision(res.pastes[0].weights) == "restored"
+    assert _face_psnr(res.image, noisy_scene, landmarks, 96) > _face_psnr(noisy, noisy_scene, landmarks, 96) + 0.5
+
+    sharp, landmarks = _scene(faces_hq_dir, side=128)
+    res = restore_whole_image(sharp, _KnownLandmarks(landmarks[None]), _restore_with(demo_sampler), CROP, 1, paste_cfg)
+    w_c, w_h = res.pastes[0].weights
+    assert w_c < 0.1 and w_h > 0.9 and paste_decision(res.pastes[0].weights) == "kept"
+
+
+@pytest.mark.parametrize("side", [64, 192])
+def test_identity_restorer_keeps_a_noisy_photo(faces_hq_dir, side):
+    photo, landmarks = _scene(faces_hq_dir, side=side)
+    noisy = single_degradation(photo, "noise", 15 / 255, np.random.default_rng(side))
+    res = restore_whole_image(noisy, _KnownLandmarks(landmarks[None]), lambda crops: [c.copy() for c in crops], CROP, 1)
+    assert res.pastes[0].weights == (0.0, 1.0) and paste_decision(res.pastes[0].weights) == "kept"
+    np.testing.assert_array_equal(res.image, noisy)
+
+
+def _aligned_face(faces_hq_dir, side):
+    hq = read_image(sorted((faces_hq_dir / "ffhq1024").glob("*.png"))[0])
+    return np.clip(cv2.resize(hq, (side, side), interpolation=cv2.INTER_AREA), 0, 1)
+
+
+@pytest.mark.parametrize("side", [128, 512])
+def test_aligned_face_merged_at_its_own_size(faces_hq_dir, side):
+    from inference.inputs import resize_to
+
+    face = _aligned_face(faces_hq_dir, side)
+    crop = resize_to(face, CROP)
+    out, pasted = paste_aligned(face, crop.copy(), crop, PasteConfig())  # identity restorer: unchanged
+    assert out.shape == face.shape and pasted.weights == (0.0, 1.0)
+    np.testing.assert_allclose(out, face, atol=1e-6)
+    restored = np.clip(crop + 0.05, 0, 1)  # a restorer that brightens: full correction, no high band = U(x_m)
+    cfg = PasteConfig(correction_sigma_512=1e-3, high_band_sigma_512=1e-3, misfit_weight=1.0)
+    out, pasted = paste_aligned(face, restored, crop, cfg)
+    w_c, w_h = pasted.weights
+    expected = np.clip(face + w_c * cv2.resize(restored - crop, (side, side), interpolation=cv2.INTER_LINEAR)
+                       - (1 - w_h) * (face - cv2.resize(crop, (side, side), interpolation=cv2.INTER_LINEAR)), 0, 1)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="need a square face"):
+        paste_aligned(face[:, :-1], crop, crop, PasteConfig())
+
+
+def test_cli_returns_an_aligned_128_px_face_at_128_px(faces_hq_dir, tmp_path):
+    import json
+
+    from inference.runner import main
+
+    src = tmp_path / "in"
+    write_image(src / "big.png", _aligned_face(faces_hq_dir, 128))
+    write_image(src / "small.png", _aligned_face(faces_hq_dir, 48))
+    assert main(["-i", str(src), "-o", str(tmp_path / "out"), "--aligned", "--config", DEMO_CONFIG,
+                 "--method", "rm0"]) == 0
+    assert read_image(tmp_path / "out" / "restored" / "big.png").shape == (128, 128, 3)
+    assert read_image(tmp_path / "out" / "restored" / "small.png").shape == (CROP, CROP, 3)
+    record = json.loads(record_path(tmp_path / "out", "big").read_text())
+    assert record["decision"] in ("kept", "partly", "restored") and len(record["paste_weights"]) == 2
 
 
 @pytest.mark.parametrize("sigma", [0.0, 0.6, 1.3])
@@ -188,7 +336,8 @@ def test_misfit_weight_scales_only_what_the_blur_does_not_explain(sigma, w_m, se
 
 @pytest.mark.parametrize("key,value,match", [
     ("mode", "soft", "allowed"), ("high_band_sigma_512", 0.0, "> 0"), ("correction_sigma_512", -1.0, "> 0"),
-    ("correction_max", 1.5, r"\[0, 1\]"), ("misfit_weight", -0.1, r"\[0, 1\]"), ("restorer_sigma_512", -0.5, ">= 0")])
+    ("correction_max", 1.5, r"\[0, 1\]"), ("misfit_weight", -0.1, r"\[0, 1\]"), ("restorer_sigma_512", -0.5, ">= 0"),
+    ("clean_noise", -0.01, ">= 0"), ("correction_noise", 0.0, "> 0"), ("high_band_noise", -1.0, "> 0")])
 def test_bad_paste_config(key, value, match):
     with pytest.raises(ValueError, match=match):
         check_paste_config(PasteConfig(**{key: value}))
