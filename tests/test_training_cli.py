@@ -208,6 +208,7 @@ def test_resumed_logger_purges_the_steps_after_its_checkpoint(tmp_path):
 
 
 # ------------------------------------------------------------------ 10. launcher noise
+@pytest.mark.slow
 def test_config_error_is_printed_once_under_torchrun(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            "main.py", "--cfg_path", DIFFUSION_TINY, "--save_dir", str(tmp_path), "train.bach=3"],
@@ -217,6 +218,7 @@ def test_config_error_is_printed_once_under_torchrun(tmp_path):
         next(line for line in proc.stderr.splitlines() if "train.bach" in line)]
 
 
+@pytest.mark.slow
 def test_accelerate_cpu_launch_of_two_processes_is_refused(tmp_path):
     """``accelerate launch --cpu --num_processes 2`` (which starts one process) is refused with one line."""
     proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
@@ -228,6 +230,7 @@ def test_accelerate_cpu_launch_of_two_processes_is_refused(tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_quiet_accelerate_launch_leaves_the_one_line(tmp_path):
     """Under ``accelerate launch -q`` a bad config is the script's one line: no CalledProcessError trace."""
     proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "-q", "--cpu", "--num_processes", "1",
