@@ -1,19 +1,12 @@
-"""DBLM, Dynamic Blur-Level Mapping (docs/method.md section 4): a blindly degraded face y -> K blurred faces.
+"""DBLM (docs/method.md section 4): a degraded face y -> K faces blurred by known Gaussians.
 
     sigma_hat = SDE(y)
     sigma_k   = max(rho^(k-1) sigma_hat, sigma_min),   k = 1..K
     y'_1      = TM(y, sigma_1)
     y'_k      = RM(y, y'_(k-1), sigma_k)               k = 2..K
 
-Each y'_k estimates G_sigma_k * x, the clean face blurred by a known Gaussian; the sampler uses them as
-guidance targets with known kernels, the blurriest first.
-
-Floor (our choice). Blur widths below ``sigma_min`` (``sigma_min_512`` in 512-px units, converted to
-pixels at y's height) cannot be told apart and give guidance the weight of an exact image, so every
-level is clamped to the floor. Once a level reaches it, the following levels repeat it: same sigma, same
-image (copied; RM is not evaluated for those images). ``sigmas`` is therefore non-increasing along k,
-strictly decreasing while above the floor, and sigma_1 = max(sigma_hat, sigma_min); ``sigma_hat`` is
-returned unclamped. Images are clamped to [-1, 1].
+Levels at the floor ``sigma_min`` repeat the previous one (RM not evaluated); ``sigma_hat`` is returned
+unclamped, images clamped to [-1, 1].
 """
 from __future__ import annotations
 

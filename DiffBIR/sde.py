@@ -1,14 +1,6 @@
-"""SDE, the standard-deviation estimator of DBLM (docs/method.md section 4): y -> sigma_hat.
+"""SDE, DBLM's standard-deviation estimator (docs/method.md section 4.1): y -> sigma_hat ~ sigma*(x, y).
 
-sigma_hat is the width (pixels at the model's resolution) of the Gaussian blur equivalent to the whole
-unknown degradation of y, i.e. a prediction of the training target
-sigma*(x, y) = argmin_sigma || G_sigma * x - U(y) ||^2 (``data.sigma_star.sigma_star``).
-
-Architecture (our choice; the paper gives none): a small residual CNN regressor. A stride-1 stem keeps
-the finest frequencies (blur is a statement about them), each following stage halves the resolution
-with a strided convolution and applies residual blocks, a global average pool removes the spatial
-dimensions, and a two-layer MLP outputs log sigma. Predicting the logarithm keeps sigma_hat > 0 and
-makes the error relative, which matches the loss |log sigma_hat - log(sigma* + eps)|.
+A residual CNN (stride-1 stem, strided stages, global average pool, two-layer MLP) predicting log sigma.
 """
 from __future__ import annotations
 

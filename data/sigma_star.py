@@ -1,40 +1,18 @@
-"""sigma*, the Gaussian blur equivalent to a whole degradation (docs/method.md, section 2).
+"""sigma*, the Gaussian blur equivalent to a whole degradation (docs/method.md section 2).
 
-    sigma*(x, y) = argmin over the grid {0, d, 2d, ..., sigma_max} of  L(sigma) = || G_sigma * x - U(y) ||^2
+    sigma*(x, y) = argmin over {0, d, 2d, ..., sigma_max} of  L(sigma) = || G_sigma * x - U(y) ||^2
 
-(sum over C, H, W; x the HQ face, U(y) the LQ resized back to the HQ size, G_sigma the project's blur
-``data.blur.gaussian_blur``, d = ``fine_step``). It is SDE's training target and the zero-shot DBLM's
-estimate (``DiffBIR.zero_shot``).
+(U(y): the LQ resized to the HQ size; d = ``fine_step``). Search: a coarse grid for all images, then each
+image's best refined by ``REFINE_FACTOR`` per level (L assumed unimodal within a coarse step).
 
-Search (shared by both losses). All images are scored on a coarse sub-grid (step ``coarse_step``), then
-each image's best value is refined hierarchically (the step is divided by ``REFINE_FACTOR`` per level,
-searching +-the previous step around the current best) down to the fine grid; every level scores all
-images and all their candidates in one call. This assumes L is unimodal within one coarse step of its
-coarse minimum, which holds for blur-like degradations (L is smooth in sigma).
-
-Two evaluations of the same L:
-
-``sigma_star_spatial`` (the reference): blurs x once per candidate with ``gaussian_blur`` and sums the
-squared difference; docs/benchmarks.md gives both searches' time per 512 px face.
-
-``sigma_star`` (the fast one, used by data/ and the zero-shot DBLM): exact in the Fourier domain.
-``gaussian_blur`` with its repeated-reflection boundary is a circular convolution of the periodic mirror
-continuation E(x) (period P = 2n - 2 per axis) with the wrapped kernel, whose DFT g_sigma is real and
-separable (``data.blur.kernel_spectrum1d``). With X, Y the 2-D DFTs of E(x), E(U(y)) and
-A = sum_c |X|^2, B = sum_c Re(X conj(Y)), Parseval gives the loss over one whole period
+``sigma_star_spatial`` (the reference) blurs x per candidate. ``sigma_star`` evaluates the same L in the Fourier
+domain: ``gaussian_blur`` is circular on the mirror continuation E (period P = 2n - 2 per axis), so with X, Y
+the DFTs of E(x), E(U(y)), A = sum_c |X|^2 and B = sum_c Re(X conj(Y)),
 
     L_per(sigma) = (1 / (P_h P_w)) sum_f [ g_h^2 g_w^2 A - 2 g_h g_w B + |Y|^2 ],
-
-a pair of matrix-vector products per candidate over spectra computed once. One period holds every
-interior row and column twice and the border rows/columns once (corners once in both directions), so
-
     L = L_per / 4 + 1/2 (sum of d^2 over the four border lines) - 1/4 (sum of d^2 over the four corners),
 
-d = G_sigma * x - U(y). The border lines of G_sigma * x are cheap: row 0 is (k_h . x) blurred along W,
-k_h the first row of the 1-D mirror-blur operator (the wrapped kernel with its interior taps doubled),
-so each costs one weighted sum over the image and a 1-D blur. The result equals the spatial search up
-to float64 rounding (a near-tie of two grid values may resolve differently); tests/test_sigma_star.py
-checks both, and docs/benchmarks.md gives the speed.
+d = G_sigma * x - U(y); a border line of G_sigma * x is one weighted sum over the image and a 1-D blur.
 """
 from __future__ import annotations
 

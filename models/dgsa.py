@@ -1,34 +1,11 @@
 """DGSA, the dynamic guidance-scaling adjuster (docs/method.md section 7).
 
-A small time-conditioned UNet looks at the prior's clipped prediction ``x0_hat``, the closed-form
-guided image ``x0_tilde`` (models/guidance.py), the blurred level ``y_k`` that guided it and the
-ORIGINAL timestep t, and predicts per pixel the scale b of a Laplace model of the residual
+    x - x0_tilde ~ Laplace(0, b),   b = b_min + softplus(up_f(f_theta(pool_f(x0_hat, x0_tilde, y_k), t))),
+    s = s_max / (1 + b / b_ref)  in (0, s_max],    x0 = x0_hat + s (x0_tilde - x0_hat).
 
-    x - x0_tilde ~ Laplace(0, b),   b = b_min + softplus(f(x0_hat, x0_tilde, y_k, t))   (N, 1, H, W),
-
-with x the clean face. Trained by minimising the Laplace negative log-likelihood (:func:`laplace_nll`).
-b is small where x0_tilde is trustworthy (contours, the low frequencies the blurred level carries) and
-large where detail must be generated (hair, skin texture). The sampler turns it into the guidance map
-
-    s = s_max / (1 + b / b_ref)   in (0, s_max],  s_max <= 1,
-
-(s = s_max / 2 at b = b_ref, decreasing in b) and uses x0 = x0_hat + s (x0_tilde - x0_hat).
-
-Architecture: the improved-diffusion building blocks of models/unet.py and models/nn.py (ResBlock with
-FiLM timestep conditioning, Downsample/Upsample, the sinusoidal ``timestep_embedding``), arranged as a
-UNet without attention (full-resolution attention would dominate the cost at 512 px); input
-concat(x0_hat, x0_tilde, y_k) = 3 ``in_channels``. Widths ``model_channels * channel_mult[i]`` must be
-multiples of 32 (GroupNorm with 32 groups, ``models.nn.normalization``). The output convolution starts
-at zero weights with a bias giving b = ``b_init`` everywhere, so training starts from a constant scale.
-softplus (rather than exp) keeps large b linear: no overflow, a bounded gradient.
-
-Map resolution: with ``map_downsample`` = f > 1 the network runs on the inputs average-pooled by f and
-its logits are upsampled bilinearly to the image size before the softplus,
-
-    b = b_min + softplus(up_f(f_theta(pool_f(x0_hat, x0_tilde, y_k), t))),
-
-so a step costs about 1 / f^2 of the full-resolution network and b varies smoothly on the scale of f
-pixels (the demo config uses it so that DGSA stays small next to the demo UNet; docs/benchmarks.md).
+f_theta: a UNet of models/unet.py's ResBlocks with timestep FiLM, no attention (widths multiples of 32 for
+GroupNorm); its output convolution starts at zero with a bias giving b = ``b_init``. ``map_downsample`` f:
+f x f block means in, logits upsampled bilinearly. Trained with the Laplace NLL (:func:`laplace_nll`).
 """
 from __future__ import annotations
 

@@ -1,13 +1,7 @@
-"""DSST, the dynamic starting-step table (docs/method.md section 5): the start step of every blur level.
+"""DSST table (docs/method.md section 5): blur sigma -> start timestep t, built by models/dsst_build.py.
 
-A table maps a blur sigma (pixels at its resolution, an ascending grid) to t, the smallest 0-based original
-timestep at which the forward process hides that blur in HQ faces: the mean per-pixel
-KL(q(x_t | G_sigma * x) || q(x_t | x)) drops below tau there. models/dsst_build.py builds it offline
-(``python scripts/make_dsst.py``).
-
-Lookup (:meth:`DSSTTable.start_step`) is monotone and conservative: a sigma between two grid points
-takes the t of the next larger grid sigma, a sigma above the grid the last t, and the t values are
-non-decreasing (validated on load).
+:meth:`DSSTTable.start_step`: a sigma between grid points takes the t of the next larger one, above the grid
+the last t; t is non-decreasing in sigma (checked on load).
 """
 from __future__ import annotations
 

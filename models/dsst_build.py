@@ -1,22 +1,10 @@
-"""The offline builder of DSST tables (models/dsst.py; docs/method.md section 5), run by scripts/make_dsst.py
-and models/make_DSST.ipynb.
+"""Builds DSST tables (models/dsst.py; docs/method.md section 5); run by scripts/make_dsst.py.
 
-For a clean face x and its blurred version G_sigma * x, the forward process gives
-q(x_t | x) = N(sqrt(a_t) x, (1 - a_t) I) with a_t = alpha_bar_t. Both are Gaussians with the same
-covariance, so their KL divergence, per pixel (N = C * H * W values), is
+    KL_t(sigma) = a_t ||x - G_sigma * x||^2 / (2 (1 - a_t) N),   averaged over HQ faces in [-1, 1];
+    t(sigma) = the smallest t with KL_t(sigma) < tau, i.e. a_t / (1 - a_t) < 2 tau / r(sigma),
 
-    KL_t(sigma) = a_t ||x - G_sigma * x||^2 / (2 (1 - a_t) N).
-
-Averaged over a folder of HQ faces (images in [-1, 1] at the table's resolution), this decreases in
-t; the start step of sigma is the smallest t (0-based original timestep) with KL_t(sigma) < tau: the
-first step at which noise hides the blur. With r(sigma) the mean of ||x - G_sigma x||^2 / N, that is
-the smallest t with a_t / (1 - a_t) < 2 tau / r(sigma).
-
-tau (the paper gives no value): a config gives ``tau`` or ``calibrate: {sigma_512, start_t}``, the tau that
-starts the blur sigma_512 at exactly start_t (:func:`tau_for_start` of the faces' residual at that blur).
-configs/dsst/*.yaml calibrate the median sigma* of the blind degradation to t = 400, DifFace's fixed start:
-milder faces start earlier, harsher ones later. Larger tau starts every level earlier. The t values are
-made non-decreasing in sigma by a cumulative maximum (which only raises t).
+r(sigma) the mean of ||x - G_sigma x||^2 / N. ``calibrate: {sigma_512, start_t}`` sets tau so that sigma_512
+starts at start_t (:func:`tau_for_start`). t is made non-decreasing in sigma by a cumulative maximum.
 """
 from __future__ import annotations
 

@@ -1,11 +1,7 @@
-"""Gaussian diffusion (DDPM, Ho et al. 2020) with the improvements of Nichol & Dhariwal (2021) and DDIM
-sampling (Song et al. 2021); DifFace-compatible (docs/method.md section 3).
+"""Gaussian diffusion (Ho et al. 2020; Nichol & Dhariwal 2021) and DDIM (Song et al. 2021), DifFace-compatible.
 
-All schedule arrays are float64 numpy; they are gathered per image and cast to float32 tensors, so a
-batch may hold images at DIFFERENT timesteps ``t`` (a (N,) long tensor).
-
-One step of a sampler is :meth:`GaussianDiffusion.model_x0` (the network and its x0 prediction) followed by
-:meth:`GaussianDiffusion.ddim_update` (the DDIM update with a given x0; the sampler guides x0 in between).
+Schedules are float64 numpy arrays gathered per image, so a batch may hold images at different timesteps.
+A sampling step is :meth:`GaussianDiffusion.model_x0` then :meth:`GaussianDiffusion.ddim_update`.
 """
 from __future__ import annotations
 
