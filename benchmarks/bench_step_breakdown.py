@@ -2,23 +2,12 @@
 
     OMP_NUM_THREADS=1 python -m benchmarks.bench_step_breakdown --resolution 512 --batches 1 --repeats 3
 
-Inputs: real faces, level 1 = G_sigma * face with sigma_512 = ``--sigma512`` (levels 2, 3 at 0.75 and 0.5625
-of it), x_t = q_sample(level 1, i) at DifFace's start (t = 400); the sampler section of the real sampling
-config (benchmarks/common.py). Components, timed round-robin:
-
-* ``UNet``: the prior's forward pass;
-* ``guidance``: ``closed_form_guidance`` (two rfft2 per call), ``LevelSpectra.solve`` / ``solve_level`` (one
-  rfft2 + one irfft2 per step) and the one-off ``LevelSpectra`` build per batch;
-* ``DGSA``: ``dgsa.guidance_scale`` (and, where the config's map is downsampled, the same network at full
-  resolution);
-* ``x0 modifier``: the sampler's whole per-step guidance with a fresh or a reused DGSA map;
-* ``step w/o UNet``: ``ddim_sample`` with a stub model returning the UNet's output computed once: guided
-  (fresh or reused map) and unguided (DifFace);
-* ``full guided step`` (``--full-step``): the real ``ddim_sample`` with the UNet.
-
-Mean overhead per step with ``dgsa_every = N``: (fresh + (N - 1) reused) / N, of the UNet's time. ``ATen ops``
-counts the non-view operations a call dispatches (``common.dispatched_ops``; each one at least one kernel
-launch on a GPU). ``--unet-variants``: channels_last, autocast, the fp16 / bf16 trunk, torch.compile.
+Inputs: real faces, level 1 = G_sigma * face (sigma_512 = ``--sigma512``; levels 2, 3 at 0.75 and 0.5625 of
+it), x_t = q_sample(level 1, i) at t = 400. Components, timed round-robin: the UNet; the guidance solves and
+the ``LevelSpectra`` build; DGSA (also at full resolution when the config downsamples its map); the x0
+modifier with a fresh or reused map; ``ddim_sample`` with a stub returning the UNet's output (``step w/o
+UNet``); with ``--full-step`` the real step. Mean step rest with ``dgsa_every = N``: (fresh + (N - 1) reused)
+/ N. ``ATen ops``: non-view operations dispatched per call (``common.dispatched_ops``).
 """
 from __future__ import annotations
 

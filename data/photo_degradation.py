@@ -1,12 +1,4 @@
-"""Fixed-strength degradations of whole photos, for measuring face restoration in context.
-
-Three chains, each at a mild and a severe setting, with every size in pixels of the photo (so a face
-pasted at 5x the model's resolution is degraded exactly like the rest of the photo, as a camera would):
-
-* ``project``: this repository's blind degradation (``data.degradation.degrade``) with every range
-  collapsed to one value: isotropic Gaussian blur, bilinear downsampling, no noise, OpenCV JPEG;
-* ``opencv`` and ``pillow``: the operators of ``data.foreign_chains`` (written independently of the
-  project's degradation) at the strengths below.
+"""Fixed-strength degradations of whole photos (docs/whole_photos.md), every size in pixels of the photo.
 
 | chain, setting | blur | downsampling | noise | JPEG |
 |---|---|---|---|---|
@@ -17,7 +9,8 @@ pasted at 5x the model's resolution is degraded exactly like the rest of the pho
 | pillow, mild | motion 2 px | x1.5 (box) | - | 85 |
 | pillow, severe | motion 5 px | x3 (box) | - | 45 |
 
-The project's mild and severe settings are those of the whole-photo measurement in docs/whole_photos.md.
+``project``: ``data.degradation.degrade`` with every range collapsed to one value; ``opencv`` / ``pillow``: the
+operators of ``data.foreign_chains``.
 """
 from __future__ import annotations
 

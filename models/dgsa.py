@@ -25,17 +25,11 @@ REDUCTIONS = ("mean", "per_image", "none")
 
 
 def laplace_nll(residual: torch.Tensor, b: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Laplace negative log-likelihood of ``residual`` = x - x0_tilde with scale ``b``.
+    """Laplace NLL of ``residual`` r = x - x0_tilde, scale ``b`` (N, 1, H, W) shared by a pixel's channels.
 
-    Per pixel p and channel c (b shared by the channels of a pixel, broadcast from (N, 1, H, W)):
+        nll[n, c, p] = |r[n, c, p]| / b[n, p] + log b[n, p]     (minimised by b = mean_c |r|)
 
-        nll[n, c, p] = |r[n, c, p]| / b[n, p] + log b[n, p]
-
-    (the constant log 2 of the Laplace density is dropped). Summed over c this is
-    C (mean_c |r| / b + log b), so for fixed residuals the minimiser is b* = mean over channels of |r|
-    at that pixel, where the gradient in b vanishes. ``reduction``: ``mean`` (a scalar: the mean over
-    every element), ``per_image`` ((N,): mean over C, H, W) or ``none`` (the (N, C, H, W) map).
-    Computed in float32 (float64 for float64 inputs).
+    ``reduction``: ``mean`` (scalar), ``per_image`` ((N,)) or ``none``; float32 (float64 for float64 inputs).
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"laplace_nll: reduction must be one of {REDUCTIONS}, got {reduction!r}")

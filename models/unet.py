@@ -210,15 +210,10 @@ def run_trunk(net: nn.Module, h: torch.Tensor, emb: torch.Tensor) -> torch.Tenso
 class UNetModel(nn.Module):
     """The improved-diffusion UNet with timestep embedding and attention.
 
-    :param image_size: input resolution (used to place attention, see module docstring).
-    :param in_channels / out_channels: image channels in / out (out = 2*in for learned sigma).
-    :param model_channels: base width; level i has ``model_channels * channel_mult[i]`` channels.
-    :param num_res_blocks: residual blocks per level, an int or one count per level.
-    :param attention_resolutions: feature-map resolutions with attention (DifFace convention).
-    :param dropout, conv_resample, dims, num_classes, use_checkpoint, num_heads, num_head_channels,
-        num_heads_upsample, use_scale_shift_norm, resblock_updown, use_new_attention_order: as in
-        improved-diffusion / guided-diffusion.
-    :param use_fp16: recorded as ``self.use_fp16``; call :meth:`convert_to` after loading weights.
+    :param attention_resolutions: feature-map sizes with attention (DifFace convention, module docstring).
+    :param num_res_blocks: residual blocks per level, an int or one per level.
+    :param use_fp16: recorded; call :meth:`convert_to` after loading weights.
+    Other parameters as in improved-diffusion / guided-diffusion.
     """
 
     def __init__(self, image_size: int, in_channels: int, model_channels: int, out_channels: int,
