@@ -277,12 +277,8 @@ class _IndexCache:
 
 
 class _Guide:
-    """Closed-form guidance of one batch: the levels' spectra (computed once), which level guides each image
-    at each step (a table made once), DGSA maps.
-
-    DGSA runs on an image's first step and then every ``guidance.dgsa_every`` steps of that image; in
-    between the image reuses its last map s. A step that reuses the map runs only the solve, one gather of
-    the map and the blend (on a GPU such steps are bound by kernel launches).
+    """Guidance of one batch: the levels' spectra and each image's guiding level per step (made once), DGSA maps
+    (fresh on an image's first step and every ``guidance.dgsa_every`` steps, reused in between).
     """
 
     def __init__(self, sampler: FaceRestoreSampler, levels, sigmas, level_t):

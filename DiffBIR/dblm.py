@@ -53,13 +53,9 @@ def merge_section(schema: type, node: Any) -> DictConfig:
 
 
 class LevelSchedule(nn.Module):
-    """The blur widths of the K levels, shared by the learned DBLM and the zero-shot one
-    (``DiffBIR.zero_shot``): sigma_k = max(rho^(k-1) sigma_hat, sigma_min) (module docstring).
+    """The levels' blur widths, sigma_k = max(rho^(k-1) sigma_hat, sigma_min), for the learned and zero-shot DBLM.
 
-    Args:
-        num_levels: K >= 1.
-        rho: ratio of consecutive blur widths, in (0, 1).
-        sigma_min_512: blur floor in 512-px units (pixels at resolution R: sigma_min_512 * R / 512).
+    Args: ``num_levels`` K >= 1, ``rho`` in (0, 1), ``sigma_min_512`` the floor in 512-px units.
     """
 
     def __init__(self, num_levels: int = 3, rho: float = 0.75, sigma_min_512: float = 0.5):

@@ -30,11 +30,9 @@ class SigmaEstimator(nn.Module):
     """CNN regressor of log sigma.
 
     Args:
-        in_chans: image channels of y.
-        channels: width of each stage; stage i > 0 starts with a stride-2 convolution.
+        channels: width per stage; stage i > 0 starts with a stride-2 convolution.
         blocks_per_stage: residual blocks per stage.
-        log_sigma_init: bias of the output layer, i.e. the initial prediction of log sigma (set it to
-            the log of a typical sigma* to start training near the data).
+        log_sigma_init: the output bias, the initial log sigma.
     """
 
     def __init__(self, in_chans: int = 3, channels: Sequence[int] = (32, 64, 128, 256),

@@ -90,11 +90,10 @@ def _padded_kernel(sigma: float, radius: int, dtype: torch.dtype, device) -> tor
 
 
 def gaussian_blur(x: torch.Tensor, sigma: SigmaLike) -> torch.Tensor:
-    """Separable Gaussian blur of an (N, C, H, W) tensor, one sigma per image (float or (N,) tensor).
+    """Separable Gaussian blur of (N, C, H, W), one sigma per image (float or (N,) tensor).
 
-    Each image's kernel (its own radius) is zero-padded to the batch's largest radius R, and all are applied as one depthwise
-    convolution per axis after repeated-reflection padding by R (module docstring). sigma 0 leaves an
-    image unchanged (all-zero sigmas return ``x`` itself). Output has the dtype and device of ``x``.
+    Kernels zero-padded to the batch's largest radius R, one depthwise convolution per axis after repeated-
+    reflection padding by R; sigma 0 leaves an image unchanged. Output in the dtype and device of ``x``.
     """
     if x.ndim != 4:
         raise ValueError(f"gaussian_blur expects an (N, C, H, W) tensor, got shape {tuple(x.shape)}")

@@ -118,10 +118,7 @@ def _dct1_matrix(n: int, device: torch.device) -> torch.Tensor:
 
 class BlurFit:
     """L(sigma) = ||G_sigma * x - y||^2 of a batch from spectra computed once (module docstring): :meth:`loss`.
-
-    The spectra are DCT-I matrix products in float32 (one GEMM pair per channel), kept in float64: a float32
-    rounding of the spectra perturbs L like a 1e-7 change of the images, and every sum of squares that
-    cancels (the expanded Parseval forms) runs in float64.
+    Spectra and the cancelling sums of squares are kept in float64.
     """
 
     def __init__(self, hq: torch.Tensor, lq_up: torch.Tensor):

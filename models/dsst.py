@@ -128,13 +128,10 @@ class DSSTTable:
     # ---- lookup ----
 
     def start_step(self, sigma: SigmaLike, resolution: Optional[int] = None):
-        """Start step (0-based original t) for each sigma; vectorised, monotone, conservative.
+        """Start step (0-based original t) per sigma: the t of the next larger grid sigma (t_0 below, the last above).
 
-        ``sigma`` in pixels at ``resolution`` (default: the table's; otherwise converted through the
-        resolution ratio, i.e. equal sigma_512). A sigma in (s_{i-1}, s_i] gets t_i (the next larger
-        grid point: at least as much noise as the table asks for any sigma' >= sigma within the
-        grid); below the grid t_0, above it the last t. Tensor in -> int64 tensor on its device;
-        otherwise an int64 numpy array (a plain int for a scalar).
+        ``sigma`` in pixels at ``resolution`` (default the table's; else converted at equal sigma_512). Tensor in ->
+        int64 tensor on its device; otherwise an int64 numpy array (a plain int for a scalar).
         """
         if resolution is not None and resolution != self.resolution:
             sigma = convert_sigma(sigma, resolution, self.resolution)

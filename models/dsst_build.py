@@ -163,13 +163,10 @@ def build_table(
     root: Optional[Union[str, Path]] = None,
     device: Union[str, torch.device] = "cpu",
 ) -> DSSTTable:
-    """Build the table of section 4 from HQ faces: r(sigma) -> smallest t with KL < tau.
+    """The table from HQ faces: r(sigma) -> smallest t with KL < tau (module docstring).
 
-    Exactly one of ``tau`` and ``calibrate = (sigma_px, start_t)``: the latter sets tau with
-    :func:`tau_for_start` from the residual at ``sigma_px`` (measured in the same pass over the images
-    as the grid). The t values are made non-decreasing with a cumulative maximum (conservative; a no-op when the
-    measured residual is increasing in sigma, as it is for real faces). ``root`` is the folder the
-    hashed names are relative to (default: the files' common folder).
+    Exactly one of ``tau`` and ``calibrate = (sigma_px, start_t)``. ``root``: the folder the hashed names are
+    relative to (default: the files' common folder).
     """
     if (tau is None) == (calibrate is None):
         raise ValueError("build_table: give exactly one of tau and calibrate")

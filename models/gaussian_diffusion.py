@@ -322,12 +322,8 @@ class GaussianDiffusion:
         yield from self._progressive(step, shape, noise, start_index, x_start_t, device, progress)
 
     def _progressive(self, step, shape, noise, start_index, x_start_t, device, progress) -> Iterator[dict]:
-        """Shared sampling loop over step indices start_index, start_index - 1, ..., 0.
-
-        Without ``start_index`` the loop starts at T - 1 from ``noise`` (or fresh N(0, I) noise of
-        ``shape``). With ``start_index = k`` (an index of THIS, possibly respaced, schedule) it starts
-        from ``x_start_t``, a sample at step k (e.g. ``q_sample(y, k)``), and runs exactly k + 1 model
-        evaluations. Every yielded dict also carries ``t``, the step index it came from.
+        """Sampling loop over step indices start_index, ..., 0: from ``noise`` at T - 1, or from ``x_start_t`` at
+        ``start_index`` = k of this (respaced) schedule with exactly k + 1 model evaluations; each dict carries ``t``.
         """
         if start_index is None:
             if x_start_t is not None:

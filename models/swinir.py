@@ -230,13 +230,11 @@ def _pixelshuffle_upsample(sf: int, num_feat: int) -> nn.Sequential:
 
 
 class SwinIR(nn.Module):
-    """SwinIR with optional pixel-unshuffle input (DifFace); see the module docstring.
+    """SwinIR with optional pixel-unshuffle input (module docstring).
 
-    ``forward(x, cond=None)`` maps (N, in_chans, H, W) in [0, 1] to (N, out_chans, H*r, W*r) with
-    r = sf / unshuffle_scale when ``unshuffle`` else sf (DifFace 512: r = 1), unclamped. Any H, W
-    is accepted: the input is reflect-padded to a multiple of (unshuffle_scale *) window_size and the
-    output cropped back. :meth:`restore` is the [-1, 1] entry point used by this project.
-    ``patch_size`` must be 1 (SwinIR's patch embedding is a reshape).
+    ``forward(x, cond=None)``: (N, in_chans, H, W) in [0, 1] -> (N, out_chans, H*r, W*r), r = sf / unshuffle_scale
+    with ``unshuffle`` else sf, unclamped; any H, W (reflect-padded to the window grid, cropped back).
+    ``patch_size`` must be 1.
     """
 
     def __init__(self, img_size: int = 64, patch_size: int = 1, in_chans: int = 3, embed_dim: int = 96,
