@@ -82,14 +82,7 @@ class LevelSchedule(nn.Module):
 
 
 class DBLM(LevelSchedule):
-    """SDE + TM + RM (module docstring).
-
-    Args:
-        sde: y -> sigma_hat (N,) (``DiffBIR.sde.SigmaEstimator``).
-        tm: (y, sigma) -> image (``DiffBIR.transform.TransformModel``).
-        rm: (y, y_blur, sigma_target) -> image (``DiffBIR.transform.RefinementModel``).
-        num_levels, rho, sigma_min_512: :class:`LevelSchedule`.
-    """
+    """SDE + TM + RM (module docstring); ``num_levels``, ``rho``, ``sigma_min_512`` as in :class:`LevelSchedule`."""
 
     def __init__(self, sde: nn.Module, tm: nn.Module, rm: nn.Module, num_levels: int = 3, rho: float = 0.75,
                  sigma_min_512: float = 0.5):
@@ -98,12 +91,11 @@ class DBLM(LevelSchedule):
 
     @classmethod
     def from_config(cls, node: Any, device: Optional[torch.device] = None) -> "DBLM":
-        """Build the three networks from ``node`` (schema :class:`DBLMConfig`: num_levels, rho,
-        sigma_min_512 and sde/tm/rm = {target, params, ckpt_path}), load their weights (the
-        ``ema_final.pth`` written by train_SDE.py / train_DBLM.py) strictly, and return DBLM in eval mode.
-        A relative ``ckpt_path`` is resolved with :func:`utils.model_factory.resolve_path` (the current
-        directory first, then the repository root), so callers pass config nodes unchanged.
-        Raises ConfigError for a bad node and utils.checkpoint.CheckpointError for a bad checkpoint."""
+        """The three networks of ``node`` (:class:`DBLMConfig`) with their weights loaded strictly, in eval mode.
+
+        Relative ``ckpt_path`` as :func:`utils.model_factory.resolve_path`; ConfigError for a bad node, CheckpointError
+        for a bad checkpoint.
+        """
         kind = node.get("kind", "learned")
         if kind != "learned":
             raise ConfigError(f"dblm config: kind {kind!r} has no networks to load here; allowed: learned "

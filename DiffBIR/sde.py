@@ -55,10 +55,6 @@ class SigmaEstimator(nn.Module):
         nn.init.constant_(self.head[-1].bias, float(log_sigma_init))
 
     def forward(self, y: torch.Tensor, log: bool = False) -> torch.Tensor:
-        """sigma_hat > 0 (pixels at y's resolution), or log sigma_hat when ``log``; shape (N,).
-
-        y: (N, in_chans, H, W) in [-1, 1]. The log form is what training regresses (it goes through
-        ``forward`` so that distributed wrappers see the call).
-        """
+        """sigma_hat > 0 in pixels at y's resolution (its log with ``log``), (N,); y: (N, in_chans, H, W) in [-1, 1]."""
         log_sigma = self.head(self.features(y)).squeeze(1)
         return log_sigma if log else log_sigma.exp()

@@ -32,14 +32,8 @@ def sigma_vector(sigma: Union[float, torch.Tensor], batch: int, like: torch.Tens
 
 
 class SigmaConditionedSwinIR(nn.Module):
-    """SwinIR on ``num_inputs`` stacked RGB images, conditioned on one blur width (module docstring).
-
-    Args:
-        num_inputs: number of RGB images stacked on channels.
-        swinir: keyword arguments of ``models.swinir.SwinIR`` except in_chans, out_chans and
-            cond_channels, which follow from num_inputs.
-        sigma_scale_512: normalisation of the conditioning, c = sigma_512 / sigma_scale_512.
-        residual: predict the change of the base image instead of the image.
+    """SwinIR on ``num_inputs`` stacked RGB images conditioned on c = sigma_512 / ``sigma_scale_512`` (module
+    docstring); ``swinir``: SwinIR's arguments but the channel counts; ``residual``: predict the change.
     """
 
     def __init__(self, num_inputs: int, swinir: Optional[dict] = None, sigma_scale_512: float = 16.0,
@@ -65,10 +59,9 @@ class SigmaConditionedSwinIR(nn.Module):
 
     @torch.no_grad()
     def warm_start(self, restorer: Mapping[str, torch.Tensor], image: int) -> None:
-        """Load a global-residual one-image SwinIR's state_dict into the backbone (module docstring):
-        its first convolution reads stacked image ``image``. ValueError for an image index out of range
-        or a restorer whose first convolution does not read one RGB image; CheckpointError when the
-        other tensors do not fit."""
+        """Load a global-residual one-image SwinIR into the backbone, its first convolution reading stacked image
+        ``image``; ValueError for a bad index or restorer, CheckpointError when other tensors do not fit.
+        """
         if not 0 <= image < self.num_inputs:
             raise ValueError(f"warm start image must be in [0, {self.num_inputs}), got {image}")
         unshuffled = isinstance(self.backbone.conv_first, nn.Sequential)  # (PixelUnshuffle, Conv2d)

@@ -39,13 +39,10 @@ class ZeroShotDBLMConfig:
 
 
 class ZeroShotDBLM(LevelSchedule):
-    """Levels G_sqrt(sigma_k^2 - d0^2) * R(y) with sigma_hat = k sigma*(R(y), y) (module docstring).
+    """Levels G_sqrt(sigma_k^2 - d0^2) * R(y), sigma_hat = k sigma*(R(y), y) (module docstring).
 
-    Args:
-        restorer: a module with ``restore(y)`` ([-1, 1] in and out, same size), e.g. ``models.swinir.SwinIR``.
-        num_levels, rho, sigma_min_512: :class:`DiffBIR.dblm.LevelSchedule`.
-        sigma_max_512, fine_step_512: the sigma* grid in 512-px units.
-        sigma_ratio: k >= 1, sigma*(x, y) / sigma*(R(y), y) on training faces (:func:`calibrate`).
+    ``restorer``: a module with ``restore(y)`` ([-1, 1], same size); ``sigma_max_512``, ``fine_step_512``: the sigma*
+    grid; ``sigma_ratio``: k >= 1 (:func:`calibrate`); the rest as :class:`DiffBIR.dblm.LevelSchedule`.
     """
 
     def __init__(self, restorer: nn.Module, num_levels: int = 3, rho: float = 0.75, sigma_min_512: float = 0.5,

@@ -55,21 +55,9 @@ def scale_from_b(b: Union[torch.Tensor, float], s_max: float, b_ref: float) -> U
 class DGSA(nn.Module):
     """Per-pixel Laplace scale b of x - x0_tilde (module docstring).
 
-    Args:
-        in_channels: channels of each input image (RGB: 3); the network sees 3 * in_channels.
-        model_channels: base width (a multiple of 32).
-        channel_mult: width multiplier per level; the input size must be divisible by
-            2^(len(channel_mult) - 1).
-        num_res_blocks: residual blocks per level (decoder: one more, as in improved-diffusion).
-        dropout: dropout in the residual blocks.
-        use_scale_shift_norm: FiLM timestep conditioning (else additive).
-        s_max: the largest guidance scale, in (0, 1].
-        b_ref: the b at which s = s_max / 2, > 0, in [-1, 1] image units.
-        b_min: floor of b (> 0): keeps 1 / b finite.
-        b_init: initial b everywhere (> b_min).
-        use_checkpoint: gradient checkpointing in the residual blocks.
-        map_downsample: f >= 1, the network runs at 1 / f of the image size (module docstring); the
-            image size must then be divisible by f * 2^(len(channel_mult) - 1).
+    The network sees 3 * ``in_channels``; widths ``model_channels * channel_mult`` are multiples of 32; the image
+    size must be divisible by ``map_downsample`` * 2^(len(channel_mult) - 1). ``s_max`` in (0, 1]; ``b_ref``: the b
+    with s = s_max / 2; ``b_min`` < ``b_init``: the floor and the initial b. Others as in models/unet.py.
     """
 
     def __init__(self, in_channels: int = 3, model_channels: int = 32, channel_mult: Sequence[int] = (1, 2, 2),

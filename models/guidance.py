@@ -32,14 +32,8 @@ def closed_form_guidance(
 ) -> torch.Tensor:
     """``argmin_x ||G_sigma * x - y_blur||^2 + lam ||x - x0_hat||^2`` per image, exactly.
 
-    Args:
-        x0_hat: (N, C, H, W) prior prediction.
-        y_blur: (N, C, H, W) blurred observation at ``sigma``.
-        sigma: (N,) tensor (or a float for all images), blur std in pixels at this resolution;
-            0 means no blur, giving ``(y + lam x0_hat) / (1 + lam)``.
-        lam: float or (N,) tensor, > 0; large ``lam`` trusts ``x0_hat``, small ``lam`` the data.
-        pad: reflect padding in pixels; default ``kernel_radius(max sigma)``.
-        periodic: solve the circular-convolution problem with no padding.
+    x0_hat, y_blur: (N, C, H, W); sigma: (N,) tensor or float, pixels at this resolution (0: no blur); lam: float
+    or (N,) tensor > 0; pad: reflect padding (default ``kernel_radius(max sigma)``); periodic: no padding.
     """
     return closed_form_guidance_multi(x0_hat, [y_blur], [sigma], lam, pad=pad, periodic=periodic)
 
