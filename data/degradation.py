@@ -119,12 +119,8 @@ def load_degradation_config(source: Union[str, Path, dict, DictConfig, Degradati
 
 
 def severity_config(cfg: DegradationConfig, resolution: int, level: int, levels: int = 3) -> DegradationConfig:
-    """The sub-range ``level`` (0 = mildest) of ``levels`` equal parts of every severity range.
-
-    blur sigma, downsampling factor (its range at ``resolution``, after the min_lq_size cap) and noise
-    are split into ``levels`` equal intervals, the ``level``-th taken; JPEG quality likewise, reversed
-    (mild = high quality). Kernel types and gray probability are unchanged. Used for the mild / medium /
-    severe thirds of data/make_testset.py.
+    """Part ``level`` (0 = mildest) of ``levels`` equal parts of the blur, downsampling (at ``resolution``) and noise
+    ranges, and of the reversed JPEG range; kernel types and gray probability unchanged.
     """
     if not 0 <= level < levels:
         raise ValueError(f"severity level must be in [0, {levels}), got {level}")

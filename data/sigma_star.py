@@ -45,10 +45,7 @@ def _check(hq: torch.Tensor, lq_up: torch.Tensor, fine_step: float, name: str) -
 
 def grid_search(loss: GridLoss, n: int, sigma_max: float, coarse_step: Optional[float],
                 fine_step: float) -> torch.Tensor:
-    """Coarse-to-fine argmin (module docstring) of ``loss`` for ``n`` images; (N,) float64 sigmas on the CPU.
-
-    coarse_step defaults to sigma_max / COARSE_INTERVALS; both are rounded to multiples of fine_step.
-    """
+    """Coarse-to-fine argmin of ``loss`` for ``n`` images (module docstring): (N,) float64 sigmas on the CPU."""
     top = max(1, round(sigma_max / fine_step))  # grid index of sigma_max
     if coarse_step is None:
         coarse_step = sigma_max / COARSE_INTERVALS
@@ -82,11 +79,8 @@ def _prepare(name: str, hq, lq_up, sigma_max, fine_step):
 @torch.no_grad()
 def sigma_star_spatial(hq: torch.Tensor, lq_up: torch.Tensor, sigma_max: Optional[float] = None,
                        coarse_step: Optional[float] = None, fine_step: float = FINE_STEP) -> torch.Tensor:
-    """sigma* per image by blurring ``hq`` once per candidate (the reference; module docstring).
-
-    hq, lq_up: (N, C, H, W), same shape and value range. sigma_max defaults to
-    ``default_sigma_max(max(H, W))``. Computation runs in hq's dtype (at least float32). Returns a float32
-    (N,) tensor on hq's device.
+    """sigma* per image by blurring ``hq`` per candidate (the reference); hq, lq_up: (N, C, H, W); computes in hq's
+    dtype (at least float32); float32 (N,) on hq's device.
     """
     hq, lq_up, sigma_max = _prepare("sigma_star_spatial", hq, lq_up, sigma_max, fine_step)
 
