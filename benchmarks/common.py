@@ -89,10 +89,9 @@ DEGRADATION_64 = REPO_ROOT / "configs/degradation/demo64.yaml"
 
 
 def thirds_testset(out_dir: Path, resolution: int, count: int) -> Path:
-    """The evaluation set's construction (``data.make_testset --severity-thirds``, seed 0) on ``count`` real
-    faces, made once under ``out_dir``: at 512 px celebref512 faces taken round-robin over the identities
-    (linked under unique names, the folder repeats file names), at 64 px the celeba validation faces with
-    the demo degradation (scripts/evaluate_demo.py's set)."""
+    """``data.make_testset --severity-thirds`` (seed 0) on ``count`` real faces under ``out_dir``: celebref512 faces
+    round-robin over identities at 512 px, the celeba validation faces with the demo degradation at 64 px.
+    """
     from data.make_testset import make_testset
     from utils.image_io import list_images
 
@@ -157,10 +156,8 @@ def dsst_table(out_dir: Path, resolution: int, faces: Sequence[Path]) -> Path:
 
 def make_setup(out_dir: Path, resolution: int, faces: Sequence[Path], respacing: str,
                method: str = "dynfacerestore", guidance: str = "dgsa", sampler: Optional[dict] = None) -> Path:
-    """Write random-weight checkpoints (cached in ``out_dir``), the DSST table and a sampling config.
-
-    ``respacing`` is the DDIM respacing (e.g. "ddim10"); ``sampler`` overrides entries of the sampler
-    section. Returns the config path.
+    """Random-weight checkpoints (cached in ``out_dir``), the DSST table and a sampling config at ``respacing``, with
+    ``sampler`` overriding the sampler section; returns the config path.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

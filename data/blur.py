@@ -37,10 +37,8 @@ def kernel_radius(sigma: float) -> int:
 
 def gaussian_kernel1d(sigma: float, radius: Optional[int] = None, dtype: torch.dtype = torch.float64,
                       device=None) -> torch.Tensor:
-    """Normalised samples of exp(-k^2 / (2 sigma^2)), k = -r..r (length 2r + 1); sigma 0 gives the delta.
-
-    ``radius`` defaults to ``kernel_radius(sigma)``; another radius truncates or extends the sampled
-    tails (then normalised again). ``gaussian_blur`` always uses the default radius.
+    """Normalised samples of exp(-k^2 / (2 sigma^2)), k = -r..r, r = ``radius`` or ``kernel_radius(sigma)``; sigma 0:
+    the delta.
     """
     r = kernel_radius(sigma) if radius is None else int(radius)
     if r < 0:

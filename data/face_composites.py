@@ -88,10 +88,8 @@ def _load_face(path: Path, max_size: int) -> np.ndarray:
 def make_composite(faces: Sequence[Path], seed: int, size: Tuple[int, int] = (720, 1080),
                    face_px: Tuple[float, float] = (140.0, 260.0), max_angle: float = 30.0,
                    background_name: str | None = None, max_tries: int = 200) -> Composite:
-    """Paste ``faces`` (aligned, square) into one background at random non-overlapping places.
-
-    Each face gets a side of ``face_px`` pixels (uniform), an angle in [-max_angle, max_angle] and a
-    centre such that its rotated square stays inside the image and clear of the other faces.
+    """Paste aligned square ``faces`` into one background: side ``face_px`` (uniform), angle in [-max_angle,
+    max_angle], inside the image and clear of the other faces.
     """
     rng = np.random.default_rng(seed)
     name = background_name or BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]

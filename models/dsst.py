@@ -45,10 +45,8 @@ _REQUIRED = {
 
 @dataclass
 class DSSTTable:
-    """Start steps per blur level; sigmas in pixels at ``resolution`` (ascending), t 0-based original steps.
-
-    ``residuals`` (the mean r(sigma) the table was built from) is optional, kept so that a table can be
-    audited or rebuilt for another tau without re-reading the images.
+    """Start steps per blur level: sigmas ascending in pixels at ``resolution``, t 0-based original steps;
+    ``residuals`` r(sigma), optional, for audits and rebuilds at another tau.
     """
 
     sigmas: List[float]
@@ -139,11 +137,8 @@ class DSSTTable:
 
     @staticmethod
     def respaced_index(t: SigmaLike, timestep_map: SigmaLike):
-        """Smallest respaced index whose original timestep is >= t (at least as much noise).
-
-        ``timestep_map[i]`` is the original timestep of respaced index i (ascending, e.g.
-        ``SpacedDiffusion.timestep_map``); t beyond the last entry maps to the last index.
-        Same return types as :meth:`start_step`.
+        """Smallest respaced index whose original timestep (``timestep_map``, ascending) is >= t, the last beyond it;
+        return types as :meth:`start_step`.
         """
         steps = (timestep_map.detach().cpu().tolist() if isinstance(timestep_map, torch.Tensor)
                  else np.asarray(timestep_map).reshape(-1).tolist())

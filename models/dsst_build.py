@@ -87,10 +87,8 @@ def mean_blur_residual(
     batch_size: int = 64,
     device: Union[str, torch.device] = "cpu",
 ) -> np.ndarray:
-    """r(sigma) = mean over images of ||x - G_sigma * x||^2 / N, N = 3 R^2, x in [-1, 1] at ``resolution``.
-
-    ``G_sigma`` is ``data.blur.gaussian_blur`` (the project's blur), evaluated for all sigmas at once in the
-    Fourier domain by ``data.sigma_star.BlurFit`` (equal up to float rounding). Returns float64 (len(sigmas),).
+    """r(sigma) = mean over images of ||x - G_sigma * x||^2 / (3 R^2), x in [-1, 1] at ``resolution``, all sigmas at
+    once through ``data.sigma_star.BlurFit``; float64 (len(sigmas),).
     """
     sigmas = np.asarray(sigmas, dtype=np.float64).reshape(-1)
     if len(image_paths) == 0:
@@ -115,11 +113,7 @@ def kl_per_pixel(residual: SigmaLike, alphas_cumprod: SigmaLike) -> np.ndarray:
 
 
 def start_steps_from_residual(residual: SigmaLike, alphas_cumprod: SigmaLike, tau: float) -> np.ndarray:
-    """Smallest t with KL_t < tau for each residual (int64); T - 1 if no step qualifies.
-
-    KL_t decreases in t (a_t decreases), so the first qualifying step is found by counting the
-    steps with KL_t >= tau.
-    """
+    """Smallest t with KL_t < tau per residual (int64; T - 1 if none): KL_t decreases in t, so count KL_t >= tau."""
     if not tau > 0:
         raise ValueError(f"tau must be > 0, got {tau}")
     kl = kl_per_pixel(residual, alphas_cumprod)
@@ -128,10 +122,8 @@ def start_steps_from_residual(residual: SigmaLike, alphas_cumprod: SigmaLike, ta
 
 
 def tau_for_start(residual: float, alphas_cumprod: SigmaLike, start_t: int) -> float:
-    """The tau for which a blur of mean residual ``residual`` starts at exactly ``start_t``.
-
-    KL_t decreases in t, so any tau in (KL_{start_t}, KL_{start_t - 1}] makes start_t the smallest step
-    with KL_t < tau; this returns their geometric mean (robust to rounding either way).
+    """tau making ``start_t`` the smallest step with KL_t < tau for ``residual``: the geometric mean of KL_{start_t} and
+    KL_{start_t - 1}.
     """
     kl = kl_per_pixel(float(residual), alphas_cumprod)
     if not 1 <= int(start_t) < kl.shape[-1]:
@@ -194,10 +186,8 @@ def build_table(
 
 
 def resolve_images(images: Union[str, Path, Sequence[Union[str, Path]]], max_images: Optional[int] = None):
-    """``images`` is a folder (sorted image files) or a .txt list of names relative to the list's folder, or a
-    sequence of those (concatenated; the root is their common folder).
-
-    Returns (paths, root); ``max_images`` keeps the first N in list order.
+    """(paths, root) of ``images``: a folder, a .txt list relative to its folder, or a sequence of those; the first
+    ``max_images`` in list order.
     """
     if not isinstance(images, (str, Path)):
         parts = [resolve_images(one) for one in images]
@@ -220,10 +210,7 @@ def resolve_images(images: Union[str, Path, Sequence[Union[str, Path]]], max_ima
 
 
 def build_from_config(images, config, resolution=None, max_images=None, device="cpu") -> DSSTTable:
-    """Load ``config`` (configs/dsst/*.yaml), resolve ``images`` and build the table.
-
-    With ``calibrate`` the threshold is :func:`tau_for_start` of the faces' residual at the reference blur.
-    """
+    """The table of ``config`` (configs/dsst/*.yaml) over its ``images``, tau from ``tau`` or ``calibrate``."""
     paths, root = resolve_images(images, max_images)
     return _build(paths, root, config, resolution, device)
 
