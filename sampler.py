@@ -146,8 +146,8 @@ class FaceRestoreSampler:
     @torch.no_grad()
     def restore(self, lq: torch.Tensor, seeds: Sequence[int], eta: Any = None,
                 callback: Optional[StepCallback] = None) -> SampleOutput:
-        """Restore ``lq`` ((N,3,R,R) in [-1,1]) with one seed per image; ``eta`` overrides the config, ``callback(step)``
-        gets a :class:`SamplerStep` after every step.
+        """Restore ``lq`` ((N,3,R,R) in [-1,1]) with one seed per image; ``eta`` overrides the config,
+        ``callback(step)`` gets a :class:`SamplerStep` after every step.
         """
         if lq.ndim != 4 or lq.shape[1] != 3 or tuple(lq.shape[-2:]) != (self.resolution, self.resolution):
             raise ValueError(f"expected (N, 3, {self.resolution}, {self.resolution}) input, got {tuple(lq.shape)}")
