@@ -1,34 +1,15 @@
-"""One sampler for DifFace and DynFaceRestore (docs/method.md section 9).
+"""One sampler for RM0, DifFace and DynFaceRestore (docs/method.md section 9).
 
-RM0 (the evaluation's first row)
-    the restorer's output alone, no diffusion.
-
-DifFace (Yue & Loy, TPAMI 2024)
-    x0 = RM0(y);  x_k = q_sample(x0, k) at a fixed respaced index k (100 of ddim250, t = 400);
-    DDIM from k down to 0 with a fixed eta, no guidance.
-
-DynFaceRestore (Do et al., ICCV 2025)
-    DBLM:   y -> sigma_hat, levels (y'_k, sigma_k), sigma_1 = sigma_hat > sigma_2 > ...
-    DSST:   per image and level, the original step t_k = table(sigma_k); the image starts at the
-            smallest respaced index whose timestep is >= t_1, from x = q_sample(y'_1, start).
-    Step:   x0_hat = prior's clipped prediction; x0_tilde = closed-form guidance toward the sharpest
-            active level (level k is active once t <= t_k; level 1 from the start);
-            x0 = x0_hat + s (x0_tilde - x0_hat), s = 0 (none), a global scalar, or DGSA's per-pixel map
-            (computed on the image's first step and every ``dgsa_every`` steps, reused in between);
-            then the DDIM update with x0 (eps recomputed from x0), or with the second-order multistep
-            extrapolation of the guided x0 (``sampler.solver``: ddim | dpmpp_2m, models/solvers.py);
-            with ``guidance.reguide`` that x0 is guided once more (same level and map s) before the update.
-    Hook:   ``restore(..., callback=fn)`` calls ``fn(SamplerStep)`` after every step (index, t, x_t, the
-            prior's and the guided x0, the guidance map, the new sample): progress and intermediates.
-    eta:    per image, "auto" = clamp(sigma_512 / 10, 0, 1) (the paper's "std/10 as eta"), or fixed.
-
-A batch may mix start steps. The loop runs the global index i from the largest start down to 0 and
-evaluates the UNet only on the images whose start is >= i, so an image costs exactly start + 1
-network evaluations. Noise comes from one torch.Generator per image, seeded by the caller, so an
-image's result does not depend on the batch it was placed in.
-
-Every ablation of the paper is a configuration switch of ``sampler`` (:class:`sample_config.SamplerConfig`):
-the method, fixed vs DSST start, guidance none/global/DGSA, the number of levels, sharpest vs all.
+DifFace: x0 = RM0(y), x_k = q_sample(x0, k) at a fixed start (t = 400), DDIM with a fixed eta, no guidance.
+DynFaceRestore, per image:
+    DBLM:  levels (y'_k, sigma_k), sigma_1 = sigma_hat > sigma_2 > ...; DSST: t_k = table(sigma_k), start at
+           the first respaced index with timestep >= t_1 from q_sample(y'_1, start);
+    step:  x0_hat (prior) -> x0_tilde (closed form toward the sharpest active level, active once t <= t_k)
+           -> x0 = x0_hat + s (x0_tilde - x0_hat), s none / global / DGSA map (fresh every ``dgsa_every``
+           steps) -> solver's D (ddim | dpmpp_2m; guided again with ``reguide``) -> DDIM update -> callback;
+    eta:   "auto" = clamp(sigma_512 / 10, 0, 1), or fixed.
+A batch may mix starts: the UNet runs only on started images (start + 1 evaluations each); one noise
+generator per image makes a result independent of its batch.
 """
 from __future__ import annotations
 
@@ -165,10 +146,8 @@ class FaceRestoreSampler:
     @torch.no_grad()
     def restore(self, lq: torch.Tensor, seeds: Sequence[int], eta: Any = None,
                 callback: Optional[StepCallback] = None) -> SampleOutput:
-        """Restore ``lq`` ((N,3,R,R) in [-1,1] at the config's resolution) with one seed per image.
-
-        ``eta`` overrides the config ("auto" or a number). ``callback(step)`` is called after every step
-        of the loop (one UNet evaluation of the images that ran it) with a :class:`SamplerStep`.
+        """Restore ``lq`` ((N,3,R,R) in [-1,1]) with one seed per image; ``eta`` overrides the config,
+        ``callback(step)`` gets a :class:`SamplerStep` after every step.
         """
         if lq.ndim != 4 or lq.shape[1] != 3 or tuple(lq.shape[-2:]) != (self.resolution, self.resolution):
             raise ValueError(f"expected (N, 3, {self.resolution}, {self.resolution}) input, got {tuple(lq.shape)}")
@@ -296,12 +275,8 @@ class _IndexCache:
 
 
 class _Guide:
-    """Closed-form guidance of one batch: the levels' spectra (computed once), which level guides each image
-    at each step (a table made once), DGSA maps.
-
-    DGSA runs on an image's first step and then every ``guidance.dgsa_every`` steps of that image; in
-    between the image reuses its last map s. A step that reuses the map runs only the solve, one gather of
-    the map and the blend (on a GPU such steps are bound by kernel launches).
+    """Guidance of one batch: the levels' spectra and each image's guiding level per step (made once), DGSA maps
+    (fresh on an image's first step and every ``guidance.dgsa_every`` steps, reused in between).
     """
 
     def __init__(self, sampler: FaceRestoreSampler, levels, sigmas, level_t):

@@ -1,19 +1,12 @@
-"""DBLM, Dynamic Blur-Level Mapping (docs/method.md section 4): a blindly degraded face y -> K blurred faces.
+"""DBLM (docs/method.md section 4): a degraded face y -> K faces blurred by known Gaussians.
 
     sigma_hat = SDE(y)
     sigma_k   = max(rho^(k-1) sigma_hat, sigma_min),   k = 1..K
     y'_1      = TM(y, sigma_1)
     y'_k      = RM(y, y'_(k-1), sigma_k)               k = 2..K
 
-Each y'_k estimates G_sigma_k * x, the clean face blurred by a known Gaussian; the sampler uses them as
-guidance targets with known kernels, the blurriest first.
-
-Floor (our choice). Blur widths below ``sigma_min`` (``sigma_min_512`` in 512-px units, converted to
-pixels at y's height) cannot be told apart and give guidance the weight of an exact image, so every
-level is clamped to the floor. Once a level reaches it, the following levels repeat it: same sigma, same
-image (copied; RM is not evaluated for those images). ``sigmas`` is therefore non-increasing along k,
-strictly decreasing while above the floor, and sigma_1 = max(sigma_hat, sigma_min); ``sigma_hat`` is
-returned unclamped. Images are clamped to [-1, 1].
+Levels at the floor ``sigma_min`` repeat the previous one (RM not evaluated); ``sigma_hat`` is returned
+unclamped, images clamped to [-1, 1].
 """
 from __future__ import annotations
 
@@ -60,13 +53,9 @@ def merge_section(schema: type, node: Any) -> DictConfig:
 
 
 class LevelSchedule(nn.Module):
-    """The blur widths of the K levels, shared by the learned DBLM and the zero-shot one
-    (``DiffBIR.zero_shot``): sigma_k = max(rho^(k-1) sigma_hat, sigma_min) (module docstring).
+    """The levels' blur widths, sigma_k = max(rho^(k-1) sigma_hat, sigma_min), for the learned and zero-shot DBLM.
 
-    Args:
-        num_levels: K >= 1.
-        rho: ratio of consecutive blur widths, in (0, 1).
-        sigma_min_512: blur floor in 512-px units (pixels at resolution R: sigma_min_512 * R / 512).
+    Args: ``num_levels`` K >= 1, ``rho`` in (0, 1), ``sigma_min_512`` the floor in 512-px units.
     """
 
     def __init__(self, num_levels: int = 3, rho: float = 0.75, sigma_min_512: float = 0.5):
@@ -93,14 +82,7 @@ class LevelSchedule(nn.Module):
 
 
 class DBLM(LevelSchedule):
-    """SDE + TM + RM (module docstring).
-
-    Args:
-        sde: y -> sigma_hat (N,) (``DiffBIR.sde.SigmaEstimator``).
-        tm: (y, sigma) -> image (``DiffBIR.transform.TransformModel``).
-        rm: (y, y_blur, sigma_target) -> image (``DiffBIR.transform.RefinementModel``).
-        num_levels, rho, sigma_min_512: :class:`LevelSchedule`.
-    """
+    """SDE + TM + RM (module docstring); ``num_levels``, ``rho``, ``sigma_min_512`` as in :class:`LevelSchedule`."""
 
     def __init__(self, sde: nn.Module, tm: nn.Module, rm: nn.Module, num_levels: int = 3, rho: float = 0.75,
                  sigma_min_512: float = 0.5):
@@ -109,12 +91,11 @@ class DBLM(LevelSchedule):
 
     @classmethod
     def from_config(cls, node: Any, device: Optional[torch.device] = None) -> "DBLM":
-        """Build the three networks from ``node`` (schema :class:`DBLMConfig`: num_levels, rho,
-        sigma_min_512 and sde/tm/rm = {target, params, ckpt_path}), load their weights (the
-        ``ema_final.pth`` written by train_SDE.py / train_DBLM.py) strictly, and return DBLM in eval mode.
-        A relative ``ckpt_path`` is resolved with :func:`utils.model_factory.resolve_path` (the current
-        directory first, then the repository root), so callers pass config nodes unchanged.
-        Raises ConfigError for a bad node and utils.checkpoint.CheckpointError for a bad checkpoint."""
+        """The three networks of ``node`` (:class:`DBLMConfig`) with their weights loaded strictly, in eval mode.
+
+        Relative ``ckpt_path`` as :func:`utils.model_factory.resolve_path`; ConfigError for a bad node, CheckpointError
+        for a bad checkpoint.
+        """
         kind = node.get("kind", "learned")
         if kind != "learned":
             raise ConfigError(f"dblm config: kind {kind!r} has no networks to load here; allowed: learned "

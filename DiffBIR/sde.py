@@ -1,14 +1,6 @@
-"""SDE, the standard-deviation estimator of DBLM (docs/method.md section 4): y -> sigma_hat.
+"""SDE, DBLM's standard-deviation estimator (docs/method.md section 4.1): y -> sigma_hat ~ sigma*(x, y).
 
-sigma_hat is the width (pixels at the model's resolution) of the Gaussian blur equivalent to the whole
-unknown degradation of y, i.e. a prediction of the training target
-sigma*(x, y) = argmin_sigma || G_sigma * x - U(y) ||^2 (``data.sigma_star.sigma_star``).
-
-Architecture (our choice; the paper gives none): a small residual CNN regressor. A stride-1 stem keeps
-the finest frequencies (blur is a statement about them), each following stage halves the resolution
-with a strided convolution and applies residual blocks, a global average pool removes the spatial
-dimensions, and a two-layer MLP outputs log sigma. Predicting the logarithm keeps sigma_hat > 0 and
-makes the error relative, which matches the loss |log sigma_hat - log(sigma* + eps)|.
+A residual CNN (stride-1 stem, strided stages, global average pool, two-layer MLP) predicting log sigma.
 """
 from __future__ import annotations
 
@@ -38,11 +30,9 @@ class SigmaEstimator(nn.Module):
     """CNN regressor of log sigma.
 
     Args:
-        in_chans: image channels of y.
-        channels: width of each stage; stage i > 0 starts with a stride-2 convolution.
+        channels: width per stage; stage i > 0 starts with a stride-2 convolution.
         blocks_per_stage: residual blocks per stage.
-        log_sigma_init: bias of the output layer, i.e. the initial prediction of log sigma (set it to
-            the log of a typical sigma* to start training near the data).
+        log_sigma_init: the output bias, the initial log sigma.
     """
 
     def __init__(self, in_chans: int = 3, channels: Sequence[int] = (32, 64, 128, 256),
@@ -65,10 +55,6 @@ class SigmaEstimator(nn.Module):
         nn.init.constant_(self.head[-1].bias, float(log_sigma_init))
 
     def forward(self, y: torch.Tensor, log: bool = False) -> torch.Tensor:
-        """sigma_hat > 0 (pixels at y's resolution), or log sigma_hat when ``log``; shape (N,).
-
-        y: (N, in_chans, H, W) in [-1, 1]. The log form is what training regresses (it goes through
-        ``forward`` so that distributed wrappers see the call).
-        """
+        """sigma_hat > 0 in pixels at y's resolution (its log with ``log``), (N,); y: (N, in_chans, H, W) in [-1, 1]."""
         log_sigma = self.head(self.features(y)).squeeze(1)
         return log_sigma if log else log_sigma.exp()

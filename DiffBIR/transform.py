@@ -1,30 +1,9 @@
-"""TM and RM, the two image networks of DBLM (docs/method.md section 4).
+"""TM and RM, the image networks of DBLM (docs/method.md sections 4.2-4.3).
 
-* TM, the transformation model: (y, sigma) -> G_sigma * x, the clean face blurred by a known Gaussian.
-* RM, the refinement model: (y, y_blur, sigma') -> G_sigma' * x, a sharper level (sigma' < sigma) from
-  the LQ input and the blurred image of the previous level.
-
-Both are a SwinIR (``models.swinir.SwinIR``, pixel-unshuffle input as in DifFace) conditioned on the
-target blur through SwinIR's ``cond_channels`` option: one constant map holding
-c = sigma_512 / sigma_scale_512, with sigma_512 = sigma * 512 / H (H = the input height), so that one
-normalisation serves every resolution. The images are stacked on channels (TM: y; RM: y, y_blur).
-
-Residual form (our choice; the paper does not say): with ``residual=True`` the output is
-``base + 2 (f - m)``, where base is y for TM and y_blur for RM, f = SwinIR(stack in [0, 1], c) and m
-is the RGB mean SwinIR adds back to its output (``out_mean``), so the network predicts the change of
-the image, in [-1, 1] units. Both targets are close to their base (sigma* is by definition the blur
-that best explains y; consecutive levels differ by a factor rho of blur), which makes training much
-faster than predicting the image from scratch. ``residual=False`` returns 2 f - 1 (DifFace's SwinIR
-convention, ``SwinIR.restore`` without clamping).
-
-Warm start (our choice, for CPU-scale training; :meth:`SigmaConditionedSwinIR.warm_start`): the backbone
-can start from a trained restorer of the same shape, a global-residual SwinIR on one RGB image (RM0,
-configs/training/swinir_demo64.yaml), whose output is y + 2 g(y) in [-1, 1] units. Every tensor is
-copied; the first convolution, which here reads ``num_inputs`` images and the sigma map, gets the
-restorer's weights on the channels of one chosen image and zeros elsewhere, and its bias absorbs the
-difference of input means (SwinIR subtracts the RGB mean from 3-channel inputs only). With residual=True
-and the restorer's image as base the start is the restorer itself: a warm-started TM(y, sigma) equals
-RM0(y) for every sigma (tests/test_dblm_module.py), and training then only has to learn the blur.
+TM: (y, sigma) -> G_sigma * x; RM: (y, y_blur, sigma') -> G_sigma' * x with sigma' < sigma. A SwinIR on the
+images stacked on channels, conditioned on one constant map c = sigma_512 / sigma_scale_512. ``residual``:
+output ``base + 2 (f - m)`` (base y for TM, y_blur for RM; m SwinIR's output mean), else 2 f - 1.
+:meth:`SigmaConditionedSwinIR.warm_start` copies a trained RM0 so that TM(y, sigma) = RM0(y) for every sigma.
 """
 from __future__ import annotations
 
@@ -53,14 +32,8 @@ def sigma_vector(sigma: Union[float, torch.Tensor], batch: int, like: torch.Tens
 
 
 class SigmaConditionedSwinIR(nn.Module):
-    """SwinIR on ``num_inputs`` stacked RGB images, conditioned on one blur width (module docstring).
-
-    Args:
-        num_inputs: number of RGB images stacked on channels.
-        swinir: keyword arguments of ``models.swinir.SwinIR`` except in_chans, out_chans and
-            cond_channels, which follow from num_inputs.
-        sigma_scale_512: normalisation of the conditioning, c = sigma_512 / sigma_scale_512.
-        residual: predict the change of the base image instead of the image.
+    """SwinIR on ``num_inputs`` stacked RGB images conditioned on c = sigma_512 / ``sigma_scale_512`` (module
+    docstring); ``swinir``: SwinIR's arguments but the channel counts; ``residual``: predict the change.
     """
 
     def __init__(self, num_inputs: int, swinir: Optional[dict] = None, sigma_scale_512: float = 16.0,
@@ -86,10 +59,9 @@ class SigmaConditionedSwinIR(nn.Module):
 
     @torch.no_grad()
     def warm_start(self, restorer: Mapping[str, torch.Tensor], image: int) -> None:
-        """Load a global-residual one-image SwinIR's state_dict into the backbone (module docstring):
-        its first convolution reads stacked image ``image``. ValueError for an image index out of range
-        or a restorer whose first convolution does not read one RGB image; CheckpointError when the
-        other tensors do not fit."""
+        """Load a global-residual one-image SwinIR into the backbone, its first convolution reading stacked image
+        ``image``; ValueError for a bad index or restorer, CheckpointError when other tensors do not fit.
+        """
         if not 0 <= image < self.num_inputs:
             raise ValueError(f"warm start image must be in [0, {self.num_inputs}), got {image}")
         unshuffled = isinstance(self.backbone.conv_first, nn.Sequential)  # (PixelUnshuffle, Conv2d)

@@ -1,34 +1,11 @@
-"""Zero-shot DBLM: the blur levels from a restorer alone, no weights of its own (docs/method.md, section 4.5).
+"""Zero-shot DBLM: the blur levels from a restorer R alone (docs/method.md section 4.5).
 
-With R the restorer (RM0: DifFace's SwinIR at 512 px, the demo RM0 at 64 px) and y the input at the model's
-resolution (so U(y) = y):
-
-    x_R       = R(y)
-    s_R       = sigma*(x_R, y) = argmin_sigma || G_sigma * x_R - y ||^2        (``data.sigma_star``)
+    x_R       = R(y),   s_R = sigma*(x_R, y)                                    (``data.sigma_star``)
     sigma_hat = k s_R,     d_0 = sqrt(k^2 - 1) s_R
     sigma_k   = max(rho^(k-1) sigma_hat, sigma_min, d_0),   k = 1..K          (``DiffBIR.dblm.LevelSchedule``)
-    y'_k      = G_sqrt(sigma_k^2 - d_0^2) * x_R
+    y'_k      = G_sqrt(sigma_k^2 - d_0^2) * x_R  ~  G_sigma_k * x
 
-A restorer trained with an L1/L2 loss leaves a blur of its own: R(y) ~ G_d0 * x. Gaussians compose,
-G_a * G_b = G_sqrt(a^2 + b^2), so y ~ G_s_R * R(y) ~ G_sqrt(s_R^2 + d_0^2) * x and SDE's target sigma*(x, y)
-is sqrt(s_R^2 + d_0^2), not s_R; and G_sqrt(sigma_k^2 - d_0^2) * R(y) ~ G_sigma_k * x is the level the
-learned DBLM would return. The leftover blur grows with the degradation; the model d_0 proportional to s_R
-has one constant, the ratio k = sigma*(x, y) / sigma*(R(y), y), measured on training faces by
-
-    python scripts/calibrate_zero_shot.py --config configs/sample/dynfacerestore_demo_public.yaml --pairs DIR
-
-(DIR: hq/ and lq/ of ``data.make_testset`` on training faces; the config's ``dblm.sigma_ratio``). k = 1 takes
-R(y) as sharp (sigma_hat = s_R, levels G_sigma_k * R(y)). A level finer than d_0 cannot be made from R(y)
-without deblurring, so it is R(y) itself, with its kernel d_0.
-
-It is SDE's training target with the restorer's output standing in for the clean face. The output is the
-learned DBLM's ``DBLMOutput``, so the sampler, the DSST start and the guidance take it unchanged. Cost: one
-restorer pass and one batched sigma* search on the restorer's device.
-
-What it gives up against the learned TM/RM: every level is a blur of one image, so detail R invents or
-misses is in all levels alike, and strong guidance toward them keeps the result close to R(y) (the public
-configs use a weaker global scale than the learned DBLM's). docs/evaluation.md, "Zero-shot DBLM", compares
-the two.
+k = ``dblm.sigma_ratio``, measured by scripts/calibrate_zero_shot.py. Returns the learned DBLM's ``DBLMOutput``.
 """
 from __future__ import annotations
 
@@ -62,13 +39,10 @@ class ZeroShotDBLMConfig:
 
 
 class ZeroShotDBLM(LevelSchedule):
-    """Levels G_sqrt(sigma_k^2 - d0^2) * R(y) with sigma_hat = k sigma*(R(y), y) (module docstring).
+    """Levels G_sqrt(sigma_k^2 - d0^2) * R(y), sigma_hat = k sigma*(R(y), y) (module docstring).
 
-    Args:
-        restorer: a module with ``restore(y)`` ([-1, 1] in and out, same size), e.g. ``models.swinir.SwinIR``.
-        num_levels, rho, sigma_min_512: :class:`DiffBIR.dblm.LevelSchedule`.
-        sigma_max_512, fine_step_512: the sigma* grid in 512-px units.
-        sigma_ratio: k >= 1, sigma*(x, y) / sigma*(R(y), y) on training faces (:func:`calibrate`).
+    ``restorer``: a module with ``restore(y)`` ([-1, 1], same size); ``sigma_max_512``, ``fine_step_512``: the sigma*
+    grid; ``sigma_ratio``: k >= 1 (:func:`calibrate`); the rest as :class:`DiffBIR.dblm.LevelSchedule`.
     """
 
     def __init__(self, restorer: nn.Module, num_levels: int = 3, rho: float = 0.75, sigma_min_512: float = 0.5,

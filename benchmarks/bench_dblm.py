@@ -1,10 +1,8 @@
-"""DBLM cost (SDE, TM, RM, the whole K-level forward) against DifFace's single RM0 restorer pass.
+"""DBLM cost (SDE, TM, RM, the whole K-level forward) against DifFace's single RM0 pass.
 
     OMP_NUM_THREADS=1 python -m benchmarks.bench_dblm --resolution 512 --batch 1 --repeats 2
 
-Same inputs for every network: real faces blurred at sigma_512 = ``--sigma512``. The DBLM forward runs
-SDE once, TM once and RM K - 1 times (K = 3, rho = 0.75; no level reaches the floor at this sigma), so
-its time should be about SDE + TM + 2 RM. Random weights at the real layouts (benchmarks/common.py).
+Real faces blurred at sigma_512 = ``--sigma512``, random weights at the real layouts, round-robin.
 """
 from __future__ import annotations
 

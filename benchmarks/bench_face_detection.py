@@ -2,13 +2,8 @@
 
     python -m benchmarks.bench_face_detection --images 12 --write
 
-Real aligned faces (../shared/data/faces_hq/ffhq1024 and celebref512) are pasted into real backgrounds at
-known scales (140-260 px), rotations (up to 30 degrees) and offsets, two or three per image
-(``data.face_composites``). Per detector: faces found, false alarms, the mean and worst landmark error in
-512-template pixels, the PSNR of the aligned crop against the true crop, and seconds per image. Two
-reference rows: the true landmarks (the crop error of resampling alone), and each detector on the source
-faces alone (padded, not pasted): the "floor", i.e. the face's own deviation from the mean FFHQ template
-that no detector can remove. The report goes to docs/face_detection.md with ``--write``.
+Composites of ``data.face_composites``. Reference rows: the true landmarks, and each detector on the source
+faces alone (the "floor"). ``--write`` appends the report to docs/face_detection.md.
 """
 from __future__ import annotations
 

@@ -1,31 +1,13 @@
-"""End-to-end DifFace vs DynFaceRestore: time per face on a mixed-severity set, throughput per batch size,
-peak memory per batch size.
+"""DifFace against DynFaceRestore: time per face on a mixed-severity set, throughput, peak memory.
 
     OMP_NUM_THREADS=1 python -m benchmarks.bench_sampler --resolution 512 --respacing ddim10 --repeats 1
 
-Mixed set: the evaluation set's construction (``data.make_testset --severity-thirds``: mild / medium /
-severe thirds of the blind degradation, seed 0) on ``--faces`` real faces at the benchmark resolution
-(512: celebref512, 64: the celeba validation faces), made once in the work folder. DynFaceRestore's SDE
-is set to return each face's measured sigma* (benchmarks/common.py), so its DSST start follows the
-severity as a trained SDE's would; DifFace starts every face at t = 400.
-
-* end to end (``--e2e-per-third`` faces of each third, batch 1): both methods restore the same faces,
-  alternately, in one process (the UNet weights shared), at ``--respacing``. ``ddim10`` keeps the
-  timesteps 0, 100, ..., 900: DifFace's t = 400 is index 4 (5 UNet evaluations instead of 101) and a DSST
-  start rounds up to the next multiple of 100, which penalises DynFaceRestore. ``--compile BACKEND`` adds
-  both methods with ``sampler.compile`` on (torch.compile of the UNet) to the same round-robin, and reports
-  each one's first restore, which compiles, apart.
-* composed at ddim250 (every face of the set): per face, DifFace = RM0 + NFE x (UNet + unguided step
-  rest), DynFaceRestore = DBLM + NFE x UNet + n_fresh x guided step rest with a fresh DGSA map +
-  (NFE - n_fresh) x guided step rest reusing it (n_fresh = ceil(NFE / dgsa_every)); "step rest" is a
-  DDIM step with a stub returning the UNet's output (everything but the network), NFE comes from the DSST
-  table at ddim250, and every component is timed in this run (round-robin, batch 1, one medium face).
-  Both methods share the one UNet time, so its noise cancels in the comparison.
-
-Memory (``--mem-batches``): one child process per batch size, which builds the sampler and runs one
-guided DynFaceRestore step (UNet + guidance + DGSA; ``--mem-mode restore`` runs the whole restore);
-reported: peak RSS (ru_maxrss) of the child and its increase over the RSS after loading the networks; on
-CUDA torch.cuda.max_memory_allocated.
+Mixed set: ``data.make_testset --severity-thirds`` on ``--faces`` real faces; the SDE returns each face's sigma*.
+* end to end (``--e2e-per-third`` faces per third, batch 1, methods round-robin) at ``--respacing``; ``ddim10``
+  rounds DSST starts up to the next multiple of 100. ``--compile BACKEND`` adds compiled samplers.
+* composed at ddim250: DifFace = RM0 + NFE (UNet + unguided rest), DynFaceRestore = DBLM + NFE UNet +
+  n_fresh fresh rest + (NFE - n_fresh) reused rest, n_fresh = ceil(NFE / dgsa_every), components timed here.
+* memory (``--mem-batches``): one child process per batch size runs one guided step (or ``--mem-mode restore``).
 """
 from __future__ import annotations
 

@@ -2,12 +2,8 @@
 
     OMP_NUM_THREADS=2 python -m benchmarks.bench_sigma_star --resolution 512 --faces 4 --repeats 3
 
-Real faces (``common.default_faces``) degraded by configs/degradation/difface_blind.yaml at a fixed seed,
-one face per call (batch 1, as the zero-shot DBLM sees a single photo; the dataset also calls it per item).
-Reports the median wall seconds per face of each search, the CPU seconds of the process (all threads; on
-a machine shared with other jobs the wall time grows with the load, the CPU time much less) and the
-largest |difference| of their results; both run the same coarse-to-fine grid (0.01 px steps) on the same
-loss, so a difference is a float near-tie.
+Real faces degraded by configs/degradation/difface_blind.yaml, one face per call, both searches round-robin:
+median wall and CPU seconds per face and the largest difference of their results.
 """
 from __future__ import annotations
 

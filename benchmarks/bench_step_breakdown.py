@@ -1,37 +1,13 @@
-"""One DynFaceRestore sampling step, broken into UNet, closed-form guidance, DGSA and the rest; the step
-optimisations measured against what they replaced, in the same run.
+"""One DynFaceRestore sampling step broken into UNet, closed-form guidance, DGSA and the rest.
 
     OMP_NUM_THREADS=1 python -m benchmarks.bench_step_breakdown --resolution 512 --batches 1 --repeats 3
 
-Inputs (same for every component): real faces at the resolution, level 1 = G_sigma * face with
-sigma_512 = ``--sigma512`` (levels 2, 3 at 0.75 and 0.5625 of it), x_t = q_sample(level 1, i) at the
-respaced index i of DifFace's start (t = 400). The sampler section (guidance lam, padding, dgsa_every)
-is the one of the real sampling config (benchmarks/common.py). Components, timed round-robin:
-
-* ``UNet``: the prior's forward pass (the network evaluation a step costs);
-* ``guidance, before``: ``closed_form_guidance`` toward the sharpest level, as the sampler called it
-  every step until the level spectra were kept (two rfft2 and the transfer function per step);
-* ``guidance, after``: :meth:`models.guidance.LevelSpectra.solve` (one rfft2 + one irfft2 per step), and
-  the one-off ``LevelSpectra`` build per batch; ``guidance, one level``: ``LevelSpectra.solve_level``, the
-  sampler's solve toward its sharpest active level (the level's terms gathered, not weighted and summed);
-* ``DGSA``: ``dgsa.guidance_scale`` (and, for a config whose DGSA runs on a lower-resolution map, the same
-  network at full resolution: the cost before that change);
-* ``x0 modifier``: the sampler's whole per-step guidance (guidance + DGSA or the image's last map +
-  blend; the mean-map bookkeeping only on fresh steps); ``..., before``: the same as the sampler did it
-  before its per-step work was trimmed (:class:`_ModifierBefore`);
-* ``step w/o UNet``: ``ddim_sample`` with a stub model that returns the UNet's output computed once,
-  i.e. everything a step costs besides the network: guided with a fresh DGSA map, guided reusing the
-  last map, unguided (DifFace); ``..., before``: the DDIM step as it was before it skipped the model
-  variance and posterior mean (all of ``p_mean_variance``), ``before (both)`` with the old modifier too;
-* ``full guided step`` (``--full-step``): the real ``ddim_sample`` with the UNet.
-
-The mean overhead per step with ``dgsa_every = N`` is (fresh + (N - 1) reused) / N, of the UNet's time.
-The ``ATen ops`` column counts the non-view operations one call dispatches (``common.dispatched_ops``): on
-a GPU each is at least one kernel launch, which is what the small per-step work is bound by there.
-
-UNet rows (``--unet-variants``): channels_last, bf16 autocast (CPU) / fp16 (CUDA), the sampler's fp16 and
-bf16 trunk (``--precision``), torch.compile (compile time reported separately). ``--precision`` sets the
-UNet precision of the sampler whose step components are timed.
+Inputs: real faces, level 1 = G_sigma * face (sigma_512 = ``--sigma512``; levels 2, 3 at 0.75 and 0.5625 of
+it), x_t = q_sample(level 1, i) at t = 400. Components, timed round-robin: the UNet; the guidance solves and
+the ``LevelSpectra`` build; DGSA (also at full resolution when the config downsamples its map); the x0
+modifier with a fresh or reused map; ``ddim_sample`` with a stub returning the UNet's output (``step w/o
+UNet``); with ``--full-step`` the real step. Mean step rest with ``dgsa_every = N``: (fresh + (N - 1) reused)
+/ N. ``ATen ops``: non-view operations dispatched per call (``common.dispatched_ops``).
 """
 from __future__ import annotations
 
@@ -82,40 +58,8 @@ def _first_level_weights(batch: int, num_levels: int, device) -> torch.Tensor:
     return weights
 
 
-class _ModifierBefore:
-    """The sampler's x0 modifier (sharpest level, DGSA) as it was before its per-step work was trimmed: the
-    level chosen at every step (compare, cumsum, argmax, a one-hot row into the K-level solve), the level
-    image gathered every step, the running map sum and step count updated every step, the blend as three
-    operations. Its one-off tensors are made here, once, as the old sampler made them per batch."""
-
-    def __init__(self, guide, level_t: torch.Tensor):
-        self.guide, self.level_t = guide, level_t
-        self.one_hot = torch.eye(level_t.shape[1], device=level_t.device)
-        self.map_count = torch.zeros(level_t.shape[0], device=level_t.device)
-
-    def __call__(self, idx: torch.Tensor, fresh: bool):
-        guide = self.guide
-
-        def apply(x0_hat, x_t, t_orig):
-            active = t_orig[:, None] <= self.level_t[idx]
-            active[:, 0] = True
-            x0 = x0_hat.float()
-            sharpest = active.long().cumsum(1).argmax(1)
-            x0_tilde = guide.spectra.solve(x0, self.one_hot[sharpest], guide.lam, idx)
-            y_k = guide.levels[idx, sharpest]
-            if fresh:
-                guide.last_map[idx] = guide.sampler.dgsa.guidance_scale(x0, x0_tilde, y_k, t_orig)
-            scale = guide.last_map[idx]
-            guide.map_sum[idx] += scale.expand(-1, 1, *x0.shape[-2:])
-            self.map_count[idx] += 1
-            return (x0 + scale * (x0_tilde - x0)).clamp(-1, 1).to(x0_hat.dtype)
-
-        return apply
-
-
 def _full_resolution_dgsa(sampler, resolution: int):
-    """The config's DGSA with its weights, run at the image size (map_downsample 1): the cost before the
-    lower-resolution map (models/dgsa.py)."""
+    """The config's DGSA with its weights, run at the image size (map_downsample 1)."""
     from utils.config import instantiate
 
     node = common.architectures(resolution)["dgsa"]
@@ -127,14 +71,12 @@ def _full_resolution_dgsa(sampler, resolution: int):
 def _step_components(sampler, batch, args):
     """Timings of one step's components at ``batch`` (module docstring); returns rows and the medians."""
     from models import guidance
-    from models.gaussian_diffusion import ddim_step
     from sampler import _Guide
 
     dev = sampler.device
     levels, sigmas, index, t, x_t, noise, eta = _inputs(sampler, batch, args.sigma512, dev)
     t_orig = sampler.timestep_map[t]
     level_t = sampler._level_steps(sigmas)
-    idx = torch.arange(batch, device=dev)
     everyone = list(range(batch))
     guide = _Guide(sampler, levels, sigmas, level_t)
     lam = float(sampler.scfg.guidance.lam)
@@ -150,19 +92,11 @@ def _step_components(sampler, batch, args):
         def ddim(model, guided, fresh=()):
             return common.guided_step(sampler, guide if guided else None, model, x_t, t, eta, noise, fresh)
 
-        def ddim_before(model, modifier):
-            """The DDIM step as it was before it skipped the model variance: all of p_mean_variance, then the update."""
-            diffusion = sampler.diffusion
-            x0 = diffusion.p_mean_variance(model, x_t, t)["pred_xstart"]
-            x0 = x0 if modifier is None else modifier(x0, x_t, t_orig)
-            return ddim_step(x_t, x0, diffusion.extract("alphas_cumprod", t, x_t.shape),
-                             diffusion.extract("alphas_cumprod_prev", t, x_t.shape), eta.view(-1, 1, 1, 1), noise)
-
         variants = {
             "UNet": lambda: sampler.model(x_t, t_orig),
-            "guidance, before (closed_form_guidance per step)":
+            "guidance, closed_form_guidance per step":
                 lambda: guidance.closed_form_guidance(x0_hat, y_k, sigma_k, lam, pad=guide.spectra.pad),
-            "guidance, after (LevelSpectra.solve per step)": lambda: guide.spectra.solve(x0_hat, first_level, lam),
+            "guidance, LevelSpectra.solve per step": lambda: guide.spectra.solve(x0_hat, first_level, lam),
             "guidance, one level (LevelSpectra.solve_level per step, the sampler's)":
                 lambda: guide.spectra.solve_level(x0_hat, level_1, lam),
             "LevelSpectra build (once per batch)":
@@ -172,21 +106,12 @@ def _step_components(sampler, batch, args):
             "step w/o UNet, guided, fresh DGSA map": lambda: ddim(stub, True, everyone),
             "step w/o UNet, guided, reused DGSA map": lambda: ddim(stub, True),
             "step w/o UNet, unguided (DifFace)": lambda: ddim(stub, False),
-            "step w/o UNet, unguided (DifFace), before (DDIM through p_mean_variance)": lambda: ddim_before(stub, None),
         }
-        if sampler.dgsa is not None and sampler.scfg.guidance.combine == "sharpest":
-            before = _ModifierBefore(guide, level_t)
-            variants["x0 modifier, reused DGSA map, before (level chosen and map summed every step)"] = \
-                lambda: before(idx, False)(x0_hat, x_t, t_orig)
-            variants["step w/o UNet, guided, reused DGSA map, before (both)"] = \
-                lambda: ddim_before(stub, before(idx, False))
-            variants["step w/o UNet, guided, fresh DGSA map, before (both)"] = \
-                lambda: ddim_before(stub, before(idx, True))
         if sampler.dgsa is not None:
             variants["DGSA"] = lambda: sampler.dgsa.guidance_scale(x0_hat, x0_tilde, y_k, t_orig)
             if sampler.dgsa.map_downsample > 1:
                 full = _full_resolution_dgsa(sampler, args.resolution)
-                variants["DGSA, before: the same network at full resolution (map_downsample 1)"] = \
+                variants["DGSA at full resolution (map_downsample 1)"] = \
                     lambda: full.guidance_scale(x0_hat, x0_tilde, y_k, t_orig)
         if args.full_step:
             variants["full guided step (UNet + all), fresh DGSA map"] = \
@@ -253,8 +178,8 @@ def _unet_variants(sampler, args):
 
 
 def _guidance_variants(sampler, args, batch):
-    """Guidance before (closed_form_guidance per step, default pad) and after (LevelSpectra, the sampler's pad),
-    per-image sigmas, against a float64 solve with the same pad."""
+    """closed_form_guidance (default pad, the sampler's pad) and LevelSpectra (the sampler's pad) with per-image
+    sigmas; error against a float64 solve with the same pad."""
     from models import guidance
 
     dev = sampler.device
@@ -267,14 +192,14 @@ def _guidance_variants(sampler, args, batch):
     first_level = _first_level_weights(batch, sigmas.shape[1], dev)
     spectra = guidance.LevelSpectra(stacked, spread_sig, pad=pad)
     variants = {
-        "before: closed_form_guidance (pad of the step's sigma)":
+        "closed_form_guidance (pad of the step's sigma)":
             lambda: guidance.closed_form_guidance(x0_hat, y, spread_sig[:, 0], lam),
-        f"before: closed_form_guidance (pad {pad})": lambda: guidance.closed_form_guidance(x0_hat, y, spread_sig[:, 0],
+        f"closed_form_guidance (pad {pad})": lambda: guidance.closed_form_guidance(x0_hat, y, spread_sig[:, 0],
                                                                                            lam, pad=pad),
-        f"after: LevelSpectra.solve per step (pad {pad})": lambda: spectra.solve(x0_hat, first_level, lam),
-        f"after: LevelSpectra.solve_level per step (pad {pad}), the sampler's":
+        f"LevelSpectra.solve per step (pad {pad})": lambda: spectra.solve(x0_hat, first_level, lam),
+        f"LevelSpectra.solve_level per step (pad {pad}), the sampler's":
             lambda: spectra.solve_level(x0_hat, first_level.argmax(1), lam),
-        "after: LevelSpectra build, once per batch": lambda: guidance.LevelSpectra(stacked, spread_sig, pad=pad),
+        "LevelSpectra build, once per batch": lambda: guidance.LevelSpectra(stacked, spread_sig, pad=pad),
     }
     with torch.no_grad():
         ref_default = guidance.closed_form_guidance(x0_hat.double(), y.double(), spread_sig[:, 0], lam)
@@ -322,7 +247,7 @@ def main(argv=None) -> int:
     if unet_rows:
         tables.append("UNet variants (same input; error = max |out - fp32 out|):\n\n" + common.markdown_table(
             ["batch", "variant", "median ms", "min-max ms", "speed-up", "max abs error"], unet_rows))
-    tables.append("Closed-form guidance, before / after (per-image sigmas 0.5-1.5 x level 1; error vs float64):\n\n"
+    tables.append("Closed-form guidance (per-image sigmas 0.5-1.5 x level 1; error vs float64):\n\n"
                   + common.markdown_table(["batch", "variant", "median ms", "min-max ms", "speed-up",
                                            "max abs error"], guid_rows))
     verdict = "holds" if overhead < 0.15 else "does NOT hold"

@@ -1,27 +1,16 @@
-"""Time per face against the step count: the UNet beside the per-face fixed costs, composed from parts
-measured in one run, and the ratio to DifFace's default (ddim250, start t = 400, 101 UNet evaluations).
+"""Time per face against the step count, composed from parts measured in one run, and its ratio to DifFace's
+default (ddim250, t = 400, 101 UNet evaluations).
 
     OMP_NUM_THREADS=1 python -m benchmarks.bench_steps --resolution 512 --faces 12 --steps 250 100 50 25 12
 
-Parts (``bench_sampler._components``: random weights at the real layouts, batch 1, medians of
-``--component-repeats`` round-robin rounds): RM0, DBLM (SDE, TM and the RM levels), one UNet evaluation,
-and a step without the UNet (the DDIM update and everything around it): unguided, guided with a fresh
-DGSA map, guided reusing the last map; DGSA's own cost is the difference of the last two.
-Per face of the mixed set (``bench_sampler._mixed_set``: the evaluation set's severity thirds on
-``--faces`` real faces, the SDE returning each face's sigma*), at ``ddimN``:
+Per face of the mixed set at ``ddimN`` (parts from ``bench_sampler._components``, round-robin medians):
 
     DynFaceRestore = DBLM + NFE x UNet + n_fresh x fresh step + (NFE - n_fresh) x reused step,
+    DifFace        = RM0 + 101 x (UNet + unguided step),
 
-NFE = the DSST start index at ddimN + 1, n_fresh = ceil(NFE / dgsa_every); DifFace's default =
-RM0 + 101 x (UNet + unguided step). The second-order solver adds one multiply-add of the x0 per step
-(not timed apart: it is below the spread of the step rest).
-
-``--demo-lq DIR`` times instead the real 64 px demo models (configs/sample/dynfacerestore_demo.yaml) end to
-end on the LQ faces of DIR (an evaluation set's ``lq`` folder), in batches of ``--bs``: DifFace and
-DynFaceRestore with the paper's preset and DynFaceRestore at each ``--steps`` with each ``--solvers`` (the
-rest of the config as it is, its ``guidance.reguide`` included), one
-process, the variants round-robin (``common.interleaved``), so that load changes on a shared machine hit
-all of them alike; seconds per face are the medians of ``--repeats`` whole passes over the faces.
+NFE = the DSST start index at ddimN + 1, n_fresh = ceil(NFE / dgsa_every). ``--demo-lq DIR`` instead restores
+the LQ faces of DIR end to end with the real 64 px demo models, the variants round-robin in one process,
+medians of ``--repeats`` passes.
 """
 from __future__ import annotations
 

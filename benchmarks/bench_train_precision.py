@@ -1,11 +1,8 @@
-"""One training step (forward, L1 / MSE loss, backward, AdamW) in fp32 and under bf16 autocast.
+"""One training step (forward, L1 / MSE loss, backward, AdamW) in fp32 and under bf16 autocast (``train.amp``).
 
     OMP_NUM_THREADS=2 python -m benchmarks.bench_train_precision --resolution 64 --batch 16 --repeats 5
 
-The trainers (``train.amp`` of main.py, train_DBLM.py and train_SDE.py) run
-bf16 autocast on the CPU too; this measures what it buys for each network of the scale's sampling config
-(the prior's UNet, RM0, SDE, TM, RM), batch ``--batch`` of random images, random weights at the real
-layouts (benchmarks/common.py). Variants run round-robin, so both see the same machine load.
+Every network of the scale's sampling config, random weights and images, variants round-robin.
 """
 from __future__ import annotations
 

@@ -1,23 +1,9 @@
-"""Shared pieces of the benchmark scripts: random-weight setups at the real layouts, timing, memory, output.
+"""Shared pieces of the benchmarks: random-weight setups at the real layouts, timing, memory, output.
 
-Setups. :func:`make_setup` writes random-weight checkpoints of every network of a sampling config and a
-sampling config that points at them, so the samplers run the real code at the real sizes without the
-public or trained weights (timings do not depend on the weight values):
-
-every layout, the diffusion, the DBLM settings and the sampler section come from the scale's real
-sampling config (512 px: configs/sample/dynfacerestore_ffhq512.yaml, whose layouts
-tests/test_config_consistency.py ties to the training configs; 64 px: configs/sample/dynfacerestore_demo.yaml);
-only the respacing and the method / guidance mode are set by the benchmark.
-
-The SDE is made constant: zero output weights and bias log(sigma), so sigma_hat = sigma exactly and a
-benchmark chooses the severity of every face (:func:`set_sde_sigma`). The DSST table is built with
-``models.dsst_build.build_from_config`` and the scale's configs/dsst/*.yaml from a few real faces of
-../shared/data/faces_hq/celebref512.
-
-Timing: :func:`interleaved` runs the variants round-robin (baseline and variants alternate, so load
-changes on a shared machine hit all of them alike) and the scripts report medians. Memory: on CPU the
-peak resident set (``ru_maxrss``) of a child process per configuration; on CUDA
-``torch.cuda.max_memory_allocated``.
+:func:`make_setup` writes random-weight checkpoints and a sampling config from the scale's real one (512 px:
+configs/sample/dynfacerestore_ffhq512.yaml, 64 px: the demo config), with a constant SDE
+(:func:`set_sde_sigma`) and a DSST table from a few real faces. :func:`interleaved` times variants
+round-robin. Memory: peak RSS of a child process (CPU), ``torch.cuda.max_memory_allocated`` (CUDA).
 """
 from __future__ import annotations
 
@@ -103,10 +89,9 @@ DEGRADATION_64 = REPO_ROOT / "configs/degradation/demo64.yaml"
 
 
 def thirds_testset(out_dir: Path, resolution: int, count: int) -> Path:
-    """The evaluation set's construction (``data.make_testset --severity-thirds``, seed 0) on ``count`` real
-    faces, made once under ``out_dir``: at 512 px celebref512 faces taken round-robin over the identities
-    (linked under unique names, the folder repeats file names), at 64 px the celeba validation faces with
-    the demo degradation (scripts/evaluate_demo.py's set)."""
+    """``data.make_testset --severity-thirds`` (seed 0) on ``count`` real faces under ``out_dir``: celebref512 faces
+    round-robin over identities at 512 px, the celeba validation faces with the demo degradation at 64 px.
+    """
     from data.make_testset import make_testset
     from utils.image_io import list_images
 
@@ -171,10 +156,8 @@ def dsst_table(out_dir: Path, resolution: int, faces: Sequence[Path]) -> Path:
 
 def make_setup(out_dir: Path, resolution: int, faces: Sequence[Path], respacing: str,
                method: str = "dynfacerestore", guidance: str = "dgsa", sampler: Optional[dict] = None) -> Path:
-    """Write random-weight checkpoints (cached in ``out_dir``), the DSST table and a sampling config.
-
-    ``respacing`` is the DDIM respacing (e.g. "ddim10"); ``sampler`` overrides entries of the sampler
-    section. Returns the config path.
+    """Random-weight checkpoints (cached in ``out_dir``), the DSST table and a sampling config at ``respacing``, with
+    ``sampler`` overriding the sampler section; returns the config path.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,23 +1,8 @@
-"""Gaussian blur with known kernels (docs/method.md section 2).
+"""Gaussian blur with known kernels on float NCHW tensors (docs/method.md sections 1-2).
 
-Everything here works on float NCHW tensors; sigma is the standard deviation in pixels at the
-image's own resolution (sigma_512 = sigma * 512 / resolution, docs/method.md section 1).
-
-Kernel. ``gaussian_kernel1d`` samples exp(-k^2 / (2 sigma^2)) for integer k in [-r, r], with
-r = ``kernel_radius(sigma)`` = ceil(4 sigma) (>= 1 for sigma > 0), and normalises it to sum 1. The
-2-D blur is the separable product of this kernel along H and W. The closed-form Fourier guidance
-(models/guidance.py) builds its transfer function from the same kernel, so blurring and guidance agree.
-Below sigma ~ 0.3 px the sampled kernel is numerically the identity (the first tap is
-exp(-1 / (2 sigma^2)) < 4e-3), so blur levels under ~0.3 px cannot be told apart.
-
-Boundary. Reflect (whole-sample symmetric, PyTorch ``'reflect'`` = scipy ``'mirror'`` = OpenCV
-``BORDER_REFLECT_101``), extended to any kernel radius by *repeated* reflection: the image is
-continued as the periodic mirror signal of period 2n - 2 (n = the side length), the limit of
-reflecting the reflected image again. For r < n this is exactly PyTorch's reflect padding; for
-r >= n (where ``F.pad(mode='reflect')`` fails) it stays well defined, and a side of length 1 is
-continued as a constant. Padding is done by index arithmetic (``mirror_indices``) and one gather.
-
-sigma* (the equivalent Gaussian blur of a degradation) is in data/sigma_star.py.
+Kernel: exp(-k^2 / (2 sigma^2)) at integers |k| <= r = ceil(4 sigma), normalised; separable along H and W.
+Boundary: reflect-101 extended to any radius by repeated reflection (the periodic mirror signal of period
+2n - 2; a side of length 1 continues as a constant), done by index arithmetic (:func:`mirror_indices`).
 """
 from __future__ import annotations
 
@@ -52,10 +37,8 @@ def kernel_radius(sigma: float) -> int:
 
 def gaussian_kernel1d(sigma: float, radius: Optional[int] = None, dtype: torch.dtype = torch.float64,
                       device=None) -> torch.Tensor:
-    """Normalised samples of exp(-k^2 / (2 sigma^2)), k = -r..r (length 2r + 1); sigma 0 gives the delta.
-
-    ``radius`` defaults to ``kernel_radius(sigma)``; another radius truncates or extends the sampled
-    tails (then normalised again). ``gaussian_blur`` always uses the default radius.
+    """Normalised samples of exp(-k^2 / (2 sigma^2)), k = -r..r, r = ``radius`` or ``kernel_radius(sigma)``; sigma 0:
+    the delta.
     """
     r = kernel_radius(sigma) if radius is None else int(radius)
     if r < 0:
@@ -105,11 +88,10 @@ def _padded_kernel(sigma: float, radius: int, dtype: torch.dtype, device) -> tor
 
 
 def gaussian_blur(x: torch.Tensor, sigma: SigmaLike) -> torch.Tensor:
-    """Separable Gaussian blur of an (N, C, H, W) tensor, one sigma per image (float or (N,) tensor).
+    """Separable Gaussian blur of (N, C, H, W), one sigma per image (float or (N,) tensor).
 
-    Each image's kernel (its own radius) is zero-padded to the batch's largest radius R, and all are applied as one depthwise
-    convolution per axis after repeated-reflection padding by R (module docstring). sigma 0 leaves an
-    image unchanged (all-zero sigmas return ``x`` itself). Output has the dtype and device of ``x``.
+    Kernels zero-padded to the batch's largest radius R, one depthwise convolution per axis after repeated-
+    reflection padding by R; sigma 0 leaves an image unchanged. Output in the dtype and device of ``x``.
     """
     if x.ndim != 4:
         raise ValueError(f"gaussian_blur expects an (N, C, H, W) tensor, got shape {tuple(x.shape)}")

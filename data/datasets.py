@@ -1,10 +1,7 @@
-"""HQ face datasets (folder or file list) with on-the-fly blind degradation and sigma* (docs/method.md section 2).
+"""HQ face datasets with on-the-fly blind degradation and sigma* (docs/method.md section 2).
 
-Randomness: item ``index`` of epoch ``epoch`` draws everything (flip, degradation) from
-``item_rng(seed, index, epoch)`` = ``np.random.default_rng([seed, epoch, index])``, a generator that
-depends on nothing else. Data are therefore identical whatever the number of DataLoader workers or
-distributed ranks that load them, distinct between items and between epochs (call ``set_epoch``
-each epoch, as with a DistributedSampler), and reproducible from the seed.
+Item ``index`` of epoch ``epoch`` draws everything from ``item_rng(seed, index, epoch)`` =
+``np.random.default_rng([seed, epoch, index])``: the same data for any number of workers or ranks.
 """
 from __future__ import annotations
 

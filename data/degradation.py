@@ -2,31 +2,12 @@
 
     y = JPEG_q( (k * x) downarrow_s + n ),    lq_up = U(y) = bicubic resize of y back to the HQ size
 
-following GFPGAN's ``FFHQDegradationDataset`` with DifFace's ranges (configs/degradation/difface_blind.yaml):
-1. blur with a 2-D Gaussian kernel k: 'iso' (sigma_x = sigma_y, no rotation) or 'aniso'
-   (sigma_x, sigma_y drawn independently, rotation theta ~ U[-pi, pi]), the GFPGAN/BasicSR bivariate
-   Gaussian exp(-0.5 p^T Sigma^-1 p), Sigma = R(theta) diag(sigma_x^2, sigma_y^2) R(theta)^T, sampled on
-   a ``blur_kernel_size`` x ``blur_kernel_size`` grid and normalised; boundary BORDER_REFLECT_101;
-2. downsample by a factor s ~ U[downsample_range] to (floor(W / s), floor(H / s)) (bilinear or area);
-3. additive Gaussian noise, std ~ U[noise_range] / 255, clipped to [0, 1];
-4. JPEG at quality q ~ U[jpeg_range] (OpenCV, integer q; the image is quantised to 8 bits there);
-5. resize back to the HQ size with bicubic interpolation (U), clipped to [0, 1];
-6. with probability ``gray_prob`` the LQ is converted to gray (and, with ``gt_gray``, so is the HQ:
-   callers apply ``to_gray`` to the HQ when ``params['gray']`` is true, see data/datasets.py).
-Color jitter (off in DifFace) is not implemented.
-
-Resolution. Ranges are given at ``reference_resolution`` (512 px in DifFace). At a resolution R:
-* blur sigmas scale with the image: sigma_px = sigma_ref * R / reference_resolution, and so does the
-  kernel size (size_px = the odd integer nearest to blur_kernel_size * R / reference_resolution, at least
-  3), so the kernel has the same shape relative to the face at every resolution, including GFPGAN's
-  truncation of wide kernels (41 taps for sigma up to 15 px at 512);
-* the downsampling factor is a ratio and is kept, except that the LQ must keep at least
-  ``min_lq_size`` pixels: s is drawn uniformly from [lo, min(hi, R / min_lq_size)] (at 512 px the
-  DifFace range 0.8-32 is unchanged for min_lq_size <= 16; at 64 px and min_lq_size 4 it becomes 0.8-16);
-* noise (per pixel, 0-255 scale) and JPEG quality are resolution-free and kept.
-
-Reproducibility: every random number comes from the ``rng`` argument, in a fixed order, so the
-same (image, seed, config) gives the same LQ bit for bit. ``params`` records every draw.
+k: 'iso' or 'aniso' bivariate Gaussian exp(-0.5 p^T Sigma^-1 p), Sigma = R(theta) diag(sigma_x^2, sigma_y^2)
+R(theta)^T, on a ``blur_kernel_size`` grid, BORDER_REFLECT_101; s ~ U[downsample_range]; n Gaussian, std ~
+U[noise_range] / 255; q ~ U[jpeg_range]; gray with probability ``gray_prob``. Ranges are given at
+``reference_resolution``; at R the blur sigma and kernel size scale by R / reference, s is capped at
+R / ``min_lq_size``, noise and JPEG quality are kept. Every draw comes from ``rng`` in a fixed order and is
+recorded in ``params``.
 """
 from __future__ import annotations
 
@@ -138,12 +119,8 @@ def load_degradation_config(source: Union[str, Path, dict, DictConfig, Degradati
 
 
 def severity_config(cfg: DegradationConfig, resolution: int, level: int, levels: int = 3) -> DegradationConfig:
-    """The sub-range ``level`` (0 = mildest) of ``levels`` equal parts of every severity range.
-
-    blur sigma, downsampling factor (its range at ``resolution``, after the min_lq_size cap) and noise
-    are split into ``levels`` equal intervals, the ``level``-th taken; JPEG quality likewise, reversed
-    (mild = high quality). Kernel types and gray probability are unchanged. Used for the mild / medium /
-    severe thirds of data/make_testset.py.
+    """Part ``level`` (0 = mildest) of ``levels`` equal parts of the blur, downsampling (at ``resolution``) and noise
+    ranges, and of the reversed JPEG range; kernel types and gray probability unchanged.
     """
     if not 0 <= level < levels:
         raise ValueError(f"severity level must be in [0, {levels}), got {level}")

@@ -1,18 +1,7 @@
-"""Whole photos with known faces: aligned real faces pasted into real backgrounds (docs/face_detection.md).
+"""Whole photos with known faces: aligned real faces pasted into public-domain backgrounds (docs/face_detection.md).
 
-An FFHQ-aligned face of size S (FFHQ, CelebRef-HQ) has its 5 landmarks at the FFHQ template scaled to S
-(``faces.align.face_template(S)``), up to the face's own deviation from the mean template. Pasting it
-with a known similarity transform ``T`` (scale, rotation about the face centre, offset) therefore gives a
-composite whose true landmarks are ``T(template)``, and whose true aligned crop is the source face itself.
-A detector + aligner is then scored by
-
-* the mean landmark error in template pixels: detected points mapped back into the source face by
-  ``T^-1``, rescaled to the 512 template, distance to the template points (this includes the face's own
-  deviation from the mean template, the same for every detector);
-* the PSNR of the aligned crop of the composite against the source face resized to the crop size.
-
-Backgrounds are scikit-image's public-domain photos without human faces (coffee, rocket, the cat
-``chelsea``, the Hubble deep field), resized to the composite size. Everything is deterministic in the seed.
+A face pasted with a known similarity T has true landmarks T(template) and true aligned crop the source face;
+a detector is scored by its landmark error mapped back by T^-1 (512 template pixels) and its crop's PSNR.
 """
 from __future__ import annotations
 
@@ -99,10 +88,8 @@ def _load_face(path: Path, max_size: int) -> np.ndarray:
 def make_composite(faces: Sequence[Path], seed: int, size: Tuple[int, int] = (720, 1080),
                    face_px: Tuple[float, float] = (140.0, 260.0), max_angle: float = 30.0,
                    background_name: str | None = None, max_tries: int = 200) -> Composite:
-    """Paste ``faces`` (aligned, square) into one background at random non-overlapping places.
-
-    Each face gets a side of ``face_px`` pixels (uniform), an angle in [-max_angle, max_angle] and a
-    centre such that its rotated square stays inside the image and clear of the other faces.
+    """Paste aligned square ``faces`` into one background: side ``face_px`` (uniform), angle in [-max_angle,
+    max_angle], inside the image and clear of the other faces.
     """
     rng = np.random.default_rng(seed)
     name = background_name or BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]

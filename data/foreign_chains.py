@@ -1,19 +1,11 @@
 """Degradation chains written independently of ``data.degradation``, for evaluation only (docs/evaluation.md).
 
-The demo models are trained on this project's own blind degradation (DifFace / GFPGAN's chain), so a
-test set degraded by the same code flatters them. These chains use other libraries' operators and other
-kernels, each with its parameters drawn per image from ``numpy.random.default_rng([seed, index])``:
-
-* ``opencv``: OpenCV Gaussian blur (sigma 1-3 px at 64 px), INTER_AREA downsampling to 16 px and
-  INTER_CUBIC back, additive Gaussian noise of std 4/255, OpenCV JPEG at quality 60;
-* ``pillow``: a linear motion blur (length 3-7 px, any angle, ``cv2.filter2D`` with a line kernel whose
-  anti-aliased line is centred only to within 0.71 px, so it also shifts the face slightly), Pillow BOX
-  downsampling by 3 and BILINEAR back, Pillow JPEG at quality 35-55.
-
-Sizes scale with the resolution (the numbers above are for 64 px). ``opencv_ops`` and ``pillow_ops`` are
-the same operators with every parameter given, for images of any size (``data.photo_degradation``). ``make_chain_testset`` writes
-``<out>/hq/<name>.png``, ``<out>/lq/<name>.png`` and ``<out>/chain.json`` (chain, seed, per-image
-parameters).
+Parameters per image from ``numpy.random.default_rng([seed, index])``; sizes for 64 px, scaled with the
+resolution:
+* ``opencv``: Gaussian blur (sigma 1-3 px), INTER_AREA to 16 px and INTER_CUBIC back, noise std 4/255, JPEG 60;
+* ``pillow``: linear motion blur (3-7 px, any angle), BOX down by 3 and BILINEAR back, JPEG 35-55.
+``opencv_ops`` / ``pillow_ops`` take every parameter; ``make_chain_testset`` writes ``hq/``, ``lq/`` and
+``chain.json``.
 """
 from __future__ import annotations
 

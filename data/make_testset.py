@@ -1,18 +1,11 @@
-"""Make a CelebA-Test-style paired test set: HQ faces and their blind degradation at a fixed seed.
+"""Make a paired test set: HQ faces and their blind degradation at a fixed seed.
 
     python -m data.make_testset --source ../shared/data/faces_hq/celeba128_val.txt --out DIR \
         --resolution 64 --seed 0 --config configs/degradation/difface_blind.yaml [--severity-thirds]
 
-Writes DIR/hq/NAME.png (the face at --resolution), DIR/lq/NAME.png (the degraded image resized back
-to the HQ size, U(y)) and DIR/degradations.json (seed, resolution, source, the full config, and per
-image its parameters, severity and sigma*, computed on the 8-bit images as written). All files are
-written atomically. Image i uses ``item_rng(seed, i)`` (data/datasets.py) without flip, so the set
-equals epoch 0 of ``FaceDataset(source, resolution, flip=False, degradation=cfg, seed=seed)``.
-
-Severity thirds (--severity-thirds): the images, in list order, are split into three contiguous
-blocks, mild / medium / severe; block k is degraded with ``severity_config(cfg, resolution, k)``: the
-k-th third of the blur sigma, downsampling factor (at this resolution) and noise ranges and the
-(reversed) k-th third of the JPEG quality range. Without it every image draws from the full ranges.
+Writes DIR/hq/, DIR/lq/ (U(y)) and DIR/degradations.json (config, per-image parameters, severity, sigma*),
+atomically; image i uses ``item_rng(seed, i)``, so the set equals epoch 0 of the unflipped ``FaceDataset``.
+``--severity-thirds``: contiguous mild / medium / severe blocks drawn from ``severity_config(cfg, resolution, k)``.
 """
 from __future__ import annotations
 

@@ -1,12 +1,4 @@
-"""Fixed-strength degradations of whole photos, for measuring face restoration in context.
-
-Three chains, each at a mild and a severe setting, with every size in pixels of the photo (so a face
-pasted at 5x the model's resolution is degraded exactly like the rest of the photo, as a camera would):
-
-* ``project``: this repository's blind degradation (``data.degradation.degrade``) with every range
-  collapsed to one value: isotropic Gaussian blur, bilinear downsampling, no noise, OpenCV JPEG;
-* ``opencv`` and ``pillow``: the operators of ``data.foreign_chains`` (written independently of the
-  project's degradation) at the strengths below.
+"""Fixed-strength degradations of whole photos (docs/whole_photos.md), every size in pixels of the photo.
 
 | chain, setting | blur | downsampling | noise | JPEG |
 |---|---|---|---|---|
@@ -17,15 +9,14 @@ pasted at 5x the model's resolution is degraded exactly like the rest of the pho
 | pillow, mild | motion 2 px | x1.5 (box) | - | 85 |
 | pillow, severe | motion 5 px | x3 (box) | - | 45 |
 
-and three single degradations, each with its strength drawn per photo (uniform in the range):
+``project``: ``data.degradation.degrade`` with every range collapsed to one value; ``opencv`` / ``pillow``: the
+operators of ``data.foreign_chains``. Three single degradations draw their strength per photo (uniform):
 
 | kind | operation |
 |---|---|
 | noise, only | Gaussian noise of std 5-20 /255, saved losslessly (8 bits) |
 | jpeg, only | OpenCV JPEG at quality 10-30 |
 | blur, only | Gaussian blur of std 1-4 px, saved losslessly (8 bits) |
-
-The project's mild and severe settings are those of the whole-photo measurement in docs/whole_photos.md.
 """
 from __future__ import annotations
 

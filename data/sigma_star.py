@@ -1,40 +1,18 @@
-"""sigma*, the Gaussian blur equivalent to a whole degradation (docs/method.md, section 2).
+"""sigma*, the Gaussian blur equivalent to a whole degradation (docs/method.md section 2).
 
-    sigma*(x, y) = argmin over the grid {0, d, 2d, ..., sigma_max} of  L(sigma) = || G_sigma * x - U(y) ||^2
+    sigma*(x, y) = argmin over {0, d, 2d, ..., sigma_max} of  L(sigma) = || G_sigma * x - U(y) ||^2
 
-(sum over C, H, W; x the HQ face, U(y) the LQ resized back to the HQ size, G_sigma the project's blur
-``data.blur.gaussian_blur``, d = ``fine_step``). It is SDE's training target and the zero-shot DBLM's
-estimate (``DiffBIR.zero_shot``).
+(U(y): the LQ resized to the HQ size; d = ``fine_step``). Search: a coarse grid for all images, then each
+image's best refined by ``REFINE_FACTOR`` per level (L assumed unimodal within a coarse step).
 
-Search (shared by both losses). All images are scored on a coarse sub-grid (step ``coarse_step``), then
-each image's best value is refined hierarchically (the step is divided by ``REFINE_FACTOR`` per level,
-searching +-the previous step around the current best) down to the fine grid; every level scores all
-images and all their candidates in one call. This assumes L is unimodal within one coarse step of its
-coarse minimum, which holds for blur-like degradations (L is smooth in sigma).
-
-Two evaluations of the same L:
-
-``sigma_star_spatial`` (the reference): blurs x once per candidate with ``gaussian_blur`` and sums the
-squared difference; docs/benchmarks.md gives both searches' time per 512 px face.
-
-``sigma_star`` (the fast one, used by data/ and the zero-shot DBLM): exact in the Fourier domain.
-``gaussian_blur`` with its repeated-reflection boundary is a circular convolution of the periodic mirror
-continuation E(x) (period P = 2n - 2 per axis) with the wrapped kernel, whose DFT g_sigma is real and
-separable (``data.blur.kernel_spectrum1d``). With X, Y the 2-D DFTs of E(x), E(U(y)) and
-A = sum_c |X|^2, B = sum_c Re(X conj(Y)), Parseval gives the loss over one whole period
+``sigma_star_spatial`` (the reference) blurs x per candidate. ``sigma_star`` evaluates the same L in the Fourier
+domain: ``gaussian_blur`` is circular on the mirror continuation E (period P = 2n - 2 per axis), so with X, Y
+the DFTs of E(x), E(U(y)), A = sum_c |X|^2 and B = sum_c Re(X conj(Y)),
 
     L_per(sigma) = (1 / (P_h P_w)) sum_f [ g_h^2 g_w^2 A - 2 g_h g_w B + |Y|^2 ],
-
-a pair of matrix-vector products per candidate over spectra computed once. One period holds every
-interior row and column twice and the border rows/columns once (corners once in both directions), so
-
     L = L_per / 4 + 1/2 (sum of d^2 over the four border lines) - 1/4 (sum of d^2 over the four corners),
 
-d = G_sigma * x - U(y). The border lines of G_sigma * x are cheap: row 0 is (k_h . x) blurred along W,
-k_h the first row of the 1-D mirror-blur operator (the wrapped kernel with its interior taps doubled),
-so each costs one weighted sum over the image and a 1-D blur. The result equals the spatial search up
-to float64 rounding (a near-tie of two grid values may resolve differently); tests/test_sigma_star.py
-checks both, and docs/benchmarks.md gives the speed.
+d = G_sigma * x - U(y); a border line of G_sigma * x is one weighted sum over the image and a 1-D blur.
 """
 from __future__ import annotations
 
@@ -67,10 +45,7 @@ def _check(hq: torch.Tensor, lq_up: torch.Tensor, fine_step: float, name: str) -
 
 def grid_search(loss: GridLoss, n: int, sigma_max: float, coarse_step: Optional[float],
                 fine_step: float) -> torch.Tensor:
-    """Coarse-to-fine argmin (module docstring) of ``loss`` for ``n`` images; (N,) float64 sigmas on the CPU.
-
-    coarse_step defaults to sigma_max / COARSE_INTERVALS; both are rounded to multiples of fine_step.
-    """
+    """Coarse-to-fine argmin of ``loss`` for ``n`` images (module docstring): (N,) float64 sigmas on the CPU."""
     top = max(1, round(sigma_max / fine_step))  # grid index of sigma_max
     if coarse_step is None:
         coarse_step = sigma_max / COARSE_INTERVALS
@@ -104,11 +79,8 @@ def _prepare(name: str, hq, lq_up, sigma_max, fine_step):
 @torch.no_grad()
 def sigma_star_spatial(hq: torch.Tensor, lq_up: torch.Tensor, sigma_max: Optional[float] = None,
                        coarse_step: Optional[float] = None, fine_step: float = FINE_STEP) -> torch.Tensor:
-    """sigma* per image by blurring ``hq`` once per candidate (the reference; module docstring).
-
-    hq, lq_up: (N, C, H, W), same shape and value range. sigma_max defaults to
-    ``default_sigma_max(max(H, W))``. Computation runs in hq's dtype (at least float32). Returns a float32
-    (N,) tensor on hq's device.
+    """sigma* per image by blurring ``hq`` per candidate (the reference); hq, lq_up: (N, C, H, W); computes in hq's
+    dtype (at least float32); float32 (N,) on hq's device.
     """
     hq, lq_up, sigma_max = _prepare("sigma_star_spatial", hq, lq_up, sigma_max, fine_step)
 
@@ -140,10 +112,7 @@ def _dct1_matrix(n: int, device: torch.device) -> torch.Tensor:
 
 class BlurFit:
     """L(sigma) = ||G_sigma * x - y||^2 of a batch from spectra computed once (module docstring): :meth:`loss`.
-
-    The spectra are DCT-I matrix products in float32 (one GEMM pair per channel), kept in float64: a float32
-    rounding of the spectra perturbs L like a 1e-7 change of the images, and every sum of squares that
-    cancels (the expanded Parseval forms) runs in float64.
+    Spectra and the cancelling sums of squares are kept in float64.
     """
 
     def __init__(self, hq: torch.Tensor, lq_up: torch.Tensor):

@@ -1,34 +1,11 @@
 """DGSA, the dynamic guidance-scaling adjuster (docs/method.md section 7).
 
-A small time-conditioned UNet looks at the prior's clipped prediction ``x0_hat``, the closed-form
-guided image ``x0_tilde`` (models/guidance.py), the blurred level ``y_k`` that guided it and the
-ORIGINAL timestep t, and predicts per pixel the scale b of a Laplace model of the residual
+    x - x0_tilde ~ Laplace(0, b),   b = b_min + softplus(up_f(f_theta(pool_f(x0_hat, x0_tilde, y_k), t))),
+    s = s_max / (1 + b / b_ref)  in (0, s_max],    x0 = x0_hat + s (x0_tilde - x0_hat).
 
-    x - x0_tilde ~ Laplace(0, b),   b = b_min + softplus(f(x0_hat, x0_tilde, y_k, t))   (N, 1, H, W),
-
-with x the clean face. Trained by minimising the Laplace negative log-likelihood (:func:`laplace_nll`).
-b is small where x0_tilde is trustworthy (contours, the low frequencies the blurred level carries) and
-large where detail must be generated (hair, skin texture). The sampler turns it into the guidance map
-
-    s = s_max / (1 + b / b_ref)   in (0, s_max],  s_max <= 1,
-
-(s = s_max / 2 at b = b_ref, decreasing in b) and uses x0 = x0_hat + s (x0_tilde - x0_hat).
-
-Architecture: the improved-diffusion building blocks of models/unet.py and models/nn.py (ResBlock with
-FiLM timestep conditioning, Downsample/Upsample, the sinusoidal ``timestep_embedding``), arranged as a
-UNet without attention (full-resolution attention would dominate the cost at 512 px); input
-concat(x0_hat, x0_tilde, y_k) = 3 ``in_channels``. Widths ``model_channels * channel_mult[i]`` must be
-multiples of 32 (GroupNorm with 32 groups, ``models.nn.normalization``). The output convolution starts
-at zero weights with a bias giving b = ``b_init`` everywhere, so training starts from a constant scale.
-softplus (rather than exp) keeps large b linear: no overflow, a bounded gradient.
-
-Map resolution: with ``map_downsample`` = f > 1 the network runs on the inputs average-pooled by f and
-its logits are upsampled bilinearly to the image size before the softplus,
-
-    b = b_min + softplus(up_f(f_theta(pool_f(x0_hat, x0_tilde, y_k), t))),
-
-so a step costs about 1 / f^2 of the full-resolution network and b varies smoothly on the scale of f
-pixels (the demo config uses it so that DGSA stays small next to the demo UNet; docs/benchmarks.md).
+f_theta: a UNet of models/unet.py's ResBlocks with timestep FiLM, no attention (widths multiples of 32 for
+GroupNorm); its output convolution starts at zero with a bias giving b = ``b_init``. ``map_downsample`` f:
+f x f block means in, logits upsampled bilinearly. Trained with the Laplace NLL (:func:`laplace_nll`).
 """
 from __future__ import annotations
 
@@ -48,17 +25,11 @@ REDUCTIONS = ("mean", "per_image", "none")
 
 
 def laplace_nll(residual: torch.Tensor, b: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Laplace negative log-likelihood of ``residual`` = x - x0_tilde with scale ``b``.
+    """Laplace NLL of ``residual`` r = x - x0_tilde, scale ``b`` (N, 1, H, W) shared by a pixel's channels.
 
-    Per pixel p and channel c (b shared by the channels of a pixel, broadcast from (N, 1, H, W)):
+        nll[n, c, p] = |r[n, c, p]| / b[n, p] + log b[n, p]     (minimised by b = mean_c |r|)
 
-        nll[n, c, p] = |r[n, c, p]| / b[n, p] + log b[n, p]
-
-    (the constant log 2 of the Laplace density is dropped). Summed over c this is
-    C (mean_c |r| / b + log b), so for fixed residuals the minimiser is b* = mean over channels of |r|
-    at that pixel, where the gradient in b vanishes. ``reduction``: ``mean`` (a scalar: the mean over
-    every element), ``per_image`` ((N,): mean over C, H, W) or ``none`` (the (N, C, H, W) map).
-    Computed in float32 (float64 for float64 inputs).
+    ``reduction``: ``mean`` (scalar), ``per_image`` ((N,)) or ``none``; float32 (float64 for float64 inputs).
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"laplace_nll: reduction must be one of {REDUCTIONS}, got {reduction!r}")
@@ -84,21 +55,9 @@ def scale_from_b(b: Union[torch.Tensor, float], s_max: float, b_ref: float) -> U
 class DGSA(nn.Module):
     """Per-pixel Laplace scale b of x - x0_tilde (module docstring).
 
-    Args:
-        in_channels: channels of each input image (RGB: 3); the network sees 3 * in_channels.
-        model_channels: base width (a multiple of 32).
-        channel_mult: width multiplier per level; the input size must be divisible by
-            2^(len(channel_mult) - 1).
-        num_res_blocks: residual blocks per level (decoder: one more, as in improved-diffusion).
-        dropout: dropout in the residual blocks.
-        use_scale_shift_norm: FiLM timestep conditioning (else additive).
-        s_max: the largest guidance scale, in (0, 1].
-        b_ref: the b at which s = s_max / 2, > 0, in [-1, 1] image units.
-        b_min: floor of b (> 0): keeps 1 / b finite.
-        b_init: initial b everywhere (> b_min).
-        use_checkpoint: gradient checkpointing in the residual blocks.
-        map_downsample: f >= 1, the network runs at 1 / f of the image size (module docstring); the
-            image size must then be divisible by f * 2^(len(channel_mult) - 1).
+    The network sees 3 * ``in_channels``; widths ``model_channels * channel_mult`` are multiples of 32; the image
+    size must be divisible by ``map_downsample`` * 2^(len(channel_mult) - 1). ``s_max`` in (0, 1]; ``b_ref``: the b
+    with s = s_max / 2; ``b_min`` < ``b_init``: the floor and the initial b. Others as in models/unet.py.
     """
 
     def __init__(self, in_channels: int = 3, model_channels: int = 32, channel_mult: Sequence[int] = (1, 2, 2),

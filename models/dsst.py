@@ -1,13 +1,7 @@
-"""DSST, the dynamic starting-step table (docs/method.md section 5): the start step of every blur level.
+"""DSST table (docs/method.md section 5): blur sigma -> start timestep t, built by models/dsst_build.py.
 
-A table maps a blur sigma (pixels at its resolution, an ascending grid) to t, the smallest 0-based original
-timestep at which the forward process hides that blur in HQ faces: the mean per-pixel
-KL(q(x_t | G_sigma * x) || q(x_t | x)) drops below tau there. models/dsst_build.py builds it offline
-(``python scripts/make_dsst.py``).
-
-Lookup (:meth:`DSSTTable.start_step`) is monotone and conservative: a sigma between two grid points
-takes the t of the next larger grid sigma, a sigma above the grid the last t, and the t values are
-non-decreasing (validated on load).
+:meth:`DSSTTable.start_step`: a sigma between grid points takes the t of the next larger one, above the grid
+the last t; t is non-decreasing in sigma (checked on load).
 """
 from __future__ import annotations
 
@@ -51,10 +45,8 @@ _REQUIRED = {
 
 @dataclass
 class DSSTTable:
-    """Start steps per blur level; sigmas in pixels at ``resolution`` (ascending), t 0-based original steps.
-
-    ``residuals`` (the mean r(sigma) the table was built from) is optional, kept so that a table can be
-    audited or rebuilt for another tau without re-reading the images.
+    """Start steps per blur level: sigmas ascending in pixels at ``resolution``, t 0-based original steps;
+    ``residuals`` r(sigma), optional, for audits and rebuilds at another tau.
     """
 
     sigmas: List[float]
@@ -134,13 +126,10 @@ class DSSTTable:
     # ---- lookup ----
 
     def start_step(self, sigma: SigmaLike, resolution: Optional[int] = None):
-        """Start step (0-based original t) for each sigma; vectorised, monotone, conservative.
+        """Start step (0-based original t) per sigma: the t of the next larger grid sigma (t_0 below, the last above).
 
-        ``sigma`` in pixels at ``resolution`` (default: the table's; otherwise converted through the
-        resolution ratio, i.e. equal sigma_512). A sigma in (s_{i-1}, s_i] gets t_i (the next larger
-        grid point: at least as much noise as the table asks for any sigma' >= sigma within the
-        grid); below the grid t_0, above it the last t. Tensor in -> int64 tensor on its device;
-        otherwise an int64 numpy array (a plain int for a scalar).
+        ``sigma`` in pixels at ``resolution`` (default the table's; else converted at equal sigma_512). Tensor in ->
+        int64 tensor on its device; otherwise an int64 numpy array (a plain int for a scalar).
         """
         if resolution is not None and resolution != self.resolution:
             sigma = convert_sigma(sigma, resolution, self.resolution)
@@ -148,11 +137,8 @@ class DSSTTable:
 
     @staticmethod
     def respaced_index(t: SigmaLike, timestep_map: SigmaLike):
-        """Smallest respaced index whose original timestep is >= t (at least as much noise).
-
-        ``timestep_map[i]`` is the original timestep of respaced index i (ascending, e.g.
-        ``SpacedDiffusion.timestep_map``); t beyond the last entry maps to the last index.
-        Same return types as :meth:`start_step`.
+        """Smallest respaced index whose original timestep (``timestep_map``, ascending) is >= t, the last beyond it;
+        return types as :meth:`start_step`.
         """
         steps = (timestep_map.detach().cpu().tolist() if isinstance(timestep_map, torch.Tensor)
                  else np.asarray(timestep_map).reshape(-1).tolist())

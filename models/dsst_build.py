@@ -1,22 +1,10 @@
-"""The offline builder of DSST tables (models/dsst.py; docs/method.md section 5), run by scripts/make_dsst.py
-and models/make_DSST.ipynb.
+"""Builds DSST tables (models/dsst.py; docs/method.md section 5); run by scripts/make_dsst.py.
 
-For a clean face x and its blurred version G_sigma * x, the forward process gives
-q(x_t | x) = N(sqrt(a_t) x, (1 - a_t) I) with a_t = alpha_bar_t. Both are Gaussians with the same
-covariance, so their KL divergence, per pixel (N = C * H * W values), is
+    KL_t(sigma) = a_t ||x - G_sigma * x||^2 / (2 (1 - a_t) N),   averaged over HQ faces in [-1, 1];
+    t(sigma) = the smallest t with KL_t(sigma) < tau, i.e. a_t / (1 - a_t) < 2 tau / r(sigma),
 
-    KL_t(sigma) = a_t ||x - G_sigma * x||^2 / (2 (1 - a_t) N).
-
-Averaged over a folder of HQ faces (images in [-1, 1] at the table's resolution), this decreases in
-t; the start step of sigma is the smallest t (0-based original timestep) with KL_t(sigma) < tau: the
-first step at which noise hides the blur. With r(sigma) the mean of ||x - G_sigma x||^2 / N, that is
-the smallest t with a_t / (1 - a_t) < 2 tau / r(sigma).
-
-tau (the paper gives no value): a config gives ``tau`` or ``calibrate: {sigma_512, start_t}``, the tau that
-starts the blur sigma_512 at exactly start_t (:func:`tau_for_start` of the faces' residual at that blur).
-configs/dsst/*.yaml calibrate the median sigma* of the blind degradation to t = 400, DifFace's fixed start:
-milder faces start earlier, harsher ones later. Larger tau starts every level earlier. The t values are
-made non-decreasing in sigma by a cumulative maximum (which only raises t).
+r(sigma) the mean of ||x - G_sigma x||^2 / N. ``calibrate: {sigma_512, start_t}`` sets tau so that sigma_512
+starts at start_t (:func:`tau_for_start`). t is made non-decreasing in sigma by a cumulative maximum.
 """
 from __future__ import annotations
 
@@ -99,10 +87,8 @@ def mean_blur_residual(
     batch_size: int = 64,
     device: Union[str, torch.device] = "cpu",
 ) -> np.ndarray:
-    """r(sigma) = mean over images of ||x - G_sigma * x||^2 / N, N = 3 R^2, x in [-1, 1] at ``resolution``.
-
-    ``G_sigma`` is ``data.blur.gaussian_blur`` (the project's blur), evaluated for all sigmas at once in the
-    Fourier domain by ``data.sigma_star.BlurFit`` (equal up to float rounding). Returns float64 (len(sigmas),).
+    """r(sigma) = mean over images of ||x - G_sigma * x||^2 / (3 R^2), x in [-1, 1] at ``resolution``, all sigmas at
+    once through ``data.sigma_star.BlurFit``; float64 (len(sigmas),).
     """
     sigmas = np.asarray(sigmas, dtype=np.float64).reshape(-1)
     if len(image_paths) == 0:
@@ -127,11 +113,7 @@ def kl_per_pixel(residual: SigmaLike, alphas_cumprod: SigmaLike) -> np.ndarray:
 
 
 def start_steps_from_residual(residual: SigmaLike, alphas_cumprod: SigmaLike, tau: float) -> np.ndarray:
-    """Smallest t with KL_t < tau for each residual (int64); T - 1 if no step qualifies.
-
-    KL_t decreases in t (a_t decreases), so the first qualifying step is found by counting the
-    steps with KL_t >= tau.
-    """
+    """Smallest t with KL_t < tau per residual (int64; T - 1 if none): KL_t decreases in t, so count KL_t >= tau."""
     if not tau > 0:
         raise ValueError(f"tau must be > 0, got {tau}")
     kl = kl_per_pixel(residual, alphas_cumprod)
@@ -140,10 +122,8 @@ def start_steps_from_residual(residual: SigmaLike, alphas_cumprod: SigmaLike, ta
 
 
 def tau_for_start(residual: float, alphas_cumprod: SigmaLike, start_t: int) -> float:
-    """The tau for which a blur of mean residual ``residual`` starts at exactly ``start_t``.
-
-    KL_t decreases in t, so any tau in (KL_{start_t}, KL_{start_t - 1}] makes start_t the smallest step
-    with KL_t < tau; this returns their geometric mean (robust to rounding either way).
+    """tau making ``start_t`` the smallest step with KL_t < tau for ``residual``: the geometric mean of KL_{start_t} and
+    KL_{start_t - 1}.
     """
     kl = kl_per_pixel(float(residual), alphas_cumprod)
     if not 1 <= int(start_t) < kl.shape[-1]:
@@ -175,13 +155,10 @@ def build_table(
     root: Optional[Union[str, Path]] = None,
     device: Union[str, torch.device] = "cpu",
 ) -> DSSTTable:
-    """Build the table of section 4 from HQ faces: r(sigma) -> smallest t with KL < tau.
+    """The table from HQ faces: r(sigma) -> smallest t with KL < tau (module docstring).
 
-    Exactly one of ``tau`` and ``calibrate = (sigma_px, start_t)``: the latter sets tau with
-    :func:`tau_for_start` from the residual at ``sigma_px`` (measured in the same pass over the images
-    as the grid). The t values are made non-decreasing with a cumulative maximum (conservative; a no-op when the
-    measured residual is increasing in sigma, as it is for real faces). ``root`` is the folder the
-    hashed names are relative to (default: the files' common folder).
+    Exactly one of ``tau`` and ``calibrate = (sigma_px, start_t)``. ``root``: the folder the hashed names are
+    relative to (default: the files' common folder).
     """
     if (tau is None) == (calibrate is None):
         raise ValueError("build_table: give exactly one of tau and calibrate")
@@ -209,10 +186,8 @@ def build_table(
 
 
 def resolve_images(images: Union[str, Path, Sequence[Union[str, Path]]], max_images: Optional[int] = None):
-    """``images`` is a folder (sorted image files) or a .txt list of names relative to the list's folder, or a
-    sequence of those (concatenated; the root is their common folder).
-
-    Returns (paths, root); ``max_images`` keeps the first N in list order.
+    """(paths, root) of ``images``: a folder, a .txt list relative to its folder, or a sequence of those; the first
+    ``max_images`` in list order.
     """
     if not isinstance(images, (str, Path)):
         parts = [resolve_images(one) for one in images]
@@ -235,10 +210,7 @@ def resolve_images(images: Union[str, Path, Sequence[Union[str, Path]]], max_ima
 
 
 def build_from_config(images, config, resolution=None, max_images=None, device="cpu") -> DSSTTable:
-    """Load ``config`` (configs/dsst/*.yaml), resolve ``images`` and build the table.
-
-    With ``calibrate`` the threshold is :func:`tau_for_start` of the faces' residual at the reference blur.
-    """
+    """The table of ``config`` (configs/dsst/*.yaml) over its ``images``, tau from ``tau`` or ``calibrate``."""
     paths, root = resolve_images(images, max_images)
     return _build(paths, root, config, resolution, device)
 

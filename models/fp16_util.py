@@ -1,8 +1,5 @@
-"""Half-precision conversion of the UNet trunk, as in improved-diffusion (float16, or bfloat16).
-
-Only convolutions (including the attention's 1x1 Conv1d qkv / proj_out) are cast; normalisation layers
-compute in float32 (``GroupNorm32``) and the timestep-embedding MLPs stay float32, so the embedding is
-cast to the activation dtype where it is added.
+"""Half-precision conversion of the UNet trunk (improved-diffusion): convolutions cast to float16 / bfloat16;
+normalisation and the timestep-embedding MLPs stay float32.
 """
 from __future__ import annotations
 

@@ -1,11 +1,7 @@
-"""Gaussian diffusion (DDPM, Ho et al. 2020) with the improvements of Nichol & Dhariwal (2021) and DDIM
-sampling (Song et al. 2021); DifFace-compatible (docs/method.md section 3).
+"""Gaussian diffusion (Ho et al. 2020; Nichol & Dhariwal 2021) and DDIM (Song et al. 2021), DifFace-compatible.
 
-All schedule arrays are float64 numpy; they are gathered per image and cast to float32 tensors, so a
-batch may hold images at DIFFERENT timesteps ``t`` (a (N,) long tensor).
-
-One step of a sampler is :meth:`GaussianDiffusion.model_x0` (the network and its x0 prediction) followed by
-:meth:`GaussianDiffusion.ddim_update` (the DDIM update with a given x0; the sampler guides x0 in between).
+Schedules are float64 numpy arrays gathered per image, so a batch may hold images at different timesteps.
+A sampling step is :meth:`GaussianDiffusion.model_x0` then :meth:`GaussianDiffusion.ddim_update`.
 """
 from __future__ import annotations
 
@@ -78,15 +74,13 @@ def extract_into_tensor(arr: torch.Tensor, timesteps: torch.Tensor, broadcast_sh
 def ddim_step(x_t: torch.Tensor, pred_xstart: torch.Tensor, alpha_bar_t: torch.Tensor,
               alpha_bar_prev: torch.Tensor, eta: Union[float, torch.Tensor],
               noise: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """One DDIM update x_t -> x_{t_prev} (Song et al. 2021, eq. 12), a pure function.
+    """One DDIM update x_t -> x_prev (Song et al. 2021, eq. 12), a pure function.
 
-    eps   = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)     (recomputed from the given x0)
-    sigma = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev)
-    x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev - sigma^2) eps + sigma noise
+        eps   = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)
+        sigma = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev)
+        x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev - sigma^2) eps + sigma noise
 
-    ``alpha_bar_*`` and ``eta`` broadcast against ``x_t`` (floats or tensors, e.g. (N,1,1,1) per image).
-    eta = 0 is deterministic DDIM; eta = 1 gives sigma^2 = the DDPM posterior variance. ``noise`` None
-    means no noise term (only valid when sigma = 0, e.g. eta = 0 or abar_prev = 1 at the last step).
+    ``alpha_bar_*`` and ``eta`` broadcast against ``x_t``; ``noise`` None only where sigma = 0.
     """
     eps = (x_t - torch.sqrt(alpha_bar_t) * pred_xstart) / torch.sqrt(1 - alpha_bar_t)
     sigma = eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) * torch.sqrt(1 - alpha_bar_t / alpha_bar_prev)
@@ -97,11 +91,8 @@ def ddim_step(x_t: torch.Tensor, pred_xstart: torch.Tensor, alpha_bar_t: torch.T
 
 
 class GaussianDiffusion:
-    """Forward process, reverse-process parameterisation, samplers and training losses.
-
-    :param betas: float64 1-D array of per-step betas in (0, 1].
-    :param model_mean_type, model_var_type, loss_type: see the enums.
-    :param rescale_timesteps: feed t * 1000 / T to the model (so it always sees the [0, 1000) range).
+    """Forward process, reverse-process parameterisation, samplers and losses; ``betas`` float64 in (0, 1],
+    ``rescale_timesteps`` feeds t * 1000 / T to the model.
     """
 
     def __init__(self, *, betas, model_mean_type: ModelMeanType, model_var_type: ModelVarType,
@@ -261,10 +252,7 @@ class GaussianDiffusion:
     def p_sample(self, model, x: torch.Tensor, t: torch.Tensor, clip_denoised: bool = True,
                  denoised_fn: Optional[Callable] = None, model_kwargs: Optional[dict] = None,
                  noise: Optional[torch.Tensor] = None) -> dict:
-        """One ancestral step x_t -> x_{t-1} = mean + exp(log_var / 2) noise (no noise where t == 0).
-
-        Returns ``{"sample", "pred_xstart"}``.
-        """
+        """One ancestral step x_{t-1} = mean + exp(log_var / 2) noise (none at t = 0): ``{"sample", "pred_xstart"}``."""
         out = self.p_mean_variance(model, x, t, clip_denoised, denoised_fn, model_kwargs)
         if noise is None:
             noise = torch.randn_like(x)
@@ -326,12 +314,8 @@ class GaussianDiffusion:
         yield from self._progressive(step, shape, noise, start_index, x_start_t, device, progress)
 
     def _progressive(self, step, shape, noise, start_index, x_start_t, device, progress) -> Iterator[dict]:
-        """Shared sampling loop over step indices start_index, start_index - 1, ..., 0.
-
-        Without ``start_index`` the loop starts at T - 1 from ``noise`` (or fresh N(0, I) noise of
-        ``shape``). With ``start_index = k`` (an index of THIS, possibly respaced, schedule) it starts
-        from ``x_start_t``, a sample at step k (e.g. ``q_sample(y, k)``), and runs exactly k + 1 model
-        evaluations. Every yielded dict also carries ``t``, the step index it came from.
+        """Sampling loop over step indices start_index, ..., 0: from ``noise`` at T - 1, or from ``x_start_t`` at
+        ``start_index`` = k of this (respaced) schedule with exactly k + 1 model evaluations; each dict carries ``t``.
         """
         if start_index is None:
             if x_start_t is not None:
@@ -382,12 +366,9 @@ class GaussianDiffusion:
 
     def training_losses(self, model, x_start: torch.Tensor, t: torch.Tensor, model_kwargs: Optional[dict] = None,
                         noise: Optional[torch.Tensor] = None) -> dict:
-        """Per-image training losses at step indices ``t`` (Nichol & Dhariwal 2021, L_hybrid).
-
-        MSE losses: ``mse`` = mean_flat((target - output)^2) with target eps / x_0 / posterior mean; with a
-        learned variance ``vb`` is added, computed with the mean branch DETACHED (stop-grad: the VB term only
-        trains the variance), scaled by T/1000 for RESCALED_MSE. KL losses: the bound itself (times T for
-        RESCALED_KL). Returns a dict of (N,) tensors with key ``loss`` (and ``mse``, ``vb`` where defined).
+        """Per-image losses at step indices ``t`` (Nichol & Dhariwal 2021, L_hybrid): ``mse`` against eps / x_0 / the
+        posterior mean, plus ``vb`` for a learned variance with the mean detached (x T/1000 for RESCALED_MSE), or the
+        bound (x T for RESCALED_KL); a dict of (N,) tensors with ``loss``.
         """
         model_kwargs = model_kwargs or {}
         if noise is None:

@@ -1,35 +1,14 @@
 """Closed-form fidelity guidance in the Fourier domain (docs/method.md section 6).
 
-At a sampling step with the prior's clipped prediction ``x0_hat`` and a blurred level ``(y, sigma)``,
-the corrected clean image is, independently for every image of the batch,
-
     x0_tilde = argmin_x ||G_sigma * x - y||^2 + lam ||x - x0_hat||^2,
+    X = (conj(G) Y + lam X0_hat) / (|G|^2 + lam)                    (circular convolution),
+    X = (sum_k w_k conj(G_k) Y_k + lam X0_hat) / (sum_k w_k |G_k|^2 + lam)    (several levels).
 
-whose normal equations ``(G^T G + lam I) x = G^T y + lam x0_hat`` are diagonal in the Fourier domain
-when the convolution is circular:
-
-    X = (conj(G) Y + lam X0_hat) / (|G|^2 + lam).
-
-``G`` is the transfer function of the same sampled, truncated, normalised Gaussian that
-``data.blur.gaussian_blur`` applies (``data.blur.gaussian_kernel1d``, radius ``ceil(4 sigma)``),
-placed with its centre at index 0 (wrapped), so no phase shift is needed. The kernel is symmetric,
-hence ``G`` is real and ``conj(G) = G``; it is separable, hence ``G(u, v) = g_H(u) g_W(v)`` with 1-D
-spectra that are cached. To hide the periodic boundary the images are reflect-padded by the kernel
-radius of the batch's largest sigma (the repeated-reflection continuation of
-``data.blur.mirror_indices``, the boundary ``gaussian_blur`` uses, so any radius works) and cropped
-back; ``periodic=True`` skips the padding and solves the exact circulant problem.
-The default pad suits guidance (lam not tiny); for near-pure deconvolution (lam -> 0) the wrap
-error spreads further, and ``pad = H/2 - 1`` (even H = W) makes the padded domain exactly one period
-of the mirror continuation, on which ``gaussian_blur`` *is* circular, so the solution then blurs
-exactly to ``y``.
-
-Several levels combine in closed form (sum of weighted data terms):
-
-    X = (sum_k w_k conj(G_k) Y_k + lam X0_hat) / (sum_k w_k |G_k|^2 + lam).
-
-Computation runs on the inputs' device in float64 for float64 inputs and float32 otherwise
-(complex64 FFTs on GPU); the result has the dtype of ``x0_hat``. The only host synchronisation is
-reading the N sigma values, which the padded shape and the kernel cache need.
+G is the transfer function of ``data.blur``'s kernel (real, separable, centred at index 0). Images are
+reflect-padded with ``data.blur.mirror_indices`` (default: the kernel radius of the largest sigma) and cropped
+back; ``periodic=True`` solves the circulant problem unpadded, and ``pad = H/2 - 1`` makes the padded domain one
+period of the mirror continuation, on which ``gaussian_blur`` is exactly circular. float64 inputs compute in
+float64, others in float32; the result has ``x0_hat``'s dtype.
 """
 from __future__ import annotations
 
@@ -53,14 +32,8 @@ def closed_form_guidance(
 ) -> torch.Tensor:
     """``argmin_x ||G_sigma * x - y_blur||^2 + lam ||x - x0_hat||^2`` per image, exactly.
 
-    Args:
-        x0_hat: (N, C, H, W) prior prediction.
-        y_blur: (N, C, H, W) blurred observation at ``sigma``.
-        sigma: (N,) tensor (or a float for all images), blur std in pixels at this resolution;
-            0 means no blur, giving ``(y + lam x0_hat) / (1 + lam)``.
-        lam: float or (N,) tensor, > 0; large ``lam`` trusts ``x0_hat``, small ``lam`` the data.
-        pad: reflect padding in pixels; default ``kernel_radius(max sigma)``.
-        periodic: solve the circular-convolution problem with no padding.
+    x0_hat, y_blur: (N, C, H, W); sigma: (N,) tensor or float, pixels at this resolution (0: no blur); lam: float
+    or (N,) tensor > 0; pad: reflect padding (default ``kernel_radius(max sigma)``); periodic: no padding.
     """
     return closed_form_guidance_multi(x0_hat, [y_blur], [sigma], lam, pad=pad, periodic=periodic)
 
@@ -76,9 +49,8 @@ def closed_form_guidance_multi(
 ) -> torch.Tensor:
     """``argmin_x sum_k w_k ||G_k * x - y_k||^2 + lam ||x - x0_hat||^2`` per image, exactly.
 
-    ``ys[k]`` is (N, C, H, W) blurred at ``sigmas[k]`` ((N,) tensor or float); ``weights[k]`` is a
-    float or (N,) tensor (default 1; 0 switches a level off for that image, e.g. a level that is not
-    active yet). Other arguments as in :func:`closed_form_guidance`. One-off use of :class:`LevelSpectra`.
+    ``ys[k]``: (N, C, H, W) blurred at ``sigmas[k]`` ((N,) tensor or float); ``weights[k]``: float or (N,) tensor
+    (default 1; 0 switches a level off). Other arguments as in :func:`closed_form_guidance`.
     """
     if x0_hat.ndim != 4:
         raise ValueError(f"x0_hat must be (N, C, H, W), got shape {tuple(x0_hat.shape)}")
@@ -102,23 +74,16 @@ def closed_form_guidance_multi(
 
 
 class LevelSpectra:
-    """The closed form toward K fixed levels with its step-independent terms computed once.
+    """The closed form toward K fixed levels with ``G_k Y_k`` and ``G_k^2`` computed once per batch.
 
-    Sampling guides every step of a batch toward the same levels (y_k, sigma_k), so in
-
-        X = (sum_k w_k G_k Y_k + lam X0_hat) / (sum_k w_k G_k^2 + lam)
-
-    the products ``G_k Y_k`` (one rfft2 per level and image) and ``G_k^2`` are kept, and a step costs
-    one rfft2 of ``x0_hat`` and one irfft2 with no host synchronisation (the sigmas are read once, here).
-    The result equals :func:`closed_form_guidance_multi` with the same ``pad``.
+    A step then costs one rfft2 of ``x0_hat`` and one irfft2, with no host synchronisation; the result equals
+    :func:`closed_form_guidance_multi` with the same ``pad``.
 
     Args:
-        levels: (N, K, C, H, W) blurred images, on the device and in the dtype of the computation
-            (float64 computes in float64, anything else in float32).
+        levels: (N, K, C, H, W) blurred images (float64 computes in float64, anything else in float32).
         sigmas: (N, K) blur std per image and level, in pixels at this resolution.
-        pad: reflect padding; default ``kernel_radius`` of the largest sigma. A pad that does not depend
-            on the batch (the sampler's ``guidance.pad_sigma_512``) keeps each image's result independent
-            of the images beside it.
+        pad: reflect padding; default ``kernel_radius`` of the largest sigma. A batch-independent pad keeps each
+            image's result independent of the images beside it.
     """
 
     def __init__(self, levels: torch.Tensor, sigmas: torch.Tensor, pad: Optional[int] = None):
@@ -190,11 +155,7 @@ class LevelSpectra:
 
 
 def batch_pad(sigmas: torch.Tensor, resolution: int, pad_sigma_512: float) -> int:
-    """Reflect padding for guiding a batch: ``kernel_radius(max(pad_sigma_512 * resolution / 512, max sigma))``.
-
-    A ``pad_sigma_512`` at least as large as every sigma of the data makes the pad, hence each image's
-    result, independent of the batch it is in; a larger sigma still gets its full kernel radius.
-    """
+    """``kernel_radius(max(pad_sigma_512 * resolution / 512, max sigma))``: batch-independent while every sigma fits."""
     if not pad_sigma_512 >= 0:
         raise ValueError(f"pad_sigma_512 must be >= 0, got {pad_sigma_512}")
     largest = max(sigma_values(sigmas, sigmas.numel(), "batch_pad")) if sigmas.numel() else 0.0

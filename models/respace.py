@@ -16,12 +16,8 @@ from models.gaussian_diffusion import GaussianDiffusion
 
 
 def space_timesteps(num_timesteps: int, section_counts: Union[str, int, Sequence[int]]) -> Set[int]:
-    """The set of original timesteps to keep.
-
-    ``section_counts``: ``"ddimN"`` (DDIM striding: steps 0, s, 2s, ... with the integer stride s that
-    gives exactly N steps), ``"N"`` / ``N`` or ``"N1,N2,..."`` / a list of ints (split [0, T) into equal
-    sections and take Ni evenly spaced steps, first and last included, from section i). A plain number is
-    what a config or a ``timestep_respacing=250`` override gives.
+    """The original timesteps to keep: ``"ddimN"`` (stride s giving exactly N steps 0, s, 2s, ...), or ``N`` /
+    ``"N1,N2,..."`` / a list (equal sections of [0, T), Ni evenly spaced steps from section i, ends included).
     """
     if isinstance(section_counts, int) and not isinstance(section_counts, bool):
         section_counts = [section_counts]
@@ -54,11 +50,8 @@ def space_timesteps(num_timesteps: int, section_counts: Union[str, int, Sequence
 
 
 class SpacedDiffusion(GaussianDiffusion):
-    """A :class:`GaussianDiffusion` restricted to ``use_timesteps`` of a base process given by ``betas``.
-
-    Attributes: ``timestep_map`` (int64 array, original timestep of each respaced index),
-    ``original_num_steps`` (T of the base process), ``num_timesteps`` (number of kept steps).
-    Every method takes RESPACED indices ``t``; the model is wrapped to receive original timesteps.
+    """A :class:`GaussianDiffusion` on ``use_timesteps`` of the base ``betas``: methods take respaced indices, the
+    model receives original timesteps (``timestep_map``); ``original_num_steps`` is the base T.
     """
 
     def __init__(self, use_timesteps, **kwargs):

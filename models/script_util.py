@@ -9,12 +9,9 @@ def create_gaussian_diffusion(*, steps: int = 1000, learn_sigma: bool = False, s
                               noise_schedule: str = "linear", use_kl: bool = False, predict_xstart: bool = False,
                               rescale_timesteps: bool = False, rescale_learned_sigmas: bool = False,
                               timestep_respacing="") -> SpacedDiffusion:
-    """Build a :class:`SpacedDiffusion` (config section ``diffusion.params``).
-
-    ``learn_sigma`` -> LEARNED_RANGE variance (else FIXED_SMALL if ``sigma_small`` else FIXED_LARGE);
-    ``predict_xstart`` -> the model predicts x_0 (else epsilon); loss: RESCALED_KL if ``use_kl``, else
-    RESCALED_MSE if ``rescale_learned_sigmas``, else MSE; ``timestep_respacing``: see
-    :func:`models.respace.space_timesteps` ("" keeps all ``steps``).
+    """A :class:`SpacedDiffusion` from ``diffusion.params``: ``learn_sigma`` -> LEARNED_RANGE (else FIXED_SMALL /
+    FIXED_LARGE by ``sigma_small``), ``predict_xstart``, loss RESCALED_KL (``use_kl``) / RESCALED_MSE
+    (``rescale_learned_sigmas``) / MSE, ``timestep_respacing`` as :func:`models.respace.space_timesteps`.
     """
     betas = gd.get_named_beta_schedule(noise_schedule, steps)
     if use_kl:

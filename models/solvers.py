@@ -1,36 +1,13 @@
-"""Few-step solvers on the (guided) x0 prediction (docs/steps.md).
+"""Few-step solvers on the guided x0 prediction (docs/steps.md).
 
-Both solvers share the DDIM update of :func:`models.gaussian_diffusion.ddim_step` with the image's own
-eta; they differ only in the x0 that the update receives. With alpha_t = sqrt(abar_t),
-sigma_t = sqrt(1 - abar_t) and the half log-SNR lambda_t = log(alpha_t / sigma_t), a step from t to s
-(the previous respaced timestep) is
+Both use the DDIM update with the image's eta; with alpha = sqrt(abar), sigma = sqrt(1 - abar),
+lambda = log(alpha / sigma), a step from t to s is
 
     x_s = alpha_s D + c (x_t - alpha_t D) / sigma_t + s_eta z,   c = sqrt(sigma_s^2 - s_eta^2),
 
-where s_eta is DDIM's noise level for the image's eta (0 for eta = 0).
-
-``ddim``
-    D = x0_i, the step's own (guided) x0 prediction: DDIM (Song et al. 2021).
-
-``dpmpp_2m``
-    D = x0_i + (x0_i - x0_{i+1}) / (2 r_i),  r_i = h_{i+1} / h_i,  h_i = lambda_s - lambda_t,
-    the linear extrapolation of the data prediction in lambda of DPM-Solver++(2M) (Lu et al. 2022,
-    "DPM-Solver++", Algorithm 2) from the image's previous step i+1. For eta = 0 the update above is
-    exactly DPM-Solver++(2M): x_s = (sigma_s / sigma_t) x_t + alpha_s (1 - e^{-h_i}) D. For eta > 0
-    it is the stochastic multistep solver of the same paper in its midpoint form (the correction enters
-    through the x0 slot of the stochastic first-order step, as in k-diffusion's ``sample_dpmpp_2m_sde``),
-    written in DDIM's eta parametrisation so that the per-image eta keeps its meaning.
-    The first step of every image (no previous prediction) and the last two steps are first order
-    (D = x0_i): the step to the schedule's first timestep (t = 0, where lambda is about 4.6 for the
-    linear schedule, so its h is several times the previous one at any step count) and the step from
-    there to the clean image (abar = 1, h = inf); DPM-Solver++'s "lower order final" rule. The x0 that is extrapolated is the one the sampler would give DDIM:
-    after the prior's clipping and the closed-form guidance, so the guidance acts on every prediction.
-
-A step where the guidance of an image switches to a sharper level is first order too: the guided x0
-jumps there, and a line through the jump would carry it, times c_i, into the update.
-
-The respaced loop of the sampler visits an image's steps consecutively (i+1 then i), so one
-coefficient per step serves every image of the batch that has a previous prediction.
+``ddim``: D = x0_i. ``dpmpp_2m``: D = x0_i + (x0_i - x0_{i+1}) / (2 r_i), r_i = h_{i+1} / h_i,
+h_i = lambda_s - lambda_t (DPM-Solver++(2M), Lu et al. 2022; its SDE form for eta > 0). First order (D = x0_i)
+at an image's first step, where its guidance switches level, and at the last two steps.
 """
 from __future__ import annotations
 

@@ -1,38 +1,12 @@
-"""SwinIR restorer with pixel-unshuffle input, as used by DifFace (the RM0 of docs/method.md section 3).
+"""SwinIR (Liang et al. 2021) with pixel-unshuffle input, DifFace's restorer RM0 (docs/method.md section 3).
 
-SwinIR (Liang et al., "SwinIR: Image Restoration Using Swin Transformer", ICCVW 2021):
+    F0 = Conv3x3(x);  FD = Conv3x3(RSTB_K(... RSTB_1(F0))) + F0;  y = Upsampler(FD)
+    RSTB: z = Conv3x3(SwinBlocks(z)) + z   (regular / shifted windows with relative position bias)
 
-    shallow features   F0 = Conv3x3(x)
-    deep features      FD = Conv3x3(RSTB_K(... RSTB_1(F0))) + F0
-        each RSTB      z  = Conv3x3(SwinBlocks(z)) + z   (Swin blocks alternate regular and shifted
-                            windows, Liu et al. 2021: W-MSA / SW-MSA with a relative position bias)
-    reconstruction     y  = Upsampler(FD)
-
-DifFace (Yue & Loy, TPAMI 2024) runs it on a 512x512 face by pixel-unshuffling the input by 8 (a
-64x64x192 tensor), so that the transformer works at 64x64, and upsamples x8 back with the
-"nearest+conv" upsampler. Our implementation reproduces the state_dict layout of the public
-``swinir_restoration512_L1.pth`` (configs/checkpoint_specs/difface_swinir_restoration512.json).
-The buffers ``relative_position_index``, ``attn_mask`` (and ``mean``) are non-persistent: they are
-rebuilt at construction and ignored when a file carries them (utils.checkpoint.load_checkpoint).
-
-Value ranges. The public checkpoint was trained on images in [0, 1] (DifFace's training config
-normalises with mean 0, std 1; its sampler feeds y0 in [0, 1] and clamps the output to [0, 1]).
-``forward`` keeps that convention so the weights mean what they were trained to mean; it subtracts
-the DIV2K RGB mean and multiplies by ``img_range`` internally, like SwinIR. Code of this project
-works in [-1, 1] and calls :meth:`SwinIR.restore`, which converts at the boundary.
-
-Conditioning (an extension of ours for the DBLM TM/RM networks, default off): with
-``cond_channels = C > 0``, ``forward(x, cond)`` takes ``cond`` of shape (N, C) (e.g. a normalised
-sigma), broadcasts each entry to a constant map at the resolution of the (unshuffled) input and
-concatenates the C maps to it before the first convolution. ``out_chans`` (default ``in_chans``)
-lets such a network take several images stacked on channels and return one.
-
-Global residual (an extension of ours for the 64 px demo RM0, default off): with
-``global_residual=True`` and an output at the input's size (``unshuffle`` with ``sf ==
-unshuffle_scale``), the reconstruction is added to the input, y = x + Upsampler(FD), as SwinIR's own
-``upsampler=''`` branch does, and ``conv_last`` starts at zero, so the untrained network is the identity
-and training learns only the correction. A mildly degraded face then stays as sharp as it came in; without
-it a small network has to rebuild every pixel through the 16x16 token grid and blurs mild faces.
+The state_dict layout is that of the public ``swinir_restoration512_L1.pth``; ``forward`` works in [0, 1] as
+those weights were trained, :meth:`SwinIR.restore` in the project's [-1, 1]. Extensions (default off):
+``cond_channels`` C concatenates C constant maps of ``cond`` (N, C) to the input (TM / RM); ``global_residual``
+gives y = x + Upsampler(FD) with ``conv_last`` at zero, the identity before training.
 """
 from __future__ import annotations
 
@@ -256,13 +230,11 @@ def _pixelshuffle_upsample(sf: int, num_feat: int) -> nn.Sequential:
 
 
 class SwinIR(nn.Module):
-    """SwinIR with optional pixel-unshuffle input (DifFace); see the module docstring.
+    """SwinIR with optional pixel-unshuffle input (module docstring).
 
-    ``forward(x, cond=None)`` maps (N, in_chans, H, W) in [0, 1] to (N, out_chans, H*r, W*r) with
-    r = sf / unshuffle_scale when ``unshuffle`` else sf (DifFace 512: r = 1), unclamped. Any H, W
-    is accepted: the input is reflect-padded to a multiple of (unshuffle_scale *) window_size and the
-    output cropped back. :meth:`restore` is the [-1, 1] entry point used by this project.
-    ``patch_size`` must be 1 (SwinIR's patch embedding is a reshape).
+    ``forward(x, cond=None)``: (N, in_chans, H, W) in [0, 1] -> (N, out_chans, H*r, W*r), r = sf / unshuffle_scale
+    with ``unshuffle`` else sf, unclamped; any H, W (reflect-padded to the window grid, cropped back).
+    ``patch_size`` must be 1.
     """
 
     def __init__(self, img_size: int = 64, patch_size: int = 1, in_chans: int = 3, embed_dim: int = 96,

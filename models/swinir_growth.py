@@ -1,15 +1,11 @@
-"""Function-preserving depth growth of a trained SwinIR (Net2Net, Chen et al. 2016, "deeper" operator).
+"""Function-preserving depth growth of a trained SwinIR (Net2Net "deeper", Chen et al. 2016).
 
     python -m models.swinir_growth --config configs/training/swinir_demo64.yaml \
         --init weights/demo/restorer_demo64.pth --out experiments/demo64/restorer_grown.pth \
         "model.params.depths=[6,6,6,6]" "model.params.num_heads=[6,6,6,6]"
 
-A SwinIR with more residual groups (RSTB) than a trained one starts from it: every tensor of the trained
-state dict goes to the same name (same shape required), and each added group ``k`` computes
-``z + Conv_k(SwinBlocks_k(z))`` with the closing convolution ``Conv_k`` set to zero, so the group is the
-identity and the grown network equals the trained one on every input (checked in float64 before the file
-is written). Training then moves ``Conv_k`` away from zero and the added blocks start to learn: the
-capacity grows without losing what the smaller network had learned.
+Trained tensors keep their names; each added group computes z + Conv_k(SwinBlocks_k(z)) with Conv_k = 0, so
+the grown network equals the trained one (checked in float64 before writing).
 """
 from __future__ import annotations
 

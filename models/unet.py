@@ -1,18 +1,8 @@
-"""Improved-diffusion UNet (Nichol & Dhariwal 2021; Dhariwal & Nichol 2021), DifFace-compatible layout.
+"""Improved-diffusion UNet (Nichol & Dhariwal 2021) in DifFace's layout (docs/method.md section 3).
 
-The module tree (``time_embed``, ``input_blocks``, ``middle_block``, ``output_blocks``, ``out``) and every
-parameter name/shape match the public DifFace prior ``iddpm_ffhq512_ema500000.pth``
-(``configs/checkpoint_specs/difface_iddpm_ffhq512_unet.json``), docs/method.md section 3.
-
-``attention_resolutions`` follows DifFace's convention, not improved-diffusion's script-level one: it
-lists FEATURE-MAP RESOLUTIONS (in pixels): attention blocks are inserted where ``image_size // ds`` is
-in the list, ``ds`` being the current downsampling factor. With the 512 config ``[32, 16, 8]`` this
-puts attention at ds = 16, 32, 64 (32x32, 16x16, 8x8 maps), which is what the public checkpoint holds.
-
-Precision: the model is built in float32; :meth:`UNetModel.convert_to` (improved-diffusion's
-``convert_to_fp16``, for float16 or bfloat16) casts the trunk's convolutions for CUDA inference
-(``use_fp16`` in the config says the caller should do so after loading weights); the input/output stay in
-the caller's dtype.
+Parameter names and shapes match ``iddpm_ffhq512_ema500000.pth``. ``attention_resolutions`` lists feature-map
+sizes in pixels (DifFace's convention): attention where ``image_size // ds`` is listed.
+:meth:`UNetModel.convert_to` casts the trunk to float16 / bfloat16; input and output keep the caller's dtype.
 """
 from __future__ import annotations
 
@@ -220,15 +210,10 @@ def run_trunk(net: nn.Module, h: torch.Tensor, emb: torch.Tensor) -> torch.Tenso
 class UNetModel(nn.Module):
     """The improved-diffusion UNet with timestep embedding and attention.
 
-    :param image_size: input resolution (used to place attention, see module docstring).
-    :param in_channels / out_channels: image channels in / out (out = 2*in for learned sigma).
-    :param model_channels: base width; level i has ``model_channels * channel_mult[i]`` channels.
-    :param num_res_blocks: residual blocks per level, an int or one count per level.
-    :param attention_resolutions: feature-map resolutions with attention (DifFace convention).
-    :param dropout, conv_resample, dims, num_classes, use_checkpoint, num_heads, num_head_channels,
-        num_heads_upsample, use_scale_shift_norm, resblock_updown, use_new_attention_order: as in
-        improved-diffusion / guided-diffusion.
-    :param use_fp16: recorded as ``self.use_fp16``; call :meth:`convert_to` after loading weights.
+    :param attention_resolutions: feature-map sizes with attention (DifFace convention, module docstring).
+    :param num_res_blocks: residual blocks per level, an int or one per level.
+    :param use_fp16: recorded; call :meth:`convert_to` after loading weights.
+    Other parameters as in improved-diffusion / guided-diffusion.
     """
 
     def __init__(self, image_size: int, in_channels: int, model_channels: int, out_channels: int,

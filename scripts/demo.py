@@ -2,17 +2,10 @@
 
     python scripts/demo.py [--input FOLDER] [--out results/demo]
 
-Inputs. A public-domain photograph that scikit-image ships (``skimage.data.astronaut``: NASA portrait
-of Eileen Collins) is aligned with five fixed landmarks to the FFHQ template (faces.align),
-cropped to the tighter CelebA framing the demo models were trained on, and degraded at three
-severities (mild / medium / severe thirds of configs/degradation/demo64.yaml, fixed seed) with the
-project's own blind degradation; ``--input`` adds any folder of aligned faces.
-
-Restoration runs the real command line (``inference_difface.py``) twice, DynFaceRestore with
-intermediates and the DifFace baseline, always anew (``--no-skip_existing``: the grid shows the models on
-disk now, not the results of an earlier run in the same folder), and ``<out>/grid.png`` shows per row: the DynFaceRestore
-strip (LQ | blurred levels with sigma | guidance map | result), the DifFace result and the HQ face
-when there is one.
+Inputs: scikit-image's public-domain ``astronaut`` aligned to the CelebA framing and degraded at three
+severities (configs/degradation/demo64.yaml), plus ``--input``. ``inference_difface.py`` restores them anew with
+DynFaceRestore (with intermediates) and DifFace; ``<out>/grid.png`` shows per row the DynFaceRestore strip,
+the DifFace result and the HQ face.
 """
 from __future__ import annotations
 

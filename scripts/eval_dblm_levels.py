@@ -1,21 +1,10 @@
-"""How close DBLM's blurred levels come to their targets, and what that bounds (docs/method.md section 4).
+"""How close DBLM's levels come to their targets (docs/method.md section 4).
 
     python scripts/eval_dblm_levels.py --testset results/eval/testset [--config A.yaml --config B.yaml]
 
-For every face of a test set written by ``scripts/evaluate_demo.py`` (``hq/``, ``lq/`` and
-``degradations.json`` or ``chain.json``) and every level k of DBLM (sigma_k, y'_k = TM / RM output):
-
-* ``y'_k vs G x``: PSNR of the level against its own target G_sigma_k * x (the HQ face blurred by the
-  level's sigma): how well TM / RM do their job;
-* ``y'_k vs x``: PSNR and LPIPS of the level against the HQ face; ``y'_k vs LQ``: PSNR against the input
-  (how much the network changed it);
-* ``G x vs x``: PSNR of the exact target against the HQ face: what a perfect TM / RM would hand the
-  sampler at that sigma (the guidance cannot recover more than the prior adds on top);
-* ``LQ vs x``: the input itself.
-
-Means over all faces and over the severity thirds when the set has them. One table per ``--config``
-(the ``dblm`` section of a sample config), so a retrained DBLM is compared with the previous one on the
-same faces. Markdown on stdout.
+For every face and level k of a test set of ``scripts/evaluate_demo.py``: PSNR of y'_k against G_sigma_k * x,
+PSNR / LPIPS of y'_k against x, PSNR against the LQ, and of G_sigma_k * x and the LQ against x; means over all
+faces and severity thirds, one markdown table per ``--config``.
 """
 from __future__ import annotations
 

@@ -1,20 +1,13 @@
-"""The steps-quality frontier: DifFace and DynFaceRestore (learned and zero-shot DBLM) at several step
-counts with each solver.
+"""The steps-quality frontier: DifFace and DynFaceRestore (learned and zero-shot DBLM) at several step counts
+with each solver (docs/steps.md).
 
     python scripts/evaluate_steps.py [--out results/steps] [--limit N] [--steps 100 50 25 10]
                                      [--solvers ddim dpmpp_2m] [--once-steps 25] [--sets blind opencv pillow]
                                      [--nproc 2]
 
-The test sets are those of ``scripts/evaluate_demo.py`` (the held-out validation faces degraded by the
-project's blind degradation in severity thirds, and by the foreign ``opencv`` and ``pillow`` chains),
-the first ``--limit`` faces of each. Every row runs ``inference_difface.py`` under torchrun with
-``--method``, ``--steps N`` and ``--solver``: DifFace and DynFaceRestore with the demo config, the
-zero-shot DBLM with the public-weights recipe at demo scale (configs/sample/dynfacerestore_demo_public.yaml).
-DifFace keeps its start t = 400 at every N. RM0 alone is the zero-step row; each variant also runs with
-``--preset paper`` (DDIM at 250 steps: the reference of about 100 evaluations). Per row and set: mean
-PSNR, SSIM, LPIPS, identity distance, mean NFE and seconds per face (the restore call, batches of 10, as
-the per-image records give it). Writes ``<out>/frontier.md``, ``<out>/frontier.csv`` and
-``<out>/frontier.png`` (PSNR and LPIPS against mean NFE). Rows already restored in ``--out`` are reused.
+Every row runs ``inference_difface.py`` under torchrun on the test sets of ``scripts/evaluate_demo.py``, plus
+RM0 alone and ``--preset paper``. Writes ``<out>/frontier.md``, ``.csv`` and ``.png``; rows already in ``--out``
+are reused.
 """
 from __future__ import annotations
 

@@ -1,12 +1,9 @@
-"""DynFaceRestore with a perfect DBLM: how faithful the sampler is when its blurred levels are exact.
+"""DynFaceRestore with a perfect DBLM: the sampler with every level y'_k replaced by the exact G_sigma_k * x.
 
     python scripts/sample_exact_levels.py --testset results/eval/testset [--config CONFIG] [--limit N]
 
-Runs the config's DynFaceRestore sampler on a test set written by ``scripts/evaluate_demo.py`` twice, with
-the same seeds: once as shipped, once with every level y'_k replaced by the exact G_sigma_k * x (the HQ face
-blurred by the level's own sigma; SDE, the sigmas, the start steps, guidance and DGSA unchanged). The gap
-between the two is what better TM / RM networks could give; the second run is an upper bound no real input
-allows. Prints PSNR (basicsr, uint8) per severity third for the LQ and both runs.
+Both runs use the same seeds, sigmas, starts, guidance and DGSA; prints PSNR per severity third for the LQ and
+both runs (the second an upper bound for better TM / RM).
 """
 from __future__ import annotations
 

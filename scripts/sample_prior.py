@@ -4,18 +4,9 @@
         [--ckpt weights/demo/unet_demo64.pth LABEL ...] [--out docs/prior_samples_demo64.png] \
         [--detect [--real ../shared/data/faces_hq/celeba128_val.txt]] [--show N] [--eta ETA]
 
-The diffusion and UNet come from a sampling config (its ``diffusion`` and ``model`` sections); ancestral
-DDPM sampling (``GaussianDiffusion.p_sample_loop``, learned variances) runs over the config's respaced
-steps (``--respacing`` overrides ``diffusion.params.timestep_respacing``), from x_T ~ N(0, I) with a fixed
-seed; ``--eta`` runs DDIM with that eta instead (``GaussianDiffusion.ddim_sample_loop``, the update of the
-restoration sampler; 0 is deterministic). Several ``--ckpt PATH LABEL`` pairs give one row block each, from
-the same noise, so that two trainings of the prior can be compared face by face. Each sample is enlarged
-(nearest neighbour) to :data:`inference.strip.MIN_TILE` px and labelled.
-
-``--detect`` also prints, as a markdown table, how often three offline face detectors find a face in each
-checkpoint's samples (``faces.presence``), with two reference rows on the same footing: the first
-``--num`` real faces of ``--real`` at the config's resolution, and the starting noise x_T itself. ``--show N``
-puts only the first N samples of each checkpoint into the grid (rates over many samples, a grid to look at).
+Ancestral sampling over the config's respaced steps (DDIM with ``--eta``), the same noise for every ``--ckpt``.
+``--detect`` prints how often three offline face detectors find a face in each checkpoint's samples, beside
+real faces of ``--real`` and the starting noise.
 """
 from __future__ import annotations
 

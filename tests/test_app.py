@@ -157,6 +157,7 @@ def test_library_refuses_files_like_the_command_line(bad_files, tmp_path, capsys
 
 
 # ---------------------------------------------------------------------------------------------- the server
+@pytest.mark.slow
 def test_server_restores_a_real_face(client, face):
     result = _predict(client, [face])
     choice, shown_input, shown_result, before_after, strips, facts, table, downloads, messages = result
@@ -177,6 +178,7 @@ def test_server_restores_a_real_face(client, face):
     assert messages == "all photos restored"
 
 
+@pytest.mark.slow
 def test_strip_image_has_no_toolbar_over_its_titles(server):
     with urllib.request.urlopen(server + "config", timeout=10) as resp:
         components = json.load(resp)["components"]
@@ -184,6 +186,7 @@ def test_strip_image_has_no_toolbar_over_its_titles(server):
     assert strips["buttons"] == []  # the download / share / fullscreen buttons covered the "result" title
 
 
+@pytest.mark.slow
 def test_server_refuses_bad_uploads_with_the_cli_messages(client, bad_files, face):
     from gradio_client.exceptions import AppError
 
@@ -195,6 +198,7 @@ def test_server_refuses_bad_uploads_with_the_cli_messages(client, bad_files, fac
     assert len(table["data"]) == 1 and messages == f"broken.png: skipped: {BAD_FILES['broken.png']}"
 
 
+@pytest.mark.slow
 def test_server_restores_a_whole_photo(client, faces_hq_dir, tmp_path):
     from data.face_composites import standard_composites
 
@@ -235,6 +239,7 @@ def _browser():
     return webdriver.Chrome(service=Service(executable_path=driver), options=options)
 
 
+@pytest.mark.slow
 def test_browser_uploads_a_face_and_shows_the_result(server, face):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

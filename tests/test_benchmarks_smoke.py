@@ -45,16 +45,14 @@ def test_step_breakdown_smoke(tiny_layouts, tmp_path, capsys):
     assert text.strip() in capsys.readouterr().out
     assert "## Step breakdown, 64 px" in text and "- command: `python -m benchmarks.bench_step_breakdown" in text
     _rows(text, [("1", "UNet"), ("1", "DGSA"),
-                 ("1", "DGSA, before: the same network at full resolution (map_downsample 1)"),
-                 ("1", "guidance, before (closed_form_guidance per step)"),
-                 ("1", "guidance, after (LevelSpectra.solve per step)"), ("1", "step w/o UNet, guided, fresh DGSA map"),
+                 ("1", "DGSA at full resolution (map_downsample 1)"),
+                 ("1", "guidance, closed_form_guidance per step"),
+                 ("1", "guidance, LevelSpectra.solve per step"), ("1", "step w/o UNet, guided, fresh DGSA map"),
                  ("1", "step w/o UNet, guided, reused DGSA map"), ("1", "mean step w/o UNet, dgsa_every = 4"),
                  ("1", "guidance, one level (LevelSpectra.solve_level per step, the sampler's)"),
-                 ("1", "step w/o UNet, unguided (DifFace), before (DDIM through p_mean_variance)"),
-                 ("1", "x0 modifier, reused DGSA map, before (level chosen and map summed every step)"),
-                 ("1", "step w/o UNet, guided, reused DGSA map, before (both)"),
+                 ("1", "step w/o UNet, unguided (DifFace)"), ("1", "x0 modifier, reused DGSA map"),
                  ("1", "fp32 (baseline)"), ("1", "channels_last"), ("1", "bf16 trunk (precision bf16)"),
-                 ("2", "after: LevelSpectra.solve per step (pad 16)")])
+                 ("2", "LevelSpectra.solve per step (pad 16)")])
     assert "claim 'guidance + DGSA + step overhead < 15 % of the UNet'" in text
     assert "| % of UNet | ms / image | ATen ops |" in text
     assert re.search(r"^\| 1 \| UNet \|.* \| [1-9]\d* \|$", text, re.M), "the UNet row counts its operations"

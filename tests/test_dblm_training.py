@@ -60,6 +60,7 @@ def runs(tmp_path_factory, faces_hq_dir):
     return {"dirs": out, "sde_first": first, "sde_second": second, "sde_ema_2": ema_2, "rm": rm}
 
 
+@pytest.mark.slow
 def test_sde_two_processes_checkpoint_and_resume(runs):
     sde = runs["dirs"]["sde"]
     both = runs["sde_first"].stdout + runs["sde_first"].stderr
@@ -78,6 +79,7 @@ def test_sde_two_processes_checkpoint_and_resume(runs):
     assert (sde / "tb").is_dir() and (sde / "config.yaml").is_file()
 
 
+@pytest.mark.slow
 def test_tm_rm_two_processes(runs):
     for name in ("tm", "rm"):
         d = runs["dirs"][name]
@@ -86,6 +88,7 @@ def test_tm_rm_two_processes(runs):
     assert "[val] step 2: psnr=" in log
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
 def test_one_loop_under_either_launcher(tmp_path, faces_hq_dir, launcher):
     """The scripts do not depend on their launcher: train_SDE.py under torchrun, main.py under
@@ -107,6 +110,7 @@ def test_one_loop_under_either_launcher(tmp_path, faces_hq_dir, launcher):
     assert len(torch.load(written, weights_only=True)["rng"]) == 2
 
 
+@pytest.mark.slow
 def test_dblm_from_trained_checkpoints(runs, faces_hq_dir):
     from omegaconf import OmegaConf
 

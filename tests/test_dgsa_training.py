@@ -74,6 +74,7 @@ def test_only_dgsa_parameters_change(tiny_config, tmp_path, monkeypatch):
     assert set(second["model"]) == set(instantiate(cfg.model).state_dict())
 
 
+@pytest.mark.slow
 def test_torchrun_checkpoints_resume_and_disjoint_ranks(tiny_config, tmp_path):
     save = tmp_path / "dgsa"
     first = torchrun_main(tiny_config, save, "train.iterations=2", "data.val.length=2", "train.batch=[4,1]")
@@ -101,6 +102,7 @@ def test_torchrun_checkpoints_resume_and_disjoint_ranks(tiny_config, tmp_path):
     assert len(seen[0] | seen[1]) == 12
 
 
+@pytest.mark.slow
 def test_trained_dgsa_rank_correlation_is_positive(tiny_config, celeba_faces):
     """Pairs from 32 real training faces (the trainer's own draw), 120 Adam steps on the Laplace NLL, then
     the Spearman correlation of b with |x - x0_tilde| on 8 held-out faces (fresh degradations and draws)."""

@@ -64,6 +64,7 @@ def _records(out: Path) -> dict:
     return {p.stem: json.loads(p.read_text()) for p in sorted((out / "records").glob("*.json"))}
 
 
+@pytest.mark.slow
 def test_two_processes_restore_every_valid_input_once_then_rerun_skips(tiny_config, inputs, lpips_weights_dir,
                                                                        tmp_path, capsys):
     lq, hq, stems = inputs
@@ -120,6 +121,7 @@ def test_two_processes_restore_every_valid_input_once_then_rerun_skips(tiny_conf
     assert "broken.png: skipped" in rerun_log  # never restored, so attempted again and reported again
 
 
+@pytest.mark.slow
 def test_paper_command_as_written(tiny_config, inputs, lpips_weights_dir, tmp_path):
     """The paper's command line (8 processes, fp16 flag on CPU) plus --config for the tiny setup."""
     lq, hq, stems = inputs

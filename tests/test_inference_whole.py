@@ -63,6 +63,7 @@ def photos(tmp_path_factory, faces_hq_dir):
     return lq, hq, dict(zip(names, comps))
 
 
+@pytest.mark.slow
 def test_torchrun_restores_whole_photos(photos, lpips_weights_dir, tmp_path):
     lq, hq, comps = photos
     out = tmp_path / "out"

@@ -47,6 +47,7 @@ def _assert_first_epoch_disjoint(save_dir: Path, world: int, steps: range) -> No
     assert not per_rank[0] & per_rank[1], "ranks saw the same faces"
 
 
+@pytest.mark.slow
 def test_diffusion_torchrun_checkpoints_resume_and_disjoint_ranks(tmp_path, faces_hq_dir):
     save = tmp_path / "diffusion"
     data = _data_overrides(faces_hq_dir)
@@ -76,6 +77,7 @@ def test_diffusion_torchrun_checkpoints_resume_and_disjoint_ranks(tmp_path, face
     assert len(seen) == N_FACES
 
 
+@pytest.mark.slow
 def test_restorer_torchrun_then_resume_on_one_process(tmp_path, faces_hq_dir):
     save = tmp_path / "swinir"
     data = _data_overrides(faces_hq_dir)

@@ -1,11 +1,6 @@
-"""Make ``basicsr`` 1.4.2 importable with current torchvision.
-
-basicsr 1.4.2 (``basicsr/data/degradations.py``) does
-``from torchvision.transforms.functional_tensor import rgb_to_grayscale``; torchvision removed the
-private module ``functional_tensor`` in 0.17. We register a tiny alias module that exposes the same
-function from its public home, ``torchvision.transforms.functional``, before basicsr is imported.
-Import this module (``import utils.basicsr_compat``) before any ``import basicsr``; importing it is
-idempotent and does nothing when the real module exists.
+"""Make ``basicsr`` 1.4.2 importable with current torchvision: registers
+``torchvision.transforms.functional_tensor.rgb_to_grayscale`` (removed in torchvision 0.17) as an alias of the
+public function. Import before ``basicsr``; idempotent, and a no-op when the real module exists.
 """
 import importlib.util
 import sys

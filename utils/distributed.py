@@ -1,20 +1,9 @@
-"""Process-group helpers for the training loop (trainers/base.py, under torchrun or accelerate launch) and
-inference_difface.py.
+"""Process groups for training (trainers/base.py) and inference_difface.py.
 
-* :func:`init_distributed` reads the launcher's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, set
-  by torchrun and by ``accelerate launch --multi_gpu``) and starts a process group: NCCL when CUDA is
-  available, gloo on CPU. Without a launcher (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) it returns a single-process :class:`DistInfo` and starts nothing, so every script
-  also runs as plain ``python script.py``.
-* :func:`rank_seed` derives the seed of one rank at one step, so ranks draw different noise and a resumed
-  run is reproducible.
-* :class:`ShardedInfiniteSampler` is a resumable ``DistributedSampler``: an endless stream of epochs,
-  each a fresh permutation (seeded by ``seed + epoch``) split into disjoint, equal shards (the
-  ``len % world_size`` leftover of each epoch is dropped), started at any sample offset. A trainer at
-  step ``s`` with ``b`` samples per rank per step resumes its data stream exactly by starting at
-  offset ``s * b``: no sampler state needs to be saved. With ``with_epoch=True`` it yields
-  ``epoch * num_samples + index`` instead of ``index``, for a dataset wrapper (:class:`EpochIndexed`)
-  that passes the epoch to datasets whose randomness depends on it (``set_epoch``), even inside
-  persistent DataLoader workers.
+:func:`init_distributed` starts NCCL (CUDA) or gloo from the launcher's ``RANK`` / ``WORLD_SIZE`` /
+``LOCAL_RANK``, or nothing for a single process. :class:`ShardedInfiniteSampler`: endless epochs, each a
+permutation seeded by ``seed + epoch`` split into disjoint equal shards, started at any offset, so a run at
+step s with b samples per rank resumes at offset s * b with no saved state.
 """
 from __future__ import annotations
 

@@ -1,14 +1,11 @@
-"""Export a trained network's EMA weights for shipping, and record how they were made.
+"""Export a trained network's EMA weights for shipping, with their provenance.
 
     python -m utils.export_weights --run_dir experiments/demo64/diffusion --out weights/demo/unet_demo64.pth \
         --config configs/training/diffusion_demo64.yaml --command "python main.py ..."
 
-The weights are the EMA state dict (from ``ema_final.pth`` of train_SDE.py / train_DBLM.py, or the ``ema``
-entry of the newest ``ckpt_*.pth`` of main.py), optionally stored as float16 when that changes no
-weight by more than ``--fp16_tolerance`` relative to its tensor's largest magnitude. The provenance goes
-into ``<out folder>/manifest.json`` (one entry per file, replaced on re-export) and is rendered as
-``MANIFEST.md``: config, command, steps, final train/validation scalars (read from the run's
-tensorboard log), the sha256 of the training list, wall time (first to last logged event) and machine.
+float16 when no weight changes by more than ``--fp16_tolerance`` of its tensor's largest magnitude. Provenance
+(config, command, steps, final scalars, training-list sha256, wall time, machine) goes to ``manifest.json``
+and ``MANIFEST.md`` beside the file.
 """
 from __future__ import annotations
 

@@ -1,13 +1,8 @@
-"""Learning-rate schedules of the training loop (trainers/base.py).
+"""Learning-rate schedules of the training loop: linear warm-up over ``warmup`` steps, then constant or
 
-``lr_at(step)`` for optimiser step ``step`` (1-based) of a run of ``total`` steps: a linear warm-up
-lr * step / warmup over the first ``warmup`` steps, then either the constant ``lr`` or the cosine decay
-(SGDR without restarts, Loshchilov & Hutter 2017)
+    lr_t = min_lr + (lr - min_lr) (1 + cos(pi p)) / 2,   p = min(1, (step - warmup) / (total - warmup)),
 
-    lr_t = min_lr + (lr - min_lr) * (1 + cos(pi * p)) / 2,   p = (step - warmup) / (total - warmup),
-
-which reaches ``min_lr`` at ``total`` and stays there (p is clipped to 1). A pure function of the step, so
-a resumed run continues the schedule exactly.
+a pure function of the (1-based) step, so a resumed run continues it exactly.
 """
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""Training log of the training loop (trainers/base.py) of every network.
-
-Scalars go to tensorboard (``<save_dir>/tb``) and, every ``print_every`` steps, to the console as one
-line; a tqdm bar shows progress. Only the main process logs; the others get a silent logger.
-
-A run resumed from the checkpoint of step ``start_step`` purges the tensorboard events of later steps
-(``purge_step``): an interrupted run had logged them already, and they would appear twice.
+"""Training log: scalars to tensorboard (``<save_dir>/tb``) and every ``print_every`` steps one console line, main
+process only. A run resumed at ``start_step`` purges the events logged after it.
 """
 from __future__ import annotations
 

@@ -1,22 +1,10 @@
 """The ``train:`` section shared by every training config (main.py, train_SDE.py, train_DBLM.py).
 
-One name per concept, whichever script trains the network:
-
-* ``iterations``: optimiser steps of the whole run (a resumed run continues up to it);
-* ``batch: [A, B]``: ``A`` training samples per optimiser step in total over all processes (so the number
-  of processes does not change the optimisation; it must divide ``A``), ``B`` the validation batch of a
-  process; ``microbatch``: gradient-accumulation chunk of a process (0: its whole share of ``A``);
-* ``lr``, ``weight_decay``, ``betas`` (AdamW), ``warmup_iterations``, ``lr_schedule`` (constant | cosine
-  to ``min_lr`` at ``iterations``, :mod:`utils.lr_schedule`), ``grad_clip`` (max gradient norm, 0: off),
-  ``ema_rate``;
-* ``amp``: mixed precision, ``none | bf16 | fp16`` (fp16 on CUDA only, bf16 on CUDA and the CPU,
-  :func:`trainers.base.amp_dtype`);
-* ``seed``; every ``save_freq`` steps a checkpoint (the newest ``keep_checkpoints`` kept, 0: all), every
-  ``val_freq`` steps validation, every ``log_freq`` steps a console line;
-* ``log_sample_paths``: a test switch that writes the paths of every training sample.
-
-The names the DBLM configs used before are rejected with a message naming the new one
-(:data:`utils.config.RENAMED_KEYS`).
+``iterations``; ``batch: [A, B]`` (A samples per step over all processes, which must divide it; B the validation
+batch of a process); ``microbatch`` (0: a process's whole share); ``lr``, ``weight_decay``, ``betas`` (AdamW),
+``warmup_iterations``, ``lr_schedule`` (constant | cosine to ``min_lr``), ``grad_clip`` (0: off), ``ema_rate``;
+``amp`` (none | bf16 | fp16, fp16 on CUDA only); ``seed``; ``save_freq``, ``keep_checkpoints`` (0: all),
+``val_freq``, ``log_freq``; ``log_sample_paths`` (tests).
 """
 from __future__ import annotations
 

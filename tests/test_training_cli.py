@@ -1,9 +1,7 @@
-"""Defects a researcher met when training, each reproduced as it was met and pinned.
-
-Both kinds of script are covered where the defect was in both: ``main.py`` and ``train_SDE.py`` /
-``train_DBLM.py`` (one loop, trainers/base.py, since then). In-process runs of the tiny configs on
-real faces; the multi-rank validation defect is pinned in tests/test_trainers_torchrun.py and
-tests/test_dgsa_training.py, beside their 2-rank runs.
+"""The training scripts' command lines and run folders: ``main.py``, ``train_SDE.py`` and ``train_DBLM.py``
+(one loop, trainers/base.py) refuse bad options, configs and folders with one line, and resume and log
+consistently. In-process runs of the tiny configs on real faces; multi-rank validation is tested in
+tests/test_trainers_torchrun.py and tests/test_dgsa_training.py.
 """
 from __future__ import annotations
 
@@ -60,8 +58,8 @@ def _one_error_line(capsys) -> str:
 
 # ------------------------------------------------------------------ 1. a fresh run into a used folder
 def test_fresh_run_into_a_used_folder_is_refused_torchrun(tmp_path, faces_hq_dir, capsys, single_process):
-    """The issue's repro: a folder with the checkpoints of steps 2 and 4, then ``--resume none`` for 2
-    steps. It used to finish, then rotate away its own step-2 checkpoint while keeping the old step 4."""
+    """A folder with the checkpoints of steps 2 and 4, then ``--resume none`` for 2 steps: refused, so the run
+    cannot rotate away its own step-2 checkpoint while keeping the old step 4."""
     run = tmp_path / "run"
     data = _main_data(faces_hq_dir)
     assert main.main(["--cfg_path", DIFFUSION_TINY, "--save_dir", str(run), *data, "train.iterations=4",
@@ -83,12 +81,12 @@ def test_fresh_run_into_a_used_folder_is_refused_torchrun(tmp_path, faces_hq_dir
 
 
 def test_fresh_run_into_a_used_folder_is_refused_accelerate(tmp_path, faces_hq_dir, capsys, single_process):
-    """The DBLM scripts also kept the old checkpoints and overwrote ema_final.pth."""
+    """The DBLM scripts refuse the same folder, keeping its checkpoints and ema_final.pth."""
     save = tmp_path / "sde"
     args = ["--config", str(SDE_TINY), f"save_dir={save}", "train.val_freq=100", "train.amp=bf16",
             *_dblm_data(faces_hq_dir)]
     assert dblm.main(args, ["sde"], "train_SDE.py") == 0
-    # 10: the run says which precision it uses (accelerate launch announces its own default, 'no')
+    # the run says which precision it uses (accelerate launch announces its own default, 'no')
     assert "mixed precision: bf16 (train.amp: bf16)" in capsys.readouterr().out
     ema = (save / "ema_final.pth").read_bytes()
     steps = sorted(p.name for p in (save / "checkpoints").iterdir())
@@ -210,6 +208,7 @@ def test_resumed_logger_purges_the_steps_after_its_checkpoint(tmp_path):
 
 
 # ------------------------------------------------------------------ 10. launcher noise
+@pytest.mark.slow
 def test_config_error_is_printed_once_under_torchrun(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            "main.py", "--cfg_path", DIFFUSION_TINY, "--save_dir", str(tmp_path), "train.bach=3"],
@@ -219,8 +218,9 @@ def test_config_error_is_printed_once_under_torchrun(tmp_path):
         next(line for line in proc.stderr.splitlines() if "train.bach" in line)]
 
 
+@pytest.mark.slow
 def test_accelerate_cpu_launch_of_two_processes_is_refused(tmp_path):
-    """``accelerate launch --cpu --num_processes 2`` used to train quietly in one process."""
+    """``accelerate launch --cpu --num_processes 2`` (which starts one process) is refused with one line."""
     proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
                            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                            "train_SDE.py", "--config", str(SDE_TINY), f"save_dir={tmp_path}"],
@@ -230,6 +230,7 @@ def test_accelerate_cpu_launch_of_two_processes_is_refused(tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_quiet_accelerate_launch_leaves_the_one_line(tmp_path):
     """Under ``accelerate launch -q`` a bad config is the script's one line: no CalledProcessError trace."""
     proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "-q", "--cpu", "--num_processes", "1",
@@ -251,7 +252,7 @@ def test_bad_data_train_path_names_data_train(tmp_path):
 
 
 def test_resume_after_a_model_change_says_what_does_not_fit(tmp_path, faces_hq_dir, capsys, single_process):
-    """It used to say only "Error(s) in loading state_dict for SigmaEstimator:"."""
+    """The error names the parameters that do not fit, not only "Error(s) in loading state_dict"."""
     args = ["--config", str(SDE_TINY), f"save_dir={tmp_path}", "train.val_freq=100", *_dblm_data(faces_hq_dir)]
     assert dblm.main(args, ["sde"], "train_SDE.py") == 0
     capsys.readouterr()
