@@ -83,8 +83,8 @@ from utils.distributed import (DistInfo, EpochIndexed, ShardedInfiniteSampler, a
 from utils.ema import EMA
 from utils.lr_schedule import lr_at
 from utils.model_factory import resolve_path
-from utils.run_checkpoints import (CheckpointSeries, read_training_state, restore_training_state,
-                                   run_checkpoints, save_training_state)
+from utils.run_checkpoints import (CheckpointSeries, restore_training_state, resume_state, run_checkpoints,
+                                   save_training_state)
 from utils.train_log import TrainLogger
 from utils.train_schema import TrainSection, check_train
 
@@ -324,16 +324,15 @@ class TrainerBase:
     # ------------------------------------------------------------------ internals
     def _resume(self, model: nn.Module, ema: EMA, optimizer, scaler) -> None:
         """Load the checkpoint ``--resume`` names (if any) and set the step counter and the RNG streams."""
-        path = self.checkpoints.resolve_resume(self.resume)
+        ckpt = resume_state(self.checkpoints, self.resume, self.dist)
         restored = False
-        if path is not None:
-            ckpt = read_training_state(path)
+        if ckpt is not None:
             restored = restore_training_state(ckpt, self.dist, model=model, ema=ema, optimizer=optimizer,
                                               scaler=scaler)
             self.step = int(ckpt["step"])
             if self.dist.is_main:
-                print(f"resuming from {path} at step {self.step}", flush=True)
-        if not restored and (path is not None or self.seeding == "reseed"):
+                print(f"resuming from {ckpt['path']} at step {self.step}", flush=True)
+        if not restored and (ckpt is not None or self.seeding == "reseed"):
             _seed_all(rank_seed(self.cfg.train.seed, self.dist.rank, self.step))
 
     def _train_loader(self, dataset: Dataset) -> DataLoader:
