@@ -227,7 +227,8 @@ def test_newest_readable_sets_unreadable_ones_aside_and_supersede_keeps_later_on
     assert [n.split(";")[0] for n in notes] == [f"{series.path(s)}: cannot read checkpoint" for s in (8, 6)]
     assert "renamed to ckpt_0000008.pth.corrupt.1" in notes[0]
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.suffix != ".pth"} == {
-        "ckpt_0000008.pth.corrupt": b"earlier", "ckpt_0000008.pth.corrupt.1": b"bad", "ckpt_0000006.pth.corrupt": b"bad"}
+        "ckpt_0000008.pth.corrupt": b"earlier", "ckpt_0000008.pth.corrupt.1": b"bad",
+        "ckpt_0000006.pth.corrupt": b"bad"}
     series.supersede_after(2, notes.append)
     assert series.steps() == [2] and (tmp_path / "ckpt_0000004.pth.superseded").read_bytes() == b"x"
     assert "step 4 is after the resumed step 2" in notes[-1]

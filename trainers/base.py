@@ -76,7 +76,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from data.datasets import FaceDataset
 from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.config import ConfigError, WeightsNode, get_obj_from_str, instantiate, load_config, to_dict
+from utils.config import (ConfigError, WeightsNode, get_obj_from_str, instantiate, load_config, override_hint,
+                          to_dict)
 from utils.distributed import (DistInfo, EpochIndexed, ShardedInfiniteSampler, all_reduce_mean, all_reduce_sum,
                                barrier, broadcast_object, init_distributed, rank_seed,
                                single_process_from_multi_request)
@@ -225,6 +226,8 @@ class TrainerBase:
                                seed=self.cfg.train.seed, **kwargs)
         except ConfigError:
             raise
+        except FileNotFoundError as err:
+            raise ConfigError(f"data.{split}.source: {err}; {override_hint(f'data.{split}.source')}") from None
         except (OSError, ValueError) as err:
             raise ConfigError(f"data.{split}.source: {err}") from None
 

@@ -2,11 +2,14 @@
 
     SCRIPT --config X.yaml [--save_dir DIR] [--resume auto|none|PATH] [--seed N] [key=value ...]
 
-``--cfg_path`` is another name of ``--config``. ``key=value`` arguments are OmegaConf dot-list overrides
-and may come before or after the options; ``--seed N`` is the override ``train.seed=N``. main.py needs
-``--save_dir``; the DBLM scripts take their config's ``save_dir`` unless ``--save_dir`` overrides it.
-``--resume auto`` (the default) continues from the newest checkpoint of the run's folder, ``--resume
-PATH`` from that checkpoint file, ``--resume none`` starts afresh (:mod:`utils.run_checkpoints`).
+``--cfg_path`` is another name of ``--config``. A relative config path, and each relative input path in the
+config (data, weights, degradation), is taken from the working directory if it exists there, else from the
+repository (:func:`utils.model_factory.resolve_path`); ``save_dir`` is relative to the working directory.
+``key=value`` arguments are OmegaConf dot-list overrides and may come before or after the options; a key the
+config leaves ``???`` is named with the override that gives it; ``--seed N`` is the override ``train.seed=N``.
+main.py needs ``--save_dir``; the DBLM scripts take their config's ``save_dir`` unless ``--save_dir`` overrides
+it. ``--resume auto`` (the default) continues from the newest readable checkpoint of the run's folder,
+``--resume PATH`` from that checkpoint file, ``--resume none`` starts afresh (:mod:`utils.run_checkpoints`).
 A bad configuration, checkpoint or launch prints one line ``SCRIPT: error: ...`` (once, by the first
 process) and exits with status 2.
 """
@@ -20,6 +23,7 @@ from trainers.base import TrainerBase, TrainingError
 from utils.checkpoint import CheckpointError
 from utils.config import ConfigError
 from utils.distributed import cleanup_distributed, launched_rank
+from utils.model_factory import resolve_path
 
 EXIT_CONFIG_ERROR = 2
 
@@ -39,8 +43,10 @@ def build_parser(prog: str, description: str, save_dir_required: bool) -> argpar
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    """The command line, overrides anywhere; ``--seed`` joins the overrides as ``train.seed``."""
+    """The command line, overrides anywhere; ``--seed`` joins the overrides as ``train.seed``; ``--config``
+    as given if it exists, else relative to the repository (:func:`utils.model_factory.resolve_path`)."""
     args = parser.parse_intermixed_args(None if argv is None else list(argv))
+    args.config = str(resolve_path(args.config))
     if args.seed is not None:
         args.overrides.append(f"train.seed={args.seed}")
     return args
