@@ -44,7 +44,7 @@ from tqdm import tqdm
 from inference.args import UsageError, config_overrides, parse_args
 from inference.inputs import (InputItem, InputSkip, LoadedImage, fit_reference, image_seed, list_inputs,
                               load_image, match_hq, prepare_aligned, shard)
-from inference.report import record_path, write_json, write_report
+from inference.report import record_path, records_dir, write_json, write_report
 from inference.strip import draw_detections, make_strip, strip_tiles
 from sampler import FaceRestoreSampler, SampleOutput, parse_eta
 from utils.checkpoint import CheckpointError
@@ -59,6 +59,7 @@ from utils.metrics import LPIPS_WEIGHTS_ENV, LPIPSMetric, compute_metrics
 from utils.model_factory import resolve_path
 
 EXIT_OK, EXIT_NOTHING_RESTORED, EXIT_STARTUP = 0, 1, 2
+IMAGE_OUTPUT_FOLDERS = ("restored", "restored_faces", "intermediates")  # the folders of <out> that hold images
 STARTUP_ERRORS = (UsageError, ConfigError, CheckpointError, FileNotFoundError, ValueError)
 
 
@@ -138,7 +139,7 @@ def main(argv: Optional[Sequence[str]] = None, detector=None) -> int:
 # ---------------------------------------------------------------------------------------------- the loop
 def run(ctx: Context) -> int:
     args, info = ctx.args, ctx.info
-    items, messages = list_inputs(args.input, args.recursive)
+    items, messages = list_inputs(args.input, args.recursive, exclude=_output_folders(ctx))
     messages += match_hq(items, args.input_hq, args.recursive)
     for msg in messages:
         ctx.log_main(msg)
@@ -161,6 +162,14 @@ def run(ctx: Context) -> int:
         ctx.log(table)
     nothing = total["attempted"] > 0 and total["restored"] == 0 and total["skipped"] == 0
     return EXIT_NOTHING_RESTORED if nothing else EXIT_OK
+
+
+def _output_folders(ctx: Context) -> List[Path]:
+    """What the input listing leaves out: the output folder, or, when it is the input folder itself, the
+    folders the run writes into it."""
+    if ctx.out_dir.resolve() != Path(ctx.args.input).resolve():
+        return [ctx.out_dir]
+    return [ctx.out_dir / name for name in IMAGE_OUTPUT_FOLDERS] + [records_dir(ctx.out_dir)]
 
 
 def _done(ctx: Context, item: InputItem) -> bool:
