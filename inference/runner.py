@@ -25,7 +25,8 @@ else (reading, metrics and writing are excluded). A file that cannot be used get
 or converted with a note) and the run goes on. At the end all ranks meet, rank 0 writes metrics.csv
 and summary.json from every record on disk and prints the table. Exit status: 2 for a start-up
 error; 1 when images were attempted but none was restored, neither now nor by an earlier run into
-the same folder (so a rerun of a finished folder that still holds a corrupt file exits 0); else 0.
+the same folder (so a rerun of a finished folder that still holds a corrupt file exits 0), or after one
+line naming a file the OS refused to write (a full disk, a read-only folder; what was written stays); else 0.
 """
 from __future__ import annotations
 
@@ -54,11 +55,12 @@ from faces.align import AlignedFaces, detect_and_align
 from faces.detection import build_detector
 from faces.identity import FaceIdentity
 from faces.paste import face_pastes, paste_faces
-from utils.image_io import img2tensor, read_image, tensor2img, write_image
+from utils.image_io import img2tensor, read_image, tensor2img, write_failure, write_image
 from utils.metrics import LPIPS_WEIGHTS_ENV, LPIPSMetric, compute_metrics
 from utils.model_factory import resolve_path
 
 EXIT_OK, EXIT_NOTHING_RESTORED, EXIT_STARTUP = 0, 1, 2
+EXIT_WRITE_ERROR = 1
 IMAGE_OUTPUT_FOLDERS = ("restored", "restored_faces", "intermediates")  # the folders of <out> that hold images
 STARTUP_ERRORS = (UsageError, ConfigError, CheckpointError, FileNotFoundError, ValueError)
 
@@ -132,6 +134,9 @@ def main(argv: Optional[Sequence[str]] = None, detector=None) -> int:
         return EXIT_STARTUP
     try:
         return run(ctx)
+    except OSError as err:  # a full disk or a read-only folder (reads fail as skips): what is written stays
+        print(f"error: {write_failure(err.filename or ctx.out_dir, err)}", file=sys.stderr, flush=True)
+        return EXIT_WRITE_ERROR
     finally:
         cleanup_distributed()
 

@@ -42,7 +42,8 @@ the base class owns everything else, in this order:
   processes is unchanged, else reseeds from (seed, rank, step). Checkpoints store the config but do not
   impose it: a resumed run takes the given config (a model that no longer fits is a clear error).
   ``final_weights`` (SDE, TM, RM: ``ema_final.pth``) names a file in ``save_dir`` that receives the
-  final EMA state dict.
+  final EMA state dict. The main process writes (config.yaml, checkpoints, final weights); a write the OS
+  refuses stops every process with a :class:`~utils.image_io.DiskWriteError` naming the file.
 * validation every ``train.val_freq`` steps and at the end, of the online and the EMA model (logged as
   ``val/*`` and ``val_ema/*``), on the ``data.val`` split cut into batches of ``train.batch[1]``
   consecutive faces, dealt to the processes in turn; a batch's validation noise is seeded by its index
@@ -84,8 +85,9 @@ from utils.distributed import (DistInfo, EpochIndexed, ShardedInfiniteSampler, a
 from utils.ema import EMA
 from utils.lr_schedule import lr_at
 from utils.model_factory import resolve_path
-from utils.run_checkpoints import (CheckpointSeries, restore_training_state, resume_state, run_checkpoints,
-                                   save_training_state)
+from utils.image_io import write_bytes_atomic, write_failure
+from utils.run_checkpoints import (CheckpointSeries, main_process_writes, restore_training_state, resume_state,
+                                   run_checkpoints, save_training_state)
 from utils.train_log import TrainLogger
 from utils.train_schema import TrainSection, check_train
 
@@ -264,9 +266,13 @@ class TrainerBase:
         ema = EMA(model, rate=tc.ema_rate)
         self._resume(model, ema, optimizer, scaler)
         self.checkpoints.check_start(self.step)
-        self.save_dir.mkdir(parents=True, exist_ok=True)  # every process: sample_paths_rank{r}.txt
+        try:
+            self.save_dir.mkdir(parents=True, exist_ok=True)  # every process: sample_paths_rank{r}.txt
+        except OSError as err:
+            raise write_failure(self.save_dir, err) from None
+        main_process_writes(self.dist, lambda: write_bytes_atomic(
+            self.save_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(to_dict(self.cfg))).encode("utf-8")))
         if self.dist.is_main:
-            OmegaConf.save(OmegaConf.create(to_dict(self.cfg)), self.save_dir / "config.yaml")
             print(f"{self.dist.world_size} process(es), mixed precision: "
                   f"{'none' if self.amp_dtype is None else tc.amp} (train.amp: {tc.amp})", flush=True)
 
@@ -295,10 +301,12 @@ class TrainerBase:
                                         ema=ema, optimizer=optimizer, scaler=scaler, config=to_dict(self.cfg))
         finally:
             logger.close()
+        if self.final_weights:
+            final = self.save_dir / self.final_weights
+            main_process_writes(self.dist, lambda: save_checkpoint(final, ema.state_dict()))
+            if self.dist.is_main:
+                print(f"EMA weights of step {self.step}: {final}", flush=True)
         if self.dist.is_main:
-            if self.final_weights:
-                save_checkpoint(self.save_dir / self.final_weights, ema.state_dict())
-                print(f"EMA weights of step {self.step}: {self.save_dir / self.final_weights}", flush=True)
             print(f"training finished at step {self.step}; checkpoints in {self.checkpoints.root}", flush=True)
         barrier()  # no process tears down its process group while another still writes or talks to it
         return self.step

@@ -11,7 +11,8 @@ main.py needs ``--save_dir``; the DBLM scripts take their config's ``save_dir`` 
 it. ``--resume auto`` (the default) continues from the newest readable checkpoint of the run's folder,
 ``--resume PATH`` from that checkpoint file, ``--resume none`` starts afresh (:mod:`utils.run_checkpoints`).
 A bad configuration, checkpoint or launch prints one line ``SCRIPT: error: ...`` (once, by the first
-process) and exits with status 2.
+process) and exits with status 2; a file the OS refuses to write (a full disk, a read-only folder) likewise, naming
+the file and the OS's reason, with status 1 (earlier checkpoints and outputs stay as they were).
 """
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ from trainers.base import TrainerBase, TrainingError
 from utils.checkpoint import CheckpointError
 from utils.config import ConfigError
 from utils.distributed import cleanup_distributed, launched_rank
+from utils.image_io import DiskWriteError
 from utils.model_factory import resolve_path
 
 EXIT_CONFIG_ERROR = 2
+EXIT_WRITE_ERROR = 1
 
 
 def build_parser(prog: str, description: str, save_dir_required: bool) -> argparse.ArgumentParser:
@@ -55,14 +58,14 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -
 def main(argv: Optional[Sequence[str]], parser: argparse.ArgumentParser,
          make_trainer: Callable[[argparse.Namespace], TrainerBase]) -> int:
     """Parse ``argv``, build the trainer with ``make_trainer(args)`` and train; 0, or 2 after one line
-    on a bad configuration, checkpoint or launch."""
+    on a bad configuration, checkpoint or launch, 1 after one line on a refused write."""
     args = parse_args(parser, argv)
     try:
         make_trainer(args).train()
-    except (ConfigError, CheckpointError, TrainingError) as err:
+    except (ConfigError, CheckpointError, TrainingError, DiskWriteError) as err:
         if launched_rank() == 0:  # every process meets the same error: say it once
             print(f"{parser.prog}: error: {err}", file=sys.stderr, flush=True)
-        return EXIT_CONFIG_ERROR
+        return EXIT_WRITE_ERROR if isinstance(err, DiskWriteError) else EXIT_CONFIG_ERROR
     finally:
         cleanup_distributed()
     return 0

@@ -50,7 +50,8 @@ import numpy as np
 import torch
 
 from utils.checkpoint import CheckpointError, load_checkpoint, unreadable
-from utils.distributed import DistInfo, all_gather_object, barrier, broadcast_object
+from utils.distributed import DistInfo, all_gather_object, broadcast_object
+from utils.image_io import DiskWriteError, write_failure
 
 STEP_DIGITS = 7  # the step is zero-padded to (at least) this many digits
 TEMPORARY_SUFFIX = ".partial"  # appended to a checkpoint's name while it is being written
@@ -138,18 +139,22 @@ class CheckpointSeries:
     def write(self, step: int, writer: Callable[[Path], None]) -> Path:
         """Write the checkpoint of ``step`` atomically: ``writer(path)`` creates the file at a temporary
         path (a stale one left by a crash is replaced), which is renamed when ``writer`` returns. If
-        ``writer`` raises, the temporary file is removed and the error propagates: no partial checkpoint
-        is left."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        temporary = self.temporary_path(step)
-        temporary.unlink(missing_ok=True)
+        ``writer`` raises, the temporary file is removed and the error propagates, as a
+        :class:`~utils.image_io.DiskWriteError` naming the checkpoint when the OS refused the write (a full
+        disk, a read-only folder): no partial checkpoint is left."""
+        temporary, final = self.temporary_path(step), self.path(step)
         try:
-            writer(temporary)
-        except BaseException:
+            self.root.mkdir(parents=True, exist_ok=True)
             temporary.unlink(missing_ok=True)
-            raise
-        final = self.path(step)
-        os.replace(temporary, final)
+            writer(temporary)
+            os.replace(temporary, final)
+        except BaseException as err:
+            if temporary.exists():
+                temporary.unlink()
+            failure = write_failure(final, err)
+            if failure is None:
+                raise
+            raise failure from None
         return final
 
     def rotate(self, keep: int) -> List[Path]:
@@ -265,12 +270,34 @@ def save_training_state(series: CheckpointSeries, step: int, keep: int, dist: Di
     """Write the checkpoint of ``step`` (module docstring: content) and keep the ``keep`` newest.
     Collective: every process calls it (each contributes its RNG state), the main process writes."""
     rng = all_gather_object(rng_state())
-    if dist.is_main:
+
+    def write() -> None:
         state = {"step": step, "model": model.state_dict(), "ema": ema.state_dict(),
                  "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng, "config": config}
-        series.write(step, lambda path: torch.save(state, path))
+        series.write(step, lambda path: _torch_save(state, path))
         series.rotate(keep)
-    barrier()
+
+    main_process_writes(dist, write)
+
+
+def _torch_save(state: Dict[str, Any], path: Path) -> None:
+    """``torch.save`` through a Python file, so that a refused write surfaces as the OS's OSError."""
+    with open(path, "wb") as handle:
+        torch.save(state, handle)
+
+
+def main_process_writes(dist: DistInfo, write: Callable[[], None]) -> None:
+    """Run ``write`` on the main process; a :class:`~utils.image_io.DiskWriteError` there is raised on
+    every process, so that none waits for the others. Collective."""
+    message = None
+    if dist.is_main:
+        try:
+            write()
+        except DiskWriteError as err:
+            message = str(err)
+    message = broadcast_object(message)
+    if message is not None:
+        raise DiskWriteError(message)
 
 
 def read_training_state(path: Path) -> Dict[str, Any]:
