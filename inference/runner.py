@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -103,9 +104,13 @@ def start(args, detector=None) -> Context:
             raise UsageError(f"{flag}: no such file or folder: {path}")
     args.overrides = config_overrides(args)
     info = init_distributed()
-    sampler = FaceRestoreSampler.from_config(resolve_path(args.config), args.overrides, device=info.device,
-                                             precision=args.precision)
+    with warnings.catch_warnings(record=True) as caught:  # e.g. fp16 on the CPU: said once, as one plain line
+        warnings.simplefilter("always")
+        sampler = FaceRestoreSampler.from_config(resolve_path(args.config), args.overrides, device=info.device,
+                                                 precision=args.precision)
     ctx = Context(args, info, sampler, Path(args.output))
+    for warning in caught:
+        ctx.log_main(f"warning: {warning.message}")
     if not args.aligned:
         ctx.detector = detector or build_detector(args.detector, resolve_path(args.detection_weights),
                                                   device=info.device, min_face_size=args.min_face_size)
@@ -199,7 +204,8 @@ def _load(ctx: Context, item: InputItem) -> Optional[LoadedImage]:
 
 
 def _progress(ctx: Context, total: int):
-    return tqdm(total=total, disable=not ctx.info.is_main, desc="restoring", unit="img", dynamic_ncols=True)
+    return tqdm(total=total, disable=None if ctx.info.is_main else True, desc="restoring", unit="img",
+                dynamic_ncols=True)  # None: no bar unless stderr is a terminal (a log gets the notes only)
 
 
 def _loaded_inputs(ctx: Context, todo: List[InputItem], bar) -> Iterator[Tuple[InputItem, LoadedImage]]:

@@ -256,3 +256,22 @@ def test_an_output_folder_inside_the_input_folder_is_not_read_back(tiny_config, 
         assert {p: p.read_bytes() for p in sorted((out / "records").rglob("*.json"))} == records
         assert sorted(p.relative_to(out / "restored").as_posix() for p in (out / "restored").rglob("*.png")) == \
             [f"{key}.png" for key in keys]
+
+
+def test_a_captured_log_holds_one_plain_line_per_note(tiny_config, inputs, tmp_path):
+    """Two processes with the paper's --use_fp16 on the CPU, stdout and stderr in one captured log: the
+    fp16 warning once, as one plain line without its source line; no progress bar, no blank line (a bar
+    cleared around each note left them, ``\\r`` counting as a line break in a log)."""
+    lq, _, _ = inputs
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "inference_difface.py", "-i", str(lq),
+           "-o", str(tmp_path / "out"), "--aligned", "--use_fp16", "--config", str(tiny_config)]
+    proc = subprocess.run(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=240)
+    assert proc.returncode == 0, proc.stdout
+    lines = proc.stdout.splitlines()
+    assert all(line.strip() for line in lines), lines
+    fp16 = [line for line in lines if "precision fp16 ignored" in line]
+    assert fp16 == ["[rank 0] warning: precision fp16 ignored: half precision runs on CUDA only; sampling in "
+                    "float32 on the cpu"]
+    assert "sampler.py" not in proc.stdout and "restoring" not in proc.stdout
+    assert any(line.endswith("rgba.png: converted: alpha channel dropped") for line in lines)

@@ -59,9 +59,13 @@ def test_the_papers_config_names_the_missing_data_path():
 def test_main_finds_a_repository_config_from_another_folder(tmp_path):
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
-    run_checked([sys.executable, str(REPO_ROOT / "main.py"), "--cfg_path", "configs/training/tiny/swinir_tiny.yaml",
-                 "--save_dir", "run", "train.iterations=1", "train.val_freq=100"], cwd=cwd)
-    assert (cwd / "run" / "ckpt_0000001.pth").is_file()
+    proc = run_checked([sys.executable, str(REPO_ROOT / "main.py"), "--cfg_path",
+                        "configs/training/tiny/swinir_tiny.yaml", "--save_dir", "run", "train.iterations=2",
+                        "train.val_freq=1"], cwd=cwd)
+    assert (cwd / "run" / "ckpt_0000002.pth").is_file()
+    # a captured log holds the printed lines only: no progress bar, no blank line around them
+    assert "[val] step 1:" in proc.stdout and "train:" not in proc.stderr
+    assert all(line.strip() for line in (proc.stdout + proc.stderr).splitlines())
 
 
 def test_main_names_the_override_of_a_missing_key(tmp_path):

@@ -1,7 +1,7 @@
 """Training log of the training loop (trainers/base.py) of every network.
 
 Scalars go to tensorboard (``<save_dir>/tb``) and, every ``print_every`` steps, to the console as one
-line; a tqdm bar shows progress. Only the main process logs; the others get a silent logger.
+line; a tqdm bar shows progress on a terminal. Only the main process logs; the others get a silent logger.
 
 A run resumed from the checkpoint of step ``start_step`` purges the tensorboard events of later steps
 (``purge_step``): an interrupted run had logged them already, and they would appear twice.
@@ -26,7 +26,8 @@ class TrainLogger:
 
             self._writer = SummaryWriter(log_dir=str(Path(save_dir) / "tb"),
                                          purge_step=start_step + 1 if start_step else None)
-            self._bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True, desc="train")
+            # disable=None: no bar unless stderr is a terminal, so a log holds the printed lines only
+            self._bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True, desc="train", disable=None)
 
     def step(self, step: int, scalars: Dict[str, float], prefix: str = "train") -> None:
         """Record ``scalars`` at ``step`` and advance the bar by one."""
