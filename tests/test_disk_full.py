@@ -122,3 +122,23 @@ def test_inference_into_a_read_only_folder(small_disk, tiny_config, faces):
     line = error_line(proc, "error:")
     assert line.startswith(f"error: {out}/") and line.endswith(": cannot write (read-only file system)"), line
     assert list(out.iterdir()) == []
+
+
+def test_write_failure_finds_the_os_error_behind_another_error():
+    """torch.save reports a full disk as a RuntimeError raised while the OSError was handled."""
+    import errno
+    import os
+
+    from utils.image_io import DiskWriteError, write_failure
+
+    try:
+        try:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos 9114624 vs 9114512")
+    except RuntimeError as err:
+        failure = write_failure("run/ckpt_0000004.pth", err)
+    assert isinstance(failure, DiskWriteError)
+    assert str(failure) == "run/ckpt_0000004.pth: cannot write (no space left on device)"
+    assert write_failure("x", failure) is failure
+    assert write_failure("x", RuntimeError("unrelated")) is None and write_failure("x", KeyboardInterrupt()) is None
