@@ -15,7 +15,7 @@ from typing import List, Optional
 
 from trainers import cli
 from trainers.base import TrainerBase, trainer_class
-from utils.config import load_config
+from utils.config import load_config, require_keys
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_trainer(args: argparse.Namespace) -> TrainerBase:
     cls = trainer_class(args.config, args.overrides)
-    return cls(load_config(args.config, cls.config_schema, args.overrides), args.save_dir, args.resume)
+    cfg = load_config(args.config, cls.config_schema, args.overrides)
+    require_keys(cfg, args.config)
+    return cls(cfg, args.save_dir, args.resume)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -62,10 +62,13 @@ class LoadedImage:
         return faithful_pixels(result, self.image, self.facts)
 
 
-def list_inputs(path: str | os.PathLike, recursive: bool = False) -> Tuple[List[InputItem], List[str]]:
+def list_inputs(path: str | os.PathLike, recursive: bool = False,
+                exclude: Sequence[str | os.PathLike] = ()) -> Tuple[List[InputItem], List[str]]:
     """Sorted inputs under ``path`` (folder or single file) and messages about what was left out.
 
     Files without an image extension are counted in one message; duplicate keys are reported per file.
+    Files under a folder of ``exclude`` (a run's output folder inside ``path``: outputs are never read back
+    as inputs) are left out, with one message per folder that held some.
     """
     path = Path(path)
     files = list_images(path, recursive=recursive)
@@ -74,6 +77,13 @@ def list_inputs(path: str | os.PathLike, recursive: bool = False) -> Tuple[List[
         pattern = "**/*" if recursive else "*"
         others = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() not in IMAGE_EXTENSIONS
                         and not p.name.startswith("."))
+        for folder in (Path(f).resolve() for f in exclude):
+            outputs = [f for f in files + others if f.resolve().is_relative_to(folder)]
+            if outputs:
+                messages.append(f"{path}: leaving out the {len(outputs)} file(s) under the output folder {folder}: "
+                                "outputs are not read as inputs")
+            files = [f for f in files if f not in outputs]
+            others = [f for f in others if f not in outputs]
         if others:
             shown = ", ".join(p.name for p in others[:3]) + (" ..." if len(others) > 3 else "")
             messages.append(f"{path}: ignoring {len(others)} file(s) without an image extension "

@@ -28,13 +28,15 @@ else (reading, metrics and writing are excluded). A file that cannot be used get
 or converted with a note) and the run goes on. At the end all ranks meet, rank 0 writes metrics.csv
 and summary.json from every record on disk and prints the table. Exit status: 2 for a start-up
 error; 1 when images were attempted but none was restored, neither now nor by an earlier run into
-the same folder (so a rerun of a finished folder that still holds a corrupt file exits 0); else 0.
+the same folder (so a rerun of a finished folder that still holds a corrupt file exits 0), or after one
+line naming a file the OS refused to write (a full disk, a read-only folder; what was written stays); else 0.
 """
 from __future__ import annotations
 
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -47,7 +49,8 @@ from tqdm import tqdm
 from inference.args import UsageError, config_overrides, parse_args
 from inference.inputs import (InputItem, InputSkip, LoadedImage, fit_reference, image_seed, list_inputs, load_image,
                               match_hq, prepare_aligned, shard, square_aligned)
-from inference.report import decisions_line, face_decisions, read_records, record_path, write_json, write_report
+from inference.report import (decisions_line, face_decisions, read_records, record_path, records_dir, write_json,
+                              write_report)
 from inference.strip import draw_detections, make_strip, strip_tiles
 from sampler import FaceRestoreSampler, SampleOutput, parse_eta
 from utils.checkpoint import CheckpointError
@@ -58,11 +61,13 @@ from faces.detection import build_detector
 from faces.identity import FaceIdentity
 from faces.paste import FacePaste, face_pastes, paste_aligned, paste_decision, paste_faces
 from utils.image_file import project_gray
-from utils.image_io import img2tensor, read_image, tensor2img, to_uint8, write_image
+from utils.image_io import img2tensor, read_image, tensor2img, to_uint8, write_failure, write_image
 from utils.metrics import LPIPS_WEIGHTS_ENV, LPIPSMetric, compute_metrics
 from utils.model_factory import resolve_path
 
 EXIT_OK, EXIT_NOTHING_RESTORED, EXIT_STARTUP = 0, 1, 2
+EXIT_WRITE_ERROR = 1
+IMAGE_OUTPUT_FOLDERS = ("restored", "restored_faces", "intermediates")  # the folders of <out> that hold images
 STARTUP_ERRORS = (UsageError, ConfigError, CheckpointError, FileNotFoundError, ValueError)
 
 
@@ -104,9 +109,13 @@ def start(args, detector=None) -> Context:
             raise UsageError(f"{flag}: no such file or folder: {path}")
     args.overrides = config_overrides(args)
     info = init_distributed()
-    sampler = FaceRestoreSampler.from_config(resolve_path(args.config), args.overrides, device=info.device,
-                                             precision=args.precision)
+    with warnings.catch_warnings(record=True) as caught:  # e.g. fp16 on the CPU: said once, as one plain line
+        warnings.simplefilter("always")
+        sampler = FaceRestoreSampler.from_config(resolve_path(args.config), args.overrides, device=info.device,
+                                                 precision=args.precision)
     ctx = Context(args, info, sampler, Path(args.output))
+    for warning in caught:
+        ctx.log_main(f"warning: {warning.message}")
     if not args.aligned:
         ctx.detector = detector or build_detector(args.detector, resolve_path(args.detection_weights),
                                                   device=info.device, min_face_size=args.min_face_size)
@@ -135,6 +144,9 @@ def main(argv: Optional[Sequence[str]] = None, detector=None) -> int:
         return EXIT_STARTUP
     try:
         return run(ctx)
+    except OSError as err:  # a full disk or a read-only folder (reads fail as skips): what is written stays
+        print(f"error: {write_failure(err.filename or ctx.out_dir, err)}", file=sys.stderr, flush=True)
+        return EXIT_WRITE_ERROR
     finally:
         cleanup_distributed()
 
@@ -142,7 +154,7 @@ def main(argv: Optional[Sequence[str]] = None, detector=None) -> int:
 # ---------------------------------------------------------------------------------------------- the loop
 def run(ctx: Context) -> int:
     args, info = ctx.args, ctx.info
-    items, messages = list_inputs(args.input, args.recursive)
+    items, messages = list_inputs(args.input, args.recursive, exclude=_output_folders(ctx))
     messages += match_hq(items, args.input_hq, args.recursive)
     for msg in messages:
         ctx.log_main(msg)
@@ -169,6 +181,14 @@ def run(ctx: Context) -> int:
     return EXIT_NOTHING_RESTORED if nothing else EXIT_OK
 
 
+def _output_folders(ctx: Context) -> List[Path]:
+    """What the input listing leaves out: the output folder, or, when it is the input folder itself, the
+    folders the run writes into it."""
+    if ctx.out_dir.resolve() != Path(ctx.args.input).resolve():
+        return [ctx.out_dir]
+    return [ctx.out_dir / name for name in IMAGE_OUTPUT_FOLDERS] + [records_dir(ctx.out_dir)]
+
+
 def _done(ctx: Context, item: InputItem) -> bool:
     return _output_path(ctx, item.key).is_file() and record_path(ctx.out_dir, item.key).is_file()
 
@@ -191,7 +211,8 @@ def _load(ctx: Context, item: InputItem) -> Optional[LoadedImage]:
 
 
 def _progress(ctx: Context, total: int):
-    return tqdm(total=total, disable=not ctx.info.is_main, desc="restoring", unit="img", dynamic_ncols=True)
+    return tqdm(total=total, disable=None if ctx.info.is_main else True, desc="restoring", unit="img",
+                dynamic_ncols=True)  # None: no bar unless stderr is a terminal (a log gets the notes only)
 
 
 def _loaded_inputs(ctx: Context, todo: List[InputItem], bar) -> Iterator[Tuple[InputItem, LoadedImage]]:

@@ -11,12 +11,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
-def run_checked(cmd: list, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run ``cmd`` in the repository with OMP_NUM_THREADS=1 and no inherited torch.distributed variables;
-    fail the test with the command's output tails when it exits non-zero."""
+def run_process(cmd: list, timeout: int = 300, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in ``cwd`` (the repository) with OMP_NUM_THREADS=1 and no inherited torch.distributed
+    variables; its exit status is the caller's to check."""
     env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}
     env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def run_checked(cmd: list, timeout: int = 300, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
+    """:func:`run_process`; fail the test with the command's output tails when it exits non-zero."""
+    proc = run_process(cmd, timeout, cwd)
     assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 

@@ -20,6 +20,7 @@ import pytest
 
 from inference.inputs import shard
 from inference.runner import main
+from proc_helpers import run_checked
 from tiny_setup import RESOLUTION, make_tiny_setup
 from faces.align import face_template
 from utils.image_io import list_images, read_image
@@ -233,3 +234,47 @@ def test_nothing_restored_exits_1(tiny_config, tmp_path):
     (bad / "empty.png").write_bytes(b"")
     cv2.imwrite(str(bad / "tiny.png"), np.zeros((8, 8, 3), np.uint8))
     assert main(["-i", str(bad), "-o", str(tmp_path / "o"), "--aligned", "--config", str(tiny_config)]) == 1
+
+
+def test_an_output_folder_inside_the_input_folder_is_not_read_back(tiny_config, inputs, tmp_path):
+    """``-i names -o names/results --recursive`` run twice (and ``-o names`` itself): the second run restores
+    nothing new, lists no result as an input, and says what it left out."""
+    lq, _, stems = inputs
+    keys = sorted([stems[0], f"sub/{stems[1]}"])
+    for case in ("results", "same"):
+        names = tmp_path / case / "names"
+        (names / "sub").mkdir(parents=True)
+        shutil.copy(lq / f"{stems[0]}.png", names / f"{stems[0]}.png")
+        shutil.copy(lq / f"{stems[1]}.png", names / "sub" / f"{stems[1]}.png")
+        out = names / "results" if case == "results" else names
+        args = [sys.executable, "inference_difface.py", "-i", str(names), "-o", str(out), "--recursive", "--aligned",
+                "--config", str(tiny_config)]
+        run_checked(args)
+        records = {p: p.read_bytes() for p in sorted((out / "records").rglob("*.json"))}
+        assert sorted(json.loads(r)["key"] for r in records.values()) == keys
+        second = run_checked(args).stdout
+        assert "skipped 2 of 2 file(s) already restored" in second and "restored 0 of 0 attempted" in second
+        left_out = [line for line in second.splitlines() if "under the output folder" in line]
+        assert len(left_out) == (1 if out != names else 2), second  # names: restored/ and records/
+        assert {p: p.read_bytes() for p in sorted((out / "records").rglob("*.json"))} == records
+        assert sorted(p.relative_to(out / "restored").as_posix() for p in (out / "restored").rglob("*.png")) == \
+            [f"{key}.png" for key in keys]
+
+
+def test_a_captured_log_holds_one_plain_line_per_note(tiny_config, inputs, tmp_path):
+    """Two processes with the paper's --use_fp16 on the CPU, stdout and stderr in one captured log: the
+    fp16 warning once, as one plain line without its source line; no progress bar, no blank line (a bar
+    cleared around each note left them, ``\\r`` counting as a line break in a log)."""
+    lq, _, _ = inputs
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "inference_difface.py", "-i", str(lq),
+           "-o", str(tmp_path / "out"), "--aligned", "--use_fp16", "--config", str(tiny_config)]
+    proc = subprocess.run(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=240)
+    assert proc.returncode == 0, proc.stdout
+    lines = proc.stdout.splitlines()
+    assert all(line.strip() for line in lines), lines
+    fp16 = [line for line in lines if "precision fp16 ignored" in line]
+    assert fp16 == ["[rank 0] warning: precision fp16 ignored: half precision runs on CUDA only; sampling in "
+                    "float32 on the cpu"]
+    assert "sampler.py" not in proc.stdout and "restoring" not in proc.stdout
+    assert any("rgba.png: converted: alpha kept" in line for line in lines)

@@ -113,15 +113,15 @@ def test_write_is_atomic(tmp_path):
 
 def test_resume_resolution(tmp_path):
     files = run_checkpoints(tmp_path / "run")
-    assert files.resolve_resume("auto") is None  # no checkpoint yet: start afresh
     make_files(files, [1, 2])
-    assert files.resolve_resume("auto") == files.path(2)
     assert files.resolve_resume("none") is None
     assert files.resolve_resume(str(files.path(1))) == files.path(1)
     for bad in (str(tmp_path / "missing.pth"), str(tmp_path / "run"), ""):
         with pytest.raises(ResumeError) as err:
             files.resolve_resume(bad)
         assert err.value.resume == bad and "checkpoint file" in str(err.value)
+    with pytest.raises(ValueError, match="newest_readable"):
+        files.resolve_resume("auto")
 
 
 def test_a_bad_resume_is_one_checkpoint_error(tmp_path):
@@ -197,9 +197,41 @@ def test_legacy_directories_count_only_where_asked(tmp_path):
     assert series.steps() == [4, 9] and plain.steps() == [4]
     assert series.latest() == tmp_path / "step_0000009" and series.entries()[0] == (4, series.path(4))
     assert series.resolve_resume(str(tmp_path / "step_0000004")) == tmp_path / "step_0000004"
+    assert series.newest_readable(lambda path: path, print) == tmp_path / "step_0000009"
     with pytest.raises(ResumeError):
         plain.resolve_resume(str(tmp_path / "step_0000004"))
     with pytest.raises(MixedRunsError, match=r"\[9\]"):
         series.check_start(4)
     assert series.rotate(1) == [series.path(4), tmp_path / "step_0000004"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_0000009", "step_0000011", "step_12"]
+
+
+def test_newest_readable_sets_unreadable_ones_aside_and_supersede_keeps_later_ones(tmp_path):
+    """--resume auto passes over unreadable checkpoints (renamed .corrupt, never overwriting an earlier
+    .corrupt); --resume PATH renames the later steps .superseded; nothing is deleted."""
+    from utils.checkpoint import CheckpointError
+
+    series = run_checkpoints(tmp_path)
+    make_files(series, [2, 4, 6, 8])
+    for step in (6, 8):
+        series.path(step).write_bytes(b"bad")
+    (tmp_path / "ckpt_0000008.pth.corrupt").write_bytes(b"earlier")
+
+    def read(path: Path) -> Path:
+        if path.read_bytes() == b"bad":
+            raise CheckpointError(f"{path}: cannot read checkpoint")
+        return path
+
+    notes = []
+    assert series.newest_readable(read, notes.append) == series.path(4)
+    assert [n.split(";")[0] for n in notes] == [f"{series.path(s)}: cannot read checkpoint" for s in (8, 6)]
+    assert "renamed to ckpt_0000008.pth.corrupt.1" in notes[0]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.suffix != ".pth"} == {
+        "ckpt_0000008.pth.corrupt": b"earlier", "ckpt_0000008.pth.corrupt.1": b"bad",
+        "ckpt_0000006.pth.corrupt": b"bad"}
+    series.supersede_after(2, notes.append)
+    assert series.steps() == [2] and (tmp_path / "ckpt_0000004.pth.superseded").read_bytes() == b"x"
+    assert "step 4 is after the resumed step 2" in notes[-1]
+    assert series.newest_readable(read, notes.append) == series.path(2)
+    series.path(2).write_bytes(b"bad")
+    assert series.newest_readable(read, notes.append) is None and series.steps() == []

@@ -42,7 +42,8 @@ the base class owns everything else, in this order:
   processes is unchanged, else reseeds from (seed, rank, step). Checkpoints store the config but do not
   impose it: a resumed run takes the given config (a model that no longer fits is a clear error).
   ``final_weights`` (SDE, TM, RM: ``ema_final.pth``) names a file in ``save_dir`` that receives the
-  final EMA state dict.
+  final EMA state dict. The main process writes (config.yaml, checkpoints, final weights); a write the OS
+  refuses stops every process with a :class:`~utils.image_io.DiskWriteError` naming the file.
 * validation every ``train.val_freq`` steps and at the end, of the online and the EMA model (logged as
   ``val/*`` and ``val_ema/*``), on the ``data.val`` split cut into batches of ``train.batch[1]``
   consecutive faces, dealt to the processes in turn; a batch's validation noise is seeded by its index
@@ -76,14 +77,16 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from data.datasets import FaceDataset
 from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.config import ConfigError, WeightsNode, get_obj_from_str, instantiate, load_config, to_dict
+from utils.config import (ConfigError, WeightsNode, get_obj_from_str, instantiate, load_config, override_hint,
+                          to_dict)
 from utils.distributed import (DistInfo, EpochIndexed, ShardedInfiniteSampler, all_reduce_mean, all_reduce_sum,
                                barrier, broadcast_object, init_distributed, rank_seed,
                                single_process_from_multi_request)
 from utils.ema import EMA
 from utils.lr_schedule import lr_at
 from utils.model_factory import resolve_path
-from utils.run_checkpoints import (CheckpointSeries, read_training_state, restore_training_state,
+from utils.image_io import write_bytes_atomic, write_failure
+from utils.run_checkpoints import (CheckpointSeries, main_process_writes, restore_training_state, resume_state,
                                    run_checkpoints, save_training_state)
 from utils.train_log import TrainLogger
 from utils.train_schema import TrainSection, check_train
@@ -225,6 +228,8 @@ class TrainerBase:
                                seed=self.cfg.train.seed, **kwargs)
         except ConfigError:
             raise
+        except FileNotFoundError as err:
+            raise ConfigError(f"data.{split}.source: {err}; {override_hint(f'data.{split}.source')}") from None
         except (OSError, ValueError) as err:
             raise ConfigError(f"data.{split}.source: {err}") from None
 
@@ -261,9 +266,13 @@ class TrainerBase:
         ema = EMA(model, rate=tc.ema_rate)
         self._resume(model, ema, optimizer, scaler)
         self.checkpoints.check_start(self.step)
-        self.save_dir.mkdir(parents=True, exist_ok=True)  # every process: sample_paths_rank{r}.txt
+        try:
+            self.save_dir.mkdir(parents=True, exist_ok=True)  # every process: sample_paths_rank{r}.txt
+        except OSError as err:
+            raise write_failure(self.save_dir, err) from None
+        main_process_writes(self.dist, lambda: write_bytes_atomic(
+            self.save_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(to_dict(self.cfg))).encode("utf-8")))
         if self.dist.is_main:
-            OmegaConf.save(OmegaConf.create(to_dict(self.cfg)), self.save_dir / "config.yaml")
             print(f"{self.dist.world_size} process(es), mixed precision: "
                   f"{'none' if self.amp_dtype is None else tc.amp} (train.amp: {tc.amp})", flush=True)
 
@@ -292,10 +301,12 @@ class TrainerBase:
                                         ema=ema, optimizer=optimizer, scaler=scaler, config=to_dict(self.cfg))
         finally:
             logger.close()
+        if self.final_weights:
+            final = self.save_dir / self.final_weights
+            main_process_writes(self.dist, lambda: save_checkpoint(final, ema.state_dict()))
+            if self.dist.is_main:
+                print(f"EMA weights of step {self.step}: {final}", flush=True)
         if self.dist.is_main:
-            if self.final_weights:
-                save_checkpoint(self.save_dir / self.final_weights, ema.state_dict())
-                print(f"EMA weights of step {self.step}: {self.save_dir / self.final_weights}", flush=True)
             print(f"training finished at step {self.step}; checkpoints in {self.checkpoints.root}", flush=True)
         barrier()  # no process tears down its process group while another still writes or talks to it
         return self.step
@@ -324,16 +335,15 @@ class TrainerBase:
     # ------------------------------------------------------------------ internals
     def _resume(self, model: nn.Module, ema: EMA, optimizer, scaler) -> None:
         """Load the checkpoint ``--resume`` names (if any) and set the step counter and the RNG streams."""
-        path = self.checkpoints.resolve_resume(self.resume)
+        ckpt = resume_state(self.checkpoints, self.resume, self.dist)
         restored = False
-        if path is not None:
-            ckpt = read_training_state(path)
+        if ckpt is not None:
             restored = restore_training_state(ckpt, self.dist, model=model, ema=ema, optimizer=optimizer,
                                               scaler=scaler)
             self.step = int(ckpt["step"])
             if self.dist.is_main:
-                print(f"resuming from {path} at step {self.step}", flush=True)
-        if not restored and (path is not None or self.seeding == "reseed"):
+                print(f"resuming from {ckpt['path']} at step {self.step}", flush=True)
+        if not restored and (ckpt is not None or self.seeding == "reseed"):
             _seed_all(rank_seed(self.cfg.train.seed, self.dist.rank, self.step))
 
     def _train_loader(self, dataset: Dataset) -> DataLoader:

@@ -2,13 +2,17 @@
 
     SCRIPT --config X.yaml [--save_dir DIR] [--resume auto|none|PATH] [--seed N] [key=value ...]
 
-``--cfg_path`` is another name of ``--config``. ``key=value`` arguments are OmegaConf dot-list overrides
-and may come before or after the options; ``--seed N`` is the override ``train.seed=N``. main.py needs
-``--save_dir``; the DBLM scripts take their config's ``save_dir`` unless ``--save_dir`` overrides it.
-``--resume auto`` (the default) continues from the newest checkpoint of the run's folder, ``--resume
-PATH`` from that checkpoint file, ``--resume none`` starts afresh (:mod:`utils.run_checkpoints`).
+``--cfg_path`` is another name of ``--config``. A relative config path, and each relative input path in the
+config (data, weights, degradation), is taken from the working directory if it exists there, else from the
+repository (:func:`utils.model_factory.resolve_path`); ``save_dir`` is relative to the working directory.
+``key=value`` arguments are OmegaConf dot-list overrides and may come before or after the options; a key the
+config leaves ``???`` is named with the override that gives it; ``--seed N`` is the override ``train.seed=N``.
+main.py needs ``--save_dir``; the DBLM scripts take their config's ``save_dir`` unless ``--save_dir`` overrides
+it. ``--resume auto`` (the default) continues from the newest readable checkpoint of the run's folder,
+``--resume PATH`` from that checkpoint file, ``--resume none`` starts afresh (:mod:`utils.run_checkpoints`).
 A bad configuration, checkpoint or launch prints one line ``SCRIPT: error: ...`` (once, by the first
-process) and exits with status 2.
+process) and exits with status 2; a file the OS refuses to write (a full disk, a read-only folder) likewise, naming
+the file and the OS's reason, with status 1 (earlier checkpoints and outputs stay as they were).
 """
 from __future__ import annotations
 
@@ -20,8 +24,11 @@ from trainers.base import TrainerBase, TrainingError
 from utils.checkpoint import CheckpointError
 from utils.config import ConfigError
 from utils.distributed import cleanup_distributed, launched_rank
+from utils.image_io import DiskWriteError
+from utils.model_factory import resolve_path
 
 EXIT_CONFIG_ERROR = 2
+EXIT_WRITE_ERROR = 1
 
 
 def build_parser(prog: str, description: str, save_dir_required: bool) -> argparse.ArgumentParser:
@@ -39,8 +46,10 @@ def build_parser(prog: str, description: str, save_dir_required: bool) -> argpar
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    """The command line, overrides anywhere; ``--seed`` joins the overrides as ``train.seed``."""
+    """The command line, overrides anywhere; ``--seed`` joins the overrides as ``train.seed``; ``--config``
+    as given if it exists, else relative to the repository (:func:`utils.model_factory.resolve_path`)."""
     args = parser.parse_intermixed_args(None if argv is None else list(argv))
+    args.config = str(resolve_path(args.config))
     if args.seed is not None:
         args.overrides.append(f"train.seed={args.seed}")
     return args
@@ -49,14 +58,14 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -
 def main(argv: Optional[Sequence[str]], parser: argparse.ArgumentParser,
          make_trainer: Callable[[argparse.Namespace], TrainerBase]) -> int:
     """Parse ``argv``, build the trainer with ``make_trainer(args)`` and train; 0, or 2 after one line
-    on a bad configuration, checkpoint or launch."""
+    on a bad configuration, checkpoint or launch, 1 after one line on a refused write."""
     args = parse_args(parser, argv)
     try:
         make_trainer(args).train()
-    except (ConfigError, CheckpointError, TrainingError) as err:
+    except (ConfigError, CheckpointError, TrainingError, DiskWriteError) as err:
         if launched_rank() == 0:  # every process meets the same error: say it once
             print(f"{parser.prog}: error: {err}", file=sys.stderr, flush=True)
-        return EXIT_CONFIG_ERROR
+        return EXIT_WRITE_ERROR if isinstance(err, DiskWriteError) else EXIT_CONFIG_ERROR
     finally:
         cleanup_distributed()
     return 0

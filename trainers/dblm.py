@@ -38,7 +38,8 @@ from data.degradation import load_degradation_config
 from trainers import cli
 from trainers.base import TrainerBase, TrainingError
 from utils.checkpoint import read_state_dict
-from utils.config import ConfigError, WeightsNode, get_obj_from_str, load_config
+from utils.config import ConfigError, WeightsNode, get_obj_from_str, load_config, override_hint, require_keys
+from utils.model_factory import resolve_path
 from utils.run_checkpoints import CheckpointSeries, run_checkpoints
 from utils.train_schema import TrainSection, check_train
 
@@ -109,7 +110,7 @@ class DBLMTrainer(TrainerBase):
         model = super().build_model()
         init = self.cfg.get("init", None)
         if init is not None and not self.cfg.model.ckpt_path:
-            source = read_state_dict(init.ckpt_path, hint="'init.ckpt_path' must be a trained restorer's "
+            source = read_state_dict(resolve_path(init.ckpt_path), hint="'init.ckpt_path' must be a trained restorer's "
                                      "state_dict (e.g. weights/demo/restorer_demo64.pth)")
             try:
                 model.warm_start(source, init.image)
@@ -120,18 +121,21 @@ class DBLMTrainer(TrainerBase):
     def build_dataset(self, split: str) -> FaceDataset:
         """The training (random flips) or validation (first ``val_size`` faces) FaceDataset with sigma*."""
         d = self.cfg.data
-        degradation = d.degradation if isinstance(d.degradation, str) else OmegaConf.to_container(d.degradation)
+        degradation = resolve_path(d.degradation) if isinstance(d.degradation, str) else \
+            OmegaConf.to_container(d.degradation)
         try:
             degradation = load_degradation_config(degradation)
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError(f"data.degradation: {err}") from None
         try:
             if split == "train":
-                return FaceDataset(d.train, d.resolution, flip=d.flip, degradation=degradation, seed=d.train_seed,
-                                   with_sigma_star=True)
-            return FaceDataset(d.val, d.resolution, flip=False, degradation=degradation, seed=d.val_seed,
-                               with_sigma_star=True, length=d.val_size)
-        except (FileNotFoundError, ValueError) as err:
+                return FaceDataset(resolve_path(d.train), d.resolution, flip=d.flip, degradation=degradation,
+                                   seed=d.train_seed, with_sigma_star=True)
+            return FaceDataset(resolve_path(d.val), d.resolution, flip=False, degradation=degradation,
+                               seed=d.val_seed, with_sigma_star=True, length=d.val_size)
+        except FileNotFoundError as err:
+            raise ConfigError(f"data.{split}: {err}; {override_hint(f'data.{split}')}") from None
+        except ValueError as err:
             raise ConfigError(f"data.{split}: {err}") from None
 
 
@@ -147,9 +151,7 @@ def load_experiment(path: str | Path, tasks: Sequence[str], overrides: Optional[
         raise ConfigError(f"{path}: key 'task' must be one of {list(tasks)} for this script, got {task!r}")
     cls = trainer_for(task)
     cfg = load_config(path, cls.config_schema, overrides)
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise ConfigError(f"{path}: missing required key(s) {missing}")
+    require_keys(cfg, path)
     try:
         cls.check(cfg)
     except ConfigError as err:

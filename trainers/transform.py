@@ -31,6 +31,7 @@ from data.blur import gaussian_blur
 from trainers.dblm import EMA_FINAL, DBLMConfig, DBLMTrainer, LossType, WarmStart, image_loss
 from utils.checkpoint import load_checkpoint
 from utils.config import ConfigError, RequiredWeightsNode
+from utils.model_factory import resolve_path
 
 
 class RMInput(Enum):
@@ -127,8 +128,8 @@ class TrainerRM(TrainerTM):
         self.tm = None
         if self.cfg.input is RMInput.tm:
             self.tm = self.instantiate_section("tm")
-            load_checkpoint(self.tm, self.cfg.tm.ckpt_path, strict=True, hint="set 'tm.ckpt_path' to the TM's "
-                            f"{EMA_FINAL} (train it first with train_DBLM.py)")
+            load_checkpoint(self.tm, resolve_path(self.cfg.tm.ckpt_path), strict=True,
+                            hint=f"set 'tm.ckpt_path' to the TM's {EMA_FINAL} (train it first with train_DBLM.py)")
             self.tm.to(self.device).eval().requires_grad_(False)
 
     @torch.no_grad()

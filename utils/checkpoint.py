@@ -38,13 +38,20 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable, or does not fit the model; the message says why."""
 
 
+def unreadable(path: Path, err: Exception) -> CheckpointError:
+    """"<path>: cannot read checkpoint (<error type>: <its first sentence>)": one line, whatever torch says."""
+    lines = str(err).strip().splitlines()
+    reason = lines[0].split(". ")[0] if lines else ""
+    return CheckpointError(f"{path}: cannot read checkpoint ({type(err).__name__}: {reason})")
+
+
 def _load_file(path: Path, map_location, hint: Optional[str]) -> Mapping:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}" + (f"; {hint}" if hint else ""))
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure is reported with the file name
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(err).__name__}: {err})") from err
+        raise unreadable(path, err) from err
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
     return obj

@@ -111,6 +111,22 @@ def load_config(path: str | Path, schema: Optional[Type] = None, overrides: Opti
     return cfg
 
 
+def override_hint(key: str) -> str:
+    """How a training script's command line gives ``key``: "give it as data.train=FOLDER (a key=value
+    argument of the command)"; the placeholder is FOLDER for data sources, FILE for weights, else VALUE."""
+    leaf = key.rsplit(".", 1)[-1]
+    placeholder = "FILE" if leaf == "ckpt_path" else "FOLDER" if key.startswith("data.") and leaf in (
+        "train", "val", "source") else "VALUE"
+    return f"give it as {key}={placeholder} (a key=value argument of the command)"
+
+
+def require_keys(cfg: DictConfig, path: str | Path) -> None:
+    """ConfigError naming each key of ``cfg`` still ``???`` (MISSING) and how to give it (:func:`override_hint`)."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{path}: " + "; ".join(f"missing {key}: {override_hint(key)}" for key in missing))
+
+
 def get_obj_from_str(dotted: str) -> Any:
     """Import ``package.module.Name`` and return ``Name``."""
     module_name, _, attr = dotted.rpartition(".")

@@ -18,7 +18,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterable, List, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -150,20 +150,42 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> Path:
     return path
 
 
+class DiskWriteError(OSError):
+    """A file that could not be written (full disk, read-only or unwritable folder): "<path>: cannot write
+    (<the OS's reason>)", e.g. "(no space left on device)"."""
+
+
+def write_failure(path: str | os.PathLike, err: BaseException) -> Optional[DiskWriteError]:
+    """The :class:`DiskWriteError` of ``path`` when ``err`` is an OSError or was raised while handling one
+    (torch.save reports a full disk as a RuntimeError raised during the OSError); None otherwise."""
+    cause: Optional[BaseException] = err
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None or isinstance(cause, DiskWriteError):
+        return cause
+    reason = cause.strerror or str(cause) or type(cause).__name__
+    return DiskWriteError(f"{path}: cannot write ({reason[:1].lower() + reason[1:]})")
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace`` (atomic on POSIX)."""
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace`` (atomic on POSIX); a failed
+    write leaves ``path`` as it was, no temporary file, and raises :class:`DiskWriteError` if the OS refused."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as err:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+        failure = write_failure(path, err)
+        if failure is None:
+            raise
+        raise failure from None
     return path
 
 

@@ -24,12 +24,18 @@ where a checkpoint goes, what it holds and how a run continues from one.
 * latest: :meth:`~CheckpointSeries.latest` is the complete checkpoint with the largest step.
 * rotation: :meth:`~CheckpointSeries.rotate` keeps the ``keep`` newest complete checkpoints (by step)
   and deletes the older ones; ``keep <= 0`` keeps all. Other entries of the folder are never touched.
-* resume: :meth:`~CheckpointSeries.resolve_resume` turns the ``--resume`` argument into the checkpoint
-  to load: ``auto`` the latest (None when there is none yet), ``none`` None, anything else that path,
-  which must be a checkpoint file; otherwise :class:`ResumeError`.
-* no mixing of runs: :meth:`~CheckpointSeries.check_start` refuses a run that starts at step ``s`` (0 for
-  ``--resume none``) in a folder that already holds checkpoints of steps beyond ``s``. Such older
-  checkpoints would outrank the new run's in rotation (deleting the new ones) and in ``--resume auto``.
+* resume (:func:`resume_state`, collective: the main process decides, every process reads the chosen file):
+  ``--resume auto`` continues from the newest *readable* checkpoint; a newer one that cannot be read is
+  named in one line and renamed ``<name>.corrupt`` beside itself, so it is kept but no longer counts
+  (none readable: the run starts at step 0). ``--resume none`` starts afresh. ``--resume PATH`` continues
+  from that checkpoint file, which must be readable (:class:`ResumeError` if it is no checkpoint file);
+  the run's checkpoints of later steps, which would belong to the abandoned continuation, are renamed
+  ``<name>.superseded`` (one line each). A renamed entry never overwrites an earlier one (``.1``, ...).
+* no mixing of runs: :meth:`~CheckpointSeries.check_start` refuses a run that starts at step ``s`` in a
+  folder that already holds checkpoints of steps beyond ``s``; such older checkpoints would outrank the
+  new run's in rotation (deleting the new ones) and in ``--resume auto``. After the resume rules above,
+  only ``--resume none`` in a folder holding checkpoints can meet it: the refusal protects a run whose
+  checkpoints are all there unless a checkpoint file is named explicitly.
 """
 from __future__ import annotations
 
@@ -43,11 +49,14 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from utils.checkpoint import CheckpointError, load_checkpoint
-from utils.distributed import DistInfo, all_gather_object, barrier
+from utils.checkpoint import CheckpointError, load_checkpoint, unreadable
+from utils.distributed import DistInfo, all_gather_object, broadcast_object
+from utils.image_io import DiskWriteError, write_failure
 
 STEP_DIGITS = 7  # the step is zero-padded to (at least) this many digits
 TEMPORARY_SUFFIX = ".partial"  # appended to a checkpoint's name while it is being written
+CORRUPT_SUFFIX = ".corrupt"  # appended to an unreadable checkpoint that --resume auto passed over
+SUPERSEDED_SUFFIX = ".superseded"  # appended to a later checkpoint left behind by --resume PATH
 RESUME_AUTO, RESUME_NONE = "auto", "none"
 LEGACY_PREFIX = "step_"  # accelerator.save_state directories of the earlier DBLM loop (module docstring)
 
@@ -130,18 +139,22 @@ class CheckpointSeries:
     def write(self, step: int, writer: Callable[[Path], None]) -> Path:
         """Write the checkpoint of ``step`` atomically: ``writer(path)`` creates the file at a temporary
         path (a stale one left by a crash is replaced), which is renamed when ``writer`` returns. If
-        ``writer`` raises, the temporary file is removed and the error propagates: no partial checkpoint
-        is left."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        temporary = self.temporary_path(step)
-        temporary.unlink(missing_ok=True)
+        ``writer`` raises, the temporary file is removed and the error propagates, as a
+        :class:`~utils.image_io.DiskWriteError` naming the checkpoint when the OS refused the write (a full
+        disk, a read-only folder): no partial checkpoint is left."""
+        temporary, final = self.temporary_path(step), self.path(step)
         try:
-            writer(temporary)
-        except BaseException:
+            self.root.mkdir(parents=True, exist_ok=True)
             temporary.unlink(missing_ok=True)
-            raise
-        final = self.path(step)
-        os.replace(temporary, final)
+            writer(temporary)
+            os.replace(temporary, final)
+        except BaseException as err:
+            if temporary.exists():
+                temporary.unlink()
+            failure = write_failure(final, err)
+            if failure is None:
+                raise
+            raise failure from None
         return final
 
     def rotate(self, keep: int) -> List[Path]:
@@ -157,13 +170,13 @@ class CheckpointSeries:
 
     # ------------------------------------------------------------------ resuming
     def resolve_resume(self, resume: str) -> Optional[Path]:
-        """The checkpoint that ``--resume resume`` asks for: ``auto`` the latest (None before the first
-        checkpoint), ``none`` None, otherwise that path, which must be an existing file (or, with
-        ``legacy_dirs``, a ``step_XXXXXXX`` directory); :class:`ResumeError` if it is not."""
+        """The checkpoint that ``--resume resume`` names, ``resume`` not ``auto`` (:meth:`newest_readable`):
+        ``none`` None, otherwise that path, which must be an existing file (or, with ``legacy_dirs``, a
+        ``step_XXXXXXX`` directory); :class:`ResumeError` if it is not."""
+        if resume == RESUME_AUTO:
+            raise ValueError("resolve_resume does not take 'auto': newest_readable chooses that checkpoint")
         if resume == RESUME_NONE:
             return None
-        if resume == RESUME_AUTO:
-            return self.latest()
         if not resume:
             raise ResumeError(resume, f"--resume takes '{RESUME_AUTO}', '{RESUME_NONE}' or a checkpoint file")
         path = Path(resume)
@@ -171,14 +184,45 @@ class CheckpointSeries:
             raise ResumeError(resume, f"--resume {resume}: no checkpoint file there")
         return path
 
+    def set_aside(self, path: Path, suffix: str) -> Path:
+        """Rename the checkpoint ``path`` to ``<name><suffix>`` beside itself (``<name><suffix>.1``, ... if
+        taken) so that it no longer counts; returns the new path."""
+        target = path.with_name(path.name + suffix)
+        number = 0
+        while target.exists():
+            number += 1
+            target = path.with_name(f"{path.name}{suffix}.{number}")
+        path.rename(target)
+        return target
+
+    def newest_readable(self, read: Callable[[Path], Dict[str, Any]],
+                        note: Callable[[str], None]) -> Optional[Dict[str, Any]]:
+        """``read(path)`` of the newest checkpoint it can read; each newer one that raises
+        :class:`CheckpointError` is renamed ``<name>.corrupt`` (:meth:`set_aside`) and named in one ``note``.
+        None when no checkpoint is readable."""
+        for _, path in sorted(self.entries(), key=lambda entry: -entry[0]):  # stable: a file before a directory
+            try:
+                return read(path)
+            except CheckpointError as err:
+                moved = self.set_aside(path, CORRUPT_SUFFIX)
+                note(f"{err}; renamed to {moved.name}, trying the previous checkpoint")
+        return None
+
+    def supersede_after(self, step: int, note: Callable[[str], None]) -> None:
+        """Rename the checkpoints of steps after ``step`` to ``<name>.superseded``, one ``note`` each."""
+        for later_step, path in self.entries():
+            if later_step > step:
+                moved = self.set_aside(path, SUPERSEDED_SUFFIX)
+                note(f"{path}: step {later_step} is after the resumed step {step}; renamed to {moved.name}")
+
     def check_start(self, step: int) -> None:
         """Raise :class:`MixedRunsError` if ``root`` holds complete checkpoints of steps after ``step``,
         the step the run starts (or resumes) at (module docstring: no mixing of runs)."""
         later = [s for s in self.steps() if s > step]
         if later:
             raise MixedRunsError(f"{self.root} already holds checkpoints of steps {later}, after this run's start "
-                                 f"at step {step}: continue that run with --resume auto, or train into an "
-                                 "empty folder")
+                                 f"at step {step}: continue that run with --resume auto (or from one of its "
+                                 "checkpoints with --resume PATH), or train into an empty folder")
 
 
 def _legacy_step(name: str) -> Optional[int]:
@@ -226,12 +270,34 @@ def save_training_state(series: CheckpointSeries, step: int, keep: int, dist: Di
     """Write the checkpoint of ``step`` (module docstring: content) and keep the ``keep`` newest.
     Collective: every process calls it (each contributes its RNG state), the main process writes."""
     rng = all_gather_object(rng_state())
-    if dist.is_main:
+
+    def write() -> None:
         state = {"step": step, "model": model.state_dict(), "ema": ema.state_dict(),
                  "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng, "config": config}
-        series.write(step, lambda path: torch.save(state, path))
+        series.write(step, lambda path: _torch_save(state, path))
         series.rotate(keep)
-    barrier()
+
+    main_process_writes(dist, write)
+
+
+def _torch_save(state: Dict[str, Any], path: Path) -> None:
+    """``torch.save`` through a Python file, so that a refused write surfaces as the OS's OSError."""
+    with open(path, "wb") as handle:
+        torch.save(state, handle)
+
+
+def main_process_writes(dist: DistInfo, write: Callable[[], None]) -> None:
+    """Run ``write`` on the main process; a :class:`~utils.image_io.DiskWriteError` there is raised on
+    every process, so that none waits for the others. Collective."""
+    message = None
+    if dist.is_main:
+        try:
+            write()
+        except DiskWriteError as err:
+            message = str(err)
+    message = broadcast_object(message)
+    if message is not None:
+        raise DiskWriteError(message)
 
 
 def read_training_state(path: Path) -> Dict[str, Any]:
@@ -241,8 +307,41 @@ def read_training_state(path: Path) -> Dict[str, Any]:
         state = read_accelerate_state(path) if path.is_dir() else torch.load(path, map_location="cpu",
                                                                              weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure is reported with the file name
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(err).__name__}: {err})") from None
+        raise unreadable(path, err) from None
     return {**state, "path": str(path)}
+
+
+def resume_state(series: CheckpointSeries, resume: str, dist: DistInfo) -> Optional[Dict[str, Any]]:
+    """The :func:`read_training_state` content that ``--resume resume`` asks for, or None to start at step 0
+    (module docstring: resume). Collective: the main process picks the checkpoint, renaming what the rules
+    rename and printing one line each; every process then reads that file."""
+    state, error = None, None
+    if dist.is_main:
+        try:
+            state = _pick_resume(series, resume)
+        except CheckpointError as err:
+            error = err
+    path, message = broadcast_object((None if state is None else state["path"], None if error is None else str(error)))
+    if error is not None:
+        raise error
+    if message is not None:
+        raise CheckpointError(message)
+    return state if state is not None or path is None else read_training_state(Path(path))
+
+
+def _pick_resume(series: CheckpointSeries, resume: str) -> Optional[Dict[str, Any]]:
+    """The main process's part of :func:`resume_state`."""
+    def note(message: str) -> None:
+        print(message, flush=True)
+
+    if resume == RESUME_AUTO:
+        return series.newest_readable(read_training_state, note)
+    path = series.resolve_resume(resume)
+    if path is None:
+        return None
+    state = read_training_state(path)
+    series.supersede_after(int(state["step"]), note)
+    return state
 
 
 def read_accelerate_state(folder: Path) -> Dict[str, Any]:

@@ -1,5 +1,6 @@
 """Training log: scalars to tensorboard (``<save_dir>/tb``) and every ``print_every`` steps one console line, main
-process only. A run resumed at ``start_step`` purges the events logged after it.
+process only; a tqdm bar shows progress on a terminal. A run resumed at ``start_step`` purges the events logged
+after it.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ class TrainLogger:
 
             self._writer = SummaryWriter(log_dir=str(Path(save_dir) / "tb"),
                                          purge_step=start_step + 1 if start_step else None)
-            self._bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True, desc="train")
+            # disable=None: no bar unless stderr is a terminal, so a log holds the printed lines only
+            self._bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True, desc="train", disable=None)
 
     def step(self, step: int, scalars: Dict[str, float], prefix: str = "train") -> None:
         """Record ``scalars`` at ``step`` and advance the bar by one."""
