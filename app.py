@@ -1,18 +1,8 @@
 """A web page for restoring photos: ``python app.py`` serves it on http://127.0.0.1:7860.
 
-Upload one or more photos (whole photos: every face is found, restored and pasted back; tick "aligned
-faces" for crops already aligned to the FFHQ template), choose the method
-(DynFaceRestore, DifFace or RM0), steps and solver (the command line's ``--steps`` / ``--solver``), eta,
-seed and sampling config, and compare: input, result, a before/after slider, the intermediates
-(LQ | blurred levels with their sigma | guidance map | guided x0 at a few steps | result),
-the start step and the per-face timings; the results can be downloaded. Restoration runs in this
-process through :mod:`inference.interactive` (the same steps and seeds as ``inference_difface.py``,
-samplers built once per config and method); files the command line would skip are refused with its
-one-line message.
-
-Flags: ``--host`` (default 127.0.0.1), ``--port`` (7860), ``--config`` (default
-configs/sample/dynfacerestore_demo.yaml, the shipped 64 px demo models), ``--device`` (cuda when
-available, else cpu), ``--opts key=value ...`` (config overrides for every sampler).
+Upload photos (whole photos, or aligned faces), choose method, steps, solver, eta, seed and config, and compare
+input, result and intermediates. Restoration runs through :mod:`inference.interactive`. Flags: ``--host``,
+``--port``, ``--config`` (default configs/sample/dynfacerestore_demo.yaml), ``--device``, ``--opts key=value``.
 """
 from __future__ import annotations
 

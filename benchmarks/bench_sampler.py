@@ -2,12 +2,8 @@
 
     OMP_NUM_THREADS=1 python -m benchmarks.bench_sampler --resolution 512 --respacing ddim10 --repeats 1
 
-Mixed set: ``data.make_testset --severity-thirds`` on ``--faces`` real faces; the SDE returns each face's sigma*.
-* end to end (``--e2e-per-third`` faces per third, batch 1, methods round-robin) at ``--respacing``; ``ddim10``
-  rounds DSST starts up to the next multiple of 100. ``--compile BACKEND`` adds compiled samplers.
-* composed at ddim250: DifFace = RM0 + NFE (UNet + unguided rest), DynFaceRestore = DBLM + NFE UNet +
-  n_fresh fresh rest + (NFE - n_fresh) reused rest, n_fresh = ceil(NFE / dgsa_every), components timed here.
-* memory (``--mem-batches``): one child process per batch size runs one guided step (or ``--mem-mode restore``).
+End to end (methods round-robin, batch 1), composed at ddim250 from timed components (as
+``benchmarks.bench_steps``), and peak memory per batch size in child processes.
 """
 from __future__ import annotations
 

@@ -2,12 +2,8 @@
 
     OMP_NUM_THREADS=1 python -m benchmarks.bench_step_breakdown --resolution 512 --batches 1 --repeats 3
 
-Inputs: real faces, level 1 = G_sigma * face (sigma_512 = ``--sigma512``; levels 2, 3 at 0.75 and 0.5625 of
-it), x_t = q_sample(level 1, i) at t = 400. Components, timed round-robin: the UNet; the guidance solves and
-the ``LevelSpectra`` build; DGSA (also at full resolution when the config downsamples its map); the x0
-modifier with a fresh or reused map; ``ddim_sample`` with a stub returning the UNet's output (``step w/o
-UNet``); with ``--full-step`` the real step. Mean step rest with ``dgsa_every = N``: (fresh + (N - 1) reused)
-/ N. ``ATen ops``: non-view operations dispatched per call (``common.dispatched_ops``).
+Components timed round-robin on real faces at t = 400; mean step rest with ``dgsa_every = N``:
+(fresh + (N - 1) reused) / N.
 """
 from __future__ import annotations
 

@@ -1,16 +1,9 @@
-"""Time per face against the step count, composed from parts measured in one run, and its ratio to DifFace's
-default (ddim250, t = 400, 101 UNet evaluations).
+"""Time per face against the step count, composed from parts measured in one run, and its ratio to DifFace.
 
     OMP_NUM_THREADS=1 python -m benchmarks.bench_steps --resolution 512 --faces 12 --steps 250 100 50 25 12
 
-Per face of the mixed set at ``ddimN`` (parts from ``bench_sampler._components``, round-robin medians):
-
     DynFaceRestore = DBLM + NFE x UNet + n_fresh x fresh step + (NFE - n_fresh) x reused step,
-    DifFace        = RM0 + 101 x (UNet + unguided step),
-
-NFE = the DSST start index at ddimN + 1, n_fresh = ceil(NFE / dgsa_every). ``--demo-lq DIR`` instead restores
-the LQ faces of DIR end to end with the real 64 px demo models, the variants round-robin in one process,
-medians of ``--repeats`` passes.
+    DifFace        = RM0 + 101 x (UNet + unguided step),   n_fresh = ceil(NFE / dgsa_every).
 """
 from __future__ import annotations
 

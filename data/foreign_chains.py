@@ -1,11 +1,7 @@
 """Degradation chains written independently of ``data.degradation``, for evaluation only (docs/evaluation.md).
 
-Parameters per image from ``numpy.random.default_rng([seed, index])``; sizes for 64 px, scaled with the
-resolution:
-* ``opencv``: Gaussian blur (sigma 1-3 px), INTER_AREA to 16 px and INTER_CUBIC back, noise std 4/255, JPEG 60;
-* ``pillow``: linear motion blur (3-7 px, any angle), BOX down by 3 and BILINEAR back, JPEG 35-55.
-``opencv_ops`` / ``pillow_ops`` take every parameter; ``make_chain_testset`` writes ``hq/``, ``lq/`` and
-``chain.json``.
+``opencv``: Gaussian blur, INTER_AREA down and INTER_CUBIC up, noise, JPEG; ``pillow``: motion blur, BOX down
+and BILINEAR up, JPEG. Parameters per image from ``default_rng([seed, index])``.
 """
 from __future__ import annotations
 

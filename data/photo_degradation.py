@@ -1,22 +1,7 @@
 """Fixed-strength degradations of whole photos (docs/whole_photos.md), every size in pixels of the photo.
 
-| chain, setting | blur | downsampling | noise | JPEG |
-|---|---|---|---|---|
-| project, mild | Gaussian 0.8 px | x1.5 | - | 85 |
-| project, severe | Gaussian 2 px | x4 | - | 50 |
-| opencv, mild | Gaussian 0.8 px | x1.5 (area) | 2/255 | 85 |
-| opencv, severe | Gaussian 2 px | x4 (area) | 4/255 | 60 |
-| pillow, mild | motion 2 px | x1.5 (box) | - | 85 |
-| pillow, severe | motion 5 px | x3 (box) | - | 45 |
-
-``project``: ``data.degradation.degrade`` with every range collapsed to one value; ``opencv`` / ``pillow``: the
-operators of ``data.foreign_chains``. Three single degradations draw their strength per photo (uniform):
-
-| kind | operation |
-|---|---|
-| noise, only | Gaussian noise of std 5-20 /255, saved losslessly (8 bits) |
-| jpeg, only | OpenCV JPEG at quality 10-30 |
-| blur, only | Gaussian blur of std 1-4 px, saved losslessly (8 bits) |
+:data:`SETTINGS` holds the chains ``project`` / ``opencv`` / ``pillow`` at ``mild`` / ``severe`` and the
+single degradations (noise, jpeg, blur), whose strength is drawn per photo (uniform).
 """
 from __future__ import annotations
 
@@ -45,7 +30,7 @@ SETTINGS: Dict[Tuple[str, str], dict] = {
 
 
 def degrade_photo(photo: np.ndarray, chain: str, severity: str, rng: np.random.Generator) -> np.ndarray:
-    """``photo`` (HxWx3 [0, 1]) degraded by ``chain`` at ``severity`` (module table), same size, float32.
+    """``photo`` (HxWx3 [0, 1]) degraded by ``chain`` at ``severity`` (:data:`SETTINGS`), same size, float32.
 
     ``rng`` draws the noise (opencv, noise), the motion angle (pillow) and the strength of a single
     degradation."""

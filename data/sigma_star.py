@@ -2,17 +2,8 @@
 
     sigma*(x, y) = argmin over {0, d, 2d, ..., sigma_max} of  L(sigma) = || G_sigma * x - U(y) ||^2
 
-(U(y): the LQ resized to the HQ size; d = ``fine_step``). Search: a coarse grid for all images, then each
-image's best refined by ``REFINE_FACTOR`` per level (L assumed unimodal within a coarse step).
-
-``sigma_star_spatial`` (the reference) blurs x per candidate. ``sigma_star`` evaluates the same L in the Fourier
-domain: ``gaussian_blur`` is circular on the mirror continuation E (period P = 2n - 2 per axis), so with X, Y
-the DFTs of E(x), E(U(y)), A = sum_c |X|^2 and B = sum_c Re(X conj(Y)),
-
-    L_per(sigma) = (1 / (P_h P_w)) sum_f [ g_h^2 g_w^2 A - 2 g_h g_w B + |Y|^2 ],
-    L = L_per / 4 + 1/2 (sum of d^2 over the four border lines) - 1/4 (sum of d^2 over the four corners),
-
-d = G_sigma * x - U(y); a border line of G_sigma * x is one weighted sum over the image and a 1-D blur.
+``sigma_star_spatial`` is the reference; ``sigma_star`` evaluates the same L in the Fourier domain of the
+mirror continuation (coarse grid, then each image's best refined by ``REFINE_FACTOR``).
 """
 from __future__ import annotations
 

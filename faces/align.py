@@ -1,16 +1,7 @@
 """Face alignment for whole photos: 5 landmarks -> a similarity onto the FFHQ template -> an aligned crop.
 
-1. A detector of ``faces.detection`` gives a box and 5 landmarks per face (left eye, right eye, nose, left
-   and right mouth corner, as seen in the image).
-2. A similarity transform (rotation, uniform scale, translation) maps the 5 landmarks onto the FFHQ
-   template, fitted in closed form by least squares (Umeyama, IEEE TPAMI 1991).
-3. The face is warped to ``face_size`` x ``face_size`` (:func:`warp_to_face`). A face larger than the crop
-   is low-passed first, so the crop is sampled without aliasing (this repository's choice; facexlib /
-   GFPGAN / DifFace warp bilinearly without it, which folds the detail above the crop's Nyquist frequency
-   back into the crop as jagged noise).
-
-The restored crops go back into the photo with ``faces.paste``. Coordinates are pixel indices (pixel
-centre = integer), as in OpenCV's ``warpAffine``.
+The similarity is the least-squares fit of Umeyama (TPAMI 1991); a face larger than the crop is low-passed
+before warping (:func:`warp_to_face`). Coordinates are pixel indices (pixel centre = integer), as in OpenCV.
 """
 from __future__ import annotations
 

@@ -1,26 +1,10 @@
 """Face detectors for whole photos: boxes and the 5 landmarks the FFHQ aligner needs (docs/method.md section 10).
 
-Every detector returns, for an HxWx3 float RGB [0, 1] image, ``(boxes, landmarks)``: boxes (N, 5) as
-x1, y1, x2, y2, score and landmarks (N, 5, 2) as (x, y) pixel indices in the order of the FFHQ template
-(``faces.align.FFHQ_TEMPLATE_512``): the eye on the image's left, the eye on its right, the nose tip,
-the mouth corner on the image's left, the one on its right. Faces whose box is shorter than
-``min_face_size`` pixels are dropped; the rest are sorted by score, best first.
-
-* ``retinaface``: facexlib's RetinaFace-ResNet50 (DifFace's and GFPGAN's detector); its weights are a
-  download, so it is used only when ``--detection_weights`` names the file.
-* ``mtcnn``: facenet-pytorch's MTCNN (Zhang et al., 2016); its three small networks ship inside the
-  package. The 5 points come straight from its O-Net.
-* ``dlib``: dlib's MMOD CNN face detector and its 68-point shape predictor (iBUG 300-W, the landmarks FFHQ
-  itself was aligned with), from the ``face-recognition-models`` package. The 5 points are the means of
-  the two eyes' six contour points, the nose tip (point 30) and the mouth corners (points 48 and 54).
-* ``mtcnn_dlib``: MTCNN's boxes, dlib's 68-point landmarks in them (reduced to 5 as above): MTCNN's speed
-  with the landmarks of the FFHQ alignment.
-* ``auto`` (the default): ``retinaface`` when its weights file exists, else :data:`OFFLINE_DEFAULT`, the
-  offline detector whose aligned crops of real faces pasted into real photos at known poses came closest
-  to the true FFHQ crops (crop PSNR; all three found every face) at MTCNN's speed
-  (``benchmarks/bench_face_detection.py``, numbers in docs/face_detection.md).
-
-Overlapping detections (box IoU above :data:`DUPLICATE_IOU`) are merged, the higher score winning.
+Every detector maps an HxWx3 float RGB image to ``(boxes (N, 5): x1, y1, x2, y2, score, landmarks (N, 5, 2))``,
+landmarks in the order of ``faces.align.FFHQ_TEMPLATE_512``, sorted by score. Detectors: ``retinaface``
+(facexlib, needs ``--detection_weights``), ``mtcnn``, ``dlib``, ``mtcnn_dlib``, and ``auto``: retinaface when
+its weights exist, else :data:`OFFLINE_DEFAULT` (docs/face_detection.md). Overlaps above :data:`DUPLICATE_IOU`
+are merged.
 """
 from __future__ import annotations
 

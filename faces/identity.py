@@ -1,20 +1,7 @@
-"""Identity distance between a restored face and its HQ reference, with dlib's face embedding (offline).
+"""Identity distance between a restored face and its HQ reference, with dlib's 128-d face embedding (offline).
 
-dlib's ``dlib_face_recognition_resnet_model_v1`` (a ResNet-29 trained on about 3 million faces, 99.38 % on
-LFW) maps a face, cropped and aligned by dlib from its 5-point landmarks to a 150x150 chip, to a 128-d
-descriptor; two faces are the same person when the Euclidean distance is below 0.6, dlib's threshold. The
-model files ship in the ``face-recognition-models`` package (no download).
-
-Convention of the ``id_dist`` and ``id_same`` metrics (written into every CSV header):
-
-* the images are upscaled (bicubic) so their shorter side is at least :data:`MIN_SIDE` pixels (a 64 px
-  demo face is far below the 150 px chip and dlib's detector's smallest face);
-* the face box is found on the HQ reference (dlib's HOG detector, one pyramid upsampling; the largest
-  face) and used for both images, so a poorly restored face is measured where the real face is instead
-  of being missed; dlib's 5-point shape predictor and the descriptor are computed in each image;
-* ``id_dist`` = ||e(restored) - e(HQ)||_2 (lower is better) and ``id_same`` = 1 if ``id_dist`` < 0.6 else 0,
-  so the mean of ``id_same`` is the "same person" rate. Without a face box in the HQ reference both are
-  absent for that image (an empty cell), never an error.
+Both images are upscaled to :data:`MIN_SIDE`; the face box is found on the HQ image and used for both.
+``id_dist`` = ||e(restored) - e(HQ)||_2 and ``id_same`` = [id_dist < 0.6]; both absent without an HQ face.
 """
 from __future__ import annotations
 

@@ -1,21 +1,7 @@
-"""How often face detectors find a face in a set of images: a measured companion to looking at a prior's
-samples from pure noise (are they faces?).
+"""Fraction of images in which face detectors (dlib HOG, MTCNN, dlib MMOD) find a face of ``min_face_size`` px.
 
-Three offline detectors of different design vote per image:
-
-* ``hog``: dlib's frontal face detector (HOG features, linear SVM), one pyramid upsampling, as in the
-  identity metric (``faces.identity``);
-* ``mtcnn``: facenet-pytorch's MTCNN (cascaded CNNs, ``faces.detection.MTCNNDetector``);
-* ``mmod``: dlib's MMOD CNN detector (``faces.detection.mmod_boxes``, as in ``DlibDetector`` but its
-  boxes only: no landmarks are predicted).
-
-Each image is first upscaled (bicubic) so its shorter side is :data:`faces.identity.MIN_SIDE` px, the
-footing of the identity metric: a 64 px face is below every detector's smallest face. A face counts when
-a box of at least ``min_face_size`` px is found. :meth:`FacePresence.rates` gives, per detector, the
-fraction of images with a face, and ``all``, the fraction found by all three. The first 64 validation
-faces of celeba128 at 64 px score 1.0 on each detector and the sampler's starting noise 0.0
-(``scripts/sample_prior.py --detect``, docs/evaluation.md), so the rate of a sample set says how many of
-its images pass as faces; it does not say they look natural.
+Images are first upscaled to :data:`faces.identity.MIN_SIDE`. :meth:`FacePresence.rates` gives the rate per
+detector and ``all`` (found by all three).
 """
 from __future__ import annotations
 

@@ -1,12 +1,8 @@
 """The Python API: ``restore(image, ...) -> image`` on a numpy array or a PIL image.
 
-It runs :class:`inference.interactive.Restorer` (the command line's reading, size policy, seeds, sampling
-and paste-back) on the pixels in memory, so ``restore(Image.open("a.png"), key="a", seed=s)`` equals the
-command line's ``restored/a.png`` for the same config, method and seed. The result is what the command
-line would write: for a PIL image a PIL image (gray, 16-bit gray, RGB or RGBA as the input was; upright when
-it carried an EXIF orientation), for an array an array of the same dtype and channels (HxW gray, HxWx3 RGB,
-HxWx4 RGBA; uint8, uint16 or float in [0, 1]). Restorers, with their samplers and detector, are kept per
-device and reused.
+It runs :class:`inference.interactive.Restorer` on the pixels in memory, so the result equals the command
+line's for the same key, config, method and seed, returned as the input was (PIL or array, same dtype and
+channels). Restorers are kept per device.
 """
 from __future__ import annotations
 

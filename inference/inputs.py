@@ -1,23 +1,9 @@
 """Input files of an inference run: listing, sharding, per-image seeds, reading and normalising.
 
-Choices (this repository's, docs/method.md section 11):
-
-* Every rank lists the files identically (sorted) and takes ``files[rank::world]``; uneven counts are fine.
-* An image is identified by its *key*: its path relative to the ``-i`` folder without the suffix
-  (``sub/a`` with --recursive; the file stem otherwise). Outputs and records are named after the key;
-  a second file with the same key (``a.png`` and ``a.jpg``) is skipped with a message.
-* HQ references (``-i_hq``) are matched by file stem (the name without folder and suffix); when ``-i_hq``
-  is a single file and there is one input, the two are paired whatever their names.
-* The seed of an image is a hash of (``--seed``, key), so a result does not depend on the rank, the
-  batch or the number of processes.
-* Reading goes through ``utils.image_file.read_image_file``: the file turned upright by its EXIF orientation,
-  8/16-bit, grayscale, RGBA/LA and palette all become float RGB, and :class:`~utils.image_file.FileFacts`
-  record what the file was, so the result is written back as the same kind of file (``faithful_pixels``).
-  Each conversion is a one-line note. Corrupt, empty or undecodable files raise :class:`InputSkip`.
-* Size policy: a side shorter than ``min_side`` (16 px) is skipped; a side longer than ``max_side``
-  (4096 px) is downscaled (area) so the longer side is ``max_side``, with a note. Aligned faces that
-  are not square are centre-cropped to a square (note), then resized to the model's resolution
-  (area when shrinking, bicubic when enlarging, clipped to [0, 1]).
+Rank r takes ``sorted(files)[r::world]``; an image's key is its path relative to ``-i`` without suffix, and
+its seed a hash of (``--seed``, key). HQ references match by stem. Files that cannot be read, or are smaller
+than ``min_side``, raise :class:`InputSkip`; larger than ``max_side`` are downscaled (docs/method.md
+section 11).
 """
 from __future__ import annotations
 

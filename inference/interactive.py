@@ -1,29 +1,8 @@
 """Restoring uploaded photos one at a time, in-process: the library behind the web page ``app.py``.
 
-It runs the same steps as the command line (:mod:`inference.runner`) on one file at a time and returns
-everything in memory instead of writing a results folder:
-
-* reading and refusing files: :func:`inference.inputs.load_image` with the command line's ``--min_side`` /
-  ``--max_side`` defaults; a refused file raises :class:`inference.inputs.InputSkip`, and
-  :func:`skip_message` words it exactly as the command line's log line (``<file>: skipped: <reason>``);
-  an image in memory (:meth:`Restorer.restore_image`) goes through the same facts and size policy
-  (``utils.image_file.from_pixels``, :func:`inference.inputs.sized_image`); the result is written back as the
-  file was (:meth:`PhotoReport.output`: upright, gray, 16-bit, alpha);
-* aligned faces: :func:`inference.inputs.prepare_aligned` to the config's resolution, seed
-  ``image_seed(seed, key)``; a face larger than that comes back at its own size, as on the command line
-  (``faces.paste.paste_aligned``); whole photos (the default): ``faces.paste.restore_whole_image`` with the detector
-  of ``faces.detection`` (built once, on first use), face ``k`` seeded by ``image_seed(seed, key, k)``, each
-  face's paste-back facts (:func:`inference.runner.paste_facts`: weights, estimate, decision) in its info.
-  The key is the file's stem, so a photo restored here equals the command line's result for the same
-  file, config, method, eta and seed;
-* per face: :func:`inference.runner.sample_info` (start step, sigmas, NFE, eta), the seconds the sampler
-  took for that face alone (faces are restored one by one), the blurred levels with their sigma, the
-  guidance map and the intermediates strip of :mod:`inference.strip`.
-
-Samplers are built once per (config, method, steps, solver, overrides) and reused (:class:`Restorer`);
-``steps`` and ``solver`` are the command line's ``--steps`` and ``--solver`` (:mod:`inference.steps`).
-Long restores report progress through the sampler's per-step callback (one call per UNet evaluation),
-which also keeps the guided x0 predictions shown in the strip (``x0 t=...`` tiles)."""
+The same reading, seeds, sampling and paste-back as the command line (:mod:`inference.runner`), results in
+memory. Samplers are built once per (config, method, steps, solver, overrides) (:class:`Restorer`).
+"""
 from __future__ import annotations
 
 import os

@@ -1,13 +1,8 @@
-"""``--steps N`` and ``--solver``: the step count and solver of a sampling config as overrides
+"""``--steps N``, ``--solver`` and ``--preset``: the step count and solver of a sampling config as overrides
 (docs/steps.md).
 
-``--steps N`` respaces the full schedule as ``ddimN`` (timesteps 0, s, 2s, ... with the integer stride s
-that gives exactly N steps; :func:`models.respace.space_timesteps`). DifFace's fixed start follows: its
-respaced index becomes the first one whose timestep is at least the config's fixed start timestep
-(t = 400 for index 100 of ddim250), so the baseline keeps its start whatever N. DynFaceRestore's DSST
-start is an original timestep already and needs nothing. ``--preset NAME`` takes both, and whether the
-guidance is applied again after the solver (``sampler.guidance.reguide``), from configs/presets/steps.yaml
-(``paper``: 250 steps of DDIM, guided once per step: the paper's setting).
+``--steps N`` respaces as ``ddimN`` (:func:`models.respace.space_timesteps`); DifFace's fixed start keeps its
+timestep. ``--preset NAME`` reads steps, solver and ``reguide`` from configs/presets/steps.yaml.
 """
 from __future__ import annotations
 

@@ -2,10 +2,7 @@
 
     python scripts/demo.py [--input FOLDER] [--out results/demo]
 
-Inputs: scikit-image's public-domain ``astronaut`` aligned to the CelebA framing and degraded at three
-severities (configs/degradation/demo64.yaml), plus ``--input``. ``inference_difface.py`` restores them anew with
-DynFaceRestore (with intermediates) and DifFace; ``<out>/grid.png`` shows per row the DynFaceRestore strip,
-the DifFace result and the HQ face.
+``<out>/grid.png``: per row the DynFaceRestore strip, the DifFace result and the HQ face.
 """
 from __future__ import annotations
 

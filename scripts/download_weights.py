@@ -2,24 +2,9 @@
 
     python scripts/download_weights.py [--eval] [--list] [--base-url URL] [--root DIR] [--timeout S]
 
-Without ``--eval``: the two checkpoints configs/sample/dynfacerestore_ffhq512_public.yaml reads (the release
-URLs DifFace's own inference script uses; target paths from the config's ``model`` and ``restorer``
-sections). With ``--eval``: the files of ``utils.eval_weights.EVAL_WEIGHTS`` (FID Inception, ArcFace IR-SE50,
-AWing) into ``weights/metrics/``; the FFHQ 512 Inception statistics have no direct link and are named with
-where to get them by hand. ``--list`` prints every file, URL and target and fetches nothing.
-``--base-url`` replaces the folder part of every URL (a mirror). For each file:
-
-1. a target that is already there and has the right layout is kept;
-2. the bytes go to ``<target>.part``, with a progress bar; a ``.part`` left by a broken transfer is
-   resumed with an HTTP Range request (a server that ignores it sends the whole file again);
-3. the finished ``.part`` is loaded (``torch.load``, weights only) and its keys and shapes compared with
-   configs/checkpoint_specs/ (SwinIR's rebuilt buffers may be absent), or, for the evaluation's files, its
-   sha256 prefix (where the file name carries one) and a strict load into the facexlib / basicsr network;
-   only then is it renamed onto the target (atomic). A file that fails is deleted and reported; nothing is
-   left at the target.
-
-Without network (no connection to the server) it prints one line naming the URLs and target paths
-needed and changes nothing. Exit status: 0 all files in place, 1 otherwise.
+Each file goes to ``<target>.part`` (resumed with an HTTP Range request), is checked against
+configs/checkpoint_specs/ or its sha256 prefix, and only then renamed onto the target. Exit status 0 when
+every file is in place, 1 otherwise.
 """
 from __future__ import annotations
 

@@ -3,17 +3,8 @@
     python scripts/evaluate.py --restored DIR [DIR ...] [--hq DIR] [--fid-stats FILE] [--metrics ...] [--out FILE]
     python scripts/evaluate.py --make-stats HQ_DIR --out stats.npz
 
-Paired with ``--hq`` (a restored image is compared with the HQ image of the same file stem), no-reference
-otherwise. Per image (``utils.metrics.compute_metrics``, the code of ``inference_difface.py -i_hq``): psnr,
-ssim, lpips (AlexNet), niqe, id_dlib (dlib distance and same-person rate), arcface (IR-SE50 cosine distance
-and angle), lmd_dlib, lmd_awing; per folder: fid (against the HQ folder), fid_stats (against ``--fid-stats``,
-e.g. FFHQ 512's), kid (against the HQ folder, mean and std over subsets); musiq and clipiqa through pyiqa
-when it is installed (not a requirement of this project). Each cell gives the mean and the number of faces
-it averages; faces a metric skipped (no HQ image, no face found, image too small for NIQE) are named.
-A metric that cannot run (weights missing or wrong, pyiqa absent, no ``--hq``) is listed as unavailable
-with the reason and how to get it; the others are computed and the exit status is 0.
-``--out FILE`` writes FILE.csv (one row per folder and metric) and FILE.json (with per-image values).
-``--make-stats`` writes the FID statistics (mean, covariance of the Inception features) of any HQ folder.
+Per-image metrics (``utils.metrics.compute_metrics``) and set metrics (fid, fid_stats, kid); a metric that
+cannot run is listed as unavailable with the reason. ``--out FILE`` writes FILE.csv and FILE.json.
 """
 from __future__ import annotations
 

@@ -2,26 +2,9 @@
 
     python scripts/evaluate_demo.py [--out results/eval] [--nproc 2] [--limit N] [--rows ...] [--chains ...]
 
-1. ``data.make_testset`` degrades the 100 held-out faces of celeba128_val.txt at 64 px (seed 0) in
-   mild / medium / severe thirds (configs/degradation/demo64.yaml): the "blind" set. ``--chains`` adds sets
-   degraded by chains this project's degradation code did not write (``data.foreign_chains``: opencv,
-   pillow), on which the rows of :data:`CHAIN_ROWS` run.
-2. Row 0, "LQ (input)", scores the degraded inputs themselves (what doing nothing gives). Every other row
-   (``--rows``: a subset) runs ``inference_difface.py`` under torchrun on the LQ folder with the demo
-   config and the paper's sampling (``--preset paper``: 250 DDIM steps; the configs' few-step default is
-   evaluated by scripts/evaluate_steps.py, docs/steps.md), only the ``--method`` / ``--opts`` switches differ:
-   RM0 only | DifFace (fixed start 100/250) | + DSST start | + closed-form guidance, global s | + DGSA
-   every step | + DGSA every 8 steps, the maps reused in between (sampler.guidance.dgsa_every)
-   | + the same DGSA network trained and run at full resolution (map_downsample 1; the config's runs on
-   16 x 16 block means), every 8 steps | + DGSA every 16 steps (the config) | + DGSA every 32 steps.
-3. Per-image records (PSNR / SSIM from basicsr on RGB uint8, LPIPS-alex with the offline backbone, dlib
-   identity distance and same-person rate (faces.identity), start step, network evaluations, seconds)
-   are joined with the test set's severity and averaged overall and per third, over the faces restored
-   by every row (all of them after a complete run). Two offline columns are computed here from the
-   written images: the landmark distance with dlib's 68 points (``utils.landmarks``, pixels) and KID between
-   the restored and the HQ faces of each group on VGG16 features (``utils.vgg_features``; not the paper's
-   FID, which needs the Inception download: ``scripts/evaluate.py``). Written: ``<out>/table.md``,
-   ``<out>/table.csv`` and ``<out>/psnr_lpips.png`` (PSNR against LPIPS, as the paper's Figure 1, blind set).
+Degrades the 100 held-out faces at 64 px (``data.make_testset``), runs each row of :data:`ROWS` with
+``inference_difface.py --preset paper`` under torchrun, and writes ``<out>/table.md``, ``table.csv`` and
+``psnr_lpips.png`` (docs/evaluation.md).
 """
 from __future__ import annotations
 

@@ -1,13 +1,9 @@
-"""The steps-quality frontier: DifFace and DynFaceRestore (learned and zero-shot DBLM) at several step counts
-with each solver (docs/steps.md).
+"""The steps-quality frontier: DifFace and DynFaceRestore at several step counts with each solver (docs/steps.md).
 
     python scripts/evaluate_steps.py [--out results/steps] [--limit N] [--steps 100 50 25 10]
-                                     [--solvers ddim dpmpp_2m] [--once-steps 25] [--sets blind opencv pillow]
-                                     [--nproc 2]
+        [--solvers ddim dpmpp_2m] [--once-steps 25] [--sets blind opencv pillow] [--nproc 2]
 
-Every row runs ``inference_difface.py`` under torchrun on the test sets of ``scripts/evaluate_demo.py``, plus
-RM0 alone and ``--preset paper``. Writes ``<out>/frontier.md``, ``.csv`` and ``.png``; rows already in ``--out``
-are reused.
+Writes ``<out>/frontier.md``, ``.csv`` and ``.png``; rows already in ``--out`` are reused.
 """
 from __future__ import annotations
 

@@ -1,12 +1,9 @@
 """Samples of a diffusion prior from pure noise, as an image grid: what the prior alone has learned.
 
-    python scripts/sample_prior.py [--config configs/sample/dynfacerestore_demo.yaml] [--num 16] [--seed 0] \
-        [--ckpt weights/demo/unet_demo64.pth LABEL ...] [--out docs/prior_samples_demo64.png] \
-        [--detect [--real ../shared/data/faces_hq/celeba128_val.txt]] [--show N] [--eta ETA]
+    python scripts/sample_prior.py [--config CONFIG] [--num 16] [--seed 0] [--ckpt PATH LABEL ...] [--out PNG]
+        [--detect [--real LIST]] [--show N] [--eta ETA]
 
-Ancestral sampling over the config's respaced steps (DDIM with ``--eta``), the same noise for every ``--ckpt``.
-``--detect`` prints how often three offline face detectors find a face in each checkpoint's samples, beside
-real faces of ``--real`` and the starting noise.
+``--detect`` prints how often offline face detectors find a face in each checkpoint's samples.
 """
 from __future__ import annotations
 

@@ -1,64 +1,11 @@
 """TrainerBase: the one training loop of every network (docs/method.md section 11).
 
-``main.py`` (the prior, RM0, DGSA; ``torchrun``), ``train_SDE.py`` and ``train_DBLM.py`` (SDE, TM, RM;
-``accelerate launch``) build a subclass of :class:`TrainerBase` with the validated config and call
-:meth:`TrainerBase.train`. A subclass contributes only its model, data, loss and validation metrics;
-the base class owns everything else, in this order:
-
-* processes: ``torch.distributed`` from the launcher's environment (:func:`utils.distributed.init_distributed`:
-  NCCL on CUDA, gloo on the CPU); plain ``python script.py`` runs one process. Why not accelerate's
-  ``Accelerator``: ``torchrun`` and ``accelerate launch --multi_gpu`` both start one process per rank and
-  set ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``, so a loop that joins the
-  process group itself runs unchanged under either; and the loop needs only DDP, an all-reduce and a
-  barrier, while keeping gradient accumulation (``no_sync``), the fp16 GradScaler and the per-rank RNG
-  states of a checkpoint in its own hands, free of accelerate's process-wide state (whose precision
-  cannot change within a process) and of its launcher flags (``--mixed_precision`` has no effect here:
-  ``train.amp`` decides; ``accelerate launch --cpu --num_processes 2``, which starts one process, is refused).
-* seeding (:attr:`TrainerBase.seeding`): every process seeds torch / numpy / random before the networks
-  are built, and processes draw different noise afterwards. ``"reseed"`` (the prior, RM0, DGSA): the
-  networks are built from ``train.seed`` on every process, then each reseeds from (seed, rank, step)
-  (:func:`utils.distributed.rank_seed`). ``"rank_offset"`` (SDE, TM, RM): each process seeds
-  ``train.seed + rank`` and its noise continues that stream. Both keep the random streams with which
-  the shipped demo networks were trained and recorded (tests/test_demo_losses.py); DDP copies rank 0's
-  initial weights to the others either way, and the EMA starts from those.
-* data: a :class:`~utils.distributed.ShardedInfiniteSampler`, i.e. a resumable DistributedSampler:
-  processes see disjoint samples within each epoch, and a run resumed at step ``s`` continues the data
-  stream exactly where it stopped; datasets with ``set_epoch`` draw fresh randomness in every epoch.
-* batch semantics (:mod:`utils.train_schema`): ``train.batch: [A, B]``; ``A`` is the TOTAL number of
-  training samples per optimiser step, summed over processes (``A`` must be divisible by their number);
-  ``B`` is the validation batch of a process. ``train.microbatch: C`` splits each process's share into
-  chunks of ``C`` whose gradients are accumulated (DDP synchronises only on the last chunk); ``0`` means
-  no splitting.
-* optimisation: AdamW on the parameters that require gradients, the learning rate of
-  :func:`utils.lr_schedule.lr_at` (linear warm-up, then constant or cosine to ``train.min_lr``; a
-  function of the step, so a resumed run continues it), optional gradient-norm clipping
-  (``train.grad_clip``), mixed precision ``train.amp`` (:func:`amp_dtype`: bf16 on CUDA and the CPU,
-  fp16 on CUDA only, with a GradScaler), then the EMA of the weights (:class:`utils.ema.EMA`,
-  ``train.ema_rate``). Non-finite training scalars stop every process with one message.
-* checkpoints every ``train.save_freq`` steps and at the end, in :meth:`TrainerBase.checkpoint_series`;
-  naming, content, atomic write, rotation (``train.keep_checkpoints``), ``--resume auto|none|PATH`` and
-  the refusal to train into a folder holding a later step of another run: :mod:`utils.run_checkpoints`.
-  On resume the step counter continues; each process restores its own RNG state when the number of
-  processes is unchanged, else reseeds from (seed, rank, step). Checkpoints store the config but do not
-  impose it: a resumed run takes the given config (a model that no longer fits is a clear error).
-  ``final_weights`` (SDE, TM, RM: ``ema_final.pth``) names a file in ``save_dir`` that receives the
-  final EMA state dict. The main process writes (config.yaml, checkpoints, final weights); a write the OS
-  refuses stops every process with a :class:`~utils.image_io.DiskWriteError` naming the file.
-* validation every ``train.val_freq`` steps and at the end, of the online and the EMA model (logged as
-  ``val/*`` and ``val_ema/*``), on the ``data.val`` split cut into batches of ``train.batch[1]``
-  consecutive faces, dealt to the processes in turn; a batch's validation noise is seeded by its index
-  in the split (:meth:`TrainerBase.val_generator`), so the numbers do not depend on the number of
-  processes; per-sample metrics are averaged over the whole split.
-* logging through :class:`utils.train_log.TrainLogger` (tensorboard in ``save_dir/tb``, console, tqdm).
-  ``train.log_sample_paths: true`` (a test/debug switch) appends ``step<TAB>path`` of every training
-  sample to ``save_dir/sample_paths_rank{r}.txt``.
-
-Adding a network: subclass :class:`TrainerBase`, set ``config_schema`` to a dataclass with the sections
-it needs (a ``train:`` :class:`~utils.train_schema.TrainSection`, a ``model`` and ``data.num_workers``),
-and implement ``build_dataset``, ``compute_loss`` and ``val_metrics``; override ``build_extras`` for
-frozen networks / diffusion objects and ``build_model`` when the trained module is not simply
-``instantiate(cfg.model)``. ``compute_loss`` receives the DDP-wrapped module (call it, don't reach into
-``.module``, so gradients synchronise), ``val_metrics`` the plain module or its EMA copy.
+A subclass sets ``config_schema`` and implements ``build_dataset``, ``compute_loss`` (called with the
+DDP-wrapped module) and ``val_metrics``; the base class owns processes (``torch.distributed`` from the
+launcher's environment), seeding (:attr:`TrainerBase.seeding`), sharded resumable data, AdamW with
+:func:`utils.lr_schedule.lr_at`, clipping, ``train.amp``, EMA, checkpoints (:mod:`utils.run_checkpoints`),
+validation and logging. ``train.batch: [A, B]``: A samples per optimiser step summed over processes, B the
+validation batch of a process; ``train.microbatch`` accumulates gradients in chunks.
 """
 from __future__ import annotations
 

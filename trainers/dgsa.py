@@ -2,37 +2,11 @@
 
     torchrun --nproc_per_node=8 main.py --cfg_path configs/training/uncertainty.yaml --save_dir DIR
 
-Frozen parts come from ONE sampling config, ``sample_config`` (a configs/sample/*.yaml, read with
-:func:`sampler.load_sample_config`), so DGSA is trained with exactly what the sampler uses: the
-respaced diffusion (``diffusion``), the prior (``model``), DBLM (``dblm``,
-:meth:`DiffBIR.dblm.DBLM.from_config`), the DSST table (``dsst.table_path``), the guidance weight
-lam and reflect padding (``sampler.guidance.lam``, ``pad_sigma_512``) and ``sampler.clip_denoised``.
-Only DGSA's parameters are optimised.
-A training pair for one HQ face x (:class:`GuidedPairSampler`):
-
-1. y = blind degradation of x (``degradation``, data.datasets.FaceDataset); DBLM(y) -> levels
-   (y'_k, sigma_k), k = 1..K.
-2. level k ~ U{1..K}; its DSST step t_k = table(sigma_k). Respaced index i ~ U{0..i_max(k)} over the
-   steps of the respaced schedule at which the sampler can guide with level k: for k = 1 up to the
-   sampler's start index (the smallest respaced index whose original step is >= t_1), for k >= 2 the
-   steps whose original timestep is <= t_k (level k is active once t <= t_k). Our choice: uniform over
-   the respaced steps (the ones DGSA meets at inference), not over the original 1000.
-3. x_t = q_sample(x, i), or, with probability ``pairs.p_from_blur``, q_sample(y'_1, i) (the sampler's
-   start x_start = q_sample(y'_1, t_1) is of that kind).
-4. x0_hat = the prior's prediction (``diffusion.p_mean_variance(...)["pred_xstart"]``, clipped when the
-   sampler clips); x0_tilde = closed_form_guidance(x0_hat, y'_k, sigma_k, lam) with the sampler's padding
-   (the sharpest active level: the sample config must use ``sampler.guidance.combine: sharpest``).
-5. b = DGSA(x0_hat, x0_tilde, y'_k, t = timestep_map[i]); loss = laplace_nll(x - x0_tilde, b).
-
-The faces are drawn at the sample config's ``resolution`` (``data.train.resolution`` must equal it).
-
-Validation (fixed draws per validation batch, :meth:`TrainerBase.val_generator`): ``nll``; PSNR of
-blend(x0_hat, x0_tilde, s) with DGSA's map (``psnr_blend``) and, for reference, of x0_hat
-(``psnr_hat``, s = 0) and x0_tilde (``psnr_tilde``, s = 1); ``scale`` the mean of s; ``spearman`` the
-per-image rank correlation between b and mean_c |x - x0_tilde|.
-
-:func:`evaluate_rank_correlation` (command line: ``python -m trainers.dgsa_eval``) measures that rank
-correlation on held-out faces for a trained checkpoint.
+The frozen prior, DBLM, DSST table and guidance come from one sampling config (``sample_config``). A pair
+(:class:`GuidedPairSampler`): y = degrade(x), levels (y'_k, sigma_k) = DBLM(y), k ~ U{1..K}, a respaced
+index i at which the sampler guides with level k, x_t = q_sample(x or y'_1, i), x0_tilde =
+closed_form_guidance(x0_hat, y'_k, sigma_k, lam), b = DGSA(x0_hat, x0_tilde, y'_k, t);
+loss = laplace_nll(x - x0_tilde, b).
 """
 from __future__ import annotations
 

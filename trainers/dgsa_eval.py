@@ -3,11 +3,8 @@
     python -m trainers.dgsa_eval --cfg_path configs/training/uncertainty_demo64.yaml \\
         --ckpt experiments/dgsa_demo64/ckpt_0020000.pth --num_images 100
 
-The training config gives the frozen prior, DBLM, DSST table, degradation and ``data.val`` (the held-out
-faces); ``--ckpt`` is a training checkpoint (EMA weights by default, ``--weights model`` for the raw
-ones) or a plain DGSA state dict (``--weights ema`` only). Prints one line ``key=value`` per metric of
-:func:`trainers.dgsa.evaluate_rank_correlation` (``spearman`` pooled over all pixels, the per-image
-mean ``spearman_per_image``, NLL and PSNRs). A bad config or checkpoint prints one line and exits 2.
+Prints ``key=value`` per metric of :func:`trainers.dgsa.evaluate_rank_correlation`; a bad config or
+checkpoint prints one line and exits 2.
 """
 from __future__ import annotations
 

@@ -1,14 +1,7 @@
 """TrainerDiffusion: the face diffusion prior (improved-diffusion, Nichol & Dhariwal 2021; docs/method.md section 3).
 
-Each step draws t ~ U{0, ..., T-1} per image (improved-diffusion's UniformSampler: every weight is 1) and
-minimises ``diffusion.training_losses``: with a learned-range variance this is L_hybrid = L_simple
-(MSE on epsilon) + VB (variational bound with the mean detached, times T/1000 for RESCALED_MSE), so the
-model learns both the noise and sigma_t. The process is built for training without respacing
-(``diffusion.params.timestep_respacing`` must be empty). Data: ``data.train`` faces (HQ only).
-
-Validation: the same losses on ``data.val`` at the fixed steps ``validation.timesteps``, with noise
-fixed per validation batch (:meth:`TrainerBase.val_generator`), so curves are comparable across steps.
-Reported per step (``mse_t0100`` ...) and averaged (``loss``, ``mse``).
+t ~ U{0, ..., T-1}; loss = ``diffusion.training_losses`` (L_hybrid = L_simple + VB with a learned variance),
+unrespaced. Validation: the same losses at ``validation.timesteps`` with fixed noise (``mse_t0100`` ...).
 """
 from __future__ import annotations
 

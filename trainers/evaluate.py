@@ -4,12 +4,8 @@
         --ckpt experiments/demo64/previous/unet_demo64_s5.pth previous \\
         --ckpt weights/demo/unet_demo64.pth current  data.val.length=100
 
-Any main.py training config (its ``trainer.target`` picks the trainer); each ``--ckpt PATH LABEL`` is a
-training checkpoint (its EMA weights) or an exported state dict. Every file is scored by
-:meth:`trainers.base.TrainerBase.evaluate` on the same ``data.val`` faces with the same validation noise,
-i.e. the quantities a run logs as ``val_ema/*`` (for the prior: the denoising losses per t bucket).
-Trailing ``key=value`` arguments are OmegaConf overrides (``data.val.length=100``: the first 100 faces).
-Prints a Markdown table; a bad config or checkpoint prints one line and exits with status 2.
+Each file is scored by :meth:`trainers.base.TrainerBase.evaluate` (the run's ``val_ema/*``); trailing
+``key=value`` are overrides. Prints a Markdown table; a bad config or checkpoint: one line, exit status 2.
 """
 from __future__ import annotations
 

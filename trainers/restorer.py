@@ -1,14 +1,7 @@
-"""TrainerRestorer: the RM0 restorer, SwinIR trained with L1 (or L2) on blindly degraded faces (DifFace;
-docs/method.md section 3).
+"""TrainerRestorer: the RM0 restorer, SwinIR trained on blindly degraded faces (DifFace; docs/method.md section 3).
 
-Pairs come from :class:`data.datasets.FaceDataset` with the blind degradation named by ``degradation``
-(a YAML of :class:`data.degradation.DegradationConfig`, e.g. configs/degradation/difface_blind.yaml):
-'lq' is the degraded face resized back to the HQ size. The loss is L1 in the network's native [0, 1]
-range (as the public ``swinir_restoration512_L1.pth`` was trained): || SwinIR((y+1)/2) - (x+1)/2 ||_1, or
-with ``loss: l2`` the mean squared error, whose minimiser is the posterior mean E[x | y] and so the
-PSNR-optimal restorer (L1's is the per-pixel posterior median).
-Validation on ``data.val`` (degraded with the same config at fixed per-image seeds): PSNR (dB, on [0, 1],
-float, no quantisation) of ``SwinIR.restore(y)`` and of the LQ input itself, and the L1 loss.
+loss = || SwinIR((y+1)/2) - (x+1)/2 ||_1 (``loss: l2``: the squared error). Validation: PSNR of
+``SwinIR.restore(y)`` and of the LQ input, and the loss.
 """
 from __future__ import annotations
 

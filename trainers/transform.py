@@ -1,23 +1,11 @@
-"""TrainerTM and TrainerRM: the DBLM transformation and refinement models (docs/method.md sections 4.2-4.3;
-DiffBIR/transform.py).
+"""TrainerTM and TrainerRM: the DBLM transformation and refinement models (docs/method.md sections 4.2-4.3).
 
     accelerate launch train_DBLM.py --config configs/train/train_DBLM_TM.yaml   (or _RM.yaml)
 
-Training-time sigma, our reading of "trained with sigma drawn around sigma*": the blur of the TM target
-(and of the RM input level) is sigma = max(sigma* exp(u) + v, floor), u ~ U(-m, m), v ~ U(0, offset),
-with m = ``sigma.log_margin``, offset and floor from ``sigma.offset_512`` and ``sigma.min_512`` (512-px
-units). The multiplicative jitter covers relative SDE errors, the additive one keeps some spread when
-sigma* = 0 (a clean input), and the floor is DBLM's sigma floor.
-
-* TM: (y, sigma) -> G_sigma * hq, loss l1 (or l2).
-* RM: (y, blurred level at sigma, sigma') -> G_sigma' * hq with sigma' = max(r sigma, floor) (at most
-  sigma), r ~ U(``rho_range``). Its input level is G_sigma * hq (``input: gt``, the default: exact and
-  free) or the frozen TM's estimate TM(y, sigma) (``input: tm``: trains on the errors RM meets at
-  inference, at the cost of one TM forward per step; ``tm`` names the TM and its ``ema_final.pth``).
-
-Validation uses sigma = max(sigma*, floor) and sigma' = max(``val_rho`` sigma, floor), no jitter; the
-metric ``psnr`` is that of the output against the exact blurred target (:func:`batch_psnr`). Data, model
-(``init``: a warm start from RM0) and outputs: :class:`trainers.dblm.DBLMTrainer`.
+Training sigma = max(sigma* exp(u) + v, floor), u ~ U(-``sigma.log_margin``, ``sigma.log_margin``),
+v ~ U(0, ``sigma.offset_512``). TM: (y, sigma) -> G_sigma * hq. RM: (y, level at sigma, sigma') ->
+G_sigma' * hq, sigma' = max(r sigma, floor), r ~ U(``rho_range``), its input level exact (``input: gt``) or
+TM's (``input: tm``).
 """
 from __future__ import annotations
 

@@ -1,18 +1,8 @@
 """The one place where model weights are read from and written to disk.
 
-``load_checkpoint`` accepts every layout this project meets (public DifFace weights, our own
-training checkpoints, EMA snapshots, DDP / torch.compile state dicts) and refuses anything that does
-not fit the model exactly, with a message naming the file, the offending keys and their shapes.
-
-Unwrapping precedence (when ``key`` is not given): a mapping whose values are all tensors is a
-state dict; otherwise the first present of ``WRAPPER_KEYS`` = params_ema, ema, state_dict, model,
-params is descended into, repeatedly. EMA weights come first because they are the ones to sample
-with; resume the raw weights with ``key="model"``. Prefixes ``module.`` (DataParallel / DDP) and
-``_orig_mod.`` (torch.compile) are stripped when every key carries them, until the keys meet the
-model's.
-
-Non-persistent buffers of the model (SwinIR's ``attn_mask`` / ``relative_position_index``) are
-rebuilt by the model: they may be absent from the file, and are ignored when present.
+``load_checkpoint`` unwraps the first present of ``WRAPPER_KEYS`` (EMA first) until a state dict remains,
+strips ``module.`` / ``_orig_mod.`` prefixes, ignores the model's non-persistent buffers, and refuses any
+other mismatch with a message naming the file, keys and shapes.
 """
 from __future__ import annotations
 

@@ -1,15 +1,7 @@
 """Distances between two sets of image features: Fréchet distance (FID) and kernel inception distance (KID).
 
-* Fréchet distance of N(mu1, C1) and N(mu2, C2) (Heusel et al., 2017):
-  d^2 = ||mu1 - mu2||^2 + Tr(C1 + C2 - 2 (C1 C2)^(1/2)), in float64 through ``scipy.linalg.sqrtm``; a product
-  that sqrtm cannot take (non-finite result) is retried with ``eps`` added to both diagonals, as basicsr does.
-  Statistics are the feature mean and the unbiased covariance (``np.cov``, N - 1).
-* KID (Binkowski et al., 2018): the unbiased MMD^2 with the cubic polynomial kernel k(x, y) = (x.y / d + 1)^3,
-  MMD^2 = sum_{i!=j} k(x_i, x_j) / (m(m-1)) + sum_{i!=j} k(y_i, y_j) / (n(n-1)) - 2 sum_{i,j} k(x_i, y_j) / (mn),
-  averaged over ``subsets`` random subsets of ``subset_size`` rows of each set (drawn without replacement);
-  the standard deviation over the subsets comes with it.
-* A statistics file is an ``.npz`` with ``mu`` (D,) and ``sigma`` (D, D) (what ``save_stats`` writes), or a
-  basicsr/GFPGAN ``.pth`` holding a dict with ``mean`` and ``cov``.
+    FID^2 = ||mu1 - mu2||^2 + Tr(C1 + C2 - 2 (C1 C2)^(1/2))                       (Heusel et al., 2017)
+    KID   = unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3, mean and std over subsets   (Binkowski et al., 2018)
 """
 from __future__ import annotations
 

@@ -1,23 +1,9 @@
 """What an image file was, beyond the float RGB the models see, and a result written back as such a file.
 
-Reading (:func:`read_image_file`, :func:`from_pixels`) turns the file upright (EXIF orientation) and returns
-the models' float32 HxWx3 RGB in [0, 1] with :class:`FileFacts`: the orientation applied, the stored pixel
-type and channel count, whether the image is gray (one channel, or all colour channels equal) and its
-alpha plane. With ``alpha="keep"`` the colour under transparent pixels does not reach the models as it is
-stored (often black): the models see the image composited on its alpha-weighted mean colour::
-
-    x = a c + (1 - a) mean_a(c),    mean_a(c) = sum(a c) / sum(a)
-
-Writing (:func:`faithful_pixels`) inverts this for a restored result r of the models' input x:
-
-* gray files: r is projected to gray, g = 0.299 r_R + 0.587 r_G + 0.114 r_B (ITU-R BT.601), on every channel;
-* every pixel the restoration left unchanged (r = x exactly) takes the file's own value (its stored colour
-  under the alpha, its exact 16 bits), so only the restored faces differ from the file;
-* the stored pixel type (8 or 16 bit) and channel count (1 for gray, 3, 4 with the alpha, resized to the
-  result's size where that changed); a gray image with alpha is stored as RGBA with equal channels.
-
-Geometric steps between read and write (downscaling, centre cropping) apply to the facts' planes as to
-the image (:meth:`FileFacts.transformed`).
+:func:`read_image_file` returns float32 HxWx3 RGB in [0, 1] with :class:`FileFacts` (orientation, pixel
+type, channels, gray, alpha); with ``alpha="keep"`` the models see x = a c + (1 - a) sum(a c) / sum(a).
+:func:`faithful_pixels` writes a result back as the file was: gray as BT.601 luma, pixels the restoration
+left unchanged as stored, the same pixel type and channels.
 """
 from __future__ import annotations
 

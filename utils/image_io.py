@@ -1,15 +1,8 @@
 """Image I/O shared by every script: robust reading, atomic writing, tensor conversion.
 
-Convention: on disk any common format; in numpy ``float32`` HxWx3 RGB in [0, 1]; inside models
-``float32`` NCHW RGB in [-1, 1] (docs/method.md section 1). Conversion happens
-here and nowhere else.
-
-Reading returns what a viewer shows: the EXIF orientation is applied (:func:`read_upright`); 8- and
-16-bit (and float) images, grayscale (replicated to 3 channels), RGBA / LA (:func:`read_image` drops the
-alpha; ``utils.image_file`` keeps it), palette PNGs (expanded by OpenCV). Anything unreadable raises
-:class:`ImageReadError` with the file and the reason, so callers can skip the file with a clear message
-instead of crashing a batch. Writing takes uint8, uint16 or float pixels with 1, 3 or 4 channels (RGB(A)
-order) and stores no metadata, so an output carries no orientation tag.
+numpy: float32 HxWx3 RGB in [0, 1]; models: float32 NCHW RGB in [-1, 1]. Reading applies the EXIF
+orientation and raises :class:`ImageReadError` (file and reason) on anything unreadable; writing stores
+uint8 / uint16 / float pixels with 1, 3 or 4 channels and no metadata.
 """
 from __future__ import annotations
 

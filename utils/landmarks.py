@@ -1,15 +1,8 @@
 """Landmark distance (LMD) between a restored face and its HQ reference.
 
-LMD = mean over the K landmarks of ||p_k(restored) - p_k(HQ)||_2, in pixels of the HQ image (lower is better).
-
-* ``lmd_dlib`` (offline): dlib's 68-point shape predictor (iBUG 300-W). As for the identity distance
-  (``faces.identity``), both images are upscaled so the shorter side is at least ``MIN_SIDE`` and the face box
-  is dlib's HOG detection on the HQ reference (the largest face), used for both; the points are scaled back
-  to the HQ image's pixels. Without a face in the reference the image is skipped.
-* ``lmd_awing``: facexlib's AWing FAN (4 hourglasses, 98 WFLW points, ``alignment_WFLW_4HG.pth``) on the whole
-  aligned face, as GFPGAN / VQFR compute LMD: the image resized to 256 x 256 RGB [0, 1], each of the 98
-  64 x 64 heatmaps of the last hourglass decoded as its arg-max (column, row) + 0.5, moved a quarter pixel
-  towards the larger neighbour in each direction, and scaled by (W / 64, H / 64).
+LMD = mean over the K landmarks of ||p_k(restored) - p_k(HQ)||_2, in pixels of the HQ image. ``lmd_dlib``:
+dlib's 68 points in the HQ face box (as ``faces.identity``); ``lmd_awing``: facexlib's AWing 98 points on the
+whole aligned face, as GFPGAN / VQFR.
 """
 from __future__ import annotations
 

@@ -1,26 +1,9 @@
 """Image-quality metrics of the face-restoration literature: PSNR, SSIM, LPIPS, NIQE (docs/method.md section 11).
 
-Conventions (also written into every CSV header through :data:`METRIC_CONVENTIONS`):
-
-- Inputs are float32 HxWx3 RGB arrays in [0, 1] (``utils.image_io.read_image``). PSNR, SSIM and NIQE are
-  computed the way GFPGAN / CodeFormer / DifFace evaluate, with basicsr 1.4.2's ``calculate_psnr``,
-  ``calculate_ssim`` and ``calculate_niqe`` on the images quantised to uint8 exactly as they are saved
-  (``round(clip(x, 0, 1) * 255)``), ``crop_border=0``.
-- PSNR and SSIM on the three RGB channels (``test_y_channel=False``, as in GFPGAN's validation
-  configs): PSNR = 10 log10(255^2 / MSE) with the MSE over all pixels and channels; SSIM = mean over
-  channels of Wang et al. 2004 SSIM (11x11 Gaussian window, sigma 1.5, valid region).
-- LPIPS v0.1 (Zhang et al., CVPR 2018) with the AlexNet (default) or VGG16 backbone, inputs in [-1, 1].
-- NIQE (Mittal et al., 2013) on the MATLAB Y channel with basicsr's pristine model and 96x96 blocks; it
-  needs at least two whole blocks (the covariance of one block is undefined), so images smaller than
-  that get NaN and a warning that says why. NIQE is slow (~1 s per 512x512 image): opt in with a flag.
-- Identity distance: dlib's 128-d face embedding (offline, ``faces.identity``), Euclidean distance of the
-  restored face to the HQ face (``id_dist``, lower is better) and dlib's "same person" decision at 0.6
-  (``id_same``; its mean is the rate). Papers that report identity mostly use ArcFace's cosine distance,
-  whose weights cannot be obtained offline: the numbers are not comparable with theirs.
-- ArcFace identity (``utils.arcface``: ``arcface_cos``, ``arcface_deg``) and landmark distance
-  (``utils.landmarks``: ``lmd_dlib``, ``lmd_awing``), per image through ``compute_metrics(face_metrics=...)``.
-- Set metrics (``utils.feature_stats``, ``scripts/evaluate.py``): FID on the FID Inception's 2048-d features
-  against the HQ folder (``fid``) or a statistics file (``fid_stats``), and KID (mean, std over subsets).
+Inputs are float32 HxWx3 RGB in [0, 1], quantised to uint8 as saved; PSNR, SSIM (RGB) and NIQE are
+basicsr 1.4.2's, LPIPS v0.1 with AlexNet or VGG16. Identity and landmark metrics come from
+``faces.identity``, ``utils.arcface`` and ``utils.landmarks``. :data:`METRIC_CONVENTIONS` is written into
+every CSV header.
 """
 from __future__ import annotations
 
