@@ -3,8 +3,7 @@
     torchrun --nproc_per_node=8 inference_difface.py -i [folder/image] -i_hq [folder/image] --bs [N] \
         -o [result folder] --task restoration --eta 0.5 --aligned --use_fp16
 
-Also runs as plain ``python inference_difface.py ...`` (one process). Flags: ``--help``; behaviour:
-``inference/runner.py``.
+Also runs as plain ``python inference_difface.py ...``; behaviour: ``inference/runner.py``.
 """
 import sys
 

@@ -27,13 +27,8 @@ class ResBlock(nn.Module):
 
 
 class SigmaEstimator(nn.Module):
-    """CNN regressor of log sigma.
-
-    Args:
-        channels: width per stage; stage i > 0 starts with a stride-2 convolution.
-        blocks_per_stage: residual blocks per stage.
-        log_sigma_init: the output bias, the initial log sigma.
-    """
+    """CNN regressor of log sigma: stages of ``blocks_per_stage`` residual blocks (stride 2 from stage 1), output
+    bias ``log_sigma_init``."""
 
     def __init__(self, in_chans: int = 3, channels: Sequence[int] = (32, 64, 128, 256),
                  blocks_per_stage: int = 1, log_sigma_init: float = 0.0):

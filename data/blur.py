@@ -62,11 +62,8 @@ def mirror_indices(n: int, radius: int, device=None) -> torch.Tensor:
 
 
 def sigma_values(sigma: SigmaLike, n: int, caller: str = "gaussian_blur") -> list:
-    """One validated float sigma per image: a float, a 1-element or an (n,) tensor -> list of n floats.
-
-    Shared by ``gaussian_blur`` and the closed-form guidance (models/guidance.py); raises ValueError for a
-    wrong count or a negative / non-finite sigma.
-    """
+    """One validated float sigma per image: a float, a 1-element or an (n,) tensor -> list of n floats; ValueError
+    for a wrong count or a negative / non-finite sigma."""
     if isinstance(sigma, torch.Tensor):
         values = sigma.detach().flatten().double().cpu().tolist()
         if len(values) == 1:
@@ -133,10 +130,8 @@ def gaussian_transfer(sigmas: Sequence[float], hp: int, wp: int, device: torch.d
                       dtype: torch.dtype) -> torch.Tensor:
     """Real transfer functions (N, 1, hp, wp // 2 + 1) of the separable kernels, for ``rfft2`` spectra.
 
-    Multiplying the rfft2 of an image padded by ``mirror_indices`` with pad >= kernel_radius(sigma)
-    and cropping the pad back gives exactly ``gaussian_blur`` (no wrap-around reaches the interior);
-    models/guidance.py solves its closed form with these spectra.
-    """
+    On an image padded by ``mirror_indices`` with pad >= kernel_radius(sigma), cropped back, they give exactly
+    ``gaussian_blur``."""
     rows = []
     for s in sigmas:
         g_h = kernel_spectrum1d(float(s), hp, device, dtype)

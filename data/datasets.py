@@ -73,13 +73,9 @@ def _chw(img: np.ndarray) -> torch.Tensor:
 class FaceDataset(Dataset):
     """Faces at ``resolution`` px, optionally with their blind degradation and sigma*.
 
-    source: a file list, a folder (``read_file_list``) or a sequence of image paths. Items are dicts:
-    'hq' CHW float32 in [-1, 1]; 'lq' (with ``degradation``) the degraded image resized back to the HQ
-    size, CHW in [-1, 1]; 'sigma_star' (with ``with_sigma_star``) a float32 scalar tensor,
-    ``data.sigma_star.sigma_star(hq, lq)`` with ``sigma_star_kwargs``; 'path' str. A horizontal flip (p = 0.5)
-    applies before the degradation; if the LQ is made gray and ``gt_gray`` is set, the HQ is gray too.
-    ``length`` (default: the number of files) repeats the files cyclically, with fresh randomness.
-    """
+    Items: 'hq' CHW float32 in [-1, 1]; 'lq' (with ``degradation``) U(y), CHW in [-1, 1]; 'sigma_star' (with
+    ``with_sigma_star``) a float32 scalar tensor; 'path'. A flip (p = 0.5) precedes the degradation; ``length``
+    repeats the files cyclically with fresh randomness."""
 
     def __init__(self, source: Source, resolution: int, flip: bool = True,
                  degradation: Optional[Union[DegradationConfig, str, os.PathLike, dict]] = None,

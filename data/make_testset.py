@@ -3,9 +3,7 @@
     python -m data.make_testset --source ../shared/data/faces_hq/celeba128_val.txt --out DIR \
         --resolution 64 --seed 0 --config configs/degradation/difface_blind.yaml [--severity-thirds]
 
-Writes DIR/hq/, DIR/lq/ (U(y)) and DIR/degradations.json (config, per-image parameters, severity, sigma*),
-atomically; image i uses ``item_rng(seed, i)``, so the set equals epoch 0 of the unflipped ``FaceDataset``.
-``--severity-thirds``: contiguous mild / medium / severe blocks drawn from ``severity_config(cfg, resolution, k)``.
+Writes DIR/hq/, DIR/lq/ (U(y)) and DIR/degradations.json atomically; image i uses ``item_rng(seed, i)``.
 """
 from __future__ import annotations
 

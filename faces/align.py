@@ -55,13 +55,9 @@ def pixels_per_face_pixel(affine: np.ndarray) -> float:
 def antialias_sigma(affine: np.ndarray) -> float:
     """Gaussian pre-filter (image pixels) before sampling an image into a face by ``affine``.
 
-    Treating a pixel as a Gaussian spot of std 1/2 pixel, a crop pixel k = :func:`pixels_per_face_pixel`
-    image pixels wide is a spot of std k/2 image pixels; the image's own 1/2 is already there, so the
-    pre-filter adds sigma = sqrt((k/2)^2 - (1/2)^2) = sqrt(k^2 - 1) / 2. It passes the crop's Nyquist
-    frequency 1/(2k) with gain exp(-pi^2 (k^2 - 1) / (8 k^2)) >= 0.29 and twice that frequency with at
-    most 0.01, so the detail the crop cannot hold is removed instead of folded back as jagged noise.
-    0 when the face is not downsampled (k <= 1).
-    """
+        sigma = sqrt(k^2 - 1) / 2,   k = pixels_per_face_pixel(affine),   0 when k <= 1
+
+    (a pixel as a Gaussian spot of std 1/2: a crop pixel is one of std k/2)."""
     k = pixels_per_face_pixel(affine)
     return float(np.sqrt(k * k - 1.0) / 2.0) if k > 1.0 else 0.0
 

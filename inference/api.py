@@ -24,10 +24,9 @@ def restore(image: ImageLike, *, key: str = "image", aligned: bool = True, confi
             method: str = "dynfacerestore", seed: int = 0, eta: str | float | None = None, steps: Optional[int] = None,
             solver: Optional[str] = None, upscale: float = 1.0, alpha: str = "keep", device: str = "cpu") -> ImageLike:
     """Restore ``image``: an aligned face (``aligned``), or a whole photo whose faces are detected, restored and
-    pasted back. ``key`` is the name the command line would know it by (a file's stem): it seeds the sampling
-    with ``seed``. The other settings are the command line's ``--config``, ``--method``, ``--eta``, ``--steps``,
-    ``--solver``, ``--upscale`` and ``--alpha``. Raises ``inference.inputs.InputSkip`` for an image the
-    command line would skip, ``ValueError`` for bad settings or pixels."""
+    pasted back. ``key`` (a file's stem) and ``seed`` seed the sampling; the other settings are the command line's.
+    Raises ``inference.inputs.InputSkip`` for an image the command line would skip, ``ValueError`` for bad
+    settings or pixels."""
     pixels, orientation = _pixels(image)
     restorer = _RESTORERS.setdefault(device, Restorer(device=device))
     name = f"{key}.png"

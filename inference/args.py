@@ -1,6 +1,4 @@
-"""Command line of ``inference_difface.py`` (docs/method.md section 11).
-
-The paper's command works as written::
+"""Command line of ``inference_difface.py`` (docs/method.md section 11). The paper's command works as written::
 
     torchrun --nproc_per_node=8 inference_difface.py -i [folder/image] -i_hq [folder/image] --bs [N] \
         -o [result folder] --task restoration --eta 0.5 --aligned --use_fp16

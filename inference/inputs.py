@@ -50,12 +50,8 @@ class LoadedImage:
 
 def list_inputs(path: str | os.PathLike, recursive: bool = False,
                 exclude: Sequence[str | os.PathLike] = ()) -> Tuple[List[InputItem], List[str]]:
-    """Sorted inputs under ``path`` (folder or single file) and messages about what was left out.
-
-    Files without an image extension are counted in one message; duplicate keys are reported per file.
-    Files under a folder of ``exclude`` (a run's output folder inside ``path``: outputs are never read back
-    as inputs) are left out, with one message per folder that held some.
-    """
+    """Sorted inputs under ``path`` (folder or single file) and messages about what was left out: files
+    without an image extension, duplicate keys, and files under a folder of ``exclude`` (a run's outputs)."""
     path = Path(path)
     files = list_images(path, recursive=recursive)
     messages = []

@@ -1,9 +1,7 @@
 """The --save_intermediates pictures: the strip LQ | blurred levels (labelled with sigma) | guidance map |
 result, and for whole photos the detected faces drawn on the input (:func:`draw_detections`).
 
-Each tile is one square image, enlarged (nearest neighbour) to at least :data:`MIN_TILE` px so that the
-labels written with ``cv2.putText`` in a band above it stay legible for small models; tiles are
-separated by :data:`GAP` px of white. The guidance map (values in [0, 1]) is shown in gray.
+Tiles are enlarged (nearest) to at least :data:`MIN_TILE` px and separated by :data:`GAP` px of white.
 """
 from __future__ import annotations
 

@@ -76,15 +76,8 @@ def closed_form_guidance_multi(
 class LevelSpectra:
     """The closed form toward K fixed levels with ``G_k Y_k`` and ``G_k^2`` computed once per batch.
 
-    A step then costs one rfft2 of ``x0_hat`` and one irfft2, with no host synchronisation; the result equals
-    :func:`closed_form_guidance_multi` with the same ``pad``.
-
-    Args:
-        levels: (N, K, C, H, W) blurred images (float64 computes in float64, anything else in float32).
-        sigmas: (N, K) blur std per image and level, in pixels at this resolution.
-        pad: reflect padding; default ``kernel_radius`` of the largest sigma. A batch-independent pad keeps each
-            image's result independent of the images beside it.
-    """
+    Equals :func:`closed_form_guidance_multi` with the same ``pad``. ``levels`` (N, K, C, H, W), ``sigmas`` (N, K)
+    in pixels; ``pad`` default ``kernel_radius`` of the largest sigma."""
 
     def __init__(self, levels: torch.Tensor, sigmas: torch.Tensor, pad: Optional[int] = None):
         if levels.ndim != 5:

@@ -398,10 +398,6 @@ class SwinIR(nn.Module):
         return out[:, :, :h * self.out_scale, :w * self.out_scale]
 
     def restore(self, x: torch.Tensor, cond: Optional[torch.Tensor] = None, clamp: bool = True) -> torch.Tensor:
-        """Project convention wrapper: x in [-1, 1] -> restored image in [-1, 1].
-
-        Computes 2 * forward((x + 1) / 2) - 1, since the public DifFace weights work in [0, 1];
-        ``clamp`` (default, as DifFace's sampler) clips the result to [-1, 1]; pass False in training.
-        """
+        """x in [-1, 1] -> 2 forward((x + 1) / 2) - 1, clipped to [-1, 1] when ``clamp`` (pass False in training)."""
         out = self.forward((x + 1.0) * 0.5, cond) * 2.0 - 1.0
         return out.clamp(-1.0, 1.0) if clamp else out

@@ -208,13 +208,8 @@ def run_trunk(net: nn.Module, h: torch.Tensor, emb: torch.Tensor) -> torch.Tenso
 
 
 class UNetModel(nn.Module):
-    """The improved-diffusion UNet with timestep embedding and attention.
-
-    :param attention_resolutions: feature-map sizes with attention (DifFace convention, module docstring).
-    :param num_res_blocks: residual blocks per level, an int or one per level.
-    :param use_fp16: recorded; call :meth:`convert_to` after loading weights.
-    Other parameters as in improved-diffusion / guided-diffusion.
-    """
+    """The improved-diffusion UNet with timestep embedding and attention (parameters as in guided-diffusion;
+    ``attention_resolutions``: feature-map sizes, DifFace convention; ``num_res_blocks``: an int or one per level)."""
 
     def __init__(self, image_size: int, in_channels: int, model_channels: int, out_channels: int,
                  num_res_blocks: Union[int, Sequence[int]], attention_resolutions: Iterable[int],

@@ -156,11 +156,8 @@ def average_ranks(v: torch.Tensor) -> torch.Tensor:
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spearman rank correlation along the last axis: the Pearson correlation of the tie-averaged ranks.
-
-    ``a``, ``b``: (..., M) with M >= 2; returns (...) float64. A constant row carries no rank
-    information and gets 0 (scipy.stats.spearmanr would return NaN).
-    """
+    """Spearman rank correlation along the last axis of (..., M) arrays, M >= 2: the Pearson correlation of the
+    tie-averaged ranks, float64; 0 for a constant row."""
     if a.shape != b.shape or a.ndim == 0 or a.shape[-1] < 2:
         raise ValueError(f"spearman: need two equal shapes (..., M >= 2), got {tuple(a.shape)} and {tuple(b.shape)}")
     flat_a, flat_b = a.detach().reshape(-1, a.shape[-1]), b.detach().reshape(-1, b.shape[-1])
@@ -214,13 +211,9 @@ class TrainerDGSA(TrainerBase):
 def evaluate_rank_correlation(cfg: DictConfig, dgsa: nn.Module, num_images: int, device: torch.device | str = "cpu",
                               seed: int = 0, batch_size: int = 8,
                               pairs: Optional[GuidedPairSampler] = None) -> Dict[str, float]:
-    """Spearman rank correlation between DGSA's b and |x - x0_tilde| (mean over channels) on held-out faces.
-
-    Faces: the first ``num_images`` of ``data.val`` (at ``data.val.resolution``), degraded with
-    ``degradation`` at per-image seeds derived from ``seed``; pairs drawn by :class:`GuidedPairSampler`
-    with a generator seeded by ``seed``. Returns ``spearman`` (pooled over every pixel of every image),
-    ``spearman_per_image`` (mean of the per-image values) and the means of :func:`pair_metrics`.
-    """
+    """Spearman rank correlation between DGSA's b and mean_c |x - x0_tilde| on the first ``num_images`` faces of
+    ``data.val``: ``spearman`` (pooled over all pixels), ``spearman_per_image`` (mean) and the means of
+    :func:`pair_metrics`; pairs and degradations seeded by ``seed``."""
     if cfg.data.get("val") is None:
         raise ConfigError("data.val: the evaluation needs held-out faces (a data.val section)")
     device = torch.device(device)

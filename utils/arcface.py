@@ -1,10 +1,8 @@
 """ArcFace identity distance: facexlib's IR-SE50 (``recognition_arcface_ir_se50.pth``), the papers' identity metric.
 
-Convention of ``arcface_cos`` and ``arcface_deg`` (written into every CSV header): each face (float RGB [0, 1],
-FFHQ-aligned) is resized to 256 x 256 (bilinear, antialiased), cropped to rows 35:223 and columns 32:220 and
-average-pooled to 112 x 112 (the IR-SE50 input on FFHQ-aligned faces, as pSp / e4e crop it), mapped to
-[-1, 1]; the embedding e is L2-normalised by the network. ``arcface_cos`` = 1 - e(restored) . e(HQ) (cosine
-distance, lower is better) and ``arcface_deg`` = arccos(e(restored) . e(HQ)) in degrees ("Deg.").
+A face (float RGB [0, 1], FFHQ-aligned) -> 256 x 256 -> rows 35:223, columns 32:220 -> 112 x 112 -> [-1, 1]
+(as pSp / e4e). ``arcface_cos`` = 1 - e(restored) . e(HQ), ``arcface_deg`` = arccos(e(restored) . e(HQ)) in
+degrees.
 """
 from __future__ import annotations
 

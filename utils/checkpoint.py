@@ -105,12 +105,10 @@ def read_state_dict(path: Union[str, os.PathLike], *, key: Optional[str] = None,
 
 def load_checkpoint(model: nn.Module, source: Source, *, strict: bool = True, key: Optional[str] = None,
                     map_location="cpu", hint: Optional[str] = None) -> nn.Module:
-    """Load ``source`` (a file path or an already loaded dict) into ``model`` and return ``model``.
+    """Load ``source`` (a file path or a loaded dict) into ``model`` and return ``model``.
 
-    Raises :class:`CheckpointError` when the file is missing ("checkpoint not found: <path>; <hint>"),
-    unreadable, holds no state dict, or does not fit: a shape mismatch always; missing or unexpected
-    keys when ``strict`` (the default). The message names the file, the first keys and the shapes.
-    """
+    Raises :class:`CheckpointError` naming the file, keys and shapes when the file is missing or unreadable, holds
+    no state dict, or does not fit (shapes always; missing or unexpected keys when ``strict``)."""
     if isinstance(source, Mapping):
         name, obj = "<in-memory checkpoint>", source
     else:
@@ -138,11 +136,8 @@ def load_checkpoint(model: nn.Module, source: Source, *, strict: bool = True, ke
 
 
 def save_checkpoint(path: Union[str, os.PathLike], state: dict) -> Path:
-    """``torch.save(state)`` atomically (temp file + rename): no half-written checkpoint on a crash.
-
-    ``state`` must hold only tensors, numbers, strings and containers of them, so that
-    ``load_checkpoint`` can read it back with ``torch.load(weights_only=True)``.
-    """
+    """``torch.save(state)`` atomically (temp file + rename); ``state`` holds only tensors, numbers, strings and
+    containers of them, so ``torch.load(weights_only=True)`` reads it back."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     return write_bytes_atomic(path, buffer.getvalue())

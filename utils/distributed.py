@@ -1,9 +1,8 @@
 """Process groups for training (trainers/base.py) and inference_difface.py.
 
-:func:`init_distributed` starts NCCL (CUDA) or gloo from the launcher's ``RANK`` / ``WORLD_SIZE`` /
-``LOCAL_RANK``, or nothing for a single process. :class:`ShardedInfiniteSampler`: endless epochs, each a
-permutation seeded by ``seed + epoch`` split into disjoint equal shards, started at any offset, so a run at
-step s with b samples per rank resumes at offset s * b with no saved state.
+:func:`init_distributed`: NCCL (CUDA) or gloo from ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``, nothing for one
+process. :class:`ShardedInfiniteSampler`: epoch e is a permutation seeded by ``seed + epoch`` cut into disjoint
+shards, so a run resumes at offset s * b with no saved state.
 """
 from __future__ import annotations
 

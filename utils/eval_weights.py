@@ -1,10 +1,7 @@
 """The public files the paper's evaluation needs, where they come from, and how each is checked.
 
-``scripts/download_weights.py --eval`` fetches them into ``weights/metrics/`` (``--list`` prints them);
-``scripts/evaluate.py`` finds them there and lists a metric whose file is missing as unavailable, with
-:data:`DOWNLOAD_COMMAND`. A file is accepted when ``check`` passes: a strict load into the network built by
-facexlib / basicsr (keys and shapes), or the statistics' mean (2048,) and covariance (2048, 2048); the
-download also compares the sha256 prefix the publisher put in the file name, where there is one.
+``scripts/download_weights.py --eval`` fetches them into ``weights/metrics/``; a file is accepted when its
+``check`` passes (a strict load into the facexlib / basicsr network, or the statistics' shapes).
 """
 from __future__ import annotations
 

@@ -3,9 +3,8 @@
     python -m utils.export_weights --run_dir experiments/demo64/diffusion --out weights/demo/unet_demo64.pth \
         --config configs/training/diffusion_demo64.yaml --command "python main.py ..."
 
-float16 when no weight changes by more than ``--fp16_tolerance`` of its tensor's largest magnitude. Provenance
-(config, command, steps, final scalars, training-list sha256, wall time, machine) goes to ``manifest.json``
-and ``MANIFEST.md`` beside the file.
+float16 when no weight moves by more than ``--fp16_tolerance`` of its tensor's largest magnitude; provenance
+in ``manifest.json`` and ``MANIFEST.md`` beside the file.
 """
 from __future__ import annotations
 

@@ -123,10 +123,7 @@ def to_uint16(img: np.ndarray) -> np.ndarray:
 
 def write_image(path: str | os.PathLike, img: np.ndarray) -> Path:
     """Write pixels atomically (temp file in the same folder, then rename): float [0, 1] (stored as uint8), uint8
-    or uint16, HxW or HxWxC with C in 1, 3, 4 (RGB(A) order).
-
-    A reader never sees a half-written file, and an interrupted run leaves no partial output behind.
-    """
+    or uint16, HxW or HxWxC with C in 1, 3, 4 (RGB(A) order)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if img.dtype not in (np.uint8, np.uint16):

@@ -1,9 +1,7 @@
 """FID Inception features: basicsr's patched Inception-v3 (``load_patched_inception_v3``, the TF FID network).
 
-An image (float RGB [0, 1], any size) is mapped to [-1, 1] (2x - 1: basicsr's FID scripts' mean = std = 0.5),
-resized bilinearly to 299 x 299 inside the network and reduced to the 2048-d output of the final average pooling.
-The weights file is ``pt_inception-2015-12-05-6726825d.pth``: a state dict of torchvision's Inception-v3
-with 1008 classes and no auxiliary head (the FID blocks only change the forward pass).
+An image (float RGB [0, 1]) -> 2x - 1 -> 299 x 299 bilinear -> the 2048-d final average pooling.
+Weights: ``pt_inception-2015-12-05-6726825d.pth``.
 """
 from __future__ import annotations
 

@@ -100,11 +100,8 @@ def niqe(img: np.ndarray) -> float:
 def load_lpips_backbone(model: torch.nn.Module, npz_path: Union[str, os.PathLike]) -> None:
     """Copy offline backbone + head arrays (their format: weights/README.md) into an ``lpips.LPIPS``.
 
-    lpips wraps torchvision ``features[N]`` as ``net.slice<K>.<N>`` (the module keeps its index ``N``
-    inside slice ``K``), so ``features.N.{weight,bias}`` maps to ``net.slice<K>.N.{weight,bias}``; the
-    heads ``lin<i>.model.1.weight`` keep their names. Every parameter must be present with its exact
-    shape, and the file must hold nothing else; otherwise ``ValueError`` names the file and the keys.
-    """
+    ``features.N.*`` go to ``net.slice<K>.N.*``, heads keep their names; a missing, extra or misshapen array
+    raises ``ValueError`` naming the file and the keys."""
     npz_path = Path(npz_path)
     if not npz_path.is_file():
         raise FileNotFoundError(
@@ -137,13 +134,8 @@ def load_lpips_backbone(model: torch.nn.Module, npz_path: Union[str, os.PathLike
 class LPIPSMetric:
     """LPIPS v0.1 distance (Zhang et al., CVPR 2018), ``name`` = ``lpips_alex`` or ``lpips_vgg``.
 
-    ``weights_dir`` (or ``$DYNFACE_LPIPS_WEIGHTS``): folder with ``alexnet_features.npz`` /
-    ``vgg16_features.npz``; the backbone is built without download (``pnet_rand=True``) and filled from
-    the file. With neither, lpips builds the backbone through torchvision, which DOWNLOADS the ImageNet
-    weights to the torch hub cache (needs internet the first time).
-
-    Call with two HxWx3 [0, 1] arrays -> float, or two NCHW [-1, 1] tensors -> list of N floats.
-    """
+    The backbone comes from ``weights_dir`` (or ``$DYNFACE_LPIPS_WEIGHTS``), else torchvision downloads it.
+    Two HxWx3 [0, 1] arrays -> float; two NCHW [-1, 1] tensors -> list of N floats."""
 
     def __init__(self, net: str = "alex", weights_dir: Optional[Union[str, os.PathLike]] = None,
                  device: Union[str, torch.device] = "cpu"):
@@ -178,11 +170,7 @@ def compute_metrics(img: np.ndarray, ref: Optional[np.ndarray] = None,
                     identity: Optional[FaceIdentity] = None, face_metrics: Sequence = ()) -> Dict[str, float]:
     """Metrics of one restored image, keyed by the names of :data:`METRIC_CONVENTIONS`.
 
-    Full-reference metrics (psnr, ssim, lpips_<net> when ``lpips_metric`` is given, id_dist and id_same
-    when ``identity`` is given and the reference shows a face, and what each of ``face_metrics`` (objects
-    with ``metrics(img, ref) -> dict``: ArcFace, landmark distances) returns) need ``ref``; ``with_niqe`` adds
-    the no-reference NIQE.
-    """
+    Full-reference metrics (psnr, ssim, lpips, identity, ``face_metrics``) need ``ref``; ``with_niqe`` adds NIQE."""
     out: Dict[str, float] = {}
     if ref is not None:
         out["psnr"] = psnr(img, ref)

@@ -1,10 +1,7 @@
 """Build a network from a config node ``{target, params, ckpt_path}`` and load its weights.
 
-Every script that samples with trained networks (sampler.py, DBLM, benchmarks) goes through
-:func:`build_model`, so a missing or mismatched checkpoint always fails the same way: a
-``utils.checkpoint.CheckpointError`` naming the file, raised at start-up before any image is touched.
-Relative ``ckpt_path`` values are resolved against the current directory first, then the repository
-root, so configs work from either place.
+A missing or mismatched checkpoint raises ``utils.checkpoint.CheckpointError`` at start-up; a relative
+``ckpt_path`` is resolved against the current directory, then the repository root.
 """
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
 """Offline image features for KID on small sets: VGG16's relu5_3, from the LPIPS backbone (not the paper's FID).
 
-An image (float RGB [0, 1]) is mapped to [-1, 1], normalised by LPIPS's scaling layer (ImageNet mean and
-std) and passed through the VGG16 feature stack that ``utils.metrics.LPIPSMetric('vgg')`` loads offline;
-the feature is the spatial mean of relu5_3 (512-d). Inception features (FID, KID in ``scripts/evaluate.py``)
-need a download; these do not, so their KID compares methods here and is not comparable with papers' numbers.
+An image (float RGB [0, 1]) -> [-1, 1] -> LPIPS's scaling layer -> VGG16 features -> spatial mean of relu5_3
+(512-d). Their KID compares methods here, not with papers' numbers.
 """
 from __future__ import annotations
 
