@@ -3,7 +3,9 @@
     torchrun --nproc_per_node=8 main.py --cfg_path configs/training/uncertainty.yaml --save_dir DIR
     python main.py --cfg_path configs/training/diffusion_demo64.yaml --save_dir DIR train.iterations=10
 
-The config's ``trainer.target`` names the trainer class; options: :mod:`trainers.cli`; loop: :mod:`trainers.base`.
+The YAML names its trainer class in ``trainer.target`` (e.g. ``trainers.diffusion.TrainerDiffusion``)
+and is validated against that class's ``config_schema``. Options, overrides and errors:
+:mod:`trainers.cli`; the loop and its checkpoints: :mod:`trainers.base`.
 """
 from __future__ import annotations
 

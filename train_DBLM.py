@@ -3,7 +3,9 @@
     accelerate launch train_DBLM.py --config configs/train/train_DBLM_TM.yaml [--resume ...] [key=value ...]
     accelerate launch train_DBLM.py --config configs/train/train_DBLM_RM.yaml
 
-Trainers: trainers/transform.py; options: trainers/cli.py; outputs: trainers/dblm.py.
+The config's ``task`` (tm or rm) selects the network. The trainers: trainers/transform.py; options and
+errors: trainers/cli.py; checkpoints in <save_dir>/checkpoints and the exported EMA weights
+<save_dir>/ema_final.pth: trainers/dblm.py.
 """
 import sys
 

@@ -2,7 +2,8 @@
 
     accelerate launch train_SDE.py --config configs/train/train_SDE.yaml [--resume auto|none|PATH] [key=value ...]
 
-Trainer: trainers/sde.py; options: trainers/cli.py; outputs: trainers/dblm.py.
+The trainer: trainers/sde.py; options and errors: trainers/cli.py; checkpoints in <save_dir>/checkpoints
+and the exported EMA weights <save_dir>/ema_final.pth: trainers/dblm.py.
 """
 import sys
 

@@ -1,27 +1,12 @@
 """Face-region quality of whole-photo restoration: the classic and the resolution-aware paste-back, one run.
 
-Real FFHQ-aligned faces are pasted into a real background (``data.face_composites``: 480 x 640, a small
-random rotation) at 0.75x, 1.5x, 3x and 5x the model's resolution; each photo is degraded by each setting
-of ``data.photo_degradation`` (``--kinds``: three chains at a mild and a severe setting, and noise, JPEG
-and blur alone); the face is aligned with its true landmarks (known from the composite, so the detector's
-own errors, measured in docs/face_detection.md, stay out), restored once by the sampling config, and
-pasted back both ways at ``--upscale 1``. The face region (the bounding box of the soft paste mask) is
-compared with the HQ photo: PSNR (dB), LPIPS (alex), and the dlib identity distance (``faces.identity``).
-
     python -m benchmarks.bench_whole_photo --faces 8                 # the evaluation (CelebRef-HQ faces)
     python -m benchmarks.bench_whole_photo --set tune --tune noise   # choose paste parameters (tuning faces)
 
-``--tune GROUP`` also scores each face on a grid of weights (w_c, w_h) (the output is linear in them, so
-each grid point costs one paste) and fits one group of ``faces.paste``'s parameters to it (``blur``: d_0,
-d_h, d_c, w_max; ``noise``: s_0, r_c, r_h), the others held at the config's values: the fit minimises the
-mean LPIPS of the face region over all cells, subject to the PSNR of every cell staying at least the
-input's minus ``--psnr_margin`` dB and its LPIPS at most the input's, and that not only on the tuning
-faces' means but in 95 % of each cell's subsets of as many faces as the evaluation has
-(:func:`fit_parameters`), so that the rule holds on faces it has not seen. The misfit
-weight w_m is the config's (the grid is scored with it); it is chosen by runs with ``--opts
-paste.misfit_weight=...``, which reuse the cached restorations (docs/whole_photos.md). The tuning
-faces (the 10 FFHQ faces of ../shared/data/faces_hq/ffhq1024, then CelebRef-HQ photos other than the
-evaluation's) are not the evaluation faces (:func:`face_sources`).
+Real faces in real backgrounds (``data.face_composites``) at 0.75x-5x the model's resolution, degraded by
+``data.photo_degradation``, aligned with their true landmarks, restored once and pasted back both ways; the
+face region is scored against the HQ photo (PSNR, LPIPS, identity). ``--tune GROUP`` fits one group of
+``faces.paste``'s parameters (:func:`fit_parameters`) on faces other than the evaluation's (:func:`face_sources`).
 """
 from __future__ import annotations
 

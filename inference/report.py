@@ -1,18 +1,8 @@
 """Per-image records and the run's metrics table (docs/method.md section 11).
 
-Each restored image gets ``<out>/records/<key>.json`` (written atomically as soon as it is restored).
-At the end rank 0 reads *every* record under ``<out>/records`` (so images of earlier runs into the same
-folder count too) and writes:
-
-* ``<out>/metrics.csv``: one row per image, columns :data:`RECORD_COLUMNS` then one column per metric,
-  titled with its convention string (``utils.metrics.METRIC_CONVENTIONS``); metric cells are empty for
-  images without an HQ reference.
-* ``<out>/summary.json``: per method, the number of images, of images with metrics, and the means of
-  every metric, of the NFE and of the seconds per image (metrics averaged over the images that have them);
-  ``faces``: how many faces of whole photos were restored, partly restored and kept as clean (each face's
-  ``decision`` in its image's record, ``faces.paste.paste_decision``).
-
-A non-finite PSNR (identical images) is kept as ``inf`` and makes the mean ``inf``.
+At the end rank 0 reads every record under ``<out>/records`` (earlier runs into the folder included) and writes
+``metrics.csv`` (one row per image: :data:`RECORD_COLUMNS`, then the metrics titled with their conventions) and
+``summary.json`` (per method: counts and means; ``faces``: the paste decisions). A non-finite PSNR stays ``inf``.
 """
 from __future__ import annotations
 

@@ -1,35 +1,11 @@
 """The inference loop of ``inference_difface.py`` (docs/method.md sections 9 and 11).
 
-One process per rank (torchrun; a plain ``python`` run is world size 1). Start-up builds the sampler
-(and the face detector for unaligned images, LPIPS when -i_hq is given); a missing checkpoint, a
-config/checkpoint mismatch, a bad config key or missing detection weights print one line naming the
-file and exit with status 2, before any image is read. Then every rank lists the inputs identically,
-takes ``files[rank::world]`` (:func:`inference.inputs.shard`), drops those already done (output and
-record exist, unless ``--no-skip_existing``), and restores the rest in batches of ``--bs``:
-
-* aligned (``--aligned``): each face is brought to the config's resolution
-  (:func:`inference.inputs.prepare_aligned`), restored and written to ``<out>/restored/<key>.png``; a face
-  larger than the resolution comes back at its own (square) size, merged by the paste rule of whole photos
-  (``faces.paste.paste_aligned``: it keeps its own detail above the model's band);
-* unaligned: every face of each image is found by ``--detector`` (``faces.detection``; an offline
-  one by default) and aligned to the config's resolution (``faces.align.detect_and_align``); the
-  faces are restored in batches of ``--bs`` across images (one image's faces may span batches) and, once
-  all faces of an image are back, pasted onto the upsampled image (``faces.paste``: ``--paste``, by
-  default the resolution-aware paste-back that keeps the input's own detail above the model's band) and written to
-  ``<out>/restored/<key>.png``, each face to ``<out>/restored_faces/<key>_<k>.png``. An image without a
-  face is written upsampled, with a note in its record and the log. ``--save_intermediates`` also writes
-  ``<out>/intermediates/<key>_detections.png`` (boxes and landmarks on the input).
-
-Every result is written (atomically) as soon as its batch finishes, as its input file was (upright, gray,
-16-bit, with its alpha unless ``--alpha drop``: :mod:`utils.image_file`), followed by its record
-``<out>/records/<key>.json`` (see :mod:`inference.report`). ``seconds`` in a record is the batch's
-sampling time shared among its images in proportion to their network evaluations (NFE), plus nothing
-else (reading, metrics and writing are excluded). A file that cannot be used gets one line (skipped,
-or converted with a note) and the run goes on. At the end all ranks meet, rank 0 writes metrics.csv
-and summary.json from every record on disk and prints the table. Exit status: 2 for a start-up
-error; 1 when images were attempted but none was restored, neither now nor by an earlier run into
-the same folder (so a rerun of a finished folder that still holds a corrupt file exits 0), or after one
-line naming a file the OS refused to write (a full disk, a read-only folder; what was written stays); else 0.
+Each rank restores ``files[rank::world]`` (those without output and record, unless ``--no-skip_existing``)
+in batches of ``--bs``: aligned faces directly, whole photos face by face (detect, align, restore, paste back).
+Each result goes to ``<out>/restored/<key>.png`` as its input file was, then its record
+``<out>/records/<key>.json`` (:mod:`inference.report`); ``seconds`` is the batch's sampling time shared in
+proportion to NFE. Exit status: 2 for a start-up error (one line, before any image is read); 1 when no
+attempted image was ever restored into the folder, or the OS refused a write; else 0.
 """
 from __future__ import annotations
 

@@ -47,8 +47,7 @@ class TrainingError(RuntimeError):
 
 
 def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype of ``train.amp`` on ``device``: bf16 on CUDA and on the CPU (where AMX /
-    AVX512-BF16 make a training step 1.3-1.6x faster, docs/benchmarks.md), fp16 on CUDA only; None
+    """The autocast dtype of ``train.amp`` on ``device``: bf16 on CUDA and on the CPU, fp16 on CUDA only; None
     (float32) otherwise."""
     if amp == "none" or (amp == "fp16" and device.type != "cuda"):
         return None

@@ -3,9 +3,22 @@
     accelerate launch train_SDE.py --config configs/train/train_SDE.yaml
     accelerate launch train_DBLM.py --config configs/train/train_DBLM_TM.yaml   (or _RM.yaml)
 
-:class:`DBLMTrainer`: blindly degraded ``FaceDataset`` pairs with their sigma*, the model (``ckpt_path``,
-or warm-started by ``init``), checkpoints in ``<save_dir>/checkpoints`` and the EMA weights in
-``<save_dir>/ema_final.pth``. ``*_512`` quantities scale to the training resolution (:meth:`DBLMTrainer.px`).
+A config of configs/train/ names its network in ``task`` (sde, tm or rm: :data:`TASKS`), the trainer
+of ``trainers/sde.py`` or ``trainers/transform.py``; the loop is :class:`trainers.base.TrainerBase`.
+:class:`DBLMTrainer` adds what the three have in common:
+
+* data: ``data.datasets.FaceDataset`` of ``data.train`` / ``data.val`` (first ``data.val_size`` faces) at
+  ``data.resolution`` with the blind degradation ``data.degradation`` and the sigma* target
+  (``with_sigma_star=True``); degradations are seeded by ``data.train_seed`` / ``data.val_seed``.
+* model: ``model``, with the weights of ``model.ckpt_path`` (continue from earlier weights) if set, else
+  warm-started by ``init`` if the config has one (TM, RM: ``DiffBIR.transform.SigmaConditionedSwinIR.warm_start``
+  from a trained one-image restorer, RM0), else freshly initialised.
+* outputs: checkpoints in ``<save_dir>/checkpoints`` (where the ``step_XXXXXXX`` directories of the
+  earlier accelerate loop also count, :mod:`utils.run_checkpoints`) and, at the end, the EMA weights as a
+  plain state dict ``<save_dir>/ema_final.pth``, the file ``DiffBIR.dblm.DBLM.from_config`` loads.
+* seeding ``rank_offset`` (:class:`trainers.base.TrainerBase`), the streams the demo networks were trained with.
+
+Quantities given in 512-px units (``*_512``) are scaled to the training resolution (:meth:`DBLMTrainer.px`).
 """
 from __future__ import annotations
 

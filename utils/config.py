@@ -1,15 +1,8 @@
 """Configuration: YAML files are the single source of every hyper-parameter.
 
-Two mechanisms, both failing with :class:`ConfigError` (a message naming the file and the key) instead
-of a traceback deep in a trainer:
-
-* ``load_config(path, schema)`` merges the YAML into a dataclass schema; a key the schema does not
-  know (a typo such as ``train.bach``) or a value of the wrong type is rejected.
-* ``instantiate(node)`` builds ``node.target`` (a dotted path) with ``node.params`` as keyword
-  arguments, the DifFace convention; an unexpected parameter name is rejected.
-
-Every schema describes such a node with the dataclasses here: :class:`ObjectNode` ``{target, params}``,
-:class:`WeightsNode` (+ an optional ``ckpt_path``) and :class:`RequiredWeightsNode` (``ckpt_path`` required).
+``load_config(path, schema)`` merges the YAML into a dataclass schema and ``instantiate(node)`` builds
+``node.target`` with ``node.params``; an unknown key, a wrong type or an unexpected parameter raises
+:class:`ConfigError` naming the file and the key.
 """
 from __future__ import annotations
 
