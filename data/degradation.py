@@ -2,12 +2,9 @@
 
     y = JPEG_q( (k * x) downarrow_s + n ),    lq_up = U(y) = bicubic resize of y back to the HQ size
 
-k: 'iso' or 'aniso' bivariate Gaussian exp(-0.5 p^T Sigma^-1 p), Sigma = R(theta) diag(sigma_x^2, sigma_y^2)
-R(theta)^T, on a ``blur_kernel_size`` grid, BORDER_REFLECT_101; s ~ U[downsample_range]; n Gaussian, std ~
-U[noise_range] / 255; q ~ U[jpeg_range]; gray with probability ``gray_prob``. Ranges are given at
-``reference_resolution``; at R the blur sigma and kernel size scale by R / reference, s is capped at
-R / ``min_lq_size``, noise and JPEG quality are kept. Every draw comes from ``rng`` in a fixed order and is
-recorded in ``params``.
+k: an 'iso' or 'aniso' Gaussian kernel; s, the noise std and q drawn uniformly from their ranges, given at
+``reference_resolution`` (blur and kernel size scale with the resolution). Every draw comes from ``rng`` in a
+fixed order and is recorded in ``params``.
 """
 from __future__ import annotations
 

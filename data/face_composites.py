@@ -111,9 +111,8 @@ def make_composite(faces: Sequence[Path], seed: int, size: Tuple[int, int] = (72
 def _place_discs(rng: np.random.Generator, count: int, size: Tuple[int, int], face_px: Tuple[float, float],
                  max_angle: float, max_tries: int, max_layouts: int = 50
                  ) -> List[Tuple[float, float, float, float]] | None:
-    """(side, angle, cx, cy) per face: each rotated square's enclosing disc inside the image and clear of
-    the others. Centres are drawn up to ``max_tries`` times per face; when a face finds no room, the
-    whole layout is drawn again (up to ``max_layouts`` times). None if no layout was found."""
+    """(side, angle, cx, cy) per face, each rotated square's enclosing disc inside the image and clear of the
+    others, drawn up to ``max_tries`` times per face and ``max_layouts`` times per layout; None if none fits."""
     h, w = size
     for _ in range(max_layouts):
         layout: List[Tuple[float, float, float, float]] = []

@@ -231,9 +231,8 @@ def _build(paths, root, config, resolution, device) -> DSSTTable:
 
 def half_split(images, config, resolution=None, device="cpu", full: Optional[DSSTTable] = None,
                max_images: Optional[int] = None) -> Dict[str, Any]:
-    """How much the table moves with the image set: tables from the even and the odd positions of the image
-    list (each calibrated on its own), compared with each other and with ``full`` (the table of all images).
-    Returns tau of each half and the largest / mean |t| difference over the grid."""
+    """Tables from the even and the odd images (each calibrated on its own), compared with each other and with
+    ``full``: tau of each half and the largest / mean |t| difference over the grid."""
     paths, root = resolve_images(images, max_images)
     if len(paths) < 2:
         raise ValueError("half_split needs at least 2 images")

@@ -134,9 +134,8 @@ class GaussianDiffusion:
         self._device_tables: Dict[Tuple[str, torch.device], torch.Tensor] = {}
 
     def on_device(self, name: str, device: torch.device) -> torch.Tensor:
-        """The schedule array ``self.<name>`` as a tensor on ``device``, copied once per device and cached:
-        indexing it with timesteps on a GPU then needs no host-to-device copy (each such copy of a pageable
-        numpy array makes the host wait for the queued GPU work)."""
+        """The schedule array ``self.<name>`` as a tensor on ``device``, cached per device (no host-to-device copy
+        per step)."""
         key = (name, torch.device(device))
         if key not in self._device_tables:
             self._device_tables[key] = torch.from_numpy(np.ascontiguousarray(getattr(self, name))).to(key[1])
@@ -212,9 +211,8 @@ class GaussianDiffusion:
 
     def model_x0(self, model, x: torch.Tensor, t: torch.Tensor, clip_denoised: bool = True,
                  denoised_fn: Optional[Callable] = None, model_kwargs: Optional[dict] = None):
-        """The network at (x, t) (``t``: (N,) step indices) and its x0 prediction: ``(model_output, variance
-        channels or None, x0)``, x0 after ``denoised_fn`` and clipping to [-1, 1]. What a DDIM step needs,
-        without the model variance and posterior mean that :meth:`p_mean_variance` adds for ancestral sampling."""
+        """``(model_output, variance channels or None, x0)`` of the network at (x, t), x0 after ``denoised_fn`` and
+        clipping: what a DDIM step needs."""
         model_output = model(x, self._scale_timesteps(t), **(model_kwargs or {}))
         model_var_values = None
         if self.model_var_type in (ModelVarType.LEARNED, ModelVarType.LEARNED_RANGE):

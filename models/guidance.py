@@ -4,11 +4,8 @@
     X = (conj(G) Y + lam X0_hat) / (|G|^2 + lam)                    (circular convolution),
     X = (sum_k w_k conj(G_k) Y_k + lam X0_hat) / (sum_k w_k |G_k|^2 + lam)    (several levels).
 
-G is the transfer function of ``data.blur``'s kernel (real, separable, centred at index 0). Images are
-reflect-padded with ``data.blur.mirror_indices`` (default: the kernel radius of the largest sigma) and cropped
-back; ``periodic=True`` solves the circulant problem unpadded, and ``pad = H/2 - 1`` makes the padded domain one
-period of the mirror continuation, on which ``gaussian_blur`` is exactly circular. float64 inputs compute in
-float64, others in float32; the result has ``x0_hat``'s dtype.
+Images are reflect-padded (default: the kernel radius of the largest sigma) and cropped back; ``periodic=True``
+solves the circulant problem unpadded. float64 inputs compute in float64, others in float32.
 """
 from __future__ import annotations
 

@@ -1,13 +1,11 @@
-"""Few-step solvers on the guided x0 prediction (docs/steps.md).
-
-Both use the DDIM update with the image's eta; with alpha = sqrt(abar), sigma = sqrt(1 - abar),
-lambda = log(alpha / sigma), a step from t to s is
+"""Few-step solvers on the guided x0 prediction (docs/steps.md). A step from t to s, alpha = sqrt(abar),
+sigma = sqrt(1 - abar), lambda = log(alpha / sigma), h_i = lambda_s - lambda_t:
 
     x_s = alpha_s D + c (x_t - alpha_t D) / sigma_t + s_eta z,   c = sqrt(sigma_s^2 - s_eta^2),
 
-``ddim``: D = x0_i. ``dpmpp_2m``: D = x0_i + (x0_i - x0_{i+1}) / (2 r_i), r_i = h_{i+1} / h_i,
-h_i = lambda_s - lambda_t (DPM-Solver++(2M), Lu et al. 2022; its SDE form for eta > 0). First order (D = x0_i)
-at an image's first step, where its guidance switches level, and at the last two steps.
+``ddim``: D = x0_i. ``dpmpp_2m`` (DPM-Solver++(2M), Lu et al. 2022): D = x0_i + (x0_i - x0_{i+1}) / (2 r_i),
+r_i = h_{i+1} / h_i; first order at an image's first step, where its guidance switches level, and at the
+last two steps.
 """
 from __future__ import annotations
 

@@ -1,12 +1,10 @@
 """SwinIR (Liang et al. 2021) with pixel-unshuffle input, DifFace's restorer RM0 (docs/method.md section 3).
 
     F0 = Conv3x3(x);  FD = Conv3x3(RSTB_K(... RSTB_1(F0))) + F0;  y = Upsampler(FD)
-    RSTB: z = Conv3x3(SwinBlocks(z)) + z   (regular / shifted windows with relative position bias)
 
-The state_dict layout is that of the public ``swinir_restoration512_L1.pth``; ``forward`` works in [0, 1] as
-those weights were trained, :meth:`SwinIR.restore` in the project's [-1, 1]. Extensions (default off):
-``cond_channels`` C concatenates C constant maps of ``cond`` (N, C) to the input (TM / RM); ``global_residual``
-gives y = x + Upsampler(FD) with ``conv_last`` at zero, the identity before training.
+The layout of the public ``swinir_restoration512_L1.pth``; ``forward`` works in [0, 1], :meth:`SwinIR.restore`
+in [-1, 1]. ``cond_channels`` adds constant maps of ``cond`` (TM / RM); ``global_residual``: y = x + Upsampler(FD),
+the identity at initialisation.
 """
 from __future__ import annotations
 
