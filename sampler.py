@@ -147,8 +147,7 @@ class FaceRestoreSampler:
     def restore(self, lq: torch.Tensor, seeds: Sequence[int], eta: Any = None,
                 callback: Optional[StepCallback] = None) -> SampleOutput:
         """Restore ``lq`` ((N,3,R,R) in [-1,1]) with one seed per image; ``eta`` overrides the config,
-        ``callback(step)`` gets a :class:`SamplerStep` after every step.
-        """
+        ``callback(step)`` gets a :class:`SamplerStep` after every step."""
         if lq.ndim != 4 or lq.shape[1] != 3 or tuple(lq.shape[-2:]) != (self.resolution, self.resolution):
             raise ValueError(f"expected (N, 3, {self.resolution}, {self.resolution}) input, got {tuple(lq.shape)}")
         if len(seeds) != lq.shape[0]:
@@ -276,8 +275,7 @@ class _IndexCache:
 
 class _Guide:
     """Guidance of one batch: the levels' spectra and each image's guiding level per step (made once), DGSA maps
-    (fresh on an image's first step and every ``guidance.dgsa_every`` steps, reused in between).
-    """
+    (fresh on an image's first step and every ``guidance.dgsa_every`` steps, reused in between)."""
 
     def __init__(self, sampler: FaceRestoreSampler, levels, sigmas, level_t):
         self.sampler = sampler

@@ -55,8 +55,7 @@ def merge_section(schema: type, node: Any) -> DictConfig:
 class LevelSchedule(nn.Module):
     """The levels' blur widths, sigma_k = max(rho^(k-1) sigma_hat, sigma_min), for the learned and zero-shot DBLM.
 
-    Args: ``num_levels`` K >= 1, ``rho`` in (0, 1), ``sigma_min_512`` the floor in 512-px units.
-    """
+    Args: ``num_levels`` K >= 1, ``rho`` in (0, 1), ``sigma_min_512`` the floor in 512-px units."""
 
     def __init__(self, num_levels: int = 3, rho: float = 0.75, sigma_min_512: float = 0.5):
         super().__init__()
@@ -94,8 +93,7 @@ class DBLM(LevelSchedule):
         """The three networks of ``node`` (:class:`DBLMConfig`) with their weights loaded strictly, in eval mode.
 
         Relative ``ckpt_path`` as :func:`utils.model_factory.resolve_path`; ConfigError for a bad node, CheckpointError
-        for a bad checkpoint.
-        """
+        for a bad checkpoint."""
         kind = node.get("kind", "learned")
         if kind != "learned":
             raise ConfigError(f"dblm config: kind {kind!r} has no networks to load here; allowed: learned "

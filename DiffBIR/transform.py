@@ -33,8 +33,7 @@ def sigma_vector(sigma: Union[float, torch.Tensor], batch: int, like: torch.Tens
 
 class SigmaConditionedSwinIR(nn.Module):
     """SwinIR on ``num_inputs`` stacked RGB images conditioned on c = sigma_512 / ``sigma_scale_512`` (module
-    docstring); ``swinir``: SwinIR's arguments but the channel counts; ``residual``: predict the change.
-    """
+    docstring); ``swinir``: SwinIR's arguments but the channel counts; ``residual``: predict the change."""
 
     def __init__(self, num_inputs: int, swinir: Optional[dict] = None, sigma_scale_512: float = 16.0,
                  residual: bool = True):
@@ -60,8 +59,7 @@ class SigmaConditionedSwinIR(nn.Module):
     @torch.no_grad()
     def warm_start(self, restorer: Mapping[str, torch.Tensor], image: int) -> None:
         """Load a global-residual one-image SwinIR into the backbone, its first convolution reading stacked image
-        ``image``; ValueError for a bad index or restorer, CheckpointError when other tensors do not fit.
-        """
+        ``image``; ValueError for a bad index or restorer, CheckpointError when other tensors do not fit."""
         if not 0 <= image < self.num_inputs:
             raise ValueError(f"warm start image must be in [0, {self.num_inputs}), got {image}")
         unshuffled = isinstance(self.backbone.conv_first, nn.Sequential)  # (PixelUnshuffle, Conv2d)

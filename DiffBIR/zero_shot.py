@@ -42,8 +42,7 @@ class ZeroShotDBLM(LevelSchedule):
     """Levels G_sqrt(sigma_k^2 - d0^2) * R(y), sigma_hat = k sigma*(R(y), y) (module docstring).
 
     ``restorer``: a module with ``restore(y)`` ([-1, 1], same size); ``sigma_max_512``, ``fine_step_512``: the sigma*
-    grid; ``sigma_ratio``: k >= 1 (:func:`calibrate`); the rest as :class:`DiffBIR.dblm.LevelSchedule`.
-    """
+    grid; ``sigma_ratio``: k >= 1 (:func:`calibrate`); the rest as :class:`DiffBIR.dblm.LevelSchedule`."""
 
     def __init__(self, restorer: nn.Module, num_levels: int = 3, rho: float = 0.75, sigma_min_512: float = 0.5,
                  sigma_max_512: float = SIGMA_MAX_512, fine_step_512: float = 0.08, sigma_ratio: float = 1.0):

@@ -90,8 +90,7 @@ DEGRADATION_64 = REPO_ROOT / "configs/degradation/demo64.yaml"
 
 def thirds_testset(out_dir: Path, resolution: int, count: int) -> Path:
     """``data.make_testset --severity-thirds`` (seed 0) on ``count`` real faces under ``out_dir``: celebref512 faces
-    round-robin over identities at 512 px, the celeba validation faces with the demo degradation at 64 px.
-    """
+    round-robin over identities at 512 px, the celeba validation faces with the demo degradation at 64 px."""
     from data.make_testset import make_testset
     from utils.image_io import list_images
 
@@ -157,8 +156,7 @@ def dsst_table(out_dir: Path, resolution: int, faces: Sequence[Path]) -> Path:
 def make_setup(out_dir: Path, resolution: int, faces: Sequence[Path], respacing: str,
                method: str = "dynfacerestore", guidance: str = "dgsa", sampler: Optional[dict] = None) -> Path:
     """Random-weight checkpoints (cached in ``out_dir``), the DSST table and a sampling config at ``respacing``, with
-    ``sampler`` overriding the sampler section; returns the config path.
-    """
+    ``sampler`` overriding the sampler section; returns the config path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     arch = architectures(resolution)

@@ -38,8 +38,7 @@ def kernel_radius(sigma: float) -> int:
 def gaussian_kernel1d(sigma: float, radius: Optional[int] = None, dtype: torch.dtype = torch.float64,
                       device=None) -> torch.Tensor:
     """Normalised samples of exp(-k^2 / (2 sigma^2)), k = -r..r, r = ``radius`` or ``kernel_radius(sigma)``; sigma 0:
-    the delta.
-    """
+    the delta."""
     r = kernel_radius(sigma) if radius is None else int(radius)
     if r < 0:
         raise ValueError(f"kernel radius must be >= 0, got {r}")
@@ -88,8 +87,7 @@ def gaussian_blur(x: torch.Tensor, sigma: SigmaLike) -> torch.Tensor:
     """Separable Gaussian blur of (N, C, H, W), one sigma per image (float or (N,) tensor).
 
     Kernels zero-padded to the batch's largest radius R, one depthwise convolution per axis after repeated-
-    reflection padding by R; sigma 0 leaves an image unchanged. Output in the dtype and device of ``x``.
-    """
+    reflection padding by R; sigma 0 leaves an image unchanged. Output in the dtype and device of ``x``."""
     if x.ndim != 4:
         raise ValueError(f"gaussian_blur expects an (N, C, H, W) tensor, got shape {tuple(x.shape)}")
     n, c, h, w = x.shape
@@ -117,8 +115,7 @@ def kernel_spectrum1d(sigma: float, length: int, device: torch.device, dtype: to
     """DFT (real) of ``gaussian_kernel1d(sigma)`` wrapped circularly onto ``length`` samples, centre at 0.
 
     A kernel longer than ``length`` wraps around (aliases), which is exactly circular convolution.
-    Cached (LRU) per (sigma, length, device, dtype); the returned tensor must not be modified.
-    """
+    Cached (LRU) per (sigma, length, device, dtype); the returned tensor must not be modified."""
     kernel = gaussian_kernel1d(sigma, dtype=dtype, device=device)
     radius = (kernel.numel() - 1) // 2
     offsets = torch.arange(-radius, radius + 1, device=device) % length

@@ -117,8 +117,7 @@ def load_degradation_config(source: Union[str, Path, dict, DictConfig, Degradati
 
 def severity_config(cfg: DegradationConfig, resolution: int, level: int, levels: int = 3) -> DegradationConfig:
     """Part ``level`` (0 = mildest) of ``levels`` equal parts of the blur, downsampling (at ``resolution``) and noise
-    ranges, and of the reversed JPEG range; kernel types and gray probability unchanged.
-    """
+    ranges, and of the reversed JPEG range; kernel types and gray probability unchanged."""
     if not 0 <= level < levels:
         raise ValueError(f"severity level must be in [0, {levels}), got {level}")
 
@@ -169,8 +168,7 @@ def degrade(hq: np.ndarray, rng: np.random.Generator, cfg: DegradationConfig) ->
 
     lq_up = U(y) has the HQ size. params: kernel ('iso'/'aniso'), sigma_x, sigma_y (px at this
     resolution), sigma_x_512, sigma_y_512 (= sigma * 512 / resolution), theta (rad), kernel_size,
-    scale (downsampling factor), lq_size [h, w], noise (std, 0-255 scale), jpeg_quality (int), gray (bool).
-    """
+    scale (downsampling factor), lq_size [h, w], noise (std, 0-255 scale), jpeg_quality (int), gray (bool)."""
     if hq.ndim != 3 or hq.shape[2] != 3:
         raise ValueError(f"degrade expects an HxWx3 RGB image, got shape {hq.shape}")
     h, w = hq.shape[:2]

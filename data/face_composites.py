@@ -89,8 +89,7 @@ def make_composite(faces: Sequence[Path], seed: int, size: Tuple[int, int] = (72
                    face_px: Tuple[float, float] = (140.0, 260.0), max_angle: float = 30.0,
                    background_name: str | None = None, max_tries: int = 200) -> Composite:
     """Paste aligned square ``faces`` into one background: side ``face_px`` (uniform), angle in [-max_angle,
-    max_angle], inside the image and clear of the other faces.
-    """
+    max_angle], inside the image and clear of the other faces."""
     rng = np.random.default_rng(seed)
     name = background_name or BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
     sources = [_load_face(Path(path), max_size=512) for path in faces]

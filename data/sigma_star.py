@@ -71,8 +71,7 @@ def _prepare(name: str, hq, lq_up, sigma_max, fine_step):
 def sigma_star_spatial(hq: torch.Tensor, lq_up: torch.Tensor, sigma_max: Optional[float] = None,
                        coarse_step: Optional[float] = None, fine_step: float = FINE_STEP) -> torch.Tensor:
     """sigma* per image by blurring ``hq`` per candidate (the reference); hq, lq_up: (N, C, H, W); computes in hq's
-    dtype (at least float32); float32 (N,) on hq's device.
-    """
+    dtype (at least float32); float32 (N,) on hq's device."""
     hq, lq_up, sigma_max = _prepare("sigma_star_spatial", hq, lq_up, sigma_max, fine_step)
 
     def loss(cand: torch.Tensor) -> torch.Tensor:
@@ -103,8 +102,7 @@ def _dct1_matrix(n: int, device: torch.device) -> torch.Tensor:
 
 class BlurFit:
     """L(sigma) = ||G_sigma * x - y||^2 of a batch from spectra computed once (module docstring): :meth:`loss`.
-    Spectra and the cancelling sums of squares are kept in float64.
-    """
+    Spectra and the cancelling sums of squares are kept in float64."""
 
     def __init__(self, hq: torch.Tensor, lq_up: torch.Tensor):
         _, _, h, w = hq.shape
@@ -146,8 +144,7 @@ class BlurFit:
         Row 0 of G_sigma * x has the DCT-I g_w * sum_f1 (1/P_h) m_f1 g_h X (row H-1: with (-1)^f1), and
         likewise for the columns. A line's residual r is known by its DCT-I R (length n, period P):
         sum_j m_j r_j^2 = (1/P) sum_f m_f R_f^2 (Parseval), its ends r_0, r_(n-1) are
-        (1/P) sum_f m_f (+-1)^f R_f, and sum_j r_j^2 = (sum_j m_j r_j^2 + r_0^2 + r_(n-1)^2) / 2.
-        """
+        (1/P) sum_f m_f (+-1)^f R_f, and sum_j r_j^2 = (sum_j m_j r_j^2 + r_0^2 + r_(n-1)^2) / 2."""
         n, s = gh.shape[:2]
         c = self.y_rows.shape[2]
         ends_h, ends_w = self._end_weights(2), self._end_weights(3)

@@ -29,8 +29,7 @@ def estimate_similarity(src_pts: np.ndarray, dst_pts: np.ndarray) -> np.ndarray:
 
     With centred points X (src) and Y (dst), variance v = mean ||X||^2 and covariance C = Y^T X / N =
     U D V^T: R = U S V^T with S = diag(1, sign(det U det V)) (no reflection), c = tr(D S) / v,
-    t = mean(dst) - c R mean(src). Deterministic, exact for noise-free points.
-    """
+    t = mean(dst) - c R mean(src). Deterministic, exact for noise-free points."""
     src = np.asarray(src_pts, dtype=np.float64)
     dst = np.asarray(dst_pts, dtype=np.float64)
     if src.ndim != 2 or src.shape[1] != 2 or src.shape != dst.shape or len(src) < 2:
@@ -66,8 +65,7 @@ def warp_to_face(img: np.ndarray, affine: np.ndarray, face_size: int) -> np.ndar
     """``img`` (HxWx3 [0, 1]) sampled into the ``face_size`` crop by ``affine`` (image -> face).
 
     The image is low-passed by :func:`antialias_sigma` (reflected borders) around the face's footprint
-    only, then warped bilinearly; outside the image the crop is :data:`PAD_VALUE`.
-    """
+    only, then warped bilinearly; outside the image the crop is :data:`PAD_VALUE`."""
     img = np.asarray(img, dtype=np.float32)
     affine = np.asarray(affine, dtype=np.float64)
     sigma = antialias_sigma(affine)
@@ -99,8 +97,7 @@ def align_face(img: np.ndarray, landmarks5: np.ndarray, face_size: int = TEMPLAT
                ) -> Tuple[np.ndarray, np.ndarray]:
     """Warp ``img`` (HxWx3 [0, 1]) so ``landmarks5`` land on the template -> (face, 2x3 affine img->face).
 
-    Anti-aliased bilinear sampling (:func:`warp_to_face`); outside the image the face is :data:`PAD_VALUE`.
-    """
+    Anti-aliased bilinear sampling (:func:`warp_to_face`); outside the image the face is :data:`PAD_VALUE`."""
     landmarks5 = np.asarray(landmarks5, dtype=np.float64).reshape(-1, 2)
     if landmarks5.shape != (5, 2):
         raise ValueError(f"need 5 landmarks (x, y), got shape {landmarks5.shape}")

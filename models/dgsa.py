@@ -29,8 +29,7 @@ def laplace_nll(residual: torch.Tensor, b: torch.Tensor, reduction: str = "mean"
 
         nll[n, c, p] = |r[n, c, p]| / b[n, p] + log b[n, p]     (minimised by b = mean_c |r|)
 
-    ``reduction``: ``mean`` (scalar), ``per_image`` ((N,)) or ``none``; float32 (float64 for float64 inputs).
-    """
+    ``reduction``: ``mean`` (scalar), ``per_image`` ((N,)) or ``none``; float32 (float64 for float64 inputs)."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"laplace_nll: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if residual.ndim != 4 or b.ndim != 4 or b.shape[1] != 1 or b.shape[0] != residual.shape[0] \
@@ -57,8 +56,7 @@ class DGSA(nn.Module):
 
     The network sees 3 * ``in_channels``; widths ``model_channels * channel_mult`` are multiples of 32; the image
     size must be divisible by ``map_downsample`` * 2^(len(channel_mult) - 1). ``s_max`` in (0, 1]; ``b_ref``: the b
-    with s = s_max / 2; ``b_min`` < ``b_init``: the floor and the initial b. Others as in models/unet.py.
-    """
+    with s = s_max / 2; ``b_min`` < ``b_init``: the floor and the initial b. Others as in models/unet.py."""
 
     def __init__(self, in_channels: int = 3, model_channels: int = 32, channel_mult: Sequence[int] = (1, 2, 2),
                  num_res_blocks: int = 1, dropout: float = 0.0, use_scale_shift_norm: bool = True,

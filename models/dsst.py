@@ -46,8 +46,7 @@ _REQUIRED = {
 @dataclass
 class DSSTTable:
     """Start steps per blur level: sigmas ascending in pixels at ``resolution``, t 0-based original steps;
-    ``residuals`` r(sigma), optional, for audits and rebuilds at another tau.
-    """
+    ``residuals`` r(sigma), optional, for audits and rebuilds at another tau."""
 
     sigmas: List[float]
     t_values: List[int]
@@ -129,8 +128,7 @@ class DSSTTable:
         """Start step (0-based original t) per sigma: the t of the next larger grid sigma (t_0 below, the last above).
 
         ``sigma`` in pixels at ``resolution`` (default the table's; else converted at equal sigma_512). Tensor in ->
-        int64 tensor on its device; otherwise an int64 numpy array (a plain int for a scalar).
-        """
+        int64 tensor on its device; otherwise an int64 numpy array (a plain int for a scalar)."""
         if resolution is not None and resolution != self.resolution:
             sigma = convert_sigma(sigma, resolution, self.resolution)
         return _lookup(self.sigmas, self.t_values, sigma, "sigma")
@@ -138,8 +136,7 @@ class DSSTTable:
     @staticmethod
     def respaced_index(t: SigmaLike, timestep_map: SigmaLike):
         """Smallest respaced index whose original timestep (``timestep_map``, ascending) is >= t, the last beyond it;
-        return types as :meth:`start_step`.
-        """
+        return types as :meth:`start_step`."""
         steps = (timestep_map.detach().cpu().tolist() if isinstance(timestep_map, torch.Tensor)
                  else np.asarray(timestep_map).reshape(-1).tolist())
         if len(steps) == 0 or any(b <= a for a, b in zip(steps, steps[1:])):

@@ -88,8 +88,7 @@ def mean_blur_residual(
     device: Union[str, torch.device] = "cpu",
 ) -> np.ndarray:
     """r(sigma) = mean over images of ||x - G_sigma * x||^2 / (3 R^2), x in [-1, 1] at ``resolution``, all sigmas at
-    once through ``data.sigma_star.BlurFit``; float64 (len(sigmas),).
-    """
+    once through ``data.sigma_star.BlurFit``; float64 (len(sigmas),)."""
     sigmas = np.asarray(sigmas, dtype=np.float64).reshape(-1)
     if len(image_paths) == 0:
         raise ValueError("mean_blur_residual: no images given")
@@ -123,8 +122,7 @@ def start_steps_from_residual(residual: SigmaLike, alphas_cumprod: SigmaLike, ta
 
 def tau_for_start(residual: float, alphas_cumprod: SigmaLike, start_t: int) -> float:
     """tau making ``start_t`` the smallest step with KL_t < tau for ``residual``: the geometric mean of KL_{start_t} and
-    KL_{start_t - 1}.
-    """
+    KL_{start_t - 1}."""
     kl = kl_per_pixel(float(residual), alphas_cumprod)
     if not 1 <= int(start_t) < kl.shape[-1]:
         raise ValueError(f"start_t must be in [1, {kl.shape[-1] - 1}], got {start_t}")
@@ -158,8 +156,7 @@ def build_table(
     """The table from HQ faces: r(sigma) -> smallest t with KL < tau (module docstring).
 
     Exactly one of ``tau`` and ``calibrate = (sigma_px, start_t)``. ``root``: the folder the hashed names are
-    relative to (default: the files' common folder).
-    """
+    relative to (default: the files' common folder)."""
     if (tau is None) == (calibrate is None):
         raise ValueError("build_table: give exactly one of tau and calibrate")
     sigmas = np.asarray(sigmas, dtype=np.float64).reshape(-1)
@@ -187,8 +184,7 @@ def build_table(
 
 def resolve_images(images: Union[str, Path, Sequence[Union[str, Path]]], max_images: Optional[int] = None):
     """(paths, root) of ``images``: a folder, a .txt list relative to its folder, or a sequence of those; the first
-    ``max_images`` in list order.
-    """
+    ``max_images`` in list order."""
     if not isinstance(images, (str, Path)):
         parts = [resolve_images(one) for one in images]
         paths = [p for part, _ in parts for p in part][:max_images]

@@ -19,8 +19,7 @@ def get_named_beta_schedule(schedule_name: str, num_diffusion_timesteps: int) ->
     """float64 betas of a named schedule.
 
     ``linear``: Ho et al., linspace(1e-4 s, 0.02 s, T) with s = 1000 / T (so any T matches T=1000).
-    ``cosine``: Nichol & Dhariwal eq. 17, abar(t) = cos^2(((t/T) + 0.008) / 1.008 * pi/2), beta <= 0.999.
-    """
+    ``cosine``: Nichol & Dhariwal eq. 17, abar(t) = cos^2(((t/T) + 0.008) / 1.008 * pi/2), beta <= 0.999."""
     if schedule_name == "linear":
         scale = 1000 / num_diffusion_timesteps
         return np.linspace(scale * 0.0001, scale * 0.02, num_diffusion_timesteps, dtype=np.float64)
@@ -80,8 +79,7 @@ def ddim_step(x_t: torch.Tensor, pred_xstart: torch.Tensor, alpha_bar_t: torch.T
         sigma = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev)
         x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev - sigma^2) eps + sigma noise
 
-    ``alpha_bar_*`` and ``eta`` broadcast against ``x_t``; ``noise`` None only where sigma = 0.
-    """
+    ``alpha_bar_*`` and ``eta`` broadcast against ``x_t``; ``noise`` None only where sigma = 0."""
     eps = (x_t - torch.sqrt(alpha_bar_t) * pred_xstart) / torch.sqrt(1 - alpha_bar_t)
     sigma = eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) * torch.sqrt(1 - alpha_bar_t / alpha_bar_prev)
     x_prev = torch.sqrt(alpha_bar_prev) * pred_xstart + torch.sqrt((1 - alpha_bar_prev - sigma ** 2).clamp(min=0)) * eps
@@ -92,8 +90,7 @@ def ddim_step(x_t: torch.Tensor, pred_xstart: torch.Tensor, alpha_bar_t: torch.T
 
 class GaussianDiffusion:
     """Forward process, reverse-process parameterisation, samplers and losses; ``betas`` float64 in (0, 1],
-    ``rescale_timesteps`` feeds t * 1000 / T to the model.
-    """
+    ``rescale_timesteps`` feeds t * 1000 / T to the model."""
 
     def __init__(self, *, betas, model_mean_type: ModelMeanType, model_var_type: ModelVarType,
                  loss_type: LossType, rescale_timesteps: bool = False):
@@ -181,8 +178,7 @@ class GaussianDiffusion:
         Keys: ``mean``, ``variance``, ``log_variance``, ``pred_xstart`` (after denoised_fn and clipping),
         ``model_output`` (the raw output with the variance channels removed). For LEARNED_RANGE the model's
         extra channels v give log var = frac max_log + (1 - frac) min_log, frac = (v + 1) / 2, with min_log
-        the clipped posterior log variance and max_log = log beta_t (Nichol & Dhariwal eq. 15).
-        """
+        the clipped posterior log variance and max_log = log beta_t (Nichol & Dhariwal eq. 15)."""
         model_output, model_var_values, pred_xstart = self.model_x0(model, x, t, clip_denoised, denoised_fn,
                                                                     model_kwargs)
         if self.model_var_type == ModelVarType.LEARNED:
@@ -352,8 +348,7 @@ class GaussianDiffusion:
         """Term of the variational bound at t, in bits per dimension: KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t))
         for t > 0 and the discretised decoder NLL -log p(x_0|x_1) at t = 0.
 
-        Returns ``{"output": (N,) bpd, "pred_xstart": ...}``.
-        """
+        Returns ``{"output": (N,) bpd, "pred_xstart": ...}``."""
         true_mean, _, true_log_variance = self.q_posterior_mean_variance(x_start, x_t, t)
         out = self.p_mean_variance(model, x_t, t, clip_denoised=clip_denoised, model_kwargs=model_kwargs)
         kl = mean_flat(normal_kl(true_mean, true_log_variance, out["mean"], out["log_variance"])) / NATS_PER_BIT
@@ -366,8 +361,7 @@ class GaussianDiffusion:
                         noise: Optional[torch.Tensor] = None) -> dict:
         """Per-image losses at step indices ``t`` (Nichol & Dhariwal 2021, L_hybrid): ``mse`` against eps / x_0 / the
         posterior mean, plus ``vb`` for a learned variance with the mean detached (x T/1000 for RESCALED_MSE), or the
-        bound (x T for RESCALED_KL); a dict of (N,) tensors with ``loss``.
-        """
+        bound (x T for RESCALED_KL); a dict of (N,) tensors with ``loss``."""
         model_kwargs = model_kwargs or {}
         if noise is None:
             noise = torch.randn_like(x_start)

@@ -30,8 +30,7 @@ def closed_form_guidance(
     """``argmin_x ||G_sigma * x - y_blur||^2 + lam ||x - x0_hat||^2`` per image, exactly.
 
     x0_hat, y_blur: (N, C, H, W); sigma: (N,) tensor or float, pixels at this resolution (0: no blur); lam: float
-    or (N,) tensor > 0; pad: reflect padding (default ``kernel_radius(max sigma)``); periodic: no padding.
-    """
+    or (N,) tensor > 0; pad: reflect padding (default ``kernel_radius(max sigma)``); periodic: no padding."""
     return closed_form_guidance_multi(x0_hat, [y_blur], [sigma], lam, pad=pad, periodic=periodic)
 
 
@@ -47,8 +46,7 @@ def closed_form_guidance_multi(
     """``argmin_x sum_k w_k ||G_k * x - y_k||^2 + lam ||x - x0_hat||^2`` per image, exactly.
 
     ``ys[k]``: (N, C, H, W) blurred at ``sigmas[k]`` ((N,) tensor or float); ``weights[k]``: float or (N,) tensor
-    (default 1; 0 switches a level off). Other arguments as in :func:`closed_form_guidance`.
-    """
+    (default 1; 0 switches a level off). Other arguments as in :func:`closed_form_guidance`."""
     if x0_hat.ndim != 4:
         raise ValueError(f"x0_hat must be (N, C, H, W), got shape {tuple(x0_hat.shape)}")
     if len(ys) == 0 or len(ys) != len(sigmas):
@@ -106,8 +104,7 @@ class LevelSpectra:
         """x0_tilde for the images ``idx`` (default all) of the batch, in ``x0_hat``'s dtype.
 
         ``x0_hat``: (n, C, H, W) for those images; ``weights``: (n, K) level weights (a one-hot row guides
-        toward one level, which :meth:`solve_level` does with less work); ``lam``: float or (n,) tensor > 0.
-        """
+        toward one level, which :meth:`solve_level` does with less work); ``lam``: float or (n,) tensor > 0."""
         gain_y, gain_sq = (self.gain_y, self.gain_sq) if idx is None else (self.gain_y[idx], self.gain_sq[idx])
         n = x0_hat.shape[0]
         if gain_y.shape[0] != n or tuple(weights.shape) != (n, gain_y.shape[1]):

@@ -28,8 +28,7 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, *, means: torch.Tensor,
                                         log_scales: torch.Tensor) -> torch.Tensor:
     """Log-likelihood (nats) of 8-bit data ``x`` in [-1, 1] under a Gaussian discretised into 256 bins.
 
-    The bin of width 2/255 around x gets the Gaussian mass; the extreme bins extend to -inf / +inf.
-    """
+    The bin of width 2/255 around x gets the Gaussian mass; the extreme bins extend to -inf / +inf."""
     if not (x.shape == means.shape == log_scales.shape):
         raise ValueError(f"shape mismatch: x {tuple(x.shape)}, means {tuple(means.shape)}, log_scales {tuple(log_scales.shape)}")
     centered = x - means

@@ -55,8 +55,7 @@ def mean_flat(x: torch.Tensor) -> torch.Tensor:
 def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal timestep embedding [cos(t f_i), sin(t f_i)], f_i = max_period^(-i/half) (Vaswani et al.).
 
-    ``timesteps``: (N,) tensor, possibly fractional. Returns an (N, dim) float32 tensor.
-    """
+    ``timesteps``: (N,) tensor, possibly fractional. Returns an (N, dim) float32 tensor."""
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=timesteps.device) / half)
     args = timesteps[:, None].float() * freqs[None]

@@ -17,8 +17,7 @@ from models.gaussian_diffusion import GaussianDiffusion
 
 def space_timesteps(num_timesteps: int, section_counts: Union[str, int, Sequence[int]]) -> Set[int]:
     """The original timesteps to keep: ``"ddimN"`` (stride s giving exactly N steps 0, s, 2s, ...), or ``N`` /
-    ``"N1,N2,..."`` / a list (equal sections of [0, T), Ni evenly spaced steps from section i, ends included).
-    """
+    ``"N1,N2,..."`` / a list (equal sections of [0, T), Ni evenly spaced steps from section i, ends included)."""
     if isinstance(section_counts, int) and not isinstance(section_counts, bool):
         section_counts = [section_counts]
     if isinstance(section_counts, str):
@@ -51,8 +50,7 @@ def space_timesteps(num_timesteps: int, section_counts: Union[str, int, Sequence
 
 class SpacedDiffusion(GaussianDiffusion):
     """A :class:`GaussianDiffusion` on ``use_timesteps`` of the base ``betas``: methods take respaced indices, the
-    model receives original timesteps (``timestep_map``); ``original_num_steps`` is the base T.
-    """
+    model receives original timesteps (``timestep_map``); ``original_num_steps`` is the base T."""
 
     def __init__(self, use_timesteps, **kwargs):
         use_timesteps = sorted(set(int(t) for t in use_timesteps))

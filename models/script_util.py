@@ -11,8 +11,7 @@ def create_gaussian_diffusion(*, steps: int = 1000, learn_sigma: bool = False, s
                               timestep_respacing="") -> SpacedDiffusion:
     """A :class:`SpacedDiffusion` from ``diffusion.params``: ``learn_sigma`` -> LEARNED_RANGE (else FIXED_SMALL /
     FIXED_LARGE by ``sigma_small``), ``predict_xstart``, loss RESCALED_KL (``use_kl``) / RESCALED_MSE
-    (``rescale_learned_sigmas``) / MSE, ``timestep_respacing`` as :func:`models.respace.space_timesteps`.
-    """
+    (``rescale_learned_sigmas``) / MSE, ``timestep_respacing`` as :func:`models.respace.space_timesteps`."""
     betas = gd.get_named_beta_schedule(noise_schedule, steps)
     if use_kl:
         loss_type = gd.LossType.RESCALED_KL

@@ -232,8 +232,7 @@ class SwinIR(nn.Module):
 
     ``forward(x, cond=None)``: (N, in_chans, H, W) in [0, 1] -> (N, out_chans, H*r, W*r), r = sf / unshuffle_scale
     with ``unshuffle`` else sf, unclamped; any H, W (reflect-padded to the window grid, cropped back).
-    ``patch_size`` must be 1.
-    """
+    ``patch_size`` must be 1."""
 
     def __init__(self, img_size: int = 64, patch_size: int = 1, in_chans: int = 3, embed_dim: int = 96,
                  depths: Sequence[int] = (6, 6, 6, 6), num_heads: Sequence[int] = (6, 6, 6, 6),

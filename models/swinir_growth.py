@@ -32,8 +32,7 @@ def grow_depth(model: SwinIR, state: Dict[str, torch.Tensor]) -> List[int]:
 
     Raises :class:`CheckpointError` when a tensor of ``state`` has no place in ``model`` (another name or
     shape: only whole groups may be added, at the end), when ``model`` adds no group, or when ``state`` lacks
-    a tensor outside the added groups. Returns the indices of the added groups.
-    """
+    a tensor outside the added groups. Returns the indices of the added groups."""
     expected = model.state_dict()
     new = added_groups(model, state)
     misfit = [k for k, v in state.items() if k not in expected or expected[k].shape != v.shape]

@@ -78,8 +78,7 @@ class ResBlock(TimestepBlock):
 
     ``h = in_layers(x)``; with ``use_scale_shift_norm`` the embedding gives (scale, shift) and
     ``h = out_rest(norm(h) * (1 + scale) + shift)`` (FiLM, Dhariwal & Nichol 2021), otherwise it is added
-    to ``h``. Output is ``skip(x) + h``.
-    """
+    to ``h``. Output is ``skip(x) + h``."""
 
     def __init__(self, channels: int, emb_channels: int, dropout: float, out_channels: Optional[int] = None,
                  use_conv: bool = False, use_scale_shift_norm: bool = False, dims: int = 2,

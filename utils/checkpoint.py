@@ -74,8 +74,7 @@ def strip_prefixes(state: Dict[str, torch.Tensor],
     """Remove ``module.`` / ``_orig_mod.`` prefixes carried by every key, one level at a time.
 
     With ``model_keys``, stripping stops as soon as some key matches the model (so a model whose own
-    submodule is called ``module`` keeps its name).
-    """
+    submodule is called ``module`` keeps its name)."""
     wanted = set(model_keys) if model_keys is not None else set()
     while state and not wanted & set(state):
         prefix = next((p for p in STRIPPED_PREFIXES if all(k.startswith(p) for k in state)), None)
