@@ -71,3 +71,12 @@ def test_command_prints_the_table_and_fails_over_the_limit():
     over = subprocess.run([sys.executable, "scripts/docstring_share.py", "--max", "0.001"], cwd=REPO_ROOT,
                           capture_output=True, text=True)
     assert over.returncode == 1 and "is over 0.001" in over.stderr
+
+
+def test_library_docstrings_are_at_most_14_percent_of_its_lines():
+    table = share.shares(REPO_ROOT)
+    doc = sum(d for d, _ in table.values())
+    lines = sum(n for _, n in table.values())
+    worst = sorted(table.items(), key=lambda item: item[1][0] / item[1][1], reverse=True)[:3]
+    listing = ", ".join(f"{name} {100 * d / n:.1f} %" for name, (d, n) in worst)
+    assert doc <= 0.14 * lines, f"docstrings are {100 * doc / lines:.1f} % of the library's lines; worst: {listing}"
