@@ -1,16 +1,13 @@
-"""The training loop still trains what the shipped demo configs train: the first losses of each of the six
-demo trainings (the prior, RM0, SDE, TM, RM, DGSA; fixed seed, CPU, one process) equal the recording in
-tests/demo_losses.json, made by ``python tests/demo_losses.py --write`` (tests/demo_losses.py) on the
-training code as it was before its ``train:`` keys were unified and its defects fixed (the file's
-``recorded_at``; the DBLM overrides then read ``train.total_steps``, ``train.batch_size`` and
-``train.val_batch_size``). The recording holds 20 steps; the test trains the first ``CHECKED`` of them,
-which are the same in a shorter run (:func:`demo_losses.command`), without the final validation;
+"""The training loop trains what the shipped demo configs train: the first losses of each of the six demo
+trainings (the prior, RM0, SDE, TM, RM, DGSA; fixed seed, CPU, one process) equal the recording in
+tests/demo_losses.json, made by ``python tests/demo_losses.py --write`` (its ``recorded_at`` names the commit
+it was made on). The recording holds 20 steps; the test trains the first ``CHECKED`` of
+them, which are the same in a shorter run (:func:`demo_losses.command`), without the final validation;
 ``python tests/demo_losses.py`` prints all 20 for a comparison by eye.
 
 Tolerance: relative 1e-6 on the torch version and CPU kernel set (``cpu_capability``) of the recording,
-where a run repeats bit for bit and only a change of the loop's arithmetic (e.g. another summation order)
-may move the last digits. Elsewhere the kernels round differently (bf16 autocast above all), and the test
-only checks that each loss stays within 5 % of the recording.
+where a run repeats bit for bit. Elsewhere the kernels round differently (bf16 autocast above all), and the
+test only checks that each loss stays within 5 % of the recording.
 """
 from __future__ import annotations
 

@@ -3,10 +3,10 @@
 The reference holds, for every case of :data:`CASES` on the tiny setup (tests/tiny_setup.py, random weights at
 fixed seeds, four real degraded faces with mixed start steps, auto eta): the restored images, start indices,
 NFE, etas, mean guidance maps, and per step of the callback the per-image float64 sums of x_t, the prior's
-x0, the guided x0, the guidance map and the new sample, and those of the kept x0 history. It was recorded with
-``python tests/test_sampler_equivalence.py`` before the sampling step was rewritten as one loop; a change of
-the sampler that alters any number fails here. Tensors are compared bitwise: the same float32 operations in
-the same order on the CPU give the same bits.
+x0, the guided x0, the guidance map and the new sample, and those of the kept x0 history
+(``python tests/test_sampler_equivalence.py`` writes it). A change of the sampler that alters any number
+fails here. Tensors are compared bitwise: the same float32 operations in the same order on the CPU give the
+same bits.
 """
 from __future__ import annotations
 
