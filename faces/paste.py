@@ -1,91 +1,21 @@
-"""Paste restored faces back into the whole photo (docs/method.md, "Whole photos").
+"""Paste restored faces back into the whole photo (docs/method.md section 10).
 
-Notation, for one face of the photo: B is the photo upsampled by ``upscale`` (the background), A the 2x3
-map from B's pixels to the aligned crop (R x R, R the model's resolution), D(B) the anti-aliased crop of
-B (``faces.align.warp_to_face``), U(z) a crop warped back into B (bilinear, zero outside), m the soft
-face mask (:func:`soft_face_mask`), y the crop the restorer saw and x_hat its restoration.
+Per face: B the photo upsampled by ``upscale``, D(B) its anti-aliased R x R crop, U(z) a crop warped back into B,
+m the soft face mask (:func:`soft_face_mask`), y the crop the restorer saw, x_hat its restoration,
+H = B - U(D(B)) the high band the model cannot see.
 
-``classic`` (GFPGAN, CodeFormer, DifFace)::
+    classic (GFPGAN, CodeFormer, DifFace):   out = m U(x_hat) + (1 - m) B
+    resolution_aware (the default):          out = B + m [ w_c U(x_m - y) - (1 - w_h) H ]
 
-    out = m U(x_hat) + (1 - m) B
-
-replaces the whole face by a resampled R x R image, so all the detail B holds above the crop's band is
-lost: a 320 px face restored at 64 px comes back 5x blurrier than it went in, sharp or not.
-
-``resolution_aware`` (this repository's, the default) splits B into the band the model resolves and the
-rest, B = U(D(B)) + H with H = B - U(D(B)), and writes::
-
-    out = B + m [ w_c U(x_hat - y) - (1 - w_h) H ]
-
-* the restorer contributes only its correction x_hat - y, in its own band, weighted by w_c;
-* the input keeps the fraction w_h of its high band H, the detail the model cannot see.
-
-With w_c = 1 and w_h = 0 this is ``classic`` (for upscale 1, where D(B) = y); with an identity restorer
-and w_h = 1 it returns B unchanged, at any face size. Both weights follow three estimates of the face's
-degradation (:class:`FaceEstimate`): its blur d, the noise level s_y of its crop, and the share nu of
-the input's high band that is noise. A face the restorer left unchanged (x_hat = y) is judged clean.
-
-**Blur.** d = sigma*(x_hat, y) = argmin_s ||G_s * x_hat - y||^2 (``data.sigma_star.sigma_star``), the
-equivalent Gaussian blur, in crop pixels, that maps the restoration onto the input crop. A restorer blurs
-even a clean face a little (its own d_0, a property of the network); the excess e = max(0, d - d_0) is
-the blur of the input itself. Seen through the crop, a blur of e crop pixels multiplies the crop's band
-edge (1/(2k) cycles per pixel of a face k times larger than the crop, where the blur is e k pixels) by
-exp(-2 pi^2 (e k)^2 / (2k)^2) = exp(-(e / e_0)^2), e_0 = sqrt(2) / pi ~ 0.45: the input's high band H is
-mostly the face's own detail for e << e_0 and mostly artefacts (interpolation, JPEG blocks, noise)
-beyond. Hence::
-
-    w_h = exp(-(e / d_h)^2),    w_c = w_max (1 - exp(-(e / d_c)^2))            (blur only)
-
-A sharp face keeps its detail and its own low band (the restorer's correction would then be mostly its
-own error); a degraded one takes the correction and sheds the high band.
-
-**Noise.** Noise and JPEG blocks are not a blur: a restorer removes them, sigma* stays at d_0 and the
-blur rule alone keeps the face as it came. They fill the finest band of the crop, which blur empties: the
-crop's noise level s_y is the median absolute deviation of its finest Haar band / 0.6745 (Donoho &
-Johnstone 1994: the std of white noise; ``finest_band_noise``) over the central R/2 x R/2 square of the
-crop (the face itself). A clean face has its own level s_0 there (skin texture, the photo's 8 bits); white
-noise adds its variance, so the excess q = sqrt(max(0, s_y^2 - s_0^2)) is the std of what the input adds
-to a clean face in the crop's band. Blur and noise are independent evidence and add in the exponent::
-
+    e   = max(0, d - d_0),   d = sigma*(x_hat, y)                        (the input's blur, crop pixels)
+    q   = sqrt(max(0, s_y^2 - s_0^2)),   s_y = MAD(finest Haar band of y) / 0.6745   (its noise)
     w_c = w_max (1 - exp(-(e / d_c)^2 - (q / r_c)^2))
+    w_h = exp(-(e / d_h)^2) (1 - nu (1 - exp(-(q / r_h)^2))),   nu = the noise share of H (:func:`noise_share`)
+    x_m = x_hat - (1 - w_m) (G_d x_hat - y)                              (back-projection, Irani & Peleg 1991)
 
-(The misfit's RMS, ||G_d x_hat - y|| / sqrt(N), was the other candidate: the restorer's own misfit on a
-clean face is about as large as the noise it removes, so it barely tells the two apart.)
-A face k times larger than the crop has its noise averaged away in the crop (the low-pass before
-sampling): s_y falls towards s_0 as k grows, and the correction with it.
-
-**Noise in the high band.** For a face larger than the crop, its noise lies mostly in H, where the model
-cannot remove it. With H = S + N (detail S, noise N independent of it) the scalar gain that minimises the
-error of w H against S is the Wiener gain 1 - nu, nu = E[N^2] / E[H^2], the noise share of H over the face
-(``noise_share``): E[N^2] = s_B^2 c_H, s_B the photo's noise std (the median absolute deviation of its
-finest Haar band over the face / 0.6745, Donoho & Johnstone 1994) and c_H the share of a unit white noise's
-power that the band split leaves in H (split_bands of a white-noise image). The gain is applied as far as
-the crop confirms the face is noisy (a clean photo's texture also has a finest band: a face with
-s_y <= s_0 keeps all of H)::
-
-    w_h = exp(-(e / d_h)^2) (1 - nu (1 - exp(-(q / r_h)^2)))
-
-With q = 0 both weights are the blur rule's.
-
-The correction itself splits under the same blur d::
-
-    x_hat - y = (x_hat - G_d x_hat) + (G_d x_hat - y)
-
-The first term is the detail the restorer adds above the input's blur; the second, the misfit, is where
-the restoration, blurred as the input is, still disagrees with it: the artefacts it removes (JPEG blocks,
-noise) and whatever it changed of what the input does show, which costs fidelity at every frequency the
-input resolves. The paste uses the restoration with its misfit weighted by w_m::
-
-    x_m = x_hat - (1 - w_m) (G_d x_hat - y),    x_m - y = (x_hat - G_d x_hat) + w_m (G_d x_hat - y)
-
-in place of x_hat: a back-projection step of size 1 - w_m (Irani & Peleg 1991). w_m = 1 pastes x_hat as it
-is; an identity restorer (x_hat = y, d = 0) still gives x_m = y. G_d is ``data.blur.gaussian_blur``, the
-blur d was estimated with.
-
-d_0, d_h, d_c (as sigma_512, in 512-pixel units), w_max, w_m, s_0, r_c and r_h (stds of [0, 1] values)
-are the ``paste`` section of the sampling config, measured on faces that are not the evaluation's
-(``benchmarks/bench_whole_photo.py``; docs/whole_photos.md). Each face's record names what the weights
-did (:func:`paste_decision`): ``kept`` (w_c < 0.1, w_h > 0.9), ``restored`` (w_c >= 0.5) or ``partly``.
+(:class:`FaceEstimate` holds d, s_y, nu.) d_0, d_h, d_c (sigma_512 units), w_max, w_m, s_0, r_c, r_h are the
+sampling config's ``paste`` section. Each face's record names what the weights did (:func:`paste_decision`):
+``kept`` (w_c < 0.1, w_h > 0.9), ``restored`` (w_c >= 0.5) or ``partly``.
 """
 from __future__ import annotations
 
