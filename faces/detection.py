@@ -1,10 +1,9 @@
 """Face detectors for whole photos: boxes and the 5 landmarks the FFHQ aligner needs (docs/method.md section 10).
 
-Every detector maps an HxWx3 float RGB image to ``(boxes (N, 5): x1, y1, x2, y2, score, landmarks (N, 5, 2))``,
-landmarks in the order of ``faces.align.FFHQ_TEMPLATE_512``, sorted by score. Detectors: ``retinaface``
-(facexlib, needs ``--detection_weights``), ``mtcnn``, ``dlib``, ``mtcnn_dlib``, and ``auto``: retinaface when
-its weights exist, else :data:`OFFLINE_DEFAULT` (docs/face_detection.md). Overlaps above :data:`DUPLICATE_IOU`
-are merged.
+A detector maps an HxWx3 float RGB image to boxes (N, 5) (x1, y1, x2, y2, score) and landmarks (N, 5, 2) in the
+order of ``faces.align.FFHQ_TEMPLATE_512``, best score first. ``retinaface`` (facexlib, needs
+``--detection_weights``), ``mtcnn``, ``dlib``, ``mtcnn_dlib``; ``auto``: retinaface when its weights exist, else
+:data:`OFFLINE_DEFAULT` (docs/face_detection.md). Overlaps above :data:`DUPLICATE_IOU` are merged.
 """
 from __future__ import annotations
 

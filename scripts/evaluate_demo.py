@@ -2,9 +2,9 @@
 
     python scripts/evaluate_demo.py [--out results/eval] [--nproc 2] [--limit N] [--rows ...] [--chains ...]
 
-Degrades the 100 held-out faces at 64 px (``data.make_testset``), runs each row of :data:`ROWS` with
-``inference_difface.py --preset paper`` under torchrun, and writes ``<out>/table.md``, ``table.csv`` and
-``psnr_lpips.png`` (docs/evaluation.md).
+Degrades the 100 held-out faces at 64 px (``data.make_testset``), scores the LQ inputs (row 0) and runs every
+other row of :data:`ROWS` with ``inference_difface.py --preset paper`` under torchrun; writes ``<out>/table.md``,
+``table.csv`` and ``psnr_lpips.png`` (docs/evaluation.md).
 """
 from __future__ import annotations
 
