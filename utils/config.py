@@ -51,23 +51,9 @@ class ConfigError(ValueError):
     """A configuration file that cannot be used as written."""
 
 
-# Keys renamed in this project: a config or override that still uses one is refused with a message naming
-# the new key (the train: section is one schema for every trainer, utils.train_schema).
-RENAMED_KEYS = {
-    "train.total_steps": "train.iterations",
-    "train.batch_size": "train.batch (its first entry, now the total over all processes)",
-    "train.val_batch_size": "train.batch (its second entry)",
-    "train.warmup_steps": "train.warmup_iterations",
-    "train.mixed_precision": "train.amp (none | bf16 | fp16)",
-    "train.save_every": "train.save_freq",
-    "train.val_every": "train.val_freq",
-    "train.print_every": "train.log_freq",
-}
-
 # YAML 1.1 reads these words as booleans; in a ``key=value`` override they are kept as the word, so that
 # ``train.amp=no`` means the string 'no' (a boolean key still accepts it: OmegaConf converts 'no' to False).
 WORD_BOOLEANS = frozenset({"yes", "no", "on", "off"})
-_ABSENT = object()
 
 
 def parse_override(item: str) -> DictConfig:
@@ -87,8 +73,8 @@ def parse_override(item: str) -> DictConfig:
 
 
 def load_config(path: str | Path, schema: Optional[Type] = None, overrides: Optional[list] = None) -> DictConfig:
-    """Read ``path`` (YAML), apply ``overrides`` (``["a.b=1", ...]``, :func:`parse_override`), refuse the
-    keys of :data:`RENAMED_KEYS` and validate against ``schema``."""
+    """Read ``path`` (YAML), apply ``overrides`` (``["a.b=1", ...]``, :func:`parse_override`) and validate
+    against ``schema``."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -99,9 +85,6 @@ def load_config(path: str | Path, schema: Optional[Type] = None, overrides: Opti
     parsed = [parse_override(item) for item in overrides or []]
     try:
         cfg = OmegaConf.merge(cfg, *parsed)
-        for old, new in RENAMED_KEYS.items():
-            if OmegaConf.select(cfg, old, default=_ABSENT) is not _ABSENT:
-                raise ConfigError(f"{path}: '{old}' is now '{new}'")
         if schema is not None:
             cfg = OmegaConf.merge(OmegaConf.structured(schema), cfg)
     except OmegaConfBaseException as err:
