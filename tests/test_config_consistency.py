@@ -10,7 +10,8 @@
   (trainers/dgsa.py ``sample_config``).
 * Every YAML under configs/ loads with its schema: sample configs with sampler.load_sample_config,
   training configs (configs/training/, and configs/train/ for the DBLM scripts) with
-  trainers.base.load_training_config, DSST build configs with models.dsst_build.DSSTBuildConfig, degradations with load_degradation_config.
+  trainers.base.load_training_config, DSST build configs with models.dsst_build.DSSTBuildConfig,
+  degradations with load_degradation_config.
   ``???`` (OmegaConf MISSING) is accepted only for the data paths the user must fill in.
 """
 from __future__ import annotations

@@ -16,8 +16,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils.distributed import DistInfo
-
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "train" / "tiny"
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",

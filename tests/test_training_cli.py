@@ -159,6 +159,7 @@ def test_both_launchers_take_the_same_flags():
         assert (args.config, args.save_dir, args.resume, args.seed) == ("c.yaml", "d", "none", 3)
         assert args.overrides == ["train.iterations=1", "train.seed=3"]
         assert cli.parse_args(parser, ["--cfg_path", "c.yaml", "--save_dir", "d"]).config == "c.yaml"
+        assert cli.parse_args(parser, ["--config", "configs/x/c.yaml"]).save_dir == str(Path("experiments") / "c")
 
 
 def test_batch_is_the_total_over_processes():

@@ -2,8 +2,8 @@
 
 ``main.py`` (the prior, RM0, DGSA; ``torchrun``), ``train_SDE.py`` and ``train_DBLM.py`` (SDE, TM, RM;
 ``accelerate launch``) build the :class:`TrainerBase` subclass named by the config's ``trainer.target``
-with the validated config (:func:`load_training_config`) and call :meth:`TrainerBase.train`. A subclass contributes only its model, data, loss and validation metrics;
-the base class owns everything else, in this order:
+with the validated config (:func:`load_training_config`) and call :meth:`TrainerBase.train`. A subclass
+contributes only its model, data, loss and validation metrics; the base class owns everything else, in this order:
 
 * processes: ``torch.distributed`` from the launcher's environment (:func:`utils.distributed.init_distributed`:
   NCCL on CUDA, gloo on the CPU); plain ``python script.py`` runs one process. Why not accelerate's
