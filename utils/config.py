@@ -95,11 +95,11 @@ def load_config(path: str | Path, schema: Optional[Type] = None, overrides: Opti
 
 
 def override_hint(key: str) -> str:
-    """How a training script's command line gives ``key``: "give it as data.train=FOLDER (a key=value
+    """How a training script's command line gives ``key``: "give it as data.train.source=FOLDER (a key=value
     argument of the command)"; the placeholder is FOLDER for data sources, FILE for weights, else VALUE."""
     leaf = key.rsplit(".", 1)[-1]
-    placeholder = "FILE" if leaf == "ckpt_path" else "FOLDER" if key.startswith("data.") and leaf in (
-        "train", "val", "source") else "VALUE"
+    data_source = key.startswith("data.") and leaf == "source"
+    placeholder = "FILE" if leaf == "ckpt_path" else "FOLDER" if data_source else "VALUE"
     return f"give it as {key}={placeholder} (a key=value argument of the command)"
 
 
