@@ -282,6 +282,28 @@ def test_bad_data_train_path_names_data_train(tmp_path):
     assert str(err.value).endswith("give it as data.train.source=FOLDER (a key=value argument of the command)")
 
 
+def test_dblm_splits_are_seeded_by_their_seed_else_train_seed(faces_hq_dir, tmp_path):
+    """The DBLM datasets are the FaceDatasets of the former data.train_seed / data.val_seed keys: the val split
+    by its data.val.seed, the train split by train.seed."""
+    from data.datasets import FaceDataset
+
+    data = _dblm_data(faces_hq_dir)
+    cls, cfg = load_training_config(SDE_TINY, [*data, "train.seed=7"])
+    trainer = cls(cfg, tmp_path, dist_info=CPU)
+    degradation = REPO / "configs" / "degradation" / "demo64.yaml"
+    expected = {"train": FaceDataset(faces_hq_dir / "celeba128_train.txt", 32, flip=True, degradation=degradation,
+                                     seed=7, with_sigma_star=True),
+                "val": FaceDataset(faces_hq_dir / "celeba128_val.txt", 32, flip=False, degradation=degradation,
+                                   seed=1234, with_sigma_star=True, length=4)}
+    for split, reference in expected.items():
+        built = trainer.build_dataset(split)
+        assert len(built) == len(reference)
+        for i in (0, 3):
+            a, b = built[i], reference[i]
+            assert a["path"] == b["path"] and torch.equal(a["lq"], b["lq"]) and torch.equal(a["hq"], b["hq"])
+            assert torch.equal(a["sigma_star"], b["sigma_star"])
+
+
 def test_resume_after_a_model_change_says_what_does_not_fit(tmp_path, faces_hq_dir, capsys, single_process):
     """The error names the parameters that do not fit, not only "Error(s) in loading state_dict"."""
     args = ["--config", str(SDE_TINY), "--save_dir", str(tmp_path), "train.val_freq=100", *_dblm_data(faces_hq_dir)]

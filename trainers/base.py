@@ -94,6 +94,7 @@ from utils.train_schema import TrainSection, check_train
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 SEEDINGS = ("reseed", "rank_offset")
+_ABSENT = object()
 
 
 class TrainingError(RuntimeError):
@@ -156,7 +157,7 @@ def refuse_moved_keys(cfg: DictConfig, path: str | Path) -> None:
     """ConfigError naming the first key of :data:`MOVED_KEYS` in ``cfg`` (or a path-valued ``data.train`` /
     ``data.val``) and where it went."""
     for old, new in MOVED_KEYS.items():
-        if OmegaConf.select(cfg, old, default=None) is not None:
+        if OmegaConf.select(cfg, old, default=_ABSENT) is not _ABSENT:
             raise ConfigError(f"{path}: '{old}' moved to '{new}'")
     for split in ("train", "val"):
         if isinstance(OmegaConf.select(cfg, f"data.{split}", default=None), str):

@@ -28,7 +28,7 @@ EXIT_CONFIG_ERROR = 2
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cfg_path", required=True, help="training YAML (configs/training/*.yaml, configs/train/*.yaml)")
+    parser.add_argument("--cfg_path", required=True, help="training YAML (configs/training/ or configs/train/)")
     parser.add_argument("--ckpt", nargs=2, action="append", required=True, metavar=("PATH", "LABEL"),
                         help="weights to score and their column label (repeatable)")
     parser.add_argument("overrides", nargs="*", help="OmegaConf dot-list overrides, e.g. data.val.length=100")
