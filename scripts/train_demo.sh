@@ -29,11 +29,14 @@ for stage in "${STAGES[@]}"; do
     restorer) train_and_export "$RUNS/restorer" "$OUT/restorer_demo64.pth" configs/training/swinir_demo64.yaml \
                 python main.py --cfg_path configs/training/swinir_demo64.yaml --save_dir "$RUNS/restorer" ;;
     sde)      train_and_export "$RUNS/sde" "$OUT/sde_demo64.pth" configs/train/train_SDE_demo64.yaml \
-                accelerate launch --num_processes 1 --cpu train_SDE.py --config configs/train/train_SDE_demo64.yaml ;;
+                accelerate launch --num_processes 1 --cpu train_SDE.py --config configs/train/train_SDE_demo64.yaml \
+                --save_dir "$RUNS/sde" ;;
     tm)       train_and_export "$RUNS/tm" "$OUT/tm_demo64.pth" configs/train/train_DBLM_TM_demo64.yaml \
-                accelerate launch --num_processes 1 --cpu train_DBLM.py --config configs/train/train_DBLM_TM_demo64.yaml ;;
+                accelerate launch --num_processes 1 --cpu train_DBLM.py --config configs/train/train_DBLM_TM_demo64.yaml \
+                --save_dir "$RUNS/tm" ;;
     rm)       train_and_export "$RUNS/rm" "$OUT/rm_demo64.pth" configs/train/train_DBLM_RM_demo64.yaml \
-                accelerate launch --num_processes 1 --cpu train_DBLM.py --config configs/train/train_DBLM_RM_demo64.yaml ;;
+                accelerate launch --num_processes 1 --cpu train_DBLM.py --config configs/train/train_DBLM_RM_demo64.yaml \
+                --save_dir "$RUNS/rm" ;;
     dsst)     python scripts/make_dsst.py --images ../shared/data/faces_hq/celeba128_train.txt --resolution 64 \
                 --config configs/dsst/demo64.yaml --out "$OUT/dsst_demo64.json" ;;
     dgsa)     train_and_export "$RUNS/dgsa" "$OUT/dgsa_demo64.pth" configs/training/uncertainty_demo64.yaml \

@@ -23,17 +23,16 @@ from proc_helpers import run_checked
 
 STEPS = 20
 FIXTURE = Path(__file__).with_name("demo_losses.json")
-SMALL_MAIN = ["train.batch=[2,2]", "data.val.length=2", "data.num_workers=0"]
-SMALL_DBLM = ["train.batch=[2,2]", "data.val_size=2", "data.num_workers=0"]
+SMALL = ["train.batch=[2,2]", "data.val.length=2", "data.num_workers=0"]
 
 # network: (script, config, tensorboard tag of the training loss, overrides)
 RUNS = {
-    "prior": ("main.py", "configs/training/diffusion_demo64.yaml", "train/loss", SMALL_MAIN),
-    "rm0": ("main.py", "configs/training/swinir_demo64.yaml", "train/l1", SMALL_MAIN),
-    "sde": ("train_SDE.py", "configs/train/train_SDE_demo64.yaml", "train/loss", SMALL_DBLM),
-    "tm": ("train_DBLM.py", "configs/train/train_DBLM_TM_demo64.yaml", "train/loss", SMALL_DBLM),
-    "rm": ("train_DBLM.py", "configs/train/train_DBLM_RM_demo64.yaml", "train/loss", SMALL_DBLM),
-    "dgsa": ("main.py", "configs/training/uncertainty_demo64.yaml", "train/nll", SMALL_MAIN),
+    "prior": ("main.py", "configs/training/diffusion_demo64.yaml", "train/loss", SMALL),
+    "rm0": ("main.py", "configs/training/swinir_demo64.yaml", "train/l1", SMALL),
+    "sde": ("train_SDE.py", "configs/train/train_SDE_demo64.yaml", "train/loss", SMALL),
+    "tm": ("train_DBLM.py", "configs/train/train_DBLM_TM_demo64.yaml", "train/loss", SMALL),
+    "rm": ("train_DBLM.py", "configs/train/train_DBLM_RM_demo64.yaml", "train/loss", SMALL),
+    "dgsa": ("main.py", "configs/training/uncertainty_demo64.yaml", "train/nll", SMALL),
 }
 
 
@@ -43,14 +42,11 @@ def command(network: str, save_dir: Path, steps: int = STEPS, validate: bool = T
     Every demo config warms its learning rate up over more than STEPS steps (or keeps it constant), and
     the learning rate of a warm-up step does not depend on the run's length: a shorter run's losses are
     the first ones of a longer run's. Validation runs after the last step only, so it changes no training
-    loss; ``validate=False`` skips it where the config allows (main.py: ``data.val=null``)."""
+    loss; ``validate=False`` skips it (``data.val=null``)."""
     script, config, _, overrides = RUNS[network]
-    if script == "main.py":
-        if not validate:
-            overrides = [o for o in overrides if not o.startswith("data.val")] + ["data.val=null"]
-        return [sys.executable, script, "--cfg_path", config, "--save_dir", str(save_dir), "--resume", "none",
-                f"train.iterations={steps}", *overrides]
-    return [sys.executable, script, "--config", config, "--resume", "none", f"save_dir={save_dir}",
+    if not validate:
+        overrides = [o for o in overrides if not o.startswith("data.val")] + ["data.val=null"]
+    return [sys.executable, script, "--config", config, "--save_dir", str(save_dir), "--resume", "none",
             f"train.iterations={steps}", *overrides]
 
 

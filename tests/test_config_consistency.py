@@ -9,8 +9,9 @@
 * The DGSA training configs read their frozen parts from the right sampling config
   (trainers/dgsa.py ``sample_config``).
 * Every YAML under configs/ loads with its schema: sample configs with sampler.load_sample_config,
-  main.py configs with their trainer's config_schema, configs/train/ with trainers.dblm.load_experiment,
-  DSST build configs with models.dsst_build.DSSTBuildConfig, degradations with load_degradation_config.
+  training configs (configs/training/, and configs/train/ for the DBLM scripts) with
+  trainers.base.load_training_config, DSST build configs with models.dsst_build.DSSTBuildConfig,
+  degradations with load_degradation_config.
   ``???`` (OmegaConf MISSING) is accepted only for the data paths the user must fill in.
 """
 from __future__ import annotations
@@ -21,9 +22,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-import main
+import train_DBLM
+import train_SDE
 from data.degradation import load_degradation_config
-from trainers.dblm import load_experiment, trainer_for
+from trainers.base import load_training_config, trainer_class
 from models.dsst_build import DSSTBuildConfig
 from sampler import load_sample_config
 from trainers.dgsa import DGSATrainerConfig
@@ -68,7 +70,7 @@ DSST_BUILD = {"configs/sample/dynfacerestore_ffhq512.yaml": "configs/dsst/ffhq51
 DGSA_TRAINING = {"configs/training/uncertainty.yaml": "configs/sample/dynfacerestore_ffhq512.yaml",
                  "configs/training/uncertainty_demo64.yaml": "configs/sample/dynfacerestore_demo.yaml"}
 # keys that may be '???' in a shipped config: data the user supplies, or the test-filled tiny sample config
-ALLOWED_MISSING = {"data.train", "sample_config"}
+ALLOWED_MISSING = {"data.train.source", "sample_config"}
 
 ARCH_CASES = [(sample, section, train) for sample, sections in SOURCES.items() for section, train in sections.items()]
 
@@ -205,17 +207,12 @@ def test_sample_configs_load(path):
     assert not OmegaConf.missing_keys(cfg)
 
 
-@pytest.mark.parametrize("path", _shipped("training"), ids=lambda p: str(p.relative_to(CONFIGS)))
-def test_main_configs_load_with_their_trainer_schema(path):
-    schema = main.trainer_class(str(path), []).config_schema
-    _missing_overrides(path, schema)
-
-
-@pytest.mark.parametrize("path", _shipped("train"), ids=lambda p: str(p.relative_to(CONFIGS)))
-def test_dblm_train_configs_load(path):
-    """load_experiment rejects '???'; the user's data path is filled with a placeholder first."""
-    schema = trainer_for(_yaml(str(path.relative_to(REPO))).task).config_schema
-    cfg = load_experiment(path, ["sde", "tm", "rm"], _missing_overrides(path, schema))
+@pytest.mark.parametrize("path", _shipped("training") + _shipped("train"), ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_training_configs_load_with_their_trainer_schema(path):
+    """load_training_config rejects '???'; the user's data path is filled with a placeholder first. The
+    configs of configs/train/ are those of the DBLM scripts."""
+    targets = train_SDE.TARGETS + train_DBLM.TARGETS if path.relative_to(CONFIGS).parts[0] == "train" else None
+    _, cfg = load_training_config(path, _missing_overrides(path, trainer_class(path).config_schema), targets)
     assert not OmegaConf.missing_keys(cfg)
 
 

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from DiffBIR.dblm import DBLM
 from DiffBIR.sde import SigmaEstimator
-from trainers.dblm import load_experiment
+from trainers.base import load_training_config
 from trainers.transform import TrainerRM, batch_psnr
 from DiffBIR.transform import RefinementModel, TransformModel
 from models.swinir import SwinIR
@@ -258,7 +258,7 @@ def test_batch_psnr_matches_project_metric():
 @given(st.lists(st.floats(0.0, 10.0), min_size=1, max_size=6), st.floats(0.0, 1.0), st.floats(0.0, 2.0),
        st.floats(0.0, 4.0), st.floats(0.05, 0.95))
 def test_training_sigma_sampling_bounds(sigma_star, margin, offset_512, min_512, ratio):
-    cfg = load_experiment(TINY / "train_DBLM_RM_tiny.yaml", ["rm"], [
+    _, cfg = load_training_config(TINY / "train_DBLM_RM_tiny.yaml", [
         f"sigma.log_margin={margin}", f"sigma.offset_512={offset_512}", f"sigma.min_512={min_512}"])
     task = TrainerRM(cfg, "unused", dist_info=DistInfo(0, 1, 0, torch.device("cpu")))  # nothing built yet
     s = torch.tensor(sigma_star)
@@ -289,19 +289,22 @@ def test_epoch_indexed_sampler_resumes_the_same_stream():
 def test_shipped_configs_validate(name):
     path = REPO / "configs" / "train" / f"{name}.yaml"
     demo = "demo64" in name
-    cfg = load_experiment(path, ["sde", "tm", "rm"], [] if demo else ["data.train=path/to/ffhq512"])
-    assert cfg.data.resolution == (64 if demo else 512)
-    assert (REPO / cfg.data.degradation).is_file()
+    _, cfg = load_training_config(path, [] if demo else ["data.train.source=path/to/ffhq512"])
+    assert cfg.data.train.resolution == cfg.data.val.resolution == (64 if demo else 512)
+    assert (REPO / cfg.degradation).is_file()
     if demo:
-        assert cfg.data.train.endswith("celeba128_train.txt") and cfg.data.val.endswith("celeba128_val.txt")
+        assert cfg.data.train.source.endswith("celeba128_train.txt")
+        assert cfg.data.val.source.endswith("celeba128_val.txt")
 
 
 def test_bad_config_key_is_named(tmp_path):
     with pytest.raises(ConfigError, match="train.bach"):
-        load_experiment(TINY / "train_SDE_tiny.yaml", ["sde"], ["train.bach=3"])
-    with pytest.raises(ConfigError, match="'task' must be one of"):
-        load_experiment(TINY / "train_SDE_tiny.yaml", ["tm", "rm"])
+        load_training_config(TINY / "train_SDE_tiny.yaml", ["train.bach=3"])
+    with pytest.raises(ConfigError, match="trainer.target must be one of"):
+        load_training_config(TINY / "train_SDE_tiny.yaml", [], ["trainers.transform.TrainerTM"])
     with pytest.raises(ConfigError, match="rho_range"):
-        load_experiment(TINY / "train_DBLM_RM_tiny.yaml", ["rm"], ["rho_range=[0.9,0.5]"])
+        load_training_config(TINY / "train_DBLM_RM_tiny.yaml", ["rho_range=[0.9,0.5]"])
     with pytest.raises(ConfigError, match="sigma.log_margin"):
-        load_experiment(TINY / "train_DBLM_TM_tiny.yaml", ["tm"], ["sigma.log_margin=-1"])
+        load_training_config(TINY / "train_DBLM_TM_tiny.yaml", ["sigma.log_margin=-1"])
+    with pytest.raises(ConfigError, match="'data.val.resolution' must equal"):
+        load_training_config(TINY / "train_SDE_tiny.yaml", ["data.val.resolution=64"])

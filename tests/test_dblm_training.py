@@ -16,8 +16,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils.distributed import DistInfo
-
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "train" / "tiny"
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -25,7 +23,8 @@ LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--
 
 
 def data_overrides(faces_hq_dir: Path) -> list:
-    return [f"data.train={faces_hq_dir / 'celeba128_train.txt'}", f"data.val={faces_hq_dir / 'celeba128_val.txt'}"]
+    return [f"data.train.source={faces_hq_dir / 'celeba128_train.txt'}",
+            f"data.val.source={faces_hq_dir / 'celeba128_val.txt'}"]
 
 
 def launch(script: str, config: str, *overrides: str) -> subprocess.CompletedProcess:
@@ -50,12 +49,12 @@ def runs(tmp_path_factory, faces_hq_dir):
     root = tmp_path_factory.mktemp("dblm_runs")
     data = data_overrides(faces_hq_dir)
     out = {name: root / name for name in ("sde", "tm", "rm")}
-    first = launch("train_SDE.py", "train_SDE_tiny.yaml", f"save_dir={out['sde']}", *data)
+    first = launch("train_SDE.py", "train_SDE_tiny.yaml", "--save_dir", str(out['sde']), *data)
     assert checkpoints(out["sde"]) == ["ckpt_0000002.pth"]
     ema_2 = torch.load(out["sde"] / "ema_final.pth")
-    second = launch("train_SDE.py", "train_SDE_tiny.yaml", f"save_dir={out['sde']}", "train.iterations=4", *data)
-    launch("train_DBLM.py", "train_DBLM_TM_tiny.yaml", f"save_dir={out['tm']}", *data)
-    rm = launch("train_DBLM.py", "train_DBLM_RM_tiny.yaml", f"save_dir={out['rm']}",
+    second = launch("train_SDE.py", "train_SDE_tiny.yaml", "--save_dir", str(out['sde']), "train.iterations=4", *data)
+    launch("train_DBLM.py", "train_DBLM_TM_tiny.yaml", "--save_dir", str(out['tm']), *data)
+    rm = launch("train_DBLM.py", "train_DBLM_RM_tiny.yaml", "--save_dir", str(out['rm']),
                 f"tm.ckpt_path={out['tm'] / 'ema_final.pth'}", *data)
     return {"dirs": out, "sde_first": first, "sde_second": second, "sde_ema_2": ema_2, "rm": rm}
 
@@ -96,7 +95,8 @@ def test_one_loop_under_either_launcher(tmp_path, faces_hq_dir, launcher):
     tests/test_trainers_torchrun.py)."""
     if launcher == "torchrun":
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train_SDE.py",
-               "--config", str(TINY / "train_SDE_tiny.yaml"), f"save_dir={tmp_path}", *data_overrides(faces_hq_dir)]
+               "--config", str(TINY / "train_SDE_tiny.yaml"), "--save_dir", str(tmp_path),
+               *data_overrides(faces_hq_dir)]
         written = tmp_path / "checkpoints" / "ckpt_0000002.pth"
     else:
         val = faces_hq_dir / "celeba128_val.txt"
@@ -154,7 +154,7 @@ def tiny_restorer_weights(path: Path) -> Path:
 def test_resume_repeats_uninterrupted_run_exactly(tmp_path, faces_hq_dir, variant, monkeypatch):
     """In-process (one process): TM trained 4 steps == resumed at step 2 and trained to 4 (weights, EMA);
     also with the cosine schedule (a function of the step), bf16 autocast on the CPU and a warm start."""
-    from trainers.dblm import load_experiment, main
+    import train_DBLM
 
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(key, raising=False)
@@ -164,9 +164,9 @@ def test_resume_repeats_uninterrupted_run_exactly(tmp_path, faces_hq_dir, varian
                  "train.amp=bf16", f"init.ckpt_path={tiny_restorer_weights(tmp_path / 'rm0.pth')}"]
 
     def run(save_dir, resume="auto"):
-        assert main(["--config", str(TINY / "train_DBLM_TM_tiny.yaml"), "--resume", resume, f"save_dir={save_dir}",
-                     "train.iterations=4", "train.val_freq=100", *data_overrides(faces_hq_dir), *extra],
-                    ["tm"], "train_DBLM.py") == 0
+        assert train_DBLM.main(["--config", str(TINY / "train_DBLM_TM_tiny.yaml"), "--resume", resume,
+                                "--save_dir", str(save_dir), "train.iterations=4", "train.val_freq=100",
+                                *data_overrides(faces_hq_dir), *extra]) == 0
         return torch.load(save_dir / "ema_final.pth")
 
     straight = run(tmp_path / "a")  # checkpoints at steps 2 and 4
@@ -181,14 +181,14 @@ def test_resume_repeats_uninterrupted_run_exactly(tmp_path, faces_hq_dir, varian
 
 def test_warm_started_task_model_is_the_restorer(tmp_path, faces_hq_dir):
     """The model training starts from (TrainerTM.build_model with ``init``) computes RM0's output."""
-    from trainers.dblm import load_experiment
+    from trainers.base import load_training_config
     from trainers.transform import TrainerTM
     from utils.distributed import DistInfo
     from models.swinir import SwinIR
 
     weights = tiny_restorer_weights(tmp_path / "rm0.pth")
-    cfg = load_experiment(TINY / "train_DBLM_TM_tiny.yaml", ["tm"], [f"init.ckpt_path={weights}",
-                                                                      *data_overrides(faces_hq_dir)])
+    _, cfg = load_training_config(TINY / "train_DBLM_TM_tiny.yaml", [f"init.ckpt_path={weights}",
+                                                                     *data_overrides(faces_hq_dir)])
     tm = TrainerTM(cfg, tmp_path, dist_info=DistInfo(0, 1, 0, torch.device("cpu"))).build_model().eval()
     restorer = SwinIR(in_chans=3, global_residual=True, **cfg.model.params.swinir).eval()
     restorer.load_state_dict(torch.load(weights))
@@ -207,73 +207,19 @@ def test_amp_bf16_runs_on_cpu_fp16_needs_cuda():
 
 
 def test_missing_warm_start_weights_exit_2_with_one_line(tmp_path, capsys):
-    from trainers.dblm import main
+    import train_DBLM
 
-    args = ["--config", str(TINY / "train_DBLM_TM_tiny.yaml"), f"save_dir={tmp_path}",
+    args = ["--config", str(TINY / "train_DBLM_TM_tiny.yaml"), "--save_dir", str(tmp_path),
             f"init.ckpt_path={tmp_path / 'absent.pth'}"]
-    assert main(args, ["tm"], "train_DBLM.py") == 2
+    assert train_DBLM.main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "checkpoint not found" in err and "init.ckpt_path" in err
 
 
-def test_bad_config_key_exits_2_with_one_line(capsys):
-    from trainers.dblm import main
+def test_bad_config_key_exits_2_with_one_line(capsys, tmp_path):
+    import train_SDE
 
-    assert main(["--config", str(TINY / "train_SDE_tiny.yaml"), "train.bach=3"], ["sde"], "train_SDE.py") == 2
+    assert train_SDE.main(["--config", str(TINY / "train_SDE_tiny.yaml"), "--save_dir", str(tmp_path),
+                           "train.bach=3"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "train.bach" in err and err.startswith("train_SDE.py: error:")
-
-
-def test_a_run_of_the_earlier_accelerate_loop_resumes(tmp_path, faces_hq_dir, monkeypatch):
-    """train_SDE.py / train_DBLM.py used to keep ``accelerator.save_state`` directories
-    checkpoints/step_XXXXXXX. One written by accelerate itself with the state of a 2-step run resumes
-    exactly as that run's own checkpoint does (weights, EMA, optimiser, step, RNG), and rotation
-    removes it like any older checkpoint."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    from trainers.dblm import load_experiment, main, trainer_for
-    from utils.ema import EMA
-    from utils.run_checkpoints import set_rng_state
-
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        monkeypatch.delenv(key, raising=False)
-    config = TINY / "train_DBLM_TM_tiny.yaml"
-    common = ["train.val_freq=100", *data_overrides(faces_hq_dir)]
-
-    def run(save_dir, *extra):
-        assert main(["--config", str(config), f"save_dir={save_dir}", *common, *extra], ["tm"], "train_DBLM.py") == 0
-
-    run(tmp_path / "new", "train.iterations=2")
-    state = ckpt(tmp_path / "new", 2)
-
-    class Step:  # the old loop's step counter, registered for checkpointing after the EMA
-        def state_dict(self):
-            return {"step": 2}
-
-        def load_state_dict(self, saved):
-            raise AssertionError("only saved here")
-
-    cfg = load_experiment(config, ["tm"], [f"save_dir={tmp_path / 'old'}", *common])
-    model = trainer_for("tm")(cfg, cfg.save_dir, dist_info=DistInfo(0, 1, 0, torch.device("cpu"))).build_model()
-    model.load_state_dict(state["model"])
-    ema = EMA(model, cfg.train.ema_rate)
-    ema.load_state_dict(state["ema"])
-    optimizer = torch.optim.AdamW(model.parameters())
-    optimizer.load_state_dict(state["optimizer"])
-    AcceleratorState._reset_state(reset_partial_state=True)
-    try:
-        accelerator = Accelerator(cpu=True)
-        model, optimizer = accelerator.prepare(model, optimizer)
-        accelerator.register_for_checkpointing(ema, Step())
-        set_rng_state(state["rng"][0])
-        accelerator.save_state(str(tmp_path / "old" / "checkpoints" / "step_0000002"))
-    finally:
-        AcceleratorState._reset_state(reset_partial_state=True)
-
-    run(tmp_path / "new", "train.iterations=4")
-    run(tmp_path / "old", "train.iterations=4", "train.keep_checkpoints=1")
-    for a, b in ((torch.load(tmp_path / "new" / "ema_final.pth"), torch.load(tmp_path / "old" / "ema_final.pth")),
-                 (ckpt(tmp_path / "new", 4)["model"], ckpt(tmp_path / "old", 4)["model"])):
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert checkpoints(tmp_path / "old") == ["ckpt_0000004.pth"]

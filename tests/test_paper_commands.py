@@ -30,7 +30,7 @@ def test_dblm_training_from_inside_diffbir(tmp_path):
     """``cd DiffBIR && accelerate launch train_SDE.py --config configs/train/...``: the config, its data
     lists, its degradation and (TM) its warm-start weights are all given relative to the repository."""
     sde = tmp_path / "sde"
-    run_checked([*ACCELERATE, "train_SDE.py", "--config", f"{TINY}/train_SDE_tiny.yaml", f"save_dir={sde}",
+    run_checked([*ACCELERATE, "train_SDE.py", "--config", f"{TINY}/train_SDE_tiny.yaml", "--save_dir", str(sde),
                  "train.iterations=1"], cwd=DIFFBIR)
     assert sorted(p.name for p in (sde / "checkpoints").iterdir()) == ["ckpt_0000001.pth"]
     assert torch.load(sde / "ema_final.pth", weights_only=True)
@@ -41,18 +41,18 @@ def test_dblm_training_from_inside_diffbir(tmp_path):
 
 
 def test_the_papers_config_names_the_missing_data_path():
-    """The paper's command verbatim: its config leaves data.train to the user."""
+    """The paper's command verbatim: its config leaves data.train.source to the user."""
     proc = run_process([*ACCELERATE, "train_SDE.py", "--config", "configs/train/train_SDE.yaml"], cwd=DIFFBIR)
     assert proc.returncode != 0
     line = one_error_line(proc, "train_SDE.py")
-    assert line.endswith("train_SDE.yaml: missing data.train: give it as data.train=FOLDER "
+    assert line.endswith("train_SDE.yaml: missing data.train.source: give it as data.train.source=FOLDER "
                          "(a key=value argument of the command)"), line
     proc = run_process([sys.executable, "train_DBLM.py", "--config", "configs/train/train_DBLM_TM.yaml",
-                        "data.train=no/such/folder"], cwd=DIFFBIR)
+                        "data.train.source=no/such/folder"], cwd=DIFFBIR)
     assert proc.returncode == 2
     assert one_error_line(proc, "train_DBLM.py") == (
-        "train_DBLM.py: error: data.train: file list or image folder not found: no/such/folder; "
-        "give it as data.train=FOLDER (a key=value argument of the command)")
+        "train_DBLM.py: error: data.train.source: file list or image folder not found: no/such/folder; "
+        "give it as data.train.source=FOLDER (a key=value argument of the command)")
 
 
 @pytest.mark.usefixtures("faces_hq_dir")

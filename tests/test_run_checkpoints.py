@@ -184,28 +184,6 @@ def test_content_round_trip_restores_weights_optimiser_and_random_streams(tmp_pa
     assert not restore_training_state(ckpt, dist, **parts(2))
 
 
-def test_legacy_directories_count_only_where_asked(tmp_path):
-    """The earlier DBLM loop's step_XXXXXXX directories: checkpoints of a series with legacy_dirs (latest,
-    the refusal of an earlier start, --resume PATH), nothing to any other series."""
-    from utils.run_checkpoints import MixedRunsError
-
-    series, plain = run_checkpoints(tmp_path, legacy_dirs=True), run_checkpoints(tmp_path)
-    for name in ("step_0000004", "step_0000009", "step_12"):
-        (tmp_path / name).mkdir()
-    (tmp_path / "step_0000011").write_bytes(b"a file is not a save_state directory")
-    make_files(series, [4])
-    assert series.steps() == [4, 9] and plain.steps() == [4]
-    assert series.latest() == tmp_path / "step_0000009" and series.entries()[0] == (4, series.path(4))
-    assert series.resolve_resume(str(tmp_path / "step_0000004")) == tmp_path / "step_0000004"
-    assert series.newest_readable(lambda path: path, print) == tmp_path / "step_0000009"
-    with pytest.raises(ResumeError):
-        plain.resolve_resume(str(tmp_path / "step_0000004"))
-    with pytest.raises(MixedRunsError, match=r"\[9\]"):
-        series.check_start(4)
-    assert series.rotate(1) == [series.path(4), tmp_path / "step_0000004"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_0000009", "step_0000011", "step_12"]
-
-
 def test_newest_readable_sets_unreadable_ones_aside_and_supersede_keeps_later_ones(tmp_path):
     """--resume auto passes over unreadable checkpoints (renamed .corrupt, never overwriting an earlier
     .corrupt); --resume PATH renames the later steps .superseded; nothing is deleted."""

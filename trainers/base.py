@@ -1,11 +1,12 @@
 """TrainerBase: the one training loop of every network (docs/method.md section 11).
 
-A subclass sets ``config_schema`` and implements ``build_dataset``, ``compute_loss`` (called with the
-DDP-wrapped module) and ``val_metrics``; the base class owns processes (``torch.distributed`` from the
-launcher's environment), seeding (:attr:`TrainerBase.seeding`), sharded resumable data, AdamW with
-:func:`utils.lr_schedule.lr_at`, clipping, ``train.amp``, EMA, checkpoints (:mod:`utils.run_checkpoints`),
-validation and logging. ``train.batch: [A, B]``: A samples per optimiser step summed over processes, B the
-validation batch of a process; ``train.microbatch`` accumulates gradients in chunks.
+``main.py``, ``train_SDE.py`` and ``train_DBLM.py`` build the subclass named by the config's ``trainer.target``
+(:func:`load_training_config`) and call :meth:`TrainerBase.train`. A subclass sets ``config_schema`` and implements
+``build_dataset``, ``compute_loss`` (called with the DDP-wrapped module) and ``val_metrics``; the base class owns
+processes (``torch.distributed`` from the launcher's environment), seeding (:attr:`TrainerBase.seeding`), sharded
+resumable data, AdamW with :func:`utils.lr_schedule.lr_at`, clipping, ``train.amp``, EMA, checkpoints
+(:mod:`utils.run_checkpoints`), validation and logging. ``train.batch: [A, B]``: A samples per optimiser step summed
+over processes, B the validation batch of a process; ``train.microbatch`` accumulates gradients in chunks.
 """
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from data.datasets import FaceDataset
+from data.degradation import DegradationConfig, load_degradation_config
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.config import (ConfigError, WeightsNode, get_obj_from_str, instantiate, load_config, override_hint,
-                          to_dict)
+                          require_keys, to_dict)
 from utils.distributed import (DistInfo, EpochIndexed, ShardedInfiniteSampler, all_reduce_mean, all_reduce_sum,
                                barrier, broadcast_object, init_distributed, rank_seed,
                                single_process_from_multi_request)
@@ -40,6 +42,7 @@ from utils.train_schema import TrainSection, check_train
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 SEEDINGS = ("reseed", "rank_offset")
+_ABSENT = object()
 
 
 class TrainingError(RuntimeError):
@@ -66,6 +69,7 @@ class DataSplit:
     resolution: int = MISSING
     flip: bool = True
     length: Optional[int] = None  # use only the first `length` images (None: all)
+    seed: Optional[int] = None  # seed of the per-image flips and degradations (None: train.seed)
 
 
 @dataclass
@@ -81,6 +85,30 @@ class TrainerConfig:
     model: WeightsNode = MISSING  # ckpt_path: initial weights (fine-tuning); resuming uses --resume instead
     data: DataSection = MISSING
     train: TrainSection = MISSING
+
+
+# Keys of the configs/train/ dialect (DBLM configs before they joined the one above): refused with where they went.
+MOVED_KEYS = {
+    "task": "trainer.target (trainers.sde.TrainerSDE, trainers.transform.TrainerTM or TrainerRM)",
+    "save_dir": "the command's --save_dir",
+    "data.degradation": "degradation (top level)",
+    "data.resolution": "data.train.resolution and data.val.resolution",
+    "data.flip": "data.train.flip",
+    "data.train_seed": "data.train.seed",
+    "data.val_seed": "data.val.seed",
+    "data.val_size": "data.val.length",
+}
+
+
+def refuse_moved_keys(cfg: DictConfig, path: str | Path) -> None:
+    """ConfigError naming the first key of :data:`MOVED_KEYS` in ``cfg`` (or a path-valued ``data.train`` /
+    ``data.val``) and where it went."""
+    for old, new in MOVED_KEYS.items():
+        if OmegaConf.select(cfg, old, default=_ABSENT) is not _ABSENT:
+            raise ConfigError(f"{path}: '{old}' moved to '{new}'")
+    for split in ("train", "val"):
+        if isinstance(OmegaConf.select(cfg, f"data.{split}", default=None), str):
+            raise ConfigError(f"{path}: 'data.{split}' (a path) moved to 'data.{split}.source'")
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -123,6 +151,11 @@ class TrainerBase:
         self.step = 0
 
     # ------------------------------------------------------------------ hooks for subclasses
+    @classmethod
+    def check(cls, cfg: DictConfig) -> None:
+        """Value checks beyond the schema's types, ConfigError naming the key (here: the ``train:`` section)."""
+        check_train(cfg.train, world_size=1)
+
     def checkpoint_series(self) -> CheckpointSeries:
         """Where the checkpoints go (default: ``save_dir``)."""
         return run_checkpoints(self.save_dir)
@@ -162,16 +195,25 @@ class TrainerBase:
         except ValueError as err:
             raise ConfigError(f"{name}.params: {err}") from None
 
+    def degradation_config(self) -> DegradationConfig:
+        """The config's ``degradation``: a DegradationConfig YAML path or an inline mapping."""
+        node = self.cfg.degradation
+        try:
+            return load_degradation_config(resolve_path(node) if isinstance(node, str) else node)
+        except (FileNotFoundError, ValueError) as err:
+            raise ConfigError(f"degradation: {err}") from None
+
     def face_dataset(self, split: str, **kwargs: Any) -> Optional[FaceDataset]:
         """``data.<split>`` as a :class:`data.datasets.FaceDataset` (None when the split is not configured);
-        ``kwargs`` (e.g. ``degradation``) go to FaceDataset. Sample randomness is seeded by ``train.seed``."""
+        ``kwargs`` (e.g. ``degradation``) go to FaceDataset. Sample randomness is seeded by ``data.<split>.seed``,
+        else ``train.seed``."""
         node = self.cfg.data.get(split)
         if node is None:
             return None
         source = resolve_path(node.source) if isinstance(node.source, str) else [resolve_path(p) for p in node.source]
         try:
             return FaceDataset(source, resolution=node.resolution, flip=node.flip, length=node.length,
-                               seed=self.cfg.train.seed, **kwargs)
+                               seed=self.cfg.train.seed if node.seed is None else node.seed, **kwargs)
         except ConfigError:
             raise
         except FileNotFoundError as err:
@@ -364,13 +406,31 @@ class TrainerBase:
         return {k: float(packed[i] / packed[-1]) for i, k in enumerate(keys)}
 
 
-def trainer_class(cfg_path: str, overrides: List[str]) -> type:
-    """The class named by the config's ``trainer.target`` (a :class:`TrainerBase` subclass)."""
-    raw = load_config(cfg_path, overrides=overrides)
+def trainer_class(cfg_path: str | Path, overrides: Sequence[str] = (), targets: Optional[Sequence[str]] = None) -> type:
+    """The class named by the config's ``trainer.target`` (a :class:`TrainerBase` subclass, one of ``targets``
+    if given); a key of the configs/train/ dialect is refused (:func:`refuse_moved_keys`)."""
+    raw = load_config(cfg_path, overrides=list(overrides))
+    refuse_moved_keys(raw, cfg_path)
     target = OmegaConf.select(raw, "trainer.target")
     if not isinstance(target, str):
         raise ConfigError(f"{cfg_path}: missing key 'trainer.target' (dotted trainer class path)")
+    if targets is not None and target not in targets:
+        raise ConfigError(f"{cfg_path}: trainer.target must be one of {list(targets)} for this script, got '{target}'")
     cls = get_obj_from_str(target)
     if not (isinstance(cls, type) and issubclass(cls, TrainerBase)):
         raise ConfigError(f"{cfg_path}: trainer.target '{target}' is not a TrainerBase subclass")
     return cls
+
+
+def load_training_config(cfg_path: str | Path, overrides: Sequence[str] = (),
+                         targets: Optional[Sequence[str]] = None) -> Tuple[type, DictConfig]:
+    """(trainer class, validated config) of a training YAML with ``overrides``: :func:`trainer_class`, its
+    ``config_schema``, no ``???`` left (:func:`utils.config.require_keys`) and its :meth:`TrainerBase.check`."""
+    cls = trainer_class(cfg_path, overrides, targets)
+    cfg = load_config(cfg_path, cls.config_schema, list(overrides))
+    require_keys(cfg, cfg_path)
+    try:
+        cls.check(cfg)
+    except ConfigError as err:
+        raise ConfigError(f"{cfg_path}: {err}") from None
+    return cls, cfg

@@ -188,7 +188,7 @@ class TrainerDGSA(TrainerBase):
     config_schema = DGSATrainerConfig
 
     def build_extras(self) -> None:
-        self.degradation = load_degradation_config(resolve_path(self.cfg.degradation))
+        self.degradation = self.degradation_config()
         self.pairs = GuidedPairSampler.from_config(self.cfg, self.device)
 
     def build_dataset(self, split: str) -> Optional[Dataset]:

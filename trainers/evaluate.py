@@ -4,8 +4,10 @@
         --ckpt experiments/demo64/previous/unet_demo64_s5.pth previous \\
         --ckpt weights/demo/unet_demo64.pth current  data.val.length=100
 
-Each file is scored by :meth:`trainers.base.TrainerBase.evaluate` (the run's ``val_ema/*``); trailing
-``key=value`` are overrides. Prints a Markdown table; a bad config or checkpoint: one line, exit status 2.
+Any training config (its ``trainer.target`` picks the trainer); each ``--ckpt PATH LABEL`` is a training checkpoint
+(its EMA weights) or an exported state dict. Each file is scored by :meth:`trainers.base.TrainerBase.evaluate` (the
+run's ``val_ema/*``); trailing ``key=value`` are overrides. Prints a Markdown table; a bad config or checkpoint: one
+line, exit status 2.
 """
 from __future__ import annotations
 
@@ -14,9 +16,9 @@ import sys
 import tempfile
 from typing import Dict, List, Optional, Sequence
 
-from trainers.base import trainer_class
+from trainers.base import load_training_config
 from utils.checkpoint import CheckpointError
-from utils.config import ConfigError, load_config
+from utils.config import ConfigError
 from utils.distributed import cleanup_distributed
 
 EXIT_CONFIG_ERROR = 2
@@ -24,7 +26,7 @@ EXIT_CONFIG_ERROR = 2
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cfg_path", required=True, help="training YAML (configs/training/*.yaml)")
+    parser.add_argument("--cfg_path", required=True, help="training YAML (configs/training/ or configs/train/)")
     parser.add_argument("--ckpt", nargs=2, action="append", required=True, metavar=("PATH", "LABEL"),
                         help="weights to score and their column label (repeatable)")
     parser.add_argument("overrides", nargs="*", help="OmegaConf dot-list overrides, e.g. data.val.length=100")
@@ -45,8 +47,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     paths, labels = [c[0] for c in args.ckpt], [c[1] for c in args.ckpt]
     try:
-        cls = trainer_class(args.cfg_path, list(args.overrides))
-        cfg = load_config(args.cfg_path, cls.config_schema, list(args.overrides))
+        cls, cfg = load_training_config(args.cfg_path, args.overrides)
         with tempfile.TemporaryDirectory() as unused_save_dir:  # evaluation writes no checkpoints
             trainer = cls(cfg, save_dir=unused_save_dir)
             results = trainer.evaluate(paths)

@@ -13,11 +13,9 @@ from omegaconf import MISSING
 from torch import nn
 from torch.utils.data import Dataset
 
-from data.degradation import load_degradation_config
 from trainers.base import TrainerBase, TrainerConfig
 from utils.config import ConfigError
 from utils.tensor_psnr import psnr_tensor
-from utils.model_factory import resolve_path
 
 
 @dataclass
@@ -40,7 +38,7 @@ class TrainerRestorer(TrainerBase):
     def build_extras(self) -> None:
         if self.cfg.loss not in LOSSES:
             raise ConfigError(f"loss must be one of {sorted(LOSSES)}, got {self.cfg.loss!r}")
-        self.degradation = load_degradation_config(resolve_path(self.cfg.degradation))
+        self.degradation = self.degradation_config()
 
     def build_dataset(self, split: str) -> Optional[Dataset]:
         return self.face_dataset(split, degradation=self.degradation)

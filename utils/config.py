@@ -44,23 +44,9 @@ class ConfigError(ValueError):
     """A configuration file that cannot be used as written."""
 
 
-# Keys renamed in this project: a config or override that still uses one is refused with a message naming
-# the new key (the train: section is one schema for every trainer, utils.train_schema).
-RENAMED_KEYS = {
-    "train.total_steps": "train.iterations",
-    "train.batch_size": "train.batch (its first entry, now the total over all processes)",
-    "train.val_batch_size": "train.batch (its second entry)",
-    "train.warmup_steps": "train.warmup_iterations",
-    "train.mixed_precision": "train.amp (none | bf16 | fp16)",
-    "train.save_every": "train.save_freq",
-    "train.val_every": "train.val_freq",
-    "train.print_every": "train.log_freq",
-}
-
 # YAML 1.1 reads these words as booleans; in a ``key=value`` override they are kept as the word, so that
 # ``train.amp=no`` means the string 'no' (a boolean key still accepts it: OmegaConf converts 'no' to False).
 WORD_BOOLEANS = frozenset({"yes", "no", "on", "off"})
-_ABSENT = object()
 
 
 def parse_override(item: str) -> DictConfig:
@@ -80,8 +66,8 @@ def parse_override(item: str) -> DictConfig:
 
 
 def load_config(path: str | Path, schema: Optional[Type] = None, overrides: Optional[list] = None) -> DictConfig:
-    """Read ``path`` (YAML), apply ``overrides`` (``["a.b=1", ...]``, :func:`parse_override`), refuse the
-    keys of :data:`RENAMED_KEYS` and validate against ``schema``."""
+    """Read ``path`` (YAML), apply ``overrides`` (``["a.b=1", ...]``, :func:`parse_override`) and validate
+    against ``schema``."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -92,9 +78,6 @@ def load_config(path: str | Path, schema: Optional[Type] = None, overrides: Opti
     parsed = [parse_override(item) for item in overrides or []]
     try:
         cfg = OmegaConf.merge(cfg, *parsed)
-        for old, new in RENAMED_KEYS.items():
-            if OmegaConf.select(cfg, old, default=_ABSENT) is not _ABSENT:
-                raise ConfigError(f"{path}: '{old}' is now '{new}'")
         if schema is not None:
             cfg = OmegaConf.merge(OmegaConf.structured(schema), cfg)
     except OmegaConfBaseException as err:
@@ -105,11 +88,11 @@ def load_config(path: str | Path, schema: Optional[Type] = None, overrides: Opti
 
 
 def override_hint(key: str) -> str:
-    """How a training script's command line gives ``key``: "give it as data.train=FOLDER (a key=value
+    """How a training script's command line gives ``key``: "give it as data.train.source=FOLDER (a key=value
     argument of the command)"; the placeholder is FOLDER for data sources, FILE for weights, else VALUE."""
     leaf = key.rsplit(".", 1)[-1]
-    placeholder = "FILE" if leaf == "ckpt_path" else "FOLDER" if key.startswith("data.") and leaf in (
-        "train", "val", "source") else "VALUE"
+    data_source = key.startswith("data.") and leaf == "source"
+    placeholder = "FILE" if leaf == "ckpt_path" else "FOLDER" if data_source else "VALUE"
     return f"give it as {key}={placeholder} (a key=value argument of the command)"
 
 

@@ -13,10 +13,6 @@ where a checkpoint goes, what it holds and how a run continues from one.
   every process, gathered; only tensors, numbers, strings and lists, so a checkpoint loads with
   ``torch.load(weights_only=True)``. :func:`restore_training_state` puts them back; each process restores
   its own RNG state when the number of processes is unchanged (else the loop reseeds).
-* earlier DBLM checkpoints: train_SDE.py / train_DBLM.py used to write ``accelerator.save_state``
-  directories ``<save_dir>/checkpoints/step_{s:07d}``. A series with ``legacy_dirs`` counts them as
-  checkpoints too (latest, rotation, the refusal below), and :func:`read_training_state` reads one
-  (:func:`read_accelerate_state`), so such a run resumes in the loop of today.
 * completeness: a checkpoint is written under the temporary name ``<name>.partial`` and renamed to its
   final name only once complete (:meth:`~CheckpointSeries.write`). Hence every file with a checkpoint
   name is complete, and a crash leaves at most a ``.partial`` file, which is ignored and replaced by the
@@ -41,7 +37,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -58,7 +53,6 @@ TEMPORARY_SUFFIX = ".partial"  # appended to a checkpoint's name while it is bei
 CORRUPT_SUFFIX = ".corrupt"  # appended to an unreadable checkpoint that --resume auto passed over
 SUPERSEDED_SUFFIX = ".superseded"  # appended to a later checkpoint left behind by --resume PATH
 RESUME_AUTO, RESUME_NONE = "auto", "none"
-LEGACY_PREFIX = "step_"  # accelerator.save_state directories of the earlier DBLM loop (module docstring)
 
 
 class MixedRunsError(CheckpointError):
@@ -75,13 +69,11 @@ class ResumeError(CheckpointError):
 
 @dataclass(frozen=True)
 class CheckpointSeries:
-    """The checkpoints of one run: files ``root/<prefix><step:07d><suffix>``, and with ``legacy_dirs``
-    also directories ``root/step_<step:07d>`` (module docstring)."""
+    """The checkpoints of one run: files ``root/<prefix><step:07d><suffix>`` (module docstring)."""
 
     root: Path
     prefix: str = "ckpt_"
     suffix: str = ".pth"
-    legacy_dirs: bool = False
 
     # ------------------------------------------------------------------ naming
     def name(self, step: int) -> str:
@@ -109,22 +101,13 @@ class CheckpointSeries:
         """Where the checkpoint of ``step`` is written before it is complete."""
         return self.root / (self.name(step) + TEMPORARY_SUFFIX)
 
-    def _is_legacy(self, path: Path) -> bool:
-        return self.legacy_dirs and path.is_dir() and _legacy_step(path.name) is not None
-
     # ------------------------------------------------------------------ listing
     def entries(self) -> List[Tuple[int, Path]]:
-        """(step, path) of the complete checkpoints under ``root``, by step (a file before a legacy
-        directory of the same step); empty if ``root`` does not exist."""
+        """(step, path) of the complete checkpoints under ``root``, by step; empty if ``root`` does not exist."""
         if not self.root.is_dir():
             return []
-        found = []
-        for path in self.root.iterdir():
-            if path.is_file() and self.parse_step(path.name) is not None:
-                found.append((self.parse_step(path.name), 0, path))
-            elif self._is_legacy(path):
-                found.append((_legacy_step(path.name), 1, path))
-        return [(step, path) for step, _, path in sorted(found)]
+        return sorted((self.parse_step(path.name), path) for path in self.root.iterdir()
+                      if path.is_file() and self.parse_step(path.name) is not None)
 
     def steps(self) -> List[int]:
         """Steps of the complete checkpoints under ``root``, ascending."""
@@ -165,14 +148,13 @@ class CheckpointSeries:
         kept = set(self.steps()[-keep:])
         old = [path for step, path in self.entries() if step not in kept]
         for path in old:
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
         return old
 
     # ------------------------------------------------------------------ resuming
     def resolve_resume(self, resume: str) -> Optional[Path]:
         """The checkpoint that ``--resume resume`` names, ``resume`` not ``auto`` (:meth:`newest_readable`):
-        ``none`` None, otherwise that path, which must be an existing file (or, with ``legacy_dirs``, a
-        ``step_XXXXXXX`` directory); :class:`ResumeError` if it is not."""
+        ``none`` None, otherwise that path, which must be an existing file; :class:`ResumeError` if it is not."""
         if resume == RESUME_AUTO:
             raise ValueError("resolve_resume does not take 'auto': newest_readable chooses that checkpoint")
         if resume == RESUME_NONE:
@@ -180,7 +162,7 @@ class CheckpointSeries:
         if not resume:
             raise ResumeError(resume, f"--resume takes '{RESUME_AUTO}', '{RESUME_NONE}' or a checkpoint file")
         path = Path(resume)
-        if not (path.is_file() or self._is_legacy(path)):
+        if not path.is_file():
             raise ResumeError(resume, f"--resume {resume}: no checkpoint file there")
         return path
 
@@ -200,7 +182,7 @@ class CheckpointSeries:
         """``read(path)`` of the newest checkpoint it can read; each newer one that raises
         :class:`CheckpointError` is renamed ``<name>.corrupt`` (:meth:`set_aside`) and named in one ``note``.
         None when no checkpoint is readable."""
-        for _, path in sorted(self.entries(), key=lambda entry: -entry[0]):  # stable: a file before a directory
+        for _, path in reversed(self.entries()):
             try:
                 return read(path)
             except CheckpointError as err:
@@ -225,15 +207,9 @@ class CheckpointSeries:
                                  "checkpoints with --resume PATH), or train into an empty folder")
 
 
-def _legacy_step(name: str) -> Optional[int]:
-    """The step of a legacy checkpoint directory name ``step_XXXXXXX``, or None."""
-    return CheckpointSeries(Path(), prefix=LEGACY_PREFIX, suffix="").parse_step(name)
-
-
-def run_checkpoints(folder: str | os.PathLike, legacy_dirs: bool = False) -> CheckpointSeries:
-    """The checkpoints of a run whose checkpoint folder is ``folder``: files ``ckpt_{step:07d}.pth``
-    (and, with ``legacy_dirs``, the earlier DBLM loop's ``step_{step:07d}`` directories)."""
-    return CheckpointSeries(Path(folder), legacy_dirs=legacy_dirs)
+def run_checkpoints(folder: str | os.PathLike) -> CheckpointSeries:
+    """The checkpoints of a run whose checkpoint folder is ``folder``: files ``ckpt_{step:07d}.pth``."""
+    return CheckpointSeries(Path(folder))
 
 
 # ---------------------------------------------------------------------------------------------- content
@@ -301,11 +277,9 @@ def main_process_writes(dist: DistInfo, write: Callable[[], None]) -> None:
 
 
 def read_training_state(path: Path) -> Dict[str, Any]:
-    """The content of a checkpoint file (or legacy directory, :func:`read_accelerate_state`);
-    CheckpointError naming the file if it cannot be read."""
+    """The content of a checkpoint file; CheckpointError naming the file if it cannot be read."""
     try:
-        state = read_accelerate_state(path) if path.is_dir() else torch.load(path, map_location="cpu",
-                                                                             weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure is reported with the file name
         raise unreadable(path, err) from None
     return {**state, "path": str(path)}
@@ -342,34 +316,6 @@ def _pick_resume(series: CheckpointSeries, resume: str) -> Optional[Dict[str, An
     state = read_training_state(path)
     series.supersede_after(int(state["step"]), note)
     return state
-
-
-def read_accelerate_state(folder: Path) -> Dict[str, Any]:
-    """A ``step_XXXXXXX`` directory of the earlier DBLM loop as this module's content: its
-    ``accelerator.save_state`` files ``model.safetensors``, ``optimizer.bin``, ``scaler.pt`` (fp16 only),
-    ``random_states_{process}.pkl`` and the registered objects ``custom_checkpoint_0.pkl`` (the EMA's
-    state dict) and ``custom_checkpoint_1.pkl`` ({"step": ...}). The RNG files hold numpy arrays and
-    tuples (pickles), so they are read with ``weights_only=False``: resume only from folders you trust."""
-    from safetensors.torch import load_file
-
-    def load(name: str, trusted: bool = True):
-        return torch.load(folder / name, map_location="cpu", weights_only=trusted)
-
-    rng = []
-    while (folder / f"random_states_{len(rng)}.pkl").is_file():
-        saved = load(f"random_states_{len(rng)}.pkl", trusted=False)
-        _, key, pos, has_gauss, gauss = saved["numpy_random_seed"]
-        version, words, py_gauss = saved["random_state"]
-        state = {"torch": saved["torch_manual_seed"],
-                 "numpy": {"key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
-                           "has_gauss": int(has_gauss), "gauss": float(gauss)},
-                 "python": {"version": version, "words": list(words), "gauss": py_gauss}}
-        if saved.get("torch_cuda_manual_seed"):
-            state["cuda"] = saved["torch_cuda_manual_seed"][0]
-        rng.append(state)
-    scaler = load("scaler.pt") if (folder / "scaler.pt").is_file() else {}
-    return {"step": int(load("custom_checkpoint_1.pkl")["step"]), "model": load_file(folder / "model.safetensors"),
-            "ema": load("custom_checkpoint_0.pkl"), "optimizer": load("optimizer.bin"), "scaler": scaler, "rng": rng}
 
 
 def restore_training_state(ckpt: Dict[str, Any], dist: DistInfo, *, model, ema, optimizer, scaler) -> bool:
