@@ -10,11 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import pytest
 
 from proc_helpers import run_process
 from tiny_setup import make_tiny_setup
-from utils.image_io import list_images, read_image
+from utils.image_io import list_images, read_image, write_image
 from utils.run_checkpoints import read_training_state
 
 TRAIN = [sys.executable, "main.py", "--cfg_path", "configs/training/tiny/swinir_tiny.yaml", "train.val_freq=100",
@@ -92,9 +93,10 @@ def tiny_config(tmp_path_factory, celeba_faces):
 
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory, real_lq_dir):
+    """Three real faces at the tiny model's size, so that each result is one small page of the tmpfs."""
     folder = tmp_path_factory.mktemp("faces")
     for path in list_images(real_lq_dir / "wider_like")[:3]:
-        shutil.copy(path, folder / path.name)
+        write_image(folder / f"{path.stem}.png", cv2.resize(read_image(path), (32, 32), interpolation=cv2.INTER_AREA))
     return folder
 
 
