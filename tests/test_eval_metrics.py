@@ -7,25 +7,19 @@ import math
 import cv2
 import numpy as np
 import pytest
-import torch
+from eval_weight_layouts import save_random_eval_weights
 
-from utils.arcface import ArcFaceIdentity, arcface_layout
+from utils.arcface import ArcFaceIdentity
 from utils.eval_weights import EVAL_WEIGHTS, WeightsError, find_weights
 from utils.feature_stats import feature_stats, frechet_distance
 from utils.image_io import read_image
-from utils.inception import FID_FEATURES, InceptionFeatures, inception_layout
-from utils.landmarks import AWING_POINTS, AWingLandmarks, DlibLandmarks, awing_layout, heatmap_points
+from utils.inception import FID_FEATURES, InceptionFeatures
+from utils.landmarks import AWING_POINTS, AWingLandmarks, DlibLandmarks, heatmap_points
 
 
 @pytest.fixture(scope="module")
 def weights_dir(tmp_path_factory):
-    """Random weights in the files' real layouts and names (AWing's wrapped in ``state_dict`` as released)."""
-    folder = tmp_path_factory.mktemp("metrics_weights")
-    torch.manual_seed(0)
-    torch.save(inception_layout().state_dict(), EVAL_WEIGHTS["fid_inception"].target(folder))
-    torch.save(arcface_layout().state_dict(), EVAL_WEIGHTS["arcface"].target(folder))
-    torch.save({"state_dict": awing_layout().state_dict()}, EVAL_WEIGHTS["awing"].target(folder))
-    return folder
+    return save_random_eval_weights(tmp_path_factory.mktemp("metrics_weights"))
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,11 @@ import sys
 
 import cv2
 import pytest
-import torch
+from eval_weight_layouts import save_random_eval_weights
 
 from tests.proc_helpers import run_checked
-from utils.arcface import arcface_layout
 from utils.eval_weights import EVAL_WEIGHTS
 from utils.image_io import read_image, write_image
-from utils.inception import inception_layout
-from utils.landmarks import awing_layout
 
 N_FACES = 4
 
@@ -62,12 +59,7 @@ def test_offline_two_folders_print_the_table_and_name_the_unavailable_metrics(fo
 
 @pytest.fixture(scope="module")
 def random_weights(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    torch.save(inception_layout().state_dict(), EVAL_WEIGHTS["fid_inception"].target(folder))
-    torch.save(arcface_layout().state_dict(), EVAL_WEIGHTS["arcface"].target(folder))
-    torch.save({"state_dict": awing_layout().state_dict()}, EVAL_WEIGHTS["awing"].target(folder))
-    return folder
+    return save_random_eval_weights(tmp_path_factory.mktemp("weights"))
 
 
 def test_every_metric_runs_with_weights_at_the_real_layouts(folders, random_weights, tmp_path):
