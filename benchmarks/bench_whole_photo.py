@@ -51,8 +51,8 @@ from data.face_composites import BACKGROUNDS, make_composite  # noqa: E402
 from data.photo_degradation import SETTINGS, degrade_photo  # noqa: E402
 from faces.align import PAD_VALUE, align_face  # noqa: E402
 from faces.identity import FaceIdentity  # noqa: E402
-from faces.paste import (FaceEstimate, FacePaste, PasteConfig, aware_paste, band_weights, face_estimates,  # noqa: E402
-                         face_to_upsampled, paste_face, paste_terms, soft_face_mask)
+from faces.paste import (FaceEstimate, FacePaste, PasteConfig, aware_paste, face_estimates,  # noqa: E402
+                         face_to_upsampled, paste_face, paste_terms, paste_weights, soft_face_mask)
 from inference.inputs import image_seed  # noqa: E402
 from sampler import FaceRestoreSampler  # noqa: E402
 from utils.image_io import img2tensor, tensor2img  # noqa: E402
@@ -300,7 +300,7 @@ def fit_candidates(base: PasteConfig, group: str) -> List[PasteConfig]:
 
 def interpolated_outputs(cases: List[Case], grids: np.ndarray, cfg: PasteConfig) -> np.ndarray:
     """(cases, 2): each face's PSNR and LPIPS at ``cfg``'s weights, interpolated on its :func:`grid_scores`."""
-    return np.array([_interp(grids[n], *band_weights(c.estimate, c.crop.shape[0], cfg)) for n, c in enumerate(cases)])
+    return np.array([_interp(grids[n], *paste_weights(c.estimate, c.crop.shape[0], cfg)) for n, c in enumerate(cases)])
 
 
 def pasted_outputs(cases: List[Case], scorer: Scorer, candidates: Sequence[PasteConfig]) -> np.ndarray:
@@ -308,7 +308,7 @@ def pasted_outputs(cases: List[Case], scorer: Scorer, candidates: Sequence[Paste
     candidates' w_m, which they share), each distinct (face, weights) pasted and scored once."""
     out = np.zeros((len(candidates), len(cases), 2))
     for n, c in enumerate(cases):
-        weights = [band_weights(c.estimate, c.crop.shape[0], cfg) for cfg in candidates]
+        weights = [paste_weights(c.estimate, c.crop.shape[0], cfg) for cfg in candidates]
         pasted = aware_paste(c.restored, c.crop, c.affine, c.estimate, candidates[0])
         mask, correction, high = paste_terms(c.lq_photo, pasted)
         correction, high = _region(mask * correction, c.box), _region(mask * high, c.box)
