@@ -13,7 +13,8 @@ compared with the HQ photo: PSNR (dB), LPIPS (alex), and the dlib identity dista
 
 ``--tune GROUP`` also scores each face on a grid of weights (w_c, w_h) (the output is linear in them, so
 each grid point costs one paste) and fits one group of ``faces.paste``'s parameters to it (``blur``: d_0,
-d_h, d_c, w_max; ``noise``: s_0, r_c, r_h), the others held at the config's values: the fit minimises the
+d_h, d_c, w_max; ``noise``: s_0, r_c, r_h; ``restorer``: d_0 and s_0 of another restorer, ``--opts
+sampler.method=...``), the others held at the config's values: the fit minimises the
 mean LPIPS of the face region over all cells, subject to the PSNR of every cell staying at least the
 input's minus ``--psnr_margin`` dB and its LPIPS at most the input's, and that not only on the tuning
 faces' means but in 95 % of each cell's subsets of as many faces as the evaluation has
@@ -262,7 +263,9 @@ FIT_GRIDS = {  # --tune GROUP: the parameters fitted together, the others held a
              "correction_max": (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)},
     "noise": {"clean_noise": tuple(v / 255 for v in (2.0, 2.5, 3.0, 3.5, 4.0, 1e3)),
               "correction_noise": tuple(v / 255 for v in (1.0, 2.0, 4.0)),
-              "high_band_noise": tuple(v / 255 for v in (1.0, 3.0, 1e9))}}
+              "high_band_noise": tuple(v / 255 for v in (1.0, 3.0, 1e9))},
+    "restorer": {"restorer_sigma_512": (5.6, 6.4, 7.2, 8.0, 8.8, 9.6, 10.4, 12.0),  # another restorer's d_0,
+                 "clean_noise": (3.5 / 255, 1e3 / 255)}}  # and whether its noise correction is taken
 FIT_DRAWS = 200        # subsets of EVAL_FACES faces drawn per cell (all of them when there are fewer)
 FIT_CONFIDENCE = 0.95  # share of a cell's subsets whose mean must meet the constraints
 
