@@ -264,8 +264,8 @@ FIT_GRIDS = {  # --tune GROUP: the parameters fitted together, the others held a
     "noise": {"clean_noise": tuple(v / 255 for v in (2.0, 2.5, 3.0, 3.5, 4.0, 1e3)),
               "correction_noise": tuple(v / 255 for v in (1.0, 2.0, 4.0)),
               "high_band_noise": tuple(v / 255 for v in (1.0, 3.0, 1e9))},
-    "restorer": {"restorer_sigma_512": (5.6, 6.4, 7.2, 8.0, 8.8, 9.6, 10.4, 12.0),  # another restorer's d_0,
-                 "clean_noise": (3.5 / 255, 1e3 / 255)}}  # and whether its noise correction is taken
+    "restorer": {"restorer_sigma_512": (5.6, 8.0, 8.8, 9.6, 10.4, 12.0, 16.0, 1e3),  # another restorer's d_0
+                 "clean_noise": (3.5 / 255, 1e3 / 255)}}  # and whether its noise correction is taken (1e3: never)
 FIT_DRAWS = 200        # subsets of EVAL_FACES faces drawn per cell (all of them when there are fewer)
 FIT_CONFIDENCE = 0.95  # share of a cell's subsets whose mean must meet the constraints
 

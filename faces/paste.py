@@ -84,7 +84,8 @@ blur d was estimated with.
 
 d_0, d_h, d_c (as sigma_512, in 512-pixel units), w_max, w_m, s_0, r_c and r_h (stds of [0, 1] values)
 are the ``paste`` section of the sampling config, measured on faces that are not the evaluation's
-(``benchmarks/bench_whole_photo.py``; docs/whole_photos.md). Each face's record names what the weights
+(``benchmarks/bench_whole_photo.py``; docs/whole_photos.md); ``paste.methods.<method>`` replaces them for
+one ``sampler.method`` (d_0 belongs to the restorer). Each face's record names what the weights
 did (:func:`paste_decision`): ``kept`` (w_c < 0.1, w_h > 0.9), ``restored`` (w_c >= 0.5) or ``partly``.
 A kept face is pasted with (w_c, w_h) = (0, 1) (:func:`paste_weights`): out = B, the input exactly, so a
 face judged clean is not moved by what would be the restorer's own error.
