@@ -428,7 +428,8 @@ HEADERS = ["face size", "degradation", "faces", "PSNR in", "PSNR classic", "PSNR
 
 
 def _paste_params(cfg) -> str:
-    return ", ".join(f"{key} {getattr(cfg, key):g}" for group in FIT_GRIDS.values() for key in group) + \
+    keys = dict.fromkeys(key for group in FIT_GRIDS.values() for key in group)  # each once, in order
+    return ", ".join(f"{key} {getattr(cfg, key):g}" for key in keys) + \
         f", misfit_weight {cfg.misfit_weight:g}"
 
 
