@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Sequence
 
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from faces.paste import PasteConfig, check_paste_config
 from models.solvers import SOLVERS
@@ -88,6 +88,10 @@ def load_sample_config(path, overrides: Optional[Sequence[str]] = None) -> DictC
     if not float(s.guidance.pad_sigma_512) >= 0:
         raise ConfigError(f"{path}: sampler.guidance.pad_sigma_512 = {s.guidance.pad_sigma_512}; must be >= 0")
     parse_eta(s.eta)
+    unknown = sorted(set(cfg.paste.methods) - set(METHODS))
+    if unknown:
+        raise ConfigError(f"{path}: paste.methods.{unknown[0]}: not a method; allowed: {', '.join(METHODS)}")
+    cfg.paste = OmegaConf.merge(cfg.paste, cfg.paste.methods.get(s.method, {}))  # this method's paste parameters
     try:
         check_paste_config(cfg.paste)
     except ValueError as err:

@@ -6,7 +6,7 @@
 Real faces in real backgrounds (``data.face_composites``) at 0.75x-5x the model's resolution, degraded by
 ``data.photo_degradation``, aligned with their true landmarks, restored once and pasted back both ways; the
 face region is scored against the HQ photo (PSNR, LPIPS, identity). ``--tune GROUP`` fits one group of
-``faces.paste``'s parameters (:func:`fit_parameters`) on faces other than the evaluation's (:func:`face_sources`).
+``faces.paste``'s parameters (``blur``, ``noise``, or ``restorer``: another method's d_0 and s_0; :func:`fit_parameters`) on faces other than the evaluation's (:func:`face_sources`).
 """
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ from data.face_composites import BACKGROUNDS, make_composite  # noqa: E402
 from data.photo_degradation import SETTINGS, degrade_photo  # noqa: E402
 from faces.align import PAD_VALUE, align_face  # noqa: E402
 from faces.identity import FaceIdentity  # noqa: E402
-from faces.paste import (FaceEstimate, FacePaste, PasteConfig, aware_paste, band_weights, face_estimates,  # noqa: E402
-                         face_to_upsampled, paste_face, paste_terms, soft_face_mask)
+from faces.paste import (FaceEstimate, FacePaste, PasteConfig, aware_paste, face_estimates,  # noqa: E402
+                         face_to_upsampled, paste_face, paste_terms, paste_weights, soft_face_mask)
 from inference.inputs import image_seed  # noqa: E402
 from sampler import FaceRestoreSampler  # noqa: E402
 from utils.image_io import img2tensor, tensor2img  # noqa: E402
@@ -247,7 +247,9 @@ FIT_GRIDS = {  # --tune GROUP: the parameters fitted together, the others held a
              "correction_max": (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)},
     "noise": {"clean_noise": tuple(v / 255 for v in (2.0, 2.5, 3.0, 3.5, 4.0, 1e3)),
               "correction_noise": tuple(v / 255 for v in (1.0, 2.0, 4.0)),
-              "high_band_noise": tuple(v / 255 for v in (1.0, 3.0, 1e9))}}
+              "high_band_noise": tuple(v / 255 for v in (1.0, 3.0, 1e9))},
+    "restorer": {"restorer_sigma_512": (5.6, 8.0, 8.8, 9.6, 10.4, 12.0, 16.0, 1e3),  # another restorer's d_0
+                 "clean_noise": (3.5 / 255, 1e3 / 255)}}  # and whether its noise correction is taken (1e3: never)
 FIT_DRAWS = 200        # subsets of EVAL_FACES faces drawn per cell (all of them when there are fewer)
 FIT_CONFIDENCE = 0.95  # share of a cell's subsets whose mean must meet the constraints
 
@@ -285,7 +287,7 @@ def fit_candidates(base: PasteConfig, group: str) -> List[PasteConfig]:
 
 def interpolated_outputs(cases: List[Case], grids: np.ndarray, cfg: PasteConfig) -> np.ndarray:
     """(cases, 2): each face's PSNR and LPIPS at ``cfg``'s weights, interpolated on its :func:`grid_scores`."""
-    return np.array([_interp(grids[n], *band_weights(c.estimate, c.crop.shape[0], cfg)) for n, c in enumerate(cases)])
+    return np.array([_interp(grids[n], *paste_weights(c.estimate, c.crop.shape[0], cfg)) for n, c in enumerate(cases)])
 
 
 def pasted_outputs(cases: List[Case], scorer: Scorer, candidates: Sequence[PasteConfig]) -> np.ndarray:
@@ -293,7 +295,7 @@ def pasted_outputs(cases: List[Case], scorer: Scorer, candidates: Sequence[Paste
     candidates' w_m, which they share), each distinct (face, weights) pasted and scored once."""
     out = np.zeros((len(candidates), len(cases), 2))
     for n, c in enumerate(cases):
-        weights = [band_weights(c.estimate, c.crop.shape[0], cfg) for cfg in candidates]
+        weights = [paste_weights(c.estimate, c.crop.shape[0], cfg) for cfg in candidates]
         pasted = aware_paste(c.restored, c.crop, c.affine, c.estimate, candidates[0])
         mask, correction, high = paste_terms(c.lq_photo, pasted)
         correction, high = _region(mask * correction, c.box), _region(mask * high, c.box)
@@ -410,7 +412,8 @@ HEADERS = ["face size", "degradation", "faces", "PSNR in", "PSNR classic", "PSNR
 
 
 def _paste_params(cfg) -> str:
-    return ", ".join(f"{key} {getattr(cfg, key):g}" for group in FIT_GRIDS.values() for key in group) + \
+    keys = dict.fromkeys(key for group in FIT_GRIDS.values() for key in group)  # each once, in order
+    return ", ".join(f"{key} {getattr(cfg, key):g}" for key in keys) + \
         f", misfit_weight {cfg.misfit_weight:g}"
 
 

@@ -14,13 +14,15 @@ H = B - U(D(B)) the high band the model cannot see.
     x_m = x_hat - (1 - w_m) (G_d x_hat - y)                              (back-projection, Irani & Peleg 1991)
 
 (:class:`FaceEstimate` holds d, s_y, nu.) d_0, d_h, d_c (sigma_512 units), w_max, w_m, s_0, r_c, r_h are the
-sampling config's ``paste`` section. Each face's record names what the weights did (:func:`paste_decision`):
-``kept`` (w_c < 0.1, w_h > 0.9), ``restored`` (w_c >= 0.5) or ``partly``.
+sampling config's ``paste`` section; ``paste.methods.<method>`` replaces them for one ``sampler.method`` (d_0
+belongs to the restorer). Each face's record names what the weights did (:func:`paste_decision`): ``kept``
+(w_c < 0.1, w_h > 0.9), ``restored`` (w_c >= 0.5) or ``partly``; a kept face is pasted with (w_c, w_h) = (0, 1)
+(:func:`paste_weights`), so it comes back as the input exactly.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -46,10 +48,19 @@ class PasteConfig:
     clean_noise: float = 0.013725       # s_0: the crop's finest-band noise level s_y on a clean face
     correction_noise: float = 0.007843  # r_c: w_c = w_max (1 - exp(-(e / d_c)^2 - (q / r_c)^2))
     high_band_noise: float = 0.003922   # r_h: w_h = exp(-(e / d_h)^2) (1 - nu (1 - exp(-(q / r_h)^2)))
+    methods: Dict[str, Dict[str, float]] = field(default_factory=dict)  # per sampler.method: entries above replaced
+
+
+METHOD_KEYS = ("restorer_sigma_512", "high_band_sigma_512", "correction_sigma_512", "correction_max", "misfit_weight",
+               "clean_noise", "correction_noise", "high_band_noise")  # what paste.methods.<method> may replace
 
 
 def check_paste_config(cfg) -> None:
     """ValueError naming the first bad entry of a ``paste`` section."""
+    for method, entries in cfg.methods.items():
+        unknown = sorted(set(entries) - set(METHOD_KEYS))
+        if unknown:
+            raise ValueError(f"paste.methods.{method}.{unknown[0]}: unknown; allowed: {', '.join(METHOD_KEYS)}")
     if cfg.mode not in PASTE_MODES:
         raise ValueError(f"paste.mode = {cfg.mode!r}; allowed: {', '.join(PASTE_MODES)}")
     for key in ("high_band_sigma_512", "correction_sigma_512", "correction_noise", "high_band_noise"):
@@ -86,6 +97,14 @@ def band_weights(estimate: FaceEstimate, resolution: int, cfg) -> Tuple[float, f
 
 
 DECISIONS = ("kept", "partly", "restored")
+KEPT_CORRECTION, KEPT_HIGH_BAND, RESTORED_CORRECTION = 0.1, 0.9, 0.5  # the decisions' thresholds on w_c, w_h
+
+
+def paste_weights(estimate: FaceEstimate, resolution: int, cfg) -> Tuple[float, float]:
+    """The (w_c, w_h) a face is pasted with: :func:`band_weights`, or (0, 1) where they judge it clean
+    (``kept``, module docstring), so that a kept face comes back as the input exactly."""
+    w_c, w_h = band_weights(estimate, resolution, cfg)
+    return (0.0, 1.0) if w_c < KEPT_CORRECTION and w_h > KEPT_HIGH_BAND else (w_c, w_h)
 
 
 def paste_decision(weights: Optional[Tuple[float, float]]) -> str:
@@ -93,9 +112,9 @@ def paste_decision(weights: Optional[Tuple[float, float]]) -> str:
     if weights is None:
         return "restored"
     w_c, w_h = weights
-    if w_c >= 0.5:
+    if w_c >= RESTORED_CORRECTION:
         return "restored"
-    return "kept" if w_c < 0.1 and w_h > 0.9 else "partly"
+    return "kept" if w_c < KEPT_CORRECTION and w_h > KEPT_HIGH_BAND else "partly"
 
 
 def degradation_estimates(restored: Sequence[np.ndarray], crops: Sequence[np.ndarray]) -> List[float]:
@@ -242,7 +261,7 @@ def split_bands(background: np.ndarray, affine: np.ndarray, face_size: int, upsc
 class FacePaste:
     """What pasting one face needs: the restoration to paste (x_hat for ``classic``, x_m of
     :func:`aware_paste` otherwise), the crop it was restored from, the 2x3 alignment (image -> face) and the
-    weights (w_c, w_h) of :func:`band_weights` (None: ``classic``)."""
+    weights (w_c, w_h) of :func:`paste_weights` (None: ``classic``)."""
 
     restored: np.ndarray
     crop: np.ndarray
@@ -290,9 +309,9 @@ def bicubic_upsample(img: np.ndarray, upscale: float) -> np.ndarray:
 def aware_paste(restored: np.ndarray, crop: np.ndarray, affine: np.ndarray, estimate: FaceEstimate, cfg
                 ) -> FacePaste:
     """The resolution-aware :class:`FacePaste` of one face of degradation ``estimate``: its misfit-weighted
-    restoration x_m and the weights of :func:`band_weights` (module docstring)."""
+    restoration x_m and the weights of :func:`paste_weights` (module docstring)."""
     weighted = misfit_weighted(restored, crop, estimate.blur, cfg.misfit_weight)
-    return FacePaste(weighted, crop, affine, band_weights(estimate, restored.shape[0], cfg), estimate)
+    return FacePaste(weighted, crop, affine, paste_weights(estimate, restored.shape[0], cfg), estimate)
 
 
 def face_pastes(photo: np.ndarray, restored: Sequence[np.ndarray], crops: Sequence[np.ndarray],

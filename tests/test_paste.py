@@ -13,7 +13,8 @@
   face's high band matches the share computed from the known noise field (the split is linear).
 * With the demo models (DynFaceRestore, its RM0 restorer alone, the zero-shot DBLM config) and the shipped
   paste section, a noise-only face is corrected (w_c > 0.5, closer to the HQ face) and a clean sharp face
-  is kept; an identity restorer leaves even a noisy photo as it was.
+  is kept exactly; through DifFace (its paste.methods section) both are kept; an identity restorer leaves
+  even a noisy photo as it was.
 * An aligned face larger than the model comes back at its own size (in the library and through the CLI).
 """
 from __future__ import annotations
@@ -32,10 +33,12 @@ from faces.align import align_face, estimate_similarity, face_template
 from data.photo_degradation import single_degradation
 from faces.paste import (FaceEstimate, FacePaste, PasteConfig, band_weights, bicubic_upsample, check_paste_config,
                          degradation_estimates, finest_band_noise, misfit_weighted, noise_share, paste_aligned,
-                         paste_decision, paste_face, restore_whole_image, split_bands)
+                         paste_decision, paste_face, paste_weights, restore_whole_image, split_bands)
 from inference.report import record_path
 from proc_helpers import REPO_ROOT
+from sample_config import load_sample_config
 from sampler import FaceRestoreSampler
+from utils.config import ConfigError
 from utils.image_io import img2tensor, read_image, tensor2img, write_image
 
 CROP = 64
@@ -214,9 +217,9 @@ def test_noise_share_of_the_high_band(faces_hq_dir, side, sigma):
     assert noise_share(photo, affine, CROP) < 0.1  # the clean photo: mostly detail
 
 
-@pytest.fixture(scope="module", params=[(DEMO_CONFIG, "dynfacerestore"), (DEMO_CONFIG, "rm0"),
+@pytest.fixture(scope="module", params=[(DEMO_CONFIG, "dynfacerestore"), (DEMO_CONFIG, "rm0"), (DEMO_CONFIG, "difface"),
                                         ("configs/sample/dynfacerestore_demo_public.yaml", "dynfacerestore")],
-                ids=["dynfacerestore", "rm0", "zero_shot"])
+                ids=["dynfacerestore", "rm0", "difface", "zero_shot"])
 def demo_sampler(request):
     config, method = request.param
     return FaceRestoreSampler.from_config(REPO_ROOT / config, [f"sampler.method={method}"])
@@ -236,18 +239,23 @@ def _face_psnr(img, ref, landmarks, side):
 
 
 def test_noisy_face_corrected_and_clean_sharp_face_kept(faces_hq_dir, demo_sampler):
+    """DifFace's demo correction costs PSNR even on noisy faces (docs/whole_photos.md): its config keeps them."""
     paste_cfg = demo_sampler.cfg.paste
     noisy_scene, landmarks = _scene(faces_hq_dir, side=96)
     noisy = single_degradation(noisy_scene, "noise", 12 / 255, np.random.default_rng(0))
     res = restore_whole_image(noisy, _KnownLandmarks(landmarks[None]), _restore_with(demo_sampler), CROP, 1, paste_cfg)
-    w_c, _ = res.pastes[0].weights
-    assert w_c > 0.5 and paste_decision(res.pastes[0].weights) == "restored"
-    assert _face_psnr(res.image, noisy_scene, landmarks, 96) > _face_psnr(noisy, noisy_scene, landmarks, 96) + 0.5
+    if demo_sampler.method == "difface":
+        assert paste_decision(res.pastes[0].weights) == "kept"
+        np.testing.assert_array_equal(res.image, noisy)
+    else:
+        w_c, _ = res.pastes[0].weights
+        assert w_c > 0.5 and paste_decision(res.pastes[0].weights) == "restored"
+        assert _face_psnr(res.image, noisy_scene, landmarks, 96) > _face_psnr(noisy, noisy_scene, landmarks, 96) + 0.5
 
     sharp, landmarks = _scene(faces_hq_dir, side=128)
     res = restore_whole_image(sharp, _KnownLandmarks(landmarks[None]), _restore_with(demo_sampler), CROP, 1, paste_cfg)
-    w_c, w_h = res.pastes[0].weights
-    assert w_c < 0.1 and w_h > 0.9 and paste_decision(res.pastes[0].weights) == "kept"
+    assert res.pastes[0].weights == (0.0, 1.0) and paste_decision(res.pastes[0].weights) == "kept"
+    np.testing.assert_array_equal(res.image, sharp)  # kept: the input exactly
 
 
 @pytest.mark.parametrize("side", [64, 192])
@@ -341,3 +349,28 @@ def test_misfit_weight_scales_only_what_the_blur_does_not_explain(sigma, w_m, se
 def test_bad_paste_config(key, value, match):
     with pytest.raises(ValueError, match=match):
         check_paste_config(PasteConfig(**{key: value}))
+    with pytest.raises(ValueError, match="unknown"):
+        check_paste_config(PasteConfig(methods={"difface": {"restorer_sigma": 1.0}}))
+
+
+def test_paste_parameters_per_method():
+    """paste.methods.<method> replaces the section's entries for that sampler.method only."""
+    overrides = ["paste.methods.rm0.restorer_sigma_512=7.5"]
+    rm0 = load_sample_config(REPO_ROOT / DEMO_CONFIG, overrides + ["sampler.method=rm0"]).paste
+    dyn = load_sample_config(REPO_ROOT / DEMO_CONFIG, overrides + ["sampler.method=dynfacerestore"]).paste
+    assert rm0.restorer_sigma_512 == 7.5 and dyn.restorer_sigma_512 == PasteConfig().restorer_sigma_512
+    assert rm0.high_band_sigma_512 == dyn.high_band_sigma_512
+    with pytest.raises(ConfigError, match="not a method"):
+        load_sample_config(REPO_ROOT / DEMO_CONFIG, ["paste.methods.gfpgan.restorer_sigma_512=1"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(d=st.floats(0, 3), noise=st.floats(0, 0.1), share=st.floats(0, 1), d_0=st.floats(0, 8),
+       resolution=st.sampled_from([64, 512]))
+def test_kept_faces_are_pasted_with_zero_one(d, noise, share, d_0, resolution):
+    """paste_weights is band_weights except where the decision is ``kept``: there (0, 1), the same decision."""
+    cfg = PasteConfig(restorer_sigma_512=d_0)
+    estimate = FaceEstimate(d, noise, share)
+    weights, pasted = band_weights(estimate, resolution, cfg), paste_weights(estimate, resolution, cfg)
+    assert paste_decision(pasted) == paste_decision(weights)
+    assert pasted == ((0.0, 1.0) if paste_decision(weights) == "kept" else weights)
