@@ -5,6 +5,7 @@
 
 Also runs as plain ``python inference_difface.py ...``; behaviour: ``inference/runner.py``.
 """
+
 import sys
 
 from inference.runner import main

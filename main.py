@@ -7,6 +7,7 @@ The YAML names its trainer class in ``trainer.target`` (e.g. ``trainers.diffusio
 and is validated against that class's ``config_schema``. Options, overrides and errors:
 :mod:`trainers.cli`; the loop and its checkpoints: :mod:`trainers.base`.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """Schema and loader of the sampling configs (configs/sample/*.yaml); the sampler itself is sampler.py."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,13 +19,13 @@ COMBINE_MODES = ("sharpest", "all")
 
 @dataclass
 class GuidanceConfig:
-    mode: str = "dgsa"          # none | global | dgsa  ("off" would parse as a YAML boolean)
-    lam: float = 0.05           # weight of ||x - x0_hat||^2 in the closed form (docs/method.md section 6)
-    global_scale: float = 1.0   # s when mode == global
-    combine: str = "sharpest"   # sharpest active level, or all active levels (sum of data terms)
-    dgsa_every: int = 1         # evaluate DGSA every N steps of an image, reuse its map in between
+    mode: str = "dgsa"  # none | global | dgsa  ("off" would parse as a YAML boolean)
+    lam: float = 0.05  # weight of ||x - x0_hat||^2 in the closed form (docs/method.md section 6)
+    global_scale: float = 1.0  # s when mode == global
+    combine: str = "sharpest"  # sharpest active level, or all active levels (sum of data terms)
+    dgsa_every: int = 1  # evaluate DGSA every N steps of an image, reuse its map in between
     pad_sigma_512: float = 32.0  # reflect padding = kernel radius of this sigma (512-px units) or more
-    reguide: bool = False       # guide again the x0 the update uses (after the solver); docs/steps.md
+    reguide: bool = False  # guide again the x0 the update uses (after the solver); docs/steps.md
 
 
 @dataclass
@@ -32,25 +33,26 @@ class CompileConfig:
     """``torch.compile`` of the UNet (docs/benchmarks.md). Shapes are static: the first call at a batch size
     compiles, and a mixed-start batch of ``--bs`` images meets at most ``--bs`` sizes (torch recompiles
     up to ``torch._dynamo.config.recompile_limit`` times, then runs that call uncompiled)."""
+
     enabled: bool = False
     backend: str = "inductor"
-    mode: Optional[str] = None   # inductor: default | reduce-overhead (CUDA graphs) | max-autotune | ...
+    mode: Optional[str] = None  # inductor: default | reduce-overhead (CUDA graphs) | max-autotune | ...
 
 
 @dataclass
 class SamplerConfig:
     method: str = "dynfacerestore"
-    start: str = "dsst"                 # dsst | fixed
-    fixed_start_index: int = 100        # respaced index of the fixed start (DifFace: 100 of ddim250)
-    eta: Any = "auto"                   # "auto" (per image, sigma_512 / eta_sigma_divisor) or a number
+    start: str = "dsst"  # dsst | fixed
+    fixed_start_index: int = 100  # respaced index of the fixed start (DifFace: 100 of ddim250)
+    eta: Any = "auto"  # "auto" (per image, sigma_512 / eta_sigma_divisor) or a number
     eta_sigma_divisor: float = 10.0
-    difface_eta: float = 0.5            # eta of the DifFace baseline when eta is "auto"
-    num_levels: Optional[int] = None    # use the first K DBLM levels (None: all)
+    difface_eta: float = 0.5  # eta of the DifFace baseline when eta is "auto"
+    num_levels: Optional[int] = None  # use the first K DBLM levels (None: all)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
-    solver: str = "ddim"                # ddim | dpmpp_2m: the x0 the DDIM update uses (models/solvers.py)
+    solver: str = "ddim"  # ddim | dpmpp_2m: the x0 the DDIM update uses (models/solvers.py)
     clip_denoised: bool = True
-    channels_last: bool = False         # UNet weights in channels_last memory format (docs/benchmarks.md)
-    x0_every: int = 0                   # keep x0 predictions every N steps in the intermediates (0: none)
+    channels_last: bool = False  # UNet weights in channels_last memory format (docs/benchmarks.md)
+    x0_every: int = 0  # keep x0 predictions every N steps in the intermediates (0: none)
     compile: CompileConfig = field(default_factory=CompileConfig)
 
 
@@ -62,6 +64,7 @@ class DSSTNode:
 @dataclass
 class SampleConfig:
     """Schema of configs/sample/*.yaml."""
+
     resolution: int = MISSING
     diffusion: ObjectNode = MISSING
     model: WeightsNode = MISSING
@@ -70,17 +73,20 @@ class SampleConfig:
     dsst: Optional[DSSTNode] = None
     dgsa: Optional[WeightsNode] = None
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    paste: PasteConfig = field(default_factory=PasteConfig)   # whole photos (faces.paste)
+    paste: PasteConfig = field(default_factory=PasteConfig)  # whole photos (faces.paste)
 
 
 def load_sample_config(path, overrides: Optional[Sequence[str]] = None) -> DictConfig:
     """Read and validate a sampling config; :class:`ConfigError` names a bad key or value."""
     cfg = load_config(path, SampleConfig, overrides)
     s = cfg.sampler
-    for name, value, allowed in (("sampler.method", s.method, METHODS), ("sampler.start", s.start, START_MODES),
-                                 ("sampler.guidance.mode", s.guidance.mode, GUIDANCE_MODES),
-                                 ("sampler.guidance.combine", s.guidance.combine, COMBINE_MODES),
-                                 ("sampler.solver", s.solver, SOLVERS)):
+    for name, value, allowed in (
+        ("sampler.method", s.method, METHODS),
+        ("sampler.start", s.start, START_MODES),
+        ("sampler.guidance.mode", s.guidance.mode, GUIDANCE_MODES),
+        ("sampler.guidance.combine", s.guidance.combine, COMBINE_MODES),
+        ("sampler.solver", s.solver, SOLVERS),
+    ):
         if value not in allowed:
             raise ConfigError(f"{path}: {name} = {value!r}; allowed: {', '.join(allowed)}")
     if int(s.guidance.dgsa_every) < 1:
@@ -101,8 +107,9 @@ def load_sample_config(path, overrides: Optional[Sequence[str]] = None) -> DictC
 
         backends = list_backends(exclude_tags=())
         if s.compile.backend not in backends:
-            raise ConfigError(f"{path}: sampler.compile.backend = {s.compile.backend!r}; "
-                              f"allowed: {', '.join(backends)}")
+            raise ConfigError(
+                f"{path}: sampler.compile.backend = {s.compile.backend!r}; allowed: {', '.join(backends)}"
+            )
     return cfg
 
 

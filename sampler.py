@@ -11,6 +11,7 @@ DynFaceRestore, per image:
 A batch may mix starts: the UNet runs only on started images (start + 1 evaluations each); one noise
 generator per image makes a result independent of its batch.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -21,7 +22,8 @@ import torch
 from omegaconf import DictConfig
 
 from DiffBIR.dblm import DBLM
-from DiffBIR.zero_shot import KIND as ZERO_SHOT, ZeroShotDBLM
+from DiffBIR.zero_shot import KIND as ZERO_SHOT
+from DiffBIR.zero_shot import ZeroShotDBLM
 from models.dsst import DSSTTable
 from models.guidance import LevelSpectra, Scale, batch_pad, blend
 from models.solvers import MultistepX0
@@ -33,10 +35,10 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat
 
 WEIGHT_HINTS = {
     "model": "the DifFace prior iddpm_ffhq512_ema500000.pth (DifFace release V1.0) belongs at the ckpt_path "
-             "of the config's model section: `python scripts/download_weights.py` fetches it (weights/README.md)",
+    "of the config's model section: `python scripts/download_weights.py` fetches it (weights/README.md)",
     "restorer": "the DifFace restorer swinir_restoration512_L1.pth (DifFace release V1.0) belongs at the "
-                "ckpt_path of the config's restorer section: `python scripts/download_weights.py` fetches it "
-                "(weights/README.md)",
+    "ckpt_path of the config's restorer section: `python scripts/download_weights.py` fetches it "
+    "(weights/README.md)",
     "dgsa": "train DGSA with `torchrun main.py --cfg_path configs/training/uncertainty.yaml` (README, training)",
 }
 
@@ -44,16 +46,17 @@ WEIGHT_HINTS = {
 @dataclass
 class SampleOutput:
     """Restored images (N,C,H,W in [-1,1]) and what each image went through."""
+
     images: torch.Tensor
-    start_index: torch.Tensor            # (N,) respaced start index
-    start_t: torch.Tensor                # (N,) original timestep of the start
-    nfe: torch.Tensor                    # (N,) UNet evaluations spent on each image
-    eta: torch.Tensor                    # (N,)
-    sigma_hat: Optional[torch.Tensor] = None     # (N,) DBLM estimate
-    sigmas: Optional[torch.Tensor] = None        # (N,K) level sigmas
-    level_t: Optional[torch.Tensor] = None       # (N,K) DSST step of every level
+    start_index: torch.Tensor  # (N,) respaced start index
+    start_t: torch.Tensor  # (N,) original timestep of the start
+    nfe: torch.Tensor  # (N,) UNet evaluations spent on each image
+    eta: torch.Tensor  # (N,)
+    sigma_hat: Optional[torch.Tensor] = None  # (N,) DBLM estimate
+    sigmas: Optional[torch.Tensor] = None  # (N,K) level sigmas
+    level_t: Optional[torch.Tensor] = None  # (N,K) DSST step of every level
     levels: Optional[List[torch.Tensor]] = None  # K tensors (N,C,H,W): blurred images y'_k
-    source: Optional[torch.Tensor] = None        # the image that was diffused (RM0 output or y'_1)
+    source: Optional[torch.Tensor] = None  # the image that was diffused (RM0 output or y'_1)
     guidance_map: Optional[torch.Tensor] = None  # (N,1,H,W) mean scale s over the guided steps
     x0_history: List[Dict[str, torch.Tensor]] = field(default_factory=list)
 
@@ -62,14 +65,15 @@ class SampleOutput:
 class SamplerStep:
     """What a per-step callback of :meth:`FaceRestoreSampler.restore` receives, after the step from
     respaced ``index`` to ``index - 1`` (one UNet evaluation of each image in ``images``)."""
-    index: int                           # respaced index of the step
-    t: int                               # its original timestep
-    images: torch.Tensor                 # (M,) positions in the batch of the images that ran the step
-    x_t: torch.Tensor                    # (M,C,H,W) their samples before the step
-    x0_prior: torch.Tensor               # the prior's clipped x0 prediction
-    x0: torch.Tensor                     # the guided x0 (the prior's without guidance), before the solver
+
+    index: int  # respaced index of the step
+    t: int  # its original timestep
+    images: torch.Tensor  # (M,) positions in the batch of the images that ran the step
+    x_t: torch.Tensor  # (M,C,H,W) their samples before the step
+    x0_prior: torch.Tensor  # the prior's clipped x0 prediction
+    x0: torch.Tensor  # the guided x0 (the prior's without guidance), before the solver
     guidance_map: Optional[torch.Tensor]  # (M,1,H,W) the scale s of this step; None without guidance
-    sample: torch.Tensor                 # their samples after the step
+    sample: torch.Tensor  # their samples after the step
 
 
 StepCallback = Callable[[SamplerStep], None]
@@ -98,8 +102,11 @@ class FaceRestoreSampler:
         self.timestep_map = self.diffusion.on_device("timestep_map", self.device)
         self.model = build_model(cfg.model, self.device, WEIGHT_HINTS["model"])
         if precision != "fp32" and self.device.type != "cuda":
-            warnings.warn(f"precision {precision} ignored: half precision runs on CUDA only; sampling in float32 "
-                          f"on the {self.device.type}", stacklevel=2)
+            warnings.warn(
+                f"precision {precision} ignored: half precision runs on CUDA only; sampling in float32 "
+                f"on the {self.device.type}",
+                stacklevel=2,
+            )
             precision = "fp32"
         self.precision = precision
         if precision != "fp32":
@@ -115,8 +122,11 @@ class FaceRestoreSampler:
             self.model.to(memory_format=torch.channels_last)
         compile_cfg = self.scfg.compile
         # what sampling calls: the UNet, or its compiled form (compiled lazily, on the first call per batch size)
-        self.denoiser = torch.compile(self.model, backend=compile_cfg.backend, mode=compile_cfg.mode,
-                                      dynamic=False) if compile_cfg.enabled else self.model
+        self.denoiser = (
+            torch.compile(self.model, backend=compile_cfg.backend, mode=compile_cfg.mode, dynamic=False)
+            if compile_cfg.enabled
+            else self.model
+        )
 
     @classmethod
     def from_config(cls, path, overrides: Optional[Sequence[str]] = None, device="cpu", precision="fp32"):
@@ -144,8 +154,9 @@ class FaceRestoreSampler:
 
     # ------------------------------------------------------------------ public API
     @torch.no_grad()
-    def restore(self, lq: torch.Tensor, seeds: Sequence[int], eta: Any = None,
-                callback: Optional[StepCallback] = None) -> SampleOutput:
+    def restore(
+        self, lq: torch.Tensor, seeds: Sequence[int], eta: Any = None, callback: Optional[StepCallback] = None
+    ) -> SampleOutput:
         """Restore ``lq`` ((N,3,R,R) in [-1,1]) with one seed per image; ``eta`` overrides the config,
         ``callback(step)`` gets a :class:`SamplerStep` after every step."""
         if lq.ndim != 4 or lq.shape[1] != 3 or tuple(lq.shape[-2:]) != (self.resolution, self.resolution):
@@ -166,8 +177,14 @@ class FaceRestoreSampler:
         restored = self.restorer.restore(lq).clamp(-1, 1)
         n = lq.shape[0]
         none = torch.full((n,), -1, dtype=torch.long, device=self.device)
-        return SampleOutput(images=restored, start_index=none, start_t=none, nfe=torch.zeros_like(none),
-                            eta=torch.zeros(n, device=self.device), source=restored)
+        return SampleOutput(
+            images=restored,
+            start_index=none,
+            start_t=none,
+            nfe=torch.zeros_like(none),
+            eta=torch.zeros(n, device=self.device),
+            source=restored,
+        )
 
     def _restore_difface(self, lq, gens, fixed_eta, callback) -> SampleOutput:
         source = self.restorer.restore(lq).clamp(-1, 1)
@@ -190,8 +207,9 @@ class FaceRestoreSampler:
         if self.scfg.start == "dsst":
             start = self.dsst.respaced_index(level_t[:, 0], self.timestep_map)
         else:
-            start = torch.full((n,), self._check_index(self.scfg.fixed_start_index), dtype=torch.long,
-                               device=self.device)
+            start = torch.full(
+                (n,), self._check_index(self.scfg.fixed_start_index), dtype=torch.long, device=self.device
+            )
         if fixed_eta is None:
             eta = auto_eta(levels_out.sigma_hat.float(), self.resolution, self.scfg.eta_sigma_divisor)
         else:
@@ -199,14 +217,20 @@ class FaceRestoreSampler:
         guide = None if self.scfg.guidance.mode == "none" else _Guide(self, levels, sigmas, level_t)
         out = self._sample(levels[0], start, eta, gens, guide, callback)
         out.sigma_hat, out.sigmas, out.level_t, out.levels, out.source = (
-            levels_out.sigma_hat, sigmas, level_t, levels, levels[0])
+            levels_out.sigma_hat,
+            sigmas,
+            level_t,
+            levels,
+            levels[0],
+        )
         if guide is not None:
             out.guidance_map = guide.mean_map(out.nfe)
         return out
 
     # ------------------------------------------------------------------ the shared loop
-    def _sample(self, source, start, eta, gens, guide: Optional["_Guide"],
-                callback: Optional[StepCallback]) -> SampleOutput:
+    def _sample(
+        self, source, start, eta, gens, guide: Optional["_Guide"], callback: Optional[StepCallback]
+    ) -> SampleOutput:
         """DDIM from each image's own ``start`` (respaced index) down to 0 (module docstring). The images that
         run a step are chosen on the host from the start indices, read once: no device synchronisation."""
         n, starts, every = source.shape[0], start.tolist(), int(self.scfg.x0_every)
@@ -233,11 +257,26 @@ class FaceRestoreSampler:
             if every > 0 and i % every == 0:
                 history.append({"index": i, "images": idx.cpu(), "x0": x0.float().cpu()})
             if callback is not None:
-                callback(SamplerStep(index=i, t=int(self.timestep_map[i]), images=idx, x_t=x_t, x0_prior=x0_prior,
-                                     x0=x0, guidance_map=None if guide is None else guide.step_map(idx),
-                                     sample=sample))
-        return SampleOutput(images=x.clamp(-1, 1), start_index=start, start_t=self.timestep_map[start], nfe=nfe,
-                            eta=eta, x0_history=history)
+                callback(
+                    SamplerStep(
+                        index=i,
+                        t=int(self.timestep_map[i]),
+                        images=idx,
+                        x_t=x_t,
+                        x0_prior=x0_prior,
+                        x0=x0,
+                        guidance_map=None if guide is None else guide.step_map(idx),
+                        sample=sample,
+                    )
+                )
+        return SampleOutput(
+            images=x.clamp(-1, 1),
+            start_index=start,
+            start_t=self.timestep_map[start],
+            nfe=nfe,
+            eta=eta,
+            x0_history=history,
+        )
 
     def _noise(self, gens, indices, shape) -> torch.Tensor:
         return torch.stack([torch.randn(tuple(shape), generator=gens[j], device=self.device) for j in indices])
@@ -250,8 +289,9 @@ class FaceRestoreSampler:
 
     def _check_index(self, index: int) -> int:
         if not 0 <= int(index) < self.timestep_map.numel():
-            raise ConfigError(f"sampler.fixed_start_index = {index} outside [0, {self.timestep_map.numel() - 1}] "
-                              f"for this respacing")
+            raise ConfigError(
+                f"sampler.fixed_start_index = {index} outside [0, {self.timestep_map.numel() - 1}] for this respacing"
+            )
         return int(index)
 
 
@@ -307,8 +347,15 @@ class _Guide:
             return self.spectra.solve(x0, self.active[index, idx].float(), self.lam, idx)
         return self.spectra.solve_level(x0, self.sharpest[index, idx], self.lam, idx)
 
-    def scale(self, x0_hat: torch.Tensor, x0_tilde: torch.Tensor, idx: torch.Tensor, index: int,
-              t_orig: torch.Tensor, fresh: Sequence[int]) -> Scale:
+    def scale(
+        self,
+        x0_hat: torch.Tensor,
+        x0_tilde: torch.Tensor,
+        idx: torch.Tensor,
+        index: int,
+        t_orig: torch.Tensor,
+        fresh: Sequence[int],
+    ) -> Scale:
         """s of the images ``idx``: the global scale, or their last DGSA maps (M,1,H,W), made anew for the
         positions ``fresh`` of ``idx`` (:meth:`due`); a new map serves its image's next min(every, index + 1)
         steps."""
@@ -317,8 +364,9 @@ class _Guide:
         if fresh:
             pick = self.index(fresh) if len(fresh) < idx.numel() else slice(None)
             images = idx[pick]
-            new = self.sampler.dgsa.guidance_scale(x0_hat.float()[pick], x0_tilde[pick],
-                                                   self.levels[images, self.sharpest[index, images]], t_orig[pick])
+            new = self.sampler.dgsa.guidance_scale(
+                x0_hat.float()[pick], x0_tilde[pick], self.levels[images, self.sharpest[index, images]], t_orig[pick]
+            )
             self.last_map[images] = new
             self.map_sum[images] += min(self.every, index + 1) * new
         return self.last_map[idx]
@@ -328,7 +376,7 @@ class _Guide:
         ``index`` differs from the one at ``index + 1`` (the guided x0 jumps there)."""
         if index + 1 >= self.sharpest_host.shape[0]:
             return torch.zeros(len(images), dtype=torch.bool)
-        rows = self.sharpest_host[index:index + 2, list(images)]
+        rows = self.sharpest_host[index : index + 2, list(images)]
         return rows[0] != rows[1]
 
     def step_map(self, idx: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ The config's ``trainer.target`` (TrainerTM or TrainerRM) selects the network. Th
 options and errors: trainers/cli.py; checkpoints in <save_dir>/checkpoints and the exported EMA weights
 <save_dir>/ema_final.pth: trainers/dblm.py.
 """
+
 from __future__ import annotations
 
 import argparse

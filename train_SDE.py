@@ -5,6 +5,7 @@
 The trainer: trainers/sde.py; options and errors: trainers/cli.py; checkpoints in <save_dir>/checkpoints
 and the exported EMA weights <save_dir>/ema_final.pth: trainers/dblm.py.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -8,6 +8,7 @@
 Levels at the floor ``sigma_min`` repeat the previous one (RM not evaluated); ``sigma_hat`` is returned
 unclamped, images clamped to [-1, 1].
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -83,8 +84,15 @@ class LevelSchedule(nn.Module):
 class DBLM(LevelSchedule):
     """SDE + TM + RM (module docstring); ``num_levels``, ``rho``, ``sigma_min_512`` as in :class:`LevelSchedule`."""
 
-    def __init__(self, sde: nn.Module, tm: nn.Module, rm: nn.Module, num_levels: int = 3, rho: float = 0.75,
-                 sigma_min_512: float = 0.5):
+    def __init__(
+        self,
+        sde: nn.Module,
+        tm: nn.Module,
+        rm: nn.Module,
+        num_levels: int = 3,
+        rho: float = 0.75,
+        sigma_min_512: float = 0.5,
+    ):
         super().__init__(num_levels, rho, sigma_min_512)
         self.sde, self.tm, self.rm = sde, tm, rm
 
@@ -96,8 +104,10 @@ class DBLM(LevelSchedule):
         for a bad checkpoint."""
         kind = node.get("kind", "learned")
         if kind != "learned":
-            raise ConfigError(f"dblm config: kind {kind!r} has no networks to load here; allowed: learned "
-                              "(a zero_shot DBLM is built by DiffBIR.zero_shot.ZeroShotDBLM from the restorer)")
+            raise ConfigError(
+                f"dblm config: kind {kind!r} has no networks to load here; allowed: learned "
+                "(a zero_shot DBLM is built by DiffBIR.zero_shot.ZeroShotDBLM from the restorer)"
+            )
         cfg = merge_section(DBLMConfig, node)
         missing = sorted(OmegaConf.missing_keys(cfg))
         if missing:
@@ -106,8 +116,12 @@ class DBLM(LevelSchedule):
         for name, script in (("sde", "train_SDE.py"), ("tm", "train_DBLM.py"), ("rm", "train_DBLM.py")):
             sub: DictConfig = cfg[name]
             net = instantiate(OmegaConf.create({"target": sub.target, "params": sub.params}))
-            nets[name] = load_checkpoint(net, resolve_path(sub.ckpt_path), strict=True,
-                                         hint=f"'{name}.ckpt_path' should be the ema_final.pth written by {script}")
+            nets[name] = load_checkpoint(
+                net,
+                resolve_path(sub.ckpt_path),
+                strict=True,
+                hint=f"'{name}.ckpt_path' should be the ema_final.pth written by {script}",
+            )
         model = cls(nets["sde"], nets["tm"], nets["rm"], cfg.num_levels, cfg.rho, cfg.sigma_min_512)
         return model.to(device).eval() if device is not None else model.eval()
 

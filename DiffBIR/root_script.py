@@ -1,5 +1,6 @@
 """Run a script of the repository's root from inside DiffBIR/, where the paper's README runs its training:
 ``cd DiffBIR && accelerate launch train_SDE.py --config configs/train/train_SDE.yaml`` (likewise train_DBLM.py)."""
+
 import runpy
 import sys
 from pathlib import Path

@@ -2,6 +2,7 @@
 
 A residual CNN (stride-1 stem, strided stages, global average pool, two-layer MLP) predicting log sigma.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -30,8 +31,13 @@ class SigmaEstimator(nn.Module):
     """CNN regressor of log sigma: stages of ``blocks_per_stage`` residual blocks (stride 2 from stage 1), output
     bias ``log_sigma_init``."""
 
-    def __init__(self, in_chans: int = 3, channels: Sequence[int] = (32, 64, 128, 256),
-                 blocks_per_stage: int = 1, log_sigma_init: float = 0.0):
+    def __init__(
+        self,
+        in_chans: int = 3,
+        channels: Sequence[int] = (32, 64, 128, 256),
+        blocks_per_stage: int = 1,
+        log_sigma_init: float = 0.0,
+    ):
         super().__init__()
         channels = list(channels)
         if not channels:

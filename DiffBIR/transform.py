@@ -5,6 +5,7 @@ images stacked on channels, conditioned on one constant map c = sigma_512 / sigm
 output ``base + 2 (f - m)`` (base y for TM, y_blur for RM; m SwinIR's output mean), else 2 f - 1.
 :meth:`SigmaConditionedSwinIR.warm_start` copies a trained RM0 so that TM(y, sigma) = RM0(y) for every sigma.
 """
+
 from __future__ import annotations
 
 from typing import Mapping, Optional, Union
@@ -35,18 +36,22 @@ class SigmaConditionedSwinIR(nn.Module):
     """SwinIR on ``num_inputs`` stacked RGB images conditioned on c = sigma_512 / ``sigma_scale_512`` (module
     docstring); ``swinir``: SwinIR's arguments but the channel counts; ``residual``: predict the change."""
 
-    def __init__(self, num_inputs: int, swinir: Optional[dict] = None, sigma_scale_512: float = 16.0,
-                 residual: bool = True):
+    def __init__(
+        self, num_inputs: int, swinir: Optional[dict] = None, sigma_scale_512: float = 16.0, residual: bool = True
+    ):
         super().__init__()
         swinir = dict(swinir or {})
         reserved = sorted(set(swinir) & set(_RESERVED))
         if reserved:
-            raise ValueError(f"{type(self).__name__}: swinir parameters {reserved} are set by the wrapper; "
-                             "remove them from the config")
+            raise ValueError(
+                f"{type(self).__name__}: swinir parameters {reserved} are set by the wrapper; "
+                "remove them from the config"
+            )
         if sigma_scale_512 <= 0:
             raise ValueError(f"sigma_scale_512 must be > 0, got {sigma_scale_512}")
-        self.backbone = SwinIR(in_chans=IMAGE_CHANNELS * num_inputs, out_chans=IMAGE_CHANNELS,
-                               cond_channels=1, **swinir)
+        self.backbone = SwinIR(
+            in_chans=IMAGE_CHANNELS * num_inputs, out_chans=IMAGE_CHANNELS, cond_channels=1, **swinir
+        )
         self.num_inputs = num_inputs
         self.sigma_scale_512 = float(sigma_scale_512)
         self.residual = residual
@@ -69,16 +74,18 @@ class SigmaConditionedSwinIR(nn.Module):
         per_image = (conv.in_channels - self.backbone.cond_channels) // self.num_inputs
         if weight is None or bias is None or weight.shape != (conv.out_channels, per_image, *conv.kernel_size):
             got = None if weight is None else tuple(weight.shape)
-            raise ValueError(f"the restorer's {prefix}weight must have shape "
-                             f"{(conv.out_channels, per_image, *conv.kernel_size)} (a SwinIR on one RGB image "
-                             f"of this backbone's size), got {got}")
-        scale = self.backbone.unshuffle_scale ** 2
+            raise ValueError(
+                f"the restorer's {prefix}weight must have shape "
+                f"{(conv.out_channels, per_image, *conv.kernel_size)} (a SwinIR on one RGB image "
+                f"of this backbone's size), got {got}"
+            )
+        scale = self.backbone.unshuffle_scale**2
         # Unshuffled channel j of an RGB image comes from colour j // scale.
-        own_mean = self.backbone.mean.flatten()[image * IMAGE_CHANNELS:(image + 1) * IMAGE_CHANNELS]
+        own_mean = self.backbone.mean.flatten()[image * IMAGE_CHANNELS : (image + 1) * IMAGE_CHANNELS]
         rgb_mean = SwinIR._channel_mean(IMAGE_CHANNELS).flatten()
         shift = ((rgb_mean - own_mean) * self.backbone.img_range).repeat_interleave(scale)
         new_weight = torch.zeros_like(conv.weight)
-        new_weight[:, image * per_image:(image + 1) * per_image] = weight
+        new_weight[:, image * per_image : (image + 1) * per_image] = weight
         state = dict(restorer)
         state[prefix + "weight"] = new_weight
         state[prefix + "bias"] = (bias.double() - torch.einsum("oikl,i->o", weight.double(), shift.double())).float()

@@ -5,6 +5,7 @@
 Composites of ``data.face_composites``. Reference rows: the true landmarks, and each detector on the source
 faces alone (the "floor"). ``--write`` appends the report to docs/face_detection.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,19 @@ def main(argv=None) -> int:
     composites = standard_composites(_shared(FFHQ), _shared(CELEBREF), args.images, args.seed)
     total = sum(len(c.faces) for c in composites)
     truth = [score_detections(c, np.stack([f.landmarks for f in c.faces]), args.crop) for c in composites]
-    rows = [["true landmarks", f"{total}/{total}", 0, 0.0, 0.0, np.mean([v for s in truth for v in s.crop_psnrs]),
-             "-", "-", "-"]]
+    rows = [
+        [
+            "true landmarks",
+            f"{total}/{total}",
+            0,
+            0.0,
+            0.0,
+            np.mean([v for s in truth for v in s.crop_psnrs]),
+            "-",
+            "-",
+            "-",
+        ]
+    ]
     for name in args.detectors:
         det = build_detector(name)
         start = time.perf_counter()
@@ -64,15 +76,44 @@ def main(argv=None) -> int:
         err = np.array([v for s in scores for v in s.landmark_errors])
         ps = np.array([v for s in scores for v in s.crop_psnrs])
         floor_err, floor_psnr = floor_row(det, composites, args.crop)
-        rows.append([name, f"{sum(s.found for s in scores)}/{total}", sum(s.false_alarms for s in scores),
-                     float(np.nanmean(err)), float(np.nanmax(err)), float(np.nanmean(ps)), floor_err, floor_psnr,
-                     round(seconds, 2)])
-    table = markdown_table(["landmarks from", "faces found", "false alarms", "mean error (px @512)",
-                            "worst error", f"crop PSNR @{args.crop} (dB)", "floor: error", "floor: crop PSNR",
-                            "s / image"], rows)
-    report("Offline face detection on composites", ["benchmarks.bench_face_detection"] + list(sys.argv[1:] if argv is None else argv),
-           [table], notes=[f"{len(composites)} composites ({total} faces), backgrounds 1080x720, faces 140-260 px, "
-                           f"angles up to 30 degrees, seed {args.seed}"], write=args.write, path=DOC)
+        rows.append(
+            [
+                name,
+                f"{sum(s.found for s in scores)}/{total}",
+                sum(s.false_alarms for s in scores),
+                float(np.nanmean(err)),
+                float(np.nanmax(err)),
+                float(np.nanmean(ps)),
+                floor_err,
+                floor_psnr,
+                round(seconds, 2),
+            ]
+        )
+    table = markdown_table(
+        [
+            "landmarks from",
+            "faces found",
+            "false alarms",
+            "mean error (px @512)",
+            "worst error",
+            f"crop PSNR @{args.crop} (dB)",
+            "floor: error",
+            "floor: crop PSNR",
+            "s / image",
+        ],
+        rows,
+    )
+    report(
+        "Offline face detection on composites",
+        ["benchmarks.bench_face_detection"] + list(sys.argv[1:] if argv is None else argv),
+        [table],
+        notes=[
+            f"{len(composites)} composites ({total} faces), backgrounds 1080x720, faces 140-260 px, "
+            f"angles up to 30 degrees, seed {args.seed}"
+        ],
+        write=args.write,
+        path=DOC,
+    )
     return 0
 
 

@@ -5,6 +5,7 @@
 End to end (methods round-robin, batch 1), composed at ddim250 from timed components (as
 ``benchmarks.bench_steps``), and peak memory per batch size in child processes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,10 +28,16 @@ def _samplers(wd: Path, args, sampler: Optional[dict] = None):
     from sampler import FaceRestoreSampler, load_sample_config
 
     faces = common.default_faces(common.NUM_DSST_FACES)
-    dfr, dif = (FaceRestoreSampler(load_sample_config(common.make_setup(wd, args.resolution, faces, args.respacing,
-                                                                        method=method, sampler=sampler)),
-                                   device=args.device, precision=args.precision)
-                for method in ("dynfacerestore", "difface"))
+    dfr, dif = (
+        FaceRestoreSampler(
+            load_sample_config(
+                common.make_setup(wd, args.resolution, faces, args.respacing, method=method, sampler=sampler)
+            ),
+            device=args.device,
+            precision=args.precision,
+        )
+        for method in ("dynfacerestore", "difface")
+    )
     dif.model, dif.denoiser = dfr.model, dfr.denoiser  # one copy of the prior (and of its compiled form)
     return dfr, dif, faces
 
@@ -40,7 +47,9 @@ def _compiled_samplers(wd: Path, args, chosen):
     restore of the first chosen face, which compiles the UNet at batch 1."""
     from models.dsst_build import load_faces
 
-    dfr, dif, _ = _samplers(wd, args, {"compile": {"enabled": True, "backend": args.compile, "mode": args.compile_mode}})
+    dfr, dif, _ = _samplers(
+        wd, args, {"compile": {"enabled": True, "backend": args.compile, "mode": args.compile_mode}}
+    )
     lq = load_faces([chosen[0][0]], args.resolution).to(args.device)
     common.set_sde_sigma(dfr, chosen[0][1] * args.resolution / 512.0)
     first = {}
@@ -71,7 +80,7 @@ def _mixed_set(wd: Path, args):
 
 def _end_to_end_faces(mixed, args):
     """The first ``--e2e-per-third`` faces of each third of the mixed set."""
-    return [m for sev in SEVERITY for m in [x for x in mixed if x[2] == sev][:args.e2e_per_third]]
+    return [m for sev in SEVERITY for m in [x for x in mixed if x[2] == sev][: args.e2e_per_third]]
 
 
 def _end_to_end(samplers, mixed, args):
@@ -83,6 +92,7 @@ def _end_to_end(samplers, mixed, args):
     for i, (path, s512, sev) in enumerate(chosen):
         lq = load_faces([path], args.resolution).to(args.device)
         for label, smp in samplers.items():
+
             def run(smp=smp, lq=lq, key=(label, i), sig_px=s512 * args.resolution / 512.0):
                 if smp.dblm is not None:
                     common.set_sde_sigma(smp, sig_px)
@@ -94,8 +104,18 @@ def _end_to_end(samplers, mixed, args):
     for (method, i), ts in times.items():
         out, m = info[(method, i)], common.median(ts)
         per_method[method].append(m)
-        rows.append([chosen[i][2], f"{chosen[i][1]:.2f}", method, int(out.start_index[0]), int(out.start_t[0]),
-                     int(out.nfe[0]), m, common.spread(ts)])
+        rows.append(
+            [
+                chosen[i][2],
+                f"{chosen[i][1]:.2f}",
+                method,
+                int(out.start_index[0]),
+                int(out.start_t[0]),
+                int(out.nfe[0]),
+                m,
+                common.spread(ts),
+            ]
+        )
     mean = {k: sum(v) / len(v) for k, v in per_method.items()}
     return rows, mean
 
@@ -124,14 +144,19 @@ def _components(dfr, dif, mixed, args):
         def step(guided, fresh=()):
             return common.guided_step(dfr, guide if guided else None, stub, x_t, t, 0.5, fresh=fresh)
 
-        times = common.interleaved({
-            "RM0 (DifFace)": lambda: dif.restorer.restore(lq),
-            "DBLM (DynFaceRestore)": lambda: dfr.dblm(lq),
-            "UNet": lambda: dfr.model(x_t, t_orig),
-            "step w/o UNet, unguided (DifFace)": lambda: step(False),
-            "step w/o UNet, guided, fresh DGSA map": lambda: step(True, [0]),
-            "step w/o UNet, guided, reused DGSA map": lambda: step(True),
-        }, args.component_repeats, warmup=args.warmup, device=dev)
+        times = common.interleaved(
+            {
+                "RM0 (DifFace)": lambda: dif.restorer.restore(lq),
+                "DBLM (DynFaceRestore)": lambda: dfr.dblm(lq),
+                "UNet": lambda: dfr.model(x_t, t_orig),
+                "step w/o UNet, unguided (DifFace)": lambda: step(False),
+                "step w/o UNet, guided, fresh DGSA map": lambda: step(True, [0]),
+                "step w/o UNet, guided, reused DGSA map": lambda: step(True),
+            },
+            args.component_repeats,
+            warmup=args.warmup,
+            device=dev,
+        )
     return {name: common.median(ts) for name, ts in times.items()}
 
 
@@ -151,9 +176,12 @@ def _composed(dfr, mixed, comp, args):
         per = {sev: [] for sev in SEVERITY}
         for nfe, sev in nfes:
             fresh = -(-nfe // every)
-            seconds = comp["DBLM (DynFaceRestore)"] + nfe * unet + \
-                fresh * comp["step w/o UNet, guided, fresh DGSA map"] + \
-                (nfe - fresh) * comp["step w/o UNet, guided, reused DGSA map"]
+            seconds = (
+                comp["DBLM (DynFaceRestore)"]
+                + nfe * unet
+                + fresh * comp["step w/o UNet, guided, fresh DGSA map"]
+                + (nfe - fresh) * comp["step w/o UNet, guided, reused DGSA map"]
+            )
             per[sev].append((nfe, seconds))
         per["all"] = [v for sev in SEVERITY for v in per[sev]]
         for sev, vals in per.items():
@@ -171,9 +199,12 @@ def _throughput(dfr, dif, faces, args):
         lq = common.degraded_faces([faces[j % len(faces)] for j in range(b)], args.resolution, [mid] * b)
         lq = lq.to(args.device)
         seeds = list(range(b))
-        times = common.interleaved({"DifFace": lambda: dif.restore(lq, seeds),
-                                    "DynFaceRestore": lambda: dfr.restore(lq, seeds)}, args.repeats,
-                                   warmup=args.warmup, device=args.device)
+        times = common.interleaved(
+            {"DifFace": lambda: dif.restore(lq, seeds), "DynFaceRestore": lambda: dfr.restore(lq, seeds)},
+            args.repeats,
+            warmup=args.warmup,
+            device=args.device,
+        )
         for name, ts in times.items():
             m = common.median(ts)
             rows.append([b, name, m, common.spread(ts), m / b, b / m])
@@ -208,10 +239,14 @@ def _memory_child(args) -> int:
                 x_t = dfr.diffusion.q_sample(lq, t)
                 common.guided_step(dfr, guide, dfr.model, x_t, t, 0.5, fresh=list(range(b)))
         common.sync(dev)
-        out = {"batch": b, "seconds": time.perf_counter() - t0, "rss_after_load_mb": base,
-               "peak_rss_mb": common.peak_rss_mb()}
+        out = {
+            "batch": b,
+            "seconds": time.perf_counter() - t0,
+            "rss_after_load_mb": base,
+            "peak_rss_mb": common.peak_rss_mb(),
+        }
         if dev.type == "cuda":
-            out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(dev) / 2 ** 20
+            out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
     print(json.dumps(out))
     return 0
 
@@ -219,14 +254,36 @@ def _memory_child(args) -> int:
 def _memory(args, wd: str):
     rows = []
     for b in args.mem_batches:
-        child = ["--resolution", str(args.resolution), "--respacing", args.respacing, "--device", args.device,
-                 "--precision", args.precision,
-                 "--workdir", wd, "--mem-mode", args.mem_mode, "--mem-child", str(b),
-                 "--sigma512", str(args.sigma512)]
+        child = [
+            "--resolution",
+            str(args.resolution),
+            "--respacing",
+            args.respacing,
+            "--device",
+            args.device,
+            "--precision",
+            args.precision,
+            "--workdir",
+            wd,
+            "--mem-mode",
+            args.mem_mode,
+            "--mem-child",
+            str(b),
+            "--sigma512",
+            str(args.sigma512),
+        ]
         res = common.run_child("benchmarks.bench_sampler", child)
-        rows.append([b, args.mem_mode, res["rss_after_load_mb"], res["peak_rss_mb"],
-                     res["peak_rss_mb"] - res["rss_after_load_mb"], res.get("cuda_max_allocated_mb", "n/a (CPU)"),
-                     res["seconds"]])
+        rows.append(
+            [
+                b,
+                args.mem_mode,
+                res["rss_after_load_mb"],
+                res["peak_rss_mb"],
+                res["peak_rss_mb"] - res["rss_after_load_mb"],
+                res.get("cuda_max_allocated_mb", "n/a (CPU)"),
+                res["seconds"],
+            ]
+        )
     return rows
 
 
@@ -238,8 +295,12 @@ def main(argv=None) -> int:
     parser.add_argument("--e2e-per-third", type=int, default=1, help="faces per third run end to end (0: none)")
     parser.add_argument("--component-repeats", type=int, default=5, help="repeats of the component timings")
     parser.add_argument("--skip-mixed", action="store_true")
-    parser.add_argument("--compile", default=None, metavar="BACKEND",
-                        help="also run the end-to-end faces with sampler.compile on (this torch.compile backend)")
+    parser.add_argument(
+        "--compile",
+        default=None,
+        metavar="BACKEND",
+        help="also run the end-to-end faces with sampler.compile on (this torch.compile backend)",
+    )
     parser.add_argument("--compile-mode", default=None, help="sampler.compile.mode, e.g. reduce-overhead")
     parser.add_argument("--sigma512", type=float, default=16.0, help="blur of the throughput / memory inputs")
     parser.add_argument("--batches", type=int, nargs="*", default=[], help="throughput batch sizes")
@@ -250,15 +311,22 @@ def main(argv=None) -> int:
     if args.mem_child is not None:
         return _memory_child(args)
 
-    tables, notes = [], [f"resolution {args.resolution}, respacing {args.respacing} (DifFace start index "
-                         f"{common.difface_start(args.respacing)}, t = 400), {args.repeats} repeats (round-robin) "
-                         f"after {args.warmup} warm-up rounds, random weights; constant SDE (sigma_hat = the face's "
-                         f"sigma*); UNet precision {args.precision} (both methods)"]
+    tables, notes = (
+        [],
+        [
+            f"resolution {args.resolution}, respacing {args.respacing} (DifFace start index "
+            f"{common.difface_start(args.respacing)}, t = 400), {args.repeats} repeats (round-robin) "
+            f"after {args.warmup} warm-up rounds, random weights; constant SDE (sigma_hat = the face's "
+            f"sigma*); UNet precision {args.precision} (both methods)"
+        ],
+    )
     with common.workdir(args) as wd:
         if not args.skip_mixed or args.batches:
             dfr, dif, faces = _samplers(Path(wd), args)
-            notes.append(f"dgsa_every = {dfr.scfg.guidance.dgsa_every}, DSST tau = {dfr.dsst.tau:.3g} "
-                         f"(table from {common.NUM_DSST_FACES} celebref512 faces, the config's calibration)")
+            notes.append(
+                f"dgsa_every = {dfr.scfg.guidance.dgsa_every}, DSST tau = {dfr.dsst.tau:.3g} "
+                f"(table from {common.NUM_DSST_FACES} celebref512 faces, the config's calibration)"
+            )
             if not args.skip_mixed:
                 mixed = _mixed_set(Path(wd), args)
                 if args.e2e_per_third:
@@ -267,36 +335,78 @@ def main(argv=None) -> int:
                         dfr_c, dif_c, first = _compiled_samplers(Path(wd), args, _end_to_end_faces(mixed, args))
                         samplers.update({"DifFace, compiled": dif_c, "DynFaceRestore, compiled": dfr_c})
                     rows, mean = _end_to_end(samplers, mixed, args)
-                    tables.append(f"End to end at {args.respacing}, batch 1:\n\n" + common.markdown_table(
-                        ["severity", "sigma*_512", "method", "start index", "start t", "NFE", "median s",
-                         "min-max s"], rows) + "\n\n" + common.markdown_table(
-                        ["method", "mean s / face", "x DifFace", "first restore s (compiles)"],
-                        [[k, v, f"{v / mean['DifFace']:.3f}", first.get(k, "-")] for k, v in mean.items()]))
+                    tables.append(
+                        f"End to end at {args.respacing}, batch 1:\n\n"
+                        + common.markdown_table(
+                            [
+                                "severity",
+                                "sigma*_512",
+                                "method",
+                                "start index",
+                                "start t",
+                                "NFE",
+                                "median s",
+                                "min-max s",
+                            ],
+                            rows,
+                        )
+                        + "\n\n"
+                        + common.markdown_table(
+                            ["method", "mean s / face", "x DifFace", "first restore s (compiles)"],
+                            [[k, v, f"{v / mean['DifFace']:.3f}", first.get(k, "-")] for k, v in mean.items()],
+                        )
+                    )
                 comp = _components(dfr, dif, mixed, args)
                 title = f"Components (median s of {args.component_repeats}, batch 1, this run)"
-                tables.append(f"{title}:\n\n" + common.markdown_table(
-                    ["component", "s"], [[k, v] for k, v in comp.items()]))
+                tables.append(
+                    f"{title}:\n\n" + common.markdown_table(["component", "s"], [[k, v] for k, v in comp.items()])
+                )
                 rows, mean, ours = _composed(dfr, mixed, comp, args)
-                tables.append(f"Mixed set ({len(mixed)} faces), composed at ddim250 from the components:\n\n"
-                              + common.markdown_table(["severity", "faces", "method", "mean NFE", "mean s / face"],
-                                                      rows))
+                tables.append(
+                    f"Mixed set ({len(mixed)} faces), composed at ddim250 from the components:\n\n"
+                    + common.markdown_table(["severity", "faces", "method", "mean NFE", "mean s / face"], rows)
+                )
                 verdict = "holds" if mean[ours] <= mean["DifFace"] else "does NOT hold"
-                notes.append(f"claim 'DynFaceRestore mean time per face <= DifFace' (composed, ddim250, the config's "
-                             f"dgsa_every): {mean[ours]:.4g} s vs {mean['DifFace']:.4g} s "
-                             f"(x {mean[ours] / mean['DifFace']:.3f}) -> {verdict}")
+                notes.append(
+                    f"claim 'DynFaceRestore mean time per face <= DifFace' (composed, ddim250, the config's "
+                    f"dgsa_every): {mean[ours]:.4g} s vs {mean['DifFace']:.4g} s "
+                    f"(x {mean[ours] / mean['DifFace']:.3f}) -> {verdict}"
+                )
             if args.batches:
-                tables.append("Throughput (all faces at --sigma512):\n\n" + common.markdown_table(
-                    ["batch", "method", "median s / batch", "min-max s", "s / image", "images / s"],
-                    _throughput(dfr, dif, faces, args)))
+                tables.append(
+                    "Throughput (all faces at --sigma512):\n\n"
+                    + common.markdown_table(
+                        ["batch", "method", "median s / batch", "min-max s", "s / image", "images / s"],
+                        _throughput(dfr, dif, faces, args),
+                    )
+                )
             del dfr, dif
         if args.mem_batches:
-            tables.append("Peak memory, one child process per row:\n\n" + common.markdown_table(
-                ["batch", "mode", "RSS after load MiB", "peak RSS MiB", "increase MiB", "CUDA max allocated MiB",
-                 "run s"], _memory(args, str(wd))))
+            tables.append(
+                "Peak memory, one child process per row:\n\n"
+                + common.markdown_table(
+                    [
+                        "batch",
+                        "mode",
+                        "RSS after load MiB",
+                        "peak RSS MiB",
+                        "increase MiB",
+                        "CUDA max allocated MiB",
+                        "run s",
+                    ],
+                    _memory(args, str(wd)),
+                )
+            )
     notes += list(args.note)
-    common.report(f"Sampler end to end, {args.resolution} px", ["benchmarks.bench_sampler",
-                  *(sys.argv[1:] if argv is None else argv)], tables, notes, device=args.device, write=args.write,
-                  path=Path(args.out))
+    common.report(
+        f"Sampler end to end, {args.resolution} px",
+        ["benchmarks.bench_sampler", *(sys.argv[1:] if argv is None else argv)],
+        tables,
+        notes,
+        device=args.device,
+        write=args.write,
+        path=Path(args.out),
+    )
     return 0
 
 

@@ -5,6 +5,7 @@
 Components timed round-robin on real faces at t = 400; mean step rest with ``dgsa_every = N``:
 (fresh + (N - 1) reused) / N.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -90,13 +91,16 @@ def _step_components(sampler, batch, args):
 
         variants = {
             "UNet": lambda: sampler.model(x_t, t_orig),
-            "guidance, closed_form_guidance per step":
-                lambda: guidance.closed_form_guidance(x0_hat, y_k, sigma_k, lam, pad=guide.spectra.pad),
+            "guidance, closed_form_guidance per step": lambda: guidance.closed_form_guidance(
+                x0_hat, y_k, sigma_k, lam, pad=guide.spectra.pad
+            ),
             "guidance, LevelSpectra.solve per step": lambda: guide.spectra.solve(x0_hat, first_level, lam),
-            "guidance, one level (LevelSpectra.solve_level per step, the sampler's)":
-                lambda: guide.spectra.solve_level(x0_hat, level_1, lam),
-            "LevelSpectra build (once per batch)":
-                lambda: guidance.LevelSpectra(guide.levels, sigmas, pad=guide.spectra.pad),
+            "guidance, one level (LevelSpectra.solve_level per step, the sampler's)": lambda: guide.spectra.solve_level(
+                x0_hat, level_1, lam
+            ),
+            "LevelSpectra build (once per batch)": lambda: guidance.LevelSpectra(
+                guide.levels, sigmas, pad=guide.spectra.pad
+            ),
             "x0 modifier, fresh DGSA map": lambda: common.guide_x0(guide, x0_hat, index, t_orig, everyone),
             "x0 modifier, reused DGSA map": lambda: common.guide_x0(guide, x0_hat, index, t_orig, []),
             "step w/o UNet, guided, fresh DGSA map": lambda: ddim(stub, True, everyone),
@@ -107,11 +111,11 @@ def _step_components(sampler, batch, args):
             variants["DGSA"] = lambda: sampler.dgsa.guidance_scale(x0_hat, x0_tilde, y_k, t_orig)
             if sampler.dgsa.map_downsample > 1:
                 full = _full_resolution_dgsa(sampler, args.resolution)
-                variants["DGSA at full resolution (map_downsample 1)"] = \
-                    lambda: full.guidance_scale(x0_hat, x0_tilde, y_k, t_orig)
+                variants["DGSA at full resolution (map_downsample 1)"] = lambda: full.guidance_scale(
+                    x0_hat, x0_tilde, y_k, t_orig
+                )
         if args.full_step:
-            variants["full guided step (UNet + all), fresh DGSA map"] = \
-                lambda: ddim(sampler.model, True, everyone)
+            variants["full guided step (UNet + all), fresh DGSA map"] = lambda: ddim(sampler.model, True, everyone)
         times = common.interleaved(variants, args.repeats, warmup=args.warmup, device=dev)
         ops = {name: common.dispatched_ops(fn) for name, fn in variants.items()}
     med = {k: common.median(v) for k, v in times.items()}
@@ -119,8 +123,18 @@ def _step_components(sampler, batch, args):
     fresh, reused = med["step w/o UNet, guided, fresh DGSA map"], med["step w/o UNet, guided, reused DGSA map"]
     for every in sorted({1, 4, 8, 16, int(sampler.scfg.guidance.dgsa_every)}):
         med[f"mean step w/o UNet, dgsa_every = {every}"] = (fresh + (every - 1) * reused) / every
-    rows = [[batch, name, 1e3 * m, common.spread([1e3 * v for v in times[name]]) if name in times else "derived",
-             f"{100 * m / unet:.2f} %", f"{1e3 * m / batch:.4g}", ops.get(name, "-")] for name, m in med.items()]
+    rows = [
+        [
+            batch,
+            name,
+            1e3 * m,
+            common.spread([1e3 * v for v in times[name]]) if name in times else "derived",
+            f"{100 * m / unet:.2f} %",
+            f"{1e3 * m / batch:.4g}",
+            ops.get(name, "-"),
+        ]
+        for name, m in med.items()
+    ]
     return rows, med
 
 
@@ -166,8 +180,16 @@ def _unet_variants(sampler, args):
     base_s = common.median(times["fp32 (baseline)"])
     for name, ts in times.items():
         m = common.median(ts)
-        rows.append([args.batches[0], name, 1e3 * m, common.spread([1e3 * v for v in ts]), f"{base_s / m:.3f}x",
-                     f"{errors[name]:.2e}"])
+        rows.append(
+            [
+                args.batches[0],
+                name,
+                1e3 * m,
+                common.spread([1e3 * v for v in ts]),
+                f"{base_s / m:.3f}x",
+                f"{errors[name]:.2e}",
+            ]
+        )
     if compile_s is not None:
         rows.append([args.batches[0], "torch.compile: first call (compile)", 1e3 * compile_s, "-", "-", "-"])
     return rows
@@ -188,13 +210,16 @@ def _guidance_variants(sampler, args, batch):
     first_level = _first_level_weights(batch, sigmas.shape[1], dev)
     spectra = guidance.LevelSpectra(stacked, spread_sig, pad=pad)
     variants = {
-        "closed_form_guidance (pad of the step's sigma)":
-            lambda: guidance.closed_form_guidance(x0_hat, y, spread_sig[:, 0], lam),
-        f"closed_form_guidance (pad {pad})": lambda: guidance.closed_form_guidance(x0_hat, y, spread_sig[:, 0],
-                                                                                           lam, pad=pad),
+        "closed_form_guidance (pad of the step's sigma)": lambda: guidance.closed_form_guidance(
+            x0_hat, y, spread_sig[:, 0], lam
+        ),
+        f"closed_form_guidance (pad {pad})": lambda: guidance.closed_form_guidance(
+            x0_hat, y, spread_sig[:, 0], lam, pad=pad
+        ),
         f"LevelSpectra.solve per step (pad {pad})": lambda: spectra.solve(x0_hat, first_level, lam),
-        f"LevelSpectra.solve_level per step (pad {pad}), the sampler's":
-            lambda: spectra.solve_level(x0_hat, first_level.argmax(1), lam),
+        f"LevelSpectra.solve_level per step (pad {pad}), the sampler's": lambda: spectra.solve_level(
+            x0_hat, first_level.argmax(1), lam
+        ),
         "LevelSpectra build, once per batch": lambda: guidance.LevelSpectra(stacked, spread_sig, pad=pad),
     }
     with torch.no_grad():
@@ -205,9 +230,17 @@ def _guidance_variants(sampler, args, batch):
         errors = {name: float((variants[name]().double() - ref).abs().max()) for name, ref in refs.items()}
         times = common.interleaved(variants, args.guidance_repeats, warmup=1, device=dev)
     base_s = common.median(times[names[0]])
-    return [[batch, name, 1e3 * common.median(ts), common.spread([1e3 * v for v in ts]),
-             f"{base_s / common.median(ts):.3f}x", f"{errors[name]:.1e}" if name in errors else "-"]
-            for name, ts in times.items()]
+    return [
+        [
+            batch,
+            name,
+            1e3 * common.median(ts),
+            common.spread([1e3 * v for v in ts]),
+            f"{base_s / common.median(ts):.3f}x",
+            f"{errors[name]:.1e}" if name in errors else "-",
+        ]
+        for name, ts in times.items()
+    ]
 
 
 def main(argv=None) -> int:
@@ -217,8 +250,12 @@ def main(argv=None) -> int:
     parser.add_argument("--respacing", default="ddim250")
     parser.add_argument("--sigma512", type=float, default=8.0, help="blur of level 1 in 512-px units")
     parser.add_argument("--full-step", action="store_true")
-    parser.add_argument("--unet-variants", nargs="*", default=["channels_last", "autocast"],
-                        choices=["channels_last", "autocast", "fp16", "bf16", "compile"])
+    parser.add_argument(
+        "--unet-variants",
+        nargs="*",
+        default=["channels_last", "autocast"],
+        choices=["channels_last", "autocast", "fp16", "bf16", "compile"],
+    )
     parser.add_argument("--guidance-batches", type=int, nargs="*", default=[1, 8])
     parser.add_argument("--guidance-repeats", type=int, default=5)
     args = parser.parse_args(argv)
@@ -226,8 +263,9 @@ def main(argv=None) -> int:
     from sampler import FaceRestoreSampler, load_sample_config
 
     with common.workdir(args) as wd:
-        cfg_path = common.make_setup(Path(wd), args.resolution, common.default_faces(common.NUM_DSST_FACES),
-                                     args.respacing)
+        cfg_path = common.make_setup(
+            Path(wd), args.resolution, common.default_faces(common.NUM_DSST_FACES), args.respacing
+        )
         sampler = FaceRestoreSampler(load_sample_config(cfg_path), device=args.device, precision=args.precision)
         step_rows, key = [], None
         for b in args.batches:
@@ -238,25 +276,43 @@ def main(argv=None) -> int:
         guid_rows = [r for b in args.guidance_batches for r in _guidance_variants(sampler, args, b)]
     every = int(sampler.scfg.guidance.dgsa_every)
     overhead = key[f"mean step w/o UNet, dgsa_every = {every}"] / key["UNet"]
-    tables = ["Step components (median of repeats, round-robin):\n\n" + common.markdown_table(
-        ["batch", "component", "median ms", "min-max ms", "% of UNet", "ms / image", "ATen ops"], step_rows)]
+    tables = [
+        "Step components (median of repeats, round-robin):\n\n"
+        + common.markdown_table(
+            ["batch", "component", "median ms", "min-max ms", "% of UNet", "ms / image", "ATen ops"], step_rows
+        )
+    ]
     if unet_rows:
-        tables.append("UNet variants (same input; error = max |out - fp32 out|):\n\n" + common.markdown_table(
-            ["batch", "variant", "median ms", "min-max ms", "speed-up", "max abs error"], unet_rows))
-    tables.append("Closed-form guidance (per-image sigmas 0.5-1.5 x level 1; error vs float64):\n\n"
-                  + common.markdown_table(["batch", "variant", "median ms", "min-max ms", "speed-up",
-                                           "max abs error"], guid_rows))
+        tables.append(
+            "UNet variants (same input; error = max |out - fp32 out|):\n\n"
+            + common.markdown_table(
+                ["batch", "variant", "median ms", "min-max ms", "speed-up", "max abs error"], unet_rows
+            )
+        )
+    tables.append(
+        "Closed-form guidance (per-image sigmas 0.5-1.5 x level 1; error vs float64):\n\n"
+        + common.markdown_table(["batch", "variant", "median ms", "min-max ms", "speed-up", "max abs error"], guid_rows)
+    )
     verdict = "holds" if overhead < 0.15 else "does NOT hold"
-    notes = [f"resolution {args.resolution}, respacing {args.respacing}, step index "
-             f"{common.difface_start(args.respacing)} (t = 400), level-1 sigma_512 {args.sigma512}, "
-             f"{args.repeats} repeats, {args.warmup} warm-up rounds, random weights, UNet precision "
-             f"{sampler.precision}",
-             f"claim 'guidance + DGSA + step overhead < 15 % of the UNet' at batch {args.batches[0]} with the "
-             f"config's dgsa_every = {every} (mean over its steps): {100 * overhead:.2f} % -> {verdict}"]
+    notes = [
+        f"resolution {args.resolution}, respacing {args.respacing}, step index "
+        f"{common.difface_start(args.respacing)} (t = 400), level-1 sigma_512 {args.sigma512}, "
+        f"{args.repeats} repeats, {args.warmup} warm-up rounds, random weights, UNet precision "
+        f"{sampler.precision}",
+        f"claim 'guidance + DGSA + step overhead < 15 % of the UNet' at batch {args.batches[0]} with the "
+        f"config's dgsa_every = {every} (mean over its steps): {100 * overhead:.2f} % -> {verdict}",
+    ]
     notes += list(args.note)
     command = ["benchmarks.bench_step_breakdown", *(sys.argv[1:] if argv is None else argv)]
-    common.report(f"Step breakdown, {args.resolution} px", command,
-                  tables, notes, device=args.device, write=args.write, path=Path(args.out))
+    common.report(
+        f"Step breakdown, {args.resolution} px",
+        command,
+        tables,
+        notes,
+        device=args.device,
+        write=args.write,
+        path=Path(args.out),
+    )
     return 0
 
 

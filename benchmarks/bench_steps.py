@@ -1,10 +1,11 @@
 """Time per face against the step count, composed from parts measured in one run, and its ratio to DifFace.
 
-    OMP_NUM_THREADS=1 python -m benchmarks.bench_steps --resolution 512 --faces 12 --steps 250 100 50 25 12
+OMP_NUM_THREADS=1 python -m benchmarks.bench_steps --resolution 512 --faces 12 --steps 250 100 50 25 12
 
-    DynFaceRestore = DBLM + NFE x UNet + n_fresh x fresh step + (NFE - n_fresh) x reused step,
-    DifFace        = RM0 + 101 x (UNet + unguided step),   n_fresh = ceil(NFE / dgsa_every).
+DynFaceRestore = DBLM + NFE x UNet + n_fresh x fresh step + (NFE - n_fresh) x reused step,
+DifFace        = RM0 + 101 x (UNet + unguided step),   n_fresh = ceil(NFE / dgsa_every).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,20 @@ def compose(dfr, mixed, comp, steps):
     dgsa = fresh_rest - reused_rest
     dif_nfe = common.difface_start(DEFAULT) + 1
     difface = comp["RM0 (DifFace)"] + dif_nfe * (unet + comp["step w/o UNet, unguided (DifFace)"])
-    rows = [["DifFace default", DEFAULT, dif_nfe, dif_nfe * unet, comp["RM0 (DifFace)"], "-",
-             dif_nfe * comp["step w/o UNet, unguided (DifFace)"], difface, dif_nfe * unet / difface, 1.0]]
+    rows = [
+        [
+            "DifFace default",
+            DEFAULT,
+            dif_nfe,
+            dif_nfe * unet,
+            comp["RM0 (DifFace)"],
+            "-",
+            dif_nfe * comp["step w/o UNet, unguided (DifFace)"],
+            difface,
+            dif_nfe * unet / difface,
+            1.0,
+        ]
+    ]
     for n in steps:
         nfes = [_nfe(dfr, s512, f"ddim{n}") for _, s512, _ in mixed]
         parts = []
@@ -37,8 +50,20 @@ def compose(dfr, mixed, comp, steps):
             parts.append((nfe * unet, fresh * dgsa, nfe * reused_rest))
         mean = [sum(p[k] for p in parts) / len(parts) for k in range(3)]
         total = dblm + sum(mean)
-        rows.append(["DynFaceRestore", f"ddim{n}", sum(nfes) / len(nfes), mean[0], dblm, mean[1], mean[2], total,
-                     mean[0] / total, total / difface])
+        rows.append(
+            [
+                "DynFaceRestore",
+                f"ddim{n}",
+                sum(nfes) / len(nfes),
+                mean[0],
+                dblm,
+                mean[1],
+                mean[2],
+                total,
+                mean[0] / total,
+                total / difface,
+            ]
+        )
     return rows, difface
 
 
@@ -53,35 +78,55 @@ def demo_end_to_end(args):
     from utils.image_io import img2tensor, list_images
 
     resolution = int(load_sample_config(common.SAMPLE_64).resolution)  # read as the command line reads faces
-    lq = img2tensor([prepare_aligned(load_image(p, MIN_SIDE, MAX_SIDE), resolution).image
-                     for p in list_images(args.demo_lq)])
-    batches = [(lq[i:i + args.bs], list(range(i, min(i + args.bs, len(lq))))) for i in range(0, len(lq), args.bs)]
+    lq = img2tensor(
+        [prepare_aligned(load_image(p, MIN_SIDE, MAX_SIDE), resolution).image for p in list_images(args.demo_lq)]
+    )
+    batches = [(lq[i : i + args.bs], list(range(i, min(i + args.bs, len(lq))))) for i in range(0, len(lq), args.bs)]
     paper = presets()["paper"]
     chosen = [(m, paper["steps"], paper["solver"], "paper preset") for m in ("difface", "dynfacerestore")]
     chosen += [("dynfacerestore", n, solver, "config") for n in args.steps for solver in args.solvers]
     samplers, nfe = {}, {}
     for method, steps, solver, source in chosen:
         base = [f"sampler.method={method}"]
-        overrides = (preset_overrides(common.SAMPLE_64, base, "paper") if source == "paper preset"
-                     else steps_overrides(common.SAMPLE_64, base, steps, solver))
-        samplers[(method, steps, solver, source)] = FaceRestoreSampler.from_config(common.SAMPLE_64, overrides,
-                                                                                   device=args.device)
+        overrides = (
+            preset_overrides(common.SAMPLE_64, base, "paper")
+            if source == "paper preset"
+            else steps_overrides(common.SAMPLE_64, base, steps, solver)
+        )
+        samplers[(method, steps, solver, source)] = FaceRestoreSampler.from_config(
+            common.SAMPLE_64, overrides, device=args.device
+        )
 
     def run(key):
         def restore_all():
             counts = [samplers[key].restore(images, seeds).nfe for images, seeds in batches]
             nfe[key] = float(torch.cat(counts).double().mean())
+
         return restore_all
 
-    times = common.interleaved({key: run(key) for key in samplers}, args.repeats, warmup=args.warmup,
-                               device=args.device)
+    times = common.interleaved(
+        {key: run(key) for key in samplers}, args.repeats, warmup=args.warmup, device=args.device
+    )
     per_face = {key: common.median(ts) / len(lq) for key, ts in times.items()}
     base = per_face[chosen[0]]
-    guided = {(m, r): ("-" if m == "difface" else "twice" if r else "once") for m in ("difface", "dynfacerestore")
-              for r in (False, True)}
-    return [[method, steps, solver, guided[method, bool(samplers[key].scfg.guidance.reguide)], nfe[key],
-             per_face[key], common.spread([t / len(lq) for t in times[key]]), per_face[key] / base]
-            for key, (method, steps, solver, _) in zip(samplers, chosen)], len(lq)
+    guided = {
+        (m, r): ("-" if m == "difface" else "twice" if r else "once")
+        for m in ("difface", "dynfacerestore")
+        for r in (False, True)
+    }
+    return [
+        [
+            method,
+            steps,
+            solver,
+            guided[method, bool(samplers[key].scfg.guidance.reguide)],
+            nfe[key],
+            per_face[key],
+            common.spread([t / len(lq) for t in times[key]]),
+            per_face[key] / base,
+        ]
+        for key, (method, steps, solver, _) in zip(samplers, chosen)
+    ], len(lq)
 
 
 def main(argv=None) -> int:
@@ -97,10 +142,28 @@ def main(argv=None) -> int:
     command = ["benchmarks.bench_steps", *(sys.argv[1:] if argv is None else argv)]
     if args.demo_lq is not None:
         rows, count = demo_end_to_end(args)
-        table = common.markdown_table(["method", "steps", "solver", "guided", "mean NFE", "s / face",
-                                       "min-max s / face", "x DifFace (paper preset)"], rows)
-        common.report(f"Demo models end to end, {count} faces, batches of {args.bs}", command,
-                      [table], args.note, device=args.device, write=args.write, path=Path(args.out))
+        table = common.markdown_table(
+            [
+                "method",
+                "steps",
+                "solver",
+                "guided",
+                "mean NFE",
+                "s / face",
+                "min-max s / face",
+                "x DifFace (paper preset)",
+            ],
+            rows,
+        )
+        common.report(
+            f"Demo models end to end, {count} faces, batches of {args.bs}",
+            command,
+            [table],
+            args.note,
+            device=args.device,
+            write=args.write,
+            path=Path(args.out),
+        )
         return 0
     args.respacing = DEFAULT  # the samplers' schedule; the components do not depend on it
     with common.workdir(args) as wd:
@@ -108,15 +171,39 @@ def main(argv=None) -> int:
         mixed = _mixed_set(Path(wd), args)
         comp = _components(dfr, dif, mixed, args)
         rows, _ = compose(dfr, mixed, comp, args.steps)
-    tables = [f"Components (median s of {args.component_repeats}, batch 1, this run):\n\n"
-              + common.markdown_table(["component", "s"], [[k, v] for k, v in comp.items()]),
-              f"Mean per face over the mixed set ({len(mixed)} faces), composed from the components:\n\n"
-              + common.markdown_table(["method", "respacing", "mean NFE", "UNet s", "RM0 / DBLM s", "DGSA s",
-                                       "other step s", "total s", "UNet share", "x DifFace default"], rows)]
-    notes = [f"resolution {args.resolution}, random weights at the real layouts, UNet precision {args.precision}; "
-             f"dgsa_every = {dfr.scfg.guidance.dgsa_every}; constant SDE (sigma_hat = the face's sigma*)"]
-    common.report(f"Time per face against the step count, {args.resolution} px", command, tables, notes + args.note,
-                  device=args.device, write=args.write, path=Path(args.out))
+    tables = [
+        f"Components (median s of {args.component_repeats}, batch 1, this run):\n\n"
+        + common.markdown_table(["component", "s"], [[k, v] for k, v in comp.items()]),
+        f"Mean per face over the mixed set ({len(mixed)} faces), composed from the components:\n\n"
+        + common.markdown_table(
+            [
+                "method",
+                "respacing",
+                "mean NFE",
+                "UNet s",
+                "RM0 / DBLM s",
+                "DGSA s",
+                "other step s",
+                "total s",
+                "UNet share",
+                "x DifFace default",
+            ],
+            rows,
+        ),
+    ]
+    notes = [
+        f"resolution {args.resolution}, random weights at the real layouts, UNet precision {args.precision}; "
+        f"dgsa_every = {dfr.scfg.guidance.dgsa_every}; constant SDE (sigma_hat = the face's sigma*)"
+    ]
+    common.report(
+        f"Time per face against the step count, {args.resolution} px",
+        command,
+        tables,
+        notes + args.note,
+        device=args.device,
+        write=args.write,
+        path=Path(args.out),
+    )
     return 0
 
 

@@ -4,6 +4,7 @@
 
 Every network of the scale's sampling config, random weights and images, variants round-robin.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,6 +47,7 @@ def train_step(net: torch.nn.Module, loss: Callable[[], torch.Tensor], optimizer
         optimizer.zero_grad(set_to_none=True)
         value.float().backward()
         optimizer.step()
+
     return step
 
 
@@ -66,20 +68,30 @@ def main(argv=None) -> int:
         loss = loss_fn(name, net, args.batch, args.resolution, dev)
         variants: Dict[str, Callable[[], None]] = {
             "fp32": train_step(net, loss, optimizer, None, dev),
-            "bf16 autocast": train_step(net, loss, optimizer, torch.bfloat16, dev)}
+            "bf16 autocast": train_step(net, loss, optimizer, torch.bfloat16, dev),
+        }
         times = common.interleaved(variants, args.repeats, warmup=args.warmup, device=dev)
         fp32 = common.median(times["fp32"])
         params = sum(p.numel() for p in net.parameters()) / 1e6
         for variant, values in times.items():
             m = common.median(values)
             rows.append([name, f"{params:.2f}", variant, m, common.spread(values), f"{fp32 / m:.2f}"])
-    notes = [f"resolution {args.resolution}, batch {args.batch}, {args.repeats} repeats (round-robin), "
-             f"{args.warmup} warm-up rounds, random weights and images"] + list(args.note)
-    table = common.markdown_table(["network", "params (M)", "precision", "median s / step", "min-max s",
-                                   "speed-up over fp32"], rows)
-    common.report(f"Training step, fp32 vs bf16 autocast, {args.resolution} px",
-                  ["benchmarks.bench_train_precision", *(sys.argv[1:] if argv is None else argv)], [table],
-                  notes, device=args.device, write=args.write, path=Path(args.out))
+    notes = [
+        f"resolution {args.resolution}, batch {args.batch}, {args.repeats} repeats (round-robin), "
+        f"{args.warmup} warm-up rounds, random weights and images"
+    ] + list(args.note)
+    table = common.markdown_table(
+        ["network", "params (M)", "precision", "median s / step", "min-max s", "speed-up over fp32"], rows
+    )
+    common.report(
+        f"Training step, fp32 vs bf16 autocast, {args.resolution} px",
+        ["benchmarks.bench_train_precision", *(sys.argv[1:] if argv is None else argv)],
+        [table],
+        notes,
+        device=args.device,
+        write=args.write,
+        path=Path(args.out),
+    )
     return 0
 
 

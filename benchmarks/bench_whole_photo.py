@@ -8,6 +8,7 @@ Real faces in real backgrounds (``data.face_composites``) at 0.75x-5x the model'
 face region is scored against the HQ photo (PSNR, LPIPS, identity). ``--tune GROUP`` fits one group of
 ``faces.paste``'s parameters (``blur``, ``noise``, or ``restorer``: another method's d_0 and s_0; :func:`fit_parameters`) on faces other than the evaluation's (:func:`face_sources`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,18 @@ from data.face_composites import BACKGROUNDS, make_composite  # noqa: E402
 from data.photo_degradation import SETTINGS, degrade_photo  # noqa: E402
 from faces.align import PAD_VALUE, align_face  # noqa: E402
 from faces.identity import FaceIdentity  # noqa: E402
-from faces.paste import (FaceEstimate, FacePaste, PasteConfig, aware_paste, face_estimates,  # noqa: E402
-                         face_to_upsampled, paste_face, paste_terms, paste_weights, soft_face_mask)
+from faces.paste import (  # noqa: E402
+    FaceEstimate,
+    FacePaste,
+    PasteConfig,
+    aware_paste,
+    face_estimates,
+    face_to_upsampled,
+    paste_face,
+    paste_terms,
+    paste_weights,
+    soft_face_mask,
+)
 from inference.inputs import image_seed  # noqa: E402
 from sampler import FaceRestoreSampler  # noqa: E402
 from utils.image_io import img2tensor, tensor2img  # noqa: E402
@@ -54,14 +65,14 @@ EVAL_FACES = 8  # the evaluation's default --faces; the tuning faces avoid these
 class Case:
     """One face in one degraded photo: what the paste and the metrics need, cut to the face region."""
 
-    face: str                                 # the HQ photo (face_name)
+    face: str  # the HQ photo (face_name)
     factor: float
     chain: str
     severity: str
-    box: Tuple[int, int, int, int]            # x0, y0, x1, y1 of the face region in the photo
-    hq: np.ndarray                            # HQ photo, face region
-    lq_photo: np.ndarray                      # the whole degraded photo (the paste needs it)
-    crop: np.ndarray                          # aligned LQ crop, the restorer's input
+    box: Tuple[int, int, int, int]  # x0, y0, x1, y1 of the face region in the photo
+    hq: np.ndarray  # HQ photo, face region
+    lq_photo: np.ndarray  # the whole degraded photo (the paste needs it)
+    crop: np.ndarray  # aligned LQ crop, the restorer's input
     affine: np.ndarray
     restored: Optional[np.ndarray] = None
     estimate: FaceEstimate = field(default_factory=lambda: FaceEstimate(0.0))
@@ -105,16 +116,27 @@ def region_box(affine: np.ndarray, face_size: int, photo_hw: Tuple[int, int]) ->
 KINDS = tuple(f"{chain}/{severity}" for chain, severity in SETTINGS)  # --kinds: data.photo_degradation's settings
 
 
-def make_cases(faces: Sequence[Path], resolution: int, factors: Sequence[float], seed: int,
-               bilinear_crops: bool = False, kinds: Sequence[str] = KINDS) -> List[Case]:
+def make_cases(
+    faces: Sequence[Path],
+    resolution: int,
+    factors: Sequence[float],
+    seed: int,
+    bilinear_crops: bool = False,
+    kinds: Sequence[str] = KINDS,
+) -> List[Case]:
     """Every (face, size, chain, severity) of the run with chain/severity in ``kinds``, deterministic in
     ``seed`` (a case does not depend on which other kinds run)."""
     cases = []
     for (i, path), factor in itertools.product(enumerate(faces), factors):
         side = factor * resolution
-        comp = make_composite([path], seed=seed * 1000 + i * 10 + int(factor * 4), size=PHOTO_HW,
-                              face_px=(side, side), max_angle=MAX_ANGLE,
-                              background_name=BACKGROUNDS[i % len(BACKGROUNDS)])
+        comp = make_composite(
+            [path],
+            seed=seed * 1000 + i * 10 + int(factor * 4),
+            size=PHOTO_HW,
+            face_px=(side, side),
+            max_angle=MAX_ANGLE,
+            background_name=BACKGROUNDS[i % len(BACKGROUNDS)],
+        )
         landmarks = comp.faces[0].landmarks
         for k, (chain, severity) in enumerate(SETTINGS):
             if f"{chain}/{severity}" not in kinds:
@@ -122,11 +144,18 @@ def make_cases(faces: Sequence[Path], resolution: int, factors: Sequence[float],
             lq = degrade_photo(comp.image, chain, severity, np.random.default_rng([seed, i, int(factor * 4), k]))
             crop, affine = align_face(lq, landmarks, resolution)
             if bilinear_crops:  # the aligner of facexlib / GFPGAN / DifFace: no low-pass before sampling
-                crop = cv2.warpAffine(lq, affine, (resolution, resolution), flags=cv2.INTER_LINEAR,
-                                      borderMode=cv2.BORDER_CONSTANT, borderValue=PAD_VALUE)
+                crop = cv2.warpAffine(
+                    lq,
+                    affine,
+                    (resolution, resolution),
+                    flags=cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_CONSTANT,
+                    borderValue=PAD_VALUE,
+                )
             x0, y0, x1, y1 = box = region_box(affine, resolution, PHOTO_HW)
-            cases.append(Case(face_name(path), factor, chain, severity, box,
-                              comp.image[y0:y1, x0:x1], lq, crop, affine))
+            cases.append(
+                Case(face_name(path), factor, chain, severity, box, comp.image[y0:y1, x0:x1], lq, crop, affine)
+            )
     return cases
 
 
@@ -140,8 +169,9 @@ def restoration_key(config: str, opts: Sequence[str], seed: int, bilinear_crops:
     return json.dumps([config, [o for o in opts if not o.startswith("paste.")], seed, bilinear_crops])
 
 
-def restore_all(sampler: FaceRestoreSampler, cases: List[Case], bs: int, seed: int, cache: Optional[Path] = None,
-                run_key: str = "") -> float:
+def restore_all(
+    sampler: FaceRestoreSampler, cases: List[Case], bs: int, seed: int, cache: Optional[Path] = None, run_key: str = ""
+) -> float:
     """Fill ``case.restored`` and ``case.estimate``; returns the sampling seconds of the faces restored
     now. With ``cache`` (an .npz) every case an earlier run with the same ``run_key`` restored is read
     instead of recomputed (keyed by face, size and setting), and the cache keeps the union of both runs."""
@@ -155,7 +185,7 @@ def restore_all(sampler: FaceRestoreSampler, cases: List[Case], bs: int, seed: i
         c.restored = stored.get(_case_key(c))
     start = time.perf_counter()
     for b in range(0, len(todo), bs):
-        batch = todo[b:b + bs]
+        batch = todo[b : b + bs]
         out = sampler.restore(img2tensor([c.crop for c in batch]), [image_seed(seed, _case_key(c)) for c in batch])
         for c, img in zip(batch, tensor2img(out.images)):
             c.restored = img
@@ -212,7 +242,6 @@ def _aware(c: Case, cfg: PasteConfig) -> np.ndarray:
     return paste_face(c.lq_photo, aware_paste(c.restored, c.crop, c.affine, c.estimate, cfg))
 
 
-
 def grid_scores(cases: List[Case], scorer: Scorer, cfg: PasteConfig) -> np.ndarray:
     """(cases, len(GRID), len(GRID), 2): PSNR and LPIPS of the face region for each (w_c, w_h), pasting what
     the resolution-aware paste-back of ``cfg`` pastes (x_m, its misfit weight w_m)."""
@@ -235,22 +264,33 @@ def _interp(grid: np.ndarray, w_c: float, w_h: float) -> np.ndarray:
     step = GRID[1] - GRID[0]
     a, b = min(len(GRID) - 2, int(w_c / step)), min(len(GRID) - 2, int(w_h / step))
     u, v = w_c / step - a, w_h / step - b
-    return ((1 - u) * (1 - v) * grid[a, b] + u * (1 - v) * grid[a + 1, b] + (1 - u) * v * grid[a, b + 1]
-            + u * v * grid[a + 1, b + 1])
+    return (
+        (1 - u) * (1 - v) * grid[a, b]
+        + u * (1 - v) * grid[a + 1, b]
+        + (1 - u) * v * grid[a, b + 1]
+        + u * v * grid[a + 1, b + 1]
+    )
 
 
 LPIPS_TOLERANCE = 1e-4  # the fit's "at most the input's LPIPS": rounding of the batched LPIPS evaluation
 FIT_GRIDS = {  # --tune GROUP: the parameters fitted together, the others held at the config's values
-    "blur": {"restorer_sigma_512": (0.0, 2.4, 3.2, 4.0, 4.4, 4.8, 5.2, 5.6, 6.4),
-             "high_band_sigma_512": (0.8, 1.6, 2.4, 3.6, 4.8, 6.4, 8.0, 12.0),
-             "correction_sigma_512": (0.8, 1.6, 2.4, 3.6, 4.8, 6.4, 8.0, 12.0, 16.0),
-             "correction_max": (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)},
-    "noise": {"clean_noise": tuple(v / 255 for v in (2.0, 2.5, 3.0, 3.5, 4.0, 1e3)),
-              "correction_noise": tuple(v / 255 for v in (1.0, 2.0, 4.0)),
-              "high_band_noise": tuple(v / 255 for v in (1.0, 3.0, 1e9))},
-    "restorer": {"restorer_sigma_512": (5.6, 8.0, 8.8, 9.6, 10.4, 12.0, 16.0, 1e3),  # another restorer's d_0
-                 "clean_noise": (3.5 / 255, 1e3 / 255)}}  # and whether its noise correction is taken (1e3: never)
-FIT_DRAWS = 200        # subsets of EVAL_FACES faces drawn per cell (all of them when there are fewer)
+    "blur": {
+        "restorer_sigma_512": (0.0, 2.4, 3.2, 4.0, 4.4, 4.8, 5.2, 5.6, 6.4),
+        "high_band_sigma_512": (0.8, 1.6, 2.4, 3.6, 4.8, 6.4, 8.0, 12.0),
+        "correction_sigma_512": (0.8, 1.6, 2.4, 3.6, 4.8, 6.4, 8.0, 12.0, 16.0),
+        "correction_max": (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+    },
+    "noise": {
+        "clean_noise": tuple(v / 255 for v in (2.0, 2.5, 3.0, 3.5, 4.0, 1e3)),
+        "correction_noise": tuple(v / 255 for v in (1.0, 2.0, 4.0)),
+        "high_band_noise": tuple(v / 255 for v in (1.0, 3.0, 1e9)),
+    },
+    "restorer": {
+        "restorer_sigma_512": (5.6, 8.0, 8.8, 9.6, 10.4, 12.0, 16.0, 1e3),  # another restorer's d_0
+        "clean_noise": (3.5 / 255, 1e3 / 255),
+    },
+}  # and whether its noise correction is taken (1e3: never)
+FIT_DRAWS = 200  # subsets of EVAL_FACES faces drawn per cell (all of them when there are fewer)
 FIT_CONFIDENCE = 0.95  # share of a cell's subsets whose mean must meet the constraints
 
 
@@ -309,8 +349,13 @@ def pasted_outputs(cases: List[Case], scorer: Scorer, candidates: Sequence[Paste
     return out
 
 
-def fit_parameters(cases: List[Case], candidates: Sequence[PasteConfig], outputs: Callable[[int], np.ndarray],
-                   psnr_margin: float, seed: int = 0) -> Tuple[PasteConfig, dict]:
+def fit_parameters(
+    cases: List[Case],
+    candidates: Sequence[PasteConfig],
+    outputs: Callable[[int], np.ndarray],
+    psnr_margin: float,
+    seed: int = 0,
+) -> Tuple[PasteConfig, dict]:
     """The candidate minimising the mean LPIPS (``outputs(k)``: (cases, 2) PSNR and LPIPS of every face with
     candidate k), subject to constraints that must hold for an evaluation of :data:`EVAL_FACES` faces per
     cell, not only for the tuning faces' own means: in at least :data:`FIT_CONFIDENCE` of each cell's subsets
@@ -338,9 +383,13 @@ def fit_parameters(cases: List[Case], candidates: Sequence[PasteConfig], outputs
 
 def _cell_means(cases: List[Case]) -> Dict[Tuple[float, str, str], Dict[str, Dict[str, float]]]:
     """Mean scores per cell: {cell: {input | classic | resolution_aware: {psnr, lpips, id}}}."""
-    return {cell: {v: {m: float(np.nanmean([cases[n].scores[v][m] for n in faces])) for m in ("psnr", "lpips", "id")}
-                   for v in ("input", "classic", "resolution_aware")}
-            for cell, faces in cell_faces(cases).items()}
+    return {
+        cell: {
+            v: {m: float(np.nanmean([cases[n].scores[v][m] for n in faces])) for m in ("psnr", "lpips", "id")}
+            for v in ("input", "classic", "resolution_aware")
+        }
+        for cell, faces in cell_faces(cases).items()
+    }
 
 
 def overall_line(cases: List[Case]) -> str:
@@ -349,10 +398,13 @@ def overall_line(cases: List[Case]) -> str:
     means = _cell_means(cases)
     change = np.mean([m["resolution_aware"]["psnr"] - m["input"]["psnr"] for m in means.values()])
     lpips = np.mean([[m["input"]["lpips"], m["resolution_aware"]["lpips"]] for m in means.values()], axis=0)
-    severe = np.mean([m["input"]["lpips"] - m["resolution_aware"]["lpips"] for cell, m in means.items()
-                      if cell[2] == "severe"])
-    return (f"resolution-aware over {len(means)} cells: PSNR change {change:+.3f} dB, LPIPS {lpips[0]:.4f} -> "
-            f"{lpips[1]:.4f}; severe cells' LPIPS gain {severe:.3f}")
+    severe = np.mean(
+        [m["input"]["lpips"] - m["resolution_aware"]["lpips"] for cell, m in means.items() if cell[2] == "severe"]
+    )
+    return (
+        f"resolution-aware over {len(means)} cells: PSNR change {change:+.3f} dB, LPIPS {lpips[0]:.4f} -> "
+        f"{lpips[1]:.4f}; severe cells' LPIPS gain {severe:.3f}"
+    )
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> Tuple[float, float, int]:
@@ -375,14 +427,23 @@ def summary_rows(cases: List[Case]) -> List[list]:
     for cell, faces in cell_faces(cases).items():
         group, mean = [cases[n] for n in faces], means[cell]
         factor, chain, severity = cell
-        rows.append([f"{factor:g}x", f"{chain} {severity}", len(group)]
-                    + [f"{mean[v]['psnr']:.2f}" for v in ("input", "classic", "resolution_aware")]
-                    + [f"{mean[v]['lpips']:.3f}" for v in ("input", "classic", "resolution_aware")]
-                    + [f"{mean[v]['id']:.3f}" for v in ("input", "classic", "resolution_aware")]
-                    + ["{:+.3f} ({:.3f})".format(*paired_difference([c.scores["resolution_aware"]["id"] for c in group],
-                                                                     [c.scores["classic"]["id"] for c in group]))]
-                    + [f"{np.mean([getattr(c.estimate, k) for c in group]):{f}}"
-                       for k, f in (("blur", ".2f"), ("crop_noise", ".4f"), ("noise_share", ".2f"))])
+        rows.append(
+            [f"{factor:g}x", f"{chain} {severity}", len(group)]
+            + [f"{mean[v]['psnr']:.2f}" for v in ("input", "classic", "resolution_aware")]
+            + [f"{mean[v]['lpips']:.3f}" for v in ("input", "classic", "resolution_aware")]
+            + [f"{mean[v]['id']:.3f}" for v in ("input", "classic", "resolution_aware")]
+            + [
+                "{:+.3f} ({:.3f})".format(
+                    *paired_difference(
+                        [c.scores["resolution_aware"]["id"] for c in group], [c.scores["classic"]["id"] for c in group]
+                    )
+                )
+            ]
+            + [
+                f"{np.mean([getattr(c.estimate, k) for c in group]):{f}}"
+                for k, f in (("blur", ".2f"), ("crop_noise", ".4f"), ("noise_share", ".2f"))
+            ]
+        )
     return rows
 
 
@@ -398,51 +459,95 @@ def write_example(cases: List[Case], cfg: PasteConfig, setting: str, factor: flo
         raise ValueError(f"--example_setting {setting} --example_factor {factor:g}: no such case in this run")
     c = chosen[0]
     classic = paste_face(c.lq_photo, FacePaste(c.restored, c.crop, c.affine))
-    tiles = [("input", _region(c.lq_photo, c.box)), ("classic", _region(classic, c.box)),
-             ("resolution-aware", _region(_aware(c, cfg), c.box)), ("HQ", c.hq)]
+    tiles = [
+        ("input", _region(c.lq_photo, c.box)),
+        ("classic", _region(classic, c.box)),
+        ("resolution-aware", _region(_aware(c, cfg), c.box)),
+        ("HQ", c.hq),
+    ]
     side = min(c.hq.shape[:2])
     y0, x0 = (c.hq.shape[0] - side) // 2, (c.hq.shape[1] - side) // 2
-    write_image(path, make_strip([(label, np.clip(img[y0:y0 + side, x0:x0 + side], 0, 1)) for label, img in tiles]))
+    write_image(path, make_strip([(label, np.clip(img[y0 : y0 + side, x0 : x0 + side], 0, 1)) for label, img in tiles]))
     print(f"- example: {path} ({c.face}, face {c.factor:g}x the model's resolution, {chain} {severity})")
 
 
-HEADERS = ["face size", "degradation", "faces", "PSNR in", "PSNR classic", "PSNR aware", "LPIPS in",
-           "LPIPS classic", "LPIPS aware", "ID in", "ID classic", "ID aware", "ID aware - classic (SE)", "mean d",
-           "mean s_y", "mean nu"]
+HEADERS = [
+    "face size",
+    "degradation",
+    "faces",
+    "PSNR in",
+    "PSNR classic",
+    "PSNR aware",
+    "LPIPS in",
+    "LPIPS classic",
+    "LPIPS aware",
+    "ID in",
+    "ID classic",
+    "ID aware",
+    "ID aware - classic (SE)",
+    "mean d",
+    "mean s_y",
+    "mean nu",
+]
 
 
 def _paste_params(cfg) -> str:
     keys = dict.fromkeys(key for group in FIT_GRIDS.values() for key in group)  # each once, in order
-    return ", ".join(f"{key} {getattr(cfg, key):g}" for key in keys) + \
-        f", misfit_weight {cfg.misfit_weight:g}"
+    return ", ".join(f"{key} {getattr(cfg, key):g}" for key in keys) + f", misfit_weight {cfg.misfit_weight:g}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_whole_photo", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="configs/sample/dynfacerestore_demo.yaml")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
-    p.add_argument("--set", choices=("eval", "tune"), default="eval",
-                   help="CelebRef-HQ photos (eval) or FFHQ faces, then other CelebRef-HQ photos (tune)")
-    p.add_argument("--faces", type=int, default=EVAL_FACES,
-                   help="eval: CelebRef-HQ photos spread over the set; tune: the 10 FFHQ faces, then CelebRef-HQ "
-                        f"photos outside the first {EVAL_FACES} evaluation faces")
+    p.add_argument(
+        "--set",
+        choices=("eval", "tune"),
+        default="eval",
+        help="CelebRef-HQ photos (eval) or FFHQ faces, then other CelebRef-HQ photos (tune)",
+    )
+    p.add_argument(
+        "--faces",
+        type=int,
+        default=EVAL_FACES,
+        help="eval: CelebRef-HQ photos spread over the set; tune: the 10 FFHQ faces, then CelebRef-HQ "
+        f"photos outside the first {EVAL_FACES} evaluation faces",
+    )
     p.add_argument("--factors", type=float, nargs="+", default=list(SIZE_FACTORS), help="face size / resolution")
-    p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS, metavar="CHAIN/SEVERITY",
-                   help=f"degradations (data/photo_degradation.py): {' '.join(KINDS)}")
+    p.add_argument(
+        "--kinds",
+        nargs="+",
+        default=list(KINDS),
+        choices=KINDS,
+        metavar="CHAIN/SEVERITY",
+        help=f"degradations (data/photo_degradation.py): {' '.join(KINDS)}",
+    )
     p.add_argument("--bs", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bilinear_crops", action="store_true", help="align without the anti-aliasing low-pass")
-    p.add_argument("--tune", choices=tuple(FIT_GRIDS), default=None,
-                   help="fit this group of paste parameters, the others held at the config's (module docstring)")
+    p.add_argument(
+        "--tune",
+        choices=tuple(FIT_GRIDS),
+        default=None,
+        help="fit this group of paste parameters, the others held at the config's (module docstring)",
+    )
     p.add_argument("--psnr_margin", type=float, default=0.05, help="--tune: allowed PSNR loss per cell (dB)")
     p.add_argument("--lpips_weights", default=str(SHARED / "weights/lpips"))
     p.add_argument("--no_identity", action="store_true", help="skip the dlib identity distance (NaN in the table)")
     p.add_argument("--json", default=None, help="write every per-face score here")
-    p.add_argument("--cache", default=None, metavar="NPZ",
-                   help="keep the restorations here and reuse them when the config, options and cases match")
-    p.add_argument("--example", default=None, metavar="PNG",
-                   help="write the face region of the first face of --example_setting at --example_factor: "
-                        "input | classic | resolution-aware | HQ")
+    p.add_argument(
+        "--cache",
+        default=None,
+        metavar="NPZ",
+        help="keep the restorations here and reuse them when the config, options and cases match",
+    )
+    p.add_argument(
+        "--example",
+        default=None,
+        metavar="PNG",
+        help="write the face region of the first face of --example_setting at --example_factor: "
+        "input | classic | resolution-aware | HQ",
+    )
     p.add_argument("--example_setting", default="project/severe", help="chain/severity of --example")
     p.add_argument("--example_factor", type=float, default=1.5, help="face size / resolution of --example")
     args = p.parse_args(argv)
@@ -450,8 +555,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     torch.manual_seed(args.seed)
     sampler = FaceRestoreSampler.from_config(REPO / args.config, args.opts)
     paste_cfg = PasteConfig(**OmegaConf.to_container(sampler.cfg.paste))
-    cases = make_cases(face_sources(args.set, args.faces), sampler.resolution, args.factors, args.seed,
-                       args.bilinear_crops, args.kinds)
+    cases = make_cases(
+        face_sources(args.set, args.faces), sampler.resolution, args.factors, args.seed, args.bilinear_crops, args.kinds
+    )
     run_key = restoration_key(args.config, args.opts, args.seed, args.bilinear_crops)
     seconds = restore_all(sampler, cases, args.bs, args.seed, Path(args.cache) if args.cache else None, run_key)
     scorer = Scorer(args.lpips_weights, identity=not args.no_identity)
@@ -461,21 +567,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         candidates = fit_candidates(paste_cfg, args.tune)
         if args.tune == "blur":  # thousands of candidates: interpolate on each face's (w_c, w_h) grid
             grids = grid_scores(cases, scorer, paste_cfg)
-            fitted, fit = fit_parameters(cases, candidates, lambda k: interpolated_outputs(cases, grids, candidates[k]),
-                                         args.psnr_margin)
+            fitted, fit = fit_parameters(
+                cases, candidates, lambda k: interpolated_outputs(cases, grids, candidates[k]), args.psnr_margin
+            )
         else:  # a few dozen: paste each
             table = pasted_outputs(cases, scorer, candidates)
             fitted, fit = fit_parameters(cases, candidates, lambda k: table[k], args.psnr_margin)
-        notes.append(f"fitted paste parameters: {_paste_params(fitted)} (mean LPIPS "
-                     f"{fit['mean_lpips']:.4f}, worst cell PSNR change {fit['worst_psnr_change']:+.3f} dB, "
-                     f"constraints met by {fit['holding_share']:.0%} of the worst cell's {EVAL_FACES}-face subsets)")
+        notes.append(
+            f"fitted paste parameters: {_paste_params(fitted)} (mean LPIPS "
+            f"{fit['mean_lpips']:.4f}, worst cell PSNR change {fit['worst_psnr_change']:+.3f} dB, "
+            f"constraints met by {fit['holding_share']:.0%} of the worst cell's {EVAL_FACES}-face subsets)"
+        )
         paste_cfg = fitted
     score_cases(cases, scorer, paste_cfg)
     env = environment()
     print(f"## Whole photos, {sampler.method} ({args.config}), {args.set} faces\n")
     print(f"- command: `python -m benchmarks.bench_whole_photo {' '.join(argv if argv is not None else sys.argv[1:])}`")
-    print(f"- {len(cases)} faces, those not cached restored in {seconds:.0f} s; {env['machine']}; "
-          f"torch {env['torch']}; {env['date']}")
+    print(
+        f"- {len(cases)} faces, those not cached restored in {seconds:.0f} s; {env['machine']}; "
+        f"torch {env['torch']}; {env['date']}"
+    )
     print(f"- paste parameters: {_paste_params(paste_cfg)}")
     for note in notes:
         print(f"- {note}")
@@ -486,9 +597,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         write_example(cases, paste_cfg, args.example_setting, args.example_factor, Path(args.example))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps([dict(face=c.face, factor=c.factor, chain=c.chain, severity=c.severity,
-                                                    estimate=vars(c.estimate), scores=c.scores) for c in cases],
-                                              indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                [
+                    dict(
+                        face=c.face,
+                        factor=c.factor,
+                        chain=c.chain,
+                        severity=c.severity,
+                        estimate=vars(c.estimate),
+                        scores=c.scores,
+                    )
+                    for c in cases
+                ],
+                indent=1,
+            )
+        )
     return 0
 
 

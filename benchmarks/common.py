@@ -5,6 +5,7 @@ configs/sample/dynfacerestore_ffhq512.yaml, 64 px: the demo config), with a cons
 (:func:`set_sde_sigma`) and a DSST table from a few real faces. :func:`interleaved` times variants
 round-robin. Memory: peak RSS of a child process (CPU), ``torch.cuda.max_memory_allocated`` (CUDA).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -153,15 +154,24 @@ def dsst_table(out_dir: Path, resolution: int, faces: Sequence[Path]) -> Path:
     return path
 
 
-def make_setup(out_dir: Path, resolution: int, faces: Sequence[Path], respacing: str,
-               method: str = "dynfacerestore", guidance: str = "dgsa", sampler: Optional[dict] = None) -> Path:
+def make_setup(
+    out_dir: Path,
+    resolution: int,
+    faces: Sequence[Path],
+    respacing: str,
+    method: str = "dynfacerestore",
+    guidance: str = "dgsa",
+    sampler: Optional[dict] = None,
+) -> Path:
     """Random-weight checkpoints (cached in ``out_dir``), the DSST table and a sampling config at ``respacing``, with
     ``sampler`` overriding the sampler section; returns the config path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     arch = architectures(resolution)
-    ck = {name: _save_random(node, out_dir / f"{name}_{resolution}_{_digest(node)}.pth", seed)
-          for seed, (name, node) in enumerate(arch.items())}
+    ck = {
+        name: _save_random(node, out_dir / f"{name}_{resolution}_{_digest(node)}.pth", seed)
+        for seed, (name, node) in enumerate(arch.items())
+    }
     sde = ck["sde"]
     sde["params"] = dict(sde["params"], log_sigma_init=0.0)  # sigma_hat set per face: set_sde_sigma
     real = sample_config(resolution)
@@ -200,8 +210,9 @@ def guide_x0(guide, x0_hat: torch.Tensor, index: int, t_orig: torch.Tensor, fres
     return guided_x0(x0_hat, x0_tilde, guide.scale(x0_hat, x0_tilde, idx, index, t_orig, fresh))
 
 
-def guided_step(sampler, guide, model, x_t: torch.Tensor, t: torch.Tensor, eta, noise=None,
-                fresh: Sequence[int] = ()) -> torch.Tensor:
+def guided_step(
+    sampler, guide, model, x_t: torch.Tensor, t: torch.Tensor, eta, noise=None, fresh: Sequence[int] = ()
+) -> torch.Tensor:
     """One DDIM step of a whole batch at the respaced index ``t`` (one value) with the sampler's x0: the
     model's, guided by :func:`guide_x0` unless ``guide`` is None."""
     x0 = sampler.diffusion.model_x0(model, x_t, t)[2]
@@ -234,8 +245,9 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def interleaved(variants: Dict[str, Callable[[], object]], repeats: int, warmup: int = 0,
-                device="cpu") -> Dict[str, List[float]]:
+def interleaved(
+    variants: Dict[str, Callable[[], object]], repeats: int, warmup: int = 0, device="cpu"
+) -> Dict[str, List[float]]:
     """Seconds of every call, variants run round-robin ``repeats`` times after ``warmup`` rounds."""
     times: Dict[str, List[float]] = {name: [] for name in variants}
     for r in range(warmup + repeats):
@@ -286,7 +298,7 @@ def current_rss_mb() -> float:
     """Resident set of this process now, MiB (Linux /proc; the peak if /proc is unavailable)."""
     try:
         with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except OSError:
         return peak_rss_mb()
 
@@ -294,8 +306,9 @@ def current_rss_mb() -> float:
 def run_child(module: str, args: Sequence[str], timeout: float = 3600) -> dict:
     """Run ``python -m module args`` in a fresh process; it prints one JSON line last, returned here."""
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{module} {' '.join(args)} failed (rc {proc.returncode}):\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -306,8 +319,8 @@ def environment(device="cpu") -> Dict[str, str]:
     dev = torch.device(device)
     return {
         "machine": f"{platform.platform()}, {platform.processor() or platform.machine()}, "
-                   f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}"
-                   + (f", {torch.cuda.get_device_name(dev)}" if dev.type == "cuda" else ""),
+        f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}"
+        + (f", {torch.cuda.get_device_name(dev)}" if dev.type == "cuda" else ""),
         "torch": torch.__version__,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
@@ -322,14 +335,24 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     return "\n".join(lines)
 
 
-def report(title: str, argv: Sequence[str], tables: Sequence[str], notes: Sequence[str] = (), device="cpu",
-           write: bool = False, path: Path = DOCS) -> str:
+def report(
+    title: str,
+    argv: Sequence[str],
+    tables: Sequence[str],
+    notes: Sequence[str] = (),
+    device="cpu",
+    write: bool = False,
+    path: Path = DOCS,
+) -> str:
     """The markdown section of one run (command, machine, torch, date, notes, tables); appended with ``write``."""
     env = environment(device)
-    head = [f"## {title}", "",
-            f"- command: `python -m {' '.join(argv)}`",
-            f"- machine: {env['machine']}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
-            f"- torch {env['torch']}, {env['date']}"]
+    head = [
+        f"## {title}",
+        "",
+        f"- command: `python -m {' '.join(argv)}`",
+        f"- machine: {env['machine']}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
+        f"- torch {env['torch']}, {env['date']}",
+    ]
     head += [f"- {n}" for n in notes]
     text = "\n".join(head) + "\n\n" + "\n\n".join(tables) + "\n"
     print(text)
@@ -345,8 +368,12 @@ def common_args(parser, resolution: int = 512, repeats: int = 3) -> None:
     parser.add_argument("--resolution", type=int, default=resolution, choices=(512, 64))
     parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--warmup", type=int, default=0, help="untimed rounds before the timed ones")
-    parser.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
-                        help="the samplers' UNet trunk dtype (half precision on CUDA only)")
+    parser.add_argument(
+        "--precision",
+        choices=sorted(PRECISIONS),
+        default="fp32",
+        help="the samplers' UNet trunk dtype (half precision on CUDA only)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--workdir", default=None, help="checkpoint cache (default: a temp dir per run)")
     parser.add_argument("--note", action="append", default=[], help="line added to the report (repeatable)")

@@ -4,6 +4,7 @@ Kernel: exp(-k^2 / (2 sigma^2)) at integers |k| <= r = ceil(4 sigma), normalised
 Boundary: reflect-101 extended to any radius by repeated reflection (the periodic mirror signal of period
 2n - 2; a side of length 1 continues as a constant), done by index arithmetic (:func:`mirror_indices`).
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,9 @@ def kernel_radius(sigma: float) -> int:
     return max(1, math.ceil(4.0 * sigma - 1e-9))
 
 
-def gaussian_kernel1d(sigma: float, radius: Optional[int] = None, dtype: torch.dtype = torch.float64,
-                      device=None) -> torch.Tensor:
+def gaussian_kernel1d(
+    sigma: float, radius: Optional[int] = None, dtype: torch.dtype = torch.float64, device=None
+) -> torch.Tensor:
     """Normalised samples of exp(-k^2 / (2 sigma^2)), k = -r..r, r = ``radius`` or ``kernel_radius(sigma)``; sigma 0:
     the delta."""
     r = kernel_radius(sigma) if radius is None else int(radius)
@@ -123,8 +125,9 @@ def kernel_spectrum1d(sigma: float, length: int, device: torch.device, dtype: to
     return torch.fft.fft(wrapped).real.contiguous()
 
 
-def gaussian_transfer(sigmas: Sequence[float], hp: int, wp: int, device: torch.device,
-                      dtype: torch.dtype) -> torch.Tensor:
+def gaussian_transfer(
+    sigmas: Sequence[float], hp: int, wp: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
     """Real transfer functions (N, 1, hp, wp // 2 + 1) of the separable kernels, for ``rfft2`` spectra.
 
     On an image padded by ``mirror_indices`` with pad >= kernel_radius(sigma), cropped back, they give exactly

@@ -3,6 +3,7 @@
 Item ``index`` of epoch ``epoch`` draws everything from ``item_rng(seed, index, epoch)`` =
 ``np.random.default_rng([seed, epoch, index])``: the same data for any number of workers or ranks.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from data.sigma_star import sigma_star
 from data.degradation import DegradationConfig, degrade, load_degradation_config, to_gray
+from data.sigma_star import sigma_star
 from utils.image_io import IMAGE_EXTENSIONS, list_images, read_image
 
 Source = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
@@ -58,7 +59,7 @@ def load_face(path: Union[str, os.PathLike], resolution: int) -> np.ndarray:
     h, w = img.shape[:2]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
-    img = img[top:top + side, left:left + side]
+    img = img[top : top + side, left : left + side]
     if side != resolution:
         interp = cv2.INTER_AREA if side > resolution else cv2.INTER_CUBIC
         img = np.clip(cv2.resize(img, (resolution, resolution), interpolation=interp), 0.0, 1.0)
@@ -77,10 +78,17 @@ class FaceDataset(Dataset):
     ``with_sigma_star``) a float32 scalar tensor; 'path'. A flip (p = 0.5) precedes the degradation; ``length``
     repeats the files cyclically with fresh randomness."""
 
-    def __init__(self, source: Source, resolution: int, flip: bool = True,
-                 degradation: Optional[Union[DegradationConfig, str, os.PathLike, dict]] = None,
-                 seed: int = 0, with_sigma_star: bool = False, length: Optional[int] = None,
-                 sigma_star_kwargs: Optional[dict] = None):
+    def __init__(
+        self,
+        source: Source,
+        resolution: int,
+        flip: bool = True,
+        degradation: Optional[Union[DegradationConfig, str, os.PathLike, dict]] = None,
+        seed: int = 0,
+        with_sigma_star: bool = False,
+        length: Optional[int] = None,
+        sigma_star_kwargs: Optional[dict] = None,
+    ):
         if isinstance(source, (str, os.PathLike)):
             self.files = read_file_list(source)
         else:

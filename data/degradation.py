@@ -6,6 +6,7 @@ k: an 'iso' or 'aniso' Gaussian kernel; s, the noise std and q drawn uniformly f
 ``reference_resolution`` (blur and kernel size scale with the resolution). Every draw comes from ``rng`` in a
 fixed order and is recorded in ``params``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,6 +47,7 @@ class DegradationConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the key of any inconsistent value."""
+
         def fail(key: str, why: str) -> None:
             raise ConfigError(f"degradation config: '{key}' {why}")
 
@@ -68,8 +70,11 @@ class DegradationConfig:
         unknown = set(self.kernel_list) - set(KERNEL_TYPES)
         if unknown:
             fail("kernel_list", f"has unknown kernel types {sorted(unknown)}; allowed: {KERNEL_TYPES}")
-        if len(self.kernel_prob) != len(self.kernel_list) or not math.isclose(sum(self.kernel_prob), 1.0) \
-                or min(self.kernel_prob) < 0:
+        if (
+            len(self.kernel_prob) != len(self.kernel_list)
+            or not math.isclose(sum(self.kernel_prob), 1.0)
+            or min(self.kernel_prob) < 0
+        ):
             fail("kernel_prob", "must be non-negative, one per kernel_list entry, summing to 1")
         if self.downsample_interpolation not in INTERPOLATIONS:
             fail("downsample_interpolation", f"must be one of {sorted(INTERPOLATIONS)}")
@@ -139,7 +144,7 @@ def gaussian_kernel2d(size: int, sigma_x: float, sigma_y: float, theta: float) -
     """Normalised bivariate Gaussian on a size x size grid (GFPGAN/BasicSR ``bivariate_Gaussian``)."""
     c, s = math.cos(theta), math.sin(theta)
     rot = np.array([[c, -s], [s, c]])
-    cov = rot @ np.diag([sigma_x ** 2, sigma_y ** 2]) @ rot.T
+    cov = rot @ np.diag([sigma_x**2, sigma_y**2]) @ rot.T
     ax = np.arange(size, dtype=np.float64) - size // 2
     xx, yy = np.meshgrid(ax, ax)
     grid = np.stack([xx, yy], axis=-1)
@@ -202,7 +207,18 @@ def degrade(hq: np.ndarray, rng: np.random.Generator, cfg: DegradationConfig) ->
     if gray:
         img = to_gray(img)
 
-    params = dict(kernel=kernel_type, sigma_x=sigma_x, sigma_y=sigma_y, sigma_x_512=sigma_x * 512 / res,
-                  sigma_y_512=sigma_y * 512 / res, theta=theta, kernel_size=ksize, scale=scale,
-                  lq_size=[lq_h, lq_w], noise=noise, jpeg_quality=quality, gray=gray)
+    params = dict(
+        kernel=kernel_type,
+        sigma_x=sigma_x,
+        sigma_y=sigma_y,
+        sigma_x_512=sigma_x * 512 / res,
+        sigma_y_512=sigma_y * 512 / res,
+        theta=theta,
+        kernel_size=ksize,
+        scale=scale,
+        lq_size=[lq_h, lq_w],
+        noise=noise,
+        jpeg_quality=quality,
+        gray=gray,
+    )
     return img.astype(np.float32), params

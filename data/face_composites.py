@@ -3,6 +3,7 @@
 A face pasted with a known similarity T has true landmarks T(template) and true aligned crop the source face;
 a detector is scored by its landmark error mapped back by T^-1 (512 template pixels) and its crop's PSNR.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -73,8 +74,9 @@ def paste(canvas: np.ndarray, face: np.ndarray, affine: np.ndarray) -> np.ndarra
     """``face`` warped by ``affine`` over ``canvas`` (bilinear; an anti-aliased footprint as the mask)."""
     h, w = canvas.shape[:2]
     warped = cv2.warpAffine(face, affine, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    mask = cv2.warpAffine(np.ones(face.shape[:2], np.float32), affine, (w, h), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT)[:, :, None]
+    mask = cv2.warpAffine(
+        np.ones(face.shape[:2], np.float32), affine, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+    )[:, :, None]
     return mask * warped + (1.0 - mask) * canvas
 
 
@@ -85,9 +87,15 @@ def _load_face(path: Path, max_size: int) -> np.ndarray:
     return np.ascontiguousarray(img, dtype=np.float32)
 
 
-def make_composite(faces: Sequence[Path], seed: int, size: Tuple[int, int] = (720, 1080),
-                   face_px: Tuple[float, float] = (140.0, 260.0), max_angle: float = 30.0,
-                   background_name: str | None = None, max_tries: int = 200) -> Composite:
+def make_composite(
+    faces: Sequence[Path],
+    seed: int,
+    size: Tuple[int, int] = (720, 1080),
+    face_px: Tuple[float, float] = (140.0, 260.0),
+    max_angle: float = 30.0,
+    background_name: str | None = None,
+    max_tries: int = 200,
+) -> Composite:
     """Paste aligned square ``faces`` into one background: side ``face_px`` (uniform), angle in [-max_angle,
     max_angle], inside the image and clear of the other faces."""
     rng = np.random.default_rng(seed)
@@ -107,9 +115,15 @@ def make_composite(faces: Sequence[Path], seed: int, size: Tuple[int, int] = (72
     return Composite(np.clip(canvas, 0.0, 1.0).astype(np.float32), placed, name)
 
 
-def _place_discs(rng: np.random.Generator, count: int, size: Tuple[int, int], face_px: Tuple[float, float],
-                 max_angle: float, max_tries: int, max_layouts: int = 50
-                 ) -> List[Tuple[float, float, float, float]] | None:
+def _place_discs(
+    rng: np.random.Generator,
+    count: int,
+    size: Tuple[int, int],
+    face_px: Tuple[float, float],
+    max_angle: float,
+    max_tries: int,
+    max_layouts: int = 50,
+) -> List[Tuple[float, float, float, float]] | None:
     """(side, angle, cx, cy) per face, each rotated square's enclosing disc inside the image and clear of the
     others, drawn up to ``max_tries`` times per face and ``max_layouts`` times per layout; None if none fits."""
     h, w = size
@@ -134,8 +148,9 @@ def _place_discs(rng: np.random.Generator, count: int, size: Tuple[int, int], fa
 def match_detections(composite: Composite, landmarks: np.ndarray, max_error: float = 60.0) -> List[int]:
     """For each placed face, the index of the detection whose landmarks are closest (mean error in
     template pixels, below ``max_error``), or -1. Greedy by error; each detection used once."""
-    pairs = sorted((face.landmark_error(lm), i, j) for i, face in enumerate(composite.faces)
-                   for j, lm in enumerate(landmarks))
+    pairs = sorted(
+        (face.landmark_error(lm), i, j) for i, face in enumerate(composite.faces) for j, lm in enumerate(landmarks)
+    )
     match = [-1] * len(composite.faces)
     used = set()
     for err, i, j in pairs:
@@ -182,9 +197,14 @@ def score_detections(composite: Composite, landmarks: np.ndarray, crop_size: int
     return CompositeScore(errors, psnrs, len(landmarks) - sum(j >= 0 for j in match))
 
 
-def standard_composites(ffhq_dir: Path, celebref_dir: Path, count: int, seed: int = 0,
-                        size: Tuple[int, int] = (720, 1080), face_px: Tuple[float, float] = (140.0, 260.0)
-                        ) -> List[Composite]:
+def standard_composites(
+    ffhq_dir: Path,
+    celebref_dir: Path,
+    count: int,
+    seed: int = 0,
+    size: Tuple[int, int] = (720, 1080),
+    face_px: Tuple[float, float] = (140.0, 260.0),
+) -> List[Composite]:
     """``count`` composites of two or three faces each: one FFHQ face (1024 px source) and one or two
     CelebRef-HQ faces (512 px), chosen and placed deterministically from ``seed`` (see make_composite)."""
     ffhq = sorted(Path(ffhq_dir).glob("*.png"))
@@ -196,6 +216,13 @@ def standard_composites(ffhq_dir: Path, celebref_dir: Path, count: int, seed: in
     for i in range(count):
         picks = rng.choice(len(celebref), size=1 + i % 2, replace=False)
         faces = [ffhq[i % len(ffhq)]] + [celebref[int(k)] for k in picks]
-        out.append(make_composite(faces, seed=seed * 10_000 + i, size=size, face_px=face_px,
-                                  background_name=BACKGROUNDS[i % len(BACKGROUNDS)]))
+        out.append(
+            make_composite(
+                faces,
+                seed=seed * 10_000 + i,
+                size=size,
+                face_px=face_px,
+                background_name=BACKGROUNDS[i % len(BACKGROUNDS)],
+            )
+        )
     return out

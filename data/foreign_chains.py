@@ -3,6 +3,7 @@
 ``opencv``: Gaussian blur, INTER_AREA down and INTER_CUBIC up, noise, JPEG; ``pillow``: motion blur, BOX down
 and BILINEAR up, JPEG. Parameters per image from ``default_rng([seed, index])``.
 """
+
 from __future__ import annotations
 
 import io
@@ -24,14 +25,16 @@ def _reduced(img: np.ndarray, factor: float) -> Tuple[int, int]:
     return max(1, int(w // factor)), max(1, int(h // factor))
 
 
-def opencv_ops(img: np.ndarray, blur_sigma: float, down_by: float, noise_std: float, quality: int,
-               rng: np.random.Generator) -> np.ndarray:
+def opencv_ops(
+    img: np.ndarray, blur_sigma: float, down_by: float, noise_std: float, quality: int, rng: np.random.Generator
+) -> np.ndarray:
     """OpenCV Gaussian blur -> INTER_AREA down by ``down_by`` -> INTER_CUBIC back -> Gaussian noise of std
     ``noise_std`` (drawn from ``rng``) -> OpenCV JPEG at ``quality``, on an HxWx3 [0, 1] image of any size."""
     h, w = img.shape[:2]
     out = cv2.GaussianBlur(img, (0, 0), blur_sigma) if blur_sigma > 0 else img
-    out = cv2.resize(cv2.resize(out, _reduced(img, down_by), interpolation=cv2.INTER_AREA), (w, h),
-                     interpolation=cv2.INTER_CUBIC)
+    out = cv2.resize(
+        cv2.resize(out, _reduced(img, down_by), interpolation=cv2.INTER_AREA), (w, h), interpolation=cv2.INTER_CUBIC
+    )
     out = out + rng.normal(0.0, noise_std, out.shape).astype(np.float32)
     ok, buf = cv2.imencode(".jpg", to_uint8(out)[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     return cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1].astype(np.float32) / 255.0
@@ -51,8 +54,15 @@ def motion_kernel(length: float, angle_deg: float) -> np.ndarray:
     kernel = np.zeros((k, k), np.float32)
     c = (k - 1) / 2.0
     dx, dy = np.cos(np.deg2rad(angle_deg)) * (length - 1) / 2, np.sin(np.deg2rad(angle_deg)) * (length - 1) / 2
-    cv2.line(kernel, (round(16 * (c - dx)), round(16 * (c - dy))), (round(16 * (c + dx)), round(16 * (c + dy))),
-             1.0, 1, cv2.LINE_AA, shift=4)
+    cv2.line(
+        kernel,
+        (round(16 * (c - dx)), round(16 * (c - dy))),
+        (round(16 * (c + dx)), round(16 * (c + dy))),
+        1.0,
+        1,
+        cv2.LINE_AA,
+        shift=4,
+    )
     return kernel / kernel.sum()
 
 
@@ -78,7 +88,9 @@ def pillow_chain(hq: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, 
 
 
 CHAINS: Dict[str, Callable[[np.ndarray, np.random.Generator], Tuple[np.ndarray, dict]]] = {
-    "opencv": opencv_chain, "pillow": pillow_chain}
+    "opencv": opencv_chain,
+    "pillow": pillow_chain,
+}
 
 
 def make_chain_testset(source, out, chain: str, resolution: int, seed: int = 0, limit: int | None = None) -> dict:

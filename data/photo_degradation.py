@@ -3,6 +3,7 @@
 :data:`SETTINGS` holds the chains ``project`` / ``opencv`` / ``pillow`` at ``mild`` / ``severe`` and the
 single degradations (noise, jpeg, blur), whose strength is drawn per photo (uniform).
 """
+
 from __future__ import annotations
 
 from typing import Dict, Tuple
@@ -42,10 +43,17 @@ def degrade_photo(photo: np.ndarray, chain: str, severity: str, rng: np.random.G
         return single_degradation(photo, chain, float(rng.uniform(*next(iter(p.values())))), rng)
     if chain == "project":
         size = max(photo.shape[:2])
-        cfg = DegradationConfig(reference_resolution=size, blur_kernel_size=2 * int(np.ceil(4 * p["blur"])) + 1,
-                                kernel_list=["iso"], kernel_prob=[1.0], blur_sigma=[p["blur"]] * 2,
-                                downsample_range=[p["down_by"]] * 2, noise_range=[0.0, 0.0],
-                                jpeg_range=[p["jpeg"]] * 2, gray_prob=0.0)
+        cfg = DegradationConfig(
+            reference_resolution=size,
+            blur_kernel_size=2 * int(np.ceil(4 * p["blur"])) + 1,
+            kernel_list=["iso"],
+            kernel_prob=[1.0],
+            blur_sigma=[p["blur"]] * 2,
+            downsample_range=[p["down_by"]] * 2,
+            noise_range=[0.0, 0.0],
+            jpeg_range=[p["jpeg"]] * 2,
+            gray_prob=0.0,
+        )
         return degrade(photo, rng, cfg)[0]
     if chain == "opencv":
         return np.clip(opencv_ops(photo, p["blur"], p["down_by"], p["noise_std"], p["jpeg"], rng), 0.0, 1.0)

@@ -5,6 +5,7 @@
 ``sigma_star_spatial`` is the reference; ``sigma_star`` evaluates the same L in the Fourier domain of the
 mirror continuation (coarse grid, then each image's best refined by ``REFINE_FACTOR``).
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -28,14 +29,17 @@ GridLoss = Callable[[torch.Tensor], torch.Tensor]
 
 def _check(hq: torch.Tensor, lq_up: torch.Tensor, fine_step: float, name: str) -> None:
     if hq.shape != lq_up.shape or hq.ndim != 4:
-        raise ValueError(f"{name}: hq {tuple(hq.shape)} and lq_up {tuple(lq_up.shape)} "
-                         "must be (N, C, H, W) tensors of the same shape")
+        raise ValueError(
+            f"{name}: hq {tuple(hq.shape)} and lq_up {tuple(lq_up.shape)} "
+            "must be (N, C, H, W) tensors of the same shape"
+        )
     if fine_step <= 0:
         raise ValueError(f"{name}: fine_step must be > 0, got {fine_step}")
 
 
-def grid_search(loss: GridLoss, n: int, sigma_max: float, coarse_step: Optional[float],
-                fine_step: float) -> torch.Tensor:
+def grid_search(
+    loss: GridLoss, n: int, sigma_max: float, coarse_step: Optional[float], fine_step: float
+) -> torch.Tensor:
     """Coarse-to-fine argmin of ``loss`` for ``n`` images (module docstring): (N,) float64 sigmas on the CPU."""
     top = max(1, round(sigma_max / fine_step))  # grid index of sigma_max
     if coarse_step is None:
@@ -68,8 +72,13 @@ def _prepare(name: str, hq, lq_up, sigma_max, fine_step):
 
 
 @torch.no_grad()
-def sigma_star_spatial(hq: torch.Tensor, lq_up: torch.Tensor, sigma_max: Optional[float] = None,
-                       coarse_step: Optional[float] = None, fine_step: float = FINE_STEP) -> torch.Tensor:
+def sigma_star_spatial(
+    hq: torch.Tensor,
+    lq_up: torch.Tensor,
+    sigma_max: Optional[float] = None,
+    coarse_step: Optional[float] = None,
+    fine_step: float = FINE_STEP,
+) -> torch.Tensor:
     """sigma* per image by blurring ``hq`` per candidate (the reference); hq, lq_up: (N, C, H, W); computes in hq's
     dtype (at least float32); float32 (N,) on hq's device."""
     hq, lq_up, sigma_max = _prepare("sigma_star_spatial", hq, lq_up, sigma_max, fine_step)
@@ -154,8 +163,10 @@ class BlurFit:
         cols = (self.cols @ w_cols.transpose(1, 2)).double().view(n, c, -1, 2, s).permute(0, 3, 4, 1, 2)
         cols = cols * gh[:, None, :, None]
         lines = corners = 0.0
-        for resid, ends, is_row in ((rows - self.y_rows[:, :, None], ends_w, True),
-                                    (cols - self.y_cols[:, :, None], ends_h, False)):
+        for resid, ends, is_row in (
+            (rows - self.y_rows[:, :, None], ends_w, True),
+            (cols - self.y_cols[:, :, None], ends_h, False),
+        ):
             weighted = (resid.pow(2) * ends[0]).sum(-1)  # (1/P) sum_f m_f R_f^2
             first, last = resid @ ends[0], resid @ ends[1]
             lines = lines + ((weighted + first.pow(2) + last.pow(2)) / 2.0).sum(dim=(1, 3))
@@ -178,8 +189,13 @@ class BlurFit:
 
 
 @torch.no_grad()
-def sigma_star(hq: torch.Tensor, lq_up: torch.Tensor, sigma_max: Optional[float] = None,
-               coarse_step: Optional[float] = None, fine_step: float = FINE_STEP) -> torch.Tensor:
+def sigma_star(
+    hq: torch.Tensor,
+    lq_up: torch.Tensor,
+    sigma_max: Optional[float] = None,
+    coarse_step: Optional[float] = None,
+    fine_step: float = FINE_STEP,
+) -> torch.Tensor:
     """sigma* per image, L evaluated in the Fourier domain (module docstring); same arguments and result as
     :func:`sigma_star_spatial`, on hq's device (:class:`BlurFit`: float32 spectra, float64 sums). Images must
     be at least 2 x 2."""

@@ -3,6 +3,7 @@
 The similarity is the least-squares fit of Umeyama (TPAMI 1991); a face larger than the crop is low-passed
 before warping (:func:`warp_to_face`). Coordinates are pixel indices (pixel centre = integer), as in OpenCV.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,8 +14,16 @@ import numpy as np
 
 # FFHQ 5-point template at 512x512 (left eye, right eye, nose tip, left mouth corner, right mouth corner),
 # the one facexlib / GFPGAN / DifFace align with; it scales linearly with the face size.
-FFHQ_TEMPLATE_512 = np.array([[192.98138, 239.94708], [318.90277, 240.19360], [256.63416, 314.01935],
-                              [201.26117, 371.41043], [313.08905, 371.15118]], dtype=np.float64)
+FFHQ_TEMPLATE_512 = np.array(
+    [
+        [192.98138, 239.94708],
+        [318.90277, 240.19360],
+        [256.63416, 314.01935],
+        [201.26117, 371.41043],
+        [313.08905, 371.15118],
+    ],
+    dtype=np.float64,
+)
 TEMPLATE_SIZE = 512
 PAD_VALUE = (135 / 255.0, 133 / 255.0, 132 / 255.0)  # facexlib's gray outside the image when aligning
 
@@ -36,7 +45,7 @@ def estimate_similarity(src_pts: np.ndarray, dst_pts: np.ndarray) -> np.ndarray:
         raise ValueError(f"need two equally long (N>=2, 2) point arrays, got {src.shape} and {dst.shape}")
     mu_s, mu_d = src.mean(0), dst.mean(0)
     xs, xd = src - mu_s, dst - mu_d
-    var_s = np.mean(np.sum(xs ** 2, axis=1))
+    var_s = np.mean(np.sum(xs**2, axis=1))
     if var_s <= 1e-12:
         raise ValueError("source points coincide: similarity transform undefined")
     u, d, vt = np.linalg.svd(xd.T @ xs / len(src))
@@ -76,25 +85,36 @@ def warp_to_face(img: np.ndarray, affine: np.ndarray, face_size: int) -> np.ndar
             shifted = affine.copy()
             shifted[:, 2] += affine[:, :2] @ np.array([x0, y0], dtype=np.float64)
             img, affine = region, shifted
-    return cv2.warpAffine(img, affine, (face_size, face_size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=PAD_VALUE)
+    return cv2.warpAffine(
+        img,
+        affine,
+        (face_size, face_size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=PAD_VALUE,
+    )
 
 
-def _footprint_box(affine: np.ndarray, face_size: int, image_hw: Tuple[int, int], margin: int
-                   ) -> Tuple[int, int, int, int]:
+def _footprint_box(
+    affine: np.ndarray, face_size: int, image_hw: Tuple[int, int], margin: int
+) -> Tuple[int, int, int, int]:
     """Integer box x0, y0, x1, y1 (exclusive) of the image pixels the crop samples, grown by ``margin``
     and clipped to the image."""
     inverse = cv2.invertAffineTransform(affine)
-    corners = np.array([[0, 0], [face_size - 1, 0], [0, face_size - 1], [face_size - 1, face_size - 1]],
-                       dtype=np.float64) @ inverse[:, :2].T + inverse[:, 2]
+    corners = (
+        np.array([[0, 0], [face_size - 1, 0], [0, face_size - 1], [face_size - 1, face_size - 1]], dtype=np.float64)
+        @ inverse[:, :2].T
+        + inverse[:, 2]
+    )
     h, w = image_hw
     x0, y0 = np.floor(corners.min(0)).astype(int) - margin
     x1, y1 = np.ceil(corners.max(0)).astype(int) + margin + 1
     return max(0, x0), max(0, y0), min(w, x1), min(h, y1)
 
 
-def align_face(img: np.ndarray, landmarks5: np.ndarray, face_size: int = TEMPLATE_SIZE
-               ) -> Tuple[np.ndarray, np.ndarray]:
+def align_face(
+    img: np.ndarray, landmarks5: np.ndarray, face_size: int = TEMPLATE_SIZE
+) -> Tuple[np.ndarray, np.ndarray]:
     """Warp ``img`` (HxWx3 [0, 1]) so ``landmarks5`` land on the template -> (face, 2x3 affine img->face).
 
     Anti-aliased bilinear sampling (:func:`warp_to_face`); outside the image the face is :data:`PAD_VALUE`."""

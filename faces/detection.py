@@ -5,6 +5,7 @@ order of ``faces.align.FFHQ_TEMPLATE_512``, best score first. ``retinaface`` (fa
 ``--detection_weights``), ``mtcnn``, ``dlib``, ``mtcnn_dlib``; ``auto``: retinaface when its weights exist, else
 :data:`OFFLINE_DEFAULT` (docs/face_detection.md). Overlaps above :data:`DUPLICATE_IOU` are merged.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -33,8 +34,10 @@ def face_models_dir() -> Path:
     package, whose ``__init__`` needs the deprecated ``pkg_resources``)."""
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the dlib model files are missing: install face-recognition-models==0.3.0 "
-                                "(scripts/setup_env.sh does, from requirements-nodeps.txt)")
+        raise FileNotFoundError(
+            "the dlib model files are missing: install face-recognition-models==0.3.0 "
+            "(scripts/setup_env.sh does, from requirements-nodeps.txt)"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "models"
 
 
@@ -100,8 +103,10 @@ def mmod_face_detector():
 
 def mmod_boxes(detector, img_uint8: np.ndarray) -> np.ndarray:
     """(N, 5) boxes (x1, y1, x2, y2, confidence) of an MMOD detector, no pyramid upsampling."""
-    return np.array([[d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom(), d.confidence]
-                     for d in detector(img_uint8, 0)], dtype=np.float64).reshape(-1, 5)
+    return np.array(
+        [[d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom(), d.confidence] for d in detector(img_uint8, 0)],
+        dtype=np.float64,
+    ).reshape(-1, 5)
 
 
 def _empty() -> Detections:
@@ -118,8 +123,13 @@ class MTCNNDetector(Detector):
         from facenet_pytorch import MTCNN
 
         # the smallest face MTCNN searches for: below our threshold there is nothing to keep
-        self.model = MTCNN(keep_all=True, device=torch.device(device), min_face_size=max(12, self.min_face_size),
-                           select_largest=False, post_process=False)
+        self.model = MTCNN(
+            keep_all=True,
+            device=torch.device(device),
+            min_face_size=max(12, self.min_face_size),
+            select_largest=False,
+            post_process=False,
+        )
 
     @torch.no_grad()
     def find(self, img_uint8: np.ndarray) -> Detections:
@@ -151,8 +161,9 @@ class Landmarks68:
     def __call__(self, img_uint8: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         out = np.zeros((len(boxes), 5, 2))
         for i, (x1, y1, x2, y2) in enumerate(np.asarray(boxes)[:, :4]):
-            shape = self.predictor(img_uint8, self._dlib.rectangle(int(round(x1)), int(round(y1)),
-                                                                   int(round(x2)), int(round(y2))))
+            shape = self.predictor(
+                img_uint8, self._dlib.rectangle(int(round(x1)), int(round(y1)), int(round(x2)), int(round(y2)))
+            )
             out[i] = five_from_68([[shape.part(k).x, shape.part(k).y] for k in range(68)])
         return out
 
@@ -198,15 +209,22 @@ class RetinaFaceDetector(Detector):
 
     name = "retinaface"
 
-    def __init__(self, weights_path: Optional[Union[str, os.PathLike]], device: Union[str, torch.device] = "cpu",
-                 conf_threshold: float = 0.8, nms_threshold: float = 0.4, **kwargs):
+    def __init__(
+        self,
+        weights_path: Optional[Union[str, os.PathLike]],
+        device: Union[str, torch.device] = "cpu",
+        conf_threshold: float = 0.8,
+        nms_threshold: float = 0.4,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if weights_path is None or not Path(weights_path).is_file():
             where = "no path given" if weights_path is None else f"not found: {weights_path}"
             raise FileNotFoundError(
                 f"face detection weights {RETINAFACE_WEIGHTS_NAME} missing ({where}). Download it from "
                 f"{RETINAFACE_WEIGHTS_URL}, put it at e.g. {RETINAFACE_WEIGHTS_HINT} and pass "
-                f"--detection_weights {RETINAFACE_WEIGHTS_HINT}, or use an offline detector (--detector auto)")
+                f"--detection_weights {RETINAFACE_WEIGHTS_HINT}, or use an offline detector (--detector auto)"
+            )
         from facexlib.detection.retinaface import RetinaFace
 
         self.device = torch.device(device)
@@ -218,15 +236,17 @@ class RetinaFaceDetector(Detector):
             state = torch.load(weights_path, map_location="cpu", weights_only=True)
             model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
         except Exception as err:  # noqa: BLE001 - any failure means "not the RetinaFace-ResNet50 file"
-            raise ValueError(f"{weights_path} is not a RetinaFace-ResNet50 state dict "
-                             f"({RETINAFACE_WEIGHTS_NAME}): {err}") from err
+            raise ValueError(
+                f"{weights_path} is not a RetinaFace-ResNet50 state dict ({RETINAFACE_WEIGHTS_NAME}): {err}"
+            ) from err
         self.model = model.to(self.device).eval()
 
     @torch.no_grad()
     def find(self, img_uint8: np.ndarray) -> Detections:
         bgr = np.ascontiguousarray(img_uint8[:, :, ::-1].astype(np.float32))
-        dets = self.model.detect_faces(bgr, conf_threshold=self.conf_threshold,
-                                       nms_threshold=self.nms_threshold, use_origin_size=True)
+        dets = self.model.detect_faces(
+            bgr, conf_threshold=self.conf_threshold, nms_threshold=self.nms_threshold, use_origin_size=True
+        )
         dets = np.asarray(dets, dtype=np.float64).reshape(-1, 15)
         return dets[:, :5], dets[:, 5:].reshape(-1, 5, 2)
 
@@ -241,8 +261,12 @@ def resolve_detector_name(name: Optional[str], weights: Optional[Union[str, os.P
     return name
 
 
-def build_detector(name: Optional[str] = None, weights: Optional[Union[str, os.PathLike]] = None,
-                   device: Union[str, torch.device] = "cpu", min_face_size: int = DEFAULT_MIN_FACE_SIZE) -> Detector:
+def build_detector(
+    name: Optional[str] = None,
+    weights: Optional[Union[str, os.PathLike]] = None,
+    device: Union[str, torch.device] = "cpu",
+    min_face_size: int = DEFAULT_MIN_FACE_SIZE,
+) -> Detector:
     """The detector ``name`` (see the module docstring); ``weights`` is RetinaFace's file."""
     resolved = resolve_detector_name(name, weights)
     if resolved == "retinaface":

@@ -3,6 +3,7 @@
 Both images are upscaled to :data:`MIN_SIDE`; the face box is found on the HQ image and used for both.
 ``id_dist`` = ||e(restored) - e(HQ)||_2 and ``id_same`` = [id_dist < 0.6]; both absent without an HQ face.
 """
+
 from __future__ import annotations
 
 from typing import Dict, Optional

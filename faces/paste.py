@@ -19,6 +19,7 @@ belongs to the restorer). Each face's record names what the weights did (:func:`
 (w_c < 0.1, w_h > 0.9), ``restored`` (w_c >= 0.5) or ``partly``; a kept face is pasted with (w_c, w_h) = (0, 1)
 (:func:`paste_weights`), so it comes back as the input exactly.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -39,20 +40,28 @@ class PasteConfig:
     sigma_512 = sigma * 512 / R for a crop of R pixels, like every sigma of a config. The defaults are the
     demo configuration's fit (configs/sample/dynfacerestore_demo.yaml)."""
 
-    mode: str = "resolution_aware"      # resolution_aware | classic
-    restorer_sigma_512: float = 5.6     # d_0: what the restorer blurs a clean face by
-    high_band_sigma_512: float = 12.0   # d_h: w_h = exp(-(e / d_h)^2), e = max(0, d - d_0)
-    correction_sigma_512: float = 0.8   # d_c: w_c = w_max (1 - exp(-(e / d_c)^2))
-    correction_max: float = 1.0         # w_max
-    misfit_weight: float = 0.5          # w_m: x_m = x_hat - (1 - w_m) (G_d x_hat - y)
-    clean_noise: float = 0.013725       # s_0: the crop's finest-band noise level s_y on a clean face
+    mode: str = "resolution_aware"  # resolution_aware | classic
+    restorer_sigma_512: float = 5.6  # d_0: what the restorer blurs a clean face by
+    high_band_sigma_512: float = 12.0  # d_h: w_h = exp(-(e / d_h)^2), e = max(0, d - d_0)
+    correction_sigma_512: float = 0.8  # d_c: w_c = w_max (1 - exp(-(e / d_c)^2))
+    correction_max: float = 1.0  # w_max
+    misfit_weight: float = 0.5  # w_m: x_m = x_hat - (1 - w_m) (G_d x_hat - y)
+    clean_noise: float = 0.013725  # s_0: the crop's finest-band noise level s_y on a clean face
     correction_noise: float = 0.007843  # r_c: w_c = w_max (1 - exp(-(e / d_c)^2 - (q / r_c)^2))
-    high_band_noise: float = 0.003922   # r_h: w_h = exp(-(e / d_h)^2) (1 - nu (1 - exp(-(q / r_h)^2)))
+    high_band_noise: float = 0.003922  # r_h: w_h = exp(-(e / d_h)^2) (1 - nu (1 - exp(-(q / r_h)^2)))
     methods: Dict[str, Dict[str, float]] = field(default_factory=dict)  # per sampler.method: entries above replaced
 
 
-METHOD_KEYS = ("restorer_sigma_512", "high_band_sigma_512", "correction_sigma_512", "correction_max", "misfit_weight",
-               "clean_noise", "correction_noise", "high_band_noise")  # what paste.methods.<method> may replace
+METHOD_KEYS = (
+    "restorer_sigma_512",
+    "high_band_sigma_512",
+    "correction_sigma_512",
+    "correction_max",
+    "misfit_weight",
+    "clean_noise",
+    "correction_noise",
+    "high_band_noise",
+)  # what paste.methods.<method> may replace
 
 
 def check_paste_config(cfg) -> None:
@@ -90,7 +99,7 @@ def band_weights(estimate: FaceEstimate, resolution: int, cfg) -> Tuple[float, f
     removed = np.sqrt(max(0.0, float(estimate.crop_noise) ** 2 - float(cfg.clean_noise) ** 2))
     blur_h = (excess / float(cfg.high_band_sigma_512)) ** 2
     blur_c, noise_c = (excess / float(cfg.correction_sigma_512)) ** 2, (removed / float(cfg.correction_noise)) ** 2
-    confirmed = 1.0 - float(np.exp(-(removed / float(cfg.high_band_noise)) ** 2))
+    confirmed = 1.0 - float(np.exp(-((removed / float(cfg.high_band_noise)) ** 2)))
     w_h = float(np.exp(-blur_h)) * (1.0 - float(estimate.noise_share) * confirmed)
     w_c = float(cfg.correction_max) * (1.0 - float(np.exp(-blur_c - noise_c)))
     return w_c, w_h
@@ -156,7 +165,7 @@ def crop_noise(crop: np.ndarray) -> float:
     R x R crop."""
     size = crop.shape[0]
     centre = np.zeros(crop.shape[:2], bool)
-    centre[size // 4:size - size // 4, size // 4:size - size // 4] = True
+    centre[size // 4 : size - size // 4, size // 4 : size - size // 4] = True
     return finest_band_noise(crop, centre)
 
 
@@ -203,12 +212,15 @@ def face_estimate(restored: np.ndarray, crop: np.ndarray, blur: float, share: Ca
     return FaceEstimate(blur, crop_noise(crop), share())
 
 
-def face_estimates(photo: np.ndarray, restored: Sequence[np.ndarray], crops: Sequence[np.ndarray],
-                   affines: Sequence[np.ndarray]) -> List[FaceEstimate]:
+def face_estimates(
+    photo: np.ndarray, restored: Sequence[np.ndarray], crops: Sequence[np.ndarray], affines: Sequence[np.ndarray]
+) -> List[FaceEstimate]:
     """The :func:`face_estimate` of each face of ``photo`` (module docstring), d in one batched search."""
     blurs = degradation_estimates(restored, crops)
-    return [face_estimate(x, y, d, lambda affine=affine, size=x.shape[0]: noise_share(photo, affine, size))
-            for x, y, affine, d in zip(restored, crops, affines, blurs)]
+    return [
+        face_estimate(x, y, d, lambda affine=affine, size=x.shape[0]: noise_share(photo, affine, size))
+        for x, y, affine, d in zip(restored, crops, affines, blurs)
+    ]
 
 
 def _homogeneous(affine: np.ndarray) -> np.ndarray:
@@ -232,8 +244,14 @@ def soft_face_mask(face_size: Tuple[int, int], inverse_affine: np.ndarray, out_h
     e = sqrt(footprint area) * MASK_EDGE_FRACTION, so the weight falls to ~0 inside the footprint's edge.
     """
     h, w = out_hw
-    footprint = cv2.warpAffine(np.ones(face_size, np.float32), inverse_affine, (w, h), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    footprint = cv2.warpAffine(
+        np.ones(face_size, np.float32),
+        inverse_affine,
+        (w, h),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0.0,
+    )
     footprint = (footprint > 0.999).astype(np.float32)
     edge = max(1, int(round(np.sqrt(footprint.sum()) * MASK_EDGE_FRACTION)))
     core = cv2.erode(footprint, np.ones((4 * edge + 1, 4 * edge + 1), np.uint8))
@@ -243,12 +261,19 @@ def soft_face_mask(face_size: Tuple[int, int], inverse_affine: np.ndarray, out_h
 def warp_from_face(face: np.ndarray, inverse_affine: np.ndarray, out_hw: Tuple[int, int]) -> np.ndarray:
     """U(face): a crop warped into an ``out_hw`` image by ``inverse_affine`` (bilinear, zero outside)."""
     h, w = out_hw
-    return cv2.warpAffine(np.asarray(face, dtype=np.float32), inverse_affine, (w, h), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    return cv2.warpAffine(
+        np.asarray(face, dtype=np.float32),
+        inverse_affine,
+        (w, h),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0.0,
+    )
 
 
-def split_bands(background: np.ndarray, affine: np.ndarray, face_size: int, upscale: float = 1
-                ) -> Tuple[np.ndarray, np.ndarray]:
+def split_bands(
+    background: np.ndarray, affine: np.ndarray, face_size: int, upscale: float = 1
+) -> Tuple[np.ndarray, np.ndarray]:
     """(U(D(B)), H = B - U(D(B))) of the module docstring for the face aligned by ``affine`` (image -> face)
     in ``background`` = the image upsampled by ``upscale``. Linear in B; the two parts sum to B exactly."""
     bg = np.asarray(background, dtype=np.float32)
@@ -270,8 +295,9 @@ class FacePaste:
     estimate: Optional[FaceEstimate] = None
 
 
-def paste_terms(background: np.ndarray, face: FacePaste, upscale: float = 1, high_band: bool = True
-                ) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+def paste_terms(
+    background: np.ndarray, face: FacePaste, upscale: float = 1, high_band: bool = True
+) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
     """(m, U(x_hat - y), H) of the module docstring for one face in ``background``: the output is
     B + m (w_c U(x_hat - y) - (1 - w_h) H), linear in the weights. H (a second warp pair) is None without
     ``high_band``."""
@@ -279,8 +305,9 @@ def paste_terms(background: np.ndarray, face: FacePaste, upscale: float = 1, hig
     inverse = face_to_upsampled(face.affine, upscale)
     size = face.restored.shape[:2]
     mask = soft_face_mask(size, inverse, bg.shape[:2])[:, :, None]
-    correction = warp_from_face(np.asarray(face.restored, np.float32) - np.asarray(face.crop, np.float32), inverse,
-                                bg.shape[:2])
+    correction = warp_from_face(
+        np.asarray(face.restored, np.float32) - np.asarray(face.crop, np.float32), inverse, bg.shape[:2]
+    )
     return mask, correction, split_bands(bg, face.affine, size[0], upscale)[1] if high_band else None
 
 
@@ -306,16 +333,16 @@ def bicubic_upsample(img: np.ndarray, upscale: float) -> np.ndarray:
     return np.clip(cv2.resize(img, size, interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
 
 
-def aware_paste(restored: np.ndarray, crop: np.ndarray, affine: np.ndarray, estimate: FaceEstimate, cfg
-                ) -> FacePaste:
+def aware_paste(restored: np.ndarray, crop: np.ndarray, affine: np.ndarray, estimate: FaceEstimate, cfg) -> FacePaste:
     """The resolution-aware :class:`FacePaste` of one face of degradation ``estimate``: its misfit-weighted
     restoration x_m and the weights of :func:`paste_weights` (module docstring)."""
     weighted = misfit_weighted(restored, crop, estimate.blur, cfg.misfit_weight)
     return FacePaste(weighted, crop, affine, paste_weights(estimate, restored.shape[0], cfg), estimate)
 
 
-def face_pastes(photo: np.ndarray, restored: Sequence[np.ndarray], crops: Sequence[np.ndarray],
-                affines: Sequence[np.ndarray], cfg) -> List[FacePaste]:
+def face_pastes(
+    photo: np.ndarray, restored: Sequence[np.ndarray], crops: Sequence[np.ndarray], affines: Sequence[np.ndarray], cfg
+) -> List[FacePaste]:
     """One :class:`FacePaste` per face of ``photo`` (the input, before upsampling) with its weights from
     ``cfg`` (a ``paste`` section) and the face's estimates (:func:`face_estimates`)."""
     if not len(restored) == len(crops) == len(affines):
@@ -326,12 +353,18 @@ def face_pastes(photo: np.ndarray, restored: Sequence[np.ndarray], crops: Sequen
     if cfg.mode == "classic":
         return [FacePaste(face, crop, affine) for face, crop, affine in zip(restored, crops, affines)]
     estimates = face_estimates(photo, restored, crops, affines)
-    return [aware_paste(face, crop, affine, estimate, cfg)
-            for face, crop, affine, estimate in zip(restored, crops, affines, estimates)]
+    return [
+        aware_paste(face, crop, affine, estimate, cfg)
+        for face, crop, affine, estimate in zip(restored, crops, affines, estimates)
+    ]
 
 
-def paste_faces(img: np.ndarray, faces: Sequence[FacePaste], upscale: float,
-                bg_upsampler: Optional[Callable[[np.ndarray, float], np.ndarray]] = None) -> np.ndarray:
+def paste_faces(
+    img: np.ndarray,
+    faces: Sequence[FacePaste],
+    upscale: float,
+    bg_upsampler: Optional[Callable[[np.ndarray, float], np.ndarray]] = None,
+) -> np.ndarray:
     """The upsampled ``img`` (``bg_upsampler``, default :func:`bicubic_upsample`) with each face pasted
     (:func:`paste_face`), clipped to [0, 1]. With no face it is the upsampled background."""
     out = (bg_upsampler or bicubic_upsample)(img, upscale)
@@ -356,8 +389,10 @@ def paste_aligned(image: np.ndarray, restored: np.ndarray, crop: np.ndarray, cfg
     Returns the merged image (clipped to [0, 1]) and the face's :class:`FacePaste`."""
     side, size = image.shape[0], restored.shape[0]
     if image.shape[:2] != (side, side) or restored.shape != crop.shape:
-        raise ValueError(f"aligned face {image.shape[:2]}, restored {restored.shape}, crop {crop.shape}: "
-                         "need a square face and a restoration the size of its crop")
+        raise ValueError(
+            f"aligned face {image.shape[:2]}, restored {restored.shape}, crop {crop.shape}: "
+            "need a square face and a restoration the size of its crop"
+        )
     img = np.asarray(image, dtype=np.float32)
     if cfg.mode == "classic":
         return np.clip(resize_bilinear(restored, side), 0.0, 1.0), FacePaste(restored, crop, np.eye(2, 3))
@@ -365,8 +400,12 @@ def paste_aligned(image: np.ndarray, restored: np.ndarray, crop: np.ndarray, cfg
     def high_band(x: np.ndarray) -> np.ndarray:
         return x - resize_bilinear(cv2.resize(x, (size, size), interpolation=cv2.INTER_AREA), side)
 
-    estimate = face_estimate(restored, crop, degradation_estimates([restored], [crop])[0],
-                             lambda: _wiener_share(img, np.ones((side, side), np.float32), high_band))
+    estimate = face_estimate(
+        restored,
+        crop,
+        degradation_estimates([restored], [crop])[0],
+        lambda: _wiener_share(img, np.ones((side, side), np.float32), high_band),
+    )
     face = aware_paste(restored, crop, np.eye(2, 3), estimate, cfg)
     w_c, w_h = face.weights
     correction = resize_bilinear(face.restored - np.asarray(crop, dtype=np.float32), side)
@@ -384,10 +423,15 @@ class WholeImageResult:
     pastes: List[FacePaste] = field(default_factory=list)
 
 
-def restore_whole_image(img: np.ndarray, detector, restore_fn: Callable[[List[np.ndarray]], Sequence[np.ndarray]],
-                        face_size: int, upscale: float, cfg=None,
-                        bg_upsampler: Optional[Callable[[np.ndarray, float], np.ndarray]] = None
-                        ) -> WholeImageResult:
+def restore_whole_image(
+    img: np.ndarray,
+    detector,
+    restore_fn: Callable[[List[np.ndarray]], Sequence[np.ndarray]],
+    face_size: int,
+    upscale: float,
+    cfg=None,
+    bg_upsampler: Optional[Callable[[np.ndarray, float], np.ndarray]] = None,
+) -> WholeImageResult:
     """Detect -> align -> restore all faces in one call -> paste back (``cfg``: a ``paste`` section, default
     :class:`PasteConfig`).
 

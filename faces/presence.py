@@ -3,6 +3,7 @@
 Images are first upscaled to :data:`faces.identity.MIN_SIDE`. :meth:`FacePresence.rates` gives the rate per
 detector and ``all`` (found by all three).
 """
+
 from __future__ import annotations
 
 from typing import Dict, Sequence
@@ -33,9 +34,11 @@ class FacePresence:
         """Whether each detector finds a face in one HxWx3 float RGB [0, 1] image."""
         big = upscale_to(img, MIN_SIDE)  # uint8, for dlib
         big_float = big.astype(np.float32) / 255.0  # what Detector.detect takes (it rounds back exactly)
-        return {"hog": self._hog_found(big),
-                "mtcnn": len(self.mtcnn.detect(big_float)[0]) > 0,
-                "mmod": bool((box_sides(mmod_boxes(self.mmod, big)) >= self.min_face_size).any())}
+        return {
+            "hog": self._hog_found(big),
+            "mtcnn": len(self.mtcnn.detect(big_float)[0]) > 0,
+            "mmod": bool((box_sides(mmod_boxes(self.mmod, big)) >= self.min_face_size).any()),
+        }
 
     def rates(self, images: Sequence[np.ndarray]) -> Dict[str, float]:
         """Fraction of ``images`` with a face, per detector and for all three together (``all``)."""

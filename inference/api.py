@@ -4,6 +4,7 @@ It runs :class:`inference.interactive.Restorer` on the pixels in memory, so the 
 line's for the same key, config, method and seed, returned as the input was (PIL or array, same dtype and
 channels). Restorers are kept per device.
 """
+
 from __future__ import annotations
 
 from typing import Dict, Optional, Tuple, Union
@@ -20,9 +21,21 @@ _PIL_AS = {"1": "L", "P": "RGB", "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB", "L
 _PIL_16 = ("I", "I;16", "I;16L", "I;16B", "I;16N")
 
 
-def restore(image: ImageLike, *, key: str = "image", aligned: bool = True, config: str = DEFAULT_CONFIG,
-            method: str = "dynfacerestore", seed: int = 0, eta: str | float | None = None, steps: Optional[int] = None,
-            solver: Optional[str] = None, upscale: float = 1.0, alpha: str = "keep", device: str = "cpu") -> ImageLike:
+def restore(
+    image: ImageLike,
+    *,
+    key: str = "image",
+    aligned: bool = True,
+    config: str = DEFAULT_CONFIG,
+    method: str = "dynfacerestore",
+    seed: int = 0,
+    eta: str | float | None = None,
+    steps: Optional[int] = None,
+    solver: Optional[str] = None,
+    upscale: float = 1.0,
+    alpha: str = "keep",
+    device: str = "cpu",
+) -> ImageLike:
     """Restore ``image``: an aligned face (``aligned``), or a whole photo whose faces are detected, restored and
     pasted back. ``key`` (a file's stem) and ``seed`` seed the sampling; the other settings are the command line's.
     Raises ``inference.inputs.InputSkip`` for an image the command line would skip, ``ValueError`` for bad
@@ -30,9 +43,20 @@ def restore(image: ImageLike, *, key: str = "image", aligned: bool = True, confi
     pixels, orientation = _pixels(image)
     restorer = _RESTORERS.setdefault(device, Restorer(device=device))
     name = f"{key}.png"
-    report = restorer.restore_image(pixels, name=name, orientation=orientation, alpha=alpha, config=config,
-                                    method=method, eta=eta, seed=seed, aligned=aligned, upscale=upscale,
-                                    steps=steps, solver=solver)
+    report = restorer.restore_image(
+        pixels,
+        name=name,
+        orientation=orientation,
+        alpha=alpha,
+        config=config,
+        method=method,
+        eta=eta,
+        seed=seed,
+        aligned=aligned,
+        upscale=upscale,
+        steps=steps,
+        solver=solver,
+    )
     out = report.output()
     if isinstance(image, Image.Image):
         return Image.fromarray(out)
@@ -57,4 +81,3 @@ def _pixels(image: ImageLike) -> Tuple[np.ndarray, int]:
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
         raise ValueError(f"restore takes HxW, HxWx1, HxWx3 or HxWx4 pixels, got shape {image.shape}")
     return image, 1
-

@@ -5,6 +5,7 @@ its seed a hash of (``--seed``, key). HQ references match by stem. Files that ca
 than ``min_side``, raise :class:`InputSkip`; larger than ``max_side`` are downscaled (docs/method.md
 section 11).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,6 +39,7 @@ class InputItem:
 @dataclass
 class LoadedImage:
     """Float32 HxWx3 RGB [0, 1] pixels (the models' input), the notes on what was converted and the file's facts."""
+
     image: np.ndarray
     notes: List[str] = field(default_factory=list)
     original_size: Tuple[int, int] = (0, 0)  # (height, width) upright, as read from the file
@@ -48,8 +50,9 @@ class LoadedImage:
         return faithful_pixels(result, self.image, self.facts)
 
 
-def list_inputs(path: str | os.PathLike, recursive: bool = False,
-                exclude: Sequence[str | os.PathLike] = ()) -> Tuple[List[InputItem], List[str]]:
+def list_inputs(
+    path: str | os.PathLike, recursive: bool = False, exclude: Sequence[str | os.PathLike] = ()
+) -> Tuple[List[InputItem], List[str]]:
     """Sorted inputs under ``path`` (folder or single file) and messages about what was left out: files
     without an image extension, duplicate keys, and files under a folder of ``exclude`` (a run's outputs)."""
     path = Path(path)
@@ -57,19 +60,25 @@ def list_inputs(path: str | os.PathLike, recursive: bool = False,
     messages = []
     if path.is_dir():
         pattern = "**/*" if recursive else "*"
-        others = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() not in IMAGE_EXTENSIONS
-                        and not p.name.startswith("."))
+        others = sorted(
+            p
+            for p in path.glob(pattern)
+            if p.is_file() and p.suffix.lower() not in IMAGE_EXTENSIONS and not p.name.startswith(".")
+        )
         for folder in (Path(f).resolve() for f in exclude):
             outputs = [f for f in files + others if f.resolve().is_relative_to(folder)]
             if outputs:
-                messages.append(f"{path}: leaving out the {len(outputs)} file(s) under the output folder {folder}: "
-                                "outputs are not read as inputs")
+                messages.append(
+                    f"{path}: leaving out the {len(outputs)} file(s) under the output folder {folder}: "
+                    "outputs are not read as inputs"
+                )
             files = [f for f in files if f not in outputs]
             others = [f for f in others if f not in outputs]
         if others:
             shown = ", ".join(p.name for p in others[:3]) + (" ..." if len(others) > 3 else "")
-            messages.append(f"{path}: ignoring {len(others)} file(s) without an image extension "
-                            f"{list(IMAGE_EXTENSIONS)}: {shown}")
+            messages.append(
+                f"{path}: ignoring {len(others)} file(s) without an image extension {list(IMAGE_EXTENSIONS)}: {shown}"
+            )
     items: List[InputItem] = []
     seen: Dict[str, Path] = {}
     for f in files:
@@ -143,8 +152,9 @@ def load_image(path: Path, min_side: int, max_side: int, alpha: str = "keep") ->
     return sized_image(img, facts, min_side, max_side, header_notes(path))
 
 
-def sized_image(img: np.ndarray, facts: FileFacts, min_side: int, max_side: int, notes: Sequence[str] = ()
-                ) -> LoadedImage:
+def sized_image(
+    img: np.ndarray, facts: FileFacts, min_side: int, max_side: int, notes: Sequence[str] = ()
+) -> LoadedImage:
     """The size policy of the module docstring on read pixels ``img`` and their ``facts``."""
     h, w = img.shape[:2]
     if min(h, w) < min_side:
@@ -169,7 +179,7 @@ def center_square(img: np.ndarray) -> Tuple[np.ndarray, Optional[str]]:
         return img, None
     s = min(h, w)
     top, left = (h - s) // 2, (w - s) // 2
-    return img[top:top + s, left:left + s], f"not square ({w}x{h} px), centre-cropped to {s}x{s}"
+    return img[top : top + s, left : left + s], f"not square ({w}x{h} px), centre-cropped to {s}x{s}"
 
 
 def resize_to(img: np.ndarray, size: int) -> np.ndarray:

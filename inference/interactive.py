@@ -3,6 +3,7 @@
 The same reading, seeds, sampling and paste-back as the command line (:mod:`inference.runner`), results in
 memory. Samplers are built once per (config, method, steps, solver, overrides) (:class:`Restorer`).
 """
+
 from __future__ import annotations
 
 import os
@@ -15,13 +16,21 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from faces.detection import build_detector
+from faces.paste import bicubic_upsample, paste_aligned, restore_whole_image
 from inference.args import build_parser
-from inference.inputs import InputSkip, LoadedImage, image_seed, load_image, prepare_aligned, sized_image, square_aligned
+from inference.inputs import (
+    InputSkip,
+    LoadedImage,
+    image_seed,
+    load_image,
+    prepare_aligned,
+    sized_image,
+    square_aligned,
+)
 from inference.runner import intermediate_tiles, intermediates, no_face_note, paste_facts, sample_info
 from inference.steps import steps_overrides
 from inference.strip import make_strip
-from faces.detection import build_detector
-from faces.paste import bicubic_upsample, paste_aligned, restore_whole_image
 from sampler import FaceRestoreSampler, SamplerStep, parse_eta
 from utils.image_file import FileFacts, faithful_pixels, from_pixels
 from utils.image_io import apply_orientation, img2tensor, tensor2img, to_uint8, write_image
@@ -56,17 +65,17 @@ class FaceReport:
     levels: List[Tuple[float, np.ndarray]] = field(default_factory=list)  # (sigma, blurred level y'_k)
     guidance_map: Optional[np.ndarray] = None  # HxW in [0, 1]: mean guidance scale s over the guided steps
     x0_steps: List[Tuple[int, np.ndarray]] = field(default_factory=list)  # (t, guided x0) at X0_TILES steps
-    strip: Optional[np.ndarray] = None         # uint8 LQ | levels | guidance map | x0 at t | result
+    strip: Optional[np.ndarray] = None  # uint8 LQ | levels | guidance map | x0 at t | result
 
 
 @dataclass
 class PhotoReport:
     """One uploaded photo: what was read, the restored image, its faces and notes."""
 
-    name: str                  # the uploaded file's name
-    key: str                   # its stem: seeds and download names
-    input: np.ndarray          # as read (float RGB [0, 1]; downscaled when above MAX_SIDE)
-    before: np.ndarray         # the input at the result's size (the "before" of a before/after view)
+    name: str  # the uploaded file's name
+    key: str  # its stem: seeds and download names
+    input: np.ndarray  # as read (float RGB [0, 1]; downscaled when above MAX_SIDE)
+    before: np.ndarray  # the input at the result's size (the "before" of a before/after view)
     result: np.ndarray
     faces: List[FaceReport]
     aligned: bool
@@ -107,9 +116,15 @@ class Restorer:
     """Samplers built once per (config, method, overrides), a face detector built on first use, and the
     restoration of one uploaded photo (:meth:`restore_file`). Not thread-safe: one restore at a time."""
 
-    def __init__(self, device: str = "cpu", detector: Optional[object] = None, detector_name: str = DETECTOR,
-                 detection_weights: Optional[str] = DETECTION_WEIGHTS, min_face_size: int = MIN_FACE_SIZE,
-                 overrides: Sequence[str] = ()):
+    def __init__(
+        self,
+        device: str = "cpu",
+        detector: Optional[object] = None,
+        detector_name: str = DETECTOR,
+        detection_weights: Optional[str] = DETECTION_WEIGHTS,
+        min_face_size: int = MIN_FACE_SIZE,
+        overrides: Sequence[str] = (),
+    ):
         self.device = device
         self._detector = detector
         self._detector_args = (detector_name, detection_weights, min_face_size)
@@ -117,8 +132,9 @@ class Restorer:
         self._samplers: Dict[tuple, FaceRestoreSampler] = {}
 
     # ------------------------------------------------------------------ cached parts
-    def sampler(self, config: str, method: str, steps: Optional[int] = None,
-                solver: Optional[str] = None) -> FaceRestoreSampler:
+    def sampler(
+        self, config: str, method: str, steps: Optional[int] = None, solver: Optional[str] = None
+    ) -> FaceRestoreSampler:
         """The sampler of ``config`` with ``sampler.method=method`` and the command line's ``--steps`` /
         ``--solver`` (None: the config's), built on first request, then reused."""
         path = resolve_path(config)
@@ -137,33 +153,52 @@ class Restorer:
         """The whole-photo face detector (``faces.detection.build_detector``, built on first use)."""
         if self._detector is None:
             name, weights, min_face_size = self._detector_args
-            self._detector = build_detector(name, None if weights is None else resolve_path(weights),
-                                            device=self.device, min_face_size=min_face_size)
+            self._detector = build_detector(
+                name,
+                None if weights is None else resolve_path(weights),
+                device=self.device,
+                min_face_size=min_face_size,
+            )
         return self._detector
 
     # ------------------------------------------------------------------ restoring
-    def restore_file(self, path: os.PathLike | str, *, name: Optional[str] = None, alpha: str = "keep",
-                     **settings) -> PhotoReport:
+    def restore_file(
+        self, path: os.PathLike | str, *, name: Optional[str] = None, alpha: str = "keep", **settings
+    ) -> PhotoReport:
         """Restore one file. Raises :class:`InputSkip` for a file the command line would skip (use
         :func:`skip_message`), ``ConfigError``/``CheckpointError``/``ValueError`` for bad settings.
         ``name`` (default: the file's name) gives the key; ``settings``: those of :meth:`restore_loaded`."""
         if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"restore_file takes a file path, got {type(path).__name__}: use restore_image (or "
-                            "inference.api.restore) for pixels in memory")
+            raise TypeError(
+                f"restore_file takes a file path, got {type(path).__name__}: use restore_image (or "
+                "inference.api.restore) for pixels in memory"
+            )
         path = Path(path)
         return self.restore_loaded(load_image(path, MIN_SIDE, MAX_SIDE, alpha), name or path.name, **settings)
 
-    def restore_image(self, pixels: np.ndarray, *, name: str = "image.png", orientation: int = 1,
-                      alpha: str = "keep", **settings) -> PhotoReport:
+    def restore_image(
+        self, pixels: np.ndarray, *, name: str = "image.png", orientation: int = 1, alpha: str = "keep", **settings
+    ) -> PhotoReport:
         """Restore decoded pixels (HxW or HxWxC RGB(A), uint8 / uint16 / float in [0, 1]) as the file
         ``name`` holding them, stored with EXIF ``orientation``, would be restored (:meth:`restore_file`)."""
         img, facts = from_pixels(apply_orientation(np.asarray(pixels), orientation), orientation, alpha, Path(name))
         return self.restore_loaded(sized_image(img, facts, MIN_SIDE, MAX_SIDE), name, **settings)
 
-    def restore_loaded(self, loaded: LoadedImage, name: str, *, config: str = DEFAULT_CONFIG,
-                       method: str = "dynfacerestore", eta: str | float | None = None, seed: int = 0,
-                       aligned: bool = False, upscale: float = 1.0, on_step: Optional[StepCallback] = None,
-                       steps: Optional[int] = None, solver: Optional[str] = None) -> PhotoReport:
+    def restore_loaded(
+        self,
+        loaded: LoadedImage,
+        name: str,
+        *,
+        config: str = DEFAULT_CONFIG,
+        method: str = "dynfacerestore",
+        eta: str | float | None = None,
+        seed: int = 0,
+        aligned: bool = False,
+        upscale: float = 1.0,
+        on_step: Optional[StepCallback] = None,
+        steps: Optional[int] = None,
+        solver: Optional[str] = None,
+    ) -> PhotoReport:
         """Restore a read image whose key (seeds) is the stem of ``name``.
 
         ``eta``: None (the config's), ``"auto"`` or a number in [0, 1]. ``on_step(face, faces, nfe)`` is
@@ -183,13 +218,33 @@ class Restorer:
         face = self._restore_face(sampler, prepared.image, 0, 1, image_seed(seed, key), eta, on_step)
         square = square_aligned(loaded)
         if square.image.shape[0] <= sampler.resolution:
-            return PhotoReport(name, key, loaded.image, prepared.image, face.result, [face], True, sampler.method,
-                               list(prepared.notes), facts=prepared.facts)
+            return PhotoReport(
+                name,
+                key,
+                loaded.image,
+                prepared.image,
+                face.result,
+                [face],
+                True,
+                sampler.method,
+                list(prepared.notes),
+                facts=prepared.facts,
+            )
         # at its own size, merged from the face as its 8-bit file holds it (as the command line)
         result, pasted = paste_aligned(square.image, to_uint8(face.result) / 255.0, prepared.image, sampler.cfg.paste)
         face.info.update(paste_facts(pasted))
-        return PhotoReport(name, key, loaded.image, square.image, result, [face], True, sampler.method,
-                           list(prepared.notes), facts=square.facts)
+        return PhotoReport(
+            name,
+            key,
+            loaded.image,
+            square.image,
+            result,
+            [face],
+            True,
+            sampler.method,
+            list(prepared.notes),
+            facts=square.facts,
+        )
 
     def _restore_whole(self, sampler, loaded: LoadedImage, name, key, eta, seed, upscale, on_step) -> PhotoReport:
         detector = self.detector()
@@ -206,11 +261,30 @@ class Restorer:
         notes = list(loaded.notes)
         if not faces:
             notes.append(no_face_note(detector.name, self._detector_args[2]))
-        return PhotoReport(name, key, loaded.image, bicubic_upsample(loaded.image, upscale), whole.image, faces,
-                           False, sampler.method, notes, detector.name, loaded.facts)
+        return PhotoReport(
+            name,
+            key,
+            loaded.image,
+            bicubic_upsample(loaded.image, upscale),
+            whole.image,
+            faces,
+            False,
+            sampler.method,
+            notes,
+            detector.name,
+            loaded.facts,
+        )
 
-    def _restore_face(self, sampler: FaceRestoreSampler, lq: np.ndarray, index: int, total: int, seed: int, eta,
-                      on_step: Optional[StepCallback]) -> FaceReport:
+    def _restore_face(
+        self,
+        sampler: FaceRestoreSampler,
+        lq: np.ndarray,
+        index: int,
+        total: int,
+        seed: int,
+        eta,
+        on_step: Optional[StepCallback],
+    ) -> FaceReport:
         snapshots: List[Tuple[int, torch.Tensor]] = []
 
         def step(state: SamplerStep) -> None:

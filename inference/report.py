@@ -4,6 +4,7 @@ At the end rank 0 reads every record under ``<out>/records`` (earlier runs into 
 ``metrics.csv`` (one row per image: :data:`RECORD_COLUMNS`, then the metrics titled with their conventions) and
 ``summary.json`` (per method: counts and means; ``faces``: the paste decisions). A non-finite PSNR stays ``inf``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -19,8 +20,16 @@ from utils.metrics import METRIC_CONVENTIONS, csv_header
 
 RECORD_COLUMNS = ("key", "file", "method", "sigma_hat", "start_index", "start_t", "nfe", "eta", "seconds")
 MEAN_FIELDS = ("nfe", "seconds")
-TABLE_COLUMNS = (("psnr", "PSNR"), ("ssim", "SSIM"), ("lpips_alex", "LPIPS"), ("lpips_vgg", "LPIPS-vgg"),
-                 ("id_dist", "ID dist"), ("id_same", "same ID"), ("nfe", "NFE"), ("seconds", "sec/img"))
+TABLE_COLUMNS = (
+    ("psnr", "PSNR"),
+    ("ssim", "SSIM"),
+    ("lpips_alex", "LPIPS"),
+    ("lpips_vgg", "LPIPS-vgg"),
+    ("id_dist", "ID dist"),
+    ("id_same", "same ID"),
+    ("nfe", "NFE"),
+    ("seconds", "sec/img"),
+)
 
 
 def records_dir(out_dir: Path) -> Path:
@@ -103,11 +112,12 @@ def decisions_line(counts: Dict[str, int]) -> str:
 
 def format_table(summary: Dict[str, dict]) -> str:
     """A plain-text table: one row per method, mean PSNR, SSIM, LPIPS, NFE, seconds per image."""
-    present = [(k, title) for k, title in TABLE_COLUMNS
-               if any(s["mean"].get(k) is not None for s in summary.values())]
+    present = [(k, title) for k, title in TABLE_COLUMNS if any(s["mean"].get(k) is not None for s in summary.values())]
     header = ["method", "images", "with HQ"] + [title for _, title in present]
-    rows = [[m, str(s["num_images"]), str(s["num_with_metrics"])]
-            + [_fmt(s["mean"].get(k)) for k, _ in present] for m, s in summary.items()]
+    rows = [
+        [m, str(s["num_images"]), str(s["num_with_metrics"])] + [_fmt(s["mean"].get(k)) for k, _ in present]
+        for m, s in summary.items()
+    ]
     widths = [max(len(x) for x in col) for col in zip(header, *rows)]
     lines = ["  ".join(x.rjust(w) for x, w in zip(row, widths)) for row in [header] + rows]
     return "\n".join(lines)
@@ -128,6 +138,13 @@ def write_report(out_dir: Path) -> str:
     write_bytes_atomic(out_dir / "metrics.csv", metrics_csv(records).encode("utf-8"))
     summary = summarize(records)
     names = metric_names(records)
-    write_json(out_dir / "summary.json", {"methods": summary, "conventions": {n: METRIC_CONVENTIONS[n] for n in names},
-                                          "num_records": len(records), "faces": face_decisions(records)})
+    write_json(
+        out_dir / "summary.json",
+        {
+            "methods": summary,
+            "conventions": {n: METRIC_CONVENTIONS[n] for n in names},
+            "num_records": len(records),
+            "faces": face_decisions(records),
+        },
+    )
     return format_table(summary)

@@ -7,6 +7,7 @@ Each result goes to ``<out>/restored/<key>.png`` as its input file was, then its
 proportion to NFE. Exit status: 2 for a start-up error (one line, before any image is read); 1 when no
 attempted image was ever restored into the folder, or the OS refused a write; else 0.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,20 +23,38 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from faces.align import AlignedFaces, detect_and_align
+from faces.detection import build_detector
+from faces.identity import FaceIdentity
+from faces.paste import FacePaste, face_pastes, paste_aligned, paste_decision, paste_faces
 from inference.args import UsageError, config_overrides, parse_args
-from inference.inputs import (InputItem, InputSkip, LoadedImage, fit_reference, image_seed, list_inputs, load_image,
-                              match_hq, prepare_aligned, shard, square_aligned)
-from inference.report import (decisions_line, face_decisions, read_records, record_path, records_dir, write_json,
-                              write_report)
+from inference.inputs import (
+    InputItem,
+    InputSkip,
+    LoadedImage,
+    fit_reference,
+    image_seed,
+    list_inputs,
+    load_image,
+    match_hq,
+    prepare_aligned,
+    shard,
+    square_aligned,
+)
+from inference.report import (
+    decisions_line,
+    face_decisions,
+    read_records,
+    record_path,
+    records_dir,
+    write_json,
+    write_report,
+)
 from inference.strip import draw_detections, make_strip, strip_tiles
 from sampler import FaceRestoreSampler, SampleOutput, parse_eta
 from utils.checkpoint import CheckpointError
 from utils.config import ConfigError
 from utils.distributed import DistInfo, all_gather_object, barrier, cleanup_distributed, init_distributed
-from faces.align import AlignedFaces, detect_and_align
-from faces.detection import build_detector
-from faces.identity import FaceIdentity
-from faces.paste import FacePaste, face_pastes, paste_aligned, paste_decision, paste_faces
 from utils.image_file import project_gray
 from utils.image_io import img2tensor, read_image, tensor2img, to_uint8, write_failure, write_image
 from utils.metrics import LPIPS_WEIGHTS_ENV, LPIPSMetric, compute_metrics
@@ -87,14 +106,16 @@ def start(args, detector=None) -> Context:
     info = init_distributed()
     with warnings.catch_warnings(record=True) as caught:  # e.g. fp16 on the CPU: said once, as one plain line
         warnings.simplefilter("always")
-        sampler = FaceRestoreSampler.from_config(resolve_path(args.config), args.overrides, device=info.device,
-                                                 precision=args.precision)
+        sampler = FaceRestoreSampler.from_config(
+            resolve_path(args.config), args.overrides, device=info.device, precision=args.precision
+        )
     ctx = Context(args, info, sampler, Path(args.output))
     for warning in caught:
         ctx.log_main(f"warning: {warning.message}")
     if not args.aligned:
-        ctx.detector = detector or build_detector(args.detector, resolve_path(args.detection_weights),
-                                                  device=info.device, min_face_size=args.min_face_size)
+        ctx.detector = detector or build_detector(
+            args.detector, resolve_path(args.detection_weights), device=info.device, min_face_size=args.min_face_size
+        )
         ctx.log_main(f"face detector: {ctx.detector.name}")
     if args.input_hq is not None:
         ctx.identity = FaceIdentity()
@@ -140,16 +161,20 @@ def run(ctx: Context) -> int:
     todo = [it for it in mine if not (args.skip_existing and _done(ctx, it))]
     skipped = len(mine) - len(todo)
     if skipped:
-        ctx.log(f"skipped {skipped} of {len(mine)} file(s) already restored (output and record exist; "
-                f"--no-skip_existing to redo them)")
+        ctx.log(
+            f"skipped {skipped} of {len(mine)} file(s) already restored (output and record exist; "
+            f"--no-skip_existing to redo them)"
+        )
     restored = _restore_aligned(ctx, todo) if args.aligned else _restore_whole(ctx, todo)
     stats = all_gather_object({"attempted": len(todo), "restored": restored, "skipped": skipped})
     barrier()
     total = {k: sum(s[k] for s in stats) for k in stats[0]}
     if info.is_main:
         table = write_report(ctx.out_dir)
-        ctx.log(f"restored {total['restored']} of {total['attempted']} attempted image(s), skipped "
-                f"{total['skipped']} already done; results in {ctx.out_dir}")
+        ctx.log(
+            f"restored {total['restored']} of {total['attempted']} attempted image(s), skipped "
+            f"{total['skipped']} already done; results in {ctx.out_dir}"
+        )
         if not args.aligned:
             ctx.log(decisions_line(face_decisions(read_records(ctx.out_dir))))
         ctx.log(table)
@@ -187,8 +212,9 @@ def _load(ctx: Context, item: InputItem) -> Optional[LoadedImage]:
 
 
 def _progress(ctx: Context, total: int):
-    return tqdm(total=total, disable=None if ctx.info.is_main else True, desc="restoring", unit="img",
-                dynamic_ncols=True)  # None: no bar unless stderr is a terminal (a log gets the notes only)
+    return tqdm(
+        total=total, disable=None if ctx.info.is_main else True, desc="restoring", unit="img", dynamic_ncols=True
+    )  # None: no bar unless stderr is a terminal (a log gets the notes only)
 
 
 def _loaded_inputs(ctx: Context, todo: List[InputItem], bar) -> Iterator[Tuple[InputItem, LoadedImage]]:
@@ -272,8 +298,10 @@ def _restore_whole(ctx: Context, todo: List[InputItem]) -> int:
             faces = detect_and_align(loaded.image, ctx.detector, ctx.sampler.resolution)
             image = _WholeImage(item, loaded, faces, [None] * len(faces.crops), [None] * len(faces.crops))
             if ctx.args.save_intermediates:
-                write_image(ctx.out_dir / "intermediates" / f"{item.key}_detections.png",
-                            draw_detections(loaded.image, faces.boxes, faces.landmarks))
+                write_image(
+                    ctx.out_dir / "intermediates" / f"{item.key}_detections.png",
+                    draw_detections(loaded.image, faces.boxes, faces.landmarks),
+                )
             queue.extend((image, k) for k in range(len(faces.crops)))
             if not faces.crops:
                 restored += _finish_whole(ctx, image)
@@ -288,8 +316,8 @@ def _drain_faces(ctx: Context, queue: List[tuple], bar, min_size: int) -> int:
     ``min_size``; returns the number of images completed and written."""
     written = 0
     while queue and len(queue) >= min_size:
-        batch = queue[:ctx.args.bs]
-        del queue[:ctx.args.bs]
+        batch = queue[: ctx.args.bs]
+        del queue[: ctx.args.bs]
         finished = _run_face_batch(ctx, batch)
         written += sum(_finish_whole(ctx, image) for image in finished)
         bar.update(len(finished))
@@ -319,19 +347,29 @@ def _finish_whole(ctx: Context, image: _WholeImage) -> int:
     result = paste_faces(image.loaded.image, pastes, ctx.args.upscale)
     write_image(_output_path(ctx, item.key), image.loaded.output(result))
     for k, face in enumerate(image.restored):
-        write_image(ctx.out_dir / "restored_faces" / f"{item.key}_{k:02d}.png",
-                    project_gray(face) if image.loaded.facts.gray else face)
+        write_image(
+            ctx.out_dir / "restored_faces" / f"{item.key}_{k:02d}.png",
+            project_gray(face) if image.loaded.facts.gray else face,
+        )
     notes = list(image.loaded.notes)
     if not faces.crops:
         notes.append(no_face_note(ctx.detector.name, ctx.args.min_face_size))
         ctx.log(f"{item.path}: {notes[-1]}")
     for k, info in enumerate(image.info):
-        info.update(box=[float(v) for v in faces.boxes[k]], landmarks=faces.landmarks[k].tolist(),
-                    **paste_facts(pastes[k]))
+        info.update(
+            box=[float(v) for v in faces.boxes[k]], landmarks=faces.landmarks[k].tolist(), **paste_facts(pastes[k])
+        )
     metrics, more = _metrics(ctx, item, result)
-    summary = {"num_faces": len(faces.crops), "faces": image.info, "nfe": sum(f["nfe"] for f in image.info),
-               "seconds": sum(f["seconds"] for f in image.info), "sigma_hat": None, "start_index": None,
-               "start_t": None, "eta": None}
+    summary = {
+        "num_faces": len(faces.crops),
+        "faces": image.info,
+        "nfe": sum(f["nfe"] for f in image.info),
+        "seconds": sum(f["seconds"] for f in image.info),
+        "sigma_hat": None,
+        "start_index": None,
+        "start_t": None,
+        "eta": None,
+    }
     _write_record(ctx, item, summary, metrics, notes + more)
     return 1
 
@@ -340,16 +378,22 @@ def _finish_whole(ctx: Context, image: _WholeImage) -> int:
 def paste_facts(face: FacePaste) -> dict:
     """A face's record entries of its paste-back: ``paste_weights`` (w_c, w_h; None for classic),
     ``estimate`` (``faces.paste.FaceEstimate``; None for classic) and ``decision``."""
-    return {"paste_weights": None if face.weights is None else list(face.weights),
-            "estimate": None if face.estimate is None else vars(face.estimate),
-            "decision": paste_decision(face.weights)}
+    return {
+        "paste_weights": None if face.weights is None else list(face.weights),
+        "estimate": None if face.estimate is None else vars(face.estimate),
+        "decision": paste_decision(face.weights),
+    }
 
 
 def sample_info(out: SampleOutput, j: int) -> dict:
     """JSON-ready facts of image ``j`` of a sampler output."""
-    info = {"start_index": int(out.start_index[j]), "start_t": int(out.start_t[j]), "nfe": int(out.nfe[j]),
-            "eta": float(out.eta[j]),
-            "sigma_hat": None if out.sigma_hat is None else float(out.sigma_hat[j])}
+    info = {
+        "start_index": int(out.start_index[j]),
+        "start_t": int(out.start_t[j]),
+        "nfe": int(out.nfe[j]),
+        "eta": float(out.eta[j]),
+        "sigma_hat": None if out.sigma_hat is None else float(out.sigma_hat[j]),
+    }
     if out.sigmas is not None:
         info["sigmas"] = [float(v) for v in out.sigmas[j]]
     if out.level_t is not None:
@@ -357,38 +401,58 @@ def sample_info(out: SampleOutput, j: int) -> dict:
     return info
 
 
-def intermediates(out: SampleOutput, j: int) -> Tuple[List[Tuple[float, np.ndarray]], Optional[np.ndarray],
-                                                       Optional[np.ndarray]]:
+def intermediates(
+    out: SampleOutput, j: int
+) -> Tuple[List[Tuple[float, np.ndarray]], Optional[np.ndarray], Optional[np.ndarray]]:
     """Image ``j``'s blurred levels as (sigma, image), its guidance map, and the diffused source when
     there are no levels (DifFace, RM0), from a sampler output (numpy, [0, 1])."""
-    levels = [] if out.levels is None else [(float(out.sigmas[j, k]), tensor2img(level[j]))
-                                            for k, level in enumerate(out.levels)]
+    levels = (
+        []
+        if out.levels is None
+        else [(float(out.sigmas[j, k]), tensor2img(level[j])) for k, level in enumerate(out.levels)]
+    )
     gmap = None if out.guidance_map is None else out.guidance_map[j, 0].float().cpu().numpy()
     source = None if out.source is None or levels else tensor2img(out.source[j])
     return levels, gmap, source
 
 
-def intermediate_tiles(lq: np.ndarray, result: np.ndarray, levels: List[Tuple[float, np.ndarray]],
-                       gmap: Optional[np.ndarray], source: Optional[np.ndarray]) -> list:
+def intermediate_tiles(
+    lq: np.ndarray,
+    result: np.ndarray,
+    levels: List[Tuple[float, np.ndarray]],
+    gmap: Optional[np.ndarray],
+    source: Optional[np.ndarray],
+) -> list:
     """The strip's tiles (:func:`inference.strip.strip_tiles`) from :func:`intermediates`' parts."""
-    return strip_tiles(lq, result, levels=[img for _, img in levels] or None,
-                       sigmas=[sigma for sigma, _ in levels] or None, guidance_map=gmap, source=source)
+    return strip_tiles(
+        lq,
+        result,
+        levels=[img for _, img in levels] or None,
+        sigmas=[sigma for sigma, _ in levels] or None,
+        guidance_map=gmap,
+        source=source,
+    )
 
 
-def save_intermediates(ctx: Context, name: str, out: SampleOutput, j: int, lq: np.ndarray, result: np.ndarray,
-                       seed: int) -> None:
+def save_intermediates(
+    ctx: Context, name: str, out: SampleOutput, j: int, lq: np.ndarray, result: np.ndarray, seed: int
+) -> None:
     """``<out>/intermediates/<name>.png`` (strip, :mod:`inference.strip`) and ``<name>.json``."""
     tiles = intermediate_tiles(lq, result, *intermediates(out, j))
     folder = ctx.out_dir / "intermediates"
     write_image(folder / f"{name}.png", make_strip(tiles))
-    write_json(folder / f"{name}.json", dict(sample_info(out, j), key=name, method=ctx.sampler.method, seed=seed,
-                                              tiles=[label for label, _ in tiles]))
+    write_json(
+        folder / f"{name}.json",
+        dict(sample_info(out, j), key=name, method=ctx.sampler.method, seed=seed, tiles=[label for label, _ in tiles]),
+    )
 
 
 def no_face_note(detector_name: str, min_face_size: int) -> str:
     """The note of a whole photo in which no face was found (its record, the log, the web page)."""
-    return (f"no face detected ({detector_name}, min face size {min_face_size} px): "
-            "nothing restored, the upsampled image is the result")
+    return (
+        f"no face detected ({detector_name}, min face size {min_face_size} px): "
+        "nothing restored, the upsampled image is the result"
+    )
 
 
 def _metrics(ctx: Context, item: InputItem, result: np.ndarray):
@@ -406,9 +470,20 @@ def _metrics(ctx: Context, item: InputItem, result: np.ndarray):
 
 def _write_record(ctx: Context, item: InputItem, info: dict, metrics: Optional[dict], notes: List[str]) -> None:
     args = ctx.args
-    record = dict(info, key=item.key, file=str(item.path), hq=None if item.hq is None else str(item.hq),
-                  output=str(_output_path(ctx, item.key).relative_to(ctx.out_dir)), method=ctx.sampler.method,
-                  metrics=metrics, notes=notes, aligned=bool(args.aligned), config=str(args.config),
-                  overrides=args.overrides, eta_arg=args.eta, rank=ctx.info.rank,
-                  world_size=ctx.info.world_size)
+    record = dict(
+        info,
+        key=item.key,
+        file=str(item.path),
+        hq=None if item.hq is None else str(item.hq),
+        output=str(_output_path(ctx, item.key).relative_to(ctx.out_dir)),
+        method=ctx.sampler.method,
+        metrics=metrics,
+        notes=notes,
+        aligned=bool(args.aligned),
+        config=str(args.config),
+        overrides=args.overrides,
+        eta_arg=args.eta,
+        rank=ctx.info.rank,
+        world_size=ctx.info.world_size,
+    )
     write_json(record_path(ctx.out_dir, item.key), record)

@@ -4,6 +4,7 @@
 ``--steps N`` respaces as ``ddimN`` (:func:`models.respace.space_timesteps`); DifFace's fixed start keeps its
 timestep. ``--preset NAME`` reads steps, solver and ``reguide`` from configs/presets/steps.yaml.
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
@@ -26,11 +27,18 @@ def presets() -> Dict[str, dict]:
     with open(path) as fh:
         table = yaml.safe_load(fh)
     for name, entry in table.items():
-        if not (isinstance(entry, dict) and set(entry) == {"steps", "solver", "reguide"}
-                and isinstance(entry["steps"], int) and entry["steps"] > 0 and entry["solver"] in SOLVERS
-                and isinstance(entry["reguide"], bool)):
-            raise ConfigError(f"{path}: preset {name!r} must be {{steps: positive int, solver: one of "
-                              f"{', '.join(SOLVERS)}, reguide: bool}}, got {entry!r}")
+        if not (
+            isinstance(entry, dict)
+            and set(entry) == {"steps", "solver", "reguide"}
+            and isinstance(entry["steps"], int)
+            and entry["steps"] > 0
+            and entry["solver"] in SOLVERS
+            and isinstance(entry["reguide"], bool)
+        ):
+            raise ConfigError(
+                f"{path}: preset {name!r} must be {{steps: positive int, solver: one of "
+                f"{', '.join(SOLVERS)}, reguide: bool}}, got {entry!r}"
+            )
     return table
 
 
@@ -38,7 +46,8 @@ def preset_overrides(config, overrides: Sequence[str], name: str) -> List[str]:
     """``overrides`` followed by those of the preset ``name`` (its steps, solver and guidance.reguide)."""
     preset = presets()[name]
     return steps_overrides(config, overrides, preset["steps"], preset["solver"]) + [
-        f"sampler.guidance.reguide={str(preset['reguide']).lower()}"]
+        f"sampler.guidance.reguide={str(preset['reguide']).lower()}"
+    ]
 
 
 def fixed_start_t(cfg) -> int:
@@ -48,8 +57,9 @@ def fixed_start_t(cfg) -> int:
     return kept[min(int(cfg.sampler.fixed_start_index), len(kept) - 1)]
 
 
-def steps_overrides(config, overrides: Sequence[str] = (), steps: Optional[int] = None,
-                    solver: Optional[str] = None) -> List[str]:
+def steps_overrides(
+    config, overrides: Sequence[str] = (), steps: Optional[int] = None, solver: Optional[str] = None
+) -> List[str]:
     """``overrides`` followed by those that set ``steps`` (ddimN, fixed start kept at its timestep) and
     ``solver``; ValueError (one line) when no integer stride gives exactly ``steps`` steps."""
     out = list(overrides)

@@ -3,6 +3,7 @@ result, and for whole photos the detected faces drawn on the input (:func:`draw_
 
 Tiles are enlarged (nearest) to at least :data:`MIN_TILE` px and separated by :data:`GAP` px of white.
 """
+
 from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple
@@ -12,9 +13,9 @@ import numpy as np
 
 from utils.image_io import to_uint8
 
-MIN_TILE = 128          # px: smallest displayed tile side (labels need room)
-LABEL_BAND = 0.16       # label band height as a fraction of the tile side
-GAP = 4                 # px between tiles
+MIN_TILE = 128  # px: smallest displayed tile side (labels need room)
+LABEL_BAND = 0.16  # label band height as a fraction of the tile side
+GAP = 4  # px between tiles
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -58,9 +59,15 @@ def make_strip(tiles: Sequence[Tuple[str, np.ndarray]], min_tile: int = MIN_TILE
     return np.concatenate(columns, axis=1)
 
 
-def strip_tiles(lq: np.ndarray, result: np.ndarray, levels: Optional[Sequence[np.ndarray]] = None,
-                sigmas: Optional[Sequence[float]] = None, guidance_map: Optional[np.ndarray] = None,
-                source: Optional[np.ndarray] = None, source_label: str = "RM0(y)") -> List[Tuple[str, np.ndarray]]:
+def strip_tiles(
+    lq: np.ndarray,
+    result: np.ndarray,
+    levels: Optional[Sequence[np.ndarray]] = None,
+    sigmas: Optional[Sequence[float]] = None,
+    guidance_map: Optional[np.ndarray] = None,
+    source: Optional[np.ndarray] = None,
+    source_label: str = "RM0(y)",
+) -> List[Tuple[str, np.ndarray]]:
     """The tiles of one image: LQ | levels "y'_k s=<sigma>" (or the diffused source) | guidance s | result."""
     tiles = [("LQ", lq)]
     if levels is not None:
@@ -85,8 +92,9 @@ def draw_detections(img: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray) -
     for k, (box, lms) in enumerate(zip(np.asarray(boxes).reshape(-1, 5), np.asarray(landmarks).reshape(-1, 5, 2))):
         x1, y1, x2, y2 = (int(round(v)) for v in box[:4])
         cv2.rectangle(out, (x1, y1), (x2, y2), (0, 255, 0), thickness, cv2.LINE_AA)
-        cv2.putText(out, f"{k} {box[4]:.2f}", (x1, max(12, y1 - 4)), FONT, 0.4 * thickness, (0, 255, 0), thickness,
-                    cv2.LINE_AA)
+        cv2.putText(
+            out, f"{k} {box[4]:.2f}", (x1, max(12, y1 - 4)), FONT, 0.4 * thickness, (0, 255, 0), thickness, cv2.LINE_AA
+        )
         for (x, y), colour in zip(lms, LANDMARK_COLOURS):
             cv2.circle(out, (int(round(x)), int(round(y))), 2 * thickness, colour, -1, cv2.LINE_AA)
     return out

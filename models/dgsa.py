@@ -7,6 +7,7 @@ f_theta: a UNet of models/unet.py's ResBlocks with timestep FiLM, no attention (
 GroupNorm); its output convolution starts at zero with a bias giving b = ``b_init``. ``map_downsample`` f:
 f x f block means in, logits upsampled bilinearly. Trained with the Laplace NLL (:func:`laplace_nll`).
 """
+
 from __future__ import annotations
 
 import math
@@ -20,7 +21,7 @@ from models.nn import conv_nd, normalization, timestep_embedding, zero_module
 from models.unet import Downsample, ResBlock, TimestepEmbedSequential, Upsample, run_trunk
 
 NUM_INPUTS = 3  # x0_hat, x0_tilde, y_k
-GROUPS = 32     # GroupNorm groups of models.nn.normalization
+GROUPS = 32  # GroupNorm groups of models.nn.normalization
 REDUCTIONS = ("mean", "per_image", "none")
 
 
@@ -32,10 +33,17 @@ def laplace_nll(residual: torch.Tensor, b: torch.Tensor, reduction: str = "mean"
     ``reduction``: ``mean`` (scalar), ``per_image`` ((N,)) or ``none``; float32 (float64 for float64 inputs)."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"laplace_nll: reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    if residual.ndim != 4 or b.ndim != 4 or b.shape[1] != 1 or b.shape[0] != residual.shape[0] \
-            or b.shape[-2:] != residual.shape[-2:]:
-        raise ValueError(f"laplace_nll: expected residual (N, C, H, W) and b (N, 1, H, W), got "
-                         f"{tuple(residual.shape)} and {tuple(b.shape)}")
+    if (
+        residual.ndim != 4
+        or b.ndim != 4
+        or b.shape[1] != 1
+        or b.shape[0] != residual.shape[0]
+        or b.shape[-2:] != residual.shape[-2:]
+    ):
+        raise ValueError(
+            f"laplace_nll: expected residual (N, C, H, W) and b (N, 1, H, W), got "
+            f"{tuple(residual.shape)} and {tuple(b.shape)}"
+        )
     dtype = torch.float64 if residual.dtype == torch.float64 else torch.float32
     b = b.to(dtype)
     nll = residual.to(dtype).abs() / b + torch.log(b)
@@ -58,24 +66,38 @@ class DGSA(nn.Module):
     size must be divisible by ``map_downsample`` * 2^(len(channel_mult) - 1). ``s_max`` in (0, 1]; ``b_ref``: the b
     with s = s_max / 2; ``b_min`` < ``b_init``: the floor and the initial b. Others as in models/unet.py."""
 
-    def __init__(self, in_channels: int = 3, model_channels: int = 32, channel_mult: Sequence[int] = (1, 2, 2),
-                 num_res_blocks: int = 1, dropout: float = 0.0, use_scale_shift_norm: bool = True,
-                 s_max: float = 1.0, b_ref: float = 0.05, b_min: float = 1e-3, b_init: float = 0.1,
-                 use_checkpoint: bool = False, map_downsample: int = 1):
+    def __init__(
+        self,
+        in_channels: int = 3,
+        model_channels: int = 32,
+        channel_mult: Sequence[int] = (1, 2, 2),
+        num_res_blocks: int = 1,
+        dropout: float = 0.0,
+        use_scale_shift_norm: bool = True,
+        s_max: float = 1.0,
+        b_ref: float = 0.05,
+        b_min: float = 1e-3,
+        b_init: float = 0.1,
+        use_checkpoint: bool = False,
+        map_downsample: int = 1,
+    ):
         super().__init__()
         channel_mult = tuple(int(m) for m in channel_mult)
         widths = [model_channels * m for m in channel_mult]
         if not channel_mult or min(channel_mult) < 1 or any(w % GROUPS for w in widths):
-            raise ValueError(f"DGSA: model_channels * channel_mult = {widths} must all be positive multiples of "
-                             f"{GROUPS} (GroupNorm groups); got model_channels={model_channels}, "
-                             f"channel_mult={list(channel_mult)}")
+            raise ValueError(
+                f"DGSA: model_channels * channel_mult = {widths} must all be positive multiples of "
+                f"{GROUPS} (GroupNorm groups); got model_channels={model_channels}, "
+                f"channel_mult={list(channel_mult)}"
+            )
         if num_res_blocks < 1:
             raise ValueError(f"DGSA: num_res_blocks must be >= 1, got {num_res_blocks}")
         if not 0.0 < s_max <= 1.0:
             raise ValueError(f"DGSA: s_max must be in (0, 1], got {s_max}")
         if not (b_ref > 0 and b_min > 0 and b_init > b_min):
-            raise ValueError(f"DGSA: need b_ref > 0 and b_init > b_min > 0, got b_ref={b_ref}, b_min={b_min}, "
-                             f"b_init={b_init}")
+            raise ValueError(
+                f"DGSA: need b_ref > 0 and b_init > b_min > 0, got b_ref={b_ref}, b_min={b_min}, b_init={b_init}"
+            )
         if int(map_downsample) != map_downsample or map_downsample < 1:
             raise ValueError(f"DGSA: map_downsample must be a positive integer, got {map_downsample}")
         self.in_channels = in_channels
@@ -87,12 +109,19 @@ class DGSA(nn.Module):
         self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
 
         def res(ch_in: int, ch_out: int) -> ResBlock:
-            return ResBlock(ch_in, emb_dim, dropout, out_channels=ch_out, use_scale_shift_norm=use_scale_shift_norm,
-                            use_checkpoint=use_checkpoint)
+            return ResBlock(
+                ch_in,
+                emb_dim,
+                dropout,
+                out_channels=ch_out,
+                use_scale_shift_norm=use_scale_shift_norm,
+                use_checkpoint=use_checkpoint,
+            )
 
         ch = widths[0]
-        self.input_blocks = nn.ModuleList([TimestepEmbedSequential(conv_nd(2, NUM_INPUTS * in_channels, ch, 3,
-                                                                           padding=1))])
+        self.input_blocks = nn.ModuleList(
+            [TimestepEmbedSequential(conv_nd(2, NUM_INPUTS * in_channels, ch, 3, padding=1))]
+        )
         skips = [ch]
         for level, width in enumerate(widths):
             for _ in range(num_res_blocks):
@@ -116,17 +145,19 @@ class DGSA(nn.Module):
             head.bias.fill_(math.log(math.expm1(b_init - b_min)))  # softplus^-1(b_init - b_min)
         self.out = nn.Sequential(normalization(ch), nn.SiLU(), head)
 
-    def forward(self, x0_hat: torch.Tensor, x0_tilde: torch.Tensor, y_k: torch.Tensor,
-                t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x0_hat: torch.Tensor, x0_tilde: torch.Tensor, y_k: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """b (N, 1, H, W) >= b_min for images (N, in_channels, H, W) in [-1, 1] and original timesteps t (N,)."""
-        if not (x0_hat.shape == x0_tilde.shape == y_k.shape) or x0_hat.ndim != 4 \
-                or x0_hat.shape[1] != self.in_channels:
-            raise ValueError(f"DGSA: expected three (N, {self.in_channels}, H, W) images, got "
-                             f"{tuple(x0_hat.shape)}, {tuple(x0_tilde.shape)}, {tuple(y_k.shape)}")
+        if not (x0_hat.shape == x0_tilde.shape == y_k.shape) or x0_hat.ndim != 4 or x0_hat.shape[1] != self.in_channels:
+            raise ValueError(
+                f"DGSA: expected three (N, {self.in_channels}, H, W) images, got "
+                f"{tuple(x0_hat.shape)}, {tuple(x0_tilde.shape)}, {tuple(y_k.shape)}"
+            )
         h_img, w_img = x0_hat.shape[-2:]
         if h_img % self.down_factor or w_img % self.down_factor:
-            raise ValueError(f"DGSA: image size {h_img}x{w_img} must be divisible by {self.down_factor} "
-                             f"(map_downsample * 2^(levels - 1))")
+            raise ValueError(
+                f"DGSA: image size {h_img}x{w_img} must be divisible by {self.down_factor} "
+                f"(map_downsample * 2^(levels - 1))"
+            )
         t = torch.as_tensor(t, device=x0_hat.device).reshape(-1)
         if t.numel() == 1:
             t = t.expand(x0_hat.shape[0])
@@ -141,7 +172,8 @@ class DGSA(nn.Module):
             logits = F.interpolate(logits, size=(h_img, w_img), mode="bilinear", align_corners=False)
         return self.b_min + F.softplus(logits)
 
-    def guidance_scale(self, x0_hat: torch.Tensor, x0_tilde: torch.Tensor, y_k: torch.Tensor,
-                       t: torch.Tensor) -> torch.Tensor:
+    def guidance_scale(
+        self, x0_hat: torch.Tensor, x0_tilde: torch.Tensor, y_k: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
         """The guidance map s = s_max / (1 + b / b_ref), (N, 1, H, W) in (0, s_max]."""
         return scale_from_b(self(x0_hat, x0_tilde, y_k, t), self.s_max, self.b_ref)

@@ -3,6 +3,7 @@
 :meth:`DSSTTable.start_step`: a sigma between grid points takes the t of the next larger one, above the grid
 the last t; t is non-decreasing in sigma (checked on load).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -93,6 +94,7 @@ class DSSTTable:
 
     def validate(self, where: str = "DSST table") -> None:
         """Check the invariants lookup relies on; raise :class:`DSSTTableError` naming the field."""
+
         def bad(key: str, why: str) -> DSSTTableError:
             return DSSTTableError(f"{where}: field '{key}' {why}")
 
@@ -137,8 +139,11 @@ class DSSTTable:
     def respaced_index(t: SigmaLike, timestep_map: SigmaLike):
         """Smallest respaced index whose original timestep (``timestep_map``, ascending) is >= t, the last beyond it;
         return types as :meth:`start_step`."""
-        steps = (timestep_map.detach().cpu().tolist() if isinstance(timestep_map, torch.Tensor)
-                 else np.asarray(timestep_map).reshape(-1).tolist())
+        steps = (
+            timestep_map.detach().cpu().tolist()
+            if isinstance(timestep_map, torch.Tensor)
+            else np.asarray(timestep_map).reshape(-1).tolist()
+        )
         if len(steps) == 0 or any(b <= a for a, b in zip(steps, steps[1:])):
             raise ValueError("timestep_map must be non-empty and strictly increasing")
         return _lookup(steps, list(range(len(steps))), t, "t")
@@ -149,9 +154,11 @@ class DSSTTable:
 
     def format(self) -> str:
         """Human-readable table: sigma, sigma_512, t."""
-        lines = [f"DSST table: resolution {self.resolution}, {self.noise_schedule} x {self.num_steps}, "
-                 f"tau {self.tau:g}, {self.num_images} images, files sha256 {self.file_list_hash[:12]}",
-                 f"{'sigma':>8} {'sigma_512':>10} {'t':>5}"]
+        lines = [
+            f"DSST table: resolution {self.resolution}, {self.noise_schedule} x {self.num_steps}, "
+            f"tau {self.tau:g}, {self.num_images} images, files sha256 {self.file_list_hash[:12]}",
+            f"{'sigma':>8} {'sigma_512':>10} {'t':>5}",
+        ]
         for s, t in zip(self.sigmas, self.t_values):
             lines.append(f"{s:8.4f} {convert_sigma(s, self.resolution, 512):10.3f} {t:5d}")
         return "\n".join(lines)

@@ -6,6 +6,7 @@
 r(sigma) the mean of ||x - G_sigma x||^2 / N. ``calibrate: {sigma_512, start_t}`` sets tau so that sigma_512
 starts at start_t (:func:`tau_for_start`). t is made non-decreasing in sigma by a cumulative maximum.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -74,8 +75,7 @@ def load_faces(paths: Sequence[Union[str, Path]], resolution: int) -> torch.Tens
         img = read_image(path)
         if img.shape[0] != resolution or img.shape[1] != resolution:
             shrink = img.shape[0] > resolution
-            img = cv2.resize(img, (resolution, resolution),
-                             interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+            img = cv2.resize(img, (resolution, resolution), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
         images.append(img)
     return img2tensor(images)
 
@@ -97,7 +97,7 @@ def mean_blur_residual(
     total = np.zeros(len(sigmas), dtype=np.float64)
     grid = torch.from_numpy(sigmas)
     for start in range(0, len(image_paths), batch_size):
-        x = load_faces(image_paths[start:start + batch_size], resolution).to(device)
+        x = load_faces(image_paths[start : start + batch_size], resolution).to(device)
         loss = BlurFit(x, x).loss(grid.expand(x.shape[0], -1).to(device))  # (n, S): ||G_sigma x - x||^2
         total += (loss.clamp(min=0.0) / x[0].numel()).sum(0).numpy()
     total[sigmas == 0] = 0.0
@@ -220,13 +220,23 @@ def _build(paths, root, config, resolution, device) -> DSSTTable:
     calibrate = None
     if cfg.calibrate is not None:
         calibrate = (convert_sigma(float(cfg.calibrate.sigma_512), 512, resolution), int(cfg.calibrate.start_t))
-    return build_table(paths, sigma_grid(cfg.grid, resolution), resolution=resolution,
-                       noise_schedule=cfg.noise_schedule, num_steps=cfg.num_steps, tau=cfg.tau, calibrate=calibrate,
-                       batch_size=cfg.batch_size, root=root, device=device)
+    return build_table(
+        paths,
+        sigma_grid(cfg.grid, resolution),
+        resolution=resolution,
+        noise_schedule=cfg.noise_schedule,
+        num_steps=cfg.num_steps,
+        tau=cfg.tau,
+        calibrate=calibrate,
+        batch_size=cfg.batch_size,
+        root=root,
+        device=device,
+    )
 
 
-def half_split(images, config, resolution=None, device="cpu", full: Optional[DSSTTable] = None,
-               max_images: Optional[int] = None) -> Dict[str, Any]:
+def half_split(
+    images, config, resolution=None, device="cpu", full: Optional[DSSTTable] = None, max_images: Optional[int] = None
+) -> Dict[str, Any]:
     """Tables from the even and the odd images (each calibrated on its own), compared with each other and with
     ``full``: tau of each half and the largest / mean |t| difference over the grid."""
     paths, root = resolve_images(images, max_images)
@@ -234,9 +244,13 @@ def half_split(images, config, resolution=None, device="cpu", full: Optional[DSS
         raise ValueError("half_split needs at least 2 images")
     halves = [_build(part, root, config, resolution, device) for part in (paths[0::2], paths[1::2])]
     ta, tb = (np.asarray(h.t_values) for h in halves)
-    out = {"split": "even / odd positions of the image list", "num_images": [h.num_images for h in halves],
-           "tau": [h.tau for h in halves], "max_abs_dt_between_halves": int(np.abs(ta - tb).max()),
-           "mean_abs_dt_between_halves": float(np.abs(ta - tb).mean())}
+    out = {
+        "split": "even / odd positions of the image list",
+        "num_images": [h.num_images for h in halves],
+        "tau": [h.tau for h in halves],
+        "max_abs_dt_between_halves": int(np.abs(ta - tb).max()),
+        "mean_abs_dt_between_halves": float(np.abs(ta - tb).mean()),
+    }
     if full is not None:
         tf = np.asarray(full.t_values)
         out["max_abs_dt_half_vs_all"] = int(max(np.abs(ta - tf).max(), np.abs(tb - tf).max()))

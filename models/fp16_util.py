@@ -1,6 +1,7 @@
 """Half-precision conversion of the UNet trunk (improved-diffusion): convolutions cast to float16 / bfloat16;
 normalisation and the timestep-embedding MLPs stay float32.
 """
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@
 Schedules are float64 numpy arrays gathered per image, so a batch may hold images at different timesteps.
 A sampling step is :meth:`GaussianDiffusion.model_x0` then :meth:`GaussianDiffusion.ddim_update`.
 """
+
 from __future__ import annotations
 
 import enum
@@ -15,6 +16,7 @@ import torch
 from models.losses import NATS_PER_BIT, discretized_gaussian_log_likelihood, normal_kl
 from models.nn import mean_flat
 
+
 def get_named_beta_schedule(schedule_name: str, num_diffusion_timesteps: int) -> np.ndarray:
     """float64 betas of a named schedule.
 
@@ -24,13 +26,13 @@ def get_named_beta_schedule(schedule_name: str, num_diffusion_timesteps: int) ->
         scale = 1000 / num_diffusion_timesteps
         return np.linspace(scale * 0.0001, scale * 0.02, num_diffusion_timesteps, dtype=np.float64)
     if schedule_name == "cosine":
-        return betas_for_alpha_bar(num_diffusion_timesteps,
-                                   lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2)
+        return betas_for_alpha_bar(num_diffusion_timesteps, lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2)
     raise ValueError(f"unknown beta schedule: {schedule_name!r} (expected 'linear' or 'cosine')")
 
 
-def betas_for_alpha_bar(num_diffusion_timesteps: int, alpha_bar: Callable[[float], float],
-                        max_beta: float = 0.999) -> np.ndarray:
+def betas_for_alpha_bar(
+    num_diffusion_timesteps: int, alpha_bar: Callable[[float], float], max_beta: float = 0.999
+) -> np.ndarray:
     """Betas with prod(1 - beta) = alpha_bar(t/T) at t = 1..T: beta_i = min(1 - abar(i+1)/abar(i), max_beta)."""
     t = np.arange(num_diffusion_timesteps, dtype=np.float64)
     T = num_diffusion_timesteps
@@ -40,6 +42,7 @@ def betas_for_alpha_bar(num_diffusion_timesteps: int, alpha_bar: Callable[[float
 
 class ModelMeanType(enum.Enum):
     """What the network predicts."""
+
     PREVIOUS_X = enum.auto()  # the posterior mean x_{t-1}
     START_X = enum.auto()  # x_0
     EPSILON = enum.auto()  # the noise
@@ -47,6 +50,7 @@ class ModelMeanType(enum.Enum):
 
 class ModelVarType(enum.Enum):
     """How the reverse-process variance is chosen (LEARNED_RANGE: Nichol & Dhariwal eq. 15)."""
+
     LEARNED = enum.auto()
     FIXED_SMALL = enum.auto()
     FIXED_LARGE = enum.auto()
@@ -70,9 +74,14 @@ def extract_into_tensor(arr: torch.Tensor, timesteps: torch.Tensor, broadcast_sh
     return res.reshape(res.shape + (1,) * (len(broadcast_shape) - res.ndim)).expand(broadcast_shape)
 
 
-def ddim_step(x_t: torch.Tensor, pred_xstart: torch.Tensor, alpha_bar_t: torch.Tensor,
-              alpha_bar_prev: torch.Tensor, eta: Union[float, torch.Tensor],
-              noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+def ddim_step(
+    x_t: torch.Tensor,
+    pred_xstart: torch.Tensor,
+    alpha_bar_t: torch.Tensor,
+    alpha_bar_prev: torch.Tensor,
+    eta: Union[float, torch.Tensor],
+    noise: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """One DDIM update x_t -> x_prev (Song et al. 2021, eq. 12), a pure function.
 
         eps   = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)
@@ -82,7 +91,7 @@ def ddim_step(x_t: torch.Tensor, pred_xstart: torch.Tensor, alpha_bar_t: torch.T
     ``alpha_bar_*`` and ``eta`` broadcast against ``x_t``; ``noise`` None only where sigma = 0."""
     eps = (x_t - torch.sqrt(alpha_bar_t) * pred_xstart) / torch.sqrt(1 - alpha_bar_t)
     sigma = eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) * torch.sqrt(1 - alpha_bar_t / alpha_bar_prev)
-    x_prev = torch.sqrt(alpha_bar_prev) * pred_xstart + torch.sqrt((1 - alpha_bar_prev - sigma ** 2).clamp(min=0)) * eps
+    x_prev = torch.sqrt(alpha_bar_prev) * pred_xstart + torch.sqrt((1 - alpha_bar_prev - sigma**2).clamp(min=0)) * eps
     if noise is None:
         return x_prev
     return x_prev + sigma * noise
@@ -92,8 +101,15 @@ class GaussianDiffusion:
     """Forward process, reverse-process parameterisation, samplers and losses; ``betas`` float64 in (0, 1],
     ``rescale_timesteps`` feeds t * 1000 / T to the model."""
 
-    def __init__(self, *, betas, model_mean_type: ModelMeanType, model_var_type: ModelVarType,
-                 loss_type: LossType, rescale_timesteps: bool = False):
+    def __init__(
+        self,
+        *,
+        betas,
+        model_mean_type: ModelMeanType,
+        model_var_type: ModelVarType,
+        loss_type: LossType,
+        rescale_timesteps: bool = False,
+    ):
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or not ((betas > 0).all() and (betas <= 1).all()):
             raise ValueError("betas must be a 1-D array with values in (0, 1]")
@@ -156,13 +172,17 @@ class GaussianDiffusion:
             noise = torch.randn_like(x_start)
         if noise.shape != x_start.shape:
             raise ValueError(f"noise shape {tuple(noise.shape)} != x_start shape {tuple(x_start.shape)}")
-        return (self.extract("sqrt_alphas_cumprod", t, x_start.shape) * x_start
-                + self.extract("sqrt_one_minus_alphas_cumprod", t, x_start.shape) * noise)
+        return (
+            self.extract("sqrt_alphas_cumprod", t, x_start.shape) * x_start
+            + self.extract("sqrt_one_minus_alphas_cumprod", t, x_start.shape) * noise
+        )
 
     def q_posterior_mean_variance(self, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
         """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0) (Ho et al. eq. 7)."""
-        mean = (self.extract("posterior_mean_coef1", t, x_t.shape) * x_start
-                + self.extract("posterior_mean_coef2", t, x_t.shape) * x_t)
+        mean = (
+            self.extract("posterior_mean_coef1", t, x_t.shape) * x_start
+            + self.extract("posterior_mean_coef2", t, x_t.shape) * x_t
+        )
         variance = self.extract("posterior_variance", t, x_t.shape)
         log_variance = self.extract("posterior_log_variance_clipped", t, x_t.shape)
         return mean, variance, log_variance
@@ -171,16 +191,24 @@ class GaussianDiffusion:
     def _scale_timesteps(self, t: torch.Tensor) -> torch.Tensor:
         return t.float() * (1000.0 / self.num_timesteps) if self.rescale_timesteps else t
 
-    def p_mean_variance(self, model, x: torch.Tensor, t: torch.Tensor, clip_denoised: bool = True,
-                        denoised_fn: Optional[Callable] = None, model_kwargs: Optional[dict] = None) -> dict:
+    def p_mean_variance(
+        self,
+        model,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        clip_denoised: bool = True,
+        denoised_fn: Optional[Callable] = None,
+        model_kwargs: Optional[dict] = None,
+    ) -> dict:
         """Apply the model and return p(x_{t-1} | x_t) as a dict.
 
         Keys: ``mean``, ``variance``, ``log_variance``, ``pred_xstart`` (after denoised_fn and clipping),
         ``model_output`` (the raw output with the variance channels removed). For LEARNED_RANGE the model's
         extra channels v give log var = frac max_log + (1 - frac) min_log, frac = (v + 1) / 2, with min_log
         the clipped posterior log variance and max_log = log beta_t (Nichol & Dhariwal eq. 15)."""
-        model_output, model_var_values, pred_xstart = self.model_x0(model, x, t, clip_denoised, denoised_fn,
-                                                                    model_kwargs)
+        model_output, model_var_values, pred_xstart = self.model_x0(
+            model, x, t, clip_denoised, denoised_fn, model_kwargs
+        )
         if self.model_var_type == ModelVarType.LEARNED:
             model_log_variance = model_var_values
             model_variance = torch.exp(model_log_variance)
@@ -202,11 +230,23 @@ class GaussianDiffusion:
             model_mean = model_output
         else:
             model_mean, _, _ = self.q_posterior_mean_variance(pred_xstart, x, t)
-        return {"mean": model_mean, "variance": model_variance, "log_variance": model_log_variance,
-                "pred_xstart": pred_xstart, "model_output": model_output}
+        return {
+            "mean": model_mean,
+            "variance": model_variance,
+            "log_variance": model_log_variance,
+            "pred_xstart": pred_xstart,
+            "model_output": model_output,
+        }
 
-    def model_x0(self, model, x: torch.Tensor, t: torch.Tensor, clip_denoised: bool = True,
-                 denoised_fn: Optional[Callable] = None, model_kwargs: Optional[dict] = None):
+    def model_x0(
+        self,
+        model,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        clip_denoised: bool = True,
+        denoised_fn: Optional[Callable] = None,
+        model_kwargs: Optional[dict] = None,
+    ):
         """``(model_output, variance channels or None, x0)`` of the network at (x, t), x0 after ``denoised_fn`` and
         clipping: what a DDIM step needs."""
         model_output = model(x, self._scale_timesteps(t), **(model_kwargs or {}))
@@ -214,8 +254,9 @@ class GaussianDiffusion:
         if self.model_var_type in (ModelVarType.LEARNED, ModelVarType.LEARNED_RANGE):
             channels = x.shape[1]
             if model_output.shape[1] != 2 * channels:
-                raise ValueError(f"learned variance needs {2 * channels} output channels, the model gives "
-                                 f"{model_output.shape[1]}")
+                raise ValueError(
+                    f"learned variance needs {2 * channels} output channels, the model gives {model_output.shape[1]}"
+                )
             model_output, model_var_values = torch.split(model_output, channels, dim=1)
 
         if self.model_mean_type == ModelMeanType.PREVIOUS_X:
@@ -231,21 +272,33 @@ class GaussianDiffusion:
         return model_output, model_var_values, x0
 
     def _predict_xstart_from_eps(self, x_t, t, eps):
-        return (self.extract("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t
-                - self.extract("sqrt_recipm1_alphas_cumprod", t, x_t.shape) * eps)
+        return (
+            self.extract("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t
+            - self.extract("sqrt_recipm1_alphas_cumprod", t, x_t.shape) * eps
+        )
 
     def _predict_xstart_from_xprev(self, x_t, t, xprev):
-        return (self.extract("recip_posterior_mean_coef1", t, x_t.shape) * xprev
-                - self.extract("posterior_mean_coef2_over_coef1", t, x_t.shape) * x_t)
+        return (
+            self.extract("recip_posterior_mean_coef1", t, x_t.shape) * xprev
+            - self.extract("posterior_mean_coef2_over_coef1", t, x_t.shape) * x_t
+        )
 
     def _predict_eps_from_xstart(self, x_t, t, pred_xstart):
-        return ((self.extract("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t - pred_xstart)
-                / self.extract("sqrt_recipm1_alphas_cumprod", t, x_t.shape))
+        return (self.extract("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t - pred_xstart) / self.extract(
+            "sqrt_recipm1_alphas_cumprod", t, x_t.shape
+        )
 
     # ----------------------------------------------------------------- ancestral sampling
-    def p_sample(self, model, x: torch.Tensor, t: torch.Tensor, clip_denoised: bool = True,
-                 denoised_fn: Optional[Callable] = None, model_kwargs: Optional[dict] = None,
-                 noise: Optional[torch.Tensor] = None) -> dict:
+    def p_sample(
+        self,
+        model,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        clip_denoised: bool = True,
+        denoised_fn: Optional[Callable] = None,
+        model_kwargs: Optional[dict] = None,
+        noise: Optional[torch.Tensor] = None,
+    ) -> dict:
         """One ancestral step x_{t-1} = mean + exp(log_var / 2) noise (none at t = 0): ``{"sample", "pred_xstart"}``."""
         out = self.p_mean_variance(model, x, t, clip_denoised, denoised_fn, model_kwargs)
         if noise is None:
@@ -258,11 +311,19 @@ class GaussianDiffusion:
         """Final sample of :meth:`p_sample_loop_progressive` (same arguments)."""
         return _last(self.p_sample_loop_progressive(model, shape, **kwargs))["sample"]
 
-    def p_sample_loop_progressive(self, model, shape, noise: Optional[torch.Tensor] = None,
-                                  start_index: Optional[int] = None, x_start_t: Optional[torch.Tensor] = None,
-                                  clip_denoised: bool = True, denoised_fn: Optional[Callable] = None,
-                                  model_kwargs: Optional[dict] = None, device=None,
-                                  progress: bool = False) -> Iterator[dict]:
+    def p_sample_loop_progressive(
+        self,
+        model,
+        shape,
+        noise: Optional[torch.Tensor] = None,
+        start_index: Optional[int] = None,
+        x_start_t: Optional[torch.Tensor] = None,
+        clip_denoised: bool = True,
+        denoised_fn: Optional[Callable] = None,
+        model_kwargs: Optional[dict] = None,
+        device=None,
+        progress: bool = False,
+    ) -> Iterator[dict]:
         """Yield the output of :meth:`p_sample` at every step (see :meth:`_progressive` for the start)."""
 
         def step(img, t):
@@ -271,8 +332,14 @@ class GaussianDiffusion:
         yield from self._progressive(step, shape, noise, start_index, x_start_t, device, progress)
 
     # ----------------------------------------------------------------- DDIM sampling
-    def ddim_update(self, x: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, eta: Union[float, torch.Tensor] = 0.0,
-                    noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def ddim_update(
+        self,
+        x: torch.Tensor,
+        x0: torch.Tensor,
+        t: torch.Tensor,
+        eta: Union[float, torch.Tensor] = 0.0,
+        noise: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """:func:`ddim_step` from step index ``t`` ((N,) long, may differ per image) to ``t - 1`` with the given
         ``x0``; ``eta`` a float or an (N,) tensor (one eta per image), ``noise`` N(0, I) when not given."""
         if isinstance(eta, torch.Tensor):
@@ -281,12 +348,26 @@ class GaussianDiffusion:
             eta = eta.to(device=x.device, dtype=torch.float32).reshape(-1, *([1] * (x.ndim - 1)))
         if noise is None:
             noise = torch.randn_like(x)
-        return ddim_step(x, x0, self.extract("alphas_cumprod", t, x.shape),
-                         self.extract("alphas_cumprod_prev", t, x.shape), eta, noise)
+        return ddim_step(
+            x,
+            x0,
+            self.extract("alphas_cumprod", t, x.shape),
+            self.extract("alphas_cumprod_prev", t, x.shape),
+            eta,
+            noise,
+        )
 
-    def ddim_sample(self, model, x: torch.Tensor, t: torch.Tensor, clip_denoised: bool = True,
-                    denoised_fn: Optional[Callable] = None, model_kwargs: Optional[dict] = None,
-                    eta: Union[float, torch.Tensor] = 0.0, noise: Optional[torch.Tensor] = None) -> dict:
+    def ddim_sample(
+        self,
+        model,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        clip_denoised: bool = True,
+        denoised_fn: Optional[Callable] = None,
+        model_kwargs: Optional[dict] = None,
+        eta: Union[float, torch.Tensor] = 0.0,
+        noise: Optional[torch.Tensor] = None,
+    ) -> dict:
         """One DDIM step: :meth:`model_x0` then :meth:`ddim_update`. Returns ``{"sample", "pred_xstart"}``."""
         x0 = self.model_x0(model, x, t, clip_denoised, denoised_fn, model_kwargs)[2]
         return {"sample": self.ddim_update(x, x0, t, eta, noise), "pred_xstart": x0}
@@ -295,11 +376,20 @@ class GaussianDiffusion:
         """Final sample of :meth:`ddim_sample_loop_progressive` (same arguments)."""
         return _last(self.ddim_sample_loop_progressive(model, shape, **kwargs))["sample"]
 
-    def ddim_sample_loop_progressive(self, model, shape, noise: Optional[torch.Tensor] = None,
-                                     start_index: Optional[int] = None, x_start_t: Optional[torch.Tensor] = None,
-                                     clip_denoised: bool = True, denoised_fn: Optional[Callable] = None,
-                                     model_kwargs: Optional[dict] = None, device=None, progress: bool = False,
-                                     eta: Union[float, torch.Tensor] = 0.0) -> Iterator[dict]:
+    def ddim_sample_loop_progressive(
+        self,
+        model,
+        shape,
+        noise: Optional[torch.Tensor] = None,
+        start_index: Optional[int] = None,
+        x_start_t: Optional[torch.Tensor] = None,
+        clip_denoised: bool = True,
+        denoised_fn: Optional[Callable] = None,
+        model_kwargs: Optional[dict] = None,
+        device=None,
+        progress: bool = False,
+        eta: Union[float, torch.Tensor] = 0.0,
+    ) -> Iterator[dict]:
         """Yield the output of :meth:`ddim_sample` at every step (see :meth:`_progressive` for the start)."""
 
         def step(img, t):
@@ -333,6 +423,7 @@ class GaussianDiffusion:
         indices = range(int(start_index), -1, -1)
         if progress:
             from tqdm.auto import tqdm
+
             indices = tqdm(indices)
         for i in indices:
             t = torch.full((shape[0],), i, device=device, dtype=torch.long)
@@ -343,8 +434,15 @@ class GaussianDiffusion:
             img = out["sample"]
 
     # ----------------------------------------------------------------- training
-    def _vb_terms_bpd(self, model, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
-                      clip_denoised: bool = True, model_kwargs: Optional[dict] = None) -> dict:
+    def _vb_terms_bpd(
+        self,
+        model,
+        x_start: torch.Tensor,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        clip_denoised: bool = True,
+        model_kwargs: Optional[dict] = None,
+    ) -> dict:
         """Term of the variational bound at t, in bits per dimension: KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t))
         for t > 0 and the discretised decoder NLL -log p(x_0|x_1) at t = 0.
 
@@ -352,13 +450,20 @@ class GaussianDiffusion:
         true_mean, _, true_log_variance = self.q_posterior_mean_variance(x_start, x_t, t)
         out = self.p_mean_variance(model, x_t, t, clip_denoised=clip_denoised, model_kwargs=model_kwargs)
         kl = mean_flat(normal_kl(true_mean, true_log_variance, out["mean"], out["log_variance"])) / NATS_PER_BIT
-        decoder_nll = -discretized_gaussian_log_likelihood(x_start, means=out["mean"],
-                                                           log_scales=0.5 * out["log_variance"])
+        decoder_nll = -discretized_gaussian_log_likelihood(
+            x_start, means=out["mean"], log_scales=0.5 * out["log_variance"]
+        )
         decoder_nll = mean_flat(decoder_nll) / NATS_PER_BIT
         return {"output": torch.where(t == 0, decoder_nll, kl), "pred_xstart": out["pred_xstart"]}
 
-    def training_losses(self, model, x_start: torch.Tensor, t: torch.Tensor, model_kwargs: Optional[dict] = None,
-                        noise: Optional[torch.Tensor] = None) -> dict:
+    def training_losses(
+        self,
+        model,
+        x_start: torch.Tensor,
+        t: torch.Tensor,
+        model_kwargs: Optional[dict] = None,
+        noise: Optional[torch.Tensor] = None,
+    ) -> dict:
         """Per-image losses at step indices ``t`` (Nichol & Dhariwal 2021, L_hybrid): ``mse`` against eps / x_0 / the
         posterior mean, plus ``vb`` for a learned variance with the mean detached (x T/1000 for RESCALED_MSE), or the
         bound (x T for RESCALED_KL); a dict of (N,) tensors with ``loss``."""
@@ -368,8 +473,9 @@ class GaussianDiffusion:
         x_t = self.q_sample(x_start, t, noise=noise)
         terms = {}
         if self.loss_type.is_vb():
-            terms["loss"] = self._vb_terms_bpd(model, x_start, x_t, t, clip_denoised=False,
-                                               model_kwargs=model_kwargs)["output"]
+            terms["loss"] = self._vb_terms_bpd(model, x_start, x_t, t, clip_denoised=False, model_kwargs=model_kwargs)[
+                "output"
+            ]
             if self.loss_type == LossType.RESCALED_KL:
                 terms["loss"] = terms["loss"] * self.num_timesteps
             return terms
@@ -378,11 +484,14 @@ class GaussianDiffusion:
         if self.model_var_type in (ModelVarType.LEARNED, ModelVarType.LEARNED_RANGE):
             C = x_t.shape[1]
             if model_output.shape[1] != 2 * C:
-                raise ValueError(f"learned variance needs {2 * C} output channels, the model gives {model_output.shape[1]}")
+                raise ValueError(
+                    f"learned variance needs {2 * C} output channels, the model gives {model_output.shape[1]}"
+                )
             model_output, model_var_values = torch.split(model_output, C, dim=1)
             frozen_out = torch.cat([model_output.detach(), model_var_values], dim=1)
-            terms["vb"] = self._vb_terms_bpd(lambda *args, **kwargs: frozen_out, x_start, x_t, t,
-                                             clip_denoised=False)["output"]
+            terms["vb"] = self._vb_terms_bpd(lambda *args, **kwargs: frozen_out, x_start, x_t, t, clip_denoised=False)[
+                "output"
+            ]
             if self.loss_type == LossType.RESCALED_MSE:
                 terms["vb"] = terms["vb"] * (self.num_timesteps / 1000.0)
         if self.model_mean_type == ModelMeanType.PREVIOUS_X:

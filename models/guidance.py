@@ -7,6 +7,7 @@
 Images are reflect-padded (default: the kernel radius of the largest sigma) and cropped back; ``periodic=True``
 solves the circulant problem unpadded. float64 inputs compute in float64, others in float32.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence, Union
@@ -16,7 +17,6 @@ import torch
 from data.blur import gaussian_transfer, kernel_radius, mirror_indices, sigma_values
 
 Scale = Union[float, torch.Tensor]
-
 
 
 def closed_form_guidance(
@@ -60,11 +60,11 @@ def closed_form_guidance_multi(
             raise ValueError(f"level {k}: y shape {tuple(y.shape)} != x0_hat shape {tuple(x0_hat.shape)}")
     n, device = x0_hat.shape[0], x0_hat.device
     cdtype = _compute_dtype(x0_hat)
-    sigma_table = torch.tensor([sigma_values(s, n, "closed_form_guidance") for s in sigmas],
-                               dtype=torch.float64).T
+    sigma_table = torch.tensor([sigma_values(s, n, "closed_form_guidance") for s in sigmas], dtype=torch.float64).T
     w = torch.cat([_per_image(wk, n, device, cdtype, "weight").view(n, 1) for wk in weights], dim=1)
-    spectra = LevelSpectra(torch.stack([y.to(device, cdtype) for y in ys], dim=1), sigma_table,
-                           pad=0 if periodic else pad)
+    spectra = LevelSpectra(
+        torch.stack([y.to(device, cdtype) for y in ys], dim=1), sigma_table, pad=0 if periodic else pad
+    )
     return spectra.solve(x0_hat, w, lam)
 
 
@@ -92,15 +92,16 @@ class LevelSpectra:
         gain = gain.view(n, k, 1, *gain.shape[-2:])
         spectra = torch.fft.rfft2(self._padded(levels.flatten(0, 1))).view(n, k, levels.shape[2], self.hp, -1)
         self.gain_y = gain * spectra  # (N, K, C, hp, wp // 2 + 1)
-        self.gain_sq = gain * gain    # (N, K, 1, hp, wp // 2 + 1)
+        self.gain_sq = gain * gain  # (N, K, 1, hp, wp // 2 + 1)
         self.images = torch.arange(n, device=device)
 
     def _padded(self, t: torch.Tensor) -> torch.Tensor:
         t = t.to(self.dtype)
         return t if self.pad == 0 else t.index_select(-2, self.rows).index_select(-1, self.cols)
 
-    def solve(self, x0_hat: torch.Tensor, weights: torch.Tensor, lam: Scale,
-              idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def solve(
+        self, x0_hat: torch.Tensor, weights: torch.Tensor, lam: Scale, idx: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """x0_tilde for the images ``idx`` (default all) of the batch, in ``x0_hat``'s dtype.
 
         ``x0_hat``: (n, C, H, W) for those images; ``weights``: (n, K) level weights (a one-hot row guides
@@ -108,13 +109,16 @@ class LevelSpectra:
         gain_y, gain_sq = (self.gain_y, self.gain_sq) if idx is None else (self.gain_y[idx], self.gain_sq[idx])
         n = x0_hat.shape[0]
         if gain_y.shape[0] != n or tuple(weights.shape) != (n, gain_y.shape[1]):
-            raise ValueError(f"solve: x0_hat {tuple(x0_hat.shape)} and weights {tuple(weights.shape)} do not match "
-                             f"{gain_y.shape[0]} images of {gain_y.shape[1]} levels")
+            raise ValueError(
+                f"solve: x0_hat {tuple(x0_hat.shape)} and weights {tuple(weights.shape)} do not match "
+                f"{gain_y.shape[0]} images of {gain_y.shape[1]} levels"
+            )
         w = weights.to(self.dtype).view(n, -1, 1, 1, 1)
         return self._solve(x0_hat, (w * gain_y).sum(1), (w * gain_sq).sum(1), lam)
 
-    def solve_level(self, x0_hat: torch.Tensor, level: torch.Tensor, lam: Scale,
-                    idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def solve_level(
+        self, x0_hat: torch.Tensor, level: torch.Tensor, lam: Scale, idx: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """:meth:`solve` with one level per image, ``level``: (n,) long (the sampler's sharpest active level):
         the level's two terms are gathered instead of weighted and summed over all K levels."""
         images = self.images if idx is None else idx
@@ -127,8 +131,9 @@ class LevelSpectra:
         (n, 1, ...) already chosen; cropped back to the image, in ``x0_hat``'s dtype."""
         n = x0_hat.shape[0]
         if x0_hat.shape[-2:] != (self.h, self.w) or gain_y.shape[0] != n:
-            raise ValueError(f"solve: x0_hat {tuple(x0_hat.shape)} does not match {gain_y.shape[0]} images at "
-                             f"{self.h}x{self.w}")
+            raise ValueError(
+                f"solve: x0_hat {tuple(x0_hat.shape)} does not match {gain_y.shape[0]} images at {self.h}x{self.w}"
+            )
         spectrum = torch.fft.rfft2(self._padded(x0_hat))
         if isinstance(lam, torch.Tensor):
             lam_t = _per_image(lam, n, x0_hat.device, self.dtype, "lam")
@@ -138,7 +143,7 @@ class LevelSpectra:
                 raise ValueError(f"lam must be > 0, got {lam}")
             numer, denom = torch.add(gain_y, spectrum, alpha=float(lam)), gain_sq + float(lam)
         x = torch.fft.irfft2(numer / denom, s=(self.hp, self.wp))
-        return x[..., self.pad:self.pad + self.h, self.pad:self.pad + self.w].to(x0_hat.dtype)
+        return x[..., self.pad : self.pad + self.h, self.pad : self.pad + self.w].to(x0_hat.dtype)
 
 
 def batch_pad(sigmas: torch.Tensor, resolution: int, pad_sigma_512: float) -> int:

@@ -3,6 +3,7 @@
 Layer names and parameter layouts follow improved-diffusion / DifFace so that the public DifFace prior
 (``iddpm_ffhq512_ema500000.pth``) loads without renaming (docs/method.md section 3).
 """
+
 from __future__ import annotations
 
 import math

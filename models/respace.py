@@ -4,6 +4,7 @@ The respaced process keeps the original alpha_bar at the kept steps: with kept s
 beta'_i = 1 - abar(s_i) / abar(s_{i-1}). The model still sees ORIGINAL timesteps: the wrapper maps a
 respaced index i to ``timestep_map[i] = s_i``.
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -22,7 +23,7 @@ def space_timesteps(num_timesteps: int, section_counts: Union[str, int, Sequence
         section_counts = [section_counts]
     if isinstance(section_counts, str):
         if section_counts.startswith("ddim"):
-            desired = int(section_counts[len("ddim"):])
+            desired = int(section_counts[len("ddim") :])
             for stride in range(1, num_timesteps):
                 if len(range(0, num_timesteps, stride)) == desired:
                     return set(range(0, num_timesteps, stride))
@@ -30,7 +31,9 @@ def space_timesteps(num_timesteps: int, section_counts: Union[str, int, Sequence
         try:
             section_counts = [int(x) for x in section_counts.split(",")]
         except ValueError:
-            raise ValueError(f"bad timestep_respacing {section_counts!r}: expected 'ddimN', 'N' or 'N1,N2,...'") from None
+            raise ValueError(
+                f"bad timestep_respacing {section_counts!r}: expected 'ddimN', 'N' or 'N1,N2,...'"
+            ) from None
     size_per = num_timesteps // len(section_counts)
     extra = num_timesteps % len(section_counts)
     start_idx = 0
@@ -74,8 +77,9 @@ class SpacedDiffusion(GaussianDiffusion):
     def _wrap_model(self, model):
         if isinstance(model, _WrappedModel):
             return model
-        return _WrappedModel(model, partial(self.on_device, "timestep_map"), self.rescale_timesteps,
-                             self.original_num_steps)
+        return _WrappedModel(
+            model, partial(self.on_device, "timestep_map"), self.rescale_timesteps, self.original_num_steps
+        )
 
     def _scale_timesteps(self, t: torch.Tensor) -> torch.Tensor:
         return t  # scaling happens in the wrapper, after mapping to original timesteps
@@ -84,8 +88,13 @@ class SpacedDiffusion(GaussianDiffusion):
 class _WrappedModel:
     """Calls ``model(x, map[t] (* 1000 / T if rescale), **kwargs)`` for respaced indices t."""
 
-    def __init__(self, model, timestep_map: Callable[[torch.device], torch.Tensor], rescale_timesteps: bool,
-                 original_num_steps: int):
+    def __init__(
+        self,
+        model,
+        timestep_map: Callable[[torch.device], torch.Tensor],
+        rescale_timesteps: bool,
+        original_num_steps: int,
+    ):
         """``timestep_map(device)``: the original timestep of every respaced index, on that device."""
         self.model = model
         self.timestep_map = timestep_map

@@ -1,14 +1,23 @@
 """Factory of the diffusion process from configuration keys (improved-diffusion / DifFace names)."""
+
 from __future__ import annotations
 
 from models import gaussian_diffusion as gd
 from models.respace import SpacedDiffusion, space_timesteps
 
 
-def create_gaussian_diffusion(*, steps: int = 1000, learn_sigma: bool = False, sigma_small: bool = False,
-                              noise_schedule: str = "linear", use_kl: bool = False, predict_xstart: bool = False,
-                              rescale_timesteps: bool = False, rescale_learned_sigmas: bool = False,
-                              timestep_respacing="") -> SpacedDiffusion:
+def create_gaussian_diffusion(
+    *,
+    steps: int = 1000,
+    learn_sigma: bool = False,
+    sigma_small: bool = False,
+    noise_schedule: str = "linear",
+    use_kl: bool = False,
+    predict_xstart: bool = False,
+    rescale_timesteps: bool = False,
+    rescale_learned_sigmas: bool = False,
+    timestep_respacing="",
+) -> SpacedDiffusion:
     """A :class:`SpacedDiffusion` from ``diffusion.params``: ``learn_sigma`` -> LEARNED_RANGE (else FIXED_SMALL /
     FIXED_LARGE by ``sigma_small``), ``predict_xstart``, loss RESCALED_KL (``use_kl``) / RESCALED_MSE
     (``rescale_learned_sigmas``) / MSE, ``timestep_respacing`` as :func:`models.respace.space_timesteps`."""

@@ -7,6 +7,7 @@ sigma = sqrt(1 - abar), lambda = log(alpha / sigma), h_i = lambda_s - lambda_t:
 r_i = h_{i+1} / h_i; first order at an image's first step, where its guidance switches level, and at the
 last two steps.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -48,11 +49,12 @@ class MultistepX0:
         self.solver = solver
         self.coef = extrapolation_coefficients(diffusion.alphas_cumprod, diffusion.alphas_cumprod_prev)
         self.count = count
-        self.previous: Optional[torch.Tensor] = None   # (count, C, H, W): each image's last x0
+        self.previous: Optional[torch.Tensor] = None  # (count, C, H, W): each image's last x0
         self.has_previous = torch.zeros(count, dtype=torch.bool)
 
-    def __call__(self, x0: torch.Tensor, images: torch.Tensor, index: int,
-                 restart: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def __call__(
+        self, x0: torch.Tensor, images: torch.Tensor, index: int, restart: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """D for the images ``images`` ((M,) positions in the batch) at respaced ``index``; ``x0``
         (M,C,H,W) is their prediction at this step, remembered for their next step. ``restart`` (M,)
         bool (host): images whose prediction changed target at this step (a new guidance level), so

@@ -6,6 +6,7 @@ The layout of the public ``swinir_restoration512_L1.pth``; ``forward`` works in 
 in [-1, 1]. ``cond_channels`` adds constant maps of ``cond`` (TM / RM); ``global_residual``: y = x + Upsampler(FD),
 the identity at initialisation.
 """
+
 from __future__ import annotations
 
 import math
@@ -86,8 +87,16 @@ def shifted_window_mask(h: int, w: int, ws: int, shift: int) -> torch.Tensor:
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside a window, with a learned relative position bias (Swin eq. 4)."""
 
-    def __init__(self, dim: int, ws: int, heads: int, qkv_bias: bool, qk_scale: Optional[float],
-                 attn_drop: float, proj_drop: float):
+    def __init__(
+        self,
+        dim: int,
+        ws: int,
+        heads: int,
+        qkv_bias: bool,
+        qk_scale: Optional[float],
+        attn_drop: float,
+        proj_drop: float,
+    ):
         super().__init__()
         self.heads = heads
         self.scale = qk_scale or (dim // heads) ** -0.5
@@ -105,19 +114,31 @@ class WindowAttention(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         bias = bias.view(n, n, self.heads).permute(2, 0, 1).unsqueeze(0)  # 1, heads, n, n
         if mask is not None:  # mask: nW, n, n; windows of one image are contiguous in the batch
-                    bias = (bias + mask[:, None].to(bias.dtype)).repeat(bw // mask.shape[0], 1, 1, 1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
-                                             dropout_p=self.attn_drop if self.training else 0.0,
-                                             scale=self.scale)
+            bias = (bias + mask[:, None].to(bias.dtype)).repeat(bw // mask.shape[0], 1, 1, 1)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias.to(q.dtype), dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale
+        )
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(bw, n, c)))
 
 
 class SwinTransformerBlock(nn.Module):
     """x + DropPath(W-MSA(LN(x))), then + DropPath(MLP(LN(.))); odd blocks use shifted windows."""
 
-    def __init__(self, dim: int, resolution: Tuple[int, int], heads: int, ws: int, shift: int,
-                 mlp_ratio: float, qkv_bias: bool, qk_scale: Optional[float], drop: float,
-                 attn_drop: float, drop_path: float, norm_layer):
+    def __init__(
+        self,
+        dim: int,
+        resolution: Tuple[int, int],
+        heads: int,
+        ws: int,
+        shift: int,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        qk_scale: Optional[float],
+        drop: float,
+        attn_drop: float,
+        drop_path: float,
+        norm_layer,
+    ):
         super().__init__()
         if min(resolution) <= ws:  # a single window covers the image: no shift (as in Swin)
             ws, shift = min(resolution), 0
@@ -155,14 +176,41 @@ class SwinTransformerBlock(nn.Module):
 class BasicLayer(nn.Module):
     """A sequence of Swin blocks with alternating shift (0, ws/2, 0, ...)."""
 
-    def __init__(self, dim, resolution, depth, heads, ws, mlp_ratio, qkv_bias, qk_scale, drop,
-                 attn_drop, drop_path: Sequence[float], norm_layer, use_checkpoint: bool):
+    def __init__(
+        self,
+        dim,
+        resolution,
+        depth,
+        heads,
+        ws,
+        mlp_ratio,
+        qkv_bias,
+        qk_scale,
+        drop,
+        attn_drop,
+        drop_path: Sequence[float],
+        norm_layer,
+        use_checkpoint: bool,
+    ):
         super().__init__()
         self.use_checkpoint = use_checkpoint
         self.blocks = nn.ModuleList(
-            SwinTransformerBlock(dim, resolution, heads, ws, 0 if i % 2 == 0 else ws // 2, mlp_ratio,
-                                 qkv_bias, qk_scale, drop, attn_drop, drop_path[i], norm_layer)
-            for i in range(depth))
+            SwinTransformerBlock(
+                dim,
+                resolution,
+                heads,
+                ws,
+                0 if i % 2 == 0 else ws // 2,
+                mlp_ratio,
+                qkv_bias,
+                qk_scale,
+                drop,
+                attn_drop,
+                drop_path[i],
+                norm_layer,
+            )
+            for i in range(depth)
+        )
 
     def forward(self, x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
         for blk in self.blocks:
@@ -182,20 +230,52 @@ def _resi_conv(dim: int, resi_connection: str) -> nn.Module:
     if resi_connection == "1conv":
         return nn.Conv2d(dim, dim, 3, 1, 1)
     if resi_connection == "3conv":
-        return nn.Sequential(nn.Conv2d(dim, dim // 4, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
-                             nn.Conv2d(dim // 4, dim // 4, 1, 1, 0), nn.LeakyReLU(0.2, inplace=True),
-                             nn.Conv2d(dim // 4, dim, 3, 1, 1))
+        return nn.Sequential(
+            nn.Conv2d(dim, dim // 4, 3, 1, 1),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(dim // 4, dim // 4, 1, 1, 0),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(dim // 4, dim, 3, 1, 1),
+        )
     raise ValueError(f"resi_connection must be '1conv' or '3conv', got {resi_connection!r}")
 
 
 class RSTB(nn.Module):
     """Residual Swin Transformer Block: z + Conv(SwinBlocks(z)) on the token map."""
 
-    def __init__(self, dim, resolution, depth, heads, ws, mlp_ratio, qkv_bias, qk_scale, drop,
-                 attn_drop, drop_path, norm_layer, use_checkpoint, resi_connection):
+    def __init__(
+        self,
+        dim,
+        resolution,
+        depth,
+        heads,
+        ws,
+        mlp_ratio,
+        qkv_bias,
+        qk_scale,
+        drop,
+        attn_drop,
+        drop_path,
+        norm_layer,
+        use_checkpoint,
+        resi_connection,
+    ):
         super().__init__()
-        self.residual_group = BasicLayer(dim, resolution, depth, heads, ws, mlp_ratio, qkv_bias,
-                                         qk_scale, drop, attn_drop, drop_path, norm_layer, use_checkpoint)
+        self.residual_group = BasicLayer(
+            dim,
+            resolution,
+            depth,
+            heads,
+            ws,
+            mlp_ratio,
+            qkv_bias,
+            qk_scale,
+            drop,
+            attn_drop,
+            drop_path,
+            norm_layer,
+            use_checkpoint,
+        )
         self.conv = _resi_conv(dim, resi_connection)
 
     def forward(self, x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
@@ -219,7 +299,7 @@ def _pixelshuffle_upsample(sf: int, num_feat: int) -> nn.Sequential:
     if sf == 3:
         return nn.Sequential(nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1), nn.PixelShuffle(3))
     steps = int(round(math.log2(sf)))
-    if sf < 2 or 2 ** steps != sf:
+    if sf < 2 or 2**steps != sf:
         raise ValueError(f"SwinIR: 'pixelshuffle' needs sf 3 or a power of 2 >= 2, got {sf}")
     layers = []
     for _ in range(steps):
@@ -234,15 +314,35 @@ class SwinIR(nn.Module):
     with ``unshuffle`` else sf, unclamped; any H, W (reflect-padded to the window grid, cropped back).
     ``patch_size`` must be 1."""
 
-    def __init__(self, img_size: int = 64, patch_size: int = 1, in_chans: int = 3, embed_dim: int = 96,
-                 depths: Sequence[int] = (6, 6, 6, 6), num_heads: Sequence[int] = (6, 6, 6, 6),
-                 window_size: int = 7, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 qk_scale: Optional[float] = None, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.1, norm_layer=nn.LayerNorm, ape: bool = False,
-                 patch_norm: bool = True, use_checkpoint: bool = False, sf: int = 4,
-                 img_range: float = 1.0, upsampler: str = "", resi_connection: str = "1conv",
-                 unshuffle: bool = False, unshuffle_scale: Optional[int] = None,
-                 cond_channels: int = 0, out_chans: Optional[int] = None, global_residual: bool = False):
+    def __init__(
+        self,
+        img_size: int = 64,
+        patch_size: int = 1,
+        in_chans: int = 3,
+        embed_dim: int = 96,
+        depths: Sequence[int] = (6, 6, 6, 6),
+        num_heads: Sequence[int] = (6, 6, 6, 6),
+        window_size: int = 7,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        qk_scale: Optional[float] = None,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.1,
+        norm_layer=nn.LayerNorm,
+        ape: bool = False,
+        patch_norm: bool = True,
+        use_checkpoint: bool = False,
+        sf: int = 4,
+        img_range: float = 1.0,
+        upsampler: str = "",
+        resi_connection: str = "1conv",
+        unshuffle: bool = False,
+        unshuffle_scale: Optional[int] = None,
+        cond_channels: int = 0,
+        out_chans: Optional[int] = None,
+        global_residual: bool = False,
+    ):
         super().__init__()
         out_chans = in_chans if out_chans is None else out_chans
         if patch_size != 1:
@@ -250,16 +350,22 @@ class SwinIR(nn.Module):
         if len(depths) != len(num_heads):
             raise ValueError(f"SwinIR: depths {list(depths)} and num_heads {list(num_heads)} differ in length")
         if unshuffle and (unshuffle_scale is None or unshuffle_scale != sf or upsampler == ""):
-            raise ValueError("SwinIR: unshuffle needs unshuffle_scale == sf (output at input size) and an "
-                             f"upsampler, got sf={sf}, unshuffle_scale={unshuffle_scale}, upsampler={upsampler!r}")
+            raise ValueError(
+                "SwinIR: unshuffle needs unshuffle_scale == sf (output at input size) and an "
+                f"upsampler, got sf={sf}, unshuffle_scale={unshuffle_scale}, upsampler={upsampler!r}"
+            )
         if upsampler == "" and (sf != 1 or out_chans != in_chans):
-            raise ValueError("SwinIR: upsampler '' (restoration at input size, global residual) needs "
-                             f"sf=1 and out_chans == in_chans, got sf={sf}, out_chans={out_chans}")
+            raise ValueError(
+                "SwinIR: upsampler '' (restoration at input size, global residual) needs "
+                f"sf=1 and out_chans == in_chans, got sf={sf}, out_chans={out_chans}"
+            )
         if global_residual and (upsampler == "" or not unshuffle or sf != unshuffle_scale or out_chans != in_chans):
-            raise ValueError("SwinIR: global_residual needs unshuffle with sf == unshuffle_scale (output at input "
-                             "size), an upsampler and out_chans == in_chans (upsampler '' is always residual), got "
-                             f"unshuffle={unshuffle}, sf={sf}, unshuffle_scale={unshuffle_scale}, "
-                             f"upsampler={upsampler!r}, out_chans={out_chans}, in_chans={in_chans}")
+            raise ValueError(
+                "SwinIR: global_residual needs unshuffle with sf == unshuffle_scale (output at input "
+                "size), an upsampler and out_chans == in_chans (upsampler '' is always residual), got "
+                f"unshuffle={unshuffle}, sf={sf}, unshuffle_scale={unshuffle_scale}, "
+                f"upsampler={upsampler!r}, out_chans={out_chans}, in_chans={in_chans}"
+            )
         self.global_residual = global_residual
         self.img_range = img_range
         self.upsampler = upsampler
@@ -270,7 +376,7 @@ class SwinIR(nn.Module):
         self.register_buffer("mean", self._channel_mean(in_chans), persistent=False)
         self.register_buffer("out_mean", self._channel_mean(out_chans), persistent=False)
 
-        first_in = in_chans * self.unshuffle_scale ** 2 + cond_channels
+        first_in = in_chans * self.unshuffle_scale**2 + cond_channels
         conv_first = nn.Conv2d(first_in, embed_dim, 3, 1, 1)
         self.conv_first = nn.Sequential(nn.PixelUnshuffle(sf), conv_first) if unshuffle else conv_first
 
@@ -284,9 +390,24 @@ class SwinIR(nn.Module):
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         starts = [sum(depths[:i]) for i in range(len(depths))]
         self.layers = nn.ModuleList(
-            RSTB(embed_dim, resolution, d, h, window_size, mlp_ratio, qkv_bias, qk_scale, drop_rate,
-                 attn_drop_rate, dpr[s:s + d], norm_layer, use_checkpoint, resi_connection)
-            for d, h, s in zip(depths, num_heads, starts))
+            RSTB(
+                embed_dim,
+                resolution,
+                d,
+                h,
+                window_size,
+                mlp_ratio,
+                qkv_bias,
+                qk_scale,
+                drop_rate,
+                attn_drop_rate,
+                dpr[s : s + d],
+                norm_layer,
+                use_checkpoint,
+                resi_connection,
+            )
+            for d, h, s in zip(depths, num_heads, starts)
+        )
         self.norm = norm_layer(embed_dim)
         self.conv_after_body = _resi_conv(embed_dim, resi_connection)
         self._build_reconstruction(embed_dim, out_chans, sf)
@@ -305,17 +426,17 @@ class SwinIR(nn.Module):
     def _build_reconstruction(self, embed_dim: int, out_chans: int, sf: int) -> None:
         num_feat = 64
         if self.upsampler in ("pixelshuffle", "nearest+conv"):
-            self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, num_feat, 3, 1, 1),
-                                                      nn.LeakyReLU(inplace=True))
+            self.conv_before_upsample = nn.Sequential(
+                nn.Conv2d(embed_dim, num_feat, 3, 1, 1), nn.LeakyReLU(inplace=True)
+            )
         if self.upsampler == "pixelshuffle":
             self.upsample = _pixelshuffle_upsample(sf, num_feat)
             self.conv_last = nn.Conv2d(num_feat, out_chans, 3, 1, 1)
         elif self.upsampler == "pixelshuffledirect":
-            self.upsample = nn.Sequential(nn.Conv2d(embed_dim, out_chans * sf ** 2, 3, 1, 1),
-                                          nn.PixelShuffle(sf))
+            self.upsample = nn.Sequential(nn.Conv2d(embed_dim, out_chans * sf**2, 3, 1, 1), nn.PixelShuffle(sf))
         elif self.upsampler == "nearest+conv":
             steps = int(round(math.log2(sf)))
-            if 2 ** steps != sf or steps < 1:
+            if 2**steps != sf or steps < 1:
                 raise ValueError(f"SwinIR: 'nearest+conv' needs sf a power of 2 >= 2, got {sf}")
             self.up_steps = steps
             for i in range(1, steps + 1):
@@ -326,8 +447,10 @@ class SwinIR(nn.Module):
         elif self.upsampler == "":
             self.conv_last = nn.Conv2d(embed_dim, out_chans, 3, 1, 1)
         else:
-            raise ValueError("SwinIR: upsampler must be 'pixelshuffle', 'pixelshuffledirect', "
-                             f"'nearest+conv' or '', got {self.upsampler!r}")
+            raise ValueError(
+                "SwinIR: upsampler must be 'pixelshuffle', 'pixelshuffledirect', "
+                f"'nearest+conv' or '', got {self.upsampler!r}"
+            )
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -392,7 +515,7 @@ class SwinIR(nn.Module):
         feat = self._shallow(x, cond)
         feat = self.conv_after_body(self.forward_features(feat)) + feat
         out = self._reconstruct(feat, x) / self.img_range + self.out_mean.to(x.dtype)
-        return out[:, :, :h * self.out_scale, :w * self.out_scale]
+        return out[:, :, : h * self.out_scale, : w * self.out_scale]
 
     def restore(self, x: torch.Tensor, cond: Optional[torch.Tensor] = None, clamp: bool = True) -> torch.Tensor:
         """x in [-1, 1] -> 2 forward((x + 1) / 2) - 1, clipped to [-1, 1] when ``clamp`` (pass False in training)."""

@@ -7,6 +7,7 @@
 Trained tensors keep their names; each added group computes z + Conv_k(SwinBlocks_k(z)) with Conv_k = 0, so
 the grown network equals the trained one (checked in float64 before writing).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,16 +38,21 @@ def grow_depth(model: SwinIR, state: Dict[str, torch.Tensor]) -> List[int]:
     new = added_groups(model, state)
     misfit = [k for k, v in state.items() if k not in expected or expected[k].shape != v.shape]
     if misfit:
-        raise CheckpointError(f"the trained state does not fit the grown SwinIR: {len(misfit)} tensor(s) differ "
-                              f"in name or shape, e.g. {misfit[:3]}")
+        raise CheckpointError(
+            f"the trained state does not fit the grown SwinIR: {len(misfit)} tensor(s) differ "
+            f"in name or shape, e.g. {misfit[:3]}"
+        )
     if not new or new != list(range(len(model.layers) - len(new), len(model.layers))):
-        raise CheckpointError(f"growth adds whole residual groups after the trained ones; the model has "
-                              f"{len(model.layers)} groups and the state lacks {new or 'none'}")
+        raise CheckpointError(
+            f"growth adds whole residual groups after the trained ones; the model has "
+            f"{len(model.layers)} groups and the state lacks {new or 'none'}"
+        )
     kept = [k for k in expected if not any(k.startswith(f"layers.{g}.") for g in new)]
     missing = [k for k in kept if k not in state]
     if missing:
-        raise CheckpointError(f"the trained state lacks {len(missing)} tensor(s) outside the added groups, "
-                              f"e.g. {missing[:3]}")
+        raise CheckpointError(
+            f"the trained state lacks {len(missing)} tensor(s) outside the added groups, e.g. {missing[:3]}"
+        )
     model.load_state_dict(state, strict=False)
     for k in new:
         closing = [m for m in model.layers[k].conv.modules() if isinstance(m, nn.Conv2d)][-1]
@@ -57,8 +63,7 @@ def grow_depth(model: SwinIR, state: Dict[str, torch.Tensor]) -> List[int]:
 
 def max_difference(grown: SwinIR, small: SwinIR, in_chans: int, resolution: int) -> float:
     """Largest |grown(x) - small(x)| in float64 on two random images (both networks are left in float64)."""
-    x = torch.rand(2, in_chans, resolution, resolution, dtype=torch.float64,
-                   generator=torch.Generator().manual_seed(0))
+    x = torch.rand(2, in_chans, resolution, resolution, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         return float((grown.double().eval()(x) - small.double().eval()(x)).abs().max())
 
@@ -70,7 +75,7 @@ def grow_file(config: str, init: str, out: str, overrides: List[str]) -> str:
     grown = instantiate(cfg.model)
     new = grow_depth(grown, state)
     params = cfg.model.params
-    small = SwinIR(**dict(params, depths=list(params.depths)[:new[0]], num_heads=list(params.num_heads)[:new[0]]))
+    small = SwinIR(**dict(params, depths=list(params.depths)[: new[0]], num_heads=list(params.num_heads)[: new[0]]))
     small.load_state_dict(state)
     error = max_difference(grown, small, params.in_chans, cfg.data.train.resolution)
     if error > IDENTITY_ATOL:

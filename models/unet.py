@@ -4,6 +4,7 @@ Parameter names and shapes match ``iddpm_ffhq512_ema500000.pth``. ``attention_re
 sizes in pixels (DifFace's convention): attention where ``image_size // ds`` is listed.
 :meth:`UNetModel.convert_to` casts the trunk to float16 / bfloat16; input and output keep the caller's dtype.
 """
+
 from __future__ import annotations
 
 from abc import abstractmethod
@@ -80,15 +81,26 @@ class ResBlock(TimestepBlock):
     ``h = out_rest(norm(h) * (1 + scale) + shift)`` (FiLM, Dhariwal & Nichol 2021), otherwise it is added
     to ``h``. Output is ``skip(x) + h``."""
 
-    def __init__(self, channels: int, emb_channels: int, dropout: float, out_channels: Optional[int] = None,
-                 use_conv: bool = False, use_scale_shift_norm: bool = False, dims: int = 2,
-                 use_checkpoint: bool = False, up: bool = False, down: bool = False):
+    def __init__(
+        self,
+        channels: int,
+        emb_channels: int,
+        dropout: float,
+        out_channels: Optional[int] = None,
+        use_conv: bool = False,
+        use_scale_shift_norm: bool = False,
+        dims: int = 2,
+        use_checkpoint: bool = False,
+        up: bool = False,
+        down: bool = False,
+    ):
         super().__init__()
         self.out_channels = out_channels or channels
         self.use_checkpoint = use_checkpoint
         self.use_scale_shift_norm = use_scale_shift_norm
-        self.in_layers = nn.Sequential(normalization(channels), nn.SiLU(),
-                                       conv_nd(dims, channels, self.out_channels, 3, padding=1))
+        self.in_layers = nn.Sequential(
+            normalization(channels), nn.SiLU(), conv_nd(dims, channels, self.out_channels, 3, padding=1)
+        )
         self.updown = up or down
         if up:
             self.h_upd, self.x_upd = Upsample(channels, False, dims), Upsample(channels, False, dims)
@@ -99,8 +111,11 @@ class ResBlock(TimestepBlock):
         emb_out = 2 * self.out_channels if use_scale_shift_norm else self.out_channels
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, emb_out))
         self.out_layers = nn.Sequential(
-            normalization(self.out_channels), nn.SiLU(), nn.Dropout(p=dropout),
-            zero_module(conv_nd(dims, self.out_channels, self.out_channels, 3, padding=1)))
+            normalization(self.out_channels),
+            nn.SiLU(),
+            nn.Dropout(p=dropout),
+            zero_module(conv_nd(dims, self.out_channels, self.out_channels, 3, padding=1)),
+        )
         if self.out_channels == channels:
             self.skip_connection = nn.Identity()
         elif use_conv:
@@ -168,8 +183,14 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tenso
 class AttentionBlock(nn.Module):
     """Spatial self-attention with a residual connection: ``x + proj_out(attn(qkv(norm(x))))``."""
 
-    def __init__(self, channels: int, num_heads: int = 1, num_head_channels: int = -1,
-                 use_checkpoint: bool = False, use_new_attention_order: bool = False):
+    def __init__(
+        self,
+        channels: int,
+        num_heads: int = 1,
+        num_head_channels: int = -1,
+        use_checkpoint: bool = False,
+        use_new_attention_order: bool = False,
+    ):
         super().__init__()
         if num_head_channels == -1:
             self.num_heads = num_heads
@@ -210,22 +231,41 @@ class UNetModel(nn.Module):
     """The improved-diffusion UNet with timestep embedding and attention (parameters as in guided-diffusion;
     ``attention_resolutions``: feature-map sizes, DifFace convention; ``num_res_blocks``: an int or one per level)."""
 
-    def __init__(self, image_size: int, in_channels: int, model_channels: int, out_channels: int,
-                 num_res_blocks: Union[int, Sequence[int]], attention_resolutions: Iterable[int],
-                 dropout: float = 0, channel_mult: Sequence[int] = (1, 2, 4, 8), conv_resample: bool = True,
-                 dims: int = 2, num_classes: Optional[int] = None, use_checkpoint: bool = False,
-                 use_fp16: bool = False, num_heads: int = 1, num_head_channels: int = -1,
-                 num_heads_upsample: int = -1, use_scale_shift_norm: bool = False,
-                 resblock_updown: bool = False, use_new_attention_order: bool = False):
+    def __init__(
+        self,
+        image_size: int,
+        in_channels: int,
+        model_channels: int,
+        out_channels: int,
+        num_res_blocks: Union[int, Sequence[int]],
+        attention_resolutions: Iterable[int],
+        dropout: float = 0,
+        channel_mult: Sequence[int] = (1, 2, 4, 8),
+        conv_resample: bool = True,
+        dims: int = 2,
+        num_classes: Optional[int] = None,
+        use_checkpoint: bool = False,
+        use_fp16: bool = False,
+        num_heads: int = 1,
+        num_head_channels: int = -1,
+        num_heads_upsample: int = -1,
+        use_scale_shift_norm: bool = False,
+        resblock_updown: bool = False,
+        use_new_attention_order: bool = False,
+    ):
         super().__init__()
         channel_mult = tuple(channel_mult)
         if isinstance(num_res_blocks, int):
             num_res_blocks = [num_res_blocks] * len(channel_mult)
         num_res_blocks = list(num_res_blocks)
         if len(num_res_blocks) != len(channel_mult):
-            raise ValueError(f"num_res_blocks {num_res_blocks} needs one count per level of channel_mult {channel_mult}")
+            raise ValueError(
+                f"num_res_blocks {num_res_blocks} needs one count per level of channel_mult {channel_mult}"
+            )
         if image_size % 2 ** (len(channel_mult) - 1):
-            raise ValueError(f"image_size {image_size} not divisible by 2^{len(channel_mult) - 1} (levels of channel_mult)")
+            raise ValueError(
+                f"image_size {image_size} not divisible by 2^{len(channel_mult) - 1} (levels of channel_mult)"
+            )
         if num_heads_upsample == -1:
             num_heads_upsample = num_heads
         attention_resolutions = set(int(r) for r in attention_resolutions)
@@ -238,18 +278,32 @@ class UNetModel(nn.Module):
         self.dtype = torch.float32
 
         time_embed_dim = model_channels * 4
-        self.time_embed = nn.Sequential(nn.Linear(model_channels, time_embed_dim), nn.SiLU(),
-                                        nn.Linear(time_embed_dim, time_embed_dim))
+        self.time_embed = nn.Sequential(
+            nn.Linear(model_channels, time_embed_dim), nn.SiLU(), nn.Linear(time_embed_dim, time_embed_dim)
+        )
         if num_classes is not None:
             self.label_emb = nn.Embedding(num_classes, time_embed_dim)
 
         def res(ch_in, ch_out, **kw):
-            return ResBlock(ch_in, time_embed_dim, dropout, out_channels=ch_out, dims=dims,
-                            use_checkpoint=use_checkpoint, use_scale_shift_norm=use_scale_shift_norm, **kw)
+            return ResBlock(
+                ch_in,
+                time_embed_dim,
+                dropout,
+                out_channels=ch_out,
+                dims=dims,
+                use_checkpoint=use_checkpoint,
+                use_scale_shift_norm=use_scale_shift_norm,
+                **kw,
+            )
 
         def attn(ch, heads):
-            return AttentionBlock(ch, num_heads=heads, num_head_channels=num_head_channels,
-                                  use_checkpoint=use_checkpoint, use_new_attention_order=use_new_attention_order)
+            return AttentionBlock(
+                ch,
+                num_heads=heads,
+                num_head_channels=num_head_channels,
+                use_checkpoint=use_checkpoint,
+                use_new_attention_order=use_new_attention_order,
+            )
 
         ch = int(channel_mult[0] * model_channels)
         self.input_blocks = nn.ModuleList([TimestepEmbedSequential(conv_nd(dims, in_channels, ch, 3, padding=1))])
@@ -283,8 +337,9 @@ class UNetModel(nn.Module):
                     ds //= 2
                 self.output_blocks.append(TimestepEmbedSequential(*layers))
 
-        self.out = nn.Sequential(normalization(ch), nn.SiLU(),
-                                 zero_module(conv_nd(dims, ch, out_channels, 3, padding=1)))
+        self.out = nn.Sequential(
+            normalization(ch), nn.SiLU(), zero_module(conv_nd(dims, ch, out_channels, 3, padding=1))
+        )
 
     def _trunk(self) -> Iterable[nn.Module]:
         return (self.input_blocks, self.middle_block, self.output_blocks)

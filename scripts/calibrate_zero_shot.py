@@ -6,6 +6,7 @@ DIR holds hq/ and lq/ of equally named, equally sized faces (``data.make_testset
 restorer R and the sigma* grid are the config's (DiffBIR/zero_shot.py, :func:`DiffBIR.zero_shot.calibrate`).
 Prints the median and quartiles; exit status 2 with one line on bad input.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,10 @@ def main(argv=None) -> int:
         return 2
     ratios = calibrate(dblm, hq, lq)
     if len(ratios) == 0:
-        print(f"error: every face of {args.pairs} is restored to its input (sigma*(R(y), y) ~ 0): no ratio",
-              file=sys.stderr)
+        print(
+            f"error: every face of {args.pairs} is restored to its input (sigma*(R(y), y) ~ 0): no ratio",
+            file=sys.stderr,
+        )
         return 2
     q25, q50, q75 = (float(v) for v in torch.quantile(ratios.double(), torch.tensor([0.25, 0.5, 0.75]).double()))
     print(f"sigma_ratio {q50:.2f}  (median of {len(ratios)} of {len(names)} faces; quartiles {q25:.2f}, {q75:.2f})")

@@ -4,6 +4,7 @@
 
 ``<out>/grid.png``: per row the DynFaceRestore strip, the DifFace result and the HQ face.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,10 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from data.degradation import degrade, load_degradation_config, severity_config  # noqa: E402
-from inference.runner import main as run_inference  # noqa: E402
-from inference.report import read_records  # noqa: E402
-from inference.strip import make_strip, stack_rows, title_band  # noqa: E402
 from faces.align import align_face  # noqa: E402
+from inference.report import read_records  # noqa: E402
+from inference.runner import main as run_inference  # noqa: E402
+from inference.strip import make_strip, stack_rows, title_band  # noqa: E402
 from utils.image_io import list_images, read_image, to_uint8, write_image  # noqa: E402
 
 CONFIG = "configs/sample/dynfacerestore_demo.yaml"
@@ -43,7 +44,7 @@ def astronaut_face() -> np.ndarray:
     photo = data.astronaut().astype(np.float32) / 255.0
     face, _ = align_face(photo, ASTRONAUT_LANDMARKS, face_size=512)
     x0, y0, side = CELEBA_CROP
-    return cv2.resize(face[y0:y0 + side, x0:x0 + side], (HQ_SIZE, HQ_SIZE), interpolation=cv2.INTER_AREA)
+    return cv2.resize(face[y0 : y0 + side, x0 : x0 + side], (HQ_SIZE, HQ_SIZE), interpolation=cv2.INTER_AREA)
 
 
 def make_inputs(out: Path) -> Path:
@@ -59,8 +60,23 @@ def make_inputs(out: Path) -> Path:
 
 
 def restore(inputs: Path, hq: Path, out: Path, method: str, extra: list) -> None:
-    argv = ["-i", str(inputs), "-o", str(out), "--config", str(ROOT / CONFIG), "--aligned", "--bs", "4",
-            "--task", "restoration", "--method", method, "--no-skip_existing", *extra]
+    argv = [
+        "-i",
+        str(inputs),
+        "-o",
+        str(out),
+        "--config",
+        str(ROOT / CONFIG),
+        "--aligned",
+        "--bs",
+        "4",
+        "--task",
+        "restoration",
+        "--method",
+        method,
+        "--no-skip_existing",
+        *extra,
+    ]
     if hq.is_dir():
         argv += ["-i_hq", str(hq)]
     code = run_inference(argv)
@@ -98,8 +114,11 @@ def grid(inputs: Path, hq: Path, dyn: Path, base: Path, out_file: Path) -> Path:
         row = np.concatenate([strip, np.full((strip.shape[0], 8, 3), 255, np.uint8), extra], axis=1)
         severity = _severity(path)
         sig = sigma_hat.get(path.stem)
-        title = f"{path.stem}" + (f"   severity: {severity}" if severity else "") + \
-            ("" if sig is None else f"   sigma_hat = {sig:.2f}")
+        title = (
+            f"{path.stem}"
+            + (f"   severity: {severity}" if severity else "")
+            + ("" if sig is None else f"   sigma_hat = {sig:.2f}")
+        )
         rows.append(stack_rows([title_band(title, row.shape[1]), row], gap=0))
     if not rows:
         raise SystemExit("demo: nothing was restored, no grid written")

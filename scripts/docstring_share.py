@@ -5,6 +5,7 @@
 A docstring line is a line of the first-statement string of a module, class or function. Exit status 1 when
 ``--max`` is given and the total share exceeds it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,11 @@ def docstring_lines(source: str) -> int:
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
             first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
-                    and isinstance(first.value.value, str):
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
                 count += first.end_lineno - first.lineno + 1
     return count
 

@@ -6,6 +6,7 @@ Each file goes to ``<target>.part`` (resumed with an HTTP Range request), is che
 configs/checkpoint_specs/ or its sha256 prefix, and only then renamed onto the target. Exit status 0 when
 every file is in place, 1 otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,7 @@ CHUNK = 1 << 20
 @dataclass
 class Weight:
     section: str  # of the config
-    spec: str     # configs/checkpoint_specs/<spec>.json
+    spec: str  # configs/checkpoint_specs/<spec>.json
 
 
 WEIGHTS = (Weight("model", "difface_iddpm_ffhq512_unet"), Weight("restorer", "difface_swinir_restoration512"))
@@ -67,8 +68,10 @@ def check_layout(path: Path, spec: str) -> None:
     unknown = [k for k in state if k not in want]
     wrong = [k for k in want if k in state and list(state[k].shape) != list(want[k])]
     if missing or unknown or wrong:
-        raise DownloadError(f"{path.name}: not the layout of {spec} ({len(missing)} keys missing, {len(unknown)} "
-                            f"unexpected, {len(wrong)} of another shape; first: {(missing + unknown + wrong)[0]})")
+        raise DownloadError(
+            f"{path.name}: not the layout of {spec} ({len(missing)} keys missing, {len(unknown)} "
+            f"unexpected, {len(wrong)} of another shape; first: {(missing + unknown + wrong)[0]})"
+        )
 
 
 def fetch(url: str, part: Path, timeout: float) -> None:
@@ -91,15 +94,20 @@ def fetch(url: str, part: Path, timeout: float) -> None:
         length = response.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
         part.parent.mkdir(parents=True, exist_ok=True)
-        with open(part, "ab" if have else "wb") as out, tqdm(total=total, initial=have, unit="B", unit_scale=True,
-                                                             desc=part.name[:-len(".part")], file=sys.stderr) as bar:
+        with (
+            open(part, "ab" if have else "wb") as out,
+            tqdm(
+                total=total, initial=have, unit="B", unit_scale=True, desc=part.name[: -len(".part")], file=sys.stderr
+            ) as bar,
+        ):
             try:
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
                     bar.update(len(chunk))
             except (OSError, ValueError) as err:  # a connection cut in the middle
-                raise DownloadError(f"{url}: transfer broken after {out.tell()} bytes ({err}); run again to "
-                                    f"resume") from None
+                raise DownloadError(
+                    f"{url}: transfer broken after {out.tell()} bytes ({err}); run again to resume"
+                ) from None
     size = part.stat().st_size
     if total is not None and size != total:
         raise DownloadError(f"{url}: transfer broken after {size} of {total} bytes; run again to resume")
@@ -133,29 +141,44 @@ def jobs(args) -> List[Tuple[str, Path, Callable[[Path], None]]]:
     """(url, target, check) of every file to fetch; an evaluation file without a URL is not one."""
     base = args.base_url.rstrip("/") if args.base_url else None
     if not args.eval:
-        return [(f"{base or BASE_URL}/{t.name}", t, lambda p, spec=w.spec: check_layout(p, spec))
-                for w, t in zip(WEIGHTS, targets(args.root))]
+        return [
+            (f"{base or BASE_URL}/{t.name}", t, lambda p, spec=w.spec: check_layout(p, spec))
+            for w, t in zip(WEIGHTS, targets(args.root))
+        ]
     folder = args.root / DEFAULT_DIR
-    return [(f"{base}/{w.file}" if base else w.url, w.target(folder), lambda p, w=w: check_eval(w, p))
-            for w in EVAL_WEIGHTS.values() if w.url is not None]
+    return [
+        (f"{base}/{w.file}" if base else w.url, w.target(folder), lambda p, w=w: check_eval(w, p))
+        for w in EVAL_WEIGHTS.values()
+        if w.url is not None
+    ]
 
 
 def by_hand(args) -> List[str]:
     """One line per evaluation file without a direct URL: where to get it and where to put it."""
     folder = args.root / DEFAULT_DIR
-    return [f"{w.target(folder)}: {'in place' if w.target(folder).is_file() else 'get ' + w.file + ' from ' + w.source}"
-            for w in EVAL_WEIGHTS.values() if args.eval and w.url is None]
+    return [
+        f"{w.target(folder)}: {'in place' if w.target(folder).is_file() else 'get ' + w.file + ' from ' + w.source}"
+        for w in EVAL_WEIGHTS.values()
+        if args.eval and w.url is None
+    ]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--eval", action="store_true", help="the evaluation's weights (scripts/evaluate.py) "
-                                                            f"into {DEFAULT_DIR}/ instead of DifFace's")
+    parser.add_argument(
+        "--eval",
+        action="store_true",
+        help=f"the evaluation's weights (scripts/evaluate.py) into {DEFAULT_DIR}/ instead of DifFace's",
+    )
     parser.add_argument("--list", action="store_true", help="print every file, URL and target; fetch nothing")
-    parser.add_argument("--base-url", default=None, help=f"a mirror holding the files (default: their release "
-                                                         f"URLs; DifFace's {BASE_URL})")
-    parser.add_argument("--root", type=Path, default=ROOT, help="the targets are relative to this folder "
-                                                                "(default: the repository)")
+    parser.add_argument(
+        "--base-url",
+        default=None,
+        help=f"a mirror holding the files (default: their release URLs; DifFace's {BASE_URL})",
+    )
+    parser.add_argument(
+        "--root", type=Path, default=ROOT, help="the targets are relative to this folder (default: the repository)"
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server")
     args = parser.parse_args(argv)
     todo = jobs(args)

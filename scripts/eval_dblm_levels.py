@@ -6,6 +6,7 @@ For every face and level k of a test set of ``scripts/evaluate_demo.py``: PSNR o
 PSNR / LPIPS of y'_k against x, PSNR against the LQ, and of G_sigma_k * x and the LQ against x; means over all
 faces and severity thirds, one markdown table per ``--config``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,12 +45,17 @@ def load_testset(testset: Path):
 
 
 @torch.no_grad()
-def level_rows(dblm: DBLM, lq: torch.Tensor, hq: torch.Tensor, lpips: LPIPSMetric, batch: int = 50) -> Dict[str, torch.Tensor]:
+def level_rows(
+    dblm: DBLM, lq: torch.Tensor, hq: torch.Tensor, lpips: LPIPSMetric, batch: int = 50
+) -> Dict[str, torch.Tensor]:
     """Per-image values (name -> (N,) tensor) of the module docstring's quantities."""
-    outs = [dblm(lq[i:i + batch]) for i in range(0, len(lq), batch)]
+    outs = [dblm(lq[i : i + batch]) for i in range(0, len(lq), batch)]
     sigmas = torch.cat([o.sigmas for o in outs])
-    rows = {"LQ vs x: PSNR": psnr_tensor(lq, hq), "LQ vs x: LPIPS": torch.tensor(lpips(lq, hq)),
-            "sigma_hat (px)": torch.cat([o.sigma_hat for o in outs]).double()}
+    rows = {
+        "LQ vs x: PSNR": psnr_tensor(lq, hq),
+        "LQ vs x: LPIPS": torch.tensor(lpips(lq, hq)),
+        "sigma_hat (px)": torch.cat([o.sigma_hat for o in outs]).double(),
+    }
     for k in range(sigmas.shape[1]):
         level = torch.cat([o.images[k] for o in outs]).float()
         target = gaussian_blur(hq, sigmas[:, k])  # one sigma per image
@@ -76,9 +82,13 @@ def table(rows: Dict[str, torch.Tensor], severity: List[str]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--testset", type=Path, required=True)
-    parser.add_argument("--config", action="append", default=None,
-                        help="sample config whose dblm section is measured (repeatable); "
-                             "default configs/sample/dynfacerestore_demo.yaml")
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=None,
+        help="sample config whose dblm section is measured (repeatable); "
+        "default configs/sample/dynfacerestore_demo.yaml",
+    )
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     lq, hq, severity = load_testset(args.testset)

@@ -6,6 +6,7 @@
 Per-image metrics (``utils.metrics.compute_metrics``) and set metrics (fid, fid_stats, kid); a metric that
 cannot run is listed as unavailable with the reason. ``--out FILE`` writes FILE.csv and FILE.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,17 +38,37 @@ from utils.metrics import LPIPS_WEIGHTS_ENV, LPIPSMetric, compute_metrics  # noq
 
 #: metric -> (columns it fills, needs --hq)
 METRICS = {
-    "psnr": (("psnr",), True), "ssim": (("ssim",), True), "lpips": (("lpips_alex",), True),
-    "niqe": (("niqe",), False), "id_dlib": (("id_dist", "id_same"), True),
-    "arcface": (("arcface_cos", "arcface_deg"), True), "lmd_dlib": (("lmd_dlib",), True),
-    "lmd_awing": (("lmd_awing",), True), "fid": (("fid",), True), "fid_stats": (("fid_stats",), False),
-    "kid": (("kid",), True), "musiq": (("musiq",), False), "clipiqa": (("clipiqa",), False),
+    "psnr": (("psnr",), True),
+    "ssim": (("ssim",), True),
+    "lpips": (("lpips_alex",), True),
+    "niqe": (("niqe",), False),
+    "id_dlib": (("id_dist", "id_same"), True),
+    "arcface": (("arcface_cos", "arcface_deg"), True),
+    "lmd_dlib": (("lmd_dlib",), True),
+    "lmd_awing": (("lmd_awing",), True),
+    "fid": (("fid",), True),
+    "fid_stats": (("fid_stats",), False),
+    "kid": (("kid",), True),
+    "musiq": (("musiq",), False),
+    "clipiqa": (("clipiqa",), False),
 }
-LABELS = {"psnr": ("PSNR", 2), "ssim": ("SSIM", 4), "lpips_alex": ("LPIPS", 4), "niqe": ("NIQE", 3),
-          "id_dist": ("ID dist (dlib)", 3), "id_same": ("same ID (dlib)", 2), "arcface_cos": ("ArcFace cos", 4),
-          "arcface_deg": ("Deg.", 2), "lmd_dlib": ("LMD (dlib)", 2), "lmd_awing": ("LMD (AWing)", 2),
-          "fid": ("FID (HQ)", 2), "fid_stats": ("FID (stats)", 2), "kid": ("KID", 5), "musiq": ("MUSIQ", 2),
-          "clipiqa": ("CLIPIQA", 4)}
+LABELS = {
+    "psnr": ("PSNR", 2),
+    "ssim": ("SSIM", 4),
+    "lpips_alex": ("LPIPS", 4),
+    "niqe": ("NIQE", 3),
+    "id_dist": ("ID dist (dlib)", 3),
+    "id_same": ("same ID (dlib)", 2),
+    "arcface_cos": ("ArcFace cos", 4),
+    "arcface_deg": ("Deg.", 2),
+    "lmd_dlib": ("LMD (dlib)", 2),
+    "lmd_awing": ("LMD (AWing)", 2),
+    "fid": ("FID (HQ)", 2),
+    "fid_stats": ("FID (stats)", 2),
+    "kid": ("KID", 5),
+    "musiq": ("MUSIQ", 2),
+    "clipiqa": ("CLIPIQA", 4),
+}
 PYIQA_METRICS = ("musiq", "clipiqa")
 SET_METRICS = ("fid", "fid_stats", "kid")
 
@@ -93,8 +114,10 @@ class Metrics:
         elif name in SET_METRICS:
             if name == "fid_stats":
                 if args.fid_stats is None:
-                    raise Unavailable("needs --fid-stats FILE (e.g. weights/metrics/inception_FFHQ_512-f7b384ab.pth, "
-                                       "or one written by --make-stats)")
+                    raise Unavailable(
+                        "needs --fid-stats FILE (e.g. weights/metrics/inception_FFHQ_512-f7b384ab.pth, "
+                        "or one written by --make-stats)"
+                    )
                 self.stats = load_stats(args.fid_stats)
             if self.inception is None:
                 self.inception = InceptionFeatures(find_weights("fid_inception", weights), device=args.device)
@@ -121,8 +144,14 @@ def image_records(folder: Path, hq: Optional[Dict[str, Path]], metrics: Metrics)
             ref = read_image(hq[path.stem]) if hq is not None and path.stem in hq else None
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # NIQE's "too small" warning: the table names the skipped faces
-                record["metrics"] = compute_metrics(img, ref, metrics.lpips, with_niqe="niqe" in metrics.names,
-                                                    identity=metrics.identity, face_metrics=metrics.face)
+                record["metrics"] = compute_metrics(
+                    img,
+                    ref,
+                    metrics.lpips,
+                    with_niqe="niqe" in metrics.names,
+                    identity=metrics.identity,
+                    face_metrics=metrics.face,
+                )
             record["metrics"].update({name: _pyiqa_score(m, img) for name, m in metrics.pyiqa.items()})
             if hq is not None and ref is None:
                 record["note"] = "no HQ image of this name"
@@ -177,8 +206,7 @@ def _skip_reason(column: str, value) -> str:
 
 
 def table(results: Dict[str, dict], columns: List[str]) -> str:
-    lines = ["| restored | " + " | ".join(LABELS[c][0] for c in columns) + " |",
-             "|---|" + "---:|" * len(columns)]
+    lines = ["| restored | " + " | ".join(LABELS[c][0] for c in columns) + " |", "|---|" + "---:|" * len(columns)]
     for folder, summary in results.items():
         cells = []
         for c in columns:
@@ -196,8 +224,10 @@ def skipped_lines(results: Dict[str, dict], shown: int = 5) -> List[str]:
         for column, s in summary.items():
             if s["skipped"]:
                 more = f" and {len(s['skipped']) - shown} more" if len(s["skipped"]) > shown else ""
-                lines.append(f"{folder}: {LABELS[column][0]} skipped {len(s['skipped'])}: "
-                             f"{', '.join(s['skipped'][:shown])}{more}")
+                lines.append(
+                    f"{folder}: {LABELS[column][0]} skipped {len(s['skipped'])}: "
+                    f"{', '.join(s['skipped'][:shown])}{more}"
+                )
     return lines
 
 
@@ -207,8 +237,9 @@ def csv_text(results: Dict[str, dict]) -> str:
     writer.writerow(["restored", "metric", "mean", "std", "n", "skipped"])
     for folder, summary in results.items():
         for column, s in summary.items():
-            writer.writerow([folder, column, f"{s['mean']:.6g}", f"{s['std']:.6g}" if "std" in s else "", s["n"],
-                             len(s["skipped"])])
+            writer.writerow(
+                [folder, column, f"{s['mean']:.6g}", f"{s['std']:.6g}" if "std" in s else "", s["n"], len(s["skipped"])]
+            )
     return buf.getvalue()
 
 
@@ -239,17 +270,36 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--restored", type=Path, nargs="+", help="folders of restored faces, one table row each")
     parser.add_argument("--hq", type=Path, default=None, help="HQ faces (same file stems): the paired metrics")
-    parser.add_argument("--fid-stats", type=Path, default=None, help="FID statistics (.npz of --make-stats, or "
-                                                                      "basicsr's .pth such as FFHQ 512's)")
-    parser.add_argument("--metrics", nargs="+", choices=sorted(METRICS), default=list(METRICS),
-                        help="metrics to compute (default all; those that cannot run are listed as unavailable)")
+    parser.add_argument(
+        "--fid-stats",
+        type=Path,
+        default=None,
+        help="FID statistics (.npz of --make-stats, or basicsr's .pth such as FFHQ 512's)",
+    )
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        choices=sorted(METRICS),
+        default=list(METRICS),
+        help="metrics to compute (default all; those that cannot run are listed as unavailable)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write OUT.csv and OUT.json (--make-stats: the .npz)")
-    parser.add_argument("--make-stats", type=Path, default=None, metavar="HQ_DIR",
-                        help="write the FID statistics of HQ_DIR to --out and stop")
-    parser.add_argument("--weights-dir", type=Path, default=ROOT / DEFAULT_DIR,
-                        help="where scripts/download_weights.py --eval puts the files (default weights/metrics)")
-    parser.add_argument("--lpips-weights", type=Path, default=None,
-                        help=f"offline LPIPS backbone folder (default ${LPIPS_WEIGHTS_ENV})")
+    parser.add_argument(
+        "--make-stats",
+        type=Path,
+        default=None,
+        metavar="HQ_DIR",
+        help="write the FID statistics of HQ_DIR to --out and stop",
+    )
+    parser.add_argument(
+        "--weights-dir",
+        type=Path,
+        default=ROOT / DEFAULT_DIR,
+        help="where scripts/download_weights.py --eval puts the files (default weights/metrics)",
+    )
+    parser.add_argument(
+        "--lpips-weights", type=Path, default=None, help=f"offline LPIPS backbone folder (default ${LPIPS_WEIGHTS_ENV})"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--kid-seed", type=int, default=0, help="seed of the KID subsets")
     args = parser.parse_args(argv)

@@ -6,6 +6,7 @@ Degrades the 100 held-out faces at 64 px (``data.make_testset``), scores the LQ 
 other row of :data:`ROWS` with ``inference_difface.py --preset paper`` under torchrun; writes ``<out>/table.md``,
 ``table.csv`` and ``psnr_lpips.png`` (docs/evaluation.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data.make_testset import make_testset  # noqa: E402
 from data.foreign_chains import CHAINS, make_chain_testset  # noqa: E402
+from data.make_testset import make_testset  # noqa: E402
 from inference.report import read_records, record_path, write_json  # noqa: E402
 from utils.feature_stats import kid  # noqa: E402
 from utils.image_io import read_image, write_bytes_atomic  # noqa: E402
@@ -48,24 +49,46 @@ ROWS = [  # (name, --method, --opts[, --config: CONFIG unless given])
     ("+ DSST start", "dynfacerestore", ["sampler.guidance.mode=none"]),
     ("+ closed-form guidance, global s", "dynfacerestore", ["sampler.guidance.mode=global"]),
     ("+ DGSA every step", "dynfacerestore", ["sampler.guidance.mode=dgsa", "sampler.guidance.dgsa_every=1"]),
-    ("+ DGSA every 8 steps", "dynfacerestore",
-     ["sampler.guidance.mode=dgsa", "sampler.guidance.dgsa_every=8"]),
-    ("+ DGSA at full resolution, every 8 steps", "dynfacerestore",
-     ["sampler.guidance.mode=dgsa", "sampler.guidance.dgsa_every=8", f"dgsa.ckpt_path={FULL_RESOLUTION_DGSA}",
-      "dgsa.params.map_downsample=1"]),
-    ("+ DGSA every 16 steps (the config)", "dynfacerestore",
-     ["sampler.guidance.mode=dgsa", "sampler.guidance.dgsa_every=16"]),
+    ("+ DGSA every 8 steps", "dynfacerestore", ["sampler.guidance.mode=dgsa", "sampler.guidance.dgsa_every=8"]),
+    (
+        "+ DGSA at full resolution, every 8 steps",
+        "dynfacerestore",
+        [
+            "sampler.guidance.mode=dgsa",
+            "sampler.guidance.dgsa_every=8",
+            f"dgsa.ckpt_path={FULL_RESOLUTION_DGSA}",
+            "dgsa.params.map_downsample=1",
+        ],
+    ),
+    (
+        "+ DGSA every 16 steps (the config)",
+        "dynfacerestore",
+        ["sampler.guidance.mode=dgsa", "sampler.guidance.dgsa_every=16"],
+    ),
     ("+ DGSA every 32 steps", "dynfacerestore", ["sampler.guidance.mode=dgsa", "sampler.guidance.dgsa_every=32"]),
     # the public-weights recipe (DiffBIR/zero_shot.py): no DBLM networks, levels from RM0
     ("zero-shot DBLM, global s (public recipe)", "dynfacerestore", [], PUBLIC_CONFIG),
-    ("zero-shot DBLM + DGSA every 16 steps", "dynfacerestore",
-     ["sampler.guidance.mode=dgsa", "sampler.guidance.dgsa_every=16"], PUBLIC_CONFIG),
+    (
+        "zero-shot DBLM + DGSA every 16 steps",
+        "dynfacerestore",
+        ["sampler.guidance.mode=dgsa", "sampler.guidance.dgsa_every=16"],
+        PUBLIC_CONFIG,
+    ),
 ]
 # LQ, RM0, DifFace, learned DBLM with global s and with DGSA (the config), zero-shot DBLM on the foreign chains
 CHAIN_ROWS = (0, 1, 2, 4, 8, 10, 11)
-COLUMNS = (("psnr", "PSNR", 2), ("ssim", "SSIM", 4), ("lpips_alex", "LPIPS", 4), ("id_dist", "ID dist", 3),
-           ("id_same", "same ID", 2), ("lmd_dlib", "LMD", 2), ("kid_vgg", "KID (VGG16)", 4), ("start_t", "start t", 0),
-           ("nfe", "NFE", 1), ("seconds", "s/img", 3))
+COLUMNS = (
+    ("psnr", "PSNR", 2),
+    ("ssim", "SSIM", 4),
+    ("lpips_alex", "LPIPS", 4),
+    ("id_dist", "ID dist", 3),
+    ("id_same", "same ID", 2),
+    ("lmd_dlib", "LMD", 2),
+    ("kid_vgg", "KID (VGG16)", 4),
+    ("start_t", "start t", 0),
+    ("nfe", "NFE", 1),
+    ("seconds", "s/img", 3),
+)
 METRIC_KEYS = ("psnr", "ssim", "lpips_alex", "id_dist", "id_same", "lmd_dlib")
 SET_KEYS = ("kid_vgg",)  # one value per group of faces, not a mean of per-image values
 KID_MIN_FACES = 4
@@ -87,21 +110,62 @@ def score_inputs(lq: Path, hq: Path, out: Path) -> None:
         record = record_path(out, path.stem)
         if not record.is_file():
             metrics = compute_metrics(read_image(path), read_image(hq / path.name), lpips, identity=identity)
-            write_json(record, {"key": path.stem, "file": str(path), "method": LQ_METHOD, "metrics": metrics,
-                                "nfe": 0, "seconds": 0.0, "start_t": None})
+            write_json(
+                record,
+                {
+                    "key": path.stem,
+                    "file": str(path),
+                    "method": LQ_METHOD,
+                    "metrics": metrics,
+                    "nfe": 0,
+                    "seconds": 0.0,
+                    "start_t": None,
+                },
+            )
 
 
-def run_row(index: int, method: str, opts: list, lq: Path, hq: Path, out: Path, nproc: int,
-            config: str = CONFIG, flags: Sequence[str] = ()) -> None:
+def run_row(
+    index: int,
+    method: str,
+    opts: list,
+    lq: Path,
+    hq: Path,
+    out: Path,
+    nproc: int,
+    config: str = CONFIG,
+    flags: Sequence[str] = (),
+) -> None:
     """One row through the real command line (``flags``: more of its options; without any, the paper's
     sampling, ``--preset paper``); images already restored in its folder are skipped."""
     if method == LQ_METHOD:
         return score_inputs(lq, hq, row_dir(out, index, method))
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
-           str(ROOT / "inference_difface.py"), "-i", str(lq), "-i_hq", str(hq),
-           "-o", str(row_dir(out, index, method)),
-           "--config", str(ROOT / config), "--aligned", "--bs", "10", "--task", "restoration",
-           "--method", method, "--lpips_weights", str(ROOT / LPIPS_WEIGHTS), "--seed", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        "--standalone",
+        str(ROOT / "inference_difface.py"),
+        "-i",
+        str(lq),
+        "-i_hq",
+        str(hq),
+        "-o",
+        str(row_dir(out, index, method)),
+        "--config",
+        str(ROOT / config),
+        "--aligned",
+        "--bs",
+        "10",
+        "--task",
+        "restoration",
+        "--method",
+        method,
+        "--lpips_weights",
+        str(ROOT / LPIPS_WEIGHTS),
+        "--seed",
+        "0",
+    ]
     cmd += list(flags) or ["--preset", "paper"]  # the tables of docs/evaluation.md: the paper's 250 DDIM steps
     if opts:
         cmd += ["--opts", *opts]
@@ -122,7 +186,8 @@ def summarise(records: list, severity: dict, hq_features: Optional[dict] = None)
             out[group][key] = sum(values) / len(values) if values else float("nan")
         if hq_features is not None and len(chosen) >= KID_MIN_FACES:
             out[group]["kid_vgg"], out[group]["kid_vgg_std"] = kid(
-                np.stack([r["vgg_features"] for r in chosen]), np.stack([hq_features[r["key"]] for r in chosen]))
+                np.stack([r["vgg_features"] for r in chosen]), np.stack([hq_features[r["key"]] for r in chosen])
+            )
     return out
 
 
@@ -160,9 +225,12 @@ def markdown(results: list) -> str:
         n = results[0][1][group]["n"]
         if n == 0:  # a set without severity thirds
             continue
-        lines += [f"**{group}** ({n} faces)", "",
-                  "| method | " + " | ".join(label for _, label, _ in COLUMNS) + " |",
-                  "|---|" + "---:|" * len(COLUMNS)]
+        lines += [
+            f"**{group}** ({n} faces)",
+            "",
+            "| method | " + " | ".join(label for _, label, _ in COLUMNS) + " |",
+            "|---|" + "---:|" * len(COLUMNS),
+        ]
         for name, summary in results:
             cells = [_cell(summary[group][key], key, digits) for key, _, digits in COLUMNS]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -184,9 +252,11 @@ def csv_text(sections: list) -> str:
         for name, summary in results:
             for group in GROUPS:
                 if summary[group]["n"]:
-                    writer.writerow([testset, name, group, summary[group]["n"]]
-                                    + [f"{summary[group].get(k, math.nan):.6g}" for k, _, _ in COLUMNS]
-                                    + [f"{summary[group].get('kid_vgg_std', math.nan):.6g}"])
+                    writer.writerow(
+                        [testset, name, group, summary[group]["n"]]
+                        + [f"{summary[group].get(k, math.nan):.6g}" for k, _, _ in COLUMNS]
+                        + [f"{summary[group].get('kid_vgg_std', math.nan):.6g}"]
+                    )
     return buf.getvalue()
 
 
@@ -231,8 +301,10 @@ def evaluate(testset: Path, out: Path, rows: list, severity: dict, nproc: int, c
     common = set.intersection(*(set(r["key"] for r in records) for _, _, records in done))  # same faces in every row
     offline = OfflineColumns(testset / "hq")
     hq_features = offline.hq_features(sorted(common))
-    return [(name, summarise(offline.add(folder, [r for r in records if r["key"] in common]), severity, hq_features))
-            for name, folder, records in done]
+    return [
+        (name, summarise(offline.add(folder, [r for r in records if r["key"] in common]), severity, hq_features))
+        for name, folder, records in done
+    ]
 
 
 def main(argv=None) -> int:
@@ -240,35 +312,69 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "eval")
     parser.add_argument("--nproc", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N validation faces")
-    parser.add_argument("--rows", type=int, nargs="*", default=list(range(len(ROWS))),
-                        help="rows to run on the blind set (default all); the table holds every row restored so far")
-    parser.add_argument("--chains", nargs="*", default=sorted(CHAINS), choices=sorted(CHAINS),
-                        help=f"foreign degradation chains to evaluate rows {list(CHAIN_ROWS)} on (default all)")
-    parser.add_argument("--chain-rows", type=int, nargs="*", default=list(CHAIN_ROWS),
-                        help=f"rows to run on the chains (default {list(CHAIN_ROWS)})")
-    parser.add_argument("--opts", nargs="*", default=[],
-                        help="config overrides added to every row, e.g. a shorter respacing: "
-                             "diffusion.params.timestep_respacing=ddim50 sampler.fixed_start_index=20")
+    parser.add_argument(
+        "--rows",
+        type=int,
+        nargs="*",
+        default=list(range(len(ROWS))),
+        help="rows to run on the blind set (default all); the table holds every row restored so far",
+    )
+    parser.add_argument(
+        "--chains",
+        nargs="*",
+        default=sorted(CHAINS),
+        choices=sorted(CHAINS),
+        help=f"foreign degradation chains to evaluate rows {list(CHAIN_ROWS)} on (default all)",
+    )
+    parser.add_argument(
+        "--chain-rows",
+        type=int,
+        nargs="*",
+        default=list(CHAIN_ROWS),
+        help=f"rows to run on the chains (default {list(CHAIN_ROWS)})",
+    )
+    parser.add_argument(
+        "--opts",
+        nargs="*",
+        default=[],
+        help="config overrides added to every row, e.g. a shorter respacing: "
+        "diffusion.params.timestep_respacing=ddim50 sampler.fixed_start_index=20",
+    )
     args = parser.parse_args(argv)
     testset = args.out / "testset"
-    manifest = make_testset(ROOT / SOURCE, testset, resolution=64, seed=0, config=ROOT / DEGRADATION,
-                            severity_thirds=True, limit=args.limit)
+    manifest = make_testset(
+        ROOT / SOURCE, testset, resolution=64, seed=0, config=ROOT / DEGRADATION, severity_thirds=True, limit=args.limit
+    )
     severity = {img["name"]: img["severity"] for img in manifest["images"]}
-    sections = [("blind degradation (configs/degradation/demo64.yaml, thirds)", args.out,
-                 evaluate(testset, args.out, args.rows, severity, args.nproc, args.opts))]
+    sections = [
+        (
+            "blind degradation (configs/degradation/demo64.yaml, thirds)",
+            args.out,
+            evaluate(testset, args.out, args.rows, severity, args.nproc, args.opts),
+        )
+    ]
     for chain in args.chains:
         chain_out = args.out / f"chain_{chain}"
         make_chain_testset(ROOT / SOURCE, chain_out / "testset", chain, resolution=64, seed=0, limit=args.limit)
-        sections.append((f"chain '{chain}' (data/foreign_chains.py)", chain_out,
-                         evaluate(chain_out / "testset", chain_out, args.chain_rows, {}, args.nproc, args.opts)))
+        sections.append(
+            (
+                f"chain '{chain}' (data/foreign_chains.py)",
+                chain_out,
+                evaluate(chain_out / "testset", chain_out, args.chain_rows, {}, args.nproc, args.opts),
+            )
+        )
     command = " ".join(sys.argv[1:] if argv is None else argv)
-    header = (f"Command: `python scripts/evaluate_demo.py {command}`; machine: {platform.machine()}, "
-              f"{os.cpu_count()} CPU cores, {platform.system()}; {date.today().isoformat()}.\n\n")
+    header = (
+        f"Command: `python scripts/evaluate_demo.py {command}`; machine: {platform.machine()}, "
+        f"{os.cpu_count()} CPU cores, {platform.system()}; {date.today().isoformat()}.\n\n"
+    )
     text = header + "\n".join(f"### Test set: {title}\n\n{markdown(results)}" for title, _, results in sections)
     write_bytes_atomic(args.out / "table.md", text.encode())
     write_bytes_atomic(args.out / "table.csv", csv_text(sections).encode())
-    write_bytes_atomic(args.out / "summary.json",
-                       (json.dumps({title: dict(results) for title, _, results in sections}, indent=1) + "\n").encode())
+    write_bytes_atomic(
+        args.out / "summary.json",
+        (json.dumps({title: dict(results) for title, _, results in sections}, indent=1) + "\n").encode(),
+    )
     plot(sections[0][2], args.out / "psnr_lpips.png")
     print(text)
     print(f"evaluate_demo: wrote {args.out}/table.md, table.csv, psnr_lpips.png")

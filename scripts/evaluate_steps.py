@@ -5,6 +5,7 @@
 
 Writes ``<out>/frontier.md``, ``.csv`` and ``.png``; rows already in ``--out`` are reused.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,8 @@ import io
 import os
 import platform
 import sys
-from datetime import date
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import List, Optional
 
@@ -30,13 +31,26 @@ from scripts.evaluate_demo import CONFIG, DEGRADATION, PUBLIC_CONFIG, SOURCE, ro
 from utils.image_io import list_images, write_bytes_atomic  # noqa: E402
 
 #: Frontier variants: the --method and --config each runs with.
-VARIANTS = {"difface": ("difface", CONFIG), "dynfacerestore": ("dynfacerestore", CONFIG),
-            "zero_shot": ("dynfacerestore", PUBLIC_CONFIG)}
+VARIANTS = {
+    "difface": ("difface", CONFIG),
+    "dynfacerestore": ("dynfacerestore", CONFIG),
+    "zero_shot": ("dynfacerestore", PUBLIC_CONFIG),
+}
 PAPER = "paper"  # the reference preset (configs/presets/steps.yaml): DDIM at 250 steps, guided once
-LABELS = {"difface": "DifFace", "dynfacerestore": "DynFaceRestore", "zero_shot": "DynFaceRestore, zero-shot DBLM",
-          "rm0": "RM0"}
-COLUMNS = (("nfe", "mean NFE", 1), ("psnr", "PSNR", 2), ("ssim", "SSIM", 4), ("lpips_alex", "LPIPS", 4),
-           ("id_dist", "ID dist", 3), ("seconds", "s/face", 3))
+LABELS = {
+    "difface": "DifFace",
+    "dynfacerestore": "DynFaceRestore",
+    "zero_shot": "DynFaceRestore, zero-shot DBLM",
+    "rm0": "RM0",
+}
+COLUMNS = (
+    ("nfe", "mean NFE", 1),
+    ("psnr", "PSNR", 2),
+    ("ssim", "SSIM", 4),
+    ("lpips_alex", "LPIPS", 4),
+    ("id_dist", "ID dist", 3),
+    ("seconds", "s/face", 3),
+)
 
 
 @dataclass(frozen=True)
@@ -70,8 +84,9 @@ class Row:
             return ["--preset", PAPER]
         if self.steps is None:
             return []
-        return (["--steps", str(self.steps), "--solver", self.solver]
-                + ([] if self.reguide is None else ["--opts", f"sampler.guidance.reguide={str(self.reguide).lower()}"]))
+        return ["--steps", str(self.steps), "--solver", self.solver] + (
+            [] if self.reguide is None else ["--opts", f"sampler.guidance.reguide={str(self.reguide).lower()}"]
+        )
 
 
 def rows(steps, solvers, once_steps) -> List[Row]:
@@ -80,11 +95,15 @@ def rows(steps, solvers, once_steps) -> List[Row]:
     DBLM) guided once per step at each ``once_steps`` count and solver (what reguide adds)."""
     paper = presets()[PAPER]
     guided = {"difface": None, "dynfacerestore": True, "zero_shot": True}
-    return ([Row("rm0")]
-            + [Row(v, paper["steps"], paper["solver"], None if guided[v] is None else paper["reguide"], preset=True)
-               for v in VARIANTS]
-            + [Row(v, n, s, guided[v]) for v in VARIANTS for n in steps for s in solvers]
-            + [Row("dynfacerestore", n, s, False) for n in once_steps for s in solvers])
+    return (
+        [Row("rm0")]
+        + [
+            Row(v, paper["steps"], paper["solver"], None if guided[v] is None else paper["reguide"], preset=True)
+            for v in VARIANTS
+        ]
+        + [Row(v, n, s, guided[v]) for v in VARIANTS for n in steps for s in solvers]
+        + [Row("dynfacerestore", n, s, False) for n in once_steps for s in solvers]
+    )
 
 
 def make_sets(out: Path, names, limit):
@@ -93,8 +112,15 @@ def make_sets(out: Path, names, limit):
     for name in names:
         folder = out / name / "testset"
         if name == "blind":
-            make_testset(ROOT / SOURCE, folder, resolution=64, seed=0, config=ROOT / DEGRADATION,
-                         severity_thirds=True, limit=limit)
+            make_testset(
+                ROOT / SOURCE,
+                folder,
+                resolution=64,
+                seed=0,
+                config=ROOT / DEGRADATION,
+                severity_thirds=True,
+                limit=limit,
+            )
         else:
             make_chain_testset(ROOT / SOURCE, folder, name, resolution=64, seed=0, limit=limit)
         sets[name] = folder
@@ -114,12 +140,17 @@ def run_set(testset: Path, out: Path, table, nproc: int):
 
 
 def markdown(table, results) -> str:
-    lines = ["| method | steps | solver | guided | " + " | ".join(label for _, label, _ in COLUMNS) + " |",
-             "|---|---:|---|---|" + "---:|" * len(COLUMNS)]
+    lines = [
+        "| method | steps | solver | guided | " + " | ".join(label for _, label, _ in COLUMNS) + " |",
+        "|---|---:|---|---|" + "---:|" * len(COLUMNS),
+    ]
     for row, summary in zip(table, results):
         cells = [f"{summary[key]:.{digits}f}" for key, _, digits in COLUMNS]
-        lines.append(f"| {LABELS[row.variant]} | {row.steps or '-'} | {row.solver or '-'} | {row.guided} | "
-                     + " | ".join(cells) + " |")
+        lines.append(
+            f"| {LABELS[row.variant]} | {row.steps or '-'} | {row.solver or '-'} | {row.guided} | "
+            + " | ".join(cells)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -129,8 +160,10 @@ def csv_text(table, sections) -> str:
     writer.writerow(["testset", "variant", "steps", "solver", "guided", "n"] + [key for key, _, _ in COLUMNS])
     for name, results in sections:
         for row, summary in zip(table, results):
-            writer.writerow([name, row.variant, row.steps or "", row.solver or "", row.guided, summary["n"]]
-                            + [f"{summary[key]:.6g}" for key, _, _ in COLUMNS])
+            writer.writerow(
+                [name, row.variant, row.steps or "", row.solver or "", row.guided, summary["n"]]
+                + [f"{summary[key]:.6g}" for key, _, _ in COLUMNS]
+            )
     return buf.getvalue()
 
 
@@ -142,9 +175,14 @@ def plot(table, sections, path: Path) -> None:
 
     fig, axes = plt.subplots(len(sections), 2, figsize=(10, 3.6 * len(sections)), squeeze=False)
     for (name, results), (ax_psnr, ax_lpips) in zip(sections, axes):
-        for variant, solver, guided in sorted({(r.variant, r.solver, r.guided) for r in table if r.variant in VARIANTS}):
-            points = sorted((r["nfe"], r["psnr"], r["lpips_alex"]) for row, r in zip(table, results)
-                            if (row.variant, row.solver, row.guided) == (variant, solver, guided))
+        for variant, solver, guided in sorted(
+            {(r.variant, r.solver, r.guided) for r in table if r.variant in VARIANTS}
+        ):
+            points = sorted(
+                (r["nfe"], r["psnr"], r["lpips_alex"])
+                for row, r in zip(table, results)
+                if (row.variant, row.solver, row.guided) == (variant, solver, guided)
+            )
             label = f"{LABELS[variant]}, {solver}" + ("" if guided == "-" else f", guided {guided}")
             ax_psnr.plot([p[0] for p in points], [p[1] for p in points], "o-", label=label)
             ax_lpips.plot([p[0] for p in points], [p[2] for p in points], "o-", label=label)
@@ -169,19 +207,29 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="use only the first N validation faces")
     parser.add_argument("--steps", type=int, nargs="+", default=[100, 50, 25, 10])
     parser.add_argument("--solvers", nargs="+", choices=SOLVERS, default=list(SOLVERS))
-    parser.add_argument("--once-steps", type=int, nargs="*", default=[25],
-                        help="step counts of the DynFaceRestore rows guided once per step (no reguide)")
+    parser.add_argument(
+        "--once-steps",
+        type=int,
+        nargs="*",
+        default=[25],
+        help="step counts of the DynFaceRestore rows guided once per step (no reguide)",
+    )
     parser.add_argument("--sets", nargs="+", choices=["blind"] + sorted(CHAINS), default=["blind"] + sorted(CHAINS))
     parser.add_argument("--nproc", type=int, default=2)
     args = parser.parse_args(argv)
     table = rows(args.steps, args.solvers, args.once_steps)
-    sections = [(name, run_set(folder, args.out / name, table, args.nproc))
-                for name, folder in make_sets(args.out, args.sets, args.limit).items()]
+    sections = [
+        (name, run_set(folder, args.out / name, table, args.nproc))
+        for name, folder in make_sets(args.out, args.sets, args.limit).items()
+    ]
     command = " ".join(["python scripts/evaluate_steps.py"] + (argv if argv is not None else sys.argv[1:]))
-    header = (f"Command: `{command}`; machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
-              f"{platform.system()}; {date.today().isoformat()}.\n\n")
-    text = header + "\n".join(f"### {name} ({results[0]['n']} faces)\n\n{markdown(table, results)}"
-                              for name, results in sections)
+    header = (
+        f"Command: `{command}`; machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"{platform.system()}; {date.today().isoformat()}.\n\n"
+    )
+    text = header + "\n".join(
+        f"### {name} ({results[0]['n']} faces)\n\n{markdown(table, results)}" for name, results in sections
+    )
     write_bytes_atomic(args.out / "frontier.md", text.encode())
     write_bytes_atomic(args.out / "frontier.csv", csv_text(table, sections).encode())
     plot(table, sections, args.out / "frontier.png")

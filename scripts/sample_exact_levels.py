@@ -5,6 +5,7 @@
 Both runs use the same seeds, sigmas, starts, guidance and DGSA; prints PSNR per severity third for the LQ and
 both runs (the second an upper bound for better TM / RM).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from data.blur import gaussian_blur  # noqa: E402
 from eval_dblm_levels import GROUPS, load_testset  # noqa: E402
+
+from data.blur import gaussian_blur  # noqa: E402
 from sampler import FaceRestoreSampler, load_sample_config  # noqa: E402
 from utils.image_io import tensor2img  # noqa: E402
 from utils.metrics import psnr  # noqa: E402
@@ -46,9 +48,9 @@ def restore_psnr(sampler: FaceRestoreSampler, lq: torch.Tensor, hq: torch.Tensor
     values = []
     for i in range(0, len(lq), batch):
         if isinstance(sampler.dblm, ExactLevels):
-            sampler.dblm.hq = hq[i:i + batch]
-        out = sampler.restore(lq[i:i + batch], list(range(i, min(i + batch, len(lq)))))
-        values += [psnr(r, h) for r, h in zip(tensor2img(out.images), tensor2img(hq[i:i + batch]))]
+            sampler.dblm.hq = hq[i : i + batch]
+        out = sampler.restore(lq[i : i + batch], list(range(i, min(i + batch, len(lq)))))
+        values += [psnr(r, h) for r, h in zip(tensor2img(out.images), tensor2img(hq[i : i + batch]))]
     return values
 
 
@@ -60,10 +62,12 @@ def main(argv=None) -> int:
     parser.add_argument("--bs", type=int, default=10)
     args = parser.parse_args(argv)
     lq, hq, severity = load_testset(args.testset)
-    lq, hq, severity = lq[:args.limit], hq[:args.limit], severity[:args.limit]
+    lq, hq, severity = lq[: args.limit], hq[: args.limit], severity[: args.limit]
     sampler = FaceRestoreSampler(load_sample_config(args.config))
-    rows = {"LQ (input)": [psnr(a, b) for a, b in zip(tensor2img(lq), tensor2img(hq))],
-            "DynFaceRestore": restore_psnr(sampler, lq, hq, args.bs)}
+    rows = {
+        "LQ (input)": [psnr(a, b) for a, b in zip(tensor2img(lq), tensor2img(hq))],
+        "DynFaceRestore": restore_psnr(sampler, lq, hq, args.bs),
+    }
     sampler.dblm = ExactLevels(sampler.dblm)
     rows["DynFaceRestore, exact levels"] = restore_psnr(sampler, lq, hq, args.bs)
     groups = [g for g in GROUPS if g == "all" or g in severity]

@@ -5,6 +5,7 @@
 
 ``--detect`` prints how often offline face detectors find a face in each checkpoint's samples.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,10 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from data.datasets import load_face, read_file_list  # noqa: E402
+from faces.presence import DETECTOR_NAMES, FacePresence  # noqa: E402
 from inference.strip import make_strip, stack_rows, title_band  # noqa: E402
 from sampler import load_sample_config  # noqa: E402
 from utils.config import instantiate  # noqa: E402
-from faces.presence import DETECTOR_NAMES, FacePresence  # noqa: E402
 from utils.image_io import write_image  # noqa: E402
 from utils.model_factory import build_model  # noqa: E402
 
@@ -50,8 +51,10 @@ def sample_prior(cfg, ckpt: str, noise: torch.Tensor, seed: int, eta: Optional[f
 def sample_grid(samples: torch.Tensor, label: str) -> np.ndarray:
     """Title band ``label`` over rows of :data:`PER_ROW` labelled tiles (uint8 RGB)."""
     images = samples.permute(0, 2, 3, 1).cpu().numpy()
-    rows = [make_strip([(f"#{i + 1}", images[i]) for i in range(start, min(start + PER_ROW, len(images)))])
-            for start in range(0, len(images), PER_ROW)]
+    rows = [
+        make_strip([(f"#{i + 1}", images[i]) for i in range(start, min(start + PER_ROW, len(images)))])
+        for start in range(0, len(images), PER_ROW)
+    ]
     body = stack_rows(rows, gap=4)
     return stack_rows([title_band(label, body.shape[1], height=32), body], gap=0)
 
@@ -82,8 +85,13 @@ def parse_ckpts(pairs: Sequence[str]) -> List[Tuple[str, str]]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=DEFAULT_CONFIG)
-    parser.add_argument("--ckpt", nargs="+", default=None, metavar="PATH LABEL",
-                        help="prior weights and a row label, repeatable (default: the config's weights)")
+    parser.add_argument(
+        "--ckpt",
+        nargs="+",
+        default=None,
+        metavar="PATH LABEL",
+        help="prior weights and a row label, repeatable (default: the config's weights)",
+    )
     parser.add_argument("--num", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--respacing", default=None, help="e.g. ddim250, 1000 (default: the config's)")
@@ -101,13 +109,17 @@ def main(argv=None) -> int:
     size = int(cfg.resolution)
     noise = torch.randn(args.num, 3, size, size, generator=torch.Generator().manual_seed(args.seed))
     samples = [(label, sample_prior(cfg, path, noise, args.seed, args.eta)) for path, label in ckpts]
-    out = write_image(args.out, stack_rows([sample_grid(x[:args.show], label) for label, x in samples], gap=12))
-    print(f"prior samples ({args.num} per checkpoint, seed {args.seed}, "
-          f"{cfg.diffusion.params.timestep_respacing} steps, "
-          f"{'ancestral' if args.eta is None else f'DDIM eta {args.eta:g}'}) written to {out}")
+    out = write_image(args.out, stack_rows([sample_grid(x[: args.show], label) for label, x in samples], gap=12))
+    print(
+        f"prior samples ({args.num} per checkpoint, seed {args.seed}, "
+        f"{cfg.diffusion.params.timestep_respacing} steps, "
+        f"{'ancestral' if args.eta is None else f'DDIM eta {args.eta:g}'}) written to {out}"
+    )
     if args.detect:
-        references = [(f"real faces ({Path(args.real).name}, {size} px)", real_faces(args.real, args.num, size)),
-                      ("the noise x_T", ((noise + 1.0) / 2.0).clamp(0.0, 1.0))]
+        references = [
+            (f"real faces ({Path(args.real).name}, {size} px)", real_faces(args.real, args.num, size)),
+            ("the noise x_T", ((noise + 1.0) / 2.0).clamp(0.0, 1.0)),
+        ]
         print(presence_table(references + samples))
     return 0
 

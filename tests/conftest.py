@@ -1,4 +1,5 @@
 """Shared fixtures: real face data from ../shared/data (skipped with a reason when absent), small threads."""
+
 from __future__ import annotations
 
 import os
@@ -19,7 +20,6 @@ CHECKPOINT_SPECS = REPO_ROOT / "configs" / "checkpoint_specs"  # the repository'
 # One intra-op thread: many tests start 2-process torchrun/accelerate jobs beside the test process, and
 # 2 threads per process on a 2-core machine oversubscribe it (measured several times slower).
 torch.set_num_threads(1)
-
 
 
 def _require(path: Path) -> Path:

@@ -10,6 +10,7 @@ per-step training loss is read back from the run's tensorboard log. tests/test_d
 that the training loop still reproduces the recording, so a refactor of the loop cannot silently change
 what the shipped configs train.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,18 @@ def command(network: str, save_dir: Path, steps: int = STEPS, validate: bool = T
     script, config, _, overrides = RUNS[network]
     if not validate:
         overrides = [o for o in overrides if not o.startswith("data.val")] + ["data.val=null"]
-    return [sys.executable, script, "--config", config, "--save_dir", str(save_dir), "--resume", "none",
-            f"train.iterations={steps}", *overrides]
+    return [
+        sys.executable,
+        script,
+        "--config",
+        config,
+        "--save_dir",
+        str(save_dir),
+        "--resume",
+        "none",
+        f"train.iterations={steps}",
+        *overrides,
+    ]
 
 
 def tensorboard_scalars(log_dir: Path, tag: str) -> List[float]:

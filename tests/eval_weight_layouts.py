@@ -1,4 +1,5 @@
 """Random weights saved at the real layouts and names of the evaluation's weight files (tests only)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Real subprocesses for tests: torchrun / main.py runs with a clean, single-threaded environment."""
+
 from __future__ import annotations
 
 import os
@@ -22,14 +23,30 @@ def run_process(cmd: list, timeout: int = 300, cwd: Path = REPO_ROOT) -> subproc
 def run_checked(cmd: list, timeout: int = 300, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
     """:func:`run_process`; fail the test with the command's output tails when it exits non-zero."""
     proc = run_process(cmd, timeout, cwd)
-    assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, (
+        f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
     return proc
 
 
 def torchrun_main(cfg, save_dir: Path, *overrides: str, nproc: int = 2, timeout: int = 300):
     """``torchrun --nproc_per_node=nproc main.py --cfg_path cfg --save_dir save_dir overrides...``."""
-    return run_checked([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                        "main.py", "--cfg_path", str(cfg), "--save_dir", str(save_dir), *overrides], timeout)
+    return run_checked(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            "main.py",
+            "--cfg_path",
+            str(cfg),
+            "--save_dir",
+            str(save_dir),
+            *overrides,
+        ],
+        timeout,
+    )
 
 
 def paths_by_step(save_dir: Path, rank: int) -> dict:
@@ -55,6 +72,7 @@ def markdown_table(stdout: str) -> dict:
 
 def evaluate_process(cfg, ckpt, *overrides: str) -> dict:
     """``python -m trainers.evaluate`` of one checkpoint, one process: {metric: value}."""
-    proc = run_checked([sys.executable, "-m", "trainers.evaluate", "--cfg_path", str(cfg), "--ckpt", str(ckpt), "c",
-                        *overrides])
+    proc = run_checked(
+        [sys.executable, "-m", "trainers.evaluate", "--cfg_path", str(cfg), "--ckpt", str(ckpt), "c", *overrides]
+    )
     return {key: values[0] for key, values in markdown_table(proc.stdout).items()}

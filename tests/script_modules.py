@@ -1,5 +1,6 @@
 """scripts/<name>.py imported as a module for tests (scripts/ is not a package; a script may import its
 siblings, as sample_exact_levels imports eval_dblm_levels)."""
+
 from __future__ import annotations
 
 import importlib

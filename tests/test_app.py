@@ -10,6 +10,7 @@ corrupt, empty and too-small uploads get the command line's one-line messages; s
 (config, method); in the browser, uploading a face and clicking Restore shows the result image.
 ``DYNFACE_SCREENSHOT=docs/app_screenshot.png`` also saves the page after the restore.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,8 +74,13 @@ def server(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}
     env.update(OMP_NUM_THREADS="1", GRADIO_ANALYTICS_ENABLED="False")
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port),
-                                 "--device", "cpu"], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + SERVER_START_TIMEOUT
     try:
@@ -88,7 +94,9 @@ def server(tmp_path_factory):
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"app.py did not answer on {url} within {SERVER_START_TIMEOUT} s:\n{log.read_text()[-3000:]}")
+                pytest.fail(
+                    f"app.py did not answer on {url} within {SERVER_START_TIMEOUT} s:\n{log.read_text()[-3000:]}"
+                )
             time.sleep(0.5)
         yield url
     finally:
@@ -107,12 +115,23 @@ def client(server, tmp_path_factory):
     return Client(server, verbose=False, download_files=str(tmp_path_factory.mktemp("client")))
 
 
-def _predict(client, paths, aligned=True, method="dynfacerestore", eta="auto", seed=0, upscale=1.0, steps=0,
-             solver="config"):
+def _predict(
+    client, paths, aligned=True, method="dynfacerestore", eta="auto", seed=0, upscale=1.0, steps=0, solver="config"
+):
     from gradio_client import handle_file
 
-    return client.predict([handle_file(str(p)) for p in paths], aligned, method, eta, seed, upscale, DEFAULT_CONFIG,
-                          steps, solver, api_name="/restore")
+    return client.predict(
+        [handle_file(str(p)) for p in paths],
+        aligned,
+        method,
+        eta,
+        seed,
+        upscale,
+        DEFAULT_CONFIG,
+        steps,
+        solver,
+        api_name="/restore",
+    )
 
 
 def _rgb(path) -> np.ndarray:
@@ -125,10 +144,29 @@ def test_library_matches_the_command_line_and_reuses_samplers(face, tmp_path):
 
     restorer = Restorer()
     steps = []
-    report = restorer.restore_file(face, seed=7, aligned=True, on_step=lambda k, n, nfe: steps.append(nfe), steps=40,
-                                   solver="dpmpp_2m")
-    assert main(["-i", str(face), "-o", str(tmp_path / "cli"), "--aligned", "--config", DEFAULT_CONFIG,
-                 "--seed", "7", "--steps", "40", "--solver", "dpmpp_2m"]) == 0
+    report = restorer.restore_file(
+        face, seed=7, aligned=True, on_step=lambda k, n, nfe: steps.append(nfe), steps=40, solver="dpmpp_2m"
+    )
+    assert (
+        main(
+            [
+                "-i",
+                str(face),
+                "-o",
+                str(tmp_path / "cli"),
+                "--aligned",
+                "--config",
+                DEFAULT_CONFIG,
+                "--seed",
+                "7",
+                "--steps",
+                "40",
+                "--solver",
+                "dpmpp_2m",
+            ]
+        )
+        == 0
+    )
     np.testing.assert_array_equal(to_uint8(report.result), _rgb(tmp_path / "cli" / "restored" / "0143.png"))
     info = report.faces[0].info
     assert report.result.shape == (512, 512, 3) and info["nfe"] == info["start_index"] + 1 > 1  # its own size
@@ -202,15 +240,17 @@ def test_server_refuses_bad_uploads_with_the_cli_messages(client, bad_files, fac
 def test_server_restores_a_whole_photo(client, faces_hq_dir, tmp_path):
     from data.face_composites import standard_composites
 
-    comp = standard_composites(faces_hq_dir / "ffhq1024", faces_hq_dir / "celebref512", count=1, seed=3,
-                               size=(300, 420), face_px=(90.0, 120.0))[0]
+    comp = standard_composites(
+        faces_hq_dir / "ffhq1024", faces_hq_dir / "celebref512", count=1, seed=3, size=(300, 420), face_px=(90.0, 120.0)
+    )[0]
     small = cv2.resize(comp.image, (210, 150), interpolation=cv2.INTER_AREA)
     photo = write_image(tmp_path / "group.png", cv2.resize(small, (420, 300), interpolation=cv2.INTER_CUBIC))
     from gradio_client import handle_file
 
     # the page's own defaults (whole photos): only the photo is given
-    _, _, shown_result, _, strips, facts, table, downloads, _ = client.predict(files=[handle_file(str(photo))],
-                                                                               api_name="/restore")
+    _, _, shown_result, _, strips, facts, table, downloads, _ = client.predict(
+        files=[handle_file(str(photo))], api_name="/restore"
+    )
     assert _rgb(shown_result).shape == (300, 420, 3)
     assert len(table["data"]) == len(comp.faces) and "detector" in facts
     decisions = [row[table["headers"].index("paste")] for row in table["data"]]
@@ -226,15 +266,23 @@ def _browser():
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if not (chromium and driver):
-        pytest.skip("headless browser not found: need chromium and chromedriver on PATH "
-                    "(bash scripts/install_browser.sh installs Debian's chromium chromium-driver)")
+        pytest.skip(
+            "headless browser not found: need chromium and chromedriver on PATH "
+            "(bash scripts/install_browser.sh installs Debian's chromium chromium-driver)"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1400,1700", "--force-device-scale-factor=1"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1400,1700",
+        "--force-device-scale-factor=1",
+    ):
         options.add_argument(arg)
     return webdriver.Chrome(service=Service(executable_path=driver), options=options)
 
@@ -253,17 +301,24 @@ def test_browser_uploads_a_face_and_shows_the_result(server, face):
         wait.until(lambda b: "0143" in b.find_element(By.ID, "photos").text)  # name shown: upload done
         browser.find_element(By.ID, "restore-button").click()
         result_img = "#result-image img"
-        wait.until(lambda b: b.execute_script(
-            "const i = document.querySelector(arguments[0]); return i && i.complete && i.naturalWidth > 0;",
-            result_img))
+        wait.until(
+            lambda b: b.execute_script(
+                "const i = document.querySelector(arguments[0]); return i && i.complete && i.naturalWidth > 0;",
+                result_img,
+            )
+        )
         img = browser.find_element(By.CSS_SELECTOR, result_img)
         assert img.get_attribute("src")
-        assert browser.execute_script("return document.querySelector(arguments[0]).naturalWidth;", result_img) \
-            == 512  # a whole photo by default: the photo's own size
+        assert (
+            browser.execute_script("return document.querySelector(arguments[0]).naturalWidth;", result_img) == 512
+        )  # a whole photo by default: the photo's own size
         wait.until(lambda b: "start step" in b.find_element(By.ID, "facts").text)
         assert browser.find_elements(By.CSS_SELECTOR, "#before-after img")
-        wait.until(lambda b: b.execute_script(  # the intermediates strip of the face is shown too
-            "const i = document.querySelector('#strips img'); return i && i.complete && i.naturalWidth > 0;"))
+        wait.until(
+            lambda b: b.execute_script(  # the intermediates strip of the face is shown too
+                "const i = document.querySelector('#strips img'); return i && i.complete && i.naturalWidth > 0;"
+            )
+        )
         shot = os.environ.get("DYNFACE_SCREENSHOT")
         if shot:
             height = browser.execute_script("return document.documentElement.scrollHeight;")

@@ -1,16 +1,18 @@
 """utils/basicsr_compat.py makes basicsr 1.4.2 importable; its metrics and kernels are what we expect."""
+
 import math
 import sys
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from basicsr.data import degradations
+from basicsr.metrics import calculate_psnr, calculate_ssim
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.signal import correlate2d
 
 import utils.basicsr_compat  # noqa: F401  (must precede basicsr)
-from basicsr.data import degradations
-from basicsr.metrics import calculate_psnr, calculate_ssim
 
 SSIM_C1 = (0.01 * 255) ** 2  # constants of Wang et al. 2004 for 8-bit images
 
@@ -36,25 +38,25 @@ def test_psnr_closed_form(seed, amplitude):
     a = rng.integers(0, 256, size=(16, 24, 3)).astype(np.float64)
     b = np.clip(a + rng.integers(-amplitude, amplitude + 1, size=a.shape), 0, 255)
     mse = np.mean((a - b) ** 2)
-    want = float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+    want = float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
     assert calculate_psnr(a, b, crop_border=0) == pytest.approx(want, rel=1e-9)
     inner = np.mean((a[2:-2, 2:-2] - b[2:-2, 2:-2]) ** 2)
     if inner > 0:
-        assert calculate_psnr(a, b, crop_border=2) == pytest.approx(10 * math.log10(255.0 ** 2 / inner), rel=1e-9)
+        assert calculate_psnr(a, b, crop_border=2) == pytest.approx(10 * math.log10(255.0**2 / inner), rel=1e-9)
 
 
 @pytest.mark.parametrize("m1,m2", [(100.0, 100.0), (100.0, 120.0), (30.0, 200.0)])
 def test_ssim_closed_form_on_constant_images(m1, m2):
     # zero variances: SSIM = (2 m1 m2 + C1) / (m1^2 + m2^2 + C1) * (C2 / C2)
     a, b = np.full((32, 32, 3), m1), np.full((32, 32, 3), m2)
-    want = (2 * m1 * m2 + SSIM_C1) / (m1 ** 2 + m2 ** 2 + SSIM_C1)
+    want = (2 * m1 * m2 + SSIM_C1) / (m1**2 + m2**2 + SSIM_C1)
     assert calculate_ssim(a, b, crop_border=0) == pytest.approx(want, rel=1e-9)
 
 
 def reference_ssim(a: np.ndarray, b: np.ndarray) -> float:
     """Wang et al. 2004 in float64: 11x11 Gaussian (sigma 1.5) statistics over the valid region."""
     r = np.arange(11) - 5.0
-    g = np.exp(-r ** 2 / (2 * 1.5 ** 2))
+    g = np.exp(-(r**2) / (2 * 1.5**2))
     win = np.outer(g, g) / np.outer(g, g).sum()
     c2 = (0.03 * 255) ** 2
 
@@ -65,8 +67,8 @@ def reference_ssim(a: np.ndarray, b: np.ndarray) -> float:
     for c in range(a.shape[2]):
         x, y = a[:, :, c], b[:, :, c]
         mx, my = filt(x), filt(y)
-        vx, vy, cxy = filt(x * x) - mx ** 2, filt(y * y) - my ** 2, filt(x * y) - mx * my
-        ssim_map = (2 * mx * my + SSIM_C1) * (2 * cxy + c2) / ((mx ** 2 + my ** 2 + SSIM_C1) * (vx + vy + c2))
+        vx, vy, cxy = filt(x * x) - mx**2, filt(y * y) - my**2, filt(x * y) - mx * my
+        ssim_map = (2 * mx * my + SSIM_C1) * (2 * cxy + c2) / ((mx**2 + my**2 + SSIM_C1) * (vx + vy + c2))
         scores.append(ssim_map.mean())
     return float(np.mean(scores))
 
@@ -83,7 +85,7 @@ def test_ssim_against_float64_reference(rng):
 def test_isotropic_bivariate_gaussian_matches_closed_form(size, sigma):
     k = degradations.bivariate_Gaussian(size, sigma, sigma, 0.0, isotropic=True)
     r = np.arange(size) - (size - 1) / 2
-    want = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * sigma ** 2))
+    want = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * sigma**2))
     np.testing.assert_allclose(k, want / want.sum(), rtol=1e-10, atol=1e-14)
 
 

@@ -11,6 +11,7 @@
   meeting the constraints equals a brute-force count over every subset (hypothesis);
 - the single degradations draw their strength in their range; a case does not depend on the other kinds run.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -22,18 +23,33 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks.bench_whole_photo import (EVAL_FACES, GRID, KINDS, LPIPS_TOLERANCE, Case, _case_key, _interp,
-                                          cell_subsets, face_name, face_sources, holding_share, make_cases,
-                                          overall_line, paired_difference, restoration_key, summary_rows)
+from benchmarks.bench_whole_photo import (
+    EVAL_FACES,
+    GRID,
+    KINDS,
+    LPIPS_TOLERANCE,
+    Case,
+    _case_key,
+    _interp,
+    cell_subsets,
+    face_name,
+    face_sources,
+    holding_share,
+    make_cases,
+    overall_line,
+    paired_difference,
+    restoration_key,
+    summary_rows,
+)
 from data.photo_degradation import degrade_photo
 
 
 def test_tuning_faces_are_ffhq_then_celebref_outside_the_evaluation(faces_hq_dir):
     ffhq = sorted((faces_hq_dir / "ffhq1024").glob("*.png"))
     tune, evaluation = face_sources("tune", len(ffhq) + 12), face_sources("eval", EVAL_FACES)
-    assert tune[:len(ffhq)] == ffhq
+    assert tune[: len(ffhq)] == ffhq
     assert len(tune) == len(ffhq) + 12 and len(set(tune)) == len(tune)
-    assert all(p.parent.parent.name == "celebref512" for p in tune[len(ffhq):])
+    assert all(p.parent.parent.name == "celebref512" for p in tune[len(ffhq) :])
     assert not set(tune) & set(evaluation)
     assert face_sources("tune", 3) == ffhq[:3]
 
@@ -59,18 +75,22 @@ def test_interp_is_exact_on_bilinear_functions(coeffs, w_c, w_h):
 def test_paste_overrides_reuse_the_cached_restorations():
     key = restoration_key("configs/sample/dynfacerestore_demo.yaml", [], 0, False)
     assert restoration_key("configs/sample/dynfacerestore_demo.yaml", ["paste.misfit_weight=1.0"], 0, False) == key
-    for changed in (("configs/sample/dynfacerestore_demo.yaml", ["sampler.timesteps=10"], 0, False),
-                    ("configs/sample/dynfacerestore_demo.yaml", [], 1, False),
-                    ("configs/sample/dynfacerestore_demo.yaml", [], 0, True)):
+    for changed in (
+        ("configs/sample/dynfacerestore_demo.yaml", ["sampler.timesteps=10"], 0, False),
+        ("configs/sample/dynfacerestore_demo.yaml", [], 1, False),
+        ("configs/sample/dynfacerestore_demo.yaml", [], 0, True),
+    ):
         assert restoration_key(*changed) != key
 
 
 def _scored(factor, severity, psnr_in, psnr_out, lpips_in, lpips_out, id_classic=0.5, id_aware=0.5):
     blank = np.zeros((1, 1, 3))
     case = Case("f", factor, "project", severity, (0, 0, 1, 1), blank, blank, blank, np.eye(2, 3))
-    case.scores = {"input": {"psnr": psnr_in, "lpips": lpips_in, "id": 0.5},
-                   "classic": {"psnr": psnr_in, "lpips": lpips_in, "id": id_classic},
-                   "resolution_aware": {"psnr": psnr_out, "lpips": lpips_out, "id": id_aware}}
+    case.scores = {
+        "input": {"psnr": psnr_in, "lpips": lpips_in, "id": 0.5},
+        "classic": {"psnr": psnr_in, "lpips": lpips_in, "id": id_classic},
+        "resolution_aware": {"psnr": psnr_out, "lpips": lpips_out, "id": id_aware},
+    }
     return case
 
 
@@ -94,8 +114,10 @@ def test_paired_difference_is_the_mean_and_standard_error_of_the_scored_pairs(pa
 
 
 def test_summary_row_prints_the_paired_identity_difference():
-    cases = [_scored(0.75, "severe", 17.0, 17.0, 0.6, 0.3, id_classic=c, id_aware=a)
-             for c, a in ((0.70, 0.75), (0.80, 0.77), (0.60, float("nan")))]
+    cases = [
+        _scored(0.75, "severe", 17.0, 17.0, 0.6, 0.3, id_classic=c, id_aware=a)
+        for c, a in ((0.70, 0.75), (0.80, 0.77), (0.60, float("nan")))
+    ]
     # pairs scored in both: +0.05 and -0.03 -> mean +0.01, sd 0.04 sqrt(2), SE 0.04
     row = summary_rows(cases)[0]
     assert row[:3] == ["0.75x", "project severe", 3]
@@ -103,11 +125,15 @@ def test_summary_row_prints_the_paired_identity_difference():
 
 
 def test_overall_line_weighs_each_cell_once():
-    cases = [_scored(1.5, "severe", 20.0, 21.0, 0.6, 0.4), _scored(1.5, "severe", 22.0, 23.0, 0.4, 0.2),
-             _scored(3.0, "mild", 30.0, 29.0, 0.2, 0.3)]
+    cases = [
+        _scored(1.5, "severe", 20.0, 21.0, 0.6, 0.4),
+        _scored(1.5, "severe", 22.0, 23.0, 0.4, 0.2),
+        _scored(3.0, "mild", 30.0, 29.0, 0.2, 0.3),
+    ]
     # cells: (1.5, severe) +1.0 dB, LPIPS 0.5 -> 0.3; (3, mild) -1.0 dB, 0.2 -> 0.3
-    assert overall_line(cases) == ("resolution-aware over 2 cells: PSNR change +0.000 dB, LPIPS 0.3500 -> 0.3000; "
-                                   "severe cells' LPIPS gain 0.200")
+    assert overall_line(cases) == (
+        "resolution-aware over 2 cells: PSNR change +0.000 dB, LPIPS 0.3500 -> 0.3000; severe cells' LPIPS gain 0.200"
+    )
 
 
 def test_cell_subsets_are_all_subsets_or_random_distinct_ones():
@@ -122,19 +148,21 @@ def test_cell_subsets_are_all_subsets_or_random_distinct_ones():
 
 
 @settings(max_examples=40, deadline=None)
-@given(n=st.integers(2, 9), size=st.integers(1, 8), margin=st.floats(0, 0.3), seed=st.integers(0, 2 ** 31 - 1))
+@given(n=st.integers(2, 9), size=st.integers(1, 8), margin=st.floats(0, 0.3), seed=st.integers(0, 2**31 - 1))
 def test_holding_share_counts_every_subset(n, size, margin, seed):
     rng = np.random.default_rng(seed)
     changes = np.stack([rng.normal(0.05, 0.3, n), rng.normal(-0.01, 0.02, n)], axis=1)
-    subsets = cell_subsets(list(range(n)), size, 10 ** 6, rng)
+    subsets = cell_subsets(list(range(n)), size, 10**6, rng)
     combos = list(itertools.combinations(range(n), min(size, n)))
-    meets = [np.mean([changes[i, 0] for i in c]) >= -margin and np.mean([changes[i, 1] for i in c]) <= LPIPS_TOLERANCE
-             for c in combos]
+    meets = [
+        np.mean([changes[i, 0] for i in c]) >= -margin and np.mean([changes[i, 1] for i in c]) <= LPIPS_TOLERANCE
+        for c in combos
+    ]
     assert holding_share(changes, subsets, margin) == sum(meets) / len(combos)
 
 
 @settings(max_examples=10, deadline=None)
-@given(seed=st.integers(0, 2 ** 31 - 1))
+@given(seed=st.integers(0, 2**31 - 1))
 def test_single_degradations_draw_their_strength_in_range(seed):
     """Noise alone on a mid-gray photo: the residual's std is the drawn one, in 5-20 /255 (8-bit rounding
     adds 1/12 of a level's square); blur alone keeps a flat photo flat; JPEG alone changes a textured one."""

@@ -1,4 +1,5 @@
 """utils/checkpoint.py: wrappers and prefixes accepted, anything that does not fit refused clearly."""
+
 import os
 
 import pytest
@@ -8,8 +9,18 @@ from torch import nn
 from models.swinir import SwinIR
 from utils.checkpoint import CheckpointError, extract_state_dict, load_checkpoint, save_checkpoint
 
-SMALL = dict(img_size=16, embed_dim=16, depths=[2], num_heads=[2], window_size=4, mlp_ratio=2, sf=4,
-             upsampler="nearest+conv", unshuffle=True, unshuffle_scale=4)
+SMALL = dict(
+    img_size=16,
+    embed_dim=16,
+    depths=[2],
+    num_heads=[2],
+    window_size=4,
+    mlp_ratio=2,
+    sf=4,
+    upsampler="nearest+conv",
+    unshuffle=True,
+    unshuffle_scale=4,
+)
 
 
 def make(seed):
@@ -22,14 +33,18 @@ def x():
     return torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("wrap", [
-    lambda sd: {"state_dict": {"module." + k: v for k, v in sd.items()}},
-    lambda sd: sd,
-    lambda sd: {"params_ema": sd, "params": {k: torch.zeros_like(v) for k, v in sd.items()}},
-    lambda sd: {"model": {k: torch.zeros_like(v) for k, v in sd.items()}, "ema": sd, "step": 7},
-    lambda sd: {"model": {"_orig_mod." + k: v for k, v in sd.items()}},
-    lambda sd: {"module._orig_mod." + k: v for k, v in sd.items()},
-], ids=["state_dict+module", "plain", "params_ema-first", "ema-before-model", "compiled", "ddp+compiled"])
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda sd: {"state_dict": {"module." + k: v for k, v in sd.items()}},
+        lambda sd: sd,
+        lambda sd: {"params_ema": sd, "params": {k: torch.zeros_like(v) for k, v in sd.items()}},
+        lambda sd: {"model": {k: torch.zeros_like(v) for k, v in sd.items()}, "ema": sd, "step": 7},
+        lambda sd: {"model": {"_orig_mod." + k: v for k, v in sd.items()}},
+        lambda sd: {"module._orig_mod." + k: v for k, v in sd.items()},
+    ],
+    ids=["state_dict+module", "plain", "params_ema-first", "ema-before-model", "compiled", "ddp+compiled"],
+)
 def test_roundtrip_through_file_gives_identical_outputs(tmp_path, x, wrap):
     src, dst = make(0), make(1)
     with torch.no_grad():

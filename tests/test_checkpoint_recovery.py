@@ -6,6 +6,7 @@ An explicit ``--resume PATH`` is honoured (and resumes exactly), the later check
 ``<name>.superseded``;
 ``--resume none`` into the folder is still refused.
 """
+
 from __future__ import annotations
 
 import sys
@@ -22,10 +23,22 @@ FAST = ["train.val_freq=100", "train.save_freq=2", "train.log_sample_paths=false
 
 
 def train(save_dir: Path, iterations: int, *options: str, nproc: int = 1, check: bool = True):
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-                if nproc > 1 else [sys.executable])
-    cmd = [*launcher, "main.py", "--cfg_path", CONFIG, "--save_dir", str(save_dir), *options, *FAST,
-           f"train.iterations={iterations}"]
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+        if nproc > 1
+        else [sys.executable]
+    )
+    cmd = [
+        *launcher,
+        "main.py",
+        "--cfg_path",
+        CONFIG,
+        "--save_dir",
+        str(save_dir),
+        *options,
+        *FAST,
+        f"train.iterations={iterations}",
+    ]
     return run_checked(cmd) if check else run_process(cmd)
 
 
@@ -46,7 +59,7 @@ def test_truncated_newest_checkpoint_explicit_resume_and_refusal(tmp_path):
     train(run, 4)
     original_4 = model_weights(series.path(4))
     full = series.path(4).read_bytes()
-    series.path(4).write_bytes(full[:len(full) // 2])  # a crash of the disk, not of the writer
+    series.path(4).write_bytes(full[: len(full) // 2])  # a crash of the disk, not of the writer
     truncated = series.path(4).read_bytes()
 
     # --resume auto (the default), two ranks: one line, the file kept as .corrupt, resumed from step 2

@@ -14,6 +14,7 @@
   degradations with load_degradation_config.
   ``???`` (OmegaConf MISSING) is accepted only for the data paths the user must fill in.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -25,9 +26,9 @@ from omegaconf import OmegaConf
 import train_DBLM
 import train_SDE
 from data.degradation import load_degradation_config
-from trainers.base import load_training_config, trainer_class
 from models.dsst_build import DSSTBuildConfig
 from sampler import load_sample_config
+from trainers.base import load_training_config, trainer_class
 from trainers.dgsa import DGSATrainerConfig
 from utils.config import get_obj_from_str, load_config
 
@@ -63,12 +64,16 @@ SOURCES = {
         "dgsa": "configs/training/uncertainty_demo64.yaml",
     },
 }
-DSST_BUILD = {"configs/sample/dynfacerestore_ffhq512.yaml": "configs/dsst/ffhq512.yaml",
-              "configs/sample/dynfacerestore_demo.yaml": "configs/dsst/demo64.yaml",
-              "configs/sample/dynfacerestore_ffhq512_public.yaml": "configs/dsst/ffhq512.yaml",
-              "configs/sample/dynfacerestore_demo_public.yaml": "configs/dsst/demo64.yaml"}
-DGSA_TRAINING = {"configs/training/uncertainty.yaml": "configs/sample/dynfacerestore_ffhq512.yaml",
-                 "configs/training/uncertainty_demo64.yaml": "configs/sample/dynfacerestore_demo.yaml"}
+DSST_BUILD = {
+    "configs/sample/dynfacerestore_ffhq512.yaml": "configs/dsst/ffhq512.yaml",
+    "configs/sample/dynfacerestore_demo.yaml": "configs/dsst/demo64.yaml",
+    "configs/sample/dynfacerestore_ffhq512_public.yaml": "configs/dsst/ffhq512.yaml",
+    "configs/sample/dynfacerestore_demo_public.yaml": "configs/dsst/demo64.yaml",
+}
+DGSA_TRAINING = {
+    "configs/training/uncertainty.yaml": "configs/sample/dynfacerestore_ffhq512.yaml",
+    "configs/training/uncertainty_demo64.yaml": "configs/sample/dynfacerestore_demo.yaml",
+}
 # keys that may be '???' in a shipped config: data the user supplies, or the test-filled tiny sample config
 ALLOWED_MISSING = {"data.train.source", "sample_config"}
 
@@ -108,14 +113,22 @@ def test_sample_architecture_equals_training_model(sample, section, train):
     train_target, train_params = _architecture(trained)
     assert target == train_target, f"{sample} {section}: {target} != {train} model {train_target}"
     params, train_params = _normalise(params), _normalise(train_params)
-    differ = {k: (params.get(k), train_params.get(k)) for k in set(params) | set(train_params)
-              if params.get(k) != train_params.get(k)}
+    differ = {
+        k: (params.get(k), train_params.get(k))
+        for k in set(params) | set(train_params)
+        if params.get(k) != train_params.get(k)
+    }
     assert not differ, f"{sample} {section} vs {train} model: differing params (sample, training) {differ}"
     assert node.get("ckpt_path"), f"{sample} {section}: no ckpt_path"
 
 
-RM_ON_TM = [("configs/train/train_DBLM_RM_demo64.yaml", "configs/train/train_DBLM_TM_demo64.yaml",
-             "configs/sample/dynfacerestore_demo.yaml")]
+RM_ON_TM = [
+    (
+        "configs/train/train_DBLM_RM_demo64.yaml",
+        "configs/train/train_DBLM_TM_demo64.yaml",
+        "configs/sample/dynfacerestore_demo.yaml",
+    )
+]
 
 
 @pytest.mark.parametrize("rm, tm, sample", RM_ON_TM)
@@ -127,10 +140,18 @@ def test_rm_trains_on_the_tm_that_is_shipped(rm, tm, sample):
     assert cfg.tm.ckpt_path == _yaml(sample).dblm.tm.ckpt_path
 
 
-WARM_STARTED = [("configs/train/train_DBLM_TM_demo64.yaml", "configs/training/swinir_demo64.yaml",
-                 "configs/sample/dynfacerestore_demo.yaml"),
-                ("configs/train/train_DBLM_RM_demo64.yaml", "configs/training/swinir_demo64.yaml",
-                 "configs/sample/dynfacerestore_demo.yaml")]
+WARM_STARTED = [
+    (
+        "configs/train/train_DBLM_TM_demo64.yaml",
+        "configs/training/swinir_demo64.yaml",
+        "configs/sample/dynfacerestore_demo.yaml",
+    ),
+    (
+        "configs/train/train_DBLM_RM_demo64.yaml",
+        "configs/training/swinir_demo64.yaml",
+        "configs/sample/dynfacerestore_demo.yaml",
+    ),
+]
 
 
 @pytest.mark.parametrize("dblm, restorer, sample", WARM_STARTED, ids=[Path(d).stem for d, _, _ in WARM_STARTED])
@@ -141,8 +162,11 @@ def test_warm_start_reads_the_shipped_restorer_of_the_same_backbone(dblm, restor
     _, rm0 = _architecture(_yaml(restorer).model)
     _, backbone = _architecture(OmegaConf.create({"target": "models.swinir.SwinIR", "params": cfg.model.params.swinir}))
     wrapper_set = {"in_chans", "out_chans", "cond_channels", "global_residual"}
-    differ = {k for k in set(rm0) | set(backbone) if k not in wrapper_set and
-              _normalise(rm0.get(k)) != _normalise(backbone.get(k))}
+    differ = {
+        k
+        for k in set(rm0) | set(backbone)
+        if k not in wrapper_set and _normalise(rm0.get(k)) != _normalise(backbone.get(k))
+    }
     assert not differ, f"{dblm} backbone vs {restorer} model: differing params {sorted(differ)}"
 
 
@@ -197,8 +221,9 @@ def _missing_overrides(path: Path, schema) -> list[str]:
 def test_every_config_has_a_loader():
     folders = {"sample", "training", "train", "dsst", "degradation", "presets"}
     every = sorted(CONFIGS.rglob("*.yaml"))
-    assert every and all(p.relative_to(CONFIGS).parts[0] in folders for p in every), \
-        [str(p) for p in every if p.relative_to(CONFIGS).parts[0] not in folders]
+    assert every and all(p.relative_to(CONFIGS).parts[0] in folders for p in every), [
+        str(p) for p in every if p.relative_to(CONFIGS).parts[0] not in folders
+    ]
 
 
 @pytest.mark.parametrize("path", _shipped("sample"), ids=lambda p: p.name)
@@ -229,5 +254,8 @@ def test_degradation_configs_load(path):
 def test_step_presets_load():
     from inference.steps import PRESETS_FILE, presets
 
-    assert _shipped("presets") == [REPO / PRESETS_FILE] and presets()["paper"] == {"steps": 250, "solver": "ddim",
-                                                                                 "reguide": False}
+    assert _shipped("presets") == [REPO / PRESETS_FILE] and presets()["paper"] == {
+        "steps": 250,
+        "solver": "ddim",
+        "reguide": False,
+    }

@@ -4,6 +4,7 @@ CI; scripts/gpu_check.sh runs them on a GPU machine.
 
 Tiny setup (tests/tiny_setup.py: real architectures, random weights, 32 px) on real faces.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -15,8 +16,9 @@ from models.guidance import closed_form_guidance_multi
 from sampler import FaceRestoreSampler, _Guide, guided_x0
 from tiny_setup import RESOLUTION, make_tiny_setup
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
-                                reason="needs a CUDA GPU (CI has none; scripts/gpu_check.sh runs these on one)")
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none; scripts/gpu_check.sh runs these on one)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +44,7 @@ class _GuidedStep:
     """One DynFaceRestore DDIM step of every image from respaced index 10, inputs given (moved to the
     device): DBLM levels, guide and x_t are prepared on construction, :meth:`run` is the step itself."""
 
-    def __init__(self, sampler: FaceRestoreSampler, lq: torch.Tensor, x_noise: torch.Tensor,
-                 step_noise: torch.Tensor):
+    def __init__(self, sampler: FaceRestoreSampler, lq: torch.Tensor, x_noise: torch.Tensor, step_noise: torch.Tensor):
         dev = self.device = sampler.device
         self.sampler, self.step_noise = sampler, step_noise.to(dev)
         self.levels = sampler.dblm(lq.to(dev))
@@ -60,8 +61,14 @@ class _GuidedStep:
         diffusion, guide = self.sampler.diffusion, self.guide
         x0_hat = diffusion.model_x0(self.sampler.model, self.x_t, self.t)[2]
         x0_tilde = guide.closed_form(x0_hat, self.idx, self.index)
-        scale = guide.scale(x0_hat, x0_tilde, self.idx, self.index, self.sampler.timestep_map[self.t],
-                            list(range(self.n)) if fresh else [])
+        scale = guide.scale(
+            x0_hat,
+            x0_tilde,
+            self.idx,
+            self.index,
+            self.sampler.timestep_map[self.t],
+            list(range(self.n)) if fresh else [],
+        )
         x0 = guided_x0(x0_hat, x0_tilde, scale)
         return {"pred_xstart": x0, "sample": diffusion.ddim_update(self.x_t, x0, self.t, self.eta, self.step_noise)}
 
@@ -147,7 +154,10 @@ def test_sync_check_catches_a_per_step_schedule_copy(tiny_config, lq, monkeypatc
     """Control: with the schedules copied from numpy at every use (as before GaussianDiffusion.on_device),
     the same check fails, so the test above can fail."""
     sampler = FaceRestoreSampler.from_config(tiny_config, device="cuda")
-    monkeypatch.setattr(sampler.diffusion, "on_device", lambda name, device: torch.from_numpy(
-        getattr(sampler.diffusion, name)).to(device))
+    monkeypatch.setattr(
+        sampler.diffusion,
+        "on_device",
+        lambda name, device: torch.from_numpy(getattr(sampler.diffusion, name)).to(device),
+    )
     with pytest.raises(RuntimeError, match="synchroniz"):
         _step_under_sync_check(sampler, lq, fresh=False)

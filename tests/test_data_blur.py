@@ -1,4 +1,5 @@
 """data/blur.py: Gaussian blur against a direct float64 2-D convolution, sigma* recovery on real faces."""
+
 from __future__ import annotations
 
 import math
@@ -6,14 +7,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import ndimage
 
 from data.blur import default_sigma_max, gaussian_blur, gaussian_kernel1d, kernel_radius
-from data.degradation import DegradationConfig, degrade
 from data.datasets import load_face
+from data.degradation import DegradationConfig, degrade
 from data.sigma_star import sigma_star, sigma_star_spatial
-
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def _nchw(batch: np.ndarray, dtype=torch.float32) -> torch.Tensor:
 def _reference_blur(img: np.ndarray, sigma: float) -> np.ndarray:
     """Direct 2-D convolution (float64) with the sampled kernel, boundary scipy 'mirror' (= torch 'reflect')."""
     r = math.ceil(4 * sigma)
-    k = np.exp(-np.arange(-r, r + 1) ** 2 / (2 * sigma ** 2))
+    k = np.exp(-(np.arange(-r, r + 1) ** 2) / (2 * sigma**2))
     k2 = np.outer(k, k)
     k2 /= k2.sum()
     return np.stack([ndimage.convolve(ch, k2, mode="mirror") for ch in img])
@@ -49,7 +50,7 @@ def test_kernel_radius_and_normalisation():
         assert k.dtype == torch.float64 and k.numel() == 2 * kernel_radius(s) + 1
         assert kernel_radius(s) >= 3 * s
         assert torch.isclose(k.sum(), torch.tensor(1.0, dtype=torch.float64))
-        ref = np.exp(-np.arange(-kernel_radius(s), kernel_radius(s) + 1) ** 2 / (2 * s * s))
+        ref = np.exp(-(np.arange(-kernel_radius(s), kernel_radius(s) + 1) ** 2) / (2 * s * s))
         np.testing.assert_allclose(k.numpy(), ref / ref.sum(), rtol=1e-12)
     with pytest.raises(ValueError):
         kernel_radius(-1.0)
@@ -70,8 +71,8 @@ def test_blur_sigma_zero_dtype_and_batch(faces64):
     sigmas = torch.tensor([0.0, 0.8, 3.7, 1.9], dtype=torch.float64)
     batch = gaussian_blur(x.double(), sigmas)
     for i, s in enumerate(sigmas.tolist()):
-        single = gaussian_blur(x[i:i + 1].double(), s)
-        assert torch.allclose(batch[i:i + 1], single, atol=1e-13, rtol=0)
+        single = gaussian_blur(x[i : i + 1].double(), s)
+        assert torch.allclose(batch[i : i + 1], single, atol=1e-13, rtol=0)
     assert torch.equal(batch[0], x[0].double())
     assert gaussian_blur(x, 1.5).dtype == torch.float32
 
@@ -101,9 +102,15 @@ def test_sigma_star_identity_and_bad_input(faces64):
 
 
 def _pipeline_config(blur_512: float, scale: float) -> DegradationConfig:
-    return DegradationConfig(kernel_list=["iso"], kernel_prob=[1.0], blur_sigma=[blur_512, blur_512],
-                             downsample_range=[scale, scale], noise_range=[0.0, 0.0], jpeg_range=[100, 100],
-                             gray_prob=0.0)
+    return DegradationConfig(
+        kernel_list=["iso"],
+        kernel_prob=[1.0],
+        blur_sigma=[blur_512, blur_512],
+        downsample_range=[scale, scale],
+        noise_range=[0.0, 0.0],
+        jpeg_range=[100, 100],
+        gray_prob=0.0,
+    )
 
 
 def _sigma_star_of_degradation(face: np.ndarray, cfg: DegradationConfig) -> float:

@@ -1,4 +1,5 @@
 """data/datasets.py: file lists, per-item reproducible randomness, item contents, sigma*."""
+
 from __future__ import annotations
 
 import os
@@ -7,12 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from data.sigma_star import sigma_star
 from data.datasets import FaceDataset, load_face, read_file_list
 from data.degradation import load_degradation_config
+from data.sigma_star import sigma_star
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "degradation" / "difface_blind.yaml"
-
 
 
 @pytest.fixture(scope="module")

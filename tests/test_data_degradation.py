@@ -1,4 +1,5 @@
 """data/degradation.py: reproducibility, ranges over many draws, kernel vs BasicSR, config handling."""
+
 from __future__ import annotations
 
 import math
@@ -6,13 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import utils.basicsr_compat  # noqa: F401  (before basicsr)
 from basicsr.data.degradations import bivariate_Gaussian
 
+import utils.basicsr_compat  # noqa: F401  (before basicsr)
 from data.datasets import load_face
-from data.degradation import (DegradationConfig, degrade, gaussian_kernel2d, load_degradation_config,
-                              severity_config)
+from data.degradation import DegradationConfig, degrade, gaussian_kernel2d, load_degradation_config, severity_config
 from utils.config import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "degradation"
@@ -99,9 +98,15 @@ def test_ranges_over_many_draws(face32, cfg):
 
 
 def test_mild_degradation_is_close_to_identity(face32):
-    cfg = DegradationConfig(kernel_list=["iso"], kernel_prob=[1.0], blur_sigma=[0.1, 0.1],
-                            downsample_range=[1.0, 1.0], noise_range=[0.0, 0.0], jpeg_range=[100, 100],
-                            gray_prob=0.0)
+    cfg = DegradationConfig(
+        kernel_list=["iso"],
+        kernel_prob=[1.0],
+        blur_sigma=[0.1, 0.1],
+        downsample_range=[1.0, 1.0],
+        noise_range=[0.0, 0.0],
+        jpeg_range=[100, 100],
+        gray_prob=0.0,
+    )
     lq, _ = degrade(face32, np.random.default_rng(0), cfg)
     # remaining error: 8-bit quantisation and JPEG's 4:2:0 chroma subsampling (OpenCV default, even at q=100)
     assert np.abs(lq - face32).mean() < 4.0 / 255

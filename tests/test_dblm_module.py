@@ -1,4 +1,5 @@
 """DBLM networks, DBLM chaining/floor, training-side sampling and configs (in-process, CPU, tiny)."""
+
 from __future__ import annotations
 
 import math
@@ -13,19 +14,31 @@ from omegaconf import OmegaConf
 
 from DiffBIR.dblm import DBLM
 from DiffBIR.sde import SigmaEstimator
-from trainers.base import load_training_config
-from trainers.transform import TrainerRM, batch_psnr
 from DiffBIR.transform import RefinementModel, TransformModel
 from models.swinir import SwinIR
+from trainers.base import load_training_config
+from trainers.transform import TrainerRM, batch_psnr
 from utils.checkpoint import CheckpointError
 from utils.config import ConfigError
 from utils.distributed import DistInfo, ShardedInfiniteSampler
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "train" / "tiny"
-SWIN = dict(img_size=8, patch_size=1, embed_dim=8, depths=[1], num_heads=[2], window_size=4, mlp_ratio=2,
-            sf=2, img_range=1.0, upsampler="nearest+conv", resi_connection="1conv", unshuffle=True,
-            unshuffle_scale=2)
+SWIN = dict(
+    img_size=8,
+    patch_size=1,
+    embed_dim=8,
+    depths=[1],
+    num_heads=[2],
+    window_size=4,
+    mlp_ratio=2,
+    sf=2,
+    img_range=1.0,
+    upsampler="nearest+conv",
+    resi_connection="1conv",
+    unshuffle=True,
+    unshuffle_scale=2,
+)
 
 
 def tiny_tm(**kw):
@@ -172,7 +185,7 @@ def test_dblm_chain_and_floor_reference():
     dblm = DBLM(StubSDE(sigma_hat), StubTM(), rm, num_levels=3, rho=0.5, sigma_min_512=0.5)
     out = dblm(torch.zeros(3, 3, 64, 64))
     floor = 0.5 * 64 / 512
-    ref = np.array([[max(s * 0.5 ** k, floor) for k in range(3)] for s in sigma_hat])
+    ref = np.array([[max(s * 0.5**k, floor) for k in range(3)] for s in sigma_hat])
     np.testing.assert_allclose(out.sigmas.numpy(), ref, rtol=1e-6)
     torch.testing.assert_close(out.sigma_hat, torch.tensor(sigma_hat))
     assert len(out.images) == 3 and all(im.shape == (3, 3, 64, 64) for im in out.images)
@@ -188,8 +201,12 @@ def test_dblm_chain_and_floor_reference():
 
 
 @settings(max_examples=20, deadline=None)
-@given(st.lists(st.floats(0.0, 40.0), min_size=1, max_size=4), st.floats(0.05, 0.95), st.integers(1, 5),
-       st.floats(0.0, 8.0))
+@given(
+    st.lists(st.floats(0.0, 40.0), min_size=1, max_size=4),
+    st.floats(0.05, 0.95),
+    st.integers(1, 5),
+    st.floats(0.0, 8.0),
+)
 def test_dblm_sigmas_property(sigma_hat, rho, k, floor_512):
     dblm = DBLM(StubSDE(sigma_hat), StubTM(), StubRM(), num_levels=k, rho=rho, sigma_min_512=floor_512)
     sigmas = dblm.level_sigmas(torch.tensor(sigma_hat), dblm.sigma_floor(torch.zeros(1, 3, 512, 512)))
@@ -206,15 +223,28 @@ def _dblm_node(tmp_path, sde, tm, rm):
     for name, net in (("sde", sde), ("tm", tm), ("rm", rm)):
         paths[name] = tmp_path / f"{name}.pth"
         torch.save(net.state_dict(), paths[name])
-    return OmegaConf.create({
-        "num_levels": 2, "rho": 0.75, "sigma_min_512": 0.5,
-        "sde": {"target": "DiffBIR.sde.SigmaEstimator", "params": {"channels": [4, 8]},
-                "ckpt_path": str(paths["sde"])},
-        "tm": {"target": "DiffBIR.transform.TransformModel", "params": {"swinir": SWIN},
-               "ckpt_path": str(paths["tm"])},
-        "rm": {"target": "DiffBIR.transform.RefinementModel", "params": {"swinir": SWIN},
-               "ckpt_path": str(paths["rm"])},
-    })
+    return OmegaConf.create(
+        {
+            "num_levels": 2,
+            "rho": 0.75,
+            "sigma_min_512": 0.5,
+            "sde": {
+                "target": "DiffBIR.sde.SigmaEstimator",
+                "params": {"channels": [4, 8]},
+                "ckpt_path": str(paths["sde"]),
+            },
+            "tm": {
+                "target": "DiffBIR.transform.TransformModel",
+                "params": {"swinir": SWIN},
+                "ckpt_path": str(paths["tm"]),
+            },
+            "rm": {
+                "target": "DiffBIR.transform.RefinementModel",
+                "params": {"swinir": SWIN},
+                "ckpt_path": str(paths["rm"]),
+            },
+        }
+    )
 
 
 def test_from_config_loads_weights_and_reports_errors(tmp_path):
@@ -255,11 +285,18 @@ def test_batch_psnr_matches_project_metric():
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.floats(0.0, 10.0), min_size=1, max_size=6), st.floats(0.0, 1.0), st.floats(0.0, 2.0),
-       st.floats(0.0, 4.0), st.floats(0.05, 0.95))
+@given(
+    st.lists(st.floats(0.0, 10.0), min_size=1, max_size=6),
+    st.floats(0.0, 1.0),
+    st.floats(0.0, 2.0),
+    st.floats(0.0, 4.0),
+    st.floats(0.05, 0.95),
+)
 def test_training_sigma_sampling_bounds(sigma_star, margin, offset_512, min_512, ratio):
-    _, cfg = load_training_config(TINY / "train_DBLM_RM_tiny.yaml", [
-        f"sigma.log_margin={margin}", f"sigma.offset_512={offset_512}", f"sigma.min_512={min_512}"])
+    _, cfg = load_training_config(
+        TINY / "train_DBLM_RM_tiny.yaml",
+        [f"sigma.log_margin={margin}", f"sigma.offset_512={offset_512}", f"sigma.min_512={min_512}"],
+    )
     task = TrainerRM(cfg, "unused", dist_info=DistInfo(0, 1, 0, torch.device("cpu")))  # nothing built yet
     s = torch.tensor(sigma_star)
     sigma = task.sample_sigma(s)
@@ -284,8 +321,10 @@ def test_epoch_indexed_sampler_resumes_the_same_stream():
     assert [divmod(next(resumed), 5) for _ in range(6)] == stream[3:9]
 
 
-@pytest.mark.parametrize("name", ["train_SDE", "train_DBLM_TM", "train_DBLM_RM", "train_SDE_demo64",
-                                  "train_DBLM_TM_demo64", "train_DBLM_RM_demo64"])
+@pytest.mark.parametrize(
+    "name",
+    ["train_SDE", "train_DBLM_TM", "train_DBLM_RM", "train_SDE_demo64", "train_DBLM_TM_demo64", "train_DBLM_RM_demo64"],
+)
 def test_shipped_configs_validate(name):
     path = REPO / "configs" / "train" / f"{name}.yaml"
     demo = "demo64" in name

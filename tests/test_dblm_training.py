@@ -6,6 +6,7 @@ training loop joins their process group itself (gloo when CUDA is absent).
 Exact resumption (a 2 + 2 step run equals a 4 step run bit for bit) is checked in-process, which is
 cheaper than two more launches and exercises the same code.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,13 +19,27 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "train" / "tiny"
-LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+LAUNCH = [
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+]
 
 
 def data_overrides(faces_hq_dir: Path) -> list:
-    return [f"data.train.source={faces_hq_dir / 'celeba128_train.txt'}",
-            f"data.val.source={faces_hq_dir / 'celeba128_val.txt'}"]
+    return [
+        f"data.train.source={faces_hq_dir / 'celeba128_train.txt'}",
+        f"data.val.source={faces_hq_dir / 'celeba128_val.txt'}",
+    ]
 
 
 def launch(script: str, config: str, *overrides: str) -> subprocess.CompletedProcess:
@@ -49,13 +64,19 @@ def runs(tmp_path_factory, faces_hq_dir):
     root = tmp_path_factory.mktemp("dblm_runs")
     data = data_overrides(faces_hq_dir)
     out = {name: root / name for name in ("sde", "tm", "rm")}
-    first = launch("train_SDE.py", "train_SDE_tiny.yaml", "--save_dir", str(out['sde']), *data)
+    first = launch("train_SDE.py", "train_SDE_tiny.yaml", "--save_dir", str(out["sde"]), *data)
     assert checkpoints(out["sde"]) == ["ckpt_0000002.pth"]
     ema_2 = torch.load(out["sde"] / "ema_final.pth")
-    second = launch("train_SDE.py", "train_SDE_tiny.yaml", "--save_dir", str(out['sde']), "train.iterations=4", *data)
-    launch("train_DBLM.py", "train_DBLM_TM_tiny.yaml", "--save_dir", str(out['tm']), *data)
-    rm = launch("train_DBLM.py", "train_DBLM_RM_tiny.yaml", "--save_dir", str(out['rm']),
-                f"tm.ckpt_path={out['tm'] / 'ema_final.pth'}", *data)
+    second = launch("train_SDE.py", "train_SDE_tiny.yaml", "--save_dir", str(out["sde"]), "train.iterations=4", *data)
+    launch("train_DBLM.py", "train_DBLM_TM_tiny.yaml", "--save_dir", str(out["tm"]), *data)
+    rm = launch(
+        "train_DBLM.py",
+        "train_DBLM_RM_tiny.yaml",
+        "--save_dir",
+        str(out["rm"]),
+        f"tm.ckpt_path={out['tm'] / 'ema_final.pth'}",
+        *data,
+    )
     return {"dirs": out, "sde_first": first, "sde_second": second, "sde_ema_2": ema_2, "rm": rm}
 
 
@@ -94,14 +115,32 @@ def test_one_loop_under_either_launcher(tmp_path, faces_hq_dir, launcher):
     accelerate launch, 2 CPU processes each (the usual pairs are tested above and in
     tests/test_trainers_torchrun.py)."""
     if launcher == "torchrun":
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train_SDE.py",
-               "--config", str(TINY / "train_SDE_tiny.yaml"), "--save_dir", str(tmp_path),
-               *data_overrides(faces_hq_dir)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "train_SDE.py",
+            "--config",
+            str(TINY / "train_SDE_tiny.yaml"),
+            "--save_dir",
+            str(tmp_path),
+            *data_overrides(faces_hq_dir),
+        ]
         written = tmp_path / "checkpoints" / "ckpt_0000002.pth"
     else:
         val = faces_hq_dir / "celeba128_val.txt"
-        cmd = LAUNCH + ["main.py", "--cfg_path", "configs/training/tiny/swinir_tiny.yaml", "--save_dir", str(tmp_path),
-                        f"data.train.source={val}", f"data.val.source={val}", "train.iterations=2"]
+        cmd = LAUNCH + [
+            "main.py",
+            "--cfg_path",
+            "configs/training/tiny/swinir_tiny.yaml",
+            "--save_dir",
+            str(tmp_path),
+            f"data.train.source={val}",
+            f"data.val.source={val}",
+            "train.iterations=2",
+        ]
         written = tmp_path / "ckpt_0000002.pth"
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -114,18 +153,29 @@ def test_one_loop_under_either_launcher(tmp_path, faces_hq_dir, launcher):
 def test_dblm_from_trained_checkpoints(runs, faces_hq_dir):
     from omegaconf import OmegaConf
 
-    from DiffBIR.dblm import DBLM
     from data.datasets import FaceDataset
+    from DiffBIR.dblm import DBLM
 
     node = {"num_levels": 3, "rho": 0.75, "sigma_min_512": 0.5}
-    for name, config in (("sde", "train_SDE_tiny.yaml"), ("tm", "train_DBLM_TM_tiny.yaml"),
-                         ("rm", "train_DBLM_RM_tiny.yaml")):
+    for name, config in (
+        ("sde", "train_SDE_tiny.yaml"),
+        ("tm", "train_DBLM_TM_tiny.yaml"),
+        ("rm", "train_DBLM_RM_tiny.yaml"),
+    ):
         model = OmegaConf.load(TINY / config).model
-        node[name] = {"target": model.target, "params": model.params,
-                      "ckpt_path": str(runs["dirs"][name] / "ema_final.pth")}
+        node[name] = {
+            "target": model.target,
+            "params": model.params,
+            "ckpt_path": str(runs["dirs"][name] / "ema_final.pth"),
+        }
     dblm = DBLM.from_config(OmegaConf.create(node))
-    ds = FaceDataset(faces_hq_dir / "celeba128_val.txt", 32, flip=False,
-                     degradation=REPO / "configs" / "degradation" / "demo64.yaml", seed=5)
+    ds = FaceDataset(
+        faces_hq_dir / "celeba128_val.txt",
+        32,
+        flip=False,
+        degradation=REPO / "configs" / "degradation" / "demo64.yaml",
+        seed=5,
+    )
     y = torch.stack([ds[i]["lq"] for i in range(3)])
     out = dblm(y)
     assert out.sigma_hat.shape == (3,) and out.sigmas.shape == (3, 3)
@@ -160,13 +210,32 @@ def test_resume_repeats_uninterrupted_run_exactly(tmp_path, faces_hq_dir, varian
         monkeypatch.delenv(key, raising=False)
     extra = []
     if variant != "constant":
-        extra = ["train.lr_schedule=cosine", "train.warmup_iterations=1", "train.min_lr=1e-5",
-                 "train.amp=bf16", f"init.ckpt_path={tiny_restorer_weights(tmp_path / 'rm0.pth')}"]
+        extra = [
+            "train.lr_schedule=cosine",
+            "train.warmup_iterations=1",
+            "train.min_lr=1e-5",
+            "train.amp=bf16",
+            f"init.ckpt_path={tiny_restorer_weights(tmp_path / 'rm0.pth')}",
+        ]
 
     def run(save_dir, resume="auto"):
-        assert train_DBLM.main(["--config", str(TINY / "train_DBLM_TM_tiny.yaml"), "--resume", resume,
-                                "--save_dir", str(save_dir), "train.iterations=4", "train.val_freq=100",
-                                *data_overrides(faces_hq_dir), *extra]) == 0
+        assert (
+            train_DBLM.main(
+                [
+                    "--config",
+                    str(TINY / "train_DBLM_TM_tiny.yaml"),
+                    "--resume",
+                    resume,
+                    "--save_dir",
+                    str(save_dir),
+                    "train.iterations=4",
+                    "train.val_freq=100",
+                    *data_overrides(faces_hq_dir),
+                    *extra,
+                ]
+            )
+            == 0
+        )
         return torch.load(save_dir / "ema_final.pth")
 
     straight = run(tmp_path / "a")  # checkpoints at steps 2 and 4
@@ -181,14 +250,15 @@ def test_resume_repeats_uninterrupted_run_exactly(tmp_path, faces_hq_dir, varian
 
 def test_warm_started_task_model_is_the_restorer(tmp_path, faces_hq_dir):
     """The model training starts from (TrainerTM.build_model with ``init``) computes RM0's output."""
+    from models.swinir import SwinIR
     from trainers.base import load_training_config
     from trainers.transform import TrainerTM
     from utils.distributed import DistInfo
-    from models.swinir import SwinIR
 
     weights = tiny_restorer_weights(tmp_path / "rm0.pth")
-    _, cfg = load_training_config(TINY / "train_DBLM_TM_tiny.yaml", [f"init.ckpt_path={weights}",
-                                                                     *data_overrides(faces_hq_dir)])
+    _, cfg = load_training_config(
+        TINY / "train_DBLM_TM_tiny.yaml", [f"init.ckpt_path={weights}", *data_overrides(faces_hq_dir)]
+    )
     tm = TrainerTM(cfg, tmp_path, dist_info=DistInfo(0, 1, 0, torch.device("cpu"))).build_model().eval()
     restorer = SwinIR(in_chans=3, global_residual=True, **cfg.model.params.swinir).eval()
     restorer.load_state_dict(torch.load(weights))
@@ -209,8 +279,13 @@ def test_amp_bf16_runs_on_cpu_fp16_needs_cuda():
 def test_missing_warm_start_weights_exit_2_with_one_line(tmp_path, capsys):
     import train_DBLM
 
-    args = ["--config", str(TINY / "train_DBLM_TM_tiny.yaml"), "--save_dir", str(tmp_path),
-            f"init.ckpt_path={tmp_path / 'absent.pth'}"]
+    args = [
+        "--config",
+        str(TINY / "train_DBLM_TM_tiny.yaml"),
+        "--save_dir",
+        str(tmp_path),
+        f"init.ckpt_path={tmp_path / 'absent.pth'}",
+    ]
     assert train_DBLM.main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "checkpoint not found" in err and "init.ckpt_path" in err
@@ -219,7 +294,9 @@ def test_missing_warm_start_weights_exit_2_with_one_line(tmp_path, capsys):
 def test_bad_config_key_exits_2_with_one_line(capsys, tmp_path):
     import train_SDE
 
-    assert train_SDE.main(["--config", str(TINY / "train_SDE_tiny.yaml"), "--save_dir", str(tmp_path),
-                           "train.bach=3"]) == 2
+    assert (
+        train_SDE.main(["--config", str(TINY / "train_SDE_tiny.yaml"), "--save_dir", str(tmp_path), "train.bach=3"])
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "train.bach" in err and err.startswith("train_SDE.py: error:")

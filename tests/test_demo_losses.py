@@ -9,6 +9,7 @@ Tolerance: relative 1e-6 on the torch version and CPU kernel set (``cpu_capabili
 where a run repeats bit for bit. Elsewhere the kernels round differently (bf16 autocast above all), and the
 test only checks that each loss stays within 5 % of the recording.
 """
+
 from __future__ import annotations
 
 import json

@@ -3,6 +3,7 @@
 Every checkpoint of configs/sample/dynfacerestore_demo.yaml is loaded (prior, RM0, SDE, TM, RM, DGSA,
 DSST table); real held-out faces degraded with the project's own degradation are restored.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,9 +14,9 @@ import torch
 
 from data.datasets import load_face
 from data.degradation import degrade, load_degradation_config, severity_config
+from inference.report import record_path, write_json
 from sampler import FaceRestoreSampler
 from script_modules import load_script
-from inference.report import record_path, write_json
 from utils.image_io import img2tensor, read_image, tensor2img, write_image
 from utils.metrics import psnr
 
@@ -76,7 +77,7 @@ def test_prior_sample_grid_from_pure_noise(tmp_path):
     assert grid.shape[1] == 3 * 128 + 2 * 4  # three 128 px tiles, 4 px apart
     assert grid.std() > 0.05  # samples, not a blank page
     half = (grid.shape[0] - 12) // 2  # two equal blocks 12 px apart: same weights and noise -> same samples
-    np.testing.assert_array_equal(grid[32:half], grid[half + 12 + 32:])  # below the 32 px titles "a", "b"
+    np.testing.assert_array_equal(grid[32:half], grid[half + 12 + 32 :])  # below the 32 px titles "a", "b"
 
 
 def test_prior_samples_with_a_plain_step_count(tmp_path):

@@ -1,5 +1,6 @@
 """DGSA (models/dgsa.py): the Laplace NLL against float64 closed forms, the guidance map's range and
 monotonicity, shapes, initialisation and errors; the Spearman helper of trainers/dgsa.py against scipy."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,7 +14,6 @@ from models.dgsa import DGSA, laplace_nll, scale_from_b
 from tiny_setup import DGSA as TINY_DGSA_NODE
 from trainers.dgsa import spearman
 from utils.config import instantiate
-
 
 
 def _tiny(**kw) -> DGSA:
@@ -36,8 +36,9 @@ def test_laplace_nll_matches_float64_formula():
     ref = np.abs(r) / b + np.log(b)  # (2, 3, 5, 4): b broadcast over channels
     rt, bt = torch.from_numpy(r).float(), torch.from_numpy(b).float()
     np.testing.assert_allclose(laplace_nll(rt, bt, reduction="none").numpy(), ref, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(laplace_nll(rt, bt, reduction="per_image").numpy(), ref.reshape(2, -1).mean(1),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        laplace_nll(rt, bt, reduction="per_image").numpy(), ref.reshape(2, -1).mean(1), rtol=1e-5
+    )
     assert laplace_nll(rt, bt).item() == pytest.approx(ref.mean(), rel=1e-5)
     assert laplace_nll(torch.from_numpy(r), torch.from_numpy(b)).dtype == torch.float64
 
@@ -63,8 +64,9 @@ def test_laplace_nll_minimiser_is_mean_abs_residual(values):
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.floats(1e-3, 50.0), min_size=2, max_size=16, unique=True),
-       st.floats(0.05, 1.0), st.floats(1e-3, 1.0))
+@given(
+    st.lists(st.floats(1e-3, 50.0), min_size=2, max_size=16, unique=True), st.floats(0.05, 1.0), st.floats(1e-3, 1.0)
+)
 def test_guidance_scale_range_and_monotonicity(bs, s_max, b_ref):
     b = torch.tensor(sorted(bs), dtype=torch.float64)
     s = scale_from_b(b, s_max, b_ref)
@@ -99,11 +101,13 @@ def test_dgsa_shapes_init_and_guidance_scale():
 
 def _bilinear_up(img: np.ndarray, f: int) -> np.ndarray:
     """Half-pixel bilinear upsampling of (H, W) by f with clamped edges (the align_corners=False rule)."""
+
     def axis(n):
         src = np.clip((np.arange(n * f) + 0.5) / f - 0.5, 0, n - 1)
         lo = np.floor(src).astype(int)
         hi = np.minimum(lo + 1, n - 1)
         return lo, hi, src - lo
+
     (r0, r1, wr), (c0, c1, wc) = axis(img.shape[0]), axis(img.shape[1])
     rows = img[r0] * (1 - wr)[:, None] + img[r1] * wr[:, None]
     return rows[:, c0] * (1 - wc) + rows[:, c1] * wc
@@ -117,8 +121,7 @@ def test_dgsa_map_downsample_is_the_pooled_network_upsampled(f):
     model = _tiny(b_init=0.2, map_downsample=f)
     model.load_state_dict(low.state_dict())  # same parameters: map_downsample changes no layout
     gen = torch.Generator().manual_seed(f)
-    x0_hat, x0_tilde, y_k = (torch.rand(2, 3, 8 * f, 8 * f, generator=gen) * 2 - 1
-                             for _ in range(3))
+    x0_hat, x0_tilde, y_k = (torch.rand(2, 3, 8 * f, 8 * f, generator=gen) * 2 - 1 for _ in range(3))
     t = torch.tensor([30, 700])
     pool = lambda x: x.reshape(2, 3, 8, f, 8, f).mean(dim=(3, 5))  # noqa: E731  block means
     with torch.no_grad():
@@ -139,11 +142,17 @@ def test_tiny_setup_dgsa_node_instantiates():
     assert model(x, x, x, torch.tensor([10])).shape == (1, 1, 32, 32)
 
 
-@pytest.mark.parametrize("kwargs, match", [({"model_channels": 8}, "multiples of 32"),
-                                           ({"s_max": 1.5}, "s_max"), ({"b_min": 0.2, "b_init": 0.1}, "b_init"),
-                                           ({"num_res_blocks": 0}, "num_res_blocks"),
-                                           ({"map_downsample": 0}, "map_downsample"),
-                                           ({"map_downsample": 1.5}, "map_downsample")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"model_channels": 8}, "multiples of 32"),
+        ({"s_max": 1.5}, "s_max"),
+        ({"b_min": 0.2, "b_init": 0.1}, "b_init"),
+        ({"num_res_blocks": 0}, "num_res_blocks"),
+        ({"map_downsample": 0}, "map_downsample"),
+        ({"map_downsample": 1.5}, "map_downsample"),
+    ],
+)
 def test_dgsa_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DGSA(**kwargs)

@@ -7,6 +7,7 @@ at 32 px, DSST table from real faces), with real faces of ../shared/data:
   correlation with the real error |x - x0_tilde| on held-out faces is positive (it is exactly 0 before
   training, when b is constant).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,8 +21,8 @@ from data.datasets import FaceDataset
 from data.degradation import load_degradation_config
 from models.dgsa import laplace_nll
 from models.guidance import closed_form_guidance
-from sampler import load_sample_config
 from proc_helpers import evaluate_process, logged_scalars, paths_by_step, torchrun_main
+from sampler import load_sample_config
 from tiny_setup import make_tiny_setup
 from trainers.dgsa import DGSATrainerConfig, GuidedPairSampler, TrainerDGSA, evaluate_rank_correlation
 from utils.config import instantiate, load_config
@@ -53,8 +54,11 @@ def _ckpt(save_dir: Path, step: int) -> dict:
 def test_only_dgsa_parameters_change(tiny_config, tmp_path, monkeypatch):
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(key, raising=False)
-    cfg = load_config(tiny_config, DGSATrainerConfig,
-                      ["train.iterations=2", "train.save_freq=1", "train.log_sample_paths=false", "data.val=null"])
+    cfg = load_config(
+        tiny_config,
+        DGSATrainerConfig,
+        ["train.iterations=2", "train.save_freq=1", "train.log_sample_paths=false", "data.val=null"],
+    )
     trainer = TrainerDGSA(cfg, tmp_path, resume="none", dist_info=DistInfo(0, 1, 0, torch.device("cpu")))
     assert trainer.train() == 2
     pairs, sample = trainer.pairs, load_sample_config(cfg.sample_config)
@@ -108,14 +112,16 @@ def test_trained_dgsa_rank_correlation_is_positive(tiny_config, celeba_faces):
     the Spearman correlation of b with |x - x0_tilde| on 8 held-out faces (fresh degradations and draws)."""
     cfg = load_config(tiny_config, DGSATrainerConfig, ["model.params.channel_mult=[1]"])  # one level: fast
     pairs = GuidedPairSampler.from_config(cfg)
-    faces = FaceDataset(celeba_faces[:32], resolution=32, seed=0,
-                        degradation=load_degradation_config(REPO_ROOT / cfg.degradation))
+    faces = FaceDataset(
+        celeba_faces[:32], resolution=32, seed=0, degradation=load_degradation_config(REPO_ROOT / cfg.degradation)
+    )
     gen = torch.Generator().manual_seed(0)
     pool = []
     for start in range(0, 32, 8):
         items = [faces[i] for i in range(start, start + 8)]
-        pool.append(pairs.draw(torch.stack([it["hq"] for it in items]), torch.stack([it["lq"] for it in items]),
-                               generator=gen))
+        pool.append(
+            pairs.draw(torch.stack([it["hq"] for it in items]), torch.stack([it["lq"] for it in items]), generator=gen)
+        )
     data = {k: torch.cat([getattr(p, k) for p in pool]) for k in ("x", "x0_hat", "x0_tilde", "y_k", "t")}
 
     torch.manual_seed(0)
@@ -131,29 +137,35 @@ def test_trained_dgsa_rank_correlation_is_positive(tiny_config, celeba_faces):
         loss.backward()
         optimiser.step()
     after = evaluate_rank_correlation(cfg, dgsa, num_images=8, pairs=pairs)
-    print(f"held-out Spearman(b, |x - x0_tilde|): pooled {after['spearman']:.3f}, "
-          f"per image {after['spearman_per_image']:.3f}; NLL {before['nll']:.3f} -> {after['nll']:.3f}")
+    print(
+        f"held-out Spearman(b, |x - x0_tilde|): pooled {after['spearman']:.3f}, "
+        f"per image {after['spearman_per_image']:.3f}; NLL {before['nll']:.3f} -> {after['nll']:.3f}"
+    )
     assert after["spearman"] > 0.2 and after["spearman_per_image"] > 0.2
     assert after["nll"] < before["nll"]
 
 
-@pytest.mark.parametrize("sample_override, override, named", [
-    ("model.ckpt_path=missing_prior.pth", None, "missing_prior.pth"),
-    ("dblm.tm.ckpt_path=missing_tm.pth", None, "missing_tm.pth"),
-    ("dsst.table_path=missing_dsst.json", None, "missing_dsst.json"),
-    ("sampler.guidance.lam=0", None, "sampler.guidance.lam"),
-    ("sampler.guidance.combine=all", None, "sampler.guidance.combine"),
-    (None, "sample_config=missing_sample.yaml", "missing_sample.yaml"),
-    (None, "data.train.resolution=64", "data.train.resolution"),
-    (None, "pairs.p_from_blur=1.5", "pairs.p_from_blur")])
-def test_bad_frozen_part_exit_2_one_line(tiny_config, tmp_path, capsys, monkeypatch, sample_override, override,
-                                         named):
+@pytest.mark.parametrize(
+    "sample_override, override, named",
+    [
+        ("model.ckpt_path=missing_prior.pth", None, "missing_prior.pth"),
+        ("dblm.tm.ckpt_path=missing_tm.pth", None, "missing_tm.pth"),
+        ("dsst.table_path=missing_dsst.json", None, "missing_dsst.json"),
+        ("sampler.guidance.lam=0", None, "sampler.guidance.lam"),
+        ("sampler.guidance.combine=all", None, "sampler.guidance.combine"),
+        (None, "sample_config=missing_sample.yaml", "missing_sample.yaml"),
+        (None, "data.train.resolution=64", "data.train.resolution"),
+        (None, "pairs.p_from_blur=1.5", "pairs.p_from_blur"),
+    ],
+)
+def test_bad_frozen_part_exit_2_one_line(tiny_config, tmp_path, capsys, monkeypatch, sample_override, override, named):
     """A bad frozen part (in a copy of the sample config) or trainer key: exit 2, one line naming it."""
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(key, raising=False)
     if sample_override is not None:
-        sample = OmegaConf.merge(OmegaConf.load(OmegaConf.load(tiny_config).sample_config),
-                                 OmegaConf.from_dotlist([sample_override]))
+        sample = OmegaConf.merge(
+            OmegaConf.load(OmegaConf.load(tiny_config).sample_config), OmegaConf.from_dotlist([sample_override])
+        )
         OmegaConf.save(sample, tmp_path / "bad_sample.yaml")
         override = f"sample_config={tmp_path / 'bad_sample.yaml'}"
     code = main.main(["--cfg_path", str(tiny_config), "--save_dir", str(tmp_path / "run"), override])
@@ -180,12 +192,21 @@ def test_pair_draw_respects_level_activation(tiny_config, celeba_val_faces):
     tmap = pairs.timestep_map.tolist()
     t_level = torch.tensor([0, 3, 40, 41, 500, 999, 0, 40, 41, 999])
     level = torch.tensor([0, 0, 0, 0, 0, 0, 1, 2, 1, 2])
-    expected = [min([i for i, s in enumerate(tmap) if s >= t] or [len(tmap) - 1]) if k == 0
-                else max(i for i, s in enumerate(tmap) if s <= t) for t, k in zip(t_level.tolist(), level.tolist())]
+    expected = [
+        min([i for i, s in enumerate(tmap) if s >= t] or [len(tmap) - 1])
+        if k == 0
+        else max(i for i, s in enumerate(tmap) if s <= t)
+        for t, k in zip(t_level.tolist(), level.tolist())
+    ]
     assert pairs.max_index(t_level, level).tolist() == expected
 
-    faces = FaceDataset(celeba_val_faces[:8], resolution=32, seed=3, flip=False,
-                        degradation=load_degradation_config(REPO_ROOT / cfg.degradation))
+    faces = FaceDataset(
+        celeba_val_faces[:8],
+        resolution=32,
+        seed=3,
+        flip=False,
+        degradation=load_degradation_config(REPO_ROOT / cfg.degradation),
+    )
     hq = torch.stack([faces[i]["hq"] for i in range(8)])
     lq = torch.stack([faces[i]["lq"] for i in range(8)])
     pair = pairs.draw(hq, lq, generator=torch.Generator().manual_seed(5))

@@ -1,4 +1,5 @@
 """Diffusion maths against independent float64 references (closed forms written here, not the code's arrays)."""
+
 from __future__ import annotations
 
 import math
@@ -6,7 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models import gaussian_diffusion as gd
 from models.losses import discretized_gaussian_log_likelihood, normal_kl
@@ -54,7 +56,9 @@ def base():
 
 @pytest.fixture(scope="module")
 def ddim250():
-    return create_gaussian_diffusion(steps=1000, learn_sigma=True, noise_schedule="linear", timestep_respacing="ddim250")
+    return create_gaussian_diffusion(
+        steps=1000, learn_sigma=True, noise_schedule="linear", timestep_respacing="ddim250"
+    )
 
 
 def test_linear_schedule_and_alpha_bar(base):
@@ -85,7 +89,9 @@ def test_q_sample_statistics(base):
     for i in range(4):
         ab = ref_alpha_bar(betas, int(t[i]))
         n = xt[i].numel()
-        assert xt[i].mean().item() == pytest.approx(math.sqrt(ab) * float(x0[i, 0, 0, 0]), abs=5 * math.sqrt((1 - ab) / n) + 1e-6)
+        assert xt[i].mean().item() == pytest.approx(
+            math.sqrt(ab) * float(x0[i, 0, 0, 0]), abs=5 * math.sqrt((1 - ab) / n) + 1e-6
+        )
         assert xt[i].var().item() == pytest.approx(1 - ab, rel=0.03, abs=1e-6)
     mean, var, logvar = base.q_mean_variance(x0[:, :, :1, :1], t)
     for i in range(4):
@@ -135,8 +141,9 @@ def test_schedules_are_copied_to_a_device_once(ddim250):
     assert first is ddim250.on_device("alphas_cumprod", "cpu")
     np.testing.assert_array_equal(first.numpy(), ddim250.alphas_cumprod)
     t = torch.tensor([0, 100, 249])
-    np.testing.assert_array_equal(ddim250.extract("log_betas", t, (3, 1)).numpy()[:, 0],
-                                  np.log(ddim250.betas[[0, 100, 249]]).astype(np.float32))
+    np.testing.assert_array_equal(
+        ddim250.extract("log_betas", t, (3, 1)).numpy()[:, 0], np.log(ddim250.betas[[0, 100, 249]]).astype(np.float32)
+    )
     assert ddim250.on_device("timestep_map", "cpu")[t].tolist() == [0, 400, 996]
 
 
@@ -151,13 +158,15 @@ def test_learned_range_interpolation(ddim250, v):
         ab, ab_prev = ref_alpha_bar(betas, 4 * kk), ref_alpha_bar(betas, 4 * kk - 4)
         beta = 1 - ab / ab_prev
         post = beta * (1 - ab_prev) / (1 - ab)
-        assert res["log_variance"][i, 0, 0, 0].item() == pytest.approx(frac * math.log(beta) + (1 - frac) * math.log(post), rel=1e-5)
+        assert res["log_variance"][i, 0, 0, 0].item() == pytest.approx(
+            frac * math.log(beta) + (1 - frac) * math.log(post), rel=1e-5
+        )
 
 
 def ref_ddim(xt, eps, ab, ab_prev, eta, z):
     x0 = (xt - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
     sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
-    return math.sqrt(ab_prev) * x0 + math.sqrt(1 - ab_prev - sigma ** 2) * eps + sigma * z, sigma
+    return math.sqrt(ab_prev) * x0 + math.sqrt(1 - ab_prev - sigma**2) * eps + sigma * z, sigma
 
 
 @pytest.mark.parametrize("eta", [0.0, 1.0])
@@ -175,8 +184,11 @@ def test_ddim_sample_against_reference(ddim250, eta):
         assert out["sample"][i, 0, 0, 0].item() == pytest.approx(ref, rel=1e-4, abs=1e-5)
         if eta == 1.0:  # DDPM: sigma^2 is the posterior variance
             _, v_post = ref_posterior(0.0, 0.0, ab_prev, ab / ab_prev)
-            assert sigma ** 2 == pytest.approx(v_post, rel=1e-10)
-            s = (out["sample"] - ddim250.ddim_sample(model, xt, k, clip_denoised=False, eta=eta, noise=torch.zeros_like(z))["sample"]) / z
+            assert sigma**2 == pytest.approx(v_post, rel=1e-10)
+            s = (
+                out["sample"]
+                - ddim250.ddim_sample(model, xt, k, clip_denoised=False, eta=eta, noise=torch.zeros_like(z))["sample"]
+            ) / z
             assert s[i, 0, 0, 0].item() ** 2 == pytest.approx(v_post, rel=1e-3)
 
 
@@ -187,8 +199,10 @@ def test_per_image_eta_tensor_equals_scalar_calls(ddim250):
     k, etas = torch.tensor([200, 100, 3]), [0.0, 0.5, 1.0]
     batched = ddim250.ddim_sample(ConstEps(eps), xt, k, eta=torch.tensor(etas), noise=z)["sample"]
     for i, e in enumerate(etas):
-        single = ddim250.ddim_sample(ConstEps(eps[i:i + 1]), xt[i:i + 1], k[i:i + 1], eta=e, noise=z[i:i + 1])["sample"]
-        torch.testing.assert_close(batched[i:i + 1], single, rtol=1e-6, atol=1e-6)
+        single = ddim250.ddim_sample(ConstEps(eps[i : i + 1]), xt[i : i + 1], k[i : i + 1], eta=e, noise=z[i : i + 1])[
+            "sample"
+        ]
+        torch.testing.assert_close(batched[i : i + 1], single, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="eta has 2 values"):
         ddim250.ddim_sample(ConstEps(eps), xt, k, eta=torch.tensor([0.1, 0.2]))
 
@@ -221,8 +235,12 @@ def test_a_ddim_step_is_the_models_x0_then_the_update(ddim250):
     given_x0 = torch.full_like(xt, 0.25)
     ref = gd.ddim_step(xt.double(), given_x0.double(), ab, ab_prev, 0.5, z.double())
     torch.testing.assert_close(ddim250.ddim_update(xt, given_x0, k, 0.5, z).double(), ref, rtol=0, atol=1e-5)
-    torch.testing.assert_close(ddim250.ddim_sample(model, xt, k, eta=0.5, noise=z)["sample"],
-                               ddim250.ddim_update(xt, x0, k, 0.5, z), rtol=0, atol=0)
+    torch.testing.assert_close(
+        ddim250.ddim_sample(model, xt, k, eta=0.5, noise=z)["sample"],
+        ddim250.ddim_update(xt, x0, k, 0.5, z),
+        rtol=0,
+        atol=0,
+    )
 
 
 @settings(max_examples=20, deadline=None)
@@ -239,12 +257,15 @@ def test_ddim_eta0_follows_the_forward_trajectory(t, x0, e):
 
 def test_normal_kl_and_discretized_likelihood():
     m1, lv1, m2, lv2 = torch.tensor([0.3]), torch.tensor([-1.0]), torch.tensor([-0.2]), torch.tensor([0.5])
-    ref = torch.distributions.kl_divergence(torch.distributions.Normal(0.3, math.exp(-0.5)),
-                                            torch.distributions.Normal(-0.2, math.exp(0.25)))
+    ref = torch.distributions.kl_divergence(
+        torch.distributions.Normal(0.3, math.exp(-0.5)), torch.distributions.Normal(-0.2, math.exp(0.25))
+    )
     assert normal_kl(m1, lv1, m2, lv2).item() == pytest.approx(ref.item(), rel=1e-5)
     bins = torch.linspace(-1, 1, 256)  # the 256 pixel values: the bin probabilities sum to 1
     for mean, log_scale in ((0.1, -2.0), (0.9, -1.0), (-0.5, -4.0)):
-        ll = discretized_gaussian_log_likelihood(bins, means=torch.full_like(bins, mean), log_scales=torch.full_like(bins, log_scale))
+        ll = discretized_gaussian_log_likelihood(
+            bins, means=torch.full_like(bins, mean), log_scales=torch.full_like(bins, log_scale)
+        )
         assert ll.exp().sum().item() == pytest.approx(1.0, abs=2e-3)
 
 

@@ -1,4 +1,5 @@
 """UNet layout against the public DifFace checkpoint spec, attention placement, fp16 conversion."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,6 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE_CFG = REPO / "configs" / "sample" / "dynfacerestore_ffhq512.yaml"
 
 
-
 @pytest.fixture(scope="module")
 def unet512():
     with torch.device("meta"):  # layout only: no memory, no initialisation time
@@ -22,8 +22,17 @@ def unet512():
 
 
 def tiny(**kw):
-    args = dict(image_size=16, in_channels=3, model_channels=32, out_channels=6, num_res_blocks=[1, 2],
-                attention_resolutions=[8], channel_mult=(1, 2), num_head_channels=16, use_scale_shift_norm=True)
+    args = dict(
+        image_size=16,
+        in_channels=3,
+        model_channels=32,
+        out_channels=6,
+        num_res_blocks=[1, 2],
+        attention_resolutions=[8],
+        channel_mult=(1, 2),
+        num_head_channels=16,
+        use_scale_shift_norm=True,
+    )
     args.update(kw)
     torch.manual_seed(0)
     return UNetModel(**args)
@@ -40,7 +49,11 @@ def test_512_layout_matches_public_checkpoint(unet512, checkpoint_specs_dir):
 
 def test_attention_at_feature_resolutions():
     model = tiny(image_size=32, channel_mult=(1, 2, 2), num_res_blocks=1, attention_resolutions=[16])
-    with_attn = {name.split(".attention")[0].rsplit(".", 1)[0] for name, m in model.named_modules() if isinstance(m, AttentionBlock)}
+    with_attn = {
+        name.split(".attention")[0].rsplit(".", 1)[0]
+        for name, m in model.named_modules()
+        if isinstance(m, AttentionBlock)
+    }
     # 16 px maps are level 1 (ds 2): input block 3, output blocks 2..3, plus the middle block
     assert with_attn == {"input_blocks.3", "output_blocks.2", "output_blocks.3", "middle_block"}
 
@@ -74,8 +87,12 @@ def test_half_precision_roundtrip(dtype, atol):
         torch.testing.assert_close(half, ref, rtol=0, atol=atol)
         model.convert_to(torch.float32)
         assert model.dtype == torch.float32 and all(v.dtype == torch.float32 for v in model.state_dict().values())
-        convs = {n + "." + p for n, m in model.named_modules() if isinstance(m, torch.nn.Conv1d | torch.nn.Conv2d)
-                 and n.split(".")[0] != "out" for p in ("weight", "bias")}
+        convs = {
+            n + "." + p
+            for n, m in model.named_modules()
+            if isinstance(m, torch.nn.Conv1d | torch.nn.Conv2d) and n.split(".")[0] != "out"
+            for p in ("weight", "bias")
+        }
         for k, v in model.state_dict().items():  # convs went through the half dtype once, the rest is untouched
             expected = ref_sd[k].to(dtype).float() if k in convs else ref_sd[k]
             torch.testing.assert_close(v, expected, rtol=0, atol=0)

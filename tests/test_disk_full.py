@@ -2,6 +2,7 @@
 was written before stays (real main.py / inference_difface.py processes on a small tmpfs, mounted for the
 test; skipped with the reason where mounting is not permitted). Root ignores file permissions, so the
 read-only folder is the tmpfs remounted read-only."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,15 @@ from tiny_setup import make_tiny_setup
 from utils.image_io import list_images, read_image, write_image
 from utils.run_checkpoints import read_training_state
 
-TRAIN = [sys.executable, "main.py", "--cfg_path", "configs/training/tiny/swinir_tiny.yaml", "train.val_freq=100",
-         "train.save_freq=2", "train.log_sample_paths=false"]
+TRAIN = [
+    sys.executable,
+    "main.py",
+    "--cfg_path",
+    "configs/training/tiny/swinir_tiny.yaml",
+    "train.val_freq=100",
+    "train.save_freq=2",
+    "train.log_sample_paths=false",
+]
 # a checkpoint of that tiny run is about 1.5 MB: one fits on a 2 MiB disk, two do not
 
 
@@ -33,8 +41,9 @@ def small_disk(tmp_path):
         point.mkdir()
         if shutil.which("mount") is None:
             pytest.skip("no mount command: cannot make a small tmpfs")
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)], capture_output=True, text=True
+        )
         if proc.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs (needs root and mount permission): {proc.stderr.strip()}")
         mounts.append(point)
@@ -61,8 +70,11 @@ def test_training_on_a_full_disk_keeps_the_earlier_checkpoint(small_disk, nproc)
     """Two processes: the main one writes, both stop (none waits for the other), the line is said once;
     torchrun then reports the failed children in its own words."""
     run = small_disk("2m") / "run"
-    launcher = [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                                    f"--nproc_per_node={nproc}"]
+    launcher = (
+        [sys.executable]
+        if nproc == 1
+        else [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    )
     proc = run_process([*launcher, *TRAIN[1:], "--save_dir", str(run), "train.iterations=4"], timeout=240)
     assert proc.returncode == 1, proc.stderr[-2000:]
     expected = f"main.py: error: {run / 'ckpt_0000004.pth'}: cannot write (no space left on device)"
@@ -79,8 +91,10 @@ def test_training_into_a_read_only_folder(small_disk):
     run = small_disk("2m", read_only=True, folders=["run"]) / "run"
     proc = run_process([*TRAIN, "--save_dir", str(run), "train.iterations=2"])
     assert proc.returncode == 1
-    assert error_line(proc, "main.py: error:") == \
-        f"main.py: error: {run / 'config.yaml'}: cannot write (read-only file system)"
+    assert (
+        error_line(proc, "main.py: error:")
+        == f"main.py: error: {run / 'config.yaml'}: cannot write (read-only file system)"
+    )
     proc = run_process([*TRAIN, "--save_dir", str(run / "new"), "train.iterations=2"])
     assert proc.returncode == 1
     assert error_line(proc, "main.py: error:") == f"main.py: error: {run / 'new'}: cannot write (read-only file system)"
@@ -101,8 +115,21 @@ def faces(tmp_path_factory, real_lq_dir):
 
 
 def restore(tiny_config, faces, out: Path):
-    return run_process([sys.executable, "inference_difface.py", "-i", str(faces), "-o", str(out), "--aligned",
-                        "--bs", "1", "--config", str(tiny_config)])
+    return run_process(
+        [
+            sys.executable,
+            "inference_difface.py",
+            "-i",
+            str(faces),
+            "-o",
+            str(out),
+            "--aligned",
+            "--bs",
+            "1",
+            "--config",
+            str(tiny_config),
+        ]
+    )
 
 
 def test_inference_on_a_full_disk_keeps_what_it_wrote(small_disk, tiny_config, faces):

@@ -8,6 +8,7 @@ shell script (``bash X.sh``). For each, the file must exist; every flag after it
 its text), and every ``configs/...`` path anywhere in the command must exist. The ``--help`` texts are
 collected in ONE subprocess that runs each script's ``__main__`` with ``--help`` (torch is imported once).
 """
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,8 @@ class Command:
     """One shell command of a README code block."""
 
     text: str
-    kind: str = ""       # "script" (a .py file), "module" (python -m), "shell" (bash X.sh) or "" (other)
-    target: str = ""     # the file or module name
+    kind: str = ""  # "script" (a .py file), "module" (python -m), "shell" (bash X.sh) or "" (other)
+    target: str = ""  # the file or module name
     flags: List[str] = field(default_factory=list)
     configs: List[str] = field(default_factory=list)
 
@@ -132,11 +133,26 @@ def module_file(name: str) -> Path:
 
 def collect_help(commands: List[Command]) -> Dict[str, str]:
     """``--help`` output of every Python script and module in ``commands`` (one subprocess)."""
-    targets = sorted({(c.kind, c.target) for c in commands if c.kind in ("script", "module")
-                      and (c.kind == "module" and module_file(c.target).is_file()
-                           or c.kind == "script" and (REPO_ROOT / c.target).is_file())})
-    result = subprocess.run([sys.executable, "-c", HELP_COLLECTOR, json.dumps(targets)], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=600)
+    targets = sorted(
+        {
+            (c.kind, c.target)
+            for c in commands
+            if c.kind in ("script", "module")
+            and (
+                c.kind == "module"
+                and module_file(c.target).is_file()
+                or c.kind == "script"
+                and (REPO_ROOT / c.target).is_file()
+            )
+        }
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", HELP_COLLECTOR, json.dumps(targets)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)
 

@@ -1,5 +1,6 @@
 """scripts/docstring_share.py counts docstring lines as written: module, class, method and nested function
 docstrings, and no other string."""
+
 from __future__ import annotations
 
 import subprocess
@@ -65,11 +66,11 @@ def test_totals_match_a_file_by_file_sum(tmp_path):
 
 
 def test_command_prints_the_table_and_fails_over_the_limit():
-    ok = subprocess.run([sys.executable, "scripts/docstring_share.py"], cwd=REPO_ROOT, capture_output=True,
-                        text=True)
+    ok = subprocess.run([sys.executable, "scripts/docstring_share.py"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert ok.returncode == 0 and "| all |" in ok.stdout
-    over = subprocess.run([sys.executable, "scripts/docstring_share.py", "--max", "0.001"], cwd=REPO_ROOT,
-                          capture_output=True, text=True)
+    over = subprocess.run(
+        [sys.executable, "scripts/docstring_share.py", "--max", "0.001"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
     assert over.returncode == 1 and "is over 0.001" in over.stderr
 
 

@@ -1,4 +1,5 @@
 """scripts/download_weights.py against a real HTTP server on 127.0.0.1 (a thread) serving files made here."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,7 +52,7 @@ class Server:
                 self.send_response(206 if start else 200)
                 self.send_header("Content-Length", str(len(body) - start))
                 self.end_headers()
-                sent = body[start:] if server.cut is None else body[start:server.cut]
+                sent = body[start:] if server.cut is None else body[start : server.cut]
                 self.wfile.write(sent)
                 self.close_connection = True
 
@@ -137,9 +138,11 @@ def small_layout(model: torch.nn.Module, path: Path, wrap: Optional[str] = None)
 def eval_files(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("served_eval")
     w = EVAL_WEIGHTS
-    return {w["fid_inception"].file: small_layout(inception_layout(), folder / "i.pth"),
-            w["arcface"].file: small_layout(arcface_layout(), folder / "a.pth"),
-            w["awing"].file: small_layout(awing_layout(), folder / "w.pth", wrap="state_dict")}
+    return {
+        w["fid_inception"].file: small_layout(inception_layout(), folder / "i.pth"),
+        w["arcface"].file: small_layout(arcface_layout(), folder / "a.pth"),
+        w["awing"].file: small_layout(awing_layout(), folder / "w.pth", wrap="state_dict"),
+    }
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """DSST table (models/dsst.py, its builder models/dsst_build.py, scripts/make_dsst.py, models/make_DSST.ipynb)
 on real faces, against independent references."""
+
 from __future__ import annotations
 
 import hashlib
@@ -34,7 +35,7 @@ def linear_alphas_cumprod(num_steps: int = 1000) -> np.ndarray:
 def reference_residual(paths, sigma: float) -> float:
     """mean ||x - G x||^2 / N at 64 px: 2x2 box downsampling of 128 px faces, scipy 'mirror' boundary."""
     r = math.ceil(4 * sigma - 1e-9)
-    k = np.exp(-np.arange(-r, r + 1) ** 2 / (2 * sigma ** 2))
+    k = np.exp(-(np.arange(-r, r + 1) ** 2) / (2 * sigma**2))
     k /= k.sum()
     total = 0.0
     for p in paths:
@@ -47,8 +48,9 @@ def reference_residual(paths, sigma: float) -> float:
 
 @pytest.fixture(scope="module")
 def table(celeba_faces) -> DSSTTable:
-    return build_table(celeba_faces[:16], GRID, resolution=64, noise_schedule="linear", num_steps=1000,
-                       tau=TAU, batch_size=8)
+    return build_table(
+        celeba_faces[:16], GRID, resolution=64, noise_schedule="linear", num_steps=1000, tau=TAU, batch_size=8
+    )
 
 
 def test_table_metadata(table, celeba_faces):
@@ -79,8 +81,10 @@ def test_table_is_monotone_and_each_t_is_the_first_step_under_tau(table):
 def test_kl_per_pixel_matches_gaussian_kl():
     """a ||x - Gx||^2 / (2 (1 - a) N) equals the mean per-pixel KL of the two forward marginals."""
     gen = torch.Generator().manual_seed(0)
-    x, gx = torch.rand(3, 8, 8, generator=gen, dtype=torch.float64), torch.rand(3, 8, 8, generator=gen,
-                                                                              dtype=torch.float64)
+    x, gx = (
+        torch.rand(3, 8, 8, generator=gen, dtype=torch.float64),
+        torch.rand(3, 8, 8, generator=gen, dtype=torch.float64),
+    )
     abar = np.array([0.9, 0.5, 0.01])
     residual = float(((x - gx) ** 2).mean())
     for a, got in zip(abar, kl_per_pixel(residual, abar)):
@@ -104,15 +108,18 @@ def test_save_load_roundtrip(table, tmp_path):
     assert not list(path.parent.glob("*.tmp"))
 
 
-@pytest.mark.parametrize("edit,field", [
-    (lambda d: d.pop("tau"), "tau"),
-    (lambda d: d.pop("file_list_hash"), "file_list_hash"),
-    (lambda d: d.update(t_values=d["t_values"][::-1]), "t_values"),
-    (lambda d: d.update(sigmas=d["sigmas"][:-1]), "t_values"),
-    (lambda d: d.update(resolution="64"), "resolution"),
-    (lambda d: d.update(sigmas=[0.0] * len(d["sigmas"])), "sigmas"),
-    (lambda d: d.update(extra=1), "extra"),
-])
+@pytest.mark.parametrize(
+    "edit,field",
+    [
+        (lambda d: d.pop("tau"), "tau"),
+        (lambda d: d.pop("file_list_hash"), "file_list_hash"),
+        (lambda d: d.update(t_values=d["t_values"][::-1]), "t_values"),
+        (lambda d: d.update(sigmas=d["sigmas"][:-1]), "t_values"),
+        (lambda d: d.update(resolution="64"), "resolution"),
+        (lambda d: d.update(sigmas=[0.0] * len(d["sigmas"])), "sigmas"),
+        (lambda d: d.update(extra=1), "extra"),
+    ],
+)
 def test_load_rejects_bad_fields_with_clear_errors(table, tmp_path, edit, field):
     data = json.loads(json.dumps(table.__dict__))
     edit(data)
@@ -184,30 +191,71 @@ def test_tau_for_start_puts_the_reference_blur_at_that_step(residual, start_t):
 
 def test_cli_calibrated_tau_starts_the_reference_blur_at_the_given_step(faces_hq_dir, tmp_path):
     config = tmp_path / "dsst.yaml"
-    config.write_text("resolution: 64\ncalibrate: {sigma_512: 16.0, start_t: 400}\nbatch_size: 8\n"
-                      "grid:\n  sigma_512_max: 32.0\n  num: 9\n")  # 16 is a grid point
+    config.write_text(
+        "resolution: 64\ncalibrate: {sigma_512: 16.0, start_t: 400}\nbatch_size: 8\n"
+        "grid:\n  sigma_512_max: 32.0\n  num: 9\n"
+    )  # 16 is a grid point
     out = tmp_path / "table.json"
-    assert main(["--images", str(faces_hq_dir / "celeba128_train.txt"), "--config", str(config), "--out", str(out),
-                 "--max-images", "8"]) == 0
+    assert (
+        main(
+            [
+                "--images",
+                str(faces_hq_dir / "celeba128_train.txt"),
+                "--config",
+                str(config),
+                "--out",
+                str(out),
+                "--max-images",
+                "8",
+            ]
+        )
+        == 0
+    )
     table = DSSTTable.load(out)
     assert table.start_step(16.0 * 64 / 512) == 400
     paths = [faces_hq_dir / n for n in (faces_hq_dir / "celeba128_train.txt").read_text().split()[:8]]
     abar = linear_alphas_cumprod()
     r16 = reference_residual(paths, 2.0)  # sigma_512 = 16 at 64 px
-    assert table.tau == pytest.approx(math.sqrt(abar[399] * abar[400] / ((1 - abar[399]) * (1 - abar[400]))) * r16 / 2,
-                                      rel=1e-4)
+    assert table.tau == pytest.approx(
+        math.sqrt(abar[399] * abar[400] / ((1 - abar[399]) * (1 - abar[400]))) * r16 / 2, rel=1e-4
+    )
     both = tmp_path / "both.yaml"
     both.write_text("tau: 1.0e-3\ncalibrate: {sigma_512: 16.0, start_t: 400}\n")
-    assert main(["--images", str(faces_hq_dir / "celeba128_train.txt"), "--config", str(both), "--out", str(out),
-                 "--max-images", "2"]) == 2
+    assert (
+        main(
+            [
+                "--images",
+                str(faces_hq_dir / "celeba128_train.txt"),
+                "--config",
+                str(both),
+                "--out",
+                str(out),
+                "--max-images",
+                "2",
+            ]
+        )
+        == 2
+    )
 
 
 def test_cli_builds_and_prints_table(faces_hq_dir, tmp_path, capsys):
     config = tmp_path / "dsst.yaml"
     config.write_text("resolution: 32\ntau: 1.0e-3\nbatch_size: 4\ngrid:\n  sigma_512_max: 32.0\n  num: 9\n")
     out = tmp_path / "table.json"
-    rc = main(["--images", str(faces_hq_dir / "celeba128_train.txt"), "--config", str(config),
-               "--resolution", "64", "--out", str(out), "--max-images", "4"])
+    rc = main(
+        [
+            "--images",
+            str(faces_hq_dir / "celeba128_train.txt"),
+            "--config",
+            str(config),
+            "--resolution",
+            "64",
+            "--out",
+            str(out),
+            "--max-images",
+            "4",
+        ]
+    )
     assert rc == 0
     table = DSSTTable.load(out)
     assert table.resolution == 64 and table.num_images == 4 and len(table.sigmas) == 9
@@ -216,8 +264,7 @@ def test_cli_builds_and_prints_table(faces_hq_dir, tmp_path, capsys):
     assert "sigma_512" in capsys.readouterr().out
     bad = tmp_path / "bad.yaml"
     bad.write_text("tua: 1.0\n")
-    assert main(["--images", str(faces_hq_dir / "celeba128_train.txt"), "--config", str(bad),
-                 "--out", str(out)]) == 2
+    assert main(["--images", str(faces_hq_dir / "celeba128_train.txt"), "--config", str(bad), "--out", str(out)]) == 2
     assert "tua" in capsys.readouterr().err
 
 
@@ -228,22 +275,29 @@ def test_notebook_executes_headless(faces_hq_dir, tmp_path):
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     assert nb.cells.index(params) == 1 and nb.cells[0].cell_type == "markdown"
     out = tmp_path / "dsst_nb.json"
-    params.source = "\n".join([
-        f"images = {str(faces_hq_dir / 'celeba128_train.txt')!r}",
-        "config = 'configs/dsst/demo64.yaml'",
-        "resolution = 64",
-        "max_images = 8",
-        f"out = {str(out)!r}",
-        "device = 'cpu'",
-    ])
-    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=120,
-                                     resources={"metadata": {"path": str(REPO / "models")}})
+    params.source = "\n".join(
+        [
+            f"images = {str(faces_hq_dir / 'celeba128_train.txt')!r}",
+            "config = 'configs/dsst/demo64.yaml'",
+            "resolution = 64",
+            "max_images = 8",
+            f"out = {str(out)!r}",
+            "device = 'cpu'",
+        ]
+    )
+    client = nbclient.NotebookClient(
+        nb, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(REPO / "models")}}
+    )
     client.execute()
     table = DSSTTable.load(out)
     assert table.num_images == 8 and table.resolution == 64
     assert out.with_suffix(".png").stat().st_size > 0
-    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
-               for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert any(
+        o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
 
 
 def test_notebook_defaults_write_outside_the_shipped_weights(faces_hq_dir, tmp_path, monkeypatch):
@@ -256,15 +310,21 @@ def test_notebook_defaults_write_outside_the_shipped_weights(faces_hq_dir, tmp_p
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     lines = params.source.splitlines()
     out_line = next(line for line in lines if line.startswith("out ="))
-    params.source = "\n".join([line for line in lines if not line.startswith(("images =", "max_images ="))]
-                              + [f"images = {str(faces_hq_dir / 'celeba128_train.txt')!r}", "max_images = 4"])
+    params.source = "\n".join(
+        [line for line in lines if not line.startswith(("images =", "max_images ="))]
+        + [f"images = {str(faces_hq_dir / 'celeba128_train.txt')!r}", "max_images = 4"]
+    )
     (tmp_path / "models").mkdir()  # the kernel starts here; the notebook takes its parent as the root
     (tmp_path / "configs").symlink_to(REPO / "configs")
     monkeypatch.setenv("PYTHONPATH", str(REPO))
-    nbclient.NotebookClient(nb, kernel_name="python3", timeout=120,
-                            resources={"metadata": {"path": str(tmp_path / "models")}}).execute()
-    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file() and
-                     not p.is_symlink() and "__pycache__" not in p.parts)
+    nbclient.NotebookClient(
+        nb, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(tmp_path / "models")}}
+    ).execute()
+    written = sorted(
+        str(p.relative_to(tmp_path))
+        for p in tmp_path.rglob("*")
+        if p.is_file() and not p.is_symlink() and "__pycache__" not in p.parts
+    )
     default_out = out_line.split("=", 1)[1].split("#")[0].strip().strip("\"'")
     stem = Path(default_out).with_suffix("")
     assert written == sorted([default_out, f"{stem}.png", f"{stem}_faces.png"]), written
@@ -276,11 +336,13 @@ def test_cli_several_folders_half_split_and_provenance(celeba_faces, tmp_path, m
     folders = [tmp_path / "a", tmp_path / "b"]
     for i, folder in enumerate(folders):
         folder.mkdir()
-        for p in celeba_faces[4 * i:4 * i + 4]:
+        for p in celeba_faces[4 * i : 4 * i + 4]:
             (folder / p.name).symlink_to(p)
     config = tmp_path / "dsst.yaml"
-    config.write_text("resolution: 64\ncalibrate: {sigma_512: 16.0, start_t: 400}\nbatch_size: 4\n"
-                      "grid:\n  sigma_512_max: 32.0\n  num: 17\n")
+    config.write_text(
+        "resolution: 64\ncalibrate: {sigma_512: 16.0, start_t: 400}\nbatch_size: 4\n"
+        "grid:\n  sigma_512_max: 32.0\n  num: 17\n"
+    )
     monkeypatch.chdir(tmp_path)
     assert main(["--images", "a", "b", "--config", "dsst.yaml", "--out", "t.json", "--half-split"]) == 0
     table = DSSTTable.load(tmp_path / "t.json")
@@ -288,12 +350,24 @@ def test_cli_several_folders_half_split_and_provenance(celeba_faces, tmp_path, m
     files = sorted(tmp_path.glob("[ab]/*.png"))  # folder a, then folder b: the order of --images
     assert table.file_list_hash == file_list_hash(files, tmp_path)
     prov = table.provenance
-    assert prov["images"] == ["a", "b"] and prov["config"] == "dsst.yaml" and prov["command"].startswith(
-        "python scripts/make_dsst.py --images a b")
+    assert (
+        prov["images"] == ["a", "b"]
+        and prov["config"] == "dsst.yaml"
+        and prov["command"].startswith("python scripts/make_dsst.py --images a b")
+    )
     split = prov["half_split"]
-    halves = [build_table(files[j::2], np.linspace(0, 4, 17), resolution=64,
-                          noise_schedule="linear", num_steps=1000, calibrate=(2.0, 400), batch_size=4)
-              for j in (0, 1)]
+    halves = [
+        build_table(
+            files[j::2],
+            np.linspace(0, 4, 17),
+            resolution=64,
+            noise_schedule="linear",
+            num_steps=1000,
+            calibrate=(2.0, 400),
+            batch_size=4,
+        )
+        for j in (0, 1)
+    ]
     assert split["num_images"] == [4, 4] and split["tau"] == pytest.approx([h.tau for h in halves])
     diff = np.abs(np.subtract(halves[0].t_values, halves[1].t_values))
     assert split["max_abs_dt_between_halves"] == diff.max()

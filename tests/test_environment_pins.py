@@ -1,4 +1,5 @@
 """requirements.txt and environment.yaml must pin the same versions (one source of truth for users)."""
+
 from pathlib import Path
 
 import yaml

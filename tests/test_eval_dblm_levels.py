@@ -1,5 +1,6 @@
 """scripts/eval_dblm_levels.py on a real test set with the shipped demo DBLM: its numbers against direct
 computations (basicsr's PSNR on the image files, the DBLM forward, the exact blur of the HQ faces)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,16 +29,26 @@ def opencv_blur(img: np.ndarray, sigma: float) -> np.ndarray:
 @pytest.fixture(scope="module")
 def testset(tmp_path_factory, faces_hq_dir):
     out = tmp_path_factory.mktemp("levels")
-    make_testset(faces_hq_dir / "celeba128_val.txt", out, 64, seed=3, config=REPO / "configs/degradation/demo64.yaml",
-                 severity_thirds=True, limit=6)
+    make_testset(
+        faces_hq_dir / "celeba128_val.txt",
+        out,
+        64,
+        seed=3,
+        config=REPO / "configs/degradation/demo64.yaml",
+        severity_thirds=True,
+        limit=6,
+    )
     return out
 
 
 def test_level_table_matches_direct_computation(testset, lpips_weights_dir, capsys):
     assert levels.main(["--testset", str(testset)]) == 0
     text = capsys.readouterr().out
-    rows = {line.split(" | ")[0].lstrip("| "): [float(v) for v in line.strip(" |").split(" | ")[1:]]
-            for line in text.splitlines() if line.startswith("| ") and not line.startswith("| quantity")}
+    rows = {
+        line.split(" | ")[0].lstrip("| "): [float(v) for v in line.strip(" |").split(" | ")[1:]]
+        for line in text.splitlines()
+        if line.startswith("| ") and not line.startswith("| quantity")
+    }
     assert len(rows) == 3 + 6 * 3  # LQ (2), sigma_hat, and 6 quantities for each of the K = 3 levels
 
     lq, hq, severity = levels.load_testset(testset)
@@ -48,6 +59,7 @@ def test_level_table_matches_direct_computation(testset, lpips_weights_dir, caps
 
     from DiffBIR.dblm import DBLM
     from utils.config import load_config
+
     out = DBLM.from_config(load_config(REPO / "configs/sample/dynfacerestore_demo.yaml").dblm)(lq)
     assert rows["level 1: sigma (px)"][0] == pytest.approx(out.sigma_hat.clamp(min=0.0625).mean().item(), abs=0.01)
     assert rows["level 3: sigma (px)"][0] == pytest.approx(out.sigmas[:, 2].mean().item(), abs=0.01)
@@ -61,13 +73,13 @@ def test_level_table_matches_direct_computation(testset, lpips_weights_dir, caps
     assert rows["level 3: y' vs x, PSNR"][0] == pytest.approx(level3, abs=0.01)
 
 
-
 def test_exact_levels_keep_the_sigmas_and_blur_the_hq_faces(testset, capsys):
     """scripts/sample_exact_levels.py: the wrapped DBLM keeps SDE's sigmas and returns G_sigma_k * x; the
     script runs both samplers on real faces and prints one row each."""
     exact = load_script("sample_exact_levels")
     from DiffBIR.dblm import DBLM
     from utils.config import load_config
+
     lq, hq, _ = levels.load_testset(testset)
     real = DBLM.from_config(load_config(REPO / "configs/sample/dynfacerestore_demo.yaml").dblm)
     wrapped = exact.ExactLevels(real)

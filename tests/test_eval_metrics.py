@@ -1,5 +1,6 @@
 """The evaluation's networks (FID Inception, ArcFace IR-SE50, AWing) built from basicsr / facexlib with random
 weights saved at their real layouts, run end to end on real faces; dlib's landmark distance; bad weights files."""
+
 from __future__ import annotations
 
 import math
@@ -39,8 +40,13 @@ def blur(img: np.ndarray, sigma: float = 2.0) -> np.ndarray:
 
 def shift(img: np.ndarray, dx: float) -> np.ndarray:
     """``img`` moved right by ``dx`` pixels (bilinear, border replicated)."""
-    return cv2.warpAffine(img, np.float32([[1, 0, dx], [0, 1, 0]]), img.shape[1::-1], flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(
+        img,
+        np.float32([[1, 0, dx], [0, 1, 0]]),
+        img.shape[1::-1],
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
 
 
 def test_fid_inception_runs_on_real_faces(weights_dir, faces):

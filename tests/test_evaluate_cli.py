@@ -1,5 +1,6 @@
 """scripts/evaluate.py as a real process on folders of real faces: offline (unavailable metrics named, exit 0),
 with random weights at the real layouts (every metric computed), --make-stats, a truncated weights file."""
+
 from __future__ import annotations
 
 import csv
@@ -35,8 +36,19 @@ def evaluate(*args) -> str:
 
 
 def test_offline_two_folders_print_the_table_and_name_the_unavailable_metrics(folders, lpips_weights_dir, tmp_path):
-    out = evaluate("--restored", folders / "blurred", folders / "same", "--hq", folders / "hq", "--lpips-weights",
-                   lpips_weights_dir, "--weights-dir", tmp_path / "none", "--out", tmp_path / "table")
+    out = evaluate(
+        "--restored",
+        folders / "blurred",
+        folders / "same",
+        "--hq",
+        folders / "hq",
+        "--lpips-weights",
+        lpips_weights_dir,
+        "--weights-dir",
+        tmp_path / "none",
+        "--out",
+        tmp_path / "table",
+    )
     lines = out.splitlines()
     header = next(line for line in lines if line.startswith("| restored |"))
     for label in ("PSNR", "SSIM", "LPIPS", "ID dist (dlib)", "LMD (dlib)"):
@@ -65,9 +77,25 @@ def random_weights(tmp_path_factory):
 def test_every_metric_runs_with_weights_at_the_real_layouts(folders, random_weights, tmp_path):
     """FID against the HQ folder equals FID against the statistics --make-stats writes of that folder."""
     evaluate("--make-stats", folders / "hq", "--out", tmp_path / "hq_stats.npz", "--weights-dir", random_weights)
-    evaluate("--restored", folders / "blurred", folders / "same", "--hq", folders / "hq", "--fid-stats",
-             tmp_path / "hq_stats.npz", "--weights-dir", random_weights, "--out", tmp_path / "all",
-             "--metrics", "arcface", "lmd_awing", "fid", "fid_stats", "kid")
+    evaluate(
+        "--restored",
+        folders / "blurred",
+        folders / "same",
+        "--hq",
+        folders / "hq",
+        "--fid-stats",
+        tmp_path / "hq_stats.npz",
+        "--weights-dir",
+        random_weights,
+        "--out",
+        tmp_path / "all",
+        "--metrics",
+        "arcface",
+        "lmd_awing",
+        "fid",
+        "fid_stats",
+        "kid",
+    )
     report = json.loads((tmp_path / "all.json").read_text())
     assert report["unavailable"] == {}
     blurred, same = (report["results"][str(folders / name)] for name in ("blurred", "same"))
@@ -82,8 +110,17 @@ def test_every_metric_runs_with_weights_at_the_real_layouts(folders, random_weig
 def test_a_truncated_weights_file_is_one_unavailable_line(folders, random_weights, tmp_path):
     source = EVAL_WEIGHTS["arcface"].target(random_weights)
     EVAL_WEIGHTS["arcface"].target(tmp_path).write_bytes(source.read_bytes()[:1000])
-    out = evaluate("--restored", folders / "blurred", "--hq", folders / "hq", "--weights-dir", tmp_path,
-                   "--metrics", "psnr", "arcface")
+    out = evaluate(
+        "--restored",
+        folders / "blurred",
+        "--hq",
+        folders / "hq",
+        "--weights-dir",
+        tmp_path,
+        "--metrics",
+        "psnr",
+        "arcface",
+    )
     line = next(line for line in out.splitlines() if line.startswith("unavailable: arcface"))
     assert "recognition_arcface_ir_se50.pth: not the arcface file" in line and "PSNR" in out
 
@@ -91,6 +128,7 @@ def test_a_truncated_weights_file_is_one_unavailable_line(folders, random_weight
 def test_bad_arguments_are_one_line(tmp_path):
     import subprocess
 
-    proc = subprocess.run([sys.executable, "scripts/evaluate.py", "--restored", str(tmp_path / "nothing")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "scripts/evaluate.py", "--restored", str(tmp_path / "nothing")], capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "not a folder with images" in proc.stderr.strip().splitlines()[-1]

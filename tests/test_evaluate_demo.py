@@ -1,4 +1,5 @@
 """scripts/evaluate_demo.py's tables: means per severity third over the given records, "-" where a row has none."""
+
 from __future__ import annotations
 
 import math

@@ -1,5 +1,6 @@
 """scripts/evaluate_steps.py's frontier rows: what each row runs (method, config, options) and where its
 records are read, the folder the command line writes them to."""
+
 from __future__ import annotations
 
 from inference.report import record_path, write_json

@@ -1,4 +1,5 @@
 """utils/export_weights.py: EMA extraction from both trainers' layouts, lossless-fp16 rule, manifest."""
+
 from __future__ import annotations
 
 import json
@@ -51,9 +52,20 @@ def test_export_from_main_py_checkpoint_and_manifest(tmp_path):
 
 def test_comparison_with_the_previous_export_is_rendered_and_dropped_by_a_new_export(tmp_path):
     """A hand-written ``against_previous`` shows in MANIFEST.md; re-exporting the file replaces the entry."""
-    entry = {"file": "net.pth", "config": "c.yaml", "command": "cmd", "step": 1, "dtype": "float32",
-             "fp16_max_rel_error": 0.0, "size_mb": 0.1, "machine": "m", "torch": "t", "date": "d",
-             "final_scalars": {}, "against_previous": "val loss 0.3 -> 0.2"}
+    entry = {
+        "file": "net.pth",
+        "config": "c.yaml",
+        "command": "cmd",
+        "step": 1,
+        "dtype": "float32",
+        "fp16_max_rel_error": 0.0,
+        "size_mb": 0.1,
+        "machine": "m",
+        "torch": "t",
+        "date": "d",
+        "final_scalars": {},
+        "against_previous": "val loss 0.3 -> 0.2",
+    }
     assert "- against the previous export: val loss 0.3 -> 0.2" in render_markdown([entry])
     record_manifest(tmp_path, entry)
     record_manifest(tmp_path, {k: v for k, v in entry.items() if k != "against_previous"})

@@ -1,5 +1,6 @@
 """faces.align and the classic paste-back of faces.paste on a real face pasted into a real background at a
 known similarity transform (the resolution-aware paste-back: tests/test_paste.py)."""
+
 from __future__ import annotations
 
 import cv2
@@ -9,8 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from faces.align import align_face, estimate_similarity, face_template
-from faces.paste import (FacePaste, PasteConfig, bicubic_upsample, face_to_upsampled, paste_face, restore_whole_image,
-                         soft_face_mask)
+from faces.paste import (
+    FacePaste,
+    PasteConfig,
+    bicubic_upsample,
+    face_to_upsampled,
+    paste_face,
+    restore_whole_image,
+    soft_face_mask,
+)
 from utils.image_io import read_image
 
 FACE = 256
@@ -31,8 +39,11 @@ def _similarity(angle_deg, scale, centre, face_size=FACE):
 @pytest.fixture(scope="module")
 def scene(faces_hq_dir, real_lq_dir):
     """(face 256, composite 384x448, face->image transform T, landmarks in the composite)."""
-    face = cv2.resize(read_image(sorted((faces_hq_dir / "celebref512").glob("*/*.png"))[0]), (FACE, FACE),
-                      interpolation=cv2.INTER_AREA)
+    face = cv2.resize(
+        read_image(sorted((faces_hq_dir / "celebref512").glob("*/*.png"))[0]),
+        (FACE, FACE),
+        interpolation=cv2.INTER_AREA,
+    )
     bg = read_image(sorted((real_lq_dir / "wider_like").glob("*.png"))[3])
     bg = cv2.GaussianBlur(cv2.resize(bg, (448, 384), interpolation=cv2.INTER_AREA), (0, 0), 3)
     t = _similarity(20.0, 1.2, (200.0, 180.0))
@@ -59,8 +70,13 @@ def test_template_scales():
 
 
 @settings(max_examples=20, deadline=None)
-@given(angle=st.floats(-180, 180), scale=st.floats(0.05, 20), tx=st.floats(-500, 500), ty=st.floats(-500, 500),
-       seed=st.integers(0, 2 ** 31))
+@given(
+    angle=st.floats(-180, 180),
+    scale=st.floats(0.05, 20),
+    tx=st.floats(-500, 500),
+    ty=st.floats(-500, 500),
+    seed=st.integers(0, 2**31),
+)
 def test_similarity_exact_and_least_squares(angle, scale, tx, ty, seed):
     rng = np.random.default_rng(seed)
     src = rng.uniform(0, 512, (5, 2))
@@ -101,7 +117,7 @@ def test_paste_back_identity_restorer(scene, upscale):
     out = paste_face(bg_up, FacePaste(crop, crop, affine), upscale)
     mask = soft_face_mask((FACE, FACE), face_to_upsampled(affine, upscale), bg_up.shape[:2])
     centre = _face_region(t, bg_up.shape[:2], upscale, 72, FACE - 72)
-    assert centre.sum() > 1000 * upscale ** 2 and np.all(mask[centre] == pytest.approx(1.0))
+    assert centre.sum() > 1000 * upscale**2 and np.all(mask[centre] == pytest.approx(1.0))
     assert _psnr(out[centre], bg_up[centre]) > 40.0
     # a half-pixel misplacement must be visible at this tolerance
     shifted = affine.copy()
@@ -134,8 +150,14 @@ def test_restore_whole_image(scene):
     assert res.image.shape == (768, 896, 3) and calls == [1] and len(res.faces.affines) == 1
     centre = _face_region(t, bg_up.shape[:2], 2, 72, FACE - 72)
     assert _psnr(res.image[centre], bg_up[centre]) > 40.0
-    gray = restore_whole_image(composite, _KnownLandmarks(landmarks), lambda f: [np.full_like(x, 0.5) for x in f],
-                               face_size=FACE, upscale=2, cfg=PasteConfig(mode="classic"))
+    gray = restore_whole_image(
+        composite,
+        _KnownLandmarks(landmarks),
+        lambda f: [np.full_like(x, 0.5) for x in f],
+        face_size=FACE,
+        upscale=2,
+        cfg=PasteConfig(mode="classic"),
+    )
     assert np.allclose(gray.image[centre], 0.5, atol=1e-6)
     with pytest.raises(ValueError, match="equal squares"):
         restore_whole_image(composite, _KnownLandmarks(landmarks), lambda f: [x[:10] for x in f], FACE, 1)

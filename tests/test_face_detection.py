@@ -7,6 +7,7 @@ docs/face_detection.md (benchmarks/bench_face_detection.py, 12 composites / 30 f
 detector's mean landmark error 9.9 template px, worst 17.6, crop PSNR 18.7 dB; the error floor of the
 faces' own deviation from the mean template is ~10 px), with margin for other faces.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,11 +17,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from data.face_composites import score_detections, standard_composites
-from faces.detection import (OFFLINE_DEFAULT, RETINAFACE_WEIGHTS_NAME, RETINAFACE_WEIGHTS_URL,
-                                  RetinaFaceDetector, box_iou, build_detector, five_from_68, merge_duplicates,
-                                  resolve_detector_name)
+from faces.detection import (
+    OFFLINE_DEFAULT,
+    RETINAFACE_WEIGHTS_NAME,
+    RETINAFACE_WEIGHTS_URL,
+    RetinaFaceDetector,
+    box_iou,
+    build_detector,
+    five_from_68,
+    merge_duplicates,
+    resolve_detector_name,
+)
 
-MEAN_ERROR_MAX = 13.0      # 512-template pixels
+MEAN_ERROR_MAX = 13.0  # 512-template pixels
 WORST_ERROR_MAX = 25.0
 MEAN_CROP_PSNR_MIN = 17.5  # dB, 128 px crops
 CROP = 128
@@ -130,7 +139,7 @@ def test_merge_duplicates_keeps_the_best_of_overlapping_boxes(raw):
     lms = np.arange(len(boxes) * 10, dtype=np.float64).reshape(-1, 5, 2)
     kept, kept_lms = merge_duplicates(boxes, lms)
     assert kept[0, 4] == boxes[:, 4].max()
-    assert all(box_iou(a, b) <= 0.3 for i, a in enumerate(kept) for b in kept[i + 1:])
+    assert all(box_iou(a, b) <= 0.3 for i, a in enumerate(kept) for b in kept[i + 1 :])
     for box in boxes:  # every dropped box overlaps a kept one that scores at least as high
         assert any(np.array_equal(box, k) or (box_iou(box, k) > 0.3 and k[4] >= box[4]) for k in kept)
     for box, lm in zip(kept, kept_lms):  # landmarks travel with their box

@@ -1,16 +1,17 @@
 """Face presence rates (faces.presence) on real faces and on noise, and the --detect table of
 scripts/sample_prior.py."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from data.datasets import load_face
+from faces.detection import DlibDetector
+from faces.identity import MIN_SIDE, upscale_to
+from faces.presence import DETECTOR_NAMES, FacePresence
 from script_modules import load_script
 from utils.image_io import read_image
-from faces.detection import DlibDetector
-from faces.presence import DETECTOR_NAMES, FacePresence
-from faces.identity import MIN_SIDE, upscale_to
 
 N = 8
 
@@ -52,8 +53,21 @@ def test_empty_image_set_is_a_clear_error(presence):
 
 def test_sample_prior_detect_table(tmp_path, capsys, faces_hq_dir):
     sample_prior = load_script("sample_prior")
-    code = sample_prior.main(["--num", "2", "--respacing", "ddim4", "--out", str(tmp_path / "grid.png"),
-                              "--detect", "--real", str(faces_hq_dir / "celeba128_val.txt"), "--show", "1"])
+    code = sample_prior.main(
+        [
+            "--num",
+            "2",
+            "--respacing",
+            "ddim4",
+            "--out",
+            str(tmp_path / "grid.png"),
+            "--detect",
+            "--real",
+            str(faces_hq_dir / "celeba128_val.txt"),
+            "--show",
+            "1",
+        ]
+    )
     assert code == 0
     assert read_image(tmp_path / "grid.png").shape[1] == 128  # one tile per checkpoint: --show 1
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]

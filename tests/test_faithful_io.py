@@ -7,6 +7,7 @@ page's library (``inference.interactive``) and ``inference.api.restore``. Refere
 ``ImageOps.exif_transpose`` for orientation, the input file's own pixels for everything a restoration
 leaves alone, float64 formulas for the alpha composite.
 """
+
 from __future__ import annotations
 
 import re
@@ -24,7 +25,7 @@ from inference.inputs import load_image
 from inference.interactive import Restorer
 from inference.runner import main
 from proc_helpers import REPO_ROOT, run_checked
-from tiny_setup import RESOLUTION, make_tiny_setup
+from tiny_setup import make_tiny_setup
 from utils.image_io import EXIF_ORIENTATION_TAG, read_upright
 
 DEMO_CONFIG = "configs/sample/dynfacerestore_demo.yaml"
@@ -47,7 +48,7 @@ def photo(faces_hq_dir):
 
 def _far_from_face(centre, shape) -> np.ndarray:
     """Pixels farther than one face side from the face's centre: outside any pasted face footprint."""
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
     return np.hypot(xx - centre[0], yy - centre[1]) > FACE_PX
 
 
@@ -94,8 +95,22 @@ def test_aligned_sideways_face_goes_into_the_model_upright(tiny_config, celeba_f
     Image.fromarray(rgb).save(tmp_path / "up" / "face.png")
     _save_with_orientation(rgb, tmp_path / "side" / "face.png", orientation)
     for name in ("up", "side"):
-        assert main(["-i", str(tmp_path / name), "-o", str(tmp_path / f"o_{name}"), "--aligned",
-                     "--config", str(tiny_config), "--seed", "3"]) == 0
+        assert (
+            main(
+                [
+                    "-i",
+                    str(tmp_path / name),
+                    "-o",
+                    str(tmp_path / f"o_{name}"),
+                    "--aligned",
+                    "--config",
+                    str(tiny_config),
+                    "--seed",
+                    "3",
+                ]
+            )
+            == 0
+        )
     side = tmp_path / "o_side" / "restored" / "face.png"
     np.testing.assert_array_equal(_unchanged(side), _unchanged(tmp_path / "o_up" / "restored" / "face.png"))
     assert _orientation_tag(side) is None
@@ -106,8 +121,20 @@ def test_sideways_jpeg_photo_comes_back_upright_from_the_command_line(tiny_confi
     (tmp_path / "in").mkdir()
     _save_with_orientation(rgb, tmp_path / "in" / "photo.jpg", 6, quality=95)
     assert Image.open(tmp_path / "in" / "photo.jpg").size == PHOTO_SIZE  # (width, height): stored sideways
-    proc = run_checked([sys.executable, "inference_difface.py", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "o"),
-                        "--config", str(tiny_config), "--paste", "classic"])
+    proc = run_checked(
+        [
+            sys.executable,
+            "inference_difface.py",
+            "-i",
+            str(tmp_path / "in"),
+            "-o",
+            str(tmp_path / "o"),
+            "--config",
+            str(tiny_config),
+            "--paste",
+            "classic",
+        ]
+    )
     assert "photo.jpg: converted: EXIF orientation 6 applied" in proc.stdout
     out = tmp_path / "o" / "restored" / "photo.png"
     upright = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "in" / "photo.jpg")))
@@ -165,13 +192,26 @@ def test_alpha_is_carried_through_a_whole_photo(tiny_config, photo, tmp_path):
 
 def test_alpha_of_an_aligned_face_is_kept_and_its_background_is_not_black(tiny_config, celeba_faces, tmp_path):
     rgb = np.asarray(Image.open(celeba_faces[2]).convert("RGB"))
-    yy, xx = np.mgrid[:rgb.shape[0], :rgb.shape[1]] - (rgb.shape[0] - 1) / 2
+    yy, xx = np.mgrid[: rgb.shape[0], : rgb.shape[1]] - (rgb.shape[0] - 1) / 2
     alpha = np.where(np.hypot(xx, yy) < rgb.shape[0] * 0.45, 255, 0).astype(np.uint8)
     (tmp_path / "in").mkdir()
     Image.fromarray(np.dstack([rgb * (alpha[:, :, None] > 0), alpha])).save(tmp_path / "in" / "face.png")
     for run, extra in {"keep": [], "drop": ["--alpha", "drop"]}.items():
-        assert main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / run), "--aligned", "--config", str(tiny_config),
-                     *extra]) == 0
+        assert (
+            main(
+                [
+                    "-i",
+                    str(tmp_path / "in"),
+                    "-o",
+                    str(tmp_path / run),
+                    "--aligned",
+                    "--config",
+                    str(tiny_config),
+                    *extra,
+                ]
+            )
+            == 0
+        )
     kept = _rgb(_unchanged(tmp_path / "keep" / "restored" / "face.png"))
     assert kept.shape == rgb.shape[:2] + (4,)  # larger than the model: back at its own size
     np.testing.assert_array_equal(kept[..., 3], alpha)
@@ -220,8 +260,12 @@ def test_16bit_photo_keeps_its_16_bits_outside_the_faces(tiny_config, faces_hq_d
     (tmp_path / "in").mkdir()
     cv2.imwrite(str(tmp_path / "in" / "photo.png"), rgb16[:, :, ::-1])
     cv2.imwrite(str(tmp_path / "in" / "gray.tif"), cv2.cvtColor(rgb16[:, :, ::-1], cv2.COLOR_BGR2GRAY))
-    assert main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "o"), "--config", str(tiny_config),
-                 "--paste", "classic"]) == 0
+    assert (
+        main(
+            ["-i", str(tmp_path / "in"), "-o", str(tmp_path / "o"), "--config", str(tiny_config), "--paste", "classic"]
+        )
+        == 0
+    )
     out = _rgb(_unchanged(tmp_path / "o" / "restored" / "photo.png"))
     assert out.dtype == np.uint16 and out.shape == rgb16.shape
     far = _far_from_face(comp.faces[0].landmarks.mean(axis=0), PHOTO_SIZE)
@@ -238,10 +282,29 @@ def test_api_equals_the_command_line_on_arrays_and_pil_images(tiny_config, photo
     Image.fromarray(rgb).save(tmp_path / "in" / "photo.png")
     Image.open(real_lq_dir / "wider_like" / "0143.png").convert("L").save(tmp_path / "in" / "face.png")
     for run, extra in {"whole": [], "aligned": ["--aligned"]}.items():
-        assert main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / run), "--config", str(tiny_config),
-                     "--seed", "4", *extra]) == 0
-    whole = restore(np.asarray(Image.open(tmp_path / "in" / "photo.png")), key="photo", aligned=False,
-                    config=str(tiny_config), seed=4)
+        assert (
+            main(
+                [
+                    "-i",
+                    str(tmp_path / "in"),
+                    "-o",
+                    str(tmp_path / run),
+                    "--config",
+                    str(tiny_config),
+                    "--seed",
+                    "4",
+                    *extra,
+                ]
+            )
+            == 0
+        )
+    whole = restore(
+        np.asarray(Image.open(tmp_path / "in" / "photo.png")),
+        key="photo",
+        aligned=False,
+        config=str(tiny_config),
+        seed=4,
+    )
     assert isinstance(whole, np.ndarray) and whole.dtype == np.uint8
     np.testing.assert_array_equal(whole, _rgb(_unchanged(tmp_path / "whole" / "restored" / "photo.png")))
     face = restore(Image.open(tmp_path / "in" / "face.png"), key="face", config=str(tiny_config), seed=4)
@@ -255,12 +318,28 @@ def test_api_equals_the_command_line_on_arrays_and_pil_images(tiny_config, photo
 
 def test_readme_python_api_snippet_runs_and_equals_the_command_line(real_lq_dir, tmp_path, monkeypatch):
     readme = (REPO_ROOT / "README.md").read_text()
-    section = readme[readme.index("## Python API"):]
+    section = readme[readme.index("## Python API") :]
     snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     Image.open(real_lq_dir / "wider_like" / "0143.png").save(tmp_path / "face.png")
     monkeypatch.chdir(tmp_path)
     exec(compile(snippet, "README.md", "exec"), {})
-    assert main(["-i", str(tmp_path / "face.png"), "-o", str(tmp_path / "cli"), "--aligned",
-                 "--config", DEMO_CONFIG, "--seed", "0"]) == 0
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "face_restored.png")),
-                                  _rgb(_unchanged(tmp_path / "cli" / "restored" / "face.png")))
+    assert (
+        main(
+            [
+                "-i",
+                str(tmp_path / "face.png"),
+                "-o",
+                str(tmp_path / "cli"),
+                "--aligned",
+                "--config",
+                DEMO_CONFIG,
+                "--seed",
+                "0",
+            ]
+        )
+        == 0
+    )
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(tmp_path / "face_restored.png")),
+        _rgb(_unchanged(tmp_path / "cli" / "restored" / "face.png")),
+    )

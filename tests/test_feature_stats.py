@@ -1,5 +1,6 @@
 """utils.feature_stats: Fréchet distance against closed forms and scipy's sqrtm, KID against a brute-force
 double sum, statistics files (ours and basicsr's .pth layout)."""
+
 from __future__ import annotations
 
 import itertools
@@ -7,24 +8,39 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from basicsr.metrics.fid import calculate_fid
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import linalg
 from scipy.stats import special_ortho_group
 
 import utils.basicsr_compat  # noqa: F401
-from basicsr.metrics.fid import calculate_fid
-from utils.feature_stats import (StatsError, feature_stats, frechet_distance, kid, kid_subset_size, load_stats,
-                                 mmd2_unbiased, save_stats)
+from utils.feature_stats import (
+    StatsError,
+    feature_stats,
+    frechet_distance,
+    kid,
+    kid_subset_size,
+    load_stats,
+    mmd2_unbiased,
+    save_stats,
+)
 
 positive = st.floats(0.01, 10.0, allow_nan=False)
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(1, 6).flatmap(lambda d: st.tuples(
-    st.lists(st.floats(-5, 5), min_size=d, max_size=d), st.lists(st.floats(-5, 5), min_size=d, max_size=d),
-    st.lists(positive, min_size=d, max_size=d), st.lists(positive, min_size=d, max_size=d),
-    st.integers(0, 2 ** 31 - 1))))
+@given(
+    st.integers(1, 6).flatmap(
+        lambda d: st.tuples(
+            st.lists(st.floats(-5, 5), min_size=d, max_size=d),
+            st.lists(st.floats(-5, 5), min_size=d, max_size=d),
+            st.lists(positive, min_size=d, max_size=d),
+            st.lists(positive, min_size=d, max_size=d),
+            st.integers(0, 2**31 - 1),
+        )
+    )
+)
 def test_frechet_distance_of_gaussians_with_common_eigenvectors_is_the_closed_form(case):
     """C1 = Q diag(a) Q^T, C2 = Q diag(b) Q^T commute: d^2 = ||mu1 - mu2||^2 + sum (sqrt(a_i) - sqrt(b_i))^2."""
     mu1, mu2, a, b, seed = (np.asarray(v, np.float64) if isinstance(v, list) else v for v in case)
@@ -49,8 +65,9 @@ def test_frechet_distance_matches_the_symmetric_sqrtm_form_and_basicsr(seed):
     c1, c2 = a @ a.T + 0.1 * np.eye(d), b @ b.T / (3 * d)
     mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
     root1 = np.real(linalg.sqrtm(c1))
-    expected = (np.sum((mu1 - mu2) ** 2) + np.trace(c1) + np.trace(c2)
-                - 2 * np.trace(np.real(linalg.sqrtm(root1 @ c2 @ root1))))
+    expected = (
+        np.sum((mu1 - mu2) ** 2) + np.trace(c1) + np.trace(c2) - 2 * np.trace(np.real(linalg.sqrtm(root1 @ c2 @ root1)))
+    )
     assert frechet_distance(mu1, c1, mu2, c2) == pytest.approx(expected, rel=1e-9)
     assert frechet_distance(mu1, c1, mu2, c2) == pytest.approx(float(calculate_fid(mu1, c1, mu2, c2)), rel=1e-9)
     assert frechet_distance(mu1, c1, mu1, c1) == pytest.approx(0.0, abs=1e-8)
@@ -87,8 +104,9 @@ def test_kid_averages_the_brute_force_over_the_same_subsets():
     x, y = rng.normal(size=(12, 4)), rng.normal(size=(10, 4)) + 0.5
     mean, std = kid(x, y, subsets=6, subset_size=5, seed=3)
     draw = np.random.default_rng(3)
-    values = [brute_force_mmd2(x[draw.choice(12, 5, replace=False)], y[draw.choice(10, 5, replace=False)])
-              for _ in range(6)]
+    values = [
+        brute_force_mmd2(x[draw.choice(12, 5, replace=False)], y[draw.choice(10, 5, replace=False)]) for _ in range(6)
+    ]
     assert mean == pytest.approx(np.mean(values), rel=1e-12) and std == pytest.approx(np.std(values), rel=1e-9)
     whole = kid(x[:10], y, subsets=3, subset_size=10)  # every subset is all of both sets
     assert whole[1] == pytest.approx(0.0, abs=1e-12)

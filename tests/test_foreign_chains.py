@@ -1,5 +1,6 @@
 """The evaluation's foreign degradation chains (data.foreign_chains) on real faces: deterministic per
 (seed, index), parameters in their stated ranges, and each step doing what it says."""
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,7 @@ def test_motion_kernel_is_normalised_odd_and_nearly_centred(length, angle):
     k = motion_kernel(length, angle)
     assert k.shape[0] == k.shape[1] and k.shape[0] % 2 == 1
     assert k.sum() == pytest.approx(1.0, abs=1e-5) and k.min() >= 0
-    ys, xs = np.mgrid[:k.shape[0], :k.shape[1]]
+    ys, xs = np.mgrid[: k.shape[0], : k.shape[1]]
     c = (k.shape[0] - 1) / 2
     assert np.hypot((k * xs).sum() - c, (k * ys).sum() - c) < 0.75
     assert (k > 0).sum() >= 3  # a line, not a point
@@ -52,8 +53,9 @@ def test_chain_testsets_on_real_faces(faces_hq_dir, tmp_path):
 
 def test_opencv_chain_low_passes_like_its_blur(faces_hq_dir):
     """Without the chain's downsampling limit the loss of high frequencies grows with the drawn sigma."""
-    hq = cv2.resize(read_image(sorted((faces_hq_dir / "ffhq1024").glob("*.png"))[0]), (64, 64),
-                    interpolation=cv2.INTER_AREA).astype(np.float32)
+    hq = cv2.resize(
+        read_image(sorted((faces_hq_dir / "ffhq1024").glob("*.png"))[0]), (64, 64), interpolation=cv2.INTER_AREA
+    ).astype(np.float32)
     lq, params = CHAINS["opencv"](hq, np.random.default_rng(0))
     lap = lambda x: float(np.abs(cv2.Laplacian(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY), cv2.CV_32F)).mean())  # noqa: E731
     assert lap(lq) < 0.6 * lap(hq), params

@@ -1,4 +1,5 @@
 """Closed-form Fourier guidance (models/guidance.py) against dense float64 solves of the normal equations."""
+
 from __future__ import annotations
 
 import math
@@ -9,8 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data.blur import gaussian_blur
-from data.blur import kernel_spectrum1d
+from data.blur import gaussian_blur, kernel_spectrum1d
 from models.guidance import LevelSpectra, batch_pad, blend, closed_form_guidance, closed_form_guidance_multi
 from utils.image_io import img2tensor, read_image
 
@@ -20,7 +20,7 @@ def ref_kernel(sigma: float) -> np.ndarray:
     if sigma == 0:
         return np.ones(1)
     r = math.ceil(4 * sigma - 1e-9)
-    k = np.exp(-np.arange(-r, r + 1) ** 2 / (2 * sigma ** 2))
+    k = np.exp(-(np.arange(-r, r + 1) ** 2) / (2 * sigma**2))
     return k / k.sum()
 
 
@@ -53,7 +53,8 @@ def dense_solve(x0, ys, sigmas, lam, weights=None):
         lhs = lam[i] * np.eye(h * w) + sum(float(wk[i]) * a.T @ a for a, wk in zip(mats, weights))
         for ch in range(c):
             rhs = lam[i] * x0[i, ch].ravel() + sum(
-                float(wk[i]) * a.T @ y[i, ch].ravel() for a, y, wk in zip(mats, ys, weights))
+                float(wk[i]) * a.T @ y[i, ch].ravel() for a, y, wk in zip(mats, ys, weights)
+            )
             out[i, ch] = np.linalg.solve(lhs, rhs).reshape(h, w)
     return torch.from_numpy(out)
 
@@ -73,8 +74,13 @@ def test_periodic_matches_dense_solve(h, w):
 
 
 @settings(max_examples=15, deadline=None)
-@given(sigma=st.one_of(st.just(0.0), st.floats(0.05, 3.0)), lam=st.floats(1e-3, 10.0), h=st.integers(5, 11), w=st.integers(5, 11),
-       seed=st.integers(0, 1000))
+@given(
+    sigma=st.one_of(st.just(0.0), st.floats(0.05, 3.0)),
+    lam=st.floats(1e-3, 10.0),
+    h=st.integers(5, 11),
+    w=st.integers(5, 11),
+    seed=st.integers(0, 1000),
+)
 def test_periodic_matches_dense_solve_property(sigma, lam, h, w, seed):
     x0, y = rand((1, 1, h, w), seed), rand((1, 1, h, w), seed + 1)
     s = torch.tensor([sigma], dtype=torch.float64)
@@ -114,8 +120,8 @@ def test_batch_with_different_sigmas_equals_per_image(kwargs):
     lam = torch.tensor([0.1, 1.0, 0.01], dtype=torch.float64)
     got = closed_form_guidance(x0, y, sigma, lam, **kwargs)
     for i in range(3):
-        one = closed_form_guidance(x0[i:i + 1], y[i:i + 1], sigma[i:i + 1], float(lam[i]), **kwargs)
-        torch.testing.assert_close(got[i:i + 1], one, rtol=0, atol=1e-12)
+        one = closed_form_guidance(x0[i : i + 1], y[i : i + 1], sigma[i : i + 1], float(lam[i]), **kwargs)
+        torch.testing.assert_close(got[i : i + 1], one, rtol=0, atol=1e-12)
 
 
 def test_multi_one_level_equals_single():
@@ -167,8 +173,9 @@ def test_float32_inputs_compute_in_float32_and_match_float64():
     sigma, lam = torch.tensor([1.0, 2.5]), torch.tensor([0.05, 0.5])
     got = closed_form_guidance(x0.float(), y.float(), sigma, lam)
     assert got.dtype == torch.float32
-    torch.testing.assert_close(got.double(), closed_form_guidance(x0, y, sigma.double(), lam.double()),
-                               rtol=0, atol=1e-4)
+    torch.testing.assert_close(
+        got.double(), closed_form_guidance(x0, y, sigma.double(), lam.double()), rtol=0, atol=1e-4
+    )
 
 
 def test_spectrum_cache_is_reused():
@@ -205,8 +212,16 @@ def test_blend_shapes_and_endpoints():
 
 
 @settings(max_examples=15, deadline=None)
-@given(n=st.integers(1, 3), k=st.integers(1, 3), h=st.integers(5, 8), w=st.integers(5, 8),
-       pad=st.integers(0, 4), lam=st.floats(0.01, 2.0), seed=st.integers(0, 10 ** 6), data=st.data())
+@given(
+    n=st.integers(1, 3),
+    k=st.integers(1, 3),
+    h=st.integers(5, 8),
+    w=st.integers(5, 8),
+    pad=st.integers(0, 4),
+    lam=st.floats(0.01, 2.0),
+    seed=st.integers(0, 10**6),
+    data=st.data(),
+)
 def test_level_spectra_subset_matches_dense_solve_of_the_padded_problem(n, k, h, w, pad, lam, seed, data):
     """Precomputed spectra, any level weights and any subset of images = the dense float64 solve on the
     mirror-padded images, cropped (the padding written with numpy, independently of data/blur.py)."""
@@ -223,14 +238,27 @@ def test_level_spectra_subset_matches_dense_solve_of_the_padded_problem(n, k, h,
     def padded(t):
         return torch.from_numpy(np.pad(t.numpy(), ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="reflect"))
 
-    want = dense_solve(padded(x0), [padded(levels[idx, j]) for j in range(k)], [sigmas[idx, j] for j in range(k)],
-                       lam, [weights[:, j].numpy() for j in range(k)])[..., pad:pad + h, pad:pad + w]
+    want = dense_solve(
+        padded(x0),
+        [padded(levels[idx, j]) for j in range(k)],
+        [sigmas[idx, j] for j in range(k)],
+        lam,
+        [weights[:, j].numpy() for j in range(k)],
+    )[..., pad : pad + h, pad : pad + w]
     torch.testing.assert_close(got, want, rtol=0, atol=1e-8)
 
 
 @settings(max_examples=15, deadline=None)
-@given(n=st.integers(1, 3), k=st.integers(1, 3), h=st.integers(5, 8), w=st.integers(5, 8),
-       pad=st.integers(0, 4), lam=st.floats(0.01, 2.0), seed=st.integers(0, 10 ** 6), data=st.data())
+@given(
+    n=st.integers(1, 3),
+    k=st.integers(1, 3),
+    h=st.integers(5, 8),
+    w=st.integers(5, 8),
+    pad=st.integers(0, 4),
+    lam=st.floats(0.01, 2.0),
+    seed=st.integers(0, 10**6),
+    data=st.data(),
+)
 def test_solve_level_matches_dense_solve_toward_each_images_level(n, k, h, w, pad, lam, seed, data):
     """``solve_level`` (one level per image, all images or a subset, lam a number or one per image) = the
     dense float64 solve toward that level on the mirror-padded images (numpy padding), cropped."""
@@ -243,14 +271,15 @@ def test_solve_level_matches_dense_solve_toward_each_images_level(n, k, h, w, pa
     level = torch.tensor(data.draw(st.lists(st.integers(0, k - 1), min_size=len(images), max_size=len(images))))
     lams = gen.uniform(0.01, 2.0, len(images)) if data.draw(st.booleans()) else lam
     x0 = torch.from_numpy(gen.uniform(-1, 1, (len(images), 2, h, w)))
-    got = spectra.solve_level(x0, level, torch.from_numpy(np.asarray(lams)) if np.ndim(lams) else lams,
-                              None if subset is None else images)
+    got = spectra.solve_level(
+        x0, level, torch.from_numpy(np.asarray(lams)) if np.ndim(lams) else lams, None if subset is None else images
+    )
 
     def padded(t):
         return torch.from_numpy(np.pad(t.numpy(), ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="reflect"))
 
     want = dense_solve(padded(x0), [padded(levels[images, level])], [sigmas[images, level]], lams)
-    torch.testing.assert_close(got, want[..., pad:pad + h, pad:pad + w], rtol=0, atol=1e-8)
+    torch.testing.assert_close(got, want[..., pad : pad + h, pad : pad + w], rtol=0, atol=1e-8)
 
 
 def test_solve_level_refuses_a_level_count_that_does_not_match_the_images():
@@ -262,8 +291,10 @@ def test_solve_level_refuses_a_level_count_that_does_not_match_the_images():
 
 
 def test_level_spectra_one_hot_weights_equal_guiding_toward_that_level():
-    levels, sigmas = rand((3, 3, 3, 12, 12), 21), torch.tensor([[2.0, 1.5, 1.0], [1.0, 0.5, 0.2], [3.0, 2.0, 0.0]],
-                                                                 dtype=torch.float64)
+    levels, sigmas = (
+        rand((3, 3, 3, 12, 12), 21),
+        torch.tensor([[2.0, 1.5, 1.0], [1.0, 0.5, 0.2], [3.0, 2.0, 0.0]], dtype=torch.float64),
+    )
     x0 = rand((2, 3, 12, 12), 22)
     idx, chosen = torch.tensor([2, 0]), torch.tensor([1, 2])
     got = LevelSpectra(levels, sigmas, pad=9).solve(x0, torch.eye(3, dtype=torch.float64)[chosen], 0.05, idx)
@@ -273,8 +304,8 @@ def test_level_spectra_one_hot_weights_equal_guiding_toward_that_level():
 
 def test_batch_pad_is_fixed_unless_a_sigma_needs_more():
     assert batch_pad(torch.tensor([[1.0, 0.5]]), 512, 32.0) == 128  # kernel radius ceil(4 * 32)
-    assert batch_pad(torch.tensor([[1.0], [3.0]]), 64, 32.0) == 16   # 32 at 512 px = 4 px at 64 px
-    assert batch_pad(torch.tensor([[6.0]]), 64, 32.0) == 24          # a larger sigma gets its own radius
+    assert batch_pad(torch.tensor([[1.0], [3.0]]), 64, 32.0) == 16  # 32 at 512 px = 4 px at 64 px
+    assert batch_pad(torch.tensor([[6.0]]), 64, 32.0) == 24  # a larger sigma gets its own radius
     assert batch_pad(torch.tensor([[0.3]]), 64, 0.0) == 2
     with pytest.raises(ValueError, match="pad_sigma_512"):
         batch_pad(torch.tensor([[1.0]]), 64, -1.0)

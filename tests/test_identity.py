@@ -4,6 +4,7 @@
 distances must be below different-person distances for the large majority of (same, different) pairs, and
 dlib's 0.6 threshold must separate most pairs, both at 512 px and at the 64 px demo resolution.
 """
+
 from __future__ import annotations
 
 import csv
@@ -14,8 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
-from inference.report import metrics_csv, summarize
 from faces.identity import IDENTITY_CONVENTIONS, SAME_PERSON_THRESHOLD, FaceIdentity
+from inference.report import metrics_csv, summarize
 from utils.image_io import read_image
 from utils.metrics import compute_metrics
 

@@ -1,8 +1,10 @@
 """utils/image_file.py: what a file was travels from read to write, so an untouched image is written back as
 the file's own pixels; the gray projection and the alpha composite against float64 closed forms."""
+
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from utils.image_file import composite_on_mean, faithful_pixels, from_pixels, project_gray
 from utils.image_io import read_upright, write_image
@@ -20,8 +22,13 @@ def _pixels(seed: int, dtype: str, channels: int, gray: bool) -> np.ndarray:
 
 
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2 ** 31), dtype=st.sampled_from(sorted(DTYPES)), channels=st.sampled_from([0, 3, 4]),
-       gray=st.booleans(), alpha=st.sampled_from(["keep", "drop"]))
+@given(
+    seed=st.integers(0, 2**31),
+    dtype=st.sampled_from(sorted(DTYPES)),
+    channels=st.sampled_from([0, 3, 4]),
+    gray=st.booleans(),
+    alpha=st.sampled_from(["keep", "drop"]),
+)
 def test_an_untouched_image_is_written_back_as_its_own_pixels(seed, dtype, channels, gray, alpha):
     pixels = _pixels(seed, dtype, channels, gray)
     rgb, facts = from_pixels(pixels, alpha=alpha)

@@ -1,12 +1,21 @@
 """utils/image_io.py on real files: every format a face folder may hold, bad files, atomic writes."""
+
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
-from utils.image_io import (ImageReadError, img2tensor, list_images, read_image, tensor2img, write_bytes_atomic,
-                            write_image)
+from utils.image_io import (
+    ImageReadError,
+    img2tensor,
+    list_images,
+    read_image,
+    tensor2img,
+    write_bytes_atomic,
+    write_image,
+)
 
 
 @pytest.fixture
@@ -37,6 +46,7 @@ def test_16bit_png(tmp_path, rng):
 
 def test_16bit_rgb_png(tmp_path, rng):
     import cv2  # PIL cannot write 16-bit RGB; OpenCV writes BGR
+
     rgb16 = rng.integers(0, 65536, size=(5, 6, 3), dtype=np.uint16)
     assert cv2.imwrite(str(tmp_path / "c16.png"), rgb16[:, :, ::-1].copy())
     np.testing.assert_allclose(read_image(tmp_path / "c16.png"), rgb16 / 65535.0, rtol=0, atol=1e-7)
@@ -79,11 +89,14 @@ def test_jpeg(tmp_path, rgb8):
     assert np.abs(img - smooth / 255).mean() < 0.05  # and the colours are the right ones (RGB, not BGR)
 
 
-@pytest.mark.parametrize("content,reason", [
-    (b"", "empty file"),
-    (b"this is a text file, not an image\n", "not a decodable image"),
-    (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, "not a decodable image"),  # corrupt PNG
-])
+@pytest.mark.parametrize(
+    "content,reason",
+    [
+        (b"", "empty file"),
+        (b"this is a text file, not an image\n", "not a decodable image"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, "not a decodable image"),  # corrupt PNG
+    ],
+)
 def test_bad_files_raise_image_read_error(tmp_path, content, reason):
     path = tmp_path / "bad.png"
     path.write_bytes(content)

@@ -4,6 +4,7 @@ Every module of the packages and the top-level modules is parsed with ``ast``; e
 ``from ... import`` in it (at module level or inside a function) that names a module of the repository
 is an edge. A cycle is a strongly connected component of more than one module, or a module importing itself.
 """
+
 from __future__ import annotations
 
 import ast
@@ -101,12 +102,15 @@ def test_the_library_has_no_import_cycle():
     assert cycles(graph) == []
 
 
-@pytest.mark.parametrize("edges,expected", [
-    ({"a": {"b"}, "b": {"c"}, "c": set()}, []),
-    ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, [["a", "b", "c"]]),
-    ({"a": {"a"}}, [["a"]]),
-    ({"a": {"b"}, "b": {"a"}, "c": {"d"}, "d": {"c", "e"}, "e": set()}, [["a", "b"], ["c", "d"]]),
-])
+@pytest.mark.parametrize(
+    "edges,expected",
+    [
+        ({"a": {"b"}, "b": {"c"}, "c": set()}, []),
+        ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, [["a", "b", "c"]]),
+        ({"a": {"a"}}, [["a"]]),
+        ({"a": {"b"}, "b": {"a"}, "c": {"d"}, "d": {"c", "e"}, "e": set()}, [["a", "b"], ["c", "d"]]),
+    ],
+)
 def test_cycle_finder_on_known_graphs(edges, expected):
     assert sorted(cycles(edges)) == expected
 

@@ -4,6 +4,7 @@ Real processes (``python -m torch.distributed.run``, gloo on CPU) on the tiny 32
 ``tests/tiny_setup.py`` (random-weight real architectures); the LQ inputs are real degraded faces from
 ../shared/data/real_lq, the "HQ" references are those faces resized (only the metric plumbing is tested).
 """
+
 from __future__ import annotations
 
 import csv
@@ -18,11 +19,11 @@ import cv2
 import numpy as np
 import pytest
 
+from faces.align import face_template
 from inference.inputs import shard
 from inference.runner import main
 from proc_helpers import run_checked
 from tiny_setup import RESOLUTION, make_tiny_setup
-from faces.align import face_template
 from utils.image_io import list_images, read_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,12 +67,29 @@ def _records(out: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_two_processes_restore_every_valid_input_once_then_rerun_skips(tiny_config, inputs, lpips_weights_dir,
-                                                                       tmp_path, capsys):
+def test_two_processes_restore_every_valid_input_once_then_rerun_skips(
+    tiny_config, inputs, lpips_weights_dir, tmp_path, capsys
+):
     lq, hq, stems = inputs
     out = tmp_path / "out"
-    args = ["-i", str(lq), "-i_hq", str(hq), "-o", str(out), "--bs", "2", "--aligned", "--config", str(tiny_config),
-            "--lpips_weights", str(lpips_weights_dir), "--save_intermediates", "--seed", "3"]
+    args = [
+        "-i",
+        str(lq),
+        "-i_hq",
+        str(hq),
+        "-o",
+        str(out),
+        "--bs",
+        "2",
+        "--aligned",
+        "--config",
+        str(tiny_config),
+        "--lpips_weights",
+        str(lpips_weights_dir),
+        "--save_intermediates",
+        "--seed",
+        "3",
+    ]
     proc = _torchrun(2, args)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log
@@ -131,8 +149,24 @@ def test_paper_command_as_written(tiny_config, inputs, lpips_weights_dir, tmp_pa
     for s in stems[:2]:
         shutil.copy(lq / f"{s}.png", few / f"{s}.png")
     out = tmp_path / "result"
-    cmd = ["-i", str(few), "-i_hq", str(hq), "--bs", "2", "-o", str(out), "--task", "restoration", "--eta", "0.5",
-           "--aligned", "--use_fp16", "--config", str(tiny_config)]
+    cmd = [
+        "-i",
+        str(few),
+        "-i_hq",
+        str(hq),
+        "--bs",
+        "2",
+        "-o",
+        str(out),
+        "--task",
+        "restoration",
+        "--eta",
+        "0.5",
+        "--aligned",
+        "--use_fp16",
+        "--config",
+        str(tiny_config),
+    ]
     env_backup = ENV.get("DYNFACE_LPIPS_WEIGHTS")
     ENV["DYNFACE_LPIPS_WEIGHTS"] = str(lpips_weights_dir)
     try:
@@ -157,8 +191,26 @@ def test_difface_method_and_seed_independence(tiny_config, inputs, tmp_path):
     inter = json.loads((tmp_path / "a" / "intermediates" / f"{stems[1]}.json").read_text())
     assert inter["tiles"] == ["LQ", "RM0(y)", "result"]
     # the same image restored alone or in a batch with others, by one process: identical result
-    assert main(["-i", str(lq), "--aligned", "--config", str(tiny_config), "--seed", "5", "--bs", "3",
-                 "-o", str(tmp_path / "b"), "--method", "difface"]) == 0
+    assert (
+        main(
+            [
+                "-i",
+                str(lq),
+                "--aligned",
+                "--config",
+                str(tiny_config),
+                "--seed",
+                "5",
+                "--bs",
+                "3",
+                "-o",
+                str(tmp_path / "b"),
+                "--method",
+                "difface",
+            ]
+        )
+        == 0
+    )
     a = read_image(tmp_path / "a" / "restored" / f"{stems[1]}.png")
     b = read_image(tmp_path / "b" / "restored" / f"{stems[1]}.png")
     np.testing.assert_array_equal(a, b)
@@ -175,19 +227,22 @@ def test_missing_checkpoint_stops_at_startup_naming_the_file(tiny_config, inputs
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("extra, expected", [
-    (["--task", "inpainting"], "--task 'inpainting' is not supported"),
-    (["--opts", "sampler.guidance.mode=sometimes"], "sampler.guidance.mode"),
-    (["--opts", "sampler.no_such_key=1"], "no_such_key"),
-    (["--eta", "2"], "eta must be in [0, 1]"),
-    (["--use_fp16", "--precision", "bf16"], "--use_fp16 contradicts --precision bf16"),
-    (["--detector", "retinaface"], "detection_Resnet50_Final.pth"),  # RetinaFace asked for without its weights
-    (["--min_face_size", "0"], "--min_face_size must be at least 1"),
-    (["--opts", "paste.mode=soft"], "paste.mode"),
-    (["--opts", "paste.correction_max=2"], "paste.correction_max"),
-    (["--steps", "999"], "cannot create exactly 999 steps"),
-    (["--steps", "0"], "--steps must be in [1, 1000]"),
-])
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--task", "inpainting"], "--task 'inpainting' is not supported"),
+        (["--opts", "sampler.guidance.mode=sometimes"], "sampler.guidance.mode"),
+        (["--opts", "sampler.no_such_key=1"], "no_such_key"),
+        (["--eta", "2"], "eta must be in [0, 1]"),
+        (["--use_fp16", "--precision", "bf16"], "--use_fp16 contradicts --precision bf16"),
+        (["--detector", "retinaface"], "detection_Resnet50_Final.pth"),  # RetinaFace asked for without its weights
+        (["--min_face_size", "0"], "--min_face_size must be at least 1"),
+        (["--opts", "paste.mode=soft"], "paste.mode"),
+        (["--opts", "paste.correction_max=2"], "paste.correction_max"),
+        (["--steps", "999"], "cannot create exactly 999 steps"),
+        (["--steps", "0"], "--steps must be in [1, 1000]"),
+    ],
+)
 def test_startup_errors_exit_2_with_one_line(tiny_config, inputs, tmp_path, capsys, extra, expected):
     lq, _, _ = inputs
     aligned = ["--detection_weights", str(tmp_path / "none.pth")] if "--detector" in extra else ["--aligned"]
@@ -213,8 +268,13 @@ def test_unaligned_whole_image_pastes_faces_back(tiny_config, inputs, tmp_path):
     img = cv2.resize(cv2.imread(str(lq / f"{stems[0]}.png")), (72, 60), interpolation=cv2.INTER_AREA)
     cv2.imwrite(str(whole / f"{stems[0]}.png"), img)
     out = tmp_path / "o"
-    assert main(["-i", str(whole), "-i_hq", str(hq), "-o", str(out), "--config", str(tiny_config),
-                 "--upscale", "2"], detector=_TemplateDetector()) == 0
+    assert (
+        main(
+            ["-i", str(whole), "-i_hq", str(hq), "-o", str(out), "--config", str(tiny_config), "--upscale", "2"],
+            detector=_TemplateDetector(),
+        )
+        == 0
+    )
     rec = _records(out)[stems[0]]
     assert read_image(out / "restored" / f"{stems[0]}.png").shape == (120, 144, 3)
     assert read_image(out / "restored_faces" / f"{stems[0]}_00.png").shape == (RESOLUTION, RESOLUTION, 3)
@@ -222,8 +282,24 @@ def test_unaligned_whole_image_pastes_faces_back(tiny_config, inputs, tmp_path):
     w_c, w_h = rec["faces"][0]["paste_weights"]  # the default: resolution-aware
     assert 0.0 <= w_c <= 1.0 and 0.0 <= w_h <= 1.0
     classic = tmp_path / "classic"
-    assert main(["-i", str(whole), "-o", str(classic), "--config", str(tiny_config), "--upscale", "2",
-                 "--paste", "classic"], detector=_TemplateDetector()) == 0
+    assert (
+        main(
+            [
+                "-i",
+                str(whole),
+                "-o",
+                str(classic),
+                "--config",
+                str(tiny_config),
+                "--upscale",
+                "2",
+                "--paste",
+                "classic",
+            ],
+            detector=_TemplateDetector(),
+        )
+        == 0
+    )
     assert _records(classic)[stems[0]]["faces"][0]["paste_weights"] is None
     assert _records(classic)[stems[0]]["overrides"] == ["paste.mode=classic"]
 
@@ -247,8 +323,18 @@ def test_an_output_folder_inside_the_input_folder_is_not_read_back(tiny_config, 
         shutil.copy(lq / f"{stems[0]}.png", names / f"{stems[0]}.png")
         shutil.copy(lq / f"{stems[1]}.png", names / "sub" / f"{stems[1]}.png")
         out = names / "results" if case == "results" else names
-        args = [sys.executable, "inference_difface.py", "-i", str(names), "-o", str(out), "--recursive", "--aligned",
-                "--config", str(tiny_config)]
+        args = [
+            sys.executable,
+            "inference_difface.py",
+            "-i",
+            str(names),
+            "-o",
+            str(out),
+            "--recursive",
+            "--aligned",
+            "--config",
+            str(tiny_config),
+        ]
         run_checked(args)
         records = {p: p.read_bytes() for p in sorted((out / "records").rglob("*.json"))}
         assert sorted(json.loads(r)["key"] for r in records.values()) == keys
@@ -257,8 +343,9 @@ def test_an_output_folder_inside_the_input_folder_is_not_read_back(tiny_config, 
         left_out = [line for line in second.splitlines() if "under the output folder" in line]
         assert len(left_out) == (1 if out != names else 2), second  # names: restored/ and records/
         assert {p: p.read_bytes() for p in sorted((out / "records").rglob("*.json"))} == records
-        assert sorted(p.relative_to(out / "restored").as_posix() for p in (out / "restored").rglob("*.png")) == \
-            [f"{key}.png" for key in keys]
+        assert sorted(p.relative_to(out / "restored").as_posix() for p in (out / "restored").rglob("*.png")) == [
+            f"{key}.png" for key in keys
+        ]
 
 
 def test_a_captured_log_holds_one_plain_line_per_note(tiny_config, inputs, tmp_path):
@@ -266,15 +353,30 @@ def test_a_captured_log_holds_one_plain_line_per_note(tiny_config, inputs, tmp_p
     fp16 warning once, as one plain line without its source line; no progress bar, no blank line (a bar
     cleared around each note left them, ``\\r`` counting as a line break in a log)."""
     lq, _, _ = inputs
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "inference_difface.py", "-i", str(lq),
-           "-o", str(tmp_path / "out"), "--aligned", "--use_fp16", "--config", str(tiny_config)]
-    proc = subprocess.run(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=240)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "inference_difface.py",
+        "-i",
+        str(lq),
+        "-o",
+        str(tmp_path / "out"),
+        "--aligned",
+        "--use_fp16",
+        "--config",
+        str(tiny_config),
+    ]
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=240
+    )
     assert proc.returncode == 0, proc.stdout
     lines = proc.stdout.splitlines()
     assert all(line.strip() for line in lines), lines
     fp16 = [line for line in lines if "precision fp16 ignored" in line]
-    assert fp16 == ["[rank 0] warning: precision fp16 ignored: half precision runs on CUDA only; sampling in "
-                    "float32 on the cpu"]
+    assert fp16 == [
+        "[rank 0] warning: precision fp16 ignored: half precision runs on CUDA only; sampling in float32 on the cpu"
+    ]
     assert "sampler.py" not in proc.stdout and "restoring" not in proc.stdout
     assert any("rgba.png: converted: alpha kept" in line for line in lines)

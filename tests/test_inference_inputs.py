@@ -1,4 +1,5 @@
 """inference.inputs / report / strip: listing, sharding, seeds, bad and odd files, the metrics table."""
+
 from __future__ import annotations
 
 import csv
@@ -13,9 +14,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from inference.inputs import (InputSkip, fit_reference, image_seed, list_inputs, load_image, match_hq,
-                              prepare_aligned, shard)
-from inference.report import metrics_csv, summarize, write_report, write_json
+from inference.inputs import (
+    InputSkip,
+    fit_reference,
+    image_seed,
+    list_inputs,
+    load_image,
+    match_hq,
+    prepare_aligned,
+    shard,
+)
+from inference.report import metrics_csv, summarize, write_json, write_report
 from inference.strip import GAP, MIN_TILE, make_strip, strip_tiles
 from utils.image_io import list_images, read_image
 from utils.metrics import METRIC_CONVENTIONS
@@ -31,10 +40,10 @@ def test_shards_are_disjoint_covering_and_balanced(n, world):
 
 
 @settings(max_examples=20, deadline=None)
-@given(seed=st.integers(0, 2 ** 31), key=st.text(min_size=1, max_size=20))
+@given(seed=st.integers(0, 2**31), key=st.text(min_size=1, max_size=20))
 def test_image_seed_depends_only_on_seed_and_name(seed, key):
     s = image_seed(seed, key)
-    assert s == image_seed(seed, key) and 0 <= s < 2 ** 63
+    assert s == image_seed(seed, key) and 0 <= s < 2**63
     assert s != image_seed(seed + 1, key) and s != image_seed(seed, key, 1)
 
 
@@ -84,15 +93,19 @@ def test_odd_files_are_converted_with_notes_or_skipped(tmp_path, real_lq_dir):
     assert load_image(tmp_path / "rgb16.png", 16, 4096).notes == [sixteen]
     assert "palette image, expanded to RGB" in load_image(tmp_path / "pal.png", 16, 4096).notes
     assert load_image(tmp_path / "wide.png", 16, 4096).notes == []
-    for name, reason in (("tiny.png", "too small (40x15 px"), ("empty.png", "empty file"),
-                         ("text.jpg", "not a decodable image")):
+    for name, reason in (
+        ("tiny.png", "too small (40x15 px"),
+        ("empty.png", "empty file"),
+        ("text.jpg", "not a decodable image"),
+    ):
         with pytest.raises(InputSkip, match=reason.replace("(", r"\(")):
             load_image(tmp_path / name, 16, 4096)
 
     wide = prepare_aligned(load_image(tmp_path / "wide.png", 16, 4096), 64)
     assert wide.image.shape == (64, 64, 3) and wide.notes == ["not square (512x200 px), centre-cropped to 200x200"]
-    expected = cv2.resize(bgr[100:300, 156:356][:, :, ::-1].astype(np.float32) / 255, (64, 64),
-                          interpolation=cv2.INTER_AREA)
+    expected = cv2.resize(
+        bgr[100:300, 156:356][:, :, ::-1].astype(np.float32) / 255, (64, 64), interpolation=cv2.INTER_AREA
+    )
     np.testing.assert_allclose(wide.image, expected, atol=1e-5)
 
 
@@ -110,14 +123,54 @@ def test_very_large_images_are_downscaled_with_a_note(tmp_path, real_lq_dir):
 
 def _records():
     return [
-        {"key": "a", "file": "in/a.png", "method": "dynfacerestore", "sigma_hat": 1.5, "start_index": 3,
-         "start_t": 120, "nfe": 4, "eta": 0.5, "seconds": 0.5, "metrics": {"psnr": 20.0, "ssim": 0.5, "lpips_alex": 0.3}},
-        {"key": "b", "file": "in/b.png", "method": "dynfacerestore", "sigma_hat": 0.5, "start_index": 1,
-         "start_t": 40, "nfe": 2, "eta": 0.2, "seconds": 0.25, "metrics": {"psnr": 30.0, "ssim": 0.7, "lpips_alex": 0.1}},
-        {"key": "c", "file": "in/c.png", "method": "dynfacerestore", "sigma_hat": 0.1, "start_index": 0,
-         "start_t": 0, "nfe": 1, "eta": 0.1, "seconds": 0.1, "metrics": None},
-        {"key": "d", "file": "in/d.png", "method": "difface", "sigma_hat": None, "start_index": 10,
-         "start_t": 400, "nfe": 11, "eta": 0.5, "seconds": 1.0, "metrics": {"psnr": math.inf, "ssim": 1.0}},
+        {
+            "key": "a",
+            "file": "in/a.png",
+            "method": "dynfacerestore",
+            "sigma_hat": 1.5,
+            "start_index": 3,
+            "start_t": 120,
+            "nfe": 4,
+            "eta": 0.5,
+            "seconds": 0.5,
+            "metrics": {"psnr": 20.0, "ssim": 0.5, "lpips_alex": 0.3},
+        },
+        {
+            "key": "b",
+            "file": "in/b.png",
+            "method": "dynfacerestore",
+            "sigma_hat": 0.5,
+            "start_index": 1,
+            "start_t": 40,
+            "nfe": 2,
+            "eta": 0.2,
+            "seconds": 0.25,
+            "metrics": {"psnr": 30.0, "ssim": 0.7, "lpips_alex": 0.1},
+        },
+        {
+            "key": "c",
+            "file": "in/c.png",
+            "method": "dynfacerestore",
+            "sigma_hat": 0.1,
+            "start_index": 0,
+            "start_t": 0,
+            "nfe": 1,
+            "eta": 0.1,
+            "seconds": 0.1,
+            "metrics": None,
+        },
+        {
+            "key": "d",
+            "file": "in/d.png",
+            "method": "difface",
+            "sigma_hat": None,
+            "start_index": 10,
+            "start_t": 400,
+            "nfe": 11,
+            "eta": 0.5,
+            "seconds": 1.0,
+            "metrics": {"psnr": math.inf, "ssim": 1.0},
+        },
     ]
 
 

@@ -10,6 +10,7 @@ pixel outside the pasted faces' footprints equals the input, the face-less photo
 its note, metrics.csv carries the identity distance, each face's record its estimate and decision, and
 summary.json and the log count the decisions.
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,10 +22,10 @@ import numpy as np
 import pytest
 
 from data.face_composites import background, make_composite, standard_composites
-from proc_helpers import run_checked
 from faces.align import estimate_similarity, face_template
-from faces.paste import face_to_upsampled, paste_decision, soft_face_mask
 from faces.identity import IDENTITY_CONVENTIONS
+from faces.paste import face_to_upsampled, paste_decision, soft_face_mask
+from proc_helpers import run_checked
 from utils.image_io import read_image, write_image
 
 DEMO_CONFIG = "configs/sample/dynfacerestore_demo.yaml"
@@ -44,11 +45,14 @@ def photos(tmp_path_factory, faces_hq_dir):
     root = tmp_path_factory.mktemp("whole")
     lq, hq = root / "in", root / "hq"
     lq.mkdir()
-    comps = standard_composites(faces_hq_dir / "ffhq1024", faces_hq_dir / "celebref512", count=4, seed=3,
-                                size=(360, 540), face_px=(90.0, 130.0))
+    comps = standard_composites(
+        faces_hq_dir / "ffhq1024", faces_hq_dir / "celebref512", count=4, seed=3, size=(360, 540), face_px=(90.0, 130.0)
+    )
     celebref = sorted((faces_hq_dir / "celebref512").rglob("*.png"))
-    comps += [make_composite([celebref[3]], seed=5, size=(300, 400), face_px=(52.0, 52.0), max_angle=10.0),
-              make_composite([celebref[40]], seed=6, size=(360, 480), face_px=(192.0, 192.0), max_angle=10.0)]
+    comps += [
+        make_composite([celebref[3]], seed=5, size=(300, 400), face_px=(52.0, 52.0), max_angle=10.0),
+        make_composite([celebref[40]], seed=6, size=(360, 480), face_px=(192.0, 192.0), max_angle=10.0),
+    ]
     names = ["group_a", "group_b", "gray", "rgba", "small_face", "large_face"]
     for name, c in zip(names, comps):
         write_image(hq / f"{name}.png", c.image)
@@ -67,10 +71,31 @@ def photos(tmp_path_factory, faces_hq_dir):
 def test_torchrun_restores_whole_photos(photos, lpips_weights_dir, tmp_path):
     lq, hq, comps = photos
     out = tmp_path / "out"
-    proc = run_checked([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "inference_difface.py",
-                        "-i", str(lq), "-i_hq", str(hq), "-o", str(out), "--config", DEMO_CONFIG, "--bs", "2",
-                        "--lpips_weights", str(lpips_weights_dir), "--save_intermediates",
-                        "--opts", "diffusion.params.timestep_respacing=ddim50"], timeout=600)
+    proc = run_checked(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "inference_difface.py",
+            "-i",
+            str(lq),
+            "-i_hq",
+            str(hq),
+            "-o",
+            str(out),
+            "--config",
+            DEMO_CONFIG,
+            "--bs",
+            "2",
+            "--lpips_weights",
+            str(lpips_weights_dir),
+            "--save_intermediates",
+            "--opts",
+            "diffusion.params.timestep_respacing=ddim50",
+        ],
+        timeout=600,
+    )
     log = proc.stdout + proc.stderr
     assert "face detector: mtcnn_dlib" in log and "no_face.png: no face detected" in log
     records = {p.stem: json.loads(p.read_text()) for p in (out / "records").glob("*.json")}
@@ -96,10 +121,13 @@ def test_torchrun_restores_whole_photos(photos, lpips_weights_dir, tmp_path):
             w_c, w_h = face["paste_weights"]  # resolution-aware by default
             assert 0.0 <= w_c <= 1.0 and 0.0 <= w_h <= 1.0
             assert face["decision"] == paste_decision((w_c, w_h)) and set(face["estimate"]) == {
-                "blur", "crop_noise", "noise_share"}
+                "blur",
+                "crop_noise",
+                "noise_share",
+            }
             decisions.append(face["decision"])
         np.testing.assert_array_equal(res[~footprint], src[~footprint])
-        yy, xx = np.mgrid[:src.shape[0], :src.shape[1]]
+        yy, xx = np.mgrid[: src.shape[0], : src.shape[1]]
         for placed in comp.faces:  # every true face was pasted as its record says
             cx, cy = placed.landmarks.mean(0)
             face = min(rec["faces"], key=lambda f: np.hypot(*(np.array(f["landmarks"]).mean(0) - (cx, cy))))
@@ -121,6 +149,8 @@ def test_torchrun_restores_whole_photos(photos, lpips_weights_dir, tmp_path):
     assert by_key["no_face"][id_col] == ""  # no HQ reference: empty cells
     summary = json.loads((out / "summary.json").read_text())
     assert summary["faces"] == {d: decisions.count(d) for d in ("kept", "partly", "restored")}
-    assert (f"faces: {decisions.count('restored')} restored, {decisions.count('partly')} partly, "
-            f"{decisions.count('kept')} kept as clean") in log
+    assert (
+        f"faces: {decisions.count('restored')} restored, {decisions.count('partly')} partly, "
+        f"{decisions.count('kept')} kept as clean"
+    ) in log
     assert summary["methods"]["dynfacerestore"]["mean"]["id_same"] is not None

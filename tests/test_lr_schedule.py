@@ -1,4 +1,5 @@
 """utils.lr_schedule.lr_at against its closed form (warm-up line, cosine end points and midpoint)."""
+
 from __future__ import annotations
 
 import math
@@ -16,10 +17,10 @@ def test_warmup_is_linear_then_constant():
 
 def test_cosine_end_points_and_midpoint():
     kw = dict(lr=1e-3, total=110, warmup=10, schedule="cosine", min_lr=1e-5)
-    assert lr_at(10, **kw) == pytest.approx(1e-3)              # end of warm-up
+    assert lr_at(10, **kw) == pytest.approx(1e-3)  # end of warm-up
     assert lr_at(60, **kw) == pytest.approx((1e-3 + 1e-5) / 2)  # p = 1/2
-    assert lr_at(110, **kw) == pytest.approx(1e-5)             # p = 1
-    assert lr_at(500, **kw) == pytest.approx(1e-5)             # clipped after the end
+    assert lr_at(110, **kw) == pytest.approx(1e-5)  # p = 1
+    assert lr_at(500, **kw) == pytest.approx(1e-5)  # clipped after the end
     p = 0.3  # step 40
     assert lr_at(40, **kw) == pytest.approx(1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + math.cos(math.pi * p)))
 

@@ -1,5 +1,6 @@
 """utils.metrics and utils.tensor_psnr against independent references: a hand-written LPIPS forward, the PSNR
 formula, basicsr's PSNR, SSIM bounds."""
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from utils.image_io import read_image
-from utils.metrics import (LPIPS_WEIGHTS_ENV, METRIC_CONVENTIONS, LPIPSMetric, compute_metrics, csv_header,
-                           niqe, psnr, ssim)
+from utils.metrics import (
+    LPIPS_WEIGHTS_ENV,
+    METRIC_CONVENTIONS,
+    LPIPSMetric,
+    compute_metrics,
+    csv_header,
+    niqe,
+    psnr,
+    ssim,
+)
 from utils.tensor_psnr import psnr_tensor
 
 SIZE = 128
@@ -41,8 +50,10 @@ def reference_lpips(net: str, npz_path, a: np.ndarray, b: np.ndarray) -> float:
     """Independent LPIPS v0.1 forward in float64 from the npz (no lpips package code)."""
     features = (torchvision.models.alexnet() if net == "alex" else torchvision.models.vgg16()).features
     data = np.load(npz_path)
-    features.load_state_dict({k.removeprefix("features."): torch.from_numpy(data[k])
-                              for k in data.files if k.startswith("features.")}, strict=True)
+    features.load_state_dict(
+        {k.removeprefix("features."): torch.from_numpy(data[k]) for k in data.files if k.startswith("features.")},
+        strict=True,
+    )
     features = features.double().eval()
     shift = torch.tensor(SHIFT, dtype=torch.float64).view(1, 3, 1, 1)
     scale = torch.tensor(SCALE, dtype=torch.float64).view(1, 3, 1, 1)
@@ -115,14 +126,14 @@ def test_lpips_weight_errors(tmp_path, lpips_weights_dir):
 def test_psnr_matches_formula(pair):
     a, b = pair
     mse = np.mean((np.round(a.astype(np.float64) * 255) - np.round(b.astype(np.float64) * 255)) ** 2)
-    assert psnr(a, b) == pytest.approx(10 * math.log10(255.0 ** 2 / mse), rel=1e-12)
+    assert psnr(a, b) == pytest.approx(10 * math.log10(255.0**2 / mse), rel=1e-12)
     assert psnr(a, a) == math.inf
     with pytest.raises(ValueError, match="sizes differ"):
         psnr(a, a[:-1])
 
 
 @settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 2 ** 31 - 1), size=st.integers(1, 9))
+@given(seed=st.integers(0, 2**31 - 1), size=st.integers(1, 9))
 def test_psnr_tensor_equals_basicsr_on_the_uint8_grid(seed, size):
     """Per image of a batch, the float PSNR of [-1, 1] tensors is basicsr's uint8 PSNR when the images
     are already uint8 values (so quantising changes nothing)."""

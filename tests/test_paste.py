@@ -17,6 +17,7 @@
   even a noisy photo as it was.
 * An aligned face larger than the model comes back at its own size (in the library and through the CLI).
 """
+
 from __future__ import annotations
 
 import cv2
@@ -27,13 +28,28 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from data.blur import gaussian_blur, kernel_radius
-from data.sigma_star import FINE_STEP
 from data.face_composites import make_composite
-from faces.align import align_face, estimate_similarity, face_template
 from data.photo_degradation import single_degradation
-from faces.paste import (FaceEstimate, FacePaste, PasteConfig, band_weights, bicubic_upsample, check_paste_config,
-                         degradation_estimates, finest_band_noise, misfit_weighted, noise_share, paste_aligned,
-                         paste_decision, paste_face, paste_weights, restore_whole_image, split_bands)
+from data.sigma_star import FINE_STEP
+from faces.align import align_face, estimate_similarity, face_template
+from faces.paste import (
+    FaceEstimate,
+    FacePaste,
+    PasteConfig,
+    band_weights,
+    bicubic_upsample,
+    check_paste_config,
+    degradation_estimates,
+    finest_band_noise,
+    misfit_weighted,
+    noise_share,
+    paste_aligned,
+    paste_decision,
+    paste_face,
+    paste_weights,
+    restore_whole_image,
+    split_bands,
+)
 from inference.report import record_path
 from proc_helpers import REPO_ROOT
 from sample_config import load_sample_config
@@ -70,8 +86,9 @@ def test_identity_restorer_returns_the_photo(celebref_faces, side, angle):
     lin = np.array([[np.cos(rot), -np.sin(rot)], [np.sin(rot), np.cos(rot)]])
     landmarks = (face.landmarks - centre) @ lin.T + centre
     for upscale in (1, 2):
-        res = restore_whole_image(comp.image, _KnownLandmarks(landmarks[None]), lambda crops: [c.copy() for c in crops],
-                                  CROP, upscale=upscale)
+        res = restore_whole_image(
+            comp.image, _KnownLandmarks(landmarks[None]), lambda crops: [c.copy() for c in crops], CROP, upscale=upscale
+        )
         assert res.pastes[0].weights == (0.0, 1.0)
         np.testing.assert_allclose(res.image, bicubic_upsample(comp.image, upscale), atol=1e-6)
 
@@ -97,7 +114,7 @@ def test_weights_one_zero_is_the_classic_paste(faces_hq_dir):
 
 
 def _grating(hw, freq, angle, phase):
-    yy, xx = np.mgrid[:hw[0], :hw[1]].astype(np.float64)
+    yy, xx = np.mgrid[: hw[0], : hw[1]].astype(np.float64)
     u = np.cos(angle) * xx + np.sin(angle) * yy
     g = 0.5 + 0.25 * np.cos(2 * np.pi * freq * u + phase)
     return np.repeat(g[:, :, None], 3, axis=2).astype(np.float32)
@@ -120,8 +137,13 @@ def _inner(hw, side):
 
 
 @settings(max_examples=20, deadline=None)
-@given(side=st.integers(96, 320), angle=st.floats(-30, 30), a=st.floats(-2, 2), b=st.floats(-2, 2),
-       seed=st.integers(0, 2 ** 16))
+@given(
+    side=st.integers(96, 320),
+    angle=st.floats(-30, 30),
+    a=st.floats(-2, 2),
+    b=st.floats(-2, 2),
+    seed=st.integers(0, 2**16),
+)
 def test_band_split_is_linear_and_sums_to_the_image(side, angle, a, b, seed):
     """(Linear where the crop lies inside the photo: outside it the crop is padded with a constant gray.)"""
     hw = (480, 480)  # the crop of a 320 px face turned by 30 degrees spans 437 px
@@ -151,29 +173,47 @@ def test_band_edge(k, angle, direction, phase):
         signal = img[inner] - 0.5
         kept = parts[band][inner] - (0.5 if band == 0 else 0.0)
         other = parts[1 - band][inner] - (0.5 if band == 1 else 0.0)
-        energy = float(np.mean(signal ** 2))
+        energy = float(np.mean(signal**2))
         assert float(np.mean((kept - signal) ** 2)) < 0.1 * energy, (freq, band)
-        assert float(np.mean(other ** 2)) < 0.1 * energy, (freq, band)
+        assert float(np.mean(other**2)) < 0.1 * energy, (freq, band)
 
 
 @settings(max_examples=50, deadline=None)
-@given(d1=st.floats(0, 5), d2=st.floats(0, 5), d_0=st.floats(0, 8), d_h=st.floats(0.5, 16), d_c=st.floats(0.5, 16),
-       w_max=st.floats(0, 1), resolution=st.sampled_from([64, 512]))
+@given(
+    d1=st.floats(0, 5),
+    d2=st.floats(0, 5),
+    d_0=st.floats(0, 8),
+    d_h=st.floats(0.5, 16),
+    d_c=st.floats(0.5, 16),
+    w_max=st.floats(0, 1),
+    resolution=st.sampled_from([64, 512]),
+)
 def test_weights_are_monotone_and_resolution_free(d1, d2, d_0, d_h, d_c, w_max, resolution):
     cfg = PasteConfig(restorer_sigma_512=d_0, high_band_sigma_512=d_h, correction_sigma_512=d_c, correction_max=w_max)
-    (c1, h1), (c2, h2) = (band_weights(FaceEstimate(min(d1, d2)), resolution, cfg),
-                          band_weights(FaceEstimate(max(d1, d2)), resolution, cfg))
+    (c1, h1), (c2, h2) = (
+        band_weights(FaceEstimate(min(d1, d2)), resolution, cfg),
+        band_weights(FaceEstimate(max(d1, d2)), resolution, cfg),
+    )
     assert 0 <= c1 <= c2 <= w_max + 1e-12 and 1 >= h1 >= h2 >= 0
     assert band_weights(FaceEstimate(0.0), resolution, cfg) == (0.0, 1.0)
     assert band_weights(FaceEstimate(d1 * 512 / resolution), 512, cfg) == pytest.approx(
-        band_weights(FaceEstimate(d1), resolution, cfg), abs=1e-9)
+        band_weights(FaceEstimate(d1), resolution, cfg), abs=1e-9
+    )
     if d_0 * resolution / 512 >= max(d1, d2):  # no more blur than the restorer's own: the input is kept
         assert (c2, h2) == (0.0, 1.0)
 
 
 @settings(max_examples=60, deadline=None)
-@given(n1=st.floats(0, 0.2), n2=st.floats(0, 0.2), nu1=st.floats(0, 1), nu2=st.floats(0, 1), d=st.floats(0, 3),
-       s_0=st.floats(0, 0.05), r_c=st.floats(0.001, 0.1), r_h=st.floats(0.001, 0.1))
+@given(
+    n1=st.floats(0, 0.2),
+    n2=st.floats(0, 0.2),
+    nu1=st.floats(0, 1),
+    nu2=st.floats(0, 1),
+    d=st.floats(0, 3),
+    s_0=st.floats(0, 0.05),
+    r_c=st.floats(0.001, 0.1),
+    r_h=st.floats(0.001, 0.1),
+)
 def test_weights_follow_the_noise(n1, n2, nu1, nu2, d, s_0, r_c, r_h):
     """w_c grows with the crop's noise level, w_h falls with it and with the high band's noise share; a
     crop no noisier than a clean one keeps the blur rule's weights, whatever the share."""
@@ -189,7 +229,7 @@ def test_weights_follow_the_noise(n1, n2, nu1, nu2, d, s_0, r_c, r_h):
 
 
 @settings(max_examples=30, deadline=None)
-@given(sigma=st.floats(0.005, 0.2), seed=st.integers(0, 2 ** 31 - 1))
+@given(sigma=st.floats(0.005, 0.2), seed=st.integers(0, 2**31 - 1))
 def test_finest_band_noise_is_the_std_of_white_noise(sigma, seed):
     """On a linear ramp (no finest-band content) plus white noise of std sigma the estimate is sigma: the
     median of |N(0, sigma^2)| is 0.6745 sigma (4608 blocks: about 2 % standard error)."""
@@ -210,16 +250,25 @@ def test_noise_share_of_the_high_band(faces_hq_dir, side, sigma):
     noise = np.random.default_rng(side).normal(0, sigma, photo.shape).astype(np.float32)
     _, affine = align_face(photo, landmarks, CROP)
     mask = soft_face_mask((CROP, CROP), face_to_upsampled(affine), photo.shape[:2])[:, :, None]
-    share = float(np.sum(mask * split_bands(noise, affine, CROP)[1] ** 2)
-                  / np.sum(mask * split_bands(photo + noise, affine, CROP)[1] ** 2))
+    share = float(
+        np.sum(mask * split_bands(noise, affine, CROP)[1] ** 2)
+        / np.sum(mask * split_bands(photo + noise, affine, CROP)[1] ** 2)
+    )
     assert 0.2 < share < 1.0
     assert noise_share(photo + noise, affine, CROP) == pytest.approx(share, abs=0.1)
     assert noise_share(photo, affine, CROP) < 0.1  # the clean photo: mostly detail
 
 
-@pytest.fixture(scope="module", params=[(DEMO_CONFIG, "dynfacerestore"), (DEMO_CONFIG, "rm0"), (DEMO_CONFIG, "difface"),
-                                        ("configs/sample/dynfacerestore_demo_public.yaml", "dynfacerestore")],
-                ids=["dynfacerestore", "rm0", "difface", "zero_shot"])
+@pytest.fixture(
+    scope="module",
+    params=[
+        (DEMO_CONFIG, "dynfacerestore"),
+        (DEMO_CONFIG, "rm0"),
+        (DEMO_CONFIG, "difface"),
+        ("configs/sample/dynfacerestore_demo_public.yaml", "dynfacerestore"),
+    ],
+    ids=["dynfacerestore", "rm0", "difface", "zero_shot"],
+)
 def demo_sampler(request):
     config, method = request.param
     return FaceRestoreSampler.from_config(REPO_ROOT / config, [f"sampler.method={method}"])
@@ -228,6 +277,7 @@ def demo_sampler(request):
 def _restore_with(sampler):
     def restore(crops):
         return tensor2img(sampler.restore(img2tensor(crops), [0] * len(crops)).images)
+
     return restore
 
 
@@ -285,8 +335,13 @@ def test_aligned_face_merged_at_its_own_size(faces_hq_dir, side):
     cfg = PasteConfig(correction_sigma_512=1e-3, high_band_sigma_512=1e-3, misfit_weight=1.0)
     out, pasted = paste_aligned(face, restored, crop, cfg)
     w_c, w_h = pasted.weights
-    expected = np.clip(face + w_c * cv2.resize(restored - crop, (side, side), interpolation=cv2.INTER_LINEAR)
-                       - (1 - w_h) * (face - cv2.resize(crop, (side, side), interpolation=cv2.INTER_LINEAR)), 0, 1)
+    expected = np.clip(
+        face
+        + w_c * cv2.resize(restored - crop, (side, side), interpolation=cv2.INTER_LINEAR)
+        - (1 - w_h) * (face - cv2.resize(crop, (side, side), interpolation=cv2.INTER_LINEAR)),
+        0,
+        1,
+    )
     np.testing.assert_allclose(out, expected, atol=1e-5)
     with pytest.raises(ValueError, match="need a square face"):
         paste_aligned(face[:, :-1], crop, crop, PasteConfig())
@@ -300,8 +355,10 @@ def test_cli_returns_an_aligned_128_px_face_at_128_px(faces_hq_dir, tmp_path):
     src = tmp_path / "in"
     write_image(src / "big.png", _aligned_face(faces_hq_dir, 128))
     write_image(src / "small.png", _aligned_face(faces_hq_dir, 48))
-    assert main(["-i", str(src), "-o", str(tmp_path / "out"), "--aligned", "--config", DEMO_CONFIG,
-                 "--method", "rm0"]) == 0
+    assert (
+        main(["-i", str(src), "-o", str(tmp_path / "out"), "--aligned", "--config", DEMO_CONFIG, "--method", "rm0"])
+        == 0
+    )
     assert read_image(tmp_path / "out" / "restored" / "big.png").shape == (128, 128, 3)
     assert read_image(tmp_path / "out" / "restored" / "small.png").shape == (CROP, CROP, 3)
     record = json.loads(record_path(tmp_path / "out", "big").read_text())
@@ -323,16 +380,16 @@ def _reference_blur(img: np.ndarray, sigma: float) -> np.ndarray:
     r = kernel_radius(sigma)
     if r == 0:
         return img.copy()
-    taps = np.exp(-np.arange(-r, r + 1) ** 2 / (2 * sigma ** 2))
+    taps = np.exp(-(np.arange(-r, r + 1) ** 2) / (2 * sigma**2))
     taps /= taps.sum()
     out = np.pad(img, ((r, r), (0, 0), (0, 0)), mode="reflect")
-    out = sum(t * out[i:i + img.shape[0]] for i, t in enumerate(taps))
+    out = sum(t * out[i : i + img.shape[0]] for i, t in enumerate(taps))
     out = np.pad(out, ((0, 0), (r, r), (0, 0)), mode="reflect")
-    return sum(t * out[:, i:i + img.shape[1]] for i, t in enumerate(taps))
+    return sum(t * out[:, i : i + img.shape[1]] for i, t in enumerate(taps))
 
 
 @settings(max_examples=40, deadline=None)
-@given(sigma=st.one_of(st.just(0.0), st.floats(0.05, 2.5)), w_m=st.floats(0, 1), seed=st.integers(0, 2 ** 31 - 1))
+@given(sigma=st.one_of(st.just(0.0), st.floats(0.05, 2.5)), w_m=st.floats(0, 1), seed=st.integers(0, 2**31 - 1))
 def test_misfit_weight_scales_only_what_the_blur_does_not_explain(sigma, w_m, seed):
     rng = np.random.default_rng(seed)
     x_hat = rng.random((24, 24, 3))
@@ -342,10 +399,20 @@ def test_misfit_weight_scales_only_what_the_blur_does_not_explain(sigma, w_m, se
     np.testing.assert_allclose(weighted, x_hat + (1.0 - w_m) * misfit, atol=2e-5)
 
 
-@pytest.mark.parametrize("key,value,match", [
-    ("mode", "soft", "allowed"), ("high_band_sigma_512", 0.0, "> 0"), ("correction_sigma_512", -1.0, "> 0"),
-    ("correction_max", 1.5, r"\[0, 1\]"), ("misfit_weight", -0.1, r"\[0, 1\]"), ("restorer_sigma_512", -0.5, ">= 0"),
-    ("clean_noise", -0.01, ">= 0"), ("correction_noise", 0.0, "> 0"), ("high_band_noise", -1.0, "> 0")])
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        ("mode", "soft", "allowed"),
+        ("high_band_sigma_512", 0.0, "> 0"),
+        ("correction_sigma_512", -1.0, "> 0"),
+        ("correction_max", 1.5, r"\[0, 1\]"),
+        ("misfit_weight", -0.1, r"\[0, 1\]"),
+        ("restorer_sigma_512", -0.5, ">= 0"),
+        ("clean_noise", -0.01, ">= 0"),
+        ("correction_noise", 0.0, "> 0"),
+        ("high_band_noise", -1.0, "> 0"),
+    ],
+)
 def test_bad_paste_config(key, value, match):
     with pytest.raises(ValueError, match=match):
         check_paste_config(PasteConfig(**{key: value}))
@@ -365,8 +432,13 @@ def test_paste_parameters_per_method():
 
 
 @settings(max_examples=60, deadline=None)
-@given(d=st.floats(0, 3), noise=st.floats(0, 0.1), share=st.floats(0, 1), d_0=st.floats(0, 8),
-       resolution=st.sampled_from([64, 512]))
+@given(
+    d=st.floats(0, 3),
+    noise=st.floats(0, 0.1),
+    share=st.floats(0, 1),
+    d_0=st.floats(0, 8),
+    resolution=st.sampled_from([64, 512]),
+)
 def test_kept_faces_are_pasted_with_zero_one(d, noise, share, d_0, resolution):
     """paste_weights is band_weights except where the decision is ``kept``: there (0, 1), the same decision."""
     cfg = PasteConfig(restorer_sigma_512=d_0)

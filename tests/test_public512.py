@@ -5,6 +5,7 @@ Cost on a 2-core CPU: 151 s under a load average of ~12 from other jobs (127 s o
 and restoring, 2 UNet evaluations), 35 s with the next test under a load of ~5 (22 s): building and saving the 160 M-parameter UNet and the SwinIR, loading them, one SwinIR pass, one
 sigma* search and at most 4 UNet evaluations at 512 px.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,9 +49,14 @@ def test_public_512_config_runs_end_to_end_reading_only_the_two_files(weights, r
 
     monkeypatch.setattr(torch, "load", recording_load)
     start = time.perf_counter()
-    sampler = FaceRestoreSampler.from_config(CONFIG, overrides=[
-        f"model.ckpt_path={weights['model']}", f"restorer.ckpt_path={weights['restorer']}",
-        "diffusion.params.timestep_respacing=ddim4"])
+    sampler = FaceRestoreSampler.from_config(
+        CONFIG,
+        overrides=[
+            f"model.ckpt_path={weights['model']}",
+            f"restorer.ckpt_path={weights['restorer']}",
+            "diffusion.params.timestep_respacing=ddim4",
+        ],
+    )
     assert sorted(opened) == sorted(str(p) for p in weights.values())
     assert sampler.dgsa is None and isinstance(sampler.dsst, DSSTTable) and sampler.dsst.resolution == 512
     face = img2tensor([read_image(real_lq_dir / "wider_like" / "0143.png")])
@@ -62,15 +68,28 @@ def test_public_512_config_runs_end_to_end_reading_only_the_two_files(weights, r
     assert out.images.abs().max() <= 1.0
     assert 1 <= int(out.nfe[0]) <= 4 and out.sigma_hat is not None and float(out.sigma_hat[0]) >= 0
     assert len(out.levels) == 3 and torch.all(out.sigmas[0, 1:] <= out.sigmas[0, :-1])
-    print(f"public 512 config end to end: {seconds:.1f} s, NFE {int(out.nfe[0])}, "
-          f"sigma_hat {float(out.sigma_hat[0]):.2f} px")
+    print(
+        f"public 512 config end to end: {seconds:.1f} s, NFE {int(out.nfe[0])}, "
+        f"sigma_hat {float(out.sigma_hat[0]):.2f} px"
+    )
 
 
 def test_missing_public_weights_point_at_the_download_script(real_lq_dir, tmp_path, capsys):
     from inference.runner import main
 
-    rc = main(["-i", str(real_lq_dir / "wider_like" / "0143.png"), "-o", str(tmp_path / "out"), "--aligned",
-               "--config", CONFIG, "--opts", f"model.ckpt_path={tmp_path / 'absent.pth'}"])
+    rc = main(
+        [
+            "-i",
+            str(real_lq_dir / "wider_like" / "0143.png"),
+            "-o",
+            str(tmp_path / "out"),
+            "--aligned",
+            "--config",
+            CONFIG,
+            "--opts",
+            f"model.ckpt_path={tmp_path / 'absent.pth'}",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc != 0 and len(err.splitlines()) == 1
     assert "absent.pth" in err and "python scripts/download_weights.py" in err

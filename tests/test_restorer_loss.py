@@ -1,5 +1,6 @@
 """trainers/restorer.py: the configured loss (L1 or L2 on [0, 1]) against a float64 reference, and a clear
 error for an unknown one."""
+
 from __future__ import annotations
 
 from pathlib import Path

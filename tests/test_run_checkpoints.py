@@ -1,4 +1,5 @@
 """utils/run_checkpoints.py: naming, latest complete checkpoint, rotation, atomic write, --resume, content."""
+
 from __future__ import annotations
 
 import tempfile
@@ -42,9 +43,21 @@ def test_parse_accepts_exactly_the_names_it_writes(name):
     assert step is None or series.name(step) == name
 
 
-@pytest.mark.parametrize("name", ["ckpt_12.pth", "ckpt_0000012.pth.partial", ".ckpt_0000012.pth.ab.tmp",
-                                  "ckpt_-000012.pth", "ckpt_00000012.pth", "ckpt_.pth", "ckpt_0000012.pt",
-                                  "xckpt_0000012.pth", "ckpt_000001٢.pth", "config.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ckpt_12.pth",
+        "ckpt_0000012.pth.partial",
+        ".ckpt_0000012.pth.ab.tmp",
+        "ckpt_-000012.pth",
+        "ckpt_00000012.pth",
+        "ckpt_.pth",
+        "ckpt_0000012.pt",
+        "xckpt_0000012.pth",
+        "ckpt_000001٢.pth",
+        "config.yaml",
+    ],
+)
 def test_parse_rejects_other_names(name):
     assert run_checkpoints("run").parse_step(name) is None
 
@@ -88,6 +101,7 @@ def test_write_is_atomic(tmp_path):
     def writer(content: bytes):
         def write(path: Path) -> None:
             path.write_bytes(content)
+
         return write
 
     def interrupted(path: Path) -> None:
@@ -133,8 +147,9 @@ def test_a_bad_resume_is_one_checkpoint_error(tmp_path):
     from utils.distributed import DistInfo
 
     missing = tmp_path / "missing"
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs/training/tiny/swinir_tiny.yaml",
-                      TrainerRestorer.config_schema)
+    cfg = load_config(
+        Path(__file__).resolve().parents[1] / "configs/training/tiny/swinir_tiny.yaml", TrainerRestorer.config_schema
+    )
     trainer = TrainerRestorer(cfg, tmp_path, resume=str(missing), dist_info=DistInfo(0, 1, 0, torch.device("cpu")))
     with pytest.raises(CheckpointError, match=rf"^--resume {missing}: no checkpoint file there$"):
         trainer.train()
@@ -158,7 +173,9 @@ def test_content_round_trip_restores_weights_optimiser_and_random_streams(tmp_pa
         optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
         model(torch.randn(4, 3)).square().mean().backward()
         optimizer.step()
-        return dict(model=model, ema=EMA(model, 0.5), optimizer=optimizer, scaler=torch.amp.GradScaler("cpu", enabled=False))
+        return dict(
+            model=model, ema=EMA(model, 0.5), optimizer=optimizer, scaler=torch.amp.GradScaler("cpu", enabled=False)
+        )
 
     def draws():
         return torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)]
@@ -177,8 +194,9 @@ def test_content_round_trip_restores_weights_optimiser_and_random_streams(tmp_pa
     for name in ("model", "ema"):
         for k, v in saved[name].state_dict().items():
             assert torch.equal(fresh[name].state_dict()[k], v)
-    assert torch.equal(fresh["optimizer"].state_dict()["state"][0]["exp_avg"],
-                       saved["optimizer"].state_dict()["state"][0]["exp_avg"])
+    assert torch.equal(
+        fresh["optimizer"].state_dict()["state"][0]["exp_avg"], saved["optimizer"].state_dict()["state"][0]["exp_avg"]
+    )
     # another number of processes: the weights load, the RNG streams are left to the loop's reseeding
     ckpt["rng"] = ckpt["rng"] * 2
     assert not restore_training_state(ckpt, dist, **parts(2))
@@ -205,8 +223,10 @@ def test_newest_readable_sets_unreadable_ones_aside_and_supersede_keeps_later_on
     assert [n.split(";")[0] for n in notes] == [f"{series.path(s)}: cannot read checkpoint" for s in (8, 6)]
     assert "renamed to ckpt_0000008.pth.corrupt.1" in notes[0]
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.suffix != ".pth"} == {
-        "ckpt_0000008.pth.corrupt": b"earlier", "ckpt_0000008.pth.corrupt.1": b"bad",
-        "ckpt_0000006.pth.corrupt": b"bad"}
+        "ckpt_0000008.pth.corrupt": b"earlier",
+        "ckpt_0000008.pth.corrupt.1": b"bad",
+        "ckpt_0000006.pth.corrupt": b"bad",
+    }
     series.supersede_after(2, notes.append)
     assert series.steps() == [2] and (tmp_path / "ckpt_0000004.pth.superseded").read_bytes() == b"x"
     assert "step 4 is after the resumed step 2" in notes[-1]

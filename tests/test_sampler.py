@@ -1,8 +1,10 @@
 """The sampler against an independent DDIM loop, its cost accounting and every ablation switch."""
+
 from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -11,8 +13,6 @@ from sampler import FaceRestoreSampler, auto_eta, load_sample_config
 from tiny_setup import RESOLUTION, make_tiny_setup
 from utils.config import ConfigError
 from utils.image_io import img2tensor, list_images, read_image
-
-import cv2
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_difface_mode_matches_an_independent_ddim_loop(tiny_config, real_lq):
             pred = ((x - np.sqrt(1 - ab) * eps) / np.sqrt(ab)).clamp(-1, 1)
             eps = (x - np.sqrt(ab) * pred) / np.sqrt(1 - ab)
             sig = eta * np.sqrt((1 - ab_prev) / (1 - ab)) * np.sqrt(1 - ab / ab_prev)
-            x = np.sqrt(ab_prev) * pred + np.sqrt(max(1 - ab_prev - sig ** 2, 0.0)) * eps + sig * noise()
+            x = np.sqrt(ab_prev) * pred + np.sqrt(max(1 - ab_prev - sig**2, 0.0)) * eps + sig * noise()
             # float32 network vs float64 reference: keep the trajectories identical step by step
             x = x.float().double()
     assert torch.allclose(out.images.double(), x.clamp(-1, 1), atol=2e-4)
@@ -199,7 +199,6 @@ def test_channels_last_gives_the_same_restoration(dgsa_config, real_lq):
     torch.testing.assert_close(nhwc.restore(real_lq, [1, 2, 3, 4]).images, plain.images, rtol=0, atol=1e-4)
 
 
-
 def _guided_reference(sampler, lq, seeds, every, combine):
     """The DynFaceRestore loop of docs/method.md sections 6-9 written out per image in float64 (the networks in
     float32): DDIM from the image's own start, guidance toward the sharpest active level (or all active
@@ -221,7 +220,7 @@ def _guided_reference(sampler, lq, seeds, every, combine):
         def noise():
             return torch.randn(1, 3, RESOLUTION, RESOLUTION, generator=gen).double()
 
-        levels = [level[j:j + 1].double() for level in out.levels]
+        levels = [level[j : j + 1].double() for level in out.levels]
         sigmas = out.sigmas[j].tolist()
         start, eta = int(out.start_index[j]), float(out.eta[j])
         ab = alpha_bar[tmap[start]]
@@ -238,16 +237,18 @@ def _guided_reference(sampler, lq, seeds, every, combine):
             sharpest = max(k for k, on in enumerate(active) if on)
             sharpest_seen.add(sharpest)
             chosen = [k for k, on in enumerate(active) if on] if combine == "all" else [sharpest]
-            tilde = closed_form_guidance_multi(pred, [levels[k] for k in chosen], [sigmas[k] for k in chosen],
-                                               lam, pad=pad)
+            tilde = closed_form_guidance_multi(
+                pred, [levels[k] for k in chosen], [sigmas[k] for k in chosen], lam, pad=pad
+            )
             if (start - i) % every == 0:
-                scale = sampler.dgsa.guidance_scale(pred.float(), tilde.float(), levels[sharpest].float(),
-                                                    t_model).double()
+                scale = sampler.dgsa.guidance_scale(
+                    pred.float(), tilde.float(), levels[sharpest].float(), t_model
+                ).double()
             map_sum += scale
             pred = (pred + scale * (tilde - pred)).clamp(-1, 1)
             eps = (x - np.sqrt(ab) * pred) / np.sqrt(1 - ab)
             sig = eta * np.sqrt((1 - ab_prev) / (1 - ab)) * np.sqrt(1 - ab / ab_prev)
-            x = np.sqrt(ab_prev) * pred + np.sqrt(max(1 - ab_prev - sig ** 2, 0.0)) * eps + sig * noise()
+            x = np.sqrt(ab_prev) * pred + np.sqrt(max(1 - ab_prev - sig**2, 0.0)) * eps + sig * noise()
             x = x.float().double()  # float32 network vs float64 reference: same trajectory step by step
         images.append(x.clamp(-1, 1))
         maps.append(map_sum / (start + 1))
@@ -256,8 +257,9 @@ def _guided_reference(sampler, lq, seeds, every, combine):
 
 @pytest.mark.parametrize("every,combine", [(3, "sharpest"), (2, "all")])
 def test_dynfacerestore_matches_an_independent_guided_loop(dgsa_config, real_lq, every, combine):
-    sampler = FaceRestoreSampler.from_config(dgsa_config, [f"sampler.guidance.dgsa_every={every}",
-                                                           f"sampler.guidance.combine={combine}"])
+    sampler = FaceRestoreSampler.from_config(
+        dgsa_config, [f"sampler.guidance.dgsa_every={every}", f"sampler.guidance.combine={combine}"]
+    )
     out, images, maps, sharpest_seen = _guided_reference(sampler, real_lq, [3, 4, 5, 6], every, combine)
     assert len(set(out.nfe.tolist())) > 1, "the tiny SDE should give mixed start steps"
     assert max(sharpest_seen) > 0, "a sharper level should take over during sampling"
@@ -273,8 +275,9 @@ def test_compiled_unet_gives_the_same_restoration(dgsa_config, real_lq):
     torch._dynamo.reset()
     counters.clear()
     plain = FaceRestoreSampler.from_config(dgsa_config).restore(real_lq, [1, 2, 3, 4])
-    compiled = FaceRestoreSampler.from_config(dgsa_config, ["sampler.compile.enabled=true",
-                                                            "sampler.compile.backend=eager"])
+    compiled = FaceRestoreSampler.from_config(
+        dgsa_config, ["sampler.compile.enabled=true", "sampler.compile.backend=eager"]
+    )
     out = compiled.restore(real_lq, [1, 2, 3, 4])
     assert len(set(out.nfe.tolist())) > 1, "mixed start steps: the UNet meets several batch sizes"
     assert counters["stats"]["unique_graphs"] >= 2, dict(counters["stats"])

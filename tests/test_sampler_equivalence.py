@@ -8,6 +8,7 @@ x0, the guided x0, the guidance map and the new sample, and those of the kept x0
 fails here. Tensors are compared bitwise: the same float32 operations in the same order on the CPU give the
 same bits.
 """
+
 from __future__ import annotations
 
 import sys
@@ -35,8 +36,15 @@ CASES = {
     "difface_dpmpp_2m": (["sampler.method=difface", "sampler.solver=dpmpp_2m"], False),
     "dgsa_ddim": (["sampler.guidance.dgsa_every=2"], False),
     "dgsa_dpmpp_2m_reguide": (["sampler.solver=dpmpp_2m", "sampler.guidance.reguide=true"], False),
-    "global_all_dpmpp_2m": (["sampler.guidance.mode=global", "sampler.guidance.combine=all",
-                             "sampler.guidance.global_scale=0.7", "sampler.solver=dpmpp_2m"], False),
+    "global_all_dpmpp_2m": (
+        [
+            "sampler.guidance.mode=global",
+            "sampler.guidance.combine=all",
+            "sampler.guidance.global_scale=0.7",
+            "sampler.solver=dpmpp_2m",
+        ],
+        False,
+    ),
     "unguided_ddim": (["sampler.guidance.mode=none"], False),
     "zero_shot_ddim": (["sampler.guidance.mode=global"], True),
     "zero_shot_dpmpp_2m": (["sampler.guidance.mode=global", "sampler.solver=dpmpp_2m"], True),
@@ -46,8 +54,9 @@ CASES = {
 def lq_faces(real_lq: Path) -> torch.Tensor:
     """Four real degraded faces at the tiny resolution."""
     paths = list_images(real_lq / "wider_like")[:4]
-    return img2tensor([cv2.resize(read_image(p), (RESOLUTION, RESOLUTION), interpolation=cv2.INTER_AREA)
-                       for p in paths])
+    return img2tensor(
+        [cv2.resize(read_image(p), (RESOLUTION, RESOLUTION), interpolation=cv2.INTER_AREA) for p in paths]
+    )
 
 
 def run_case(config: Path, overrides: List[str], zero_shot: bool, lq: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -65,10 +74,15 @@ def run_case(config: Path, overrides: List[str], zero_shot: bool, lq: torch.Tens
 
     torch.manual_seed(0)
     out = FaceRestoreSampler(cfg).restore(lq, SEEDS, callback=record)
-    result = {"images": out.images, "start_index": out.start_index, "nfe": out.nfe, "eta": out.eta,
-              "step_sums": torch.cat(steps),
-              "x0_history": torch.cat([h["x0"].double().flatten(1).sum(1) for h in out.x0_history]),
-              "history_images": torch.cat([h["images"] for h in out.x0_history])}
+    result = {
+        "images": out.images,
+        "start_index": out.start_index,
+        "nfe": out.nfe,
+        "eta": out.eta,
+        "step_sums": torch.cat(steps),
+        "x0_history": torch.cat([h["x0"].double().flatten(1).sum(1) for h in out.x0_history]),
+        "history_images": torch.cat([h["images"] for h in out.x0_history]),
+    }
     if out.guidance_map is not None:
         result["guidance_map"] = out.guidance_map
     return result

@@ -1,11 +1,13 @@
 """data/sigma_star.py: the Fourier loss against a direct float64 spatial loss, the fast search against the
 spatial reference on really degraded faces."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from data.blur import gaussian_blur
 from data.datasets import load_face
@@ -16,8 +18,12 @@ BLIND = "configs/degradation/difface_blind.yaml"
 
 
 @settings(max_examples=25, deadline=None)
-@given(h=st.integers(2, 40), w=st.integers(2, 40), seed=st.integers(0, 2 ** 16),
-       steps=st.lists(st.integers(0, 6400), min_size=1, max_size=6))
+@given(
+    h=st.integers(2, 40),
+    w=st.integers(2, 40),
+    seed=st.integers(0, 2**16),
+    steps=st.lists(st.integers(0, 6400), min_size=1, max_size=6),
+)
 def test_fourier_loss_equals_spatial_loss(h, w, seed, steps):
     # sigmas up to 64 px on images down to 2 px: kernels far wider than the image wrap around many times
     gen = torch.Generator().manual_seed(seed)
@@ -25,8 +31,14 @@ def test_fourier_loss_equals_spatial_loss(h, w, seed, steps):
     y = gaussian_blur(x, 1.7) + 0.1 * torch.randn(2, 3, h, w, generator=gen, dtype=torch.float64)
     cand = torch.tensor([steps, steps[::-1]])
     fast = BlurFit(x, y).loss(cand * FINE_STEP)
-    ref = torch.stack([torch.stack([(gaussian_blur(x[i:i + 1], j * FINE_STEP) - y[i:i + 1]).pow(2).sum()
-                                    for j in cand[i].tolist()]) for i in range(2)])
+    ref = torch.stack(
+        [
+            torch.stack(
+                [(gaussian_blur(x[i : i + 1], j * FINE_STEP) - y[i : i + 1]).pow(2).sum() for j in cand[i].tolist()]
+            )
+            for i in range(2)
+        ]
+    )
     assert fast.dtype == torch.float64 and fast.shape == cand.shape
     torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5 * float(y.pow(2).sum()) / y.numel())
 
@@ -53,7 +65,7 @@ def test_fast_search_matches_spatial_reference(degraded64):
 def test_batch_independence_and_bad_input(degraded64):
     hq, lq = degraded64
     together = sigma_star(hq[:4], lq[:4])
-    alone = torch.cat([sigma_star(hq[i:i + 1], lq[i:i + 1]) for i in range(4)])
+    alone = torch.cat([sigma_star(hq[i : i + 1], lq[i : i + 1]) for i in range(4)])
     assert torch.equal(together, alone)
     with pytest.raises(ValueError, match="at least 2 x 2"):
         sigma_star(hq[:, :, :1], lq[:, :, :1])

@@ -6,12 +6,15 @@ eps(x_t) = sigma_t (x_t - alpha_t mu) / (alpha_t^2 s^2 + sigma_t^2), and the pro
 at t = 0; with eta > 0 the samples have the data's law N(mu, s^2). Both are written here in float64,
 independently of the code under test; the sampler runs the analytic network in place of the UNet.
 """
+
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models.solvers import SOLVERS, MultistepX0, extrapolation_coefficients, half_log_snr
 from sampler import FaceRestoreSampler, SamplerStep
@@ -19,9 +22,7 @@ from tiny_setup import RESOLUTION, make_tiny_setup
 from utils.config import ConfigError
 from utils.image_io import img2tensor, list_images, read_image
 
-import cv2
-
-START_T = 600   # original timestep of every closed-form run (a multiple of each stride used)
+START_T = 600  # original timestep of every closed-form run (a multiple of each stride used)
 DATA_STD = 0.25
 
 
@@ -33,8 +34,9 @@ def tiny_config(tmp_path_factory, celeba_faces):
 @pytest.fixture(scope="module")
 def real_lq(real_lq_dir):
     paths = list_images(real_lq_dir / "wider_like")[:3]
-    return img2tensor([cv2.resize(read_image(p), (RESOLUTION, RESOLUTION), interpolation=cv2.INTER_AREA)
-                       for p in paths])
+    return img2tensor(
+        [cv2.resize(read_image(p), (RESOLUTION, RESOLUTION), interpolation=cv2.INTER_AREA) for p in paths]
+    )
 
 
 def _alpha_bar() -> np.ndarray:
@@ -52,22 +54,29 @@ class GaussianPrior:
     def __call__(self, x, t_orig, **kwargs):
         abar = self.abar[t_orig].view(-1, 1, 1, 1)
         alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
-        eps = sigma * (x.double() - alpha * self.mu[: x.shape[0]]) / (abar * self.std ** 2 + 1 - abar)
+        eps = sigma * (x.double() - alpha * self.mu[: x.shape[0]]) / (abar * self.std**2 + 1 - abar)
         return torch.cat([eps, torch.zeros_like(eps)], 1).to(x.dtype)
 
     def ode_solution(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
         """The ODE's end point, clamped to [-1, 1] as the sampler's result is."""
         abar = float(self.abar[t])
-        scale = self.std / np.sqrt(abar * self.std ** 2 + 1 - abar)
+        scale = self.std / np.sqrt(abar * self.std**2 + 1 - abar)
         mu = self.mu[: x_t.shape[0]]
         return (mu + scale * (x_t.double() - np.sqrt(abar) * mu)).clamp(-1, 1)
 
 
 def _gaussian_run(config, mu, steps: int, solver: str, eta, seeds):
     """DifFace's loop (no guidance) from t = START_T with the analytic prior; returns (result, x_start)."""
-    sampler = FaceRestoreSampler.from_config(config, [
-        "sampler.method=difface", f"diffusion.params.timestep_respacing=ddim{steps}", f"sampler.solver={solver}",
-        "sampler.clip_denoised=false", f"sampler.fixed_start_index={START_T * steps // 1000}"])
+    sampler = FaceRestoreSampler.from_config(
+        config,
+        [
+            "sampler.method=difface",
+            f"diffusion.params.timestep_respacing=ddim{steps}",
+            f"sampler.solver={solver}",
+            "sampler.clip_denoised=false",
+            f"sampler.fixed_start_index={START_T * steps // 1000}",
+        ],
+    )
     assert int(sampler.timestep_map[sampler.scfg.fixed_start_index]) == START_T
     prior = GaussianPrior(mu, DATA_STD)
     sampler.denoiser = prior
@@ -79,13 +88,12 @@ def _gaussian_run(config, mu, steps: int, solver: str, eta, seeds):
     n = mu.shape[0]
     eta_t = eta if isinstance(eta, torch.Tensor) else torch.full((n,), float(eta))
     gens = [torch.Generator().manual_seed(s) for s in seeds]
-    out = sampler._sample(mu.float(), torch.full((n,), sampler.scfg.fixed_start_index), eta_t, gens, None,
-                          keep_first)
+    out = sampler._sample(mu.float(), torch.full((n,), sampler.scfg.fixed_start_index), eta_t, gens, None, keep_first)
     return out.images.double(), first["x_t"], prior
 
 
 def _faces(real_lq, n=2):
-    return real_lq[:n].double() * 0.25   # |mu| <= 0.25: the result is clamped only beyond 3 DATA_STD
+    return real_lq[:n].double() * 0.25  # |mu| <= 0.25: the result is clamped only beyond 3 DATA_STD
 
 
 def _ode_errors(config, mu, solver, step_counts):
@@ -134,8 +142,8 @@ def test_mixed_start_batch_equals_each_image_alone(tiny_config, real_lq):
     assert len(set(together.start_index.tolist())) > 1, "the faces must start at different steps"
     assert len(set(together.eta.tolist())) > 1, "and have different (auto) etas"
     for j in range(real_lq.shape[0]):
-        alone = sampler.restore(real_lq[j:j + 1], [5 + j]).images
-        assert torch.allclose(together.images[j:j + 1], alone, atol=1e-5)
+        alone = sampler.restore(real_lq[j : j + 1], [5 + j]).images
+        assert torch.allclose(together.images[j : j + 1], alone, atol=1e-5)
 
 
 @pytest.mark.parametrize("eta", ["0", "auto"])
@@ -146,8 +154,10 @@ def test_two_m_converges_to_ddim_as_the_steps_grow(tiny_config, real_lq, eta):
     for steps in (100, 250, 1000):
         result = {}
         for solver in SOLVERS:
-            sampler = FaceRestoreSampler.from_config(tiny_config, [
-                f"diffusion.params.timestep_respacing=ddim{steps}", f"sampler.eta={eta}", f"sampler.solver={solver}"])
+            sampler = FaceRestoreSampler.from_config(
+                tiny_config,
+                [f"diffusion.params.timestep_respacing=ddim{steps}", f"sampler.eta={eta}", f"sampler.solver={solver}"],
+            )
             sampler.denoiser = GaussianPrior(real_lq.double() * 0.5, DATA_STD)
             result[solver] = sampler.restore(real_lq, [1, 2, 3]).images
         gaps.append(float((result["dpmpp_2m"] - result["ddim"]).abs().mean()))
@@ -179,7 +189,7 @@ def test_unknown_solver_is_a_config_error(tiny_config):
 def test_extrapolation_coefficient_is_half_the_step_ratio(abar_values):
     """c_i = (lambda_{i-1} - lambda_i) / (2 (lambda_i - lambda_{i+1})) from a brute-force float64 lambda,
     0 for the last two steps and the largest index."""
-    abar = np.sort(np.asarray(abar_values))[::-1].copy()      # index 0 is the least noisy
+    abar = np.sort(np.asarray(abar_values))[::-1].copy()  # index 0 is the least noisy
     prev = np.append(1.0, abar[:-1])
     coef = extrapolation_coefficients(abar, prev)
     lam = [0.5 * np.log(a / (1 - a)) for a in abar]
@@ -196,7 +206,7 @@ def test_first_step_of_an_image_is_first_order():
     solver = MultistepX0("dpmpp_2m", Schedule(), 2)
     x_first = torch.ones(2, 1, 2, 2)
     assert torch.equal(solver(x_first, torch.tensor([0, 1]), 3), x_first)
-    x_second = torch.full((1, 1, 2, 2), 3.0)   # only image 1 runs; it extrapolates from its own last x0
+    x_second = torch.full((1, 1, 2, 2), 3.0)  # only image 1 runs; it extrapolates from its own last x0
     c = float(solver.coef[2])
     assert c > 0
     assert torch.allclose(solver(x_second, torch.tensor([1]), 2), x_second + c * (x_second - 1.0))
@@ -216,9 +226,12 @@ def test_reguide_pulls_the_update_closer_to_the_level(tiny_config, real_lq):
         return (gaussian_blur(out.images, out.sigmas[:, 0]) - out.levels[0]).abs().mean().item()
 
     for solver in SOLVERS:
-        once, twice = (run([f"sampler.solver={solver}", "sampler.guidance.mode=global",
-                            f"sampler.guidance.reguide={flag}"]) for flag in ("false", "true"))
+        once, twice = (
+            run([f"sampler.solver={solver}", "sampler.guidance.mode=global", f"sampler.guidance.reguide={flag}"])
+            for flag in ("false", "true")
+        )
         assert data_error(twice) < 0.9 * data_error(once), solver
-    plain, again = (run(["sampler.guidance.mode=none", f"sampler.guidance.reguide={flag}"])
-                    for flag in ("false", "true"))
+    plain, again = (
+        run(["sampler.guidance.mode=none", f"sampler.guidance.reguide={flag}"]) for flag in ("false", "true")
+    )
     assert torch.equal(plain.images, again.images)

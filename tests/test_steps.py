@@ -1,5 +1,6 @@
 """``--steps`` / ``--solver`` (inference/steps.py): the respacing they set, DifFace's start kept at its
 timestep, and the command line on a real face with the demo models."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,26 @@ def test_command_line_steps_and_solver_on_a_real_face(real_lq_dir, tmp_path):
     runs = {}
     for method in ("difface", "dynfacerestore"):
         out = tmp_path / method
-        assert main(["-i", str(face), "-o", str(out), "--aligned", "--config", str(DEMO), "--method", method,
-                     "--steps", "12", "--solver", "dpmpp_2m"]) == 0
+        assert (
+            main(
+                [
+                    "-i",
+                    str(face),
+                    "-o",
+                    str(out),
+                    "--aligned",
+                    "--config",
+                    str(DEMO),
+                    "--method",
+                    method,
+                    "--steps",
+                    "12",
+                    "--solver",
+                    "dpmpp_2m",
+                ]
+            )
+            == 0
+        )
         runs[method] = json.loads(next((out / "records").glob("*.json")).read_text())
     assert runs["difface"]["start_t"] == 420 and runs["difface"]["nfe"] == 6
     dyn = runs["dynfacerestore"]
@@ -47,10 +66,29 @@ def test_command_line_steps_and_solver_on_a_real_face(real_lq_dir, tmp_path):
 def test_paper_preset_is_250_steps_of_ddim(real_lq_dir, tmp_path):
     face = real_lq_dir / "wider_like" / "0143.png"
     out = tmp_path / "paper"
-    assert main(["-i", str(face), "-o", str(out), "--aligned", "--config", str(DEMO), "--preset", "paper",
-                 "--method", "difface"]) == 0
+    assert (
+        main(
+            [
+                "-i",
+                str(face),
+                "-o",
+                str(out),
+                "--aligned",
+                "--config",
+                str(DEMO),
+                "--preset",
+                "paper",
+                "--method",
+                "difface",
+            ]
+        )
+        == 0
+    )
     record = json.loads(next((out / "records").glob("*.json")).read_text())
     assert record["start_index"] == 100 and record["start_t"] == 400 and record["nfe"] == 101
-    assert record["overrides"][-4:] == ["diffusion.params.timestep_respacing=ddim250",
-                                        "sampler.fixed_start_index=100", "sampler.solver=ddim",
-                                        "sampler.guidance.reguide=false"]
+    assert record["overrides"][-4:] == [
+        "diffusion.params.timestep_respacing=ddim250",
+        "sampler.fixed_start_index=100",
+        "sampler.solver=ddim",
+        "sampler.guidance.reguide=false",
+    ]

@@ -1,5 +1,6 @@
 """models/swinir_growth.py: a SwinIR grown by whole residual groups equals the trained one (float64), still
 learns in its added groups, refuses states that do not fit, and its CLI writes a loadable checkpoint."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,9 +13,21 @@ from models.swinir import SwinIR
 from models.swinir_growth import grow_depth, main, max_difference
 from utils.checkpoint import CheckpointError, load_checkpoint
 
-SMALL = dict(img_size=8, patch_size=1, in_chans=3, embed_dim=8, window_size=4, mlp_ratio=2, sf=2, img_range=1.0,
-             upsampler="nearest+conv", resi_connection="1conv", unshuffle=True, unshuffle_scale=2,
-             global_residual=True)
+SMALL = dict(
+    img_size=8,
+    patch_size=1,
+    in_chans=3,
+    embed_dim=8,
+    window_size=4,
+    mlp_ratio=2,
+    sf=2,
+    img_range=1.0,
+    upsampler="nearest+conv",
+    resi_connection="1conv",
+    unshuffle=True,
+    unshuffle_scale=2,
+    global_residual=True,
+)
 
 
 def trained(depths, seed=0, **kw):
@@ -74,11 +87,23 @@ def test_states_that_do_not_fit_are_refused():
 def test_cli_writes_a_checkpoint_the_grown_config_loads(tmp_path):
     small = trained([1])
     torch.save(small.state_dict(), tmp_path / "small.pth")
-    cfg = {"model": {"target": "models.swinir.SwinIR", "params": dict(SMALL, depths=[1], num_heads=[2])},
-           "data": {"train": {"resolution": 16}}}
+    cfg = {
+        "model": {"target": "models.swinir.SwinIR", "params": dict(SMALL, depths=[1], num_heads=[2])},
+        "data": {"train": {"resolution": 16}},
+    }
     OmegaConf.save(OmegaConf.create(cfg), tmp_path / "small.yaml")
-    main(["--config", str(tmp_path / "small.yaml"), "--init", str(tmp_path / "small.pth"),
-          "--out", str(tmp_path / "grown.pth"), "model.params.depths=[1,1]", "model.params.num_heads=[2,2]"])
+    main(
+        [
+            "--config",
+            str(tmp_path / "small.yaml"),
+            "--init",
+            str(tmp_path / "small.pth"),
+            "--out",
+            str(tmp_path / "grown.pth"),
+            "model.params.depths=[1,1]",
+            "model.params.num_heads=[2,2]",
+        ]
+    )
     grown = load_checkpoint(SwinIR(**dict(SMALL, depths=[1, 1], num_heads=[2, 2])), tmp_path / "grown.pth")
     x = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
@@ -87,13 +112,22 @@ def test_cli_writes_a_checkpoint_the_grown_config_loads(tmp_path):
 
 def test_cli_errors_are_one_line_and_write_nothing(tmp_path):
     torch.save(trained([1]).state_dict(), tmp_path / "small.pth")
-    cfg = {"model": {"target": "models.swinir.SwinIR", "params": dict(SMALL, depths=[1], num_heads=[2])},
-           "data": {"train": {"resolution": 16}}}
+    cfg = {
+        "model": {"target": "models.swinir.SwinIR", "params": dict(SMALL, depths=[1], num_heads=[2])},
+        "data": {"train": {"resolution": 16}},
+    }
     OmegaConf.save(OmegaConf.create(cfg), tmp_path / "small.yaml")
     args = ["--config", str(tmp_path / "small.yaml"), "--out", str(tmp_path / "grown.pth")]
     with pytest.raises(SystemExit, match=r"^error: .*adds whole residual groups"):  # no depth override
         main([*args, "--init", str(tmp_path / "small.pth")])
     with pytest.raises(SystemExit, match=r"^error: checkpoint not found"):
-        main([*args, "--init", str(tmp_path / "missing.pth"), "model.params.depths=[1,1]",
-              "model.params.num_heads=[2,2]"])
+        main(
+            [
+                *args,
+                "--init",
+                str(tmp_path / "missing.pth"),
+                "model.params.depths=[1,1]",
+                "model.params.num_heads=[2,2]",
+            ]
+        )
     assert not (tmp_path / "grown.pth").exists()

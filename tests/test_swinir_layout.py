@@ -1,4 +1,5 @@
 """SwinIR (models/swinir.py): public DifFace layout, window attention against brute force, shapes."""
+
 import json
 from pathlib import Path
 
@@ -12,8 +13,19 @@ from utils.config import instantiate, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 REBUILT = ("attn_mask", "relative_position_index")
-SMALL = dict(img_size=16, in_chans=3, embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=4,
-             mlp_ratio=2, sf=4, upsampler="nearest+conv", unshuffle=True, unshuffle_scale=4)
+SMALL = dict(
+    img_size=16,
+    in_chans=3,
+    embed_dim=16,
+    depths=[2, 2],
+    num_heads=[2, 4],
+    window_size=4,
+    mlp_ratio=2,
+    sf=4,
+    upsampler="nearest+conv",
+    unshuffle=True,
+    unshuffle_scale=4,
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +50,7 @@ def test_full_layout_matches_public_checkpoint(spec, full_model):
     assert persistent == expected
     buffers = {k: list(v.shape) for k, v in full_model.named_buffers() if k.endswith(REBUILT)}
     assert buffers == {k: v for k, v in spec.items() if k.endswith(REBUILT)}
-    assert sum(p.numel() for p in full_model.parameters()) == sum(
-        torch.Size(v).numel() for v in expected.values())
+    assert sum(p.numel() for p in full_model.parameters()) == sum(torch.Size(v).numel() for v in expected.values())
 
 
 def test_full_model_loads_the_public_layout_with_or_without_buffers(tmp_path, spec, full_model):
@@ -76,6 +87,7 @@ def test_relative_position_index_brute_force(ws):
 def test_shifted_window_mask_brute_force(h, w, ws):
     shift = ws // 2
     mask = shifted_window_mask(h, w, ws, shift)
+
     # pixel (r, c) of the rolled image came from ((r + shift) % h, (c + shift) % w); two tokens of a
     # window may attend iff neither, or both, of their source rows/cols wrapped around the border
     def region(r, c):
@@ -93,8 +105,11 @@ def test_shifted_window_mask_brute_force(h, w, ws):
 
 def test_window_attention_against_naive_float64():
     torch.manual_seed(0)
-    attn = WindowAttention(dim=12, ws=3, heads=3, qkv_bias=True, qk_scale=None, attn_drop=0.0,
-                           proj_drop=0.0).double().eval()
+    attn = (
+        WindowAttention(dim=12, ws=3, heads=3, qkv_bias=True, qk_scale=None, attn_drop=0.0, proj_drop=0.0)
+        .double()
+        .eval()
+    )
     torch.nn.init.normal_(attn.relative_position_bias_table)
     x = torch.randn(4, 9, 12, dtype=torch.float64)
     mask = torch.where(torch.rand(2, 9, 9) > 0.7, -100.0, 0.0).double()
@@ -108,8 +123,9 @@ def test_window_attention_against_naive_float64():
             logits = q[n, :, sl] @ k[n, :, sl].T / 2.0  # head dim 4 -> scale 1/2
             for a in range(9):
                 for b in range(9):
-                    logits[a, b] += attn.relative_position_bias_table[
-                        relative_position_index(3)[a, b], h] + mask[n % 2, a, b]
+                    logits[a, b] += (
+                        attn.relative_position_bias_table[relative_position_index(3)[a, b], h] + mask[n % 2, a, b]
+                    )
             heads.append(torch.softmax(logits, -1) @ v[n, :, sl])
         outs.append(torch.cat(heads, -1))
     want = attn.proj(torch.stack(outs))
@@ -130,8 +146,9 @@ def test_forward_shapes_unshuffle_and_padding():
 
 def test_forward_shapes_without_unshuffle():
     torch.manual_seed(0)
-    sr = SwinIR(img_size=8, embed_dim=8, depths=[2], num_heads=[2], window_size=4, sf=2,
-                upsampler="pixelshuffle").eval()
+    sr = SwinIR(
+        img_size=8, embed_dim=8, depths=[2], num_heads=[2], window_size=4, sf=2, upsampler="pixelshuffle"
+    ).eval()
     den = SwinIR(img_size=8, embed_dim=8, depths=[2], num_heads=[2], window_size=4, sf=1, upsampler="").eval()
     with torch.no_grad():
         assert sr(torch.rand(1, 3, 8, 12)).shape == (1, 3, 16, 24)
@@ -199,10 +216,19 @@ def test_global_residual_is_the_identity_at_init_and_input_plus_the_plain_output
 
 def test_global_residual_invalid_settings():
     with pytest.raises(ValueError, match="global_residual"):
-        SwinIR(img_size=8, embed_dim=8, depths=[2], num_heads=[2], window_size=4, sf=1, upsampler="",
-               global_residual=True)
+        SwinIR(
+            img_size=8, embed_dim=8, depths=[2], num_heads=[2], window_size=4, sf=1, upsampler="", global_residual=True
+        )
     with pytest.raises(ValueError, match="global_residual"):
-        SwinIR(img_size=8, embed_dim=8, depths=[2], num_heads=[2], window_size=4, sf=2,
-               upsampler="pixelshuffle", global_residual=True)
+        SwinIR(
+            img_size=8,
+            embed_dim=8,
+            depths=[2],
+            num_heads=[2],
+            window_size=4,
+            sf=2,
+            upsampler="pixelshuffle",
+            global_residual=True,
+        )
     with pytest.raises(ValueError, match="global_residual"):
         small(in_chans=6, out_chans=3, global_residual=True)

@@ -4,14 +4,15 @@ A tiny prior and a tiny RM0 (configs/training/tiny/) are trained for two steps o
 evaluation of the step-2 checkpoint must reproduce the run's own ``[val_ema]`` line, an exported EMA state
 dict must score the same, and the raw (non-EMA) weights must score differently.
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
 
 import main
-from proc_helpers import logged_scalars, markdown_table
 from models.unet import UNetModel
+from proc_helpers import logged_scalars, markdown_table
 from trainers import evaluate
 from trainers.diffusion import DiffusionTrainerConfig
 from utils.config import load_config
@@ -31,16 +32,46 @@ def test_evaluate_reproduces_the_logged_validation(cfg, tmp_path, faces_hq_dir, 
     val_list = faces_hq_dir / "celeba128_val.txt"
     data = [f"data.train.source={val_list}", f"data.val.source={val_list}"]
     run = tmp_path / "run"
-    assert main.main(["--cfg_path", cfg, "--save_dir", str(run), *data, "train.iterations=2",
-                      "train.val_freq=2", "train.log_sample_paths=false", "train.ema_rate=0.5"]) == 0
+    assert (
+        main.main(
+            [
+                "--cfg_path",
+                cfg,
+                "--save_dir",
+                str(run),
+                *data,
+                "train.iterations=2",
+                "train.val_freq=2",
+                "train.log_sample_paths=false",
+                "train.ema_rate=0.5",
+            ]
+        )
+        == 0
+    )
     logged = logged_scalars(capsys.readouterr().out, "val_ema", 2)
 
     ckpt = torch.load(run / "ckpt_0000002.pth", map_location="cpu", weights_only=True)
     torch.save(ckpt["ema"], tmp_path / "ema.pth")
     torch.save(ckpt["model"], tmp_path / "raw.pth")
-    assert evaluate.main(["--cfg_path", cfg, "--ckpt", str(run / "ckpt_0000002.pth"), "ckpt",
-                          "--ckpt", str(tmp_path / "ema.pth"), "exported",
-                          "--ckpt", str(tmp_path / "raw.pth"), "raw", *data]) == 0
+    assert (
+        evaluate.main(
+            [
+                "--cfg_path",
+                cfg,
+                "--ckpt",
+                str(run / "ckpt_0000002.pth"),
+                "ckpt",
+                "--ckpt",
+                str(tmp_path / "ema.pth"),
+                "exported",
+                "--ckpt",
+                str(tmp_path / "raw.pth"),
+                "raw",
+                *data,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.splitlines()[0] == "| metric | ckpt | exported | raw |"
     table = markdown_table(out)
@@ -60,14 +91,28 @@ def test_evaluate_length_override_changes_the_faces(tmp_path, faces_hq_dir, caps
     torch.save(UNetModel(**cfg.model.params).state_dict(), model)
     scores = []
     for length in (2, 4):
-        assert evaluate.main(["--cfg_path", DIFFUSION_TINY, "--ckpt", str(model), "m",
-                              f"data.val.source={val_list}", f"data.val.length={length}"]) == 0
+        assert (
+            evaluate.main(
+                [
+                    "--cfg_path",
+                    DIFFUSION_TINY,
+                    "--ckpt",
+                    str(model),
+                    "m",
+                    f"data.val.source={val_list}",
+                    f"data.val.length={length}",
+                ]
+            )
+            == 0
+        )
         scores.append(markdown_table(capsys.readouterr().out)["loss"][0])
     assert scores[0] != scores[1]
 
 
-@pytest.mark.parametrize("args, needle", [(["--ckpt", "missing.pth", "m"], "missing.pth"),
-                                          (["--ckpt", "x.pth", "m", "data.vall.length=3"], "vall")])
+@pytest.mark.parametrize(
+    "args, needle",
+    [(["--ckpt", "missing.pth", "m"], "missing.pth"), (["--ckpt", "x.pth", "m", "data.vall.length=3"], "vall")],
+)
 def test_bad_checkpoint_or_key_exit_2_one_line(args, needle, capsys, single_process):
     code = evaluate.main(["--cfg_path", DIFFUSION_TINY, *args])
     err = capsys.readouterr().err.strip()

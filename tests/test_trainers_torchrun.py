@@ -3,6 +3,7 @@ rank-disjoint data, and the one-line exit-2 error for a bad configuration key.
 
 Tiny configs (configs/training/tiny/) on 16 real 16-px faces of celeba128_val, a few steps each.
 """
+
 from __future__ import annotations
 
 import os
@@ -86,8 +87,9 @@ def test_restorer_torchrun_then_resume_on_one_process(tmp_path, faces_hq_dir):
     assert _ckpt(save, 2)["step"] == 2
     _assert_first_epoch_disjoint(save, 2, range(1, 3))
     # resume with another world size (plain python, 1 process): same step counter, reseeded RNG
-    second = run_checked([sys.executable, "main.py", "--cfg_path", SWINIR_TINY, "--save_dir", str(save), *data,
-                          "train.iterations=3"])
+    second = run_checked(
+        [sys.executable, "main.py", "--cfg_path", SWINIR_TINY, "--save_dir", str(save), *data, "train.iterations=3"]
+    )
     assert "at step 2" in second.stdout and "training finished at step 3" in second.stdout
     assert _ckpt(save, 3)["step"] == 3
 
@@ -109,9 +111,14 @@ def test_resume_is_exact_in_process(tmp_path, faces_hq_dir, monkeypatch):
     assert any(not torch.equal(v, _ckpt(split, 2)["model"][k]) for k, v in a["model"].items())
 
 
-@pytest.mark.parametrize("override, key", [("train.bach=3", "train.bach"),
-                                           ("model.params.model_chanels=8", "model_chanels"),
-                                           ("validation.timestep=[1]", "validation.timestep")])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train.bach=3", "train.bach"),
+        ("model.params.model_chanels=8", "model_chanels"),
+        ("validation.timestep=[1]", "validation.timestep"),
+    ],
+)
 def test_bad_config_key_exit_2_one_line(tmp_path, capsys, override, key):
     code = main.main(["--cfg_path", DIFFUSION_TINY, "--save_dir", str(tmp_path), override])
     err = capsys.readouterr().err.strip()
@@ -120,9 +127,14 @@ def test_bad_config_key_exit_2_one_line(tmp_path, capsys, override, key):
 
 
 def test_bad_config_key_real_process(tmp_path):
-    proc = subprocess.run([sys.executable, "main.py", "--cfg_path", SWINIR_TINY, "--save_dir", str(tmp_path),
-                           "train.microbach=2"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, "main.py", "--cfg_path", SWINIR_TINY, "--save_dir", str(tmp_path), "train.microbach=2"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "train.microbach" in lines[0], proc.stderr
@@ -132,6 +144,7 @@ def test_bad_config_key_real_process(tmp_path):
 def test_sharded_sampler_resume_and_disjoint(n, world, per_step):
     """Brute force: a sampler started at offset s*b continues the stream of one started at 0; shards of
     one epoch are disjoint and of equal size."""
+
     def take(sampler, k):
         it = iter(sampler)
         return [next(it) for _ in range(k)]
@@ -139,7 +152,7 @@ def test_sharded_sampler_resume_and_disjoint(n, world, per_step):
     for rank in range(world):
         full = take(ShardedInfiniteSampler(n, rank, world, seed=3), 5 * per_step)
         resumed = take(ShardedInfiniteSampler(n, rank, world, seed=3, start=2 * per_step), 3 * per_step)
-        assert resumed == full[2 * per_step:]
+        assert resumed == full[2 * per_step :]
     epoch0 = [take(ShardedInfiniteSampler(n, r, world, seed=3), n // world) for r in range(world)]
     flat = [i for shard in epoch0 for i in shard]
     assert len(flat) == len(set(flat)) == (n // world) * world

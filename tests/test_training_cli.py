@@ -3,6 +3,7 @@
 consistently. In-process runs of the tiny configs on real faces; multi-rank validation is tested in
 tests/test_trainers_torchrun.py and tests/test_dgsa_training.py.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,10 @@ def _main_data(faces_hq_dir: Path) -> list:
 
 
 def _dblm_data(faces_hq_dir: Path) -> list:
-    return [f"data.train.source={faces_hq_dir / 'celeba128_train.txt'}",
-            f"data.val.source={faces_hq_dir / 'celeba128_val.txt'}"]
+    return [
+        f"data.train.source={faces_hq_dir / 'celeba128_train.txt'}",
+        f"data.val.source={faces_hq_dir / 'celeba128_val.txt'}",
+    ]
 
 
 def _clean_env() -> dict:
@@ -65,28 +68,77 @@ def test_fresh_run_into_a_used_folder_is_refused_torchrun(tmp_path, faces_hq_dir
     (An explicit ``--resume PATH`` is honoured: tests/test_checkpoint_recovery.py.)"""
     run = tmp_path / "run"
     data = _main_data(faces_hq_dir)
-    assert main.main(["--cfg_path", DIFFUSION_TINY, "--save_dir", str(run), *data, "train.iterations=4",
-                      "train.save_freq=2", "train.val_freq=100"]) == 0
+    assert (
+        main.main(
+            [
+                "--cfg_path",
+                DIFFUSION_TINY,
+                "--save_dir",
+                str(run),
+                *data,
+                "train.iterations=4",
+                "train.save_freq=2",
+                "train.val_freq=100",
+            ]
+        )
+        == 0
+    )
     before = {p.name: p.read_bytes() for p in run.glob("ckpt_*.pth")}
     assert sorted(before) == ["ckpt_0000002.pth", "ckpt_0000004.pth"]
     capsys.readouterr()
-    assert main.main(["--cfg_path", DIFFUSION_TINY, "--save_dir", str(run), "--resume", "none", *data,
-                      "train.iterations=4", "train.save_freq=2", "train.keep_checkpoints=1"]) == 2
+    assert (
+        main.main(
+            [
+                "--cfg_path",
+                DIFFUSION_TINY,
+                "--save_dir",
+                str(run),
+                "--resume",
+                "none",
+                *data,
+                "train.iterations=4",
+                "train.save_freq=2",
+                "train.keep_checkpoints=1",
+            ]
+        )
+        == 2
+    )
     err = _one_error_line(capsys)
     assert "4]" in err and "--resume auto" in err
     assert {p.name: p.read_bytes() for p in run.glob("ckpt_*.pth")} == before
     # resuming into another folder from the step-2 checkpoint is fine: nothing newer there
     other = tmp_path / "other"
-    assert main.main(["--cfg_path", DIFFUSION_TINY, "--save_dir", str(other), "--resume",
-                      str(run / "ckpt_0000002.pth"), *data, "train.iterations=3", "train.val_freq=100"]) == 0
+    assert (
+        main.main(
+            [
+                "--cfg_path",
+                DIFFUSION_TINY,
+                "--save_dir",
+                str(other),
+                "--resume",
+                str(run / "ckpt_0000002.pth"),
+                *data,
+                "train.iterations=3",
+                "train.val_freq=100",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in other.glob("ckpt_*.pth")) == ["ckpt_0000003.pth"]
 
 
 def test_fresh_run_into_a_used_folder_is_refused_accelerate(tmp_path, faces_hq_dir, capsys, single_process):
     """The DBLM scripts refuse the same folder, keeping its checkpoints and ema_final.pth."""
     save = tmp_path / "sde"
-    args = ["--config", str(SDE_TINY), "--save_dir", str(save), "train.val_freq=100", "train.amp=bf16",
-            *_dblm_data(faces_hq_dir)]
+    args = [
+        "--config",
+        str(SDE_TINY),
+        "--save_dir",
+        str(save),
+        "train.val_freq=100",
+        "train.amp=bf16",
+        *_dblm_data(faces_hq_dir),
+    ]
     assert train_SDE.main(args) == 0
     # the run says which precision it uses (accelerate launch announces its own default, 'no')
     assert "mixed precision: bf16 (train.amp: bf16)" in capsys.readouterr().out
@@ -102,11 +154,14 @@ def test_fresh_run_into_a_used_folder_is_refused_accelerate(tmp_path, faces_hq_d
 
 # ------------------------------------------------------------------ 4. overrides before an option
 def test_overrides_may_come_before_the_options():
-    args = cli.parse_args(main.build_parser(), ["--cfg_path", "c.yaml", "train.iterations=1", "--save_dir", "d",
-                                                "--resume", "none", "train.seed=3"])
+    args = cli.parse_args(
+        main.build_parser(),
+        ["--cfg_path", "c.yaml", "train.iterations=1", "--save_dir", "d", "--resume", "none", "train.seed=3"],
+    )
     assert args.overrides == ["train.iterations=1", "train.seed=3"] and args.resume == "none"
-    args = cli.parse_args(train_SDE.build_parser(),
-                          ["--config", "c.yaml", "data.val=null", "--save_dir", "X", "train.iterations=1"])
+    args = cli.parse_args(
+        train_SDE.build_parser(), ["--config", "c.yaml", "data.val=null", "--save_dir", "X", "train.iterations=1"]
+    )
     assert args.overrides == ["data.val=null", "train.iterations=1"] and args.save_dir == "X"
 
 
@@ -121,14 +176,18 @@ train: {iterations: 2}
 """
 
 
-@pytest.mark.parametrize("override, moved", [
-    ("task=sde", TASK_MOVED),
-    ("save_dir=runs/x", "'save_dir' moved to 'the command's --save_dir'"),
-    ("data.degradation=configs/degradation/demo64.yaml", "'data.degradation' moved to 'degradation (top level)'"),
-    ("data.val_size=3", "'data.val_size' moved to 'data.val.length'"),
-    ("data.val_seed=3", "'data.val_seed' moved to 'data.val.seed'"),
-    ("data.resolution=64", "'data.resolution' moved to 'data.train.resolution and data.val.resolution'"),
-    ("data.train=faces.txt", "'data.train' (a path) moved to 'data.train.source'")])
+@pytest.mark.parametrize(
+    "override, moved",
+    [
+        ("task=sde", TASK_MOVED),
+        ("save_dir=runs/x", "'save_dir' moved to 'the command's --save_dir'"),
+        ("data.degradation=configs/degradation/demo64.yaml", "'data.degradation' moved to 'degradation (top level)'"),
+        ("data.val_size=3", "'data.val_size' moved to 'data.val.length'"),
+        ("data.val_seed=3", "'data.val_seed' moved to 'data.val.seed'"),
+        ("data.resolution=64", "'data.resolution' moved to 'data.train.resolution and data.val.resolution'"),
+        ("data.train=faces.txt", "'data.train' (a path) moved to 'data.train.source'"),
+    ],
+)
 @pytest.mark.parametrize("config", [SDE_TINY, REPO / DIFFUSION_TINY])
 def test_a_key_of_the_old_dblm_dialect_is_refused_naming_where_it_moved(config, override, moved):
     with pytest.raises(ConfigError) as err:
@@ -148,8 +207,10 @@ def test_an_old_dialect_config_is_one_line(tmp_path, capsys, script, single_proc
 
 def test_a_script_refuses_another_networks_trainer(capsys, tmp_path, single_process):
     assert train_SDE.main(["--config", str(TM_TINY), "--save_dir", str(tmp_path / "run")]) == 2
-    assert _one_error_line(capsys) == (f"train_SDE.py: error: {TM_TINY}: trainer.target must be one of ['trainers."
-                                       "sde.TrainerSDE'] for this script, got 'trainers.transform.TrainerTM'")
+    assert _one_error_line(capsys) == (
+        f"train_SDE.py: error: {TM_TINY}: trainer.target must be one of ['trainers."
+        "sde.TrainerSDE'] for this script, got 'trainers.transform.TrainerTM'"
+    )
 
 
 def test_both_launchers_take_the_same_flags():
@@ -206,8 +267,9 @@ def test_malformed_yaml_exits_2_with_one_line(tmp_path, capsys, launcher, bad, s
     if bad == "file":
         config.write_text(config.read_text() + "\nbroken: [1, 2\n")
     script = main if launcher == "main.py" else train_SDE
-    code = script.main(["--cfg_path", str(config), "--save_dir", str(tmp_path / "run")]
-                       + ([override] if bad == "override" else []))
+    code = script.main(
+        ["--cfg_path", str(config), "--save_dir", str(tmp_path / "run")] + ([override] if bad == "override" else [])
+    )
     assert code == 2
     err = _one_error_line(capsys)
     assert (override in err) if bad == "override" else ("not valid YAML" in err and "line" in err)
@@ -240,21 +302,61 @@ def test_resumed_logger_purges_the_steps_after_its_checkpoint(tmp_path):
 # ------------------------------------------------------------------ 10. launcher noise
 @pytest.mark.slow
 def test_config_error_is_printed_once_under_torchrun(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "main.py", "--cfg_path", DIFFUSION_TINY, "--save_dir", str(tmp_path), "train.bach=3"],
-                          cwd=REPO, env=_clean_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "main.py",
+            "--cfg_path",
+            DIFFUSION_TINY,
+            "--save_dir",
+            str(tmp_path),
+            "train.bach=3",
+        ],
+        cwd=REPO,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert [line for line in proc.stderr.splitlines() if line.startswith("main.py: error:")] == [
-        next(line for line in proc.stderr.splitlines() if "train.bach" in line)]
+        next(line for line in proc.stderr.splitlines() if "train.bach" in line)
+    ]
 
 
 @pytest.mark.slow
 def test_accelerate_cpu_launch_of_two_processes_is_refused(tmp_path):
     """``accelerate launch --cpu --num_processes 2`` (which starts one process) is refused with one line."""
-    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                           "train_SDE.py", "--config", str(SDE_TINY), "--save_dir", str(tmp_path)],
-                          cwd=REPO, env=_clean_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--cpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "train_SDE.py",
+            "--config",
+            str(SDE_TINY),
+            "--save_dir",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert "train_SDE.py: error: accelerate launch started one process" in proc.stderr
     assert not (tmp_path / "checkpoints").exists()
@@ -263,13 +365,42 @@ def test_accelerate_cpu_launch_of_two_processes_is_refused(tmp_path):
 @pytest.mark.slow
 def test_quiet_accelerate_launch_leaves_the_one_line(tmp_path):
     """Under ``accelerate launch -q`` a bad config is the script's one line: no CalledProcessError trace."""
-    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "-q", "--cpu", "--num_processes", "1",
-                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                           "train_SDE.py", "--config", str(SDE_TINY), "--save_dir", str(tmp_path), "train.bach=3"],
-                          cwd=REPO, env=_clean_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "-q",
+            "--cpu",
+            "--num_processes",
+            "1",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "train_SDE.py",
+            "--config",
+            str(SDE_TINY),
+            "--save_dir",
+            str(tmp_path),
+            "train.bach=3",
+        ],
+        cwd=REPO,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert [line for line in proc.stderr.splitlines() if "error" in line.lower()] == [
-        next(line for line in proc.stderr.splitlines() if line.startswith("train_SDE.py: error:") and "train.bach" in line)]
+        next(
+            line
+            for line in proc.stderr.splitlines()
+            if line.startswith("train_SDE.py: error:") and "train.bach" in line
+        )
+    ]
     assert "Traceback" not in proc.stderr and "CalledProcessError" not in proc.stderr
 
 
@@ -291,10 +422,20 @@ def test_dblm_splits_are_seeded_by_their_seed_else_train_seed(faces_hq_dir, tmp_
     cls, cfg = load_training_config(SDE_TINY, [*data, "train.seed=7"])
     trainer = cls(cfg, tmp_path, dist_info=CPU)
     degradation = REPO / "configs" / "degradation" / "demo64.yaml"
-    expected = {"train": FaceDataset(faces_hq_dir / "celeba128_train.txt", 32, flip=True, degradation=degradation,
-                                     seed=7, with_sigma_star=True),
-                "val": FaceDataset(faces_hq_dir / "celeba128_val.txt", 32, flip=False, degradation=degradation,
-                                   seed=1234, with_sigma_star=True, length=4)}
+    expected = {
+        "train": FaceDataset(
+            faces_hq_dir / "celeba128_train.txt", 32, flip=True, degradation=degradation, seed=7, with_sigma_star=True
+        ),
+        "val": FaceDataset(
+            faces_hq_dir / "celeba128_val.txt",
+            32,
+            flip=False,
+            degradation=degradation,
+            seed=1234,
+            with_sigma_star=True,
+            length=4,
+        ),
+    }
     for split, reference in expected.items():
         built = trainer.build_dataset(split)
         assert len(built) == len(reference)
@@ -324,7 +465,7 @@ def test_readme_training_section_matches_the_flags():
     every option its commands give those scripts exists (torchrun's own --nproc_per_node aside)."""
     readme = (REPO / "README.md").read_text()
     start = readme.index("## Training")
-    section = readme[start:readme.index("\n## ", start + 1)]
+    section = readme[start : readme.index("\n## ", start + 1)]
     flags = re.compile(r"(?<![\w-])(--[a-z_]+)")
     accepted = _option_strings(main.build_parser()) | _option_strings(train_SDE.build_parser())
     assert accepted <= set(flags.findall(section)), accepted - set(flags.findall(section))

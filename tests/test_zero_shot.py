@@ -1,21 +1,23 @@
 """DiffBIR/zero_shot.py (and scripts/calibrate_zero_shot.py): the zero-shot DBLM on real degraded faces with the
 committed demo RM0, against sigma* from the spatial reference search and the blur of the restorer's output; the restorer-blur model
 against its closed form (Gaussians compose); the sigma_ratio calibration and its command; config wiring."""
+
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from DiffBIR.dblm import DBLM
-from DiffBIR.zero_shot import ZeroShotDBLM, calibrate
 from data.blur import gaussian_blur
 from data.datasets import load_face
 from data.degradation import degrade, load_degradation_config
 from data.sigma_star import sigma_star_spatial
+from DiffBIR.dblm import DBLM
+from DiffBIR.zero_shot import ZeroShotDBLM, calibrate
 from sampler import FaceRestoreSampler, load_sample_config
 from script_modules import load_script
 from utils.config import ConfigError
@@ -48,7 +50,7 @@ def test_levels_are_blurs_of_the_restorer_at_sigma_star(dblm, lq, ratio):
     ref = sigma_star_spatial(restored.double(), lq.double(), sigma_max=dblm.sigma_max_512 / 8, fine_step=step)
     assert torch.allclose(out.sigma_hat, ratio * ref, atol=ratio * step + 1e-6), (out.sigma_hat, ref)
     assert out.sigma_hat.min() > 0 and len(out.images) == dblm.num_levels == 3
-    floor, own = dblm.sigma_min_512 * 64 / 512, out.sigma_hat / ratio * (ratio ** 2 - 1) ** 0.5
+    floor, own = dblm.sigma_min_512 * 64 / 512, out.sigma_hat / ratio * (ratio**2 - 1) ** 0.5
     want = torch.clamp(out.sigma_hat[:, None] * dblm.rho ** torch.arange(3.0), min=floor)
     assert torch.allclose(out.sigmas, torch.maximum(want, own[:, None]))
     for k, image in enumerate(out.images):
@@ -81,15 +83,14 @@ def test_restorer_blur_model_recovers_the_clean_levels(clean, blur, own_fraction
     (checked where each kernel is at least 0.8 px wide, or exactly R(y) where a level reaches d0)."""
     own = own_fraction * blur
     y, restored = gaussian_blur(clean, blur), gaussian_blur(clean, own)
-    ratio = blur / (blur ** 2 - own ** 2) ** 0.5
+    ratio = blur / (blur**2 - own**2) ** 0.5
     dblm = ZeroShotDBLM(LookupRestorer(y, restored), sigma_ratio=ratio)
     out = dblm(y)
     step = dblm.fine_step_512 * 64 / 512
-    assert torch.allclose(dblm.grid_sigma_star(restored, y), torch.full((3,), (blur ** 2 - own ** 2) ** 0.5),
-                          atol=2 * step)
+    assert torch.allclose(dblm.grid_sigma_star(restored, y), torch.full((3,), (blur**2 - own**2) ** 0.5), atol=2 * step)
     assert torch.allclose(out.sigma_hat, torch.full((3,), blur), atol=2 * ratio * step)
     for k, image in enumerate(out.images):
-        extra = (out.sigmas[:, k] ** 2 - own ** 2).clamp(min=0).sqrt()
+        extra = (out.sigmas[:, k] ** 2 - own**2).clamp(min=0).sqrt()
         if torch.all(extra == 0):
             assert torch.allclose(image, restored.clamp(-1, 1))
         elif torch.all(extra >= 0.8):
@@ -99,8 +100,8 @@ def test_restorer_blur_model_recovers_the_clean_levels(clean, blur, own_fraction
 def test_calibration_recovers_the_ratio(clean):
     """Pairs blurred by s with a restorer leaving d0: every ratio is s / sqrt(s^2 - d0^2)."""
     blurs, owns = torch.tensor([2.0, 2.5, 3.0]), torch.tensor([1.2, 1.5, 1.8])  # d0 = 0.6 s
-    y = torch.cat([gaussian_blur(clean[i:i + 1], float(b)) for i, b in enumerate(blurs)])
-    restored = torch.cat([gaussian_blur(clean[i:i + 1], float(d)) for i, d in enumerate(owns)])
+    y = torch.cat([gaussian_blur(clean[i : i + 1], float(b)) for i, b in enumerate(blurs)])
+    restored = torch.cat([gaussian_blur(clean[i : i + 1], float(d)) for i, d in enumerate(owns)])
     ratios = calibrate(ZeroShotDBLM(LookupRestorer(y, restored)), clean, y, batch=2)
     assert torch.allclose(ratios, torch.full((3,), 1.25), atol=0.02), ratios  # 1 / sqrt(1 - 0.6^2)
 
@@ -130,9 +131,9 @@ def test_calibration_command(celeba_val_faces, tmp_path, capsys):
 def test_batch_independence(dblm, lq):
     together = dblm(lq[:3])
     for i in range(3):
-        alone = dblm(lq[i:i + 1])
-        assert torch.equal(alone.sigma_hat, together.sigma_hat[i:i + 1])
-        assert torch.allclose(alone.images[0], together.images[0][i:i + 1], atol=1e-6)
+        alone = dblm(lq[i : i + 1])
+        assert torch.equal(alone.sigma_hat, together.sigma_hat[i : i + 1])
+        assert torch.allclose(alone.images[0], together.images[0][i : i + 1], atol=1e-6)
 
 
 def test_sampler_runs_the_public_demo_recipe(lq):

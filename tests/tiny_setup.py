@@ -5,6 +5,7 @@
 at them, and returns the config path. The SDE's output layer is re-initialised randomly so that
 different faces get different sigma_hat, hence different start steps (mixed batches).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,22 +20,53 @@ from utils.config import instantiate
 
 RESOLUTION = 32
 
-DIFFUSION = {"target": "models.script_util.create_gaussian_diffusion",
-             "params": {"steps": 1000, "learn_sigma": True, "noise_schedule": "linear",
-                        "rescale_learned_sigmas": True, "timestep_respacing": "ddim25"}}
-UNET = {"target": "models.unet.UNetModel",
-        "params": {"image_size": RESOLUTION, "in_channels": 3, "model_channels": 32, "out_channels": 6,
-                   "num_res_blocks": 1, "attention_resolutions": [4], "channel_mult": [1, 2],
-                   "num_head_channels": 16, "use_scale_shift_norm": True}}
-SWINIR_SMALL = {"img_size": 16, "patch_size": 1, "embed_dim": 8, "depths": [1], "num_heads": [2],
-                "window_size": 4, "mlp_ratio": 2, "sf": 2, "img_range": 1.0, "upsampler": "nearest+conv",
-                "resi_connection": "1conv", "unshuffle": True, "unshuffle_scale": 2}
+DIFFUSION = {
+    "target": "models.script_util.create_gaussian_diffusion",
+    "params": {
+        "steps": 1000,
+        "learn_sigma": True,
+        "noise_schedule": "linear",
+        "rescale_learned_sigmas": True,
+        "timestep_respacing": "ddim25",
+    },
+}
+UNET = {
+    "target": "models.unet.UNetModel",
+    "params": {
+        "image_size": RESOLUTION,
+        "in_channels": 3,
+        "model_channels": 32,
+        "out_channels": 6,
+        "num_res_blocks": 1,
+        "attention_resolutions": [4],
+        "channel_mult": [1, 2],
+        "num_head_channels": 16,
+        "use_scale_shift_norm": True,
+    },
+}
+SWINIR_SMALL = {
+    "img_size": 16,
+    "patch_size": 1,
+    "embed_dim": 8,
+    "depths": [1],
+    "num_heads": [2],
+    "window_size": 4,
+    "mlp_ratio": 2,
+    "sf": 2,
+    "img_range": 1.0,
+    "upsampler": "nearest+conv",
+    "resi_connection": "1conv",
+    "unshuffle": True,
+    "unshuffle_scale": 2,
+}
 RESTORER = {"target": "models.swinir.SwinIR", "params": dict(SWINIR_SMALL, in_chans=3)}
 SDE = {"target": "DiffBIR.sde.SigmaEstimator", "params": {"channels": [8, 16], "log_sigma_init": 0.0}}
 TM = {"target": "DiffBIR.transform.TransformModel", "params": {"swinir": SWINIR_SMALL}}
 RM = {"target": "DiffBIR.transform.RefinementModel", "params": {"swinir": SWINIR_SMALL}}
-DGSA = {"target": "models.dgsa.DGSA",
-        "params": {"model_channels": 32, "channel_mult": [1, 2], "s_max": 1.0, "b_ref": 0.05}}
+DGSA = {
+    "target": "models.dgsa.DGSA",
+    "params": {"model_channels": 32, "channel_mult": [1, 2], "s_max": 1.0, "b_ref": 0.05},
+}
 
 
 def _save(node: dict, path: Path, seed: int, tweak=None) -> dict:
@@ -72,22 +104,42 @@ def _spread_sde(faces: torch.Tensor):
 def make_tiny_setup(out_dir: Path, faces: Sequence[Path], with_dgsa: bool = False, **sampler) -> Path:
     """Write the tiny setup under ``out_dir``; ``sampler`` entries override the config's sampler section."""
     out_dir = Path(out_dir)
-    table = build_table(list(faces), np.linspace(0.0, 4.0, 33), resolution=RESOLUTION, noise_schedule="linear",
-                        num_steps=1000, tau=0.05, batch_size=16)
+    table = build_table(
+        list(faces),
+        np.linspace(0.0, 4.0, 33),
+        resolution=RESOLUTION,
+        noise_schedule="linear",
+        num_steps=1000,
+        tau=0.05,
+        batch_size=16,
+    )
     table_path = table.save(out_dir / "dsst.json")
     cfg = {
         "resolution": RESOLUTION,
         "diffusion": DIFFUSION,
         "model": _save(UNET, out_dir / "unet.pth", 0),
         "restorer": _save(RESTORER, out_dir / "restorer.pth", 1),
-        "dblm": {"num_levels": 3, "rho": 0.75, "sigma_min_512": 0.5,
-                 "sde": _save(SDE, out_dir / "sde.pth", 2, _spread_sde(load_faces(list(faces), RESOLUTION))),
-                 "tm": _save(TM, out_dir / "tm.pth", 3),
-                 "rm": _save(RM, out_dir / "rm.pth", 4)},
+        "dblm": {
+            "num_levels": 3,
+            "rho": 0.75,
+            "sigma_min_512": 0.5,
+            "sde": _save(SDE, out_dir / "sde.pth", 2, _spread_sde(load_faces(list(faces), RESOLUTION))),
+            "tm": _save(TM, out_dir / "tm.pth", 3),
+            "rm": _save(RM, out_dir / "rm.pth", 4),
+        },
         "dsst": {"table_path": str(table_path)},
-        "sampler": {"method": "dynfacerestore", "start": "dsst", "fixed_start_index": 10, "eta": "auto",
-                    "guidance": {"mode": "dgsa" if with_dgsa else "global", "lam": 0.05, "global_scale": 1.0,
-                                 "combine": "sharpest"}},
+        "sampler": {
+            "method": "dynfacerestore",
+            "start": "dsst",
+            "fixed_start_index": 10,
+            "eta": "auto",
+            "guidance": {
+                "mode": "dgsa" if with_dgsa else "global",
+                "lam": 0.05,
+                "global_scale": 1.0,
+                "combine": "sharpest",
+            },
+        },
     }
     if with_dgsa:
         cfg["dgsa"] = _save(DGSA, out_dir / "dgsa.pth", 5, _random_dgsa_head)

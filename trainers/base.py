@@ -8,6 +8,7 @@ resumable data, AdamW with :func:`utils.lr_schedule.lr_at`, clipping, ``train.am
 (:mod:`utils.run_checkpoints`), validation and logging. ``train.batch: [A, B]``: A samples per optimiser step summed
 over processes, B the validation batch of a process; ``train.microbatch`` accumulates gradients in chunks.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,17 +27,40 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from data.datasets import FaceDataset
 from data.degradation import DegradationConfig, load_degradation_config
 from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.config import (ConfigError, WeightsNode, get_obj_from_str, instantiate, load_config, override_hint,
-                          require_keys, to_dict)
-from utils.distributed import (DistInfo, EpochIndexed, ShardedInfiniteSampler, all_reduce_mean, all_reduce_sum,
-                               barrier, broadcast_object, init_distributed, rank_seed,
-                               single_process_from_multi_request)
+from utils.config import (
+    ConfigError,
+    WeightsNode,
+    get_obj_from_str,
+    instantiate,
+    load_config,
+    override_hint,
+    require_keys,
+    to_dict,
+)
+from utils.distributed import (
+    DistInfo,
+    EpochIndexed,
+    ShardedInfiniteSampler,
+    all_reduce_mean,
+    all_reduce_sum,
+    barrier,
+    broadcast_object,
+    init_distributed,
+    rank_seed,
+    single_process_from_multi_request,
+)
 from utils.ema import EMA
+from utils.image_io import write_bytes_atomic, write_failure
 from utils.lr_schedule import lr_at
 from utils.model_factory import resolve_path
-from utils.image_io import write_bytes_atomic, write_failure
-from utils.run_checkpoints import (CheckpointSeries, main_process_writes, restore_training_state, resume_state,
-                                   run_checkpoints, save_training_state)
+from utils.run_checkpoints import (
+    CheckpointSeries,
+    main_process_writes,
+    restore_training_state,
+    resume_state,
+    run_checkpoints,
+    save_training_state,
+)
 from utils.train_log import TrainLogger
 from utils.train_schema import TrainSection, check_train
 
@@ -122,7 +146,7 @@ def _split(batch: Dict[str, Any], size: int) -> Iterator[Dict[str, Any]]:
     """Chunks of ``size`` samples of a collated batch (tensors and lists sliced along the first axis)."""
     n = len(next(iter(batch.values())))
     for start in range(0, n, size):
-        yield {k: v[start:start + size] for k, v in batch.items()}
+        yield {k: v[start : start + size] for k, v in batch.items()}
 
 
 # ----------------------------------------------------------------------------------------- trainer
@@ -133,12 +157,15 @@ class TrainerBase:
     seeding: ClassVar[str] = "reseed"  # or "rank_offset" (module docstring: seeding)
     final_weights: ClassVar[Optional[str]] = None  # file in save_dir for the final EMA state dict
 
-    def __init__(self, cfg: DictConfig, save_dir: str | Path, resume: str = "auto",
-                 dist_info: Optional[DistInfo] = None):
+    def __init__(
+        self, cfg: DictConfig, save_dir: str | Path, resume: str = "auto", dist_info: Optional[DistInfo] = None
+    ):
         if single_process_from_multi_request():
-            raise TrainingError("accelerate launch started one process although --num_processes asks for more: "
-                                "it starts several only with --multi_gpu (also on a machine without GPUs: gloo "
-                                "on the CPU)")
+            raise TrainingError(
+                "accelerate launch started one process although --num_processes asks for more: "
+                "it starts several only with --multi_gpu (also on a machine without GPUs: gloo "
+                "on the CPU)"
+            )
         self.cfg = cfg
         self.save_dir = Path(save_dir)
         self.checkpoints = self.checkpoint_series()
@@ -212,8 +239,14 @@ class TrainerBase:
             return None
         source = resolve_path(node.source) if isinstance(node.source, str) else [resolve_path(p) for p in node.source]
         try:
-            return FaceDataset(source, resolution=node.resolution, flip=node.flip, length=node.length,
-                               seed=self.cfg.train.seed if node.seed is None else node.seed, **kwargs)
+            return FaceDataset(
+                source,
+                resolution=node.resolution,
+                flip=node.flip,
+                length=node.length,
+                seed=self.cfg.train.seed if node.seed is None else node.seed,
+                **kwargs,
+            )
         except ConfigError:
             raise
         except FileNotFoundError as err:
@@ -246,11 +279,13 @@ class TrainerBase:
         train_set = self.build_dataset("train")
         val_set = self.build_dataset("val")
         trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=tc.lr, betas=tuple(tc.betas),
-                                      weight_decay=tc.weight_decay)
+        optimizer = torch.optim.AdamW(trainable, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        ddp = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None) \
-            if self.dist.is_distributed else model  # copies rank 0's weights to every process
+        ddp = (
+            DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if self.dist.is_distributed
+            else model
+        )  # copies rank 0's weights to every process
         ema = EMA(model, rate=tc.ema_rate)
         self._resume(model, ema, optimizer, scaler)
         self.checkpoints.check_start(self.step)
@@ -258,14 +293,26 @@ class TrainerBase:
             self.save_dir.mkdir(parents=True, exist_ok=True)  # every process: sample_paths_rank{r}.txt
         except OSError as err:
             raise write_failure(self.save_dir, err) from None
-        main_process_writes(self.dist, lambda: write_bytes_atomic(
-            self.save_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(to_dict(self.cfg))).encode("utf-8")))
+        main_process_writes(
+            self.dist,
+            lambda: write_bytes_atomic(
+                self.save_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(to_dict(self.cfg))).encode("utf-8")
+            ),
+        )
         if self.dist.is_main:
-            print(f"{self.dist.world_size} process(es), mixed precision: "
-                  f"{'none' if self.amp_dtype is None else tc.amp} (train.amp: {tc.amp})", flush=True)
+            print(
+                f"{self.dist.world_size} process(es), mixed precision: "
+                f"{'none' if self.amp_dtype is None else tc.amp} (train.amp: {tc.amp})",
+                flush=True,
+            )
 
-        logger = TrainLogger(self.save_dir, total_steps=tc.iterations, start_step=self.step,
-                             is_main=self.dist.is_main, print_every=tc.log_freq)
+        logger = TrainLogger(
+            self.save_dir,
+            total_steps=tc.iterations,
+            start_step=self.step,
+            is_main=self.dist.is_main,
+            print_every=tc.log_freq,
+        )
         data = iter(self._train_loader(train_set))
         paths_file = self.save_dir / f"sample_paths_rank{self.dist.rank}.txt" if tc.log_sample_paths else None
         try:
@@ -285,8 +332,17 @@ class TrainerBase:
                     logger.scalars(self.step, self._validate(model, val_set), prefix="val")
                     logger.scalars(self.step, self._validate(ema.model, val_set), prefix="val_ema")
                 if self.step % tc.save_freq == 0 or last:
-                    save_training_state(self.checkpoints, self.step, tc.keep_checkpoints, self.dist, model=model,
-                                        ema=ema, optimizer=optimizer, scaler=scaler, config=to_dict(self.cfg))
+                    save_training_state(
+                        self.checkpoints,
+                        self.step,
+                        tc.keep_checkpoints,
+                        self.dist,
+                        model=model,
+                        ema=ema,
+                        optimizer=optimizer,
+                        scaler=scaler,
+                        config=to_dict(self.cfg),
+                    )
         finally:
             logger.close()
         if self.final_weights:
@@ -326,8 +382,7 @@ class TrainerBase:
         ckpt = resume_state(self.checkpoints, self.resume, self.dist)
         restored = False
         if ckpt is not None:
-            restored = restore_training_state(ckpt, self.dist, model=model, ema=ema, optimizer=optimizer,
-                                              scaler=scaler)
+            restored = restore_training_state(ckpt, self.dist, model=model, ema=ema, optimizer=optimizer, scaler=scaler)
             self.step = int(ckpt["step"])
             if self.dist.is_main:
                 print(f"resuming from {ckpt['path']} at step {self.step}", flush=True)
@@ -338,15 +393,28 @@ class TrainerBase:
         with_epoch = hasattr(dataset, "set_epoch")
         if len(dataset) < self.batch_per_rank * self.dist.world_size:
             raise ConfigError(f"data.train: {len(dataset)} images, fewer than one batch (train.batch[0])")
-        sampler = ShardedInfiniteSampler(len(dataset), self.dist.rank, self.dist.world_size, seed=self.cfg.train.seed,
-                                         start=self.step * self.batch_per_rank, with_epoch=with_epoch)
+        sampler = ShardedInfiniteSampler(
+            len(dataset),
+            self.dist.rank,
+            self.dist.world_size,
+            seed=self.cfg.train.seed,
+            start=self.step * self.batch_per_rank,
+            with_epoch=with_epoch,
+        )
         dataset = EpochIndexed(dataset) if with_epoch else dataset
         workers = self.cfg.data.num_workers
         # own generator (worker seeds): creating the iterator must not consume the training RNG stream
         gen = torch.Generator().manual_seed(rank_seed(self.cfg.train.seed, self.dist.rank, self.step))
-        return DataLoader(dataset, batch_size=self.batch_per_rank, sampler=sampler, num_workers=workers,
-                          pin_memory=self.device.type == "cuda", drop_last=True, persistent_workers=workers > 0,
-                          generator=gen)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_per_rank,
+            sampler=sampler,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            drop_last=True,
+            persistent_workers=workers > 0,
+            generator=gen,
+        )
 
     def _to_device(self, batch: Dict[str, Any]) -> Dict[str, Any]:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -354,14 +422,20 @@ class TrainerBase:
     def _optimise(self, ddp: nn.Module, batch: Dict[str, Any], optimizer, scaler) -> Dict[str, float]:
         tc = self.cfg.train
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(self.step, lr=tc.lr, total=tc.iterations, warmup=tc.warmup_iterations,
-                                schedule=tc.lr_schedule, min_lr=tc.min_lr)
+            group["lr"] = lr_at(
+                self.step,
+                lr=tc.lr,
+                total=tc.iterations,
+                warmup=tc.warmup_iterations,
+                schedule=tc.lr_schedule,
+                min_lr=tc.min_lr,
+            )
         optimizer.zero_grad(set_to_none=True)
         chunks = list(_split(self._to_device(batch), self.microbatch))
         totals: Dict[str, float] = {}
         for i, chunk in enumerate(chunks):
             sync = i == len(chunks) - 1 or not self.dist.is_distributed
-            with (contextlib.nullcontext() if sync else ddp.no_sync()):
+            with contextlib.nullcontext() if sync else ddp.no_sync():
                 with self.autocast():
                     loss, scalars = self.compute_loss(ddp, chunk)
                 scaler.scale(loss / len(chunks)).backward()
@@ -387,8 +461,13 @@ class TrainerBase:
         size = self.cfg.train.batch[1]
         batches = self._val_batches(len(dataset))
         shard = Subset(dataset, [i for b in batches for i in range(b * size, min((b + 1) * size, len(dataset)))])
-        loader = DataLoader(shard, batch_size=size, shuffle=False,
-                            num_workers=self.cfg.data.num_workers, generator=torch.Generator().manual_seed(0))
+        loader = DataLoader(
+            shard,
+            batch_size=size,
+            shuffle=False,
+            num_workers=self.cfg.data.num_workers,
+            generator=torch.Generator().manual_seed(0),
+        )
         was_training = model.training
         model.eval()
         zero = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -422,8 +501,9 @@ def trainer_class(cfg_path: str | Path, overrides: Sequence[str] = (), targets: 
     return cls
 
 
-def load_training_config(cfg_path: str | Path, overrides: Sequence[str] = (),
-                         targets: Optional[Sequence[str]] = None) -> Tuple[type, DictConfig]:
+def load_training_config(
+    cfg_path: str | Path, overrides: Sequence[str] = (), targets: Optional[Sequence[str]] = None
+) -> Tuple[type, DictConfig]:
     """(trainer class, validated config) of a training YAML with ``overrides``: :func:`trainer_class`, its
     ``config_schema``, no ``???`` left (:func:`utils.config.require_keys`) and its :meth:`TrainerBase.check`."""
     cls = trainer_class(cfg_path, overrides, targets)

@@ -16,6 +16,7 @@ A bad configuration, checkpoint or launch prints one line ``SCRIPT: error: ...``
 process) and exits with status 2; a file the OS refuses to write (a full disk, a read-only folder) likewise, naming
 the file and the OS's reason, with status 1 (earlier checkpoints and outputs stay as they were).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,10 +39,16 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """The options of a training script (module docstring)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", "--cfg_path", dest="config", required=True, help="training YAML")
-    parser.add_argument("--save_dir", default=None,
-                        help="folder for checkpoints, logs and tensorboard (default: experiments/<config name>)")
-    parser.add_argument("--resume", default="auto",
-                        help="'auto' (newest checkpoint of the run's folder, if any), 'none', or a checkpoint file")
+    parser.add_argument(
+        "--save_dir",
+        default=None,
+        help="folder for checkpoints, logs and tensorboard (default: experiments/<config name>)",
+    )
+    parser.add_argument(
+        "--resume",
+        default="auto",
+        help="'auto' (newest checkpoint of the run's folder, if any), 'none', or a checkpoint file",
+    )
     parser.add_argument("--seed", type=int, default=None, help="overrides train.seed")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.iterations=1000")
     return parser
@@ -65,8 +72,9 @@ def make_trainer(args: argparse.Namespace, targets: Optional[Sequence[str]] = No
     return cls(cfg, args.save_dir, args.resume)
 
 
-def main(argv: Optional[Sequence[str]], parser: argparse.ArgumentParser,
-         targets: Optional[Sequence[str]] = None) -> int:
+def main(
+    argv: Optional[Sequence[str]], parser: argparse.ArgumentParser, targets: Optional[Sequence[str]] = None
+) -> int:
     """Parse ``argv``, build the trainer (:func:`make_trainer`) and train; 0, or 2 after one line
     on a bad configuration, checkpoint or launch, 1 after one line on a refused write."""
     args = parse_args(parser, argv)
@@ -79,4 +87,3 @@ def main(argv: Optional[Sequence[str]], parser: argparse.ArgumentParser,
     finally:
         cleanup_distributed()
     return 0
-

@@ -18,6 +18,7 @@ or ``TrainerRM``), as every training config does (:func:`trainers.base.load_trai
 
 Quantities given in 512-px units (``*_512``) are scaled to the training resolution (:meth:`DBLMTrainer.px`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -75,8 +76,9 @@ class DBLMTrainer(TrainerBase):
         if resolution < 8:
             raise ConfigError(f"'data.train.resolution' must be >= 8, got {resolution}")
         if cfg.data.val is not None and cfg.data.val.resolution != resolution:
-            raise ConfigError(f"'data.val.resolution' must equal data.train.resolution {resolution}, "
-                              f"got {cfg.data.val.resolution}")
+            raise ConfigError(
+                f"'data.val.resolution' must equal data.train.resolution {resolution}, got {cfg.data.val.resolution}"
+            )
 
     def checkpoint_series(self) -> CheckpointSeries:
         return run_checkpoints(self.save_dir / "checkpoints")
@@ -89,8 +91,10 @@ class DBLMTrainer(TrainerBase):
         model = super().build_model()
         init = self.cfg.get("init", None)
         if init is not None and not self.cfg.model.ckpt_path:
-            source = read_state_dict(resolve_path(init.ckpt_path), hint="'init.ckpt_path' must be a trained restorer's "
-                                     "state_dict (e.g. weights/demo/restorer_demo64.pth)")
+            source = read_state_dict(
+                resolve_path(init.ckpt_path),
+                hint="'init.ckpt_path' must be a trained restorer's state_dict (e.g. weights/demo/restorer_demo64.pth)",
+            )
             try:
                 model.warm_start(source, init.image)
             except ValueError as err:

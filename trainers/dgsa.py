@@ -8,6 +8,7 @@ index i at which the sampler guides with level k, x_t = q_sample(x or y'_1, i), 
 closed_form_guidance(x0_hat, y'_k, sigma_k, lam), b = DGSA(x0_hat, x0_tilde, y'_k, t);
 loss = laplace_nll(x - x0_tilde, b).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,8 +19,8 @@ from omegaconf import MISSING, DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from data.degradation import load_degradation_config
 from data.datasets import FaceDataset
+from data.degradation import load_degradation_config
 from DiffBIR.dblm import DBLM
 from models.dgsa import laplace_nll, scale_from_b
 from models.dsst import DSSTTable, DSSTTableError
@@ -27,8 +28,8 @@ from models.guidance import batch_pad, blend, closed_form_guidance
 from sampler import load_sample_config
 from trainers.base import TrainerBase, TrainerConfig
 from utils.config import ConfigError, instantiate
-from utils.tensor_psnr import psnr_tensor
 from utils.model_factory import build_model, resolve_path
+from utils.tensor_psnr import psnr_tensor
 
 PRIOR_HINT = "'model.ckpt_path' of the sample config must be the diffusion prior the sampler uses (weights/README.md)"
 
@@ -38,13 +39,13 @@ PRIOR_HINT = "'model.ckpt_path' of the sample config must be the diffusion prior
 class PairsSection:
     """How training pairs are drawn (module docstring); lam and clipping come from the sample config."""
 
-    p_from_blur: float = 0.2     # probability of diffusing y'_1 instead of x
+    p_from_blur: float = 0.2  # probability of diffusing y'_1 instead of x
 
 
 @dataclass
 class DGSATrainerConfig(TrainerConfig):
-    degradation: str = MISSING        # DegradationConfig YAML (blind degradation of the HQ faces)
-    sample_config: str = MISSING      # configs/sample/*.yaml: the frozen diffusion, prior, dblm, dsst, lam
+    degradation: str = MISSING  # DegradationConfig YAML (blind degradation of the HQ faces)
+    sample_config: str = MISSING  # configs/sample/*.yaml: the frozen diffusion, prior, dblm, dsst, lam
     sample_overrides: List[str] = field(default_factory=list)  # dot-list entries applied to sample_config
     pairs: PairsSection = field(default_factory=PairsSection)
 
@@ -54,14 +55,14 @@ class DGSATrainerConfig(TrainerConfig):
 class GuidedPair:
     """One batch of DGSA inputs and its target; images (N, C, H, W) in [-1, 1]."""
 
-    x: torch.Tensor          # clean faces
-    x0_hat: torch.Tensor     # prior's clipped prediction at x_t
-    x0_tilde: torch.Tensor   # closed-form guided image
-    y_k: torch.Tensor        # the level that guided
-    sigma_k: torch.Tensor    # (N,) its blur
-    level: torch.Tensor      # (N,) 0-based level index k - 1
-    index: torch.Tensor      # (N,) respaced index i
-    t: torch.Tensor          # (N,) original timestep timestep_map[i] (DGSA's input)
+    x: torch.Tensor  # clean faces
+    x0_hat: torch.Tensor  # prior's clipped prediction at x_t
+    x0_tilde: torch.Tensor  # closed-form guided image
+    y_k: torch.Tensor  # the level that guided
+    sigma_k: torch.Tensor  # (N,) its blur
+    level: torch.Tensor  # (N,) 0-based level index k - 1
+    index: torch.Tensor  # (N,) respaced index i
+    t: torch.Tensor  # (N,) original timestep timestep_map[i] (DGSA's input)
     from_blur: torch.Tensor  # (N,) bool: x_t diffused from y'_1
 
     @property
@@ -72,8 +73,18 @@ class GuidedPair:
 class GuidedPairSampler:
     """The frozen prior, DBLM and DSST table, and the draw of training pairs (module docstring)."""
 
-    def __init__(self, diffusion, prior: nn.Module, dblm: nn.Module, dsst, resolution: int, lam: float,
-                 p_from_blur: float, clip_denoised: bool = True, pad_sigma_512: float = 32.0):
+    def __init__(
+        self,
+        diffusion,
+        prior: nn.Module,
+        dblm: nn.Module,
+        dsst,
+        resolution: int,
+        lam: float,
+        p_from_blur: float,
+        clip_denoised: bool = True,
+        pad_sigma_512: float = 32.0,
+    ):
         if not 0.0 <= p_from_blur <= 1.0:
             raise ConfigError(f"pairs.p_from_blur must be in [0, 1], got {p_from_blur}")
         if not lam > 0:
@@ -95,11 +106,15 @@ class GuidedPairSampler:
         if missing:
             raise ConfigError(f"{path}: DGSA training needs the section(s) {missing} of the sampler")
         if sample.sampler.guidance.combine != "sharpest":
-            raise ConfigError(f"{path}: sampler.guidance.combine = {sample.sampler.guidance.combine!r}; "
-                              f"DGSA pairs guide with the sharpest active level only ('sharpest')")
+            raise ConfigError(
+                f"{path}: sampler.guidance.combine = {sample.sampler.guidance.combine!r}; "
+                f"DGSA pairs guide with the sharpest active level only ('sharpest')"
+            )
         if int(cfg.data.train.resolution) != int(sample.resolution):
-            raise ConfigError(f"data.train.resolution = {cfg.data.train.resolution} differs from the resolution "
-                              f"{sample.resolution} of {path}")
+            raise ConfigError(
+                f"data.train.resolution = {cfg.data.train.resolution} differs from the resolution "
+                f"{sample.resolution} of {path}"
+            )
         try:
             diffusion = instantiate(sample.diffusion)
         except (ConfigError, ValueError) as err:
@@ -113,8 +128,17 @@ class GuidedPairSampler:
             table = DSSTTable.load(resolve_path(sample.dsst.table_path))
         except DSSTTableError as err:
             raise ConfigError(f"{path}: dsst.table_path: {err}") from None
-        return cls(diffusion, prior, dblm, table, sample.resolution, sample.sampler.guidance.lam,
-                   cfg.pairs.p_from_blur, sample.sampler.clip_denoised, sample.sampler.guidance.pad_sigma_512)
+        return cls(
+            diffusion,
+            prior,
+            dblm,
+            table,
+            sample.resolution,
+            sample.sampler.guidance.lam,
+            cfg.pairs.p_from_blur,
+            sample.sampler.clip_denoised,
+            sample.sampler.guidance.pad_sigma_512,
+        )
 
     def max_index(self, t_level: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         """(N,) largest respaced index at which the sampler guides with ``level`` (0-based) of DSST step t_level."""
@@ -141,11 +165,22 @@ class GuidedPairSampler:
         source = torch.where(from_blur.view(-1, 1, 1, 1), images[:, 0], x.float())
         x_t = self.diffusion.q_sample(source, index, noise=noise)
         x0_hat = self.diffusion.p_mean_variance(self.prior, x_t, index, clip_denoised=self.clip_denoised)[
-            "pred_xstart"].float()
-        x0_tilde = closed_form_guidance(x0_hat, y_k, sigma_k, self.lam,
-                                        pad=batch_pad(sigma_k, self.resolution, self.pad_sigma_512))
-        return GuidedPair(x=x.float(), x0_hat=x0_hat, x0_tilde=x0_tilde, y_k=y_k, sigma_k=sigma_k, level=level,
-                          index=index, t=self.timestep_map[index], from_blur=from_blur)
+            "pred_xstart"
+        ].float()
+        x0_tilde = closed_form_guidance(
+            x0_hat, y_k, sigma_k, self.lam, pad=batch_pad(sigma_k, self.resolution, self.pad_sigma_512)
+        )
+        return GuidedPair(
+            x=x.float(),
+            x0_hat=x0_hat,
+            x0_tilde=x0_tilde,
+            y_k=y_k,
+            sigma_k=sigma_k,
+            level=level,
+            index=index,
+            t=self.timestep_map[index],
+            from_blur=from_blur,
+        )
 
 
 def average_ranks(v: torch.Tensor) -> torch.Tensor:
@@ -174,10 +209,14 @@ def pair_metrics(dgsa: nn.Module, pair: GuidedPair) -> Tuple[Dict[str, torch.Ten
     b = dgsa(pair.x0_hat, pair.x0_tilde, pair.y_k, pair.t).float()
     scale = scale_from_b(b, dgsa.s_max, dgsa.b_ref)
     err = pair.residual.abs().mean(1, keepdim=True)
-    metrics = {"nll": laplace_nll(pair.residual, b, reduction="per_image"),
-               "psnr_blend": psnr_tensor(blend(pair.x0_hat, pair.x0_tilde, scale), pair.x),
-               "psnr_hat": psnr_tensor(pair.x0_hat, pair.x), "psnr_tilde": psnr_tensor(pair.x0_tilde, pair.x),
-               "scale": scale.flatten(1).mean(1), "spearman": spearman(b.flatten(1), err.flatten(1)).float()}
+    metrics = {
+        "nll": laplace_nll(pair.residual, b, reduction="per_image"),
+        "psnr_blend": psnr_tensor(blend(pair.x0_hat, pair.x0_tilde, scale), pair.x),
+        "psnr_hat": psnr_tensor(pair.x0_hat, pair.x),
+        "psnr_tilde": psnr_tensor(pair.x0_tilde, pair.x),
+        "scale": scale.flatten(1).mean(1),
+        "spearman": spearman(b.flatten(1), err.flatten(1)).float(),
+    }
     return metrics, b
 
 
@@ -198,8 +237,11 @@ class TrainerDGSA(TrainerBase):
         pair = self.pairs.draw(batch["hq"], batch["lq"])
         b = model(pair.x0_hat, pair.x0_tilde, pair.y_k, pair.t)
         loss = laplace_nll(pair.residual, b)
-        return loss, {"nll": float(loss.detach()), "b_mean": float(b.detach().mean()),
-                      "abs_residual": float(pair.residual.abs().mean())}
+        return loss, {
+            "nll": float(loss.detach()),
+            "b_mean": float(b.detach().mean()),
+            "abs_residual": float(pair.residual.abs().mean()),
+        }
 
     def val_metrics(self, model: nn.Module, batch: Dict[str, Any], batch_idx: int) -> Dict[str, torch.Tensor]:
         pair = self.pairs.draw(batch["hq"], batch["lq"], generator=self.val_generator(batch_idx))
@@ -208,9 +250,15 @@ class TrainerDGSA(TrainerBase):
 
 # ----------------------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def evaluate_rank_correlation(cfg: DictConfig, dgsa: nn.Module, num_images: int, device: torch.device | str = "cpu",
-                              seed: int = 0, batch_size: int = 8,
-                              pairs: Optional[GuidedPairSampler] = None) -> Dict[str, float]:
+def evaluate_rank_correlation(
+    cfg: DictConfig,
+    dgsa: nn.Module,
+    num_images: int,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    batch_size: int = 8,
+    pairs: Optional[GuidedPairSampler] = None,
+) -> Dict[str, float]:
     """Spearman rank correlation between DGSA's b and mean_c |x - x0_tilde| on the first ``num_images`` faces of
     ``data.val``: ``spearman`` (pooled over all pixels), ``spearman_per_image`` (mean) and the means of
     :func:`pair_metrics`; pairs and degradations seeded by ``seed``."""
@@ -220,8 +268,14 @@ def evaluate_rank_correlation(cfg: DictConfig, dgsa: nn.Module, num_images: int,
     pairs = pairs or GuidedPairSampler.from_config(cfg, device)
     node = cfg.data.val
     source = resolve_path(node.source) if isinstance(node.source, str) else [resolve_path(p) for p in node.source]
-    dataset = FaceDataset(source, resolution=node.resolution, flip=False, length=num_images, seed=seed,
-                          degradation=load_degradation_config(resolve_path(cfg.degradation)))
+    dataset = FaceDataset(
+        source,
+        resolution=node.resolution,
+        flip=False,
+        length=num_images,
+        seed=seed,
+        degradation=load_degradation_config(resolve_path(cfg.degradation)),
+    )
     gen = torch.Generator(device=device).manual_seed(seed)
     dgsa = dgsa.to(device).eval()
     b_all, err_all, sums = [], [], {}

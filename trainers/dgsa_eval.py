@@ -6,6 +6,7 @@
 Prints ``key=value`` per metric of :func:`trainers.dgsa.evaluate_rank_correlation`; a bad config or
 checkpoint prints one line and exits 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--cfg_path", required=True, help="DGSA training YAML (configs/training/uncertainty*.yaml)")
     parser.add_argument("--ckpt", required=True, help="training checkpoint ckpt_*.pth or DGSA state dict")
     parser.add_argument("--num_images", type=int, default=100, help="first N faces of data.val")
-    parser.add_argument("--weights", choices=("ema", "model"), default="ema", help="which weights of a training checkpoint")
+    parser.add_argument(
+        "--weights", choices=("ema", "model"), default="ema", help="which weights of a training checkpoint"
+    )
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0, help="degradations and pair draws")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -44,8 +47,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         dgsa = instantiate(cfg.model)
         # EMA weights come first in load_checkpoint's unwrapping; "model" must be asked for
         load_checkpoint(dgsa, resolve_path(args.ckpt), key="model" if args.weights == "model" else None)
-        metrics = evaluate_rank_correlation(cfg, dgsa, args.num_images, device=args.device, seed=args.seed,
-                                            batch_size=args.batch_size)
+        metrics = evaluate_rank_correlation(
+            cfg, dgsa, args.num_images, device=args.device, seed=args.seed, batch_size=args.batch_size
+        )
     except (ConfigError, CheckpointError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return EXIT_CONFIG_ERROR

@@ -3,6 +3,7 @@
 t ~ U{0, ..., T-1}; loss = ``diffusion.training_losses`` (L_hybrid = L_simple + VB with a learned variance),
 unrespaced. Validation: the same losses at ``validation.timesteps`` with fixed noise (``mse_t0100`` ...).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

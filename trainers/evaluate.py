@@ -9,6 +9,7 @@ Any training config (its ``trainer.target`` picks the trainer); each ``--ckpt PA
 run's ``val_ema/*``); trailing ``key=value`` are overrides. Prints a Markdown table; a bad config or checkpoint: one
 line, exit status 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,14 @@ EXIT_CONFIG_ERROR = 2
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cfg_path", required=True, help="training YAML (configs/training/ or configs/train/)")
-    parser.add_argument("--ckpt", nargs=2, action="append", required=True, metavar=("PATH", "LABEL"),
-                        help="weights to score and their column label (repeatable)")
+    parser.add_argument(
+        "--ckpt",
+        nargs=2,
+        action="append",
+        required=True,
+        metavar=("PATH", "LABEL"),
+        help="weights to score and their column label (repeatable)",
+    )
     parser.add_argument("overrides", nargs="*", help="OmegaConf dot-list overrides, e.g. data.val.length=100")
     return parser.parse_intermixed_args(argv)  # overrides may come before or after the options
 

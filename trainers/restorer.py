@@ -3,6 +3,7 @@
 loss = || SwinIR((y+1)/2) - (x+1)/2 ||_1 (``loss: l2``: the squared error). Validation: PSNR of
 ``SwinIR.restore(y)`` and of the LQ input, and the loss.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,5 +51,8 @@ class TrainerRestorer(TrainerBase):
     def val_metrics(self, model: nn.Module, batch: Dict[str, Any], batch_idx: int) -> Dict[str, torch.Tensor]:
         lq, hq = batch["lq"], batch["hq"]
         out = model.restore(lq)
-        return {"psnr": psnr_tensor(out, hq), "psnr_lq": psnr_tensor(lq, hq),
-                "l1": (_unit(out) - _unit(hq)).abs().flatten(1).mean(1)}
+        return {
+            "psnr": psnr_tensor(out, hq),
+            "psnr_lq": psnr_tensor(lq, hq),
+            "l1": (_unit(out) - _unit(hq)).abs().flatten(1).mean(1),
+        }

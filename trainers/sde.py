@@ -6,6 +6,7 @@ Loss: l1 (or l2) between log sigma_hat(y) and log(sigma* + eps), eps = ``log_eps
 Validation: ``sigma_mae_px``, |sigma_hat - sigma*| in pixels at the training resolution. Data, model and
 outputs: :class:`trainers.dblm.DBLMTrainer`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

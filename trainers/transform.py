@@ -7,6 +7,7 @@ v ~ U(0, ``sigma.offset_512``). TM: (y, sigma) -> G_sigma * hq. RM: (y, level at
 G_sigma' * hq, sigma' = max(r sigma, floor), r ~ U(``rho_range``), its input level exact (``input: gt``) or
 TM's (``input: tm``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -54,11 +55,12 @@ def batch_psnr(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     tests/test_dblm_module.py): 10 log10(255^2 / MSE) over all pixels and channels of the uint8 values
     the images are saved as, round(clip((x + 1) / 2, 0, 1) * 255). Batched in torch, so that the
     training processes need not import basicsr."""
+
     def uint8_values(x: torch.Tensor) -> torch.Tensor:
         return ((x.detach().double().clamp(-1.0, 1.0) + 1.0) * 127.5).round()
 
     mse = (uint8_values(out) - uint8_values(target)).pow(2).mean(dim=(1, 2, 3))
-    return 10.0 * torch.log10(255.0 ** 2 / mse)
+    return 10.0 * torch.log10(255.0**2 / mse)
 
 
 def _need(ok: bool, key: str, why: str) -> None:
@@ -106,18 +108,28 @@ class TrainerRM(TrainerTM):
     def check(cls, cfg) -> None:
         super().check(cfg)
         lo_hi = list(cfg.rho_range)
-        _need(len(lo_hi) == 2 and 0 < lo_hi[0] <= lo_hi[1] < 1, "rho_range",
-              f"must be [low, high] with 0 < low <= high < 1, got {lo_hi}")
+        _need(
+            len(lo_hi) == 2 and 0 < lo_hi[0] <= lo_hi[1] < 1,
+            "rho_range",
+            f"must be [low, high] with 0 < low <= high < 1, got {lo_hi}",
+        )
         _need(0 < cfg.val_rho < 1, "val_rho", f"must be in (0, 1), got {cfg.val_rho}")
-        _need(cfg.input is RMInput.gt or cfg.tm is not None, "tm",
-              "(target, params, ckpt_path of the trained TM) is required when input is 'tm'")
+        _need(
+            cfg.input is RMInput.gt or cfg.tm is not None,
+            "tm",
+            "(target, params, ckpt_path of the trained TM) is required when input is 'tm'",
+        )
 
     def build_extras(self) -> None:
         self.tm = None
         if self.cfg.input is RMInput.tm:
             self.tm = self.instantiate_section("tm")
-            load_checkpoint(self.tm, resolve_path(self.cfg.tm.ckpt_path), strict=True,
-                            hint=f"set 'tm.ckpt_path' to the TM's {EMA_FINAL} (train it first with train_DBLM.py)")
+            load_checkpoint(
+                self.tm,
+                resolve_path(self.cfg.tm.ckpt_path),
+                strict=True,
+                hint=f"set 'tm.ckpt_path' to the TM's {EMA_FINAL} (train it first with train_DBLM.py)",
+            )
             self.tm.to(self.device).eval().requires_grad_(False)
 
     @torch.no_grad()

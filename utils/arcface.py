@@ -4,6 +4,7 @@ A face (float RGB [0, 1], FFHQ-aligned) -> 256 x 256 -> rows 35:223, columns 32:
 (as pSp / e4e). ``arcface_cos`` = 1 - e(restored) . e(HQ), ``arcface_deg`` = arccos(e(restored) . e(HQ)) in
 degrees.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,7 @@ class ArcFaceIdentity:
     @torch.no_grad()
     def embed(self, img: np.ndarray) -> np.ndarray:
         """512-d unit embedding of one HxWx3 [0, 1] face."""
-        x = F.interpolate(img2tensor(img), size=(RESIZE, RESIZE), mode="bilinear", align_corners=False,
-                          antialias=True)
+        x = F.interpolate(img2tensor(img), size=(RESIZE, RESIZE), mode="bilinear", align_corners=False, antialias=True)
         top, bottom, left, right = CROP
         x = F.adaptive_avg_pool2d(x[:, :, top:bottom, left:right], INPUT)
         return self.model(x.to(self.device))[0].double().cpu().numpy()

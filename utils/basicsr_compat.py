@@ -2,6 +2,7 @@
 ``torchvision.transforms.functional_tensor.rgb_to_grayscale`` (removed in torchvision 0.17) as an alias of the
 public function. Import before ``basicsr``; idempotent, and a no-op when the real module exists.
 """
+
 import importlib.util
 import sys
 import types

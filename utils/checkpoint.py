@@ -4,6 +4,7 @@
 strips ``module.`` / ``_orig_mod.`` prefixes, ignores the model's non-persistent buffers, and refuses any
 other mismatch with a message naming the file, keys and shapes.
 """
+
 from __future__ import annotations
 
 import io
@@ -29,7 +30,7 @@ class CheckpointError(RuntimeError):
 
 
 def unreadable(path: Path, err: Exception) -> CheckpointError:
-    """"<path>: cannot read checkpoint (<error type>: <its first sentence>)": one line, whatever torch says."""
+    """ "<path>: cannot read checkpoint (<error type>: <its first sentence>)": one line, whatever torch says."""
     lines = str(err).strip().splitlines()
     reason = lines[0].split(". ")[0] if lines else ""
     return CheckpointError(f"{path}: cannot read checkpoint ({type(err).__name__}: {reason})")
@@ -51,8 +52,9 @@ def _is_state_dict(obj: Mapping) -> bool:
     return len(obj) > 0 and all(torch.is_tensor(v) for v in obj.values())
 
 
-def extract_state_dict(obj: Mapping, key: Optional[str] = None, name: str = "<dict>",
-                       model_keys: Optional[Iterable[str]] = None) -> Dict[str, torch.Tensor]:
+def extract_state_dict(
+    obj: Mapping, key: Optional[str] = None, name: str = "<dict>", model_keys: Optional[Iterable[str]] = None
+) -> Dict[str, torch.Tensor]:
     """The state dict inside ``obj`` (precedence in the module docstring), prefixes stripped (:func:`strip_prefixes`)."""
     if key is not None:
         if key not in obj:
@@ -61,16 +63,19 @@ def extract_state_dict(obj: Mapping, key: Optional[str] = None, name: str = "<di
     while isinstance(obj, Mapping) and not _is_state_dict(obj):
         wrapper = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
         if wrapper is None:
-            raise CheckpointError(f"{name}: no state dict found (not all values are tensors and none of "
-                                  f"{list(WRAPPER_KEYS)} is present); keys: {_preview(list(obj))}")
+            raise CheckpointError(
+                f"{name}: no state dict found (not all values are tensors and none of "
+                f"{list(WRAPPER_KEYS)} is present); keys: {_preview(list(obj))}"
+            )
         obj = obj[wrapper]
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{name}: expected a dict of tensors, found {type(obj).__name__}")
     return strip_prefixes(dict(obj), model_keys)
 
 
-def strip_prefixes(state: Dict[str, torch.Tensor],
-                   model_keys: Optional[Iterable[str]] = None) -> Dict[str, torch.Tensor]:
+def strip_prefixes(
+    state: Dict[str, torch.Tensor], model_keys: Optional[Iterable[str]] = None
+) -> Dict[str, torch.Tensor]:
     """Remove ``module.`` / ``_orig_mod.`` prefixes carried by every key, one level at a time.
 
     With ``model_keys``, stripping stops as soon as some key matches the model (so a model whose own
@@ -80,7 +85,7 @@ def strip_prefixes(state: Dict[str, torch.Tensor],
         prefix = next((p for p in STRIPPED_PREFIXES if all(k.startswith(p) for k in state)), None)
         if prefix is None:
             break
-        state = {k[len(prefix):]: v for k, v in state.items()}
+        state = {k[len(prefix) :]: v for k, v in state.items()}
     return state
 
 
@@ -91,19 +96,30 @@ def _preview(keys: List[str]) -> str:
 
 def non_persistent_buffers(model: nn.Module) -> set:
     """Full names of the buffers that ``model.state_dict()`` leaves out (rebuilt by the model)."""
-    return {f"{mod_name}.{b}" if mod_name else b
-            for mod_name, mod in model.named_modules() for b in mod._non_persistent_buffers_set}
+    return {
+        f"{mod_name}.{b}" if mod_name else b
+        for mod_name, mod in model.named_modules()
+        for b in mod._non_persistent_buffers_set
+    }
 
 
-def read_state_dict(path: Union[str, os.PathLike], *, key: Optional[str] = None,
-                    hint: Optional[str] = None) -> Dict[str, torch.Tensor]:
+def read_state_dict(
+    path: Union[str, os.PathLike], *, key: Optional[str] = None, hint: Optional[str] = None
+) -> Dict[str, torch.Tensor]:
     """The state dict stored in the file ``path`` (CPU tensors), with the errors of :func:`load_checkpoint`."""
     path = Path(path)
     return extract_state_dict(_load_file(path, "cpu", hint), key, str(path))
 
 
-def load_checkpoint(model: nn.Module, source: Source, *, strict: bool = True, key: Optional[str] = None,
-                    map_location="cpu", hint: Optional[str] = None) -> nn.Module:
+def load_checkpoint(
+    model: nn.Module,
+    source: Source,
+    *,
+    strict: bool = True,
+    key: Optional[str] = None,
+    map_location="cpu",
+    hint: Optional[str] = None,
+) -> nn.Module:
     """Load ``source`` (a file path or a loaded dict) into ``model`` and return ``model``.
 
     Raises :class:`CheckpointError` naming the file, keys and shapes when the file is missing or unreadable, holds
@@ -117,8 +133,11 @@ def load_checkpoint(model: nn.Module, source: Source, *, strict: bool = True, ke
     rebuilt = non_persistent_buffers(model)
     state = extract_state_dict(obj, key, name, model_keys=list(expected) + sorted(rebuilt))
     state = {k: v for k, v in state.items() if k not in rebuilt}
-    mismatched = [f"{k}: model {tuple(expected[k].shape)} vs file {tuple(v.shape)}"
-                  for k, v in state.items() if k in expected and expected[k].shape != v.shape]
+    mismatched = [
+        f"{k}: model {tuple(expected[k].shape)} vs file {tuple(v.shape)}"
+        for k, v in state.items()
+        if k in expected and expected[k].shape != v.shape
+    ]
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     problems = []

@@ -4,13 +4,14 @@
 ``node.target`` with ``node.params``; an unknown key, a wrong type or an unexpected parameter raises
 :class:`ConfigError` naming the file and the key.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import importlib
 import inspect
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, Optional, Type
 
 import yaml

@@ -4,6 +4,7 @@
 process. :class:`ShardedInfiniteSampler`: epoch e is a permutation seeded by ``seed + epoch`` cut into disjoint
 shards, so a run resumes at offset s * b with no saved state.
 """
+
 from __future__ import annotations
 
 import os
@@ -116,8 +117,16 @@ def rank_seed(seed: int, rank: int, step: int) -> int:
 class ShardedInfiniteSampler(Sampler[int]):
     """Endless, rank-disjoint, resumable stream of dataset indices (see the module docstring)."""
 
-    def __init__(self, num_samples: int, rank: int, world_size: int, seed: int = 0, shuffle: bool = True,
-                 start: int = 0, with_epoch: bool = False):
+    def __init__(
+        self,
+        num_samples: int,
+        rank: int,
+        world_size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        start: int = 0,
+        with_epoch: bool = False,
+    ):
         if num_samples < world_size:
             raise ValueError(f"dataset has {num_samples} samples, fewer than the {world_size} ranks")
         self.num_samples = num_samples

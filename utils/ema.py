@@ -3,6 +3,7 @@
 theta_ema <- rate * theta_ema + (1 - rate) * theta, applied to every floating-point parameter and
 buffer after each optimiser step. The EMA copy is what checkpoints ship for inference.
 """
+
 from __future__ import annotations
 
 import copy

@@ -3,6 +3,7 @@
 ``scripts/download_weights.py --eval`` fetches them into ``weights/metrics/``; a file is accepted when its
 ``check`` passes (a strict load into the facexlib / basicsr network, or the statistics' shapes).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,33 +38,54 @@ def _strict_load(layout: Callable[[], torch.nn.Module]) -> Callable[[Path], None
 def _check_ffhq_stats(path: Path) -> None:
     mu, _ = load_stats(path)
     if mu.shape != (FID_FEATURES,):
-        raise WeightsError(f"{path.name}: statistics of {mu.shape[0]}-d features, the FID Inception gives "
-                           f"{FID_FEATURES}")
+        raise WeightsError(
+            f"{path.name}: statistics of {mu.shape[0]}-d features, the FID Inception gives {FID_FEATURES}"
+        )
 
 
 @dataclass(frozen=True)
 class EvalWeight:
-    name: str               # what it is for
-    file: str               # file name under the weights folder
-    url: Optional[str]      # direct download; None: fetched by hand from ``source``
+    name: str  # what it is for
+    file: str  # file name under the weights folder
+    url: Optional[str]  # direct download; None: fetched by hand from ``source``
     check: Callable[[Path], None]
     sha256_prefix: Optional[str] = None
-    source: str = ""        # where to get it by hand when there is no direct URL
+    source: str = ""  # where to get it by hand when there is no direct URL
 
     def target(self, folder: Path) -> Path:
         return Path(folder) / self.file
 
 
-EVAL_WEIGHTS: Dict[str, EvalWeight] = {w.name: w for w in (
-    EvalWeight("fid_inception", "pt_inception-2015-12-05-6726825d.pth",
-               "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
-               "pt_inception-2015-12-05-6726825d.pth", _strict_load(inception_layout), "6726825d"),
-    EvalWeight("ffhq512_stats", "inception_FFHQ_512-f7b384ab.pth", None, _check_ffhq_stats, "f7b384ab",
-               source=f"BasicSR's metrics data folder {BASICSR_STATS_FOLDER} (Google Drive, no direct link)"),
-    EvalWeight("arcface", "recognition_arcface_ir_se50.pth", f"{FACEXLIB_URL}/recognition_arcface_ir_se50.pth",
-               _strict_load(arcface_layout)),
-    EvalWeight("awing", "alignment_WFLW_4HG.pth", f"{FACEXLIB_URL}/alignment_WFLW_4HG.pth", _strict_load(awing_layout)),
-)}
+EVAL_WEIGHTS: Dict[str, EvalWeight] = {
+    w.name: w
+    for w in (
+        EvalWeight(
+            "fid_inception",
+            "pt_inception-2015-12-05-6726825d.pth",
+            "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+            "pt_inception-2015-12-05-6726825d.pth",
+            _strict_load(inception_layout),
+            "6726825d",
+        ),
+        EvalWeight(
+            "ffhq512_stats",
+            "inception_FFHQ_512-f7b384ab.pth",
+            None,
+            _check_ffhq_stats,
+            "f7b384ab",
+            source=f"BasicSR's metrics data folder {BASICSR_STATS_FOLDER} (Google Drive, no direct link)",
+        ),
+        EvalWeight(
+            "arcface",
+            "recognition_arcface_ir_se50.pth",
+            f"{FACEXLIB_URL}/recognition_arcface_ir_se50.pth",
+            _strict_load(arcface_layout),
+        ),
+        EvalWeight(
+            "awing", "alignment_WFLW_4HG.pth", f"{FACEXLIB_URL}/alignment_WFLW_4HG.pth", _strict_load(awing_layout)
+        ),
+    )
+}
 
 
 def sha256_of(path: Path) -> str:

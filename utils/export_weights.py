@@ -6,6 +6,7 @@
 float16 when no weight moves by more than ``--fp16_tolerance`` of its tensor's largest magnitude; provenance
 in ``manifest.json`` and ``MANIFEST.md`` beside the file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -94,13 +95,22 @@ def export(run_dir: Path, out: Path, config: Path, command: str, fp16_tolerance:
     state, step = find_ema(run_dir)
     state, worst = to_half_if_lossless(state, fp16_tolerance)
     save_checkpoint(out, state)
-    entry = {"file": out.name, "config": str(config), "command": command, "run_dir": str(run_dir),
-             "step": step, "dtype": "float16" if next(iter(state.values())).dtype == torch.float16 else "float32",
-             "fp16_max_rel_error": round(worst, 7), "data_list_sha256": data_list_hash(config),
-             "size_mb": round(out.stat().st_size / 2 ** 20, 2),
-             "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores"
-                        + (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"),
-             "torch": torch.__version__, "date": date.today().isoformat(), "note": note}
+    entry = {
+        "file": out.name,
+        "config": str(config),
+        "command": command,
+        "run_dir": str(run_dir),
+        "step": step,
+        "dtype": "float16" if next(iter(state.values())).dtype == torch.float16 else "float32",
+        "fp16_max_rel_error": round(worst, 7),
+        "data_list_sha256": data_list_hash(config),
+        "size_mb": round(out.stat().st_size / 2**20, 2),
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores"
+        + (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"),
+        "torch": torch.__version__,
+        "date": date.today().isoformat(),
+        "note": note,
+    }
     entry.update(tensorboard_summary(run_dir, step))
     if entry["step"] is None:
         entry["step"] = entry.get("logged_steps")
@@ -119,16 +129,24 @@ def record_manifest(folder: Path, entry: dict) -> None:
 
 
 def render_markdown(entries: list) -> str:
-    lines = ["# Demo weights", "",
-             "Written by `utils/export_weights.py` (from `scripts/train_demo.sh`); EMA weights of each run.",
-             "Final train scalars are the mean of the last 50 logged values; validation scalars the last value.", ""]
+    lines = [
+        "# Demo weights",
+        "",
+        "Written by `utils/export_weights.py` (from `scripts/train_demo.sh`); EMA weights of each run.",
+        "Final train scalars are the mean of the last 50 logged values; validation scalars the last value.",
+        "",
+    ]
     for e in entries:
-        lines += [f"## {e['file']}", "",
-                  f"- config: `{e['config']}`", f"- command: `{e['command']}`",
-                  f"- steps: {e.get('step')}; dtype {e['dtype']} (fp16 max relative error {e['fp16_max_rel_error']}); "
-                  f"{e['size_mb']} MB",
-                  f"- training list sha256: {e.get('data_list_sha256')}",
-                  f"- wall time: {e.get('wall_time_min', '?')} min on {e['machine']}; torch {e['torch']}; {e['date']}"]
+        lines += [
+            f"## {e['file']}",
+            "",
+            f"- config: `{e['config']}`",
+            f"- command: `{e['command']}`",
+            f"- steps: {e.get('step')}; dtype {e['dtype']} (fp16 max relative error {e['fp16_max_rel_error']}); "
+            f"{e['size_mb']} MB",
+            f"- training list sha256: {e.get('data_list_sha256')}",
+            f"- wall time: {e.get('wall_time_min', '?')} min on {e['machine']}; torch {e['torch']}; {e['date']}",
+        ]
         if e.get("note"):
             lines.append(f"- note: {e['note']}")
         if e.get("against_previous"):  # written by hand after an evaluation; a new export drops it

@@ -1,8 +1,9 @@
 """Distances between two sets of image features: Fréchet distance (FID) and kernel inception distance (KID).
 
-    FID^2 = ||mu1 - mu2||^2 + Tr(C1 + C2 - 2 (C1 C2)^(1/2))                       (Heusel et al., 2017)
-    KID   = unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3, mean and std over subsets   (Binkowski et al., 2018)
+FID^2 = ||mu1 - mu2||^2 + Tr(C1 + C2 - 2 (C1 C2)^(1/2))                       (Heusel et al., 2017)
+KID   = unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3, mean and std over subsets   (Binkowski et al., 2018)
 """
+
 from __future__ import annotations
 
 import os
@@ -33,14 +34,16 @@ def feature_stats(features: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     eps: float = 1e-6) -> float:
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
+) -> float:
     """d^2 of the module docstring between N(mu1, sigma1) and N(mu2, sigma2)."""
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
-        raise ValueError(f"statistics of different sizes: mu {mu1.shape} / {mu2.shape}, "
-                         f"sigma {sigma1.shape} / {sigma2.shape}")
+        raise ValueError(
+            f"statistics of different sizes: mu {mu1.shape} / {mu2.shape}, sigma {sigma1.shape} / {sigma2.shape}"
+        )
     with warnings.catch_warnings():  # fewer samples than dimensions: singular covariances are expected
         warnings.simplefilter("ignore", linalg.LinAlgWarning)
         root = linalg.sqrtm(sigma1 @ sigma2)
@@ -61,8 +64,9 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     """Unbiased MMD^2 of the module docstring with :func:`polynomial_kernel`; both sets need >= 2 rows."""
     m, n = len(x), len(y)
     kxx, kyy, kxy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
-    return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
-                 - 2.0 * kxy.mean())
+    return float(
+        (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1)) - 2.0 * kxy.mean()
+    )
 
 
 def kid_subset_size(n_a: int, n_b: int, max_size: int = KID_MAX_SUBSET) -> int:
@@ -71,19 +75,30 @@ def kid_subset_size(n_a: int, n_b: int, max_size: int = KID_MAX_SUBSET) -> int:
     return max_size if smaller >= 2 * max_size else max(2, smaller // 2)
 
 
-def kid(features_a: np.ndarray, features_b: np.ndarray, subsets: int = KID_SUBSETS,
-        subset_size: int | None = None, seed: int = 0) -> Tuple[float, float]:
+def kid(
+    features_a: np.ndarray,
+    features_b: np.ndarray,
+    subsets: int = KID_SUBSETS,
+    subset_size: int | None = None,
+    seed: int = 0,
+) -> Tuple[float, float]:
     """(mean, std) of :func:`mmd2_unbiased` over random subsets (module docstring); subset size from
     :func:`kid_subset_size` unless given."""
     if len(features_a) < 2 or len(features_b) < 2 or features_a.shape[1] != features_b.shape[1]:
-        raise ValueError(f"KID needs two (N >= 2, D) feature sets of one D, got {features_a.shape} and "
-                         f"{features_b.shape}")
+        raise ValueError(
+            f"KID needs two (N >= 2, D) feature sets of one D, got {features_a.shape} and {features_b.shape}"
+        )
     size = subset_size or kid_subset_size(len(features_a), len(features_b))
     if size > min(len(features_a), len(features_b)):
         raise ValueError(f"KID subset size {size} exceeds the smaller set ({min(len(features_a), len(features_b))})")
     rng = np.random.default_rng(seed)
-    values = [mmd2_unbiased(features_a[rng.choice(len(features_a), size, replace=False)],
-                            features_b[rng.choice(len(features_b), size, replace=False)]) for _ in range(subsets)]
+    values = [
+        mmd2_unbiased(
+            features_a[rng.choice(len(features_a), size, replace=False)],
+            features_b[rng.choice(len(features_b), size, replace=False)],
+        )
+        for _ in range(subsets)
+    ]
     return float(np.mean(values)), float(np.std(values))
 
 
@@ -101,8 +116,14 @@ def _numpy_globals() -> list:
     """What a pickled float numpy array needs from numpy, allowed for ``torch.load(weights_only=True)``;
     numpy 1's module path is named too (files written before numpy 2)."""
     reconstruct = np._core.multiarray._reconstruct
-    return [(reconstruct, "numpy.core.multiarray._reconstruct"), reconstruct, np.ndarray, np.dtype,
-            np.dtypes.Float64DType, np.dtypes.Float32DType]
+    return [
+        (reconstruct, "numpy.core.multiarray._reconstruct"),
+        reconstruct,
+        np.ndarray,
+        np.dtype,
+        np.dtypes.Float64DType,
+        np.dtypes.Float32DType,
+    ]
 
 
 def load_stats(path: Union[str, os.PathLike]) -> Tuple[np.ndarray, np.ndarray]:

@@ -5,6 +5,7 @@ type, channels, gray, alpha); with ``alpha="keep"`` the models see x = a c + (1 
 :func:`faithful_pixels` writes a result back as the file was: gray as BT.601 luma, pixels the restoration
 left unchanged as stored, the same pixel type and channels.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ from typing import Callable, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from utils.image_io import read_upright, to_float_rgb, to_uint16, to_uint8
+from utils.image_io import read_upright, to_float_rgb, to_uint8, to_uint16
 
 ALPHA_MODES = ("keep", "drop")
 GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float64)
@@ -25,18 +26,21 @@ GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float64)
 class FileFacts:
     """The file's facts needed to write a result back as the same kind of file."""
 
-    orientation: int = 1                 # EXIF orientation applied when reading (1: none)
+    orientation: int = 1  # EXIF orientation applied when reading (1: none)
     dtype: np.dtype = np.dtype(np.uint8)  # stored pixel type: uint8, uint16 or float32
-    single_channel: bool = False         # stored as one channel (no alpha)
-    gray: bool = False                   # one channel, or all colour channels equal
-    alpha: Optional[np.ndarray] = None   # HxW float32 [0, 1], upright; None: no alpha, or dropped
+    single_channel: bool = False  # stored as one channel (no alpha)
+    gray: bool = False  # one channel, or all colour channels equal
+    alpha: Optional[np.ndarray] = None  # HxW float32 [0, 1], upright; None: no alpha, or dropped
     colour: Optional[np.ndarray] = None  # HxWx3 float32 stored colour under the alpha (the models see x)
-    alpha_dropped: bool = False          # the file had an alpha plane, dropped (alpha="drop")
+    alpha_dropped: bool = False  # the file had an alpha plane, dropped (alpha="drop")
 
     def transformed(self, fn: Callable[[np.ndarray], np.ndarray]) -> "FileFacts":
         """The facts after the geometric step ``fn`` that was applied to the image."""
-        return replace(self, alpha=None if self.alpha is None else np.clip(fn(self.alpha), 0.0, 1.0),
-                       colour=None if self.colour is None else np.clip(fn(self.colour), 0.0, 1.0))
+        return replace(
+            self,
+            alpha=None if self.alpha is None else np.clip(fn(self.alpha), 0.0, 1.0),
+            colour=None if self.colour is None else np.clip(fn(self.colour), 0.0, 1.0),
+        )
 
     def notes(self) -> List[str]:
         """What reading did and writing will do, one phrase each."""
@@ -48,11 +52,15 @@ class FileFacts:
         elif self.dtype.kind == "f":
             notes.append("floating-point image, clipped to [0, 1] and written at 8 bits")
         if self.gray:
-            notes.append("grayscale image: restored in RGB, projected back to gray"
-                         + (" (1 channel)" if self.single_channel else ""))
+            notes.append(
+                "grayscale image: restored in RGB, projected back to gray"
+                + (" (1 channel)" if self.single_channel else "")
+            )
         if self.alpha is not None:
-            notes.append("alpha kept: transparent pixels shown to the models on the mean colour, the output keeps "
-                         "the alpha (--alpha drop: opaque RGB)")
+            notes.append(
+                "alpha kept: transparent pixels shown to the models on the mean colour, the output keeps "
+                "the alpha (--alpha drop: opaque RGB)"
+            )
         if self.alpha_dropped:
             notes.append("alpha channel dropped (--alpha drop)")
         return notes
@@ -65,21 +73,27 @@ def read_image_file(path: str | os.PathLike, alpha: str = "keep") -> Tuple[np.nd
     return from_pixels(pixels, orientation, alpha, Path(path))
 
 
-def from_pixels(pixels: np.ndarray, orientation: int = 1, alpha: str = "keep", name: Path = Path("image")
-                ) -> Tuple[np.ndarray, FileFacts]:
+def from_pixels(
+    pixels: np.ndarray, orientation: int = 1, alpha: str = "keep", name: Path = Path("image")
+) -> Tuple[np.ndarray, FileFacts]:
     """:func:`read_image_file` for decoded, upright pixels (HxW or HxWxC, RGB(A) order)."""
     if alpha not in ALPHA_MODES:
         raise ValueError(f"alpha must be one of {ALPHA_MODES}, got {alpha!r}")
     rgb = to_float_rgb(pixels, name)
     stored = pixels if pixels.ndim == 3 else pixels[:, :, None]
     channels = stored.shape[2]
-    colour = stored[:, :, :1 if channels <= 2 else 3]
-    gray = colour.shape[2] == 1 or bool(np.array_equal(colour[:, :, 0], colour[:, :, 1])
-                                        and np.array_equal(colour[:, :, 0], colour[:, :, 2]))
+    colour = stored[:, :, : 1 if channels <= 2 else 3]
+    gray = colour.shape[2] == 1 or bool(
+        np.array_equal(colour[:, :, 0], colour[:, :, 1]) and np.array_equal(colour[:, :, 0], colour[:, :, 2])
+    )
     keep = channels in (2, 4) and alpha == "keep"
-    facts = FileFacts(orientation, np.dtype(np.float32) if pixels.dtype.kind == "f" else pixels.dtype,
-                      single_channel=colour.shape[2] == 1 and not keep, gray=gray,
-                      alpha_dropped=channels in (2, 4) and not keep)
+    facts = FileFacts(
+        orientation,
+        np.dtype(np.float32) if pixels.dtype.kind == "f" else pixels.dtype,
+        single_channel=colour.shape[2] == 1 and not keep,
+        gray=gray,
+        alpha_dropped=channels in (2, 4) and not keep,
+    )
     if keep:
         facts.alpha = to_float_rgb(stored[:, :, -1], name)[:, :, 0]
         facts.colour = rgb

@@ -4,6 +4,7 @@ numpy: float32 HxWx3 RGB in [0, 1]; models: float32 NCHW RGB in [-1, 1]. Reading
 orientation and raises :class:`ImageReadError` (file and reason) on anything unreadable; writing stores
 uint8 / uint16 / float pixels with 1, 3 or 4 channels and no metadata.
 """
+
 from __future__ import annotations
 
 import io
@@ -80,9 +81,16 @@ def exif_orientation(data: bytes) -> int:
 def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
     """``img`` (HxW[xC], stored order) as a viewer shows it for EXIF ``orientation`` (as PIL's exif_transpose):
     2 mirror, 3 rotate 180, 4 flip, 5 transpose, 6 rotate 90 clockwise, 7 transverse, 8 rotate 90 anticlockwise."""
-    transforms = {1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
-                  5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1),
-                  7: lambda a: np.rot90(a, 2).swapaxes(0, 1), 8: lambda a: np.rot90(a, 1)}
+    transforms = {
+        1: lambda a: a,
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: np.rot90(a, 2).swapaxes(0, 1),
+        8: lambda a: np.rot90(a, 1),
+    }
     return transforms[orientation](img)
 
 

@@ -3,6 +3,7 @@
 An image (float RGB [0, 1]) -> 2x - 1 -> 299 x 299 bilinear -> the 2048-d final average pooling.
 Weights: ``pt_inception-2015-12-05-6726825d.pth``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -10,14 +11,13 @@ import os
 from pathlib import Path
 from typing import Iterable, Union
 
+import basicsr.archs.inception as basicsr_inception
 import numpy as np
 import torch
+from basicsr.metrics.fid import load_patched_inception_v3
 from torchvision.models import inception_v3
 
 import utils.basicsr_compat  # noqa: F401  (must precede basicsr)
-import basicsr.archs.inception as basicsr_inception
-from basicsr.metrics.fid import load_patched_inception_v3
-
 from utils.checkpoint import load_checkpoint
 from utils.image_io import img2tensor
 
@@ -59,6 +59,5 @@ class InceptionFeatures:
     @torch.no_grad()
     def __call__(self, images: Iterable[np.ndarray]) -> np.ndarray:
         """(N, 2048) float64 features of HxWx3 [0, 1] images (one at a time: sizes may differ)."""
-        rows = [self.model(img2tensor(img).to(self.device))[0].reshape(-1).double().cpu().numpy()
-                for img in images]
+        rows = [self.model(img2tensor(img).to(self.device))[0].reshape(-1).double().cpu().numpy() for img in images]
         return np.stack(rows) if rows else np.zeros((0, FID_FEATURES))

@@ -4,6 +4,7 @@ LMD = mean over the K landmarks of ||p_k(restored) - p_k(HQ)||_2, in pixels of t
 dlib's 68 points in the HQ face box (as ``faces.identity``); ``lmd_awing``: facexlib's AWing 98 points on the
 whole aligned face, as GFPGAN / VQFR.
 """
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@
 
 a pure function of the (1-based) step, so a resumed run continues it exactly.
 """
+
 from __future__ import annotations
 
 import math
@@ -11,8 +12,9 @@ import math
 LR_SCHEDULES = ("constant", "cosine")
 
 
-def lr_at(step: int, *, lr: float, total: int, warmup: int = 0, schedule: str = "constant",
-          min_lr: float = 0.0) -> float:
+def lr_at(
+    step: int, *, lr: float, total: int, warmup: int = 0, schedule: str = "constant", min_lr: float = 0.0
+) -> float:
     """Learning rate of optimiser step ``step`` (module docstring); ValueError on an unknown schedule."""
     if schedule not in LR_SCHEDULES:
         raise ValueError(f"lr schedule must be one of {list(LR_SCHEDULES)}, got {schedule!r}")

@@ -5,6 +5,7 @@ basicsr 1.4.2's, LPIPS v0.1 with AlexNet or VGG16. Identity and landmark metrics
 ``faces.identity``, ``utils.arcface`` and ``utils.landmarks``. :data:`METRIC_CONVENTIONS` is written into
 every CSV header.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,8 @@ from basicsr.metrics.psnr_ssim import calculate_psnr, calculate_ssim
 
 from faces.identity import IDENTITY_CONVENTIONS, FaceIdentity
 from utils.arcface import ARCFACE_CONVENTIONS
-from utils.landmarks import LANDMARK_CONVENTIONS
 from utils.image_io import img2tensor
+from utils.landmarks import LANDMARK_CONVENTIONS
 
 CROP_BORDER = 0
 NIQE_BLOCK = 96  # basicsr's (and the official MATLAB code's) NIQE block size
@@ -65,23 +66,31 @@ def _check_pair(img: np.ndarray, ref: np.ndarray) -> None:
 def psnr(img: np.ndarray, ref: np.ndarray) -> float:
     """PSNR in dB, convention ``METRIC_CONVENTIONS['psnr']``; ``inf`` for identical uint8 images."""
     _check_pair(img, ref)
-    return float(calculate_psnr(to_uint8_range(img), to_uint8_range(ref), crop_border=CROP_BORDER,
-                                input_order="HWC", test_y_channel=False))
+    return float(
+        calculate_psnr(
+            to_uint8_range(img), to_uint8_range(ref), crop_border=CROP_BORDER, input_order="HWC", test_y_channel=False
+        )
+    )
 
 
 def ssim(img: np.ndarray, ref: np.ndarray) -> float:
     """SSIM, convention ``METRIC_CONVENTIONS['ssim']`` (1 for identical images)."""
     _check_pair(img, ref)
-    return float(calculate_ssim(to_uint8_range(img), to_uint8_range(ref), crop_border=CROP_BORDER,
-                                input_order="HWC", test_y_channel=False))
+    return float(
+        calculate_ssim(
+            to_uint8_range(img), to_uint8_range(ref), crop_border=CROP_BORDER, input_order="HWC", test_y_channel=False
+        )
+    )
 
 
 def niqe_unavailable_reason(height: int, width: int) -> Optional[str]:
     """Why NIQE cannot be computed at this size (fewer than two whole 96x96 blocks), or ``None``."""
     blocks = (height // NIQE_BLOCK) * (width // NIQE_BLOCK)
     if blocks < NIQE_MIN_BLOCKS:
-        return (f"NIQE needs at least {NIQE_MIN_BLOCKS} whole {NIQE_BLOCK}x{NIQE_BLOCK} blocks, "
-                f"a {height}x{width} image has {blocks}")
+        return (
+            f"NIQE needs at least {NIQE_MIN_BLOCKS} whole {NIQE_BLOCK}x{NIQE_BLOCK} blocks, "
+            f"a {height}x{width} image has {blocks}"
+        )
     return None
 
 
@@ -106,7 +115,8 @@ def load_lpips_backbone(model: torch.nn.Module, npz_path: Union[str, os.PathLike
     if not npz_path.is_file():
         raise FileNotFoundError(
             f"LPIPS weights not found: {npz_path}. Point --lpips_weights or ${LPIPS_WEIGHTS_ENV} at a folder "
-            f"holding {sorted(LPIPS_NETS.values())} (see weights/README.md)")
+            f"holding {sorted(LPIPS_NETS.values())} (see weights/README.md)"
+        )
     with np.load(npz_path) as data:
         arrays = {k: data[k] for k in data.files}
     current = model.state_dict()
@@ -120,8 +130,9 @@ def load_lpips_backbone(model: torch.nn.Module, npz_path: Union[str, os.PathLike
     missing = sorted(src for src in targets.values() if src not in arrays)
     unused = sorted(set(arrays) - set(targets.values()))
     if missing or unused:
-        raise ValueError(f"{npz_path} does not match lpips net '{model.pnet_type}': "
-                         f"missing {missing}, unexpected {unused}")
+        raise ValueError(
+            f"{npz_path} does not match lpips net '{model.pnet_type}': missing {missing}, unexpected {unused}"
+        )
     state = {}
     for dst, src in targets.items():
         expected = tuple(current[dst].shape)
@@ -137,8 +148,12 @@ class LPIPSMetric:
     The backbone comes from ``weights_dir`` (or ``$DYNFACE_LPIPS_WEIGHTS``), else torchvision downloads it.
     Two HxWx3 [0, 1] arrays -> float; two NCHW [-1, 1] tensors -> list of N floats."""
 
-    def __init__(self, net: str = "alex", weights_dir: Optional[Union[str, os.PathLike]] = None,
-                 device: Union[str, torch.device] = "cpu"):
+    def __init__(
+        self,
+        net: str = "alex",
+        weights_dir: Optional[Union[str, os.PathLike]] = None,
+        device: Union[str, torch.device] = "cpu",
+    ):
         import lpips
 
         if net not in LPIPS_NETS:
@@ -159,15 +174,22 @@ class LPIPSMetric:
             _check_pair(a, b)
             return self(img2tensor(a), img2tensor(b))[0]
         if not (torch.is_tensor(a) and torch.is_tensor(b)) or a.ndim != 4 or a.shape != b.shape:
-            raise ValueError("LPIPS takes two HxWx3 arrays or two equally shaped NCHW tensors, got "
-                             f"{getattr(a, 'shape', type(a))} and {getattr(b, 'shape', type(b))}")
+            raise ValueError(
+                "LPIPS takes two HxWx3 arrays or two equally shaped NCHW tensors, got "
+                f"{getattr(a, 'shape', type(a))} and {getattr(b, 'shape', type(b))}"
+            )
         dist = self.model(a.to(self.device, torch.float32), b.to(self.device, torch.float32))
         return [float(v) for v in dist.flatten().cpu()]
 
 
-def compute_metrics(img: np.ndarray, ref: Optional[np.ndarray] = None,
-                    lpips_metric: Optional[LPIPSMetric] = None, with_niqe: bool = False,
-                    identity: Optional[FaceIdentity] = None, face_metrics: Sequence = ()) -> Dict[str, float]:
+def compute_metrics(
+    img: np.ndarray,
+    ref: Optional[np.ndarray] = None,
+    lpips_metric: Optional[LPIPSMetric] = None,
+    with_niqe: bool = False,
+    identity: Optional[FaceIdentity] = None,
+    face_metrics: Sequence = (),
+) -> Dict[str, float]:
     """Metrics of one restored image, keyed by the names of :data:`METRIC_CONVENTIONS`.
 
     Full-reference metrics (psnr, ssim, lpips, identity, ``face_metrics``) need ``ref``; ``with_niqe`` adds NIQE."""

@@ -3,6 +3,7 @@
 A missing or mismatched checkpoint raises ``utils.checkpoint.CheckpointError`` at start-up; a relative
 ``ckpt_path`` is resolved against the current directory, then the repository root.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,8 +27,9 @@ def resolve_path(path: str | Path) -> Path:
     return candidate if candidate.exists() else path
 
 
-def build_model(node, device: torch.device | str = "cpu", hint: Optional[str] = None,
-                load_weights: bool = True) -> nn.Module:
+def build_model(
+    node, device: torch.device | str = "cpu", hint: Optional[str] = None, load_weights: bool = True
+) -> nn.Module:
     """Instantiate ``node`` and load ``node.ckpt_path``; eval mode, on ``device``, gradients off."""
     model = instantiate(node)
     ckpt = node.get("ckpt_path", None)

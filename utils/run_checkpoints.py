@@ -33,6 +33,7 @@ where a checkpoint goes, what it holds and how a run continues from one.
   only ``--resume none`` in a folder holding checkpoints can meet it: the refusal protects a run whose
   checkpoints are all there unless a checkpoint file is named explicitly.
 """
+
 from __future__ import annotations
 
 import os
@@ -88,7 +89,7 @@ class CheckpointSeries:
             return None
         if not (name.startswith(self.prefix) and name.endswith(self.suffix)):
             return None
-        digits = name[len(self.prefix):len(name) - len(self.suffix)]
+        digits = name[len(self.prefix) : len(name) - len(self.suffix)]
         if not (digits.isascii() and digits.isdigit()):
             return None
         step = int(digits)
@@ -106,8 +107,11 @@ class CheckpointSeries:
         """(step, path) of the complete checkpoints under ``root``, by step; empty if ``root`` does not exist."""
         if not self.root.is_dir():
             return []
-        return sorted((self.parse_step(path.name), path) for path in self.root.iterdir()
-                      if path.is_file() and self.parse_step(path.name) is not None)
+        return sorted(
+            (self.parse_step(path.name), path)
+            for path in self.root.iterdir()
+            if path.is_file() and self.parse_step(path.name) is not None
+        )
 
     def steps(self) -> List[int]:
         """Steps of the complete checkpoints under ``root``, ascending."""
@@ -177,8 +181,9 @@ class CheckpointSeries:
         path.rename(target)
         return target
 
-    def newest_readable(self, read: Callable[[Path], Dict[str, Any]],
-                        note: Callable[[str], None]) -> Optional[Dict[str, Any]]:
+    def newest_readable(
+        self, read: Callable[[Path], Dict[str, Any]], note: Callable[[str], None]
+    ) -> Optional[Dict[str, Any]]:
         """``read(path)`` of the newest checkpoint it can read; each newer one that raises
         :class:`CheckpointError` is renamed ``<name>.corrupt`` (:meth:`set_aside`) and named in one ``note``.
         None when no checkpoint is readable."""
@@ -202,9 +207,11 @@ class CheckpointSeries:
         the step the run starts (or resumes) at (module docstring: no mixing of runs)."""
         later = [s for s in self.steps() if s > step]
         if later:
-            raise MixedRunsError(f"{self.root} already holds checkpoints of steps {later}, after this run's start "
-                                 f"at step {step}: continue that run with --resume auto (or from one of its "
-                                 "checkpoints with --resume PATH), or train into an empty folder")
+            raise MixedRunsError(
+                f"{self.root} already holds checkpoints of steps {later}, after this run's start "
+                f"at step {step}: continue that run with --resume auto (or from one of its "
+                "checkpoints with --resume PATH), or train into an empty folder"
+            )
 
 
 def run_checkpoints(folder: str | os.PathLike) -> CheckpointSeries:
@@ -218,11 +225,16 @@ def rng_state() -> Dict[str, Any]:
     a checkpoint stays loadable with ``torch.load(weights_only=True)``."""
     version, words, gauss = random.getstate()
     np_state = np.random.get_state(legacy=False)
-    state = {"torch": torch.get_rng_state(),
-             "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-                       "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
-                       "gauss": float(np_state["gauss"])},
-             "python": {"version": version, "words": list(words), "gauss": gauss}}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "python": {"version": version, "words": list(words), "gauss": gauss},
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
@@ -232,24 +244,37 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     """Restore what :func:`rng_state` returned."""
     torch.set_rng_state(state["torch"])
     npy = state["numpy"]
-    np.random.set_state({"bit_generator": "MT19937",
-                         "state": {"key": npy["key"].numpy().astype(np.uint32), "pos": npy["pos"]},
-                         "has_gauss": npy["has_gauss"], "gauss": npy["gauss"]})
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": npy["key"].numpy().astype(np.uint32), "pos": npy["pos"]},
+            "has_gauss": npy["has_gauss"],
+            "gauss": npy["gauss"],
+        }
+    )
     py = state["python"]
     random.setstate((py["version"], tuple(py["words"]), py["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def save_training_state(series: CheckpointSeries, step: int, keep: int, dist: DistInfo, *, model, ema,
-                        optimizer, scaler, config: dict) -> None:
+def save_training_state(
+    series: CheckpointSeries, step: int, keep: int, dist: DistInfo, *, model, ema, optimizer, scaler, config: dict
+) -> None:
     """Write the checkpoint of ``step`` (module docstring: content) and keep the ``keep`` newest.
     Collective: every process calls it (each contributes its RNG state), the main process writes."""
     rng = all_gather_object(rng_state())
 
     def write() -> None:
-        state = {"step": step, "model": model.state_dict(), "ema": ema.state_dict(),
-                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng, "config": config}
+        state = {
+            "step": step,
+            "model": model.state_dict(),
+            "ema": ema.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": rng,
+            "config": config,
+        }
         series.write(step, lambda path: _torch_save(state, path))
         series.rotate(keep)
 
@@ -305,6 +330,7 @@ def resume_state(series: CheckpointSeries, resume: str, dist: DistInfo) -> Optio
 
 def _pick_resume(series: CheckpointSeries, resume: str) -> Optional[Dict[str, Any]]:
     """The main process's part of :func:`resume_state`."""
+
     def note(message: str) -> None:
         print(message, flush=True)
 

@@ -1,6 +1,7 @@
 """PSNR of image batches as tensors, without quantisation: the convention of training validation and of
 network outputs that are never saved. Kept apart from utils.metrics so that training processes need not
 import basicsr (utils.metrics.psnr is the evaluation convention, on the uint8 values of saved images)."""
+
 from __future__ import annotations
 
 import torch

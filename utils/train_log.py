@@ -2,6 +2,7 @@
 process only; a tqdm bar shows progress on a terminal. A run resumed at ``start_step`` purges the events logged
 after it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,8 +12,9 @@ from tqdm import tqdm
 
 
 class TrainLogger:
-    def __init__(self, save_dir: str | Path, total_steps: int, start_step: int = 0, is_main: bool = True,
-                 print_every: int = 10):
+    def __init__(
+        self, save_dir: str | Path, total_steps: int, start_step: int = 0, is_main: bool = True, print_every: int = 10
+    ):
         self.is_main = is_main
         self.print_every = max(1, int(print_every))
         self._writer = None
@@ -20,8 +22,9 @@ class TrainLogger:
         if is_main:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(Path(save_dir) / "tb"),
-                                         purge_step=start_step + 1 if start_step else None)
+            self._writer = SummaryWriter(
+                log_dir=str(Path(save_dir) / "tb"), purge_step=start_step + 1 if start_step else None
+            )
             # disable=None: no bar unless stderr is a terminal, so a log holds the printed lines only
             self._bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True, desc="train", disable=None)
 

@@ -6,6 +6,7 @@ batch of a process); ``microbatch`` (0: a process's whole share); ``lr``, ``weig
 ``amp`` (none | bf16 | fp16, fp16 on CUDA only); ``seed``; ``save_freq``, ``keep_checkpoints`` (0: all),
 ``val_freq``, ``log_freq``; ``log_sample_paths`` (tests).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from utils.config import ConfigError
 from utils.lr_schedule import LR_SCHEDULES
 
 AMP_MODES = ("none", "bf16", "fp16")
+
 
 @dataclass
 class TrainSection:
@@ -43,6 +45,7 @@ class TrainSection:
 def check_train(tc: Any, world_size: int) -> Tuple[int, int]:
     """Validate a ``train:`` section for ``world_size`` processes; returns (samples per process and step,
     micro-batch size). ConfigError names the key."""
+
     def need(ok: bool, message: str) -> None:
         if not ok:
             raise ConfigError(f"train.{message}")
@@ -55,10 +58,14 @@ def check_train(tc: Any, world_size: int) -> Tuple[int, int]:
     need(len(tc.betas) == 2, f"betas must be [beta1, beta2], got {list(tc.betas)}")
     need(tc.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {tc.lr_schedule!r}")
     need(tc.amp in AMP_MODES, f"amp must be one of {list(AMP_MODES)}, got {tc.amp!r}")
-    need(len(tc.batch) == 2 and min(tc.batch) >= 1,
-         f"batch must be [total train batch, val batch per process], got {list(tc.batch)}")
-    need(tc.batch[0] % world_size == 0,
-         f"batch[0]={tc.batch[0]} (total over processes) is not divisible by {world_size} processes")
+    need(
+        len(tc.batch) == 2 and min(tc.batch) >= 1,
+        f"batch must be [total train batch, val batch per process], got {list(tc.batch)}",
+    )
+    need(
+        tc.batch[0] % world_size == 0,
+        f"batch[0]={tc.batch[0]} (total over processes) is not divisible by {world_size} processes",
+    )
     per_rank = tc.batch[0] // world_size
     micro = tc.microbatch or per_rank
     need(per_rank % micro == 0, f"microbatch={micro} does not divide the per-process batch {per_rank}")

@@ -3,6 +3,7 @@
 An image (float RGB [0, 1]) -> [-1, 1] -> LPIPS's scaling layer -> VGG16 features -> spatial mean of relu5_3
 (512-d). Their KID compares methods here, not with papers' numbers.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,6 +28,12 @@ class VGGFeatures:
     def __call__(self, images: Iterable[np.ndarray]) -> np.ndarray:
         """(N, 512) float64 features of HxWx3 [0, 1] images."""
         model = self.lpips.model
-        rows = [model.net(model.scaling_layer(img2tensor(img).to(self.lpips.device))).relu5_3.mean(dim=(2, 3))[0]
-                .double().cpu().numpy() for img in images]
+        rows = [
+            model.net(model.scaling_layer(img2tensor(img).to(self.lpips.device)))
+            .relu5_3.mean(dim=(2, 3))[0]
+            .double()
+            .cpu()
+            .numpy()
+            for img in images
+        ]
         return np.stack(rows) if rows else np.zeros((0, VGG_FEATURES))
