@@ -150,7 +150,7 @@ class App:
         config: str,
         steps=0,
         solver: str = CONFIG_SOLVER,
-        progress=gr.Progress(),
+        progress=gr.Progress(),  # noqa: B008 - gradio injects the tracker through this default
     ):
         """Restore every uploaded file; refused files are listed with the command line's message."""
         paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in (files or [])]

@@ -89,11 +89,11 @@ def _end_to_end(samplers, mixed, args):
 
     chosen = _end_to_end_faces(mixed, args)
     variants, info = {}, {}
-    for i, (path, s512, sev) in enumerate(chosen):
+    for i, (path, s512, _severity) in enumerate(chosen):
         lq = load_faces([path], args.resolution).to(args.device)
         for label, smp in samplers.items():
 
-            def run(smp=smp, lq=lq, key=(label, i), sig_px=s512 * args.resolution / 512.0):
+            def run(smp=smp, lq=lq, i=i, key=(label, i), sig_px=s512 * args.resolution / 512.0):
                 if smp.dblm is not None:
                     common.set_sde_sigma(smp, sig_px)
                 info[key] = smp.restore(lq, seeds=[i])
@@ -200,7 +200,10 @@ def _throughput(dfr, dif, faces, args):
         lq = lq.to(args.device)
         seeds = list(range(b))
         times = common.interleaved(
-            {"DifFace": lambda: dif.restore(lq, seeds), "DynFaceRestore": lambda: dfr.restore(lq, seeds)},
+            {
+                "DifFace": lambda lq=lq, seeds=seeds: dif.restore(lq, seeds),
+                "DynFaceRestore": lambda lq=lq, seeds=seeds: dfr.restore(lq, seeds),
+            },
             args.repeats,
             warmup=args.warmup,
             device=args.device,

@@ -6,7 +6,8 @@
 Real faces in real backgrounds (``data.face_composites``) at 0.75x-5x the model's resolution, degraded by
 ``data.photo_degradation``, aligned with their true landmarks, restored once and pasted back both ways; the
 face region is scored against the HQ photo (PSNR, LPIPS, identity). ``--tune GROUP`` fits one group of
-``faces.paste``'s parameters (``blur``, ``noise``, or ``restorer``: another method's d_0 and s_0; :func:`fit_parameters`) on faces other than the evaluation's (:func:`face_sources`).
+``faces.paste``'s parameters (``blur``, ``noise``, or ``restorer``: another method's d_0 and s_0;
+:func:`fit_parameters`) on faces other than the evaluation's (:func:`face_sources`).
 """
 
 from __future__ import annotations

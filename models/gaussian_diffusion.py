@@ -6,6 +6,7 @@ A sampling step is :meth:`GaussianDiffusion.model_x0` then :meth:`GaussianDiffus
 
 from __future__ import annotations
 
+import collections
 import enum
 import math
 from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
@@ -506,9 +507,7 @@ class GaussianDiffusion:
 
 
 def _last(iterator: Iterator[dict]) -> dict:
-    out = None
-    for out in iterator:
-        pass
-    if out is None:
+    last = collections.deque(iterator, maxlen=1)
+    if not last:
         raise RuntimeError("the sampling loop produced no step")
-    return out
+    return last[0]

@@ -60,13 +60,13 @@ def paths_by_step(save_dir: Path, rank: int) -> dict:
 
 def logged_scalars(stdout: str, prefix: str, step: int) -> dict:
     """The scalars a trainer printed on its line ``[prefix] step N: key=value ...``."""
-    line = next(l for l in stdout.splitlines() if l.startswith(f"[{prefix}] step {step}:"))
+    line = next(text for text in stdout.splitlines() if text.startswith(f"[{prefix}] step {step}:"))
     return {k: float(v) for k, v in re.findall(r"(\S+)=(\S+)", line.split(":", 1)[1])}
 
 
 def markdown_table(stdout: str) -> dict:
     """{metric: [value per column]} of the Markdown table that ``python -m trainers.evaluate`` prints."""
-    rows = [l.strip("|").split("|") for l in stdout.strip().splitlines()[2:]]
+    rows = [row.strip("|").split("|") for row in stdout.strip().splitlines()[2:]]
     return {cells[0].strip(): [float(c) for c in cells[1:]] for cells in rows}
 
 

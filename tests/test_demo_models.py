@@ -42,7 +42,7 @@ def test_shipped_models_restore_real_faces(severe_pairs, method):
     assert torch.isfinite(out.images).all() and out.images.abs().max() <= 1.0
     if method == "dynfacerestore":  # the demo's method; DifFace is the baseline (docs/evaluation.md)
         restored = tensor2img(out.images)
-        gain = np.mean([psnr(r, h) - psnr(l, h) for r, l, h in zip(restored, lq, hq)])
+        gain = np.mean([psnr(r, h) - psnr(low, h) for r, low, h in zip(restored, lq, hq)])
         assert gain > 0.0, f"restored faces are not closer to the HQ than the LQ (mean PSNR gain {gain:.2f} dB)"
         assert (out.sigmas[:, 1:] <= out.sigmas[:, :-1]).all()
         assert out.guidance_map.min() >= 0.0 and out.guidance_map.max() <= 1.0

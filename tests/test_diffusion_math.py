@@ -72,7 +72,10 @@ def test_linear_schedule_and_alpha_bar(base):
 def test_cosine_schedule_matches_closed_form():
     T = 1000
     betas = gd.get_named_beta_schedule("cosine", T)
-    f = lambda t: math.cos((t / T + 0.008) / 1.008 * math.pi / 2) ** 2
+
+    def f(t):
+        return math.cos((t / T + 0.008) / 1.008 * math.pi / 2) ** 2
+
     for t in (0, 100, 500, 900):
         assert ref_alpha_bar(betas, t) == pytest.approx(f(t + 1) / f(0), rel=1e-9)
     assert betas.max() <= 0.999
@@ -249,7 +252,10 @@ def test_ddim_eta0_follows_the_forward_trajectory(t, x0, e):
     """With the true x0 (hence the true eps), deterministic DDIM maps q's x_t to q's x_{t-1} with the same eps."""
     betas = ref_linear_betas(1000)
     ab, ab_prev = ref_alpha_bar(betas, t), ref_alpha_bar(betas, t - 1)
-    d = lambda v: torch.tensor([v], dtype=torch.float64)
+
+    def d(v):
+        return torch.tensor([v], dtype=torch.float64)
+
     xt = math.sqrt(ab) * x0 + math.sqrt(1 - ab) * e
     out = gd.ddim_step(d(xt), d(x0), d(ab), d(ab_prev), 0.0)
     assert out.item() == pytest.approx(math.sqrt(ab_prev) * x0 + math.sqrt(1 - ab_prev) * e, abs=1e-9)
@@ -273,7 +279,10 @@ def test_training_losses_finite_and_vb_stop_grad(ddim250):
     torch.manual_seed(3)
     x0 = torch.rand(2, 3, 4, 4) * 2 - 1
     param = torch.zeros(1, 6, 4, 4, requires_grad=True)
-    model = lambda x, t: param.expand(x.shape[0], -1, -1, -1)
+
+    def model(x, t):
+        return param.expand(x.shape[0], -1, -1, -1)
+
     for diff in (ddim250, create_gaussian_diffusion(steps=100, learn_sigma=True, rescale_learned_sigmas=True)):
         terms = diff.training_losses(model, x0, torch.tensor([0, diff.num_timesteps - 1]))
         assert set(terms) == {"loss", "mse", "vb"} and torch.isfinite(terms["loss"]).all()

@@ -171,7 +171,7 @@ def test_write_failure_finds_the_os_error_behind_another_error():
         try:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         except OSError:
-            raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos 9114624 vs 9114512")
+            raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos 9114624 vs 9114512")  # noqa: B904 - torch raises it so
     except RuntimeError as err:
         failure = write_failure("run/ckpt_0000004.pth", err)
     assert isinstance(failure, DiskWriteError)

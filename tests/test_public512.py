@@ -1,8 +1,7 @@
 """configs/sample/dynfacerestore_ffhq512_public.yaml end to end on the CPU: random weights saved at the real
 DifFace layouts, the shipped DSST table, one real degraded 512 px face, respacing ddim4.
 
-Cost on a 2-core CPU: 151 s under a load average of ~12 from other jobs (127 s of it building the sampler
-and restoring, 2 UNet evaluations), 35 s with the next test under a load of ~5 (22 s): building and saving the 160 M-parameter UNet and the SwinIR, loading them, one SwinIR pass, one
+Its cost: building and saving the 160 M-parameter UNet and the SwinIR, loading them, one SwinIR pass, one
 sigma* search and at most 4 UNet evaluations at 512 px.
 """
 

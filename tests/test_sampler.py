@@ -217,7 +217,7 @@ def _guided_reference(sampler, lq, seeds, every, combine):
     for j, seed in enumerate(seeds):
         gen = torch.Generator().manual_seed(seed)
 
-        def noise():
+        def noise(gen=gen):
             return torch.randn(1, 3, RESOLUTION, RESOLUTION, generator=gen).double()
 
         levels = [level[j : j + 1].double() for level in out.levels]

@@ -1,6 +1,7 @@
 """DiffBIR/zero_shot.py (and scripts/calibrate_zero_shot.py): the zero-shot DBLM on real degraded faces with the
-committed demo RM0, against sigma* from the spatial reference search and the blur of the restorer's output; the restorer-blur model
-against its closed form (Gaussians compose); the sigma_ratio calibration and its command; config wiring."""
+committed demo RM0, against sigma* from the spatial reference search and the blur of the restorer's output; the
+restorer-blur model against its closed form (Gaussians compose); the sigma_ratio calibration and its command;
+config wiring."""
 
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ def _is_state_dict(obj: Mapping) -> bool:
 def extract_state_dict(
     obj: Mapping, key: Optional[str] = None, name: str = "<dict>", model_keys: Optional[Iterable[str]] = None
 ) -> Dict[str, torch.Tensor]:
-    """The state dict inside ``obj`` (precedence in the module docstring), prefixes stripped (:func:`strip_prefixes`)."""
+    """The state dict inside ``obj`` (precedence in the module docstring), prefixes stripped (``strip_prefixes``)."""
     if key is not None:
         if key not in obj:
             raise CheckpointError(f"{name}: no entry {key!r}; top-level keys: {_preview(list(obj))}")
