@@ -17,7 +17,6 @@ import torch
 from basicsr.metrics.fid import load_patched_inception_v3
 from torchvision.models import inception_v3
 
-import utils.basicsr_compat  # noqa: F401  (must precede basicsr)
 from utils.checkpoint import load_checkpoint
 from utils.image_io import img2tensor
 

@@ -17,8 +17,6 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-import utils.basicsr_compat  # noqa: F401  (must precede basicsr)
-
 with warnings.catch_warnings():  # basicsr 1.4.2 imports scipy.ndimage.filters (deprecated alias)
     warnings.simplefilter("ignore", DeprecationWarning)
     from basicsr.metrics.niqe import calculate_niqe
