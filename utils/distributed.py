@@ -7,6 +7,7 @@ shards, so a run resumes at offset s * b with no saved state.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List
@@ -64,7 +65,10 @@ def single_process_from_multi_request() -> bool:
 
 
 def cleanup_distributed() -> None:
+    """Destroy the process group while the interpreter is fully alive, after freeing unreachable DDP reducers
+    and their pending work (gloo's threads must not hold tensors into interpreter finalization)."""
     if dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
