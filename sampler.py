@@ -257,26 +257,11 @@ class FaceRestoreSampler:
             if every > 0 and i % every == 0:
                 history.append({"index": i, "images": idx.cpu(), "x0": x0.float().cpu()})
             if callback is not None:
-                callback(
-                    SamplerStep(
-                        index=i,
-                        t=int(self.timestep_map[i]),
-                        images=idx,
-                        x_t=x_t,
-                        x0_prior=x0_prior,
-                        x0=x0,
-                        guidance_map=None if guide is None else guide.step_map(idx),
-                        sample=sample,
-                    )
-                )
-        return SampleOutput(
-            images=x.clamp(-1, 1),
-            start_index=start,
-            start_t=self.timestep_map[start],
-            nfe=nfe,
-            eta=eta,
-            x0_history=history,
-        )
+                gmap = None if guide is None else guide.step_map(idx)
+                callback(SamplerStep(i, int(self.timestep_map[i]), idx, x_t, x0_prior, x0, gmap, sample))
+        out = SampleOutput(x.clamp(-1, 1), start, self.timestep_map[start], nfe, eta)
+        out.x0_history = history
+        return out
 
     def _noise(self, gens, indices, shape) -> torch.Tensor:
         return torch.stack([torch.randn(tuple(shape), generator=gens[j], device=self.device) for j in indices])
