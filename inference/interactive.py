@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from faces.detection import build_detector
-from faces.paste import bicubic_upsample, paste_aligned, restore_whole_image
+from faces.paste import bicubic_upsample, restore_whole_image
 from inference.args import build_parser
 from inference.inputs import (
     InputSkip,
@@ -28,12 +28,12 @@ from inference.inputs import (
     sized_image,
     square_aligned,
 )
-from inference.runner import intermediate_tiles, intermediates, no_face_note, paste_facts, sample_info
+from inference.runner import aligned_result, intermediate_tiles, intermediates, no_face_note, paste_facts, sample_info
 from inference.steps import steps_overrides
 from inference.strip import make_strip
 from sampler import FaceRestoreSampler, SamplerStep, parse_eta
 from utils.image_file import FileFacts, faithful_pixels, from_pixels
-from utils.image_io import apply_orientation, img2tensor, tensor2img, to_uint8, write_image
+from utils.image_io import apply_orientation, img2tensor, tensor2img, write_image
 from utils.model_factory import resolve_path
 
 _CLI = build_parser()  # one source of truth for the defaults shared with inference_difface.py
@@ -214,30 +214,17 @@ class Restorer:
         return self._restore_whole(sampler, loaded, name, key, eta, seed, upscale, on_step)
 
     def _restore_aligned(self, sampler, loaded: LoadedImage, name, key, eta, seed, on_step) -> PhotoReport:
-        prepared = prepare_aligned(loaded, sampler.resolution)
-        face = self._restore_face(sampler, prepared.image, 0, 1, image_seed(seed, key), eta, on_step)
         square = square_aligned(loaded)
-        if square.image.shape[0] <= sampler.resolution:
-            return PhotoReport(
-                name,
-                key,
-                loaded.image,
-                prepared.image,
-                face.result,
-                [face],
-                True,
-                sampler.method,
-                list(prepared.notes),
-                facts=prepared.facts,
-            )
-        # at its own size, merged from the face as its 8-bit file holds it (as the command line)
-        result, pasted = paste_aligned(square.image, to_uint8(face.result) / 255.0, prepared.image, sampler.cfg.paste)
-        face.info.update(paste_facts(pasted))
+        prepared = prepare_aligned(square, sampler.resolution)
+        face = self._restore_face(sampler, prepared.image, 0, 1, image_seed(seed, key), eta, on_step)
+        result, facts = aligned_result(square.image, face.result, prepared.image, sampler.cfg.paste)
+        face.info.update(facts)
+        before = square.image if square.image.shape[0] > sampler.resolution else prepared.image  # at the result's size
         return PhotoReport(
             name,
             key,
             loaded.image,
-            square.image,
+            before,
             result,
             [face],
             True,

@@ -260,11 +260,8 @@ def _run_aligned_batch(ctx: Context, batch: List[tuple]) -> int:
     crops = [prepare_aligned(loaded, ctx.sampler.resolution).image for _, loaded in batch]
     out, results, seconds = _timed_restore(ctx, crops, seeds)
     for j, (item, loaded) in enumerate(batch):
-        info = dict(sample_info(out, j), seed=seeds[j], seconds=seconds[j])
-        result = results[j]
-        if loaded.image.shape[0] > ctx.sampler.resolution:  # merged from the face as its 8-bit file holds it
-            result, pasted = paste_aligned(loaded.image, to_uint8(results[j]) / 255.0, crops[j], ctx.sampler.cfg.paste)
-            info.update(paste_facts(pasted))
+        result, facts = aligned_result(loaded.image, results[j], crops[j], ctx.sampler.cfg.paste)
+        info = dict(sample_info(out, j), seed=seeds[j], seconds=seconds[j], **facts)
         write_image(_output_path(ctx, item.key), loaded.output(result))
         if ctx.args.save_intermediates:
             save_intermediates(ctx, item.key, out, j, crops[j], results[j], seeds[j])
@@ -375,6 +372,16 @@ def _finish_whole(ctx: Context, image: _WholeImage) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- outputs
+def aligned_result(square: np.ndarray, restored: np.ndarray, crop: np.ndarray, paste_cfg) -> Tuple[np.ndarray, dict]:
+    """The result of an aligned face ``square`` restored from its model-size ``crop``, and its record entries: the
+    restoration itself when the face is no larger than the model, else the face at its own size merged by the paste
+    rule from the restoration as its 8-bit file holds it (``faces.paste.paste_aligned``) with :func:`paste_facts`."""
+    if square.shape[0] <= restored.shape[0]:
+        return restored, {}
+    result, pasted = paste_aligned(square, to_uint8(restored) / 255.0, crop, paste_cfg)
+    return result, paste_facts(pasted)
+
+
 def paste_facts(face: FacePaste) -> dict:
     """A face's record entries of its paste-back: ``paste_weights`` (w_c, w_h; None for classic),
     ``estimate`` (``faces.paste.FaceEstimate``; None for classic) and ``decision``."""
