@@ -113,7 +113,7 @@ def paste_weights(estimate: FaceEstimate, resolution: int, cfg) -> Tuple[float, 
     """The (w_c, w_h) a face is pasted with: :func:`band_weights`, or (0, 1) where they judge it clean
     (``kept``, module docstring), so that a kept face comes back as the input exactly."""
     w_c, w_h = band_weights(estimate, resolution, cfg)
-    return (0.0, 1.0) if w_c < KEPT_CORRECTION and w_h > KEPT_HIGH_BAND else (w_c, w_h)
+    return (0.0, 1.0) if paste_decision((w_c, w_h)) == "kept" else (w_c, w_h)
 
 
 def paste_decision(weights: Optional[Tuple[float, float]]) -> str:
