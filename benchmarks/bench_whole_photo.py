@@ -6,8 +6,9 @@
 Real faces in real backgrounds (``data.face_composites``) at 0.75x-5x the model's resolution, degraded by
 ``data.photo_degradation``, aligned with their true landmarks, restored once and pasted back both ways; the
 face region is scored against the HQ photo (PSNR, LPIPS, identity). ``--tune GROUP`` fits one group of
-``faces.paste``'s parameters (``blur``, ``noise``, or ``restorer``: another method's d_0 and s_0;
-:func:`fit_parameters`) on faces other than the evaluation's (:func:`face_sources`).
+``faces.paste``'s parameters (``blur``, ``noise``, or ``restorer``: another method's d_0 and s_0) on faces
+other than the evaluation's (:func:`face_sources`), keeping PSNR, LPIPS and ``--classic_share`` of classic's
+gain (:func:`fit_parameters`).
 """
 
 from __future__ import annotations
@@ -277,6 +278,7 @@ LPIPS_TOLERANCE = 1e-4  # the fit's "at most the input's LPIPS": rounding of the
 FIT_GRIDS = {  # --tune GROUP: the parameters fitted together, the others held at the config's values
     "blur": {
         "restorer_sigma_512": (0.0, 2.4, 3.2, 4.0, 4.4, 4.8, 5.2, 5.6, 6.4),
+        "scale_sigma_512": (0.0, 0.4, 0.8, 1.2, 1.6),
         "high_band_sigma_512": (0.8, 1.6, 2.4, 3.6, 4.8, 6.4, 8.0, 12.0),
         "correction_sigma_512": (0.8, 1.6, 2.4, 3.6, 4.8, 6.4, 8.0, 12.0, 16.0),
         "correction_max": (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
@@ -293,6 +295,7 @@ FIT_GRIDS = {  # --tune GROUP: the parameters fitted together, the others held a
 }  # and whether its noise correction is taken (1e3: never)
 FIT_DRAWS = 200  # subsets of EVAL_FACES faces drawn per cell (all of them when there are fewer)
 FIT_CONFIDENCE = 0.95  # share of a cell's subsets whose mean must meet the constraints
+RESOLVED_FACTOR = 2.0  # face size / resolution up to which the model resolves the face
 
 
 def cell_faces(cases: List[Case]) -> Dict[Tuple[float, str, str], List[int]]:
@@ -313,11 +316,31 @@ def cell_subsets(faces: Sequence[int], size: int, draws: int, rng: np.random.Gen
     return np.stack([rng.choice(faces, size, replace=False) for _ in range(draws)])
 
 
-def holding_share(changes: np.ndarray, subsets: np.ndarray, psnr_margin: float) -> float:
+def holding_share(
+    changes: np.ndarray,
+    subsets: np.ndarray,
+    psnr_margin: float,
+    classic: Optional[np.ndarray] = None,
+    classic_share: float = 0.0,
+) -> float:
     """Share of ``subsets`` (rows of face indices) whose mean PSNR change is >= -``psnr_margin`` and mean
-    LPIPS change <= :data:`LPIPS_TOLERANCE`; ``changes`` is (faces, 2): output - input, PSNR and LPIPS."""
+    LPIPS change <= :data:`LPIPS_TOLERANCE`; ``changes`` is (faces, 2): output - input, PSNR and LPIPS.
+    With ``classic`` (the classic paste-back's changes, same layout), a subset where classic lowers the mean
+    LPIPS must also gain at least ``classic_share`` of classic's gain."""
     means = changes[subsets].mean(axis=1)
-    return float(np.mean((means[:, 0] >= -psnr_margin) & (means[:, 1] <= LPIPS_TOLERANCE)))
+    holds = (means[:, 0] >= -psnr_margin) & (means[:, 1] <= LPIPS_TOLERANCE)
+    if classic is not None:
+        classic_gain = -classic[subsets][:, :, 1].mean(axis=1)
+        holds &= (classic_gain <= 0) | (-means[:, 1] >= classic_share * classic_gain)
+    return float(np.mean(holds))
+
+
+def keeps_classic_gain(cell: Tuple[float, str, str]) -> bool:
+    """Whether the fit asks a cell for a share of classic's LPIPS gain (``--classic_share``): a face the model
+    resolves (at most :data:`RESOLVED_FACTOR` x its resolution) that is noisy or compressed (every kind but
+    blur alone)."""
+    factor, chain, _ = cell
+    return factor <= RESOLVED_FACTOR and chain != "blur"
 
 
 def fit_candidates(base: PasteConfig, group: str) -> List[PasteConfig]:
@@ -355,29 +378,39 @@ def fit_parameters(
     candidates: Sequence[PasteConfig],
     outputs: Callable[[int], np.ndarray],
     psnr_margin: float,
+    classic_share: float = 0.0,
     seed: int = 0,
 ) -> Tuple[PasteConfig, dict]:
     """The candidate minimising the mean LPIPS (``outputs(k)``: (cases, 2) PSNR and LPIPS of every face with
     candidate k), subject to constraints that must hold for an evaluation of :data:`EVAL_FACES` faces per
     cell, not only for the tuning faces' own means: in at least :data:`FIT_CONFIDENCE` of each cell's subsets
-    of that many tuning faces (:func:`cell_subsets`), the subset's PSNR is >= its input's - ``psnr_margin``
-    and its LPIPS <= its input's. A cell of at most EVAL_FACES faces is its one subset: the constraints on
-    its mean."""
+    of that many tuning faces (:func:`cell_subsets`), the subset's PSNR is >= its input's - ``psnr_margin``,
+    its LPIPS <= its input's and, in the cells of :func:`keeps_classic_gain`, its LPIPS gain at least
+    ``classic_share`` of classic's where classic gains (:func:`holding_share`). A cell of at most
+    EVAL_FACES faces is its one subset: the constraints on its mean."""
     rng = np.random.default_rng(seed)
-    faces = list(cell_faces(cases).values())
-    subsets = [cell_subsets(cell, EVAL_FACES, FIT_DRAWS, rng) for cell in faces]
-    inputs = np.array([[c.scores["input"][m] for m in ("psnr", "lpips")] for c in cases])
+    cells = cell_faces(cases)
+    inputs, classic = (
+        np.array([[c.scores[v][m] for m in ("psnr", "lpips")] for c in cases]) for v in ("input", "classic")
+    )
+    constraints = [
+        (cell_subsets(faces, EVAL_FACES, FIT_DRAWS, rng), classic - inputs if keeps_classic_gain(cell) else None)
+        for cell, faces in cells.items()
+    ]
     best = None
     for k, cfg in enumerate(candidates):
         scored = outputs(k)
         changes = scored - inputs
-        share = min(holding_share(changes, rows, psnr_margin) for rows in subsets)
+        share = min(holding_share(changes, rows, psnr_margin, asked, classic_share) for rows, asked in constraints)
         lpips = float(scored[:, 1].mean())
         if share >= FIT_CONFIDENCE and (best is None or lpips < best[0]):
-            worst = min(float(changes[cell, 0].mean()) for cell in faces)
+            worst = min(float(changes[faces, 0].mean()) for faces in cells.values())
             best = (lpips, cfg, worst, share)
     if best is None:
-        raise RuntimeError("no parameters keep every cell's PSNR within the margin and its LPIPS at most the input's")
+        raise RuntimeError(
+            "no parameters keep every cell's PSNR within the margin, its LPIPS at most the input's and "
+            f"{classic_share:.0%} of classic's gain where asked"
+        )
     lpips, cfg, worst, share = best
     return cfg, {"mean_lpips": lpips, "worst_psnr_change": worst, "holding_share": share}
 
@@ -533,6 +566,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="fit this group of paste parameters, the others held at the config's (module docstring)",
     )
     p.add_argument("--psnr_margin", type=float, default=0.05, help="--tune: allowed PSNR loss per cell (dB)")
+    p.add_argument(
+        "--classic_share",
+        type=float,
+        default=0.8,
+        help="--tune: share of classic's LPIPS gain kept where the model resolves a noisy or compressed face",
+    )
     p.add_argument("--lpips_weights", default=str(SHARED / "weights/lpips"))
     p.add_argument("--no_identity", action="store_true", help="skip the dlib identity distance (NaN in the table)")
     p.add_argument("--json", default=None, help="write every per-face score here")
@@ -569,11 +608,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.tune == "blur":  # thousands of candidates: interpolate on each face's (w_c, w_h) grid
             grids = grid_scores(cases, scorer, paste_cfg)
             fitted, fit = fit_parameters(
-                cases, candidates, lambda k: interpolated_outputs(cases, grids, candidates[k]), args.psnr_margin
+                cases,
+                candidates,
+                lambda k: interpolated_outputs(cases, grids, candidates[k]),
+                args.psnr_margin,
+                args.classic_share,
             )
         else:  # a few dozen: paste each
             table = pasted_outputs(cases, scorer, candidates)
-            fitted, fit = fit_parameters(cases, candidates, lambda k: table[k], args.psnr_margin)
+            fitted, fit = fit_parameters(cases, candidates, lambda k: table[k], args.psnr_margin, args.classic_share)
         notes.append(
             f"fitted paste parameters: {_paste_params(fitted)} (mean LPIPS "
             f"{fit['mean_lpips']:.4f}, worst cell PSNR change {fit['worst_psnr_change']:+.3f} dB, "

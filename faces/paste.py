@@ -7,13 +7,17 @@ H = B - U(D(B)) the high band the model cannot see.
     classic (GFPGAN, CodeFormer, DifFace):   out = m U(x_hat) + (1 - m) B
     resolution_aware (the default):          out = B + m [ w_c U(x_m - y) - (1 - w_h) H ]
 
-    e   = max(0, d - d_0),   d = sigma*(x_hat, y)                        (the input's blur, crop pixels)
+    e   = max(0, d - d_0(k)),   d = sigma*(x_hat, y)                     (the input's blur, crop pixels)
+    d_0(k) = d_0 + d_k log2 max(1, k),   k = the face's size in photo pixels / R
     q   = sqrt(max(0, s_y^2 - s_0^2)),   s_y = MAD(finest Haar band of y) / 0.6745   (its noise)
     w_c = w_max (1 - exp(-(e / d_c)^2 - (q / r_c)^2))
     w_h = exp(-(e / d_h)^2) (1 - nu (1 - exp(-(q / r_h)^2))),   nu = the noise share of H (:func:`noise_share`)
     x_m = x_hat - (1 - w_m) (G_d x_hat - y)                              (back-projection, Irani & Peleg 1991)
 
-(:class:`FaceEstimate` holds d, s_y, nu.) d_0, d_h, d_c (sigma_512 units), w_max, w_m, s_0, r_c, r_h are the
+d_0(k): on clean faces d scatters by about +-0.1 crop pixels from face to face; a mild blur of the photo moves
+it by as much on a face 1.5x the model, by a quarter of that at 3x, where the model's band holds a ninth of the
+face's spectrum and a correction taken on the scatter costs PSNR and LPIPS: a larger face needs more blur.
+(:class:`FaceEstimate` holds d, s_y, nu, k.) d_0, d_k, d_h, d_c (sigma_512 units), w_max, w_m, s_0, r_c, r_h are the
 sampling config's ``paste`` section; ``paste.methods.<method>`` replaces them for one ``sampler.method`` (d_0
 belongs to the restorer). Each face's record names what the weights did (:func:`paste_decision`): ``kept``
 (w_c < 0.1, w_h > 0.9), ``restored`` (w_c >= 0.5) or ``partly``; a kept face is pasted with (w_c, w_h) = (0, 1)
@@ -28,7 +32,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from faces.align import AlignedFaces, detect_and_align, warp_to_face
+from faces.align import AlignedFaces, detect_and_align, pixels_per_face_pixel, warp_to_face
 
 PASTE_MODES = ("resolution_aware", "classic")
 MASK_EDGE_FRACTION = 1.0 / 20.0  # soft-mask edge width relative to sqrt(face footprint area), as facexlib
@@ -41,19 +45,21 @@ class PasteConfig:
     demo configuration's fit (configs/sample/dynfacerestore_demo.yaml)."""
 
     mode: str = "resolution_aware"  # resolution_aware | classic
-    restorer_sigma_512: float = 5.6  # d_0: what the restorer blurs a clean face by
+    restorer_sigma_512: float = 4.4  # d_0: what the restorer blurs a clean face by
+    scale_sigma_512: float = 0.8  # d_k: d_0(k) = d_0 + d_k log2 max(1, k), k the face's size / R
     high_band_sigma_512: float = 12.0  # d_h: w_h = exp(-(e / d_h)^2), e = max(0, d - d_0)
     correction_sigma_512: float = 0.8  # d_c: w_c = w_max (1 - exp(-(e / d_c)^2))
     correction_max: float = 1.0  # w_max
     misfit_weight: float = 0.5  # w_m: x_m = x_hat - (1 - w_m) (G_d x_hat - y)
-    clean_noise: float = 0.013725  # s_0: the crop's finest-band noise level s_y on a clean face
-    correction_noise: float = 0.007843  # r_c: w_c = w_max (1 - exp(-(e / d_c)^2 - (q / r_c)^2))
+    clean_noise: float = 0.011765  # s_0: the crop's finest-band noise level s_y on a clean face
+    correction_noise: float = 0.015686  # r_c: w_c = w_max (1 - exp(-(e / d_c)^2 - (q / r_c)^2))
     high_band_noise: float = 0.003922  # r_h: w_h = exp(-(e / d_h)^2) (1 - nu (1 - exp(-(q / r_h)^2)))
     methods: Dict[str, Dict[str, float]] = field(default_factory=dict)  # per sampler.method: entries above replaced
 
 
 METHOD_KEYS = (
     "restorer_sigma_512",
+    "scale_sigma_512",
     "high_band_sigma_512",
     "correction_sigma_512",
     "correction_max",
@@ -75,7 +81,7 @@ def check_paste_config(cfg) -> None:
     for key in ("high_band_sigma_512", "correction_sigma_512", "correction_noise", "high_band_noise"):
         if not float(getattr(cfg, key)) > 0:
             raise ValueError(f"paste.{key} = {getattr(cfg, key)}; must be > 0")
-    for key in ("restorer_sigma_512", "clean_noise"):
+    for key in ("restorer_sigma_512", "scale_sigma_512", "clean_noise"):
         if not float(getattr(cfg, key)) >= 0:
             raise ValueError(f"paste.{key} = {getattr(cfg, key)}; must be >= 0")
     for key in ("correction_max", "misfit_weight"):
@@ -86,16 +92,19 @@ def check_paste_config(cfg) -> None:
 @dataclass
 class FaceEstimate:
     """The degradation estimates of one face (module docstring): ``blur`` d (pixels of its crop),
-    ``crop_noise`` s_y (noise level of its crop) and ``noise_share`` nu (of the input's high band, in [0, 1])."""
+    ``crop_noise`` s_y (noise level of its crop), ``noise_share`` nu (of the input's high band, in [0, 1]) and
+    ``scale`` k (photo pixels per crop pixel)."""
 
     blur: float
     crop_noise: float = 0.0
     noise_share: float = 0.0
+    scale: float = 1.0
 
 
 def band_weights(estimate: FaceEstimate, resolution: int, cfg) -> Tuple[float, float]:
     """(w_c, w_h) of the module docstring for a face of ``resolution`` x ``resolution`` crop pixels."""
-    excess = max(0.0, float(estimate.blur) * 512.0 / resolution - float(cfg.restorer_sigma_512))
+    clean = float(cfg.restorer_sigma_512) + float(cfg.scale_sigma_512) * np.log2(max(1.0, float(estimate.scale)))
+    excess = max(0.0, float(estimate.blur) * 512.0 / resolution - clean)
     removed = np.sqrt(max(0.0, float(estimate.crop_noise) ** 2 - float(cfg.clean_noise) ** 2))
     blur_h = (excess / float(cfg.high_band_sigma_512)) ** 2
     blur_c, noise_c = (excess / float(cfg.correction_sigma_512)) ** 2, (removed / float(cfg.correction_noise)) ** 2
@@ -204,12 +213,15 @@ def _wiener_share(img: np.ndarray, mask: np.ndarray, high_band: Callable[[np.nda
     return min(1.0, finest_band_noise(img, mask > 0.5) ** 2 * share / power)
 
 
-def face_estimate(restored: np.ndarray, crop: np.ndarray, blur: float, share: Callable[[], float]) -> FaceEstimate:
-    """The :class:`FaceEstimate` of one face of blur d = ``blur``, noise share ``share()``; a face the restorer
-    left unchanged (x_hat = y) is judged clean, FaceEstimate(0, 0, 0): the paste takes nothing it did not."""
+def face_estimate(
+    restored: np.ndarray, crop: np.ndarray, blur: float, share: Callable[[], float], scale: float
+) -> FaceEstimate:
+    """The :class:`FaceEstimate` of one face of blur d = ``blur``, noise share ``share()``, size k = ``scale``;
+    a face the restorer left unchanged (x_hat = y) is judged clean, d = s_y = nu = 0: the paste takes nothing
+    it did not."""
     if np.array_equal(restored, crop):
-        return FaceEstimate(0.0)
-    return FaceEstimate(blur, crop_noise(crop), share())
+        return FaceEstimate(0.0, scale=scale)
+    return FaceEstimate(blur, crop_noise(crop), share(), scale)
 
 
 def face_estimates(
@@ -218,7 +230,13 @@ def face_estimates(
     """The :func:`face_estimate` of each face of ``photo`` (module docstring), d in one batched search."""
     blurs = degradation_estimates(restored, crops)
     return [
-        face_estimate(x, y, d, lambda affine=affine, size=x.shape[0]: noise_share(photo, affine, size))
+        face_estimate(
+            x,
+            y,
+            d,
+            lambda affine=affine, size=x.shape[0]: noise_share(photo, affine, size),
+            pixels_per_face_pixel(affine),
+        )
         for x, y, affine, d in zip(restored, crops, affines, blurs)
     ]
 
@@ -405,6 +423,7 @@ def paste_aligned(image: np.ndarray, restored: np.ndarray, crop: np.ndarray, cfg
         crop,
         degradation_estimates([restored], [crop])[0],
         lambda: _wiener_share(img, np.ones((side, side), np.float32), high_band),
+        side / size,
     )
     face = aware_paste(restored, crop, np.eye(2, 3), estimate, cfg)
     w_c, w_h = face.weights

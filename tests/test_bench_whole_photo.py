@@ -8,7 +8,8 @@
 - the identity difference of a cell is the paired mean of the faces dlib scores in both pastes, with the
   textbook standard error (hypothesis, against ``statistics``), and the summary row prints it;
 - the fit's subsets of a cell are all of them, or random ones, without repetition, and the share of them
-  meeting the constraints equals a brute-force count over every subset (hypothesis);
+  meeting the constraints (with or without a share of classic's gain) equals a brute-force count over every
+  subset (hypothesis); that share is asked where the model resolves a noisy or compressed face;
 - the single degradations draw their strength in their range; a case does not depend on the other kinds run.
 """
 
@@ -35,6 +36,7 @@ from benchmarks.bench_whole_photo import (
     face_name,
     face_sources,
     holding_share,
+    keeps_classic_gain,
     make_cases,
     overall_line,
     paired_difference,
@@ -159,6 +161,29 @@ def test_holding_share_counts_every_subset(n, size, margin, seed):
         for c in combos
     ]
     assert holding_share(changes, subsets, margin) == sum(meets) / len(combos)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(2, 9), size=st.integers(1, 8), share=st.floats(0, 1), seed=st.integers(0, 2**31 - 1))
+def test_holding_share_asks_for_a_share_of_classics_gain(n, size, share, seed):
+    rng = np.random.default_rng(seed)
+    changes = np.stack([rng.normal(0.05, 0.1, n), rng.normal(-0.01, 0.02, n)], axis=1)
+    classic = np.stack([rng.normal(-0.2, 0.3, n), rng.normal(-0.01, 0.02, n)], axis=1)
+    subsets = cell_subsets(list(range(n)), size, 10**6, rng)
+    combos = list(itertools.combinations(range(n), min(size, n)))
+
+    def meets(c):
+        psnr, lpips = np.mean([changes[i, 0] for i in c]), np.mean([changes[i, 1] for i in c])
+        classic_gain = -np.mean([classic[i, 1] for i in c])
+        return psnr >= -0.1 and lpips <= LPIPS_TOLERANCE and (classic_gain <= 0 or -lpips >= share * classic_gain)
+
+    assert holding_share(changes, subsets, 0.1, classic, share) == sum(map(meets, combos)) / len(combos)
+
+
+def test_the_classic_gain_is_asked_where_the_model_resolves_a_noisy_or_compressed_face():
+    assert keeps_classic_gain((1.5, "project", "mild")) and keeps_classic_gain((0.75, "jpeg", "only"))
+    assert keeps_classic_gain((2.0, "noise", "only"))
+    assert not keeps_classic_gain((1.5, "blur", "only")) and not keeps_classic_gain((3.0, "project", "mild"))
 
 
 @settings(max_examples=10, deadline=None)

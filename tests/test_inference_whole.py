@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from data.face_composites import background, make_composite, standard_composites
-from faces.align import estimate_similarity, face_template
+from faces.align import estimate_similarity, face_template, pixels_per_face_pixel
 from faces.identity import IDENTITY_CONVENTIONS
 from faces.paste import face_to_upsampled, paste_decision, soft_face_mask
 from proc_helpers import run_checked
@@ -120,11 +120,9 @@ def test_torchrun_restores_whole_photos(photos, lpips_weights_dir, tmp_path):
             assert face["nfe"] > 0 and len(face["box"]) == 5
             w_c, w_h = face["paste_weights"]  # resolution-aware by default
             assert 0.0 <= w_c <= 1.0 and 0.0 <= w_h <= 1.0
-            assert face["decision"] == paste_decision((w_c, w_h)) and set(face["estimate"]) == {
-                "blur",
-                "crop_noise",
-                "noise_share",
-            }
+            assert face["decision"] == paste_decision((w_c, w_h))
+            assert set(face["estimate"]) == {"blur", "crop_noise", "noise_share", "scale"}
+            assert face["estimate"]["scale"] == pytest.approx(pixels_per_face_pixel(affine), rel=1e-6)
             decisions.append(face["decision"])
         np.testing.assert_array_equal(res[~footprint], src[~footprint])
         yy, xx = np.mgrid[: src.shape[0], : src.shape[1]]

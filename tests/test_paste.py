@@ -5,7 +5,9 @@
 * With w_c = 1 and w_h = 0 the resolution-aware formula is the classic paste-back (upscale 1).
 * The band split is linear, sums to the image, passes a grating well below the crop's Nyquist frequency
   to the low band and one well above it to the high band (hypothesis properties).
-* The weights are monotone in the degradation and equal (0, 1) for an unchanged face; the degradation
+* The weights are monotone in the degradation and equal (0, 1) for an unchanged face; a face k times the
+  model's size is weighed with the restorer's blur d_0(k) (closed form), so it takes no more correction than
+  a smaller one; its k is read off the alignment (whole photos) or its side (aligned faces); the degradation
   of a restoration that is the input blurred by a known sigma is that sigma (the sigma* grid search).
 * The misfit weight scales exactly what the blur does not explain: for y = G_d x_hat + n the pasted
   restoration is x_hat + (1 - w_m) n (a float64 spatial blur as the reference; hypothesis property).
@@ -205,6 +207,31 @@ def test_weights_are_monotone_and_resolution_free(d1, d2, d_0, d_h, d_c, w_max, 
 
 @settings(max_examples=60, deadline=None)
 @given(
+    d=st.floats(0, 5),
+    k1=st.floats(0.25, 8),
+    k2=st.floats(0.25, 8),
+    d_0=st.floats(0, 8),
+    d_k=st.floats(0, 3),
+    noise=st.floats(0, 0.1),
+)
+def test_larger_faces_need_more_blur(d, k1, k2, d_0, d_k, noise):
+    """A face k times the model's size is weighed as a face of the model's size by a restorer whose own blur is
+    d_0(k) = d_0 + d_k log2 max(1, k) (closed form); so a larger face never takes more of the correction or
+    sheds more of its high band, and faces up to the model's size share d_0."""
+    cfg = PasteConfig(restorer_sigma_512=d_0, scale_sigma_512=d_k)
+    small, large = sorted((k1, k2))
+    c_small, h_small = band_weights(FaceEstimate(d, noise, 0.5, small), CROP, cfg)
+    c_large, h_large = band_weights(FaceEstimate(d, noise, 0.5, large), CROP, cfg)
+    assert c_large <= c_small and h_large >= h_small
+    shifted = PasteConfig(restorer_sigma_512=d_0 + d_k * float(np.log2(max(1.0, large))))
+    assert (c_large, h_large) == pytest.approx(band_weights(FaceEstimate(d, noise, 0.5), CROP, shifted), abs=1e-12)
+    assert band_weights(FaceEstimate(d, noise, 0.5, min(small, 1.0)), CROP, cfg) == band_weights(
+        FaceEstimate(d, noise, 0.5), CROP, cfg
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
     n1=st.floats(0, 0.2),
     n2=st.floats(0, 0.2),
     nu1=st.floats(0, 1),
@@ -294,6 +321,7 @@ def test_noisy_face_corrected_and_clean_sharp_face_kept(faces_hq_dir, demo_sampl
     noisy_scene, landmarks = _scene(faces_hq_dir, side=96)
     noisy = single_degradation(noisy_scene, "noise", 12 / 255, np.random.default_rng(0))
     res = restore_whole_image(noisy, _KnownLandmarks(landmarks[None]), _restore_with(demo_sampler), CROP, 1, paste_cfg)
+    assert res.pastes[0].estimate.scale == pytest.approx(96 / CROP)  # the face's size over the model's
     if demo_sampler.method == "difface":
         assert paste_decision(res.pastes[0].weights) == "kept"
         np.testing.assert_array_equal(res.image, noisy)
@@ -329,7 +357,7 @@ def test_aligned_face_merged_at_its_own_size(faces_hq_dir, side):
     face = _aligned_face(faces_hq_dir, side)
     crop = resize_to(face, CROP)
     out, pasted = paste_aligned(face, crop.copy(), crop, PasteConfig())  # identity restorer: unchanged
-    assert out.shape == face.shape and pasted.weights == (0.0, 1.0)
+    assert out.shape == face.shape and pasted.weights == (0.0, 1.0) and pasted.estimate.scale == side / CROP
     np.testing.assert_allclose(out, face, atol=1e-6)
     restored = np.clip(crop + 0.05, 0, 1)  # a restorer that brightens: full correction, no high band = U(x_m)
     cfg = PasteConfig(correction_sigma_512=1e-3, high_band_sigma_512=1e-3, misfit_weight=1.0)
@@ -408,6 +436,7 @@ def test_misfit_weight_scales_only_what_the_blur_does_not_explain(sigma, w_m, se
         ("correction_max", 1.5, r"\[0, 1\]"),
         ("misfit_weight", -0.1, r"\[0, 1\]"),
         ("restorer_sigma_512", -0.5, ">= 0"),
+        ("scale_sigma_512", -0.1, ">= 0"),
         ("clean_noise", -0.01, ">= 0"),
         ("correction_noise", 0.0, "> 0"),
         ("high_band_noise", -1.0, "> 0"),
