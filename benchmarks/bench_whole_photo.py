@@ -475,7 +475,7 @@ def summary_rows(cases: List[Case]) -> List[list]:
             ]
             + [
                 f"{np.mean([getattr(c.estimate, k) for c in group]):{f}}"
-                for k, f in (("blur", ".2f"), ("crop_noise", ".4f"), ("noise_share", ".2f"))
+                for k, f in (("blur", ".2f"), ("crop_noise", ".4f"), ("noise_share", ".2f"), ("photo_noise", ".4f"))
             ]
         )
     return rows
@@ -522,6 +522,7 @@ HEADERS = [
     "mean d",
     "mean s_y",
     "mean nu",
+    "mean s_B",
 ]
 
 

@@ -11,17 +11,20 @@ H = B - U(D(B)) the high band the model cannot see.
     d_0(k) = d_0 + d_k log2 max(1, k),   k = the face's size in photo pixels / R
     q   = sqrt(max(0, s_y^2 - s_0^2)),   s_y = MAD(finest Haar band of y) / 0.6745   (its noise)
     w_c = w_max (1 - exp(-(e / d_c)^2 - (q / r_c)^2))
-    w_h = exp(-(e / d_h)^2) (1 - nu (1 - exp(-(q / r_h)^2))),   nu = the noise share of H (:func:`noise_share`)
+    w_h = exp(-(e / d_h)^2) (1 - nu (1 - exp(-(q_B / r_h)^2))),   q_B = sqrt(max(0, s_B^2 - s_0^2))
+    s_B, nu = the photo's finest-band noise level at the face and the noise share of H (:func:`photo_noise`)
     x_m = x_hat - (1 - w_m) (G_d x_hat - y)                              (back-projection, Irani & Peleg 1991)
 
 d_0(k): on clean faces d scatters by about +-0.1 crop pixels from face to face; a mild blur of the photo moves
 it by as much on a face 1.5x the model, by a quarter of that at 3x, where the model's band holds a ninth of the
 face's spectrum and a correction taken on the scatter costs PSNR and LPIPS: a larger face needs more blur.
-(:class:`FaceEstimate` holds d, s_y, nu, k.) d_0, d_k, d_h, d_c (sigma_512 units), w_max, w_m, s_0, r_c, r_h are the
-sampling config's ``paste`` section; ``paste.methods.<method>`` replaces them for one ``sampler.method`` (d_0
-belongs to the restorer). Each face's record names what the weights did (:func:`paste_decision`): ``kept``
-(w_c < 0.1, w_h > 0.9), ``restored`` (w_c >= 0.5) or ``partly``; a kept face is pasted with (w_c, w_h) = (0, 1)
-(:func:`paste_weights`), so it comes back as the input exactly.
+s_B: H holds the photo's finest band, so the photo's noise level, not the crop's, says whether nu is noise: a
+face 2x the model averages 12/255 of noise (and JPEG) in its crop down to a clean face's s_y, while its high
+band keeps the noise. (:class:`FaceEstimate` holds d, s_y, nu, s_B, k.) d_0, d_k, d_h, d_c (sigma_512 units),
+w_max, w_m, s_0, r_c, r_h are the sampling config's ``paste`` section; ``paste.methods.<method>`` replaces them
+for one ``sampler.method`` (d_0 belongs to the restorer). Each face's record names what the weights did
+(:func:`paste_decision`): ``kept`` (w_c < 0.1, w_h > 0.9), ``restored`` (w_c >= 0.5) or ``partly``; a kept face
+is pasted with (w_c, w_h) = (0, 1) (:func:`paste_weights`), so it comes back as the input exactly.
 """
 
 from __future__ import annotations
@@ -51,9 +54,9 @@ class PasteConfig:
     correction_sigma_512: float = 0.8  # d_c: w_c = w_max (1 - exp(-(e / d_c)^2))
     correction_max: float = 1.0  # w_max
     misfit_weight: float = 0.5  # w_m: x_m = x_hat - (1 - w_m) (G_d x_hat - y)
-    clean_noise: float = 0.011765  # s_0: the crop's finest-band noise level s_y on a clean face
+    clean_noise: float = 0.011765  # s_0: the finest-band noise level (s_y, s_B) of a clean face
     correction_noise: float = 0.015686  # r_c: w_c = w_max (1 - exp(-(e / d_c)^2 - (q / r_c)^2))
-    high_band_noise: float = 0.003922  # r_h: w_h = exp(-(e / d_h)^2) (1 - nu (1 - exp(-(q / r_h)^2)))
+    high_band_noise: float = 0.011765  # r_h: w_h = exp(-(e / d_h)^2) (1 - nu (1 - exp(-(q_B / r_h)^2)))
     methods: Dict[str, Dict[str, float]] = field(default_factory=dict)  # per sampler.method: entries above replaced
 
 
@@ -92,12 +95,13 @@ def check_paste_config(cfg) -> None:
 @dataclass
 class FaceEstimate:
     """The degradation estimates of one face (module docstring): ``blur`` d (pixels of its crop),
-    ``crop_noise`` s_y (noise level of its crop), ``noise_share`` nu (of the input's high band, in [0, 1]) and
-    ``scale`` k (photo pixels per crop pixel)."""
+    ``crop_noise`` s_y (noise level of its crop), ``noise_share`` nu (of the input's high band, in [0, 1]),
+    ``photo_noise`` s_B (the photo's noise level at the face) and ``scale`` k (photo pixels per crop pixel)."""
 
     blur: float
     crop_noise: float = 0.0
     noise_share: float = 0.0
+    photo_noise: float = 0.0
     scale: float = 1.0
 
 
@@ -108,7 +112,8 @@ def band_weights(estimate: FaceEstimate, resolution: int, cfg) -> Tuple[float, f
     removed = np.sqrt(max(0.0, float(estimate.crop_noise) ** 2 - float(cfg.clean_noise) ** 2))
     blur_h = (excess / float(cfg.high_band_sigma_512)) ** 2
     blur_c, noise_c = (excess / float(cfg.correction_sigma_512)) ** 2, (removed / float(cfg.correction_noise)) ** 2
-    confirmed = 1.0 - float(np.exp(-((removed / float(cfg.high_band_noise)) ** 2)))
+    photo_excess = np.sqrt(max(0.0, float(estimate.photo_noise) ** 2 - float(cfg.clean_noise) ** 2))
+    confirmed = 1.0 - float(np.exp(-((photo_excess / float(cfg.high_band_noise)) ** 2)))
     w_h = float(np.exp(-blur_h)) * (1.0 - float(estimate.noise_share) * confirmed)
     w_c = float(cfg.correction_max) * (1.0 - float(np.exp(-blur_c - noise_c)))
     return w_c, w_h
@@ -190,38 +195,42 @@ def finest_band_noise(img: np.ndarray, where: np.ndarray) -> float:
     return float(np.median(values) / 0.6745) if values.size else 0.0
 
 
-NOISE_FIELD_SEED = 0  # the white-noise image whose high band gives c_H (noise_share)
+NOISE_FIELD_SEED = 0  # the white-noise image whose high band gives c_H (photo_noise)
 
 
-def noise_share(photo: np.ndarray, affine: np.ndarray, face_size: int) -> float:
-    """nu = min(1, s_B^2 c_H / E[H^2]) of the module docstring for the face aligned by ``affine`` in
-    ``photo`` (upscale 1): expectations are means weighted by the soft face mask m, s_B is
-    :func:`finest_band_noise` where m > 0.5. 0 when the high band is empty."""
+def photo_noise(photo: np.ndarray, affine: np.ndarray, face_size: int) -> Tuple[float, float]:
+    """(s_B, nu = min(1, s_B^2 c_H / E[H^2])) of the module docstring for the face aligned by ``affine`` in
+    ``photo`` (upscale 1): s_B is :func:`finest_band_noise` where the soft face mask m > 0.5, expectations are
+    means weighted by m, c_H = E[H(n)^2] of unit white noise n. nu is 0 when the high band is empty."""
     img = np.asarray(photo, dtype=np.float32)
     mask = soft_face_mask((face_size, face_size), face_to_upsampled(affine), img.shape[:2])
     return _wiener_share(img, mask, lambda x: split_bands(x, affine, face_size)[1])
 
 
-def _wiener_share(img: np.ndarray, mask: np.ndarray, high_band: Callable[[np.ndarray], np.ndarray]) -> float:
-    """nu of :func:`noise_share` for the band split whose high band is ``high_band(image)``."""
+def _wiener_share(
+    img: np.ndarray, mask: np.ndarray, high_band: Callable[[np.ndarray], np.ndarray]
+) -> Tuple[float, float]:
+    """(s_B, nu) of :func:`photo_noise` for the band split whose high band is ``high_band(image)``."""
+    noise = finest_band_noise(img, mask > 0.5)
     weight = mask[:, :, None] / max(float(mask.sum()) * img.shape[2], 1e-12)
     power = float(np.sum(weight * high_band(img).astype(np.float64) ** 2))
     if power <= 0.0:
-        return 0.0
+        return noise, 0.0
     unit = np.random.default_rng(NOISE_FIELD_SEED).standard_normal(img.shape).astype(np.float32)
     share = float(np.sum(weight * high_band(unit).astype(np.float64) ** 2))
-    return min(1.0, finest_band_noise(img, mask > 0.5) ** 2 * share / power)
+    return noise, min(1.0, noise**2 * share / power)
 
 
 def face_estimate(
-    restored: np.ndarray, crop: np.ndarray, blur: float, share: Callable[[], float], scale: float
+    restored: np.ndarray, crop: np.ndarray, blur: float, noise: Callable[[], Tuple[float, float]], scale: float
 ) -> FaceEstimate:
-    """The :class:`FaceEstimate` of one face of blur d = ``blur``, noise share ``share()``, size k = ``scale``;
-    a face the restorer left unchanged (x_hat = y) is judged clean, d = s_y = nu = 0: the paste takes nothing
-    it did not."""
+    """The :class:`FaceEstimate` of one face of blur d = ``blur``, (s_B, nu) = ``noise()``, size k = ``scale``;
+    a face the restorer left unchanged (x_hat = y) is judged clean, d = s_y = nu = s_B = 0: the paste takes
+    nothing it did not."""
     if np.array_equal(restored, crop):
         return FaceEstimate(0.0, scale=scale)
-    return FaceEstimate(blur, crop_noise(crop), share(), scale)
+    level, share = noise()
+    return FaceEstimate(blur, crop_noise(crop), share, level, scale)
 
 
 def face_estimates(
@@ -234,7 +243,7 @@ def face_estimates(
             x,
             y,
             d,
-            lambda affine=affine, size=x.shape[0]: noise_share(photo, affine, size),
+            lambda affine=affine, size=x.shape[0]: photo_noise(photo, affine, size),
             pixels_per_face_pixel(affine),
         )
         for x, y, affine, d in zip(restored, crops, affines, blurs)

@@ -123,7 +123,7 @@ def test_summary_row_prints_the_paired_identity_difference():
     # pairs scored in both: +0.05 and -0.03 -> mean +0.01, sd 0.04 sqrt(2), SE 0.04
     row = summary_rows(cases)[0]
     assert row[:3] == ["0.75x", "project severe", 3]
-    assert row[-4] == "+0.010 (0.040)"
+    assert row[-5] == "+0.010 (0.040)"
 
 
 def test_overall_line_weighs_each_cell_once():

@@ -121,7 +121,7 @@ def test_torchrun_restores_whole_photos(photos, lpips_weights_dir, tmp_path):
             w_c, w_h = face["paste_weights"]  # resolution-aware by default
             assert 0.0 <= w_c <= 1.0 and 0.0 <= w_h <= 1.0
             assert face["decision"] == paste_decision((w_c, w_h))
-            assert set(face["estimate"]) == {"blur", "crop_noise", "noise_share", "scale"}
+            assert set(face["estimate"]) == {"blur", "crop_noise", "noise_share", "photo_noise", "scale"}
             assert face["estimate"]["scale"] == pytest.approx(pixels_per_face_pixel(affine), rel=1e-6)
             decisions.append(face["decision"])
         np.testing.assert_array_equal(res[~footprint], src[~footprint])

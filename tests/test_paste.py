@@ -44,11 +44,11 @@ from faces.paste import (
     degradation_estimates,
     finest_band_noise,
     misfit_weighted,
-    noise_share,
     paste_aligned,
     paste_decision,
     paste_face,
     paste_weights,
+    photo_noise,
     restore_whole_image,
     split_bands,
 )
@@ -220,12 +220,12 @@ def test_larger_faces_need_more_blur(d, k1, k2, d_0, d_k, noise):
     sheds more of its high band, and faces up to the model's size share d_0."""
     cfg = PasteConfig(restorer_sigma_512=d_0, scale_sigma_512=d_k)
     small, large = sorted((k1, k2))
-    c_small, h_small = band_weights(FaceEstimate(d, noise, 0.5, small), CROP, cfg)
-    c_large, h_large = band_weights(FaceEstimate(d, noise, 0.5, large), CROP, cfg)
+    c_small, h_small = band_weights(FaceEstimate(d, noise, 0.5, scale=small), CROP, cfg)
+    c_large, h_large = band_weights(FaceEstimate(d, noise, 0.5, scale=large), CROP, cfg)
     assert c_large <= c_small and h_large >= h_small
     shifted = PasteConfig(restorer_sigma_512=d_0 + d_k * float(np.log2(max(1.0, large))))
     assert (c_large, h_large) == pytest.approx(band_weights(FaceEstimate(d, noise, 0.5), CROP, shifted), abs=1e-12)
-    assert band_weights(FaceEstimate(d, noise, 0.5, min(small, 1.0)), CROP, cfg) == band_weights(
+    assert band_weights(FaceEstimate(d, noise, 0.5, scale=min(small, 1.0)), CROP, cfg) == band_weights(
         FaceEstimate(d, noise, 0.5), CROP, cfg
     )
 
@@ -242,17 +242,20 @@ def test_larger_faces_need_more_blur(d, k1, k2, d_0, d_k, noise):
     r_h=st.floats(0.001, 0.1),
 )
 def test_weights_follow_the_noise(n1, n2, nu1, nu2, d, s_0, r_c, r_h):
-    """w_c grows with the crop's noise level, w_h falls with it and with the high band's noise share; a
-    crop no noisier than a clean one keeps the blur rule's weights, whatever the share."""
+    """w_c grows with the crop's noise level s_y, w_h falls with the photo's s_B and with the high band's noise
+    share; a face no noisier than a clean one keeps the blur rule's weights, whatever the share. (Here
+    s_B = s_y; the crop's level moves only w_c, the photo's only w_h.)"""
     cfg = PasteConfig(clean_noise=s_0, correction_noise=r_c, high_band_noise=r_h)
     low, high = sorted((n1, n2))
     few, many = sorted((nu1, nu2))
-    c1, h1 = band_weights(FaceEstimate(d, low, few), CROP, cfg)
-    c2, h2 = band_weights(FaceEstimate(d, high, few), CROP, cfg)
-    c3, h3 = band_weights(FaceEstimate(d, high, many), CROP, cfg)
+    c1, h1 = band_weights(FaceEstimate(d, low, few, low), CROP, cfg)
+    c2, h2 = band_weights(FaceEstimate(d, high, few, high), CROP, cfg)
+    c3, h3 = band_weights(FaceEstimate(d, high, many, high), CROP, cfg)
     assert 0 <= c1 <= c2 <= 1 and c3 == c2 and 1 >= h1 >= h2 >= h3 >= 0
     if low <= s_0:
         assert (c1, h1) == band_weights(FaceEstimate(d), CROP, cfg)
+    assert band_weights(FaceEstimate(d, high, many), CROP, cfg)[1] == band_weights(FaceEstimate(d), CROP, cfg)[1]
+    assert band_weights(FaceEstimate(d, 0.0, many, high), CROP, cfg)[0] == band_weights(FaceEstimate(d), CROP, cfg)[0]
 
 
 @settings(max_examples=30, deadline=None)
@@ -269,8 +272,9 @@ def test_finest_band_noise_is_the_std_of_white_noise(sigma, seed):
 
 @pytest.mark.parametrize("side,sigma", [(128, 12 / 255), (200, 6 / 255)])
 def test_noise_share_of_the_high_band(faces_hq_dir, side, sigma):
-    """nu against the share computed from the known noise field n: mean(m H(n)^2) / mean(m H(B)^2), to 0.1
-    (the face's own finest band adds to the MAD: weak noise on a large face is overestimated)."""
+    """nu against the share computed from the known noise field n: mean(m H(n)^2) / mean(m H(B)^2), to 0.1,
+    and s_B against the noise's std (the face's own finest band adds to the MAD: weak noise on a large face is
+    overestimated)."""
     from faces.paste import face_to_upsampled, soft_face_mask
 
     photo, landmarks = _scene(faces_hq_dir, side=side)
@@ -282,8 +286,10 @@ def test_noise_share_of_the_high_band(faces_hq_dir, side, sigma):
         / np.sum(mask * split_bands(photo + noise, affine, CROP)[1] ** 2)
     )
     assert 0.2 < share < 1.0
-    assert noise_share(photo + noise, affine, CROP) == pytest.approx(share, abs=0.1)
-    assert noise_share(photo, affine, CROP) < 0.1  # the clean photo: mostly detail
+    level, estimated = photo_noise(photo + noise, affine, CROP)
+    assert estimated == pytest.approx(share, abs=0.1) and level == pytest.approx(sigma, rel=0.25)
+    clean_level, clean_share = photo_noise(photo, affine, CROP)
+    assert clean_share < 0.1 and clean_level < 0.5 * sigma  # the clean photo: mostly detail
 
 
 @pytest.fixture(
