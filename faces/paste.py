@@ -50,7 +50,7 @@ class PasteConfig:
     mode: str = "resolution_aware"  # resolution_aware | classic
     restorer_sigma_512: float = 4.4  # d_0: what the restorer blurs a clean face by
     scale_sigma_512: float = 0.8  # d_k: d_0(k) = d_0 + d_k log2 max(1, k), k the face's size / R
-    high_band_sigma_512: float = 12.0  # d_h: w_h = exp(-(e / d_h)^2), e = max(0, d - d_0)
+    high_band_sigma_512: float = 12.0  # d_h: w_h = exp(-(e / d_h)^2), e = max(0, d - d_0(k))
     correction_sigma_512: float = 0.8  # d_c: w_c = w_max (1 - exp(-(e / d_c)^2))
     correction_max: float = 1.0  # w_max
     misfit_weight: float = 0.5  # w_m: x_m = x_hat - (1 - w_m) (G_d x_hat - y)
