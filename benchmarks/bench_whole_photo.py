@@ -393,8 +393,9 @@ def fit_parameters(
     inputs, classic = (
         np.array([[c.scores[v][m] for m in ("psnr", "lpips")] for c in cases]) for v in ("input", "classic")
     )
+    classic_changes = classic - inputs
     constraints = [
-        (cell_subsets(faces, EVAL_FACES, FIT_DRAWS, rng), classic - inputs if keeps_classic_gain(cell) else None)
+        (cell_subsets(faces, EVAL_FACES, FIT_DRAWS, rng), classic_changes if keeps_classic_gain(cell) else None)
         for cell, faces in cells.items()
     ]
     best = None

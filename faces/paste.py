@@ -107,8 +107,10 @@ class FaceEstimate:
 
 def band_weights(estimate: FaceEstimate, resolution: int, cfg) -> Tuple[float, float]:
     """(w_c, w_h) of the module docstring for a face of ``resolution`` x ``resolution`` crop pixels."""
-    clean = float(cfg.restorer_sigma_512) + float(cfg.scale_sigma_512) * np.log2(max(1.0, float(estimate.scale)))
-    excess = max(0.0, float(estimate.blur) * 512.0 / resolution - clean)
+    restorer_blur = float(cfg.restorer_sigma_512) + float(cfg.scale_sigma_512) * np.log2(
+        max(1.0, float(estimate.scale))
+    )
+    excess = max(0.0, float(estimate.blur) * 512.0 / resolution - restorer_blur)
     removed = np.sqrt(max(0.0, float(estimate.crop_noise) ** 2 - float(cfg.clean_noise) ** 2))
     blur_h = (excess / float(cfg.high_band_sigma_512)) ** 2
     blur_c, noise_c = (excess / float(cfg.correction_sigma_512)) ** 2, (removed / float(cfg.correction_noise)) ** 2
